@@ -1,0 +1,72 @@
+// Package swim is SWIM membership with the Lifeguard extensions as a pure,
+// deterministic state machine: no goroutines, no sockets, no wall clock, no global
+// randomness. Every input carries `now`; outputs pile up until the host drains them
+// with Ready. The host (internal/host, driven by node or sim) sleeps until
+// NextDeadline and then calls Tick.
+package swim
+
+import (
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// Status is a member's state in the local view.
+type Status uint8
+
+const (
+	StatusAlive Status = iota
+	StatusSuspect
+	StatusDead
+	StatusLeft
+)
+
+// Member is one node as the local machine sees it.
+type Member struct {
+	Name        string
+	Addr        string
+	Incarnation uint64
+	Status      Status
+	Since       time.Time // when Status last changed locally
+}
+
+// EventKind says what changed.
+type EventKind uint8
+
+const (
+	EventJoin    EventKind = iota + 1 // a member was seen for the first time (or again after dead/left)
+	EventUpdate                       // address or metadata of an alive member changed
+	EventSuspect                      // a member became suspect
+	EventAlive                        // a suspect member was refuted: alive again
+	EventDead                         // a member was declared dead
+	EventLeft                         // a member left gracefully
+)
+
+// Event is a membership change, in the order the machine observed them.
+type Event struct {
+	Kind   EventKind
+	Member Member
+	At     time.Time
+}
+
+// Packet is a datagram to send. Data is owned by the receiver of Ready.
+type Packet struct {
+	To   string // host:port
+	Data []byte
+}
+
+// Stream asks the host to run a push-pull exchange with To: deliver Msg over a
+// stream, then hand the reply to HandlePushPullReply, or call PushPullFailed.
+type Stream struct {
+	To  string
+	Msg *wire.PushPull
+}
+
+// Ready is everything the machine wants done since the last call. Order rules: the
+// host may send Packets and start Streams in any order; Events are in the order the
+// machine observed them.
+type Ready struct {
+	Packets []Packet
+	Streams []Stream
+	Events  []Event
+}
