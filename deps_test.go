@@ -1,0 +1,215 @@
+package mesh_test
+
+// The architecture rules of DESIGN.md, as tests: which package may import which, and
+// which calls protocol code may never make.
+
+import (
+	"encoding/json"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/omnirelay/mesh"
+
+// Leaves import no package of this module.
+var leaves = []string{"wire", "crdt", "rendezvous"}
+
+// Protocol packages are pure: no clock, no goroutines, no sockets, no global random.
+var protocol = []string{"wire", "crdt", "rendezvous", "swim", "lease", "shard", "internal/host"}
+
+// Packages protocol code must never depend on, directly or not.
+var forbiddenForProtocol = []string{module + "/node", module + "/sim", module + "/control", "net"}
+
+type listedPackage struct {
+	ImportPath string
+	Deps       []string
+	Imports    []string
+	Dir        string
+	GoFiles    []string
+}
+
+// listPackages returns the module's packages that exist (have non-test Go files).
+func listPackages(t *testing.T) map[string]listedPackage {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-json", "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string]listedPackage{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p listedPackage
+		if err := dec.Decode(&p); err != nil {
+			t.Fatalf("decoding go list output: %v", err)
+		}
+		pkgs[strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")] = p
+	}
+	return pkgs
+}
+
+func TestImportRules(t *testing.T) {
+	pkgs := listPackages(t)
+	for _, name := range leaves {
+		p, ok := pkgs[name]
+		if !ok {
+			continue
+		}
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, module+"/") {
+				t.Errorf("%s is a leaf but depends on %s", name, d)
+			}
+		}
+	}
+	for _, name := range protocol {
+		p, ok := pkgs[name]
+		if !ok {
+			continue
+		}
+		for _, d := range p.Deps {
+			for _, f := range forbiddenForProtocol {
+				if d == f {
+					t.Errorf("protocol package %s depends on %s", name, d)
+				}
+			}
+		}
+	}
+	for _, pair := range [][2]string{{"node", "sim"}, {"sim", "node"}} {
+		p, ok := pkgs[pair[0]]
+		if !ok {
+			continue
+		}
+		for _, d := range p.Deps {
+			if d == module+"/"+pair[1] || strings.HasPrefix(d, module+"/"+pair[1]+"/") {
+				t.Errorf("%s depends on %s", pair[0], pair[1])
+			}
+		}
+	}
+}
+
+// Calls that read the wall clock or arm real timers.
+var forbiddenTimeFuncs = map[string]bool{
+	"Now": true, "Since": true, "Until": true, "Sleep": true, "After": true,
+	"AfterFunc": true, "NewTimer": true, "NewTicker": true, "Tick": true,
+}
+
+// Package-level math/rand/v2 functions that are allowed: they build a source, they do
+// not draw from the global one.
+var allowedRandFuncs = map[string]bool{"New": true, "NewPCG": true, "NewChaCha8": true, "NewZipf": true}
+
+func TestProtocolCodeIsPure(t *testing.T) {
+	pkgs := listPackages(t)
+	checked := 0
+	for _, name := range protocol {
+		p, ok := pkgs[name]
+		if !ok {
+			continue
+		}
+		for _, f := range p.GoFiles {
+			checked++
+			for _, v := range purityViolations(t, filepath.Join(p.Dir, f)) {
+				t.Errorf("%s/%s: %s", name, f, v)
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no protocol source files found: the check would pass vacuously")
+	}
+}
+
+func purityViolations(t *testing.T, path string) []string {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fset := token.NewFileSet()
+	file, err := parser.ParseFile(fset, path, src, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Local names of the imports we police.
+	names := map[string]string{} // local name -> import path
+	var out []string
+	for _, imp := range file.Imports {
+		ip, _ := strconv.Unquote(imp.Path.Value)
+		local := filepath.Base(ip)
+		if ip == "math/rand/v2" {
+			local = "rand"
+		}
+		if imp.Name != nil {
+			local = imp.Name.Name
+		}
+		switch ip {
+		case "math/rand":
+			out = append(out, "imports math/rand (use an injected *rand.Rand from math/rand/v2)")
+		case "time", "math/rand/v2":
+			names[local] = ip
+		}
+	}
+	ast.Inspect(file, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.GoStmt:
+			out = append(out, fset.Position(n.Pos()).String()+": starts a goroutine")
+		case *ast.SelectorExpr:
+			id, ok := n.X.(*ast.Ident)
+			if !ok || id.Obj != nil { // Obj != nil: a local variable, not a package
+				return true
+			}
+			switch names[id.Name] {
+			case "time":
+				if forbiddenTimeFuncs[n.Sel.Name] {
+					out = append(out, fset.Position(n.Pos()).String()+": calls time."+n.Sel.Name)
+				}
+			case "math/rand/v2":
+				if ast.IsExported(n.Sel.Name) && !allowedRandFuncs[n.Sel.Name] && !isRandType(n.Sel.Name) {
+					out = append(out, fset.Position(n.Pos()).String()+": uses the global random source rand."+n.Sel.Name)
+				}
+			}
+		}
+		return true
+	})
+	return out
+}
+
+func isRandType(name string) bool {
+	switch name {
+	case "Rand", "Source", "PCG", "ChaCha8", "Zipf":
+		return true
+	}
+	return false
+}
+
+// The checker itself must be able to fail.
+func TestPurityCheckerCatchesViolations(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.go")
+	src := `package bad
+
+import (
+	"math/rand/v2"
+	clock "time"
+)
+
+func f() {
+	_ = clock.Now()
+	go func() {}()
+	_ = rand.IntN(3)
+	r := rand.New(rand.NewPCG(1, 2))
+	_ = r.IntN(3)
+}
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := purityViolations(t, path)
+	if len(v) != 3 {
+		t.Fatalf("want 3 violations (time.Now, go, rand.IntN), got %d: %v", len(v), v)
+	}
+}
