@@ -1,6 +1,11 @@
 package wire
 
-import "io"
+import (
+	"encoding/binary"
+	"io"
+
+	"github.com/cespare/xxhash/v2"
+)
 
 // This file pins the codec API that swim, internal/host, node and sim code against.
 // Signatures here may gain siblings but do not change without updating every caller.
@@ -19,6 +24,18 @@ const (
 	SealOverhead         = 12 + 16 // AES-GCM nonce + tag added by Seal
 )
 
+// Packet layout (PROTOCOL.md, "Packets").
+const (
+	HeaderSize   = 9 // magic(2) version(1) flags(1) key id(1) cluster hash(4)
+	ChecksumSize = 4 // lower 32 bits of xxhash64, big-endian, at the end of a plain packet
+
+	// FlagSealed marks a packet sealed by Seal: after the header come the nonce and
+	// the AES-GCM ciphertext of the messages and checksum.
+	FlagSealed uint8 = 1 << 0
+
+	magic0, magic1 = 'O', 'R'
+)
+
 // Header is a packet's plain-text header.
 type Header struct {
 	Version     uint8  // protocol version of the packet
@@ -27,74 +44,229 @@ type Header struct {
 	ClusterHash uint32 // ClusterHash(label): packets of another cluster are dropped
 }
 
-// Packer builds one packet: a header, then messages, then a checksum.
-// Typical use: Reset, Add the mandatory message, AddEncoded queued broadcasts while
-// they fit, then Bytes.
-type Packer struct {
-	impl packerImpl
+// CheckCluster returns ErrCluster unless the header carries want.
+func (h Header) CheckCluster(want uint32) error {
+	if h.ClusterHash != want {
+		return ErrCluster
+	}
+	return nil
 }
 
-// NewPacker returns a Packer for packets of at most mtu bytes.
-func NewPacker(mtu int, clusterHash uint32) *Packer { return newPacker(mtu, clusterHash) }
+func appendHeader(b []byte, h Header) []byte {
+	b = append(b, magic0, magic1, h.Version, h.Flags, h.KeyID)
+	return binary.BigEndian.AppendUint32(b, h.ClusterHash)
+}
+
+// parseHeader checks magic and version of a packet at least HeaderSize long. The
+// version is checked before anything else is interpreted: a newer version may
+// lay out the rest differently.
+func parseHeader(data []byte) (Header, error) {
+	if len(data) < HeaderSize {
+		return Header{}, ErrTruncated
+	}
+	if data[0] != magic0 || data[1] != magic1 {
+		return Header{}, ErrBadMagic
+	}
+	h := Header{
+		Version:     data[2],
+		Flags:       data[3],
+		KeyID:       data[4],
+		ClusterHash: binary.BigEndian.Uint32(data[5:9]),
+	}
+	if h.Version < MinProtocolVersion || h.Version > ProtocolVersion {
+		return h, &VersionError{Got: h.Version, Min: MinProtocolVersion, Max: ProtocolVersion}
+	}
+	return h, nil
+}
+
+func checksum(b []byte) uint32 { return uint32(xxhash.Sum64(b)) }
+
+// Packer builds one packet: a header, then messages, then a checksum.
+// Typical use: Reset, Add the mandatory message, AddEncoded queued broadcasts while
+// they fit, then Bytes. A Packer that will be sealed should be built with
+// mtu - SealOverhead.
+type Packer struct {
+	buf   []byte // header and messages so far; the checksum goes past len
+	limit int    // len(buf) may not exceed this (mtu - ChecksumSize)
+	n     int    // messages added since Reset
+	hdr   Header
+}
+
+// NewPacker returns a Packer for packets of at most mtu bytes (DefaultMTU if mtu
+// is 0 or less).
+func NewPacker(mtu int, clusterHash uint32) *Packer {
+	if mtu <= 0 {
+		mtu = DefaultMTU
+	}
+	p := &Packer{
+		buf:   make([]byte, 0, mtu),
+		limit: mtu - ChecksumSize,
+		hdr:   Header{Version: ProtocolVersion, ClusterHash: clusterHash},
+	}
+	p.Reset()
+	return p
+}
 
 // Reset empties the packet so the Packer can build the next one.
-func (p *Packer) Reset() { p.reset() }
+func (p *Packer) Reset() {
+	p.buf = appendHeader(p.buf[:0], p.hdr)
+	p.n = 0
+}
 
 // Add appends m if it fits; it reports false and leaves the packet unchanged if not.
-func (p *Packer) Add(m Message) bool { return p.add(m) }
+func (p *Packer) Add(m Message) bool {
+	start := len(p.buf)
+	b := AppendMessage(p.buf, m)
+	if len(b) > p.limit {
+		p.buf = b[:start]
+		return false
+	}
+	p.buf = b
+	p.n++
+	return true
+}
 
 // AddEncoded appends a message already encoded by AppendMessage if it fits.
-func (p *Packer) AddEncoded(msg []byte) bool { return p.addEncoded(msg) }
+func (p *Packer) AddEncoded(msg []byte) bool {
+	if len(msg) > p.Room() {
+		return false
+	}
+	p.buf = append(p.buf, msg...)
+	p.n++
+	return true
+}
 
 // Room is how many bytes of encoded message still fit.
-func (p *Packer) Room() int { return p.room() }
+func (p *Packer) Room() int { return max(0, p.limit-len(p.buf)) }
 
 // Count is the number of messages added since Reset.
-func (p *Packer) Count() int { return p.count() }
+func (p *Packer) Count() int { return p.n }
 
 // Bytes finishes the packet (checksum) and returns it. The slice is valid until the
 // next Reset; callers that keep it copy it.
-func (p *Packer) Bytes() []byte { return p.bytes() }
+func (p *Packer) Bytes() []byte {
+	// The checksum is written past len(p.buf), so a later Add simply overwrites it.
+	return binary.BigEndian.AppendUint32(p.buf, checksum(p.buf))
+}
 
 // AppendMessage appends m encoded as `type | uvarint length | msgpack body` to dst.
-func AppendMessage(dst []byte, m Message) []byte { return appendMessage(dst, m) }
+func AppendMessage(dst []byte, m Message) []byte {
+	dst = append(dst, byte(m.Type()), 0) // one length byte reserved: most bodies are < 128 bytes
+	start := len(dst)
+	dst = appendBody(dst, m)
+	n := len(dst) - start
+	if n < 0x80 {
+		dst[start-1] = byte(n)
+		return dst
+	}
+	// Longer body: widen the length in place by shifting the body right.
+	var lb [binary.MaxVarintLen64]byte
+	w := binary.PutUvarint(lb[:], uint64(n))
+	dst = append(dst, lb[1:w]...)
+	copy(dst[start-1+w:], dst[start:start+n])
+	copy(dst[start-1:], lb[:w])
+	return dst
+}
 
 // PacketReader walks the messages of a received plain (unsealed) packet without
 // allocating per message.
 type PacketReader struct {
-	impl readerImpl
+	data []byte // the packet without its checksum
+	pos  int    // start of the next message
+	typ  MsgType
+	body []byte
+	err  error
 }
 
 // Reset validates data (magic, version, checksum, bounds) and positions the reader
 // before the first message. The reader aliases data.
-func (r *PacketReader) Reset(data []byte) (Header, error) { return r.reset(data) }
+func (r *PacketReader) Reset(data []byte) (Header, error) {
+	*r = PacketReader{}
+	if len(data) < HeaderSize+ChecksumSize {
+		r.err = ErrTruncated
+		return Header{}, r.err
+	}
+	h, err := parseHeader(data)
+	if err == nil && h.Flags&FlagSealed != 0 {
+		err = ErrSealed
+	}
+	if err == nil {
+		end := len(data) - ChecksumSize
+		if binary.BigEndian.Uint32(data[end:]) != checksum(data[:end]) {
+			err = ErrChecksum
+		} else {
+			r.data, r.pos = data[:end], HeaderSize
+		}
+	}
+	r.err = err
+	return h, err
+}
 
 // Next advances to the next message; it returns false at the end or on error (Err).
 // Messages of unknown type are returned too: callers skip what they do not handle.
-func (r *PacketReader) Next() bool { return r.next() }
+func (r *PacketReader) Next() bool {
+	r.typ, r.body = 0, nil
+	if r.err != nil || r.pos >= len(r.data) {
+		return false
+	}
+	typ, body, n, err := splitMessage(r.data[r.pos:])
+	if err != nil {
+		r.err = err
+		return false
+	}
+	r.typ, r.body = typ, body
+	r.pos += n
+	return true
+}
 
 // Type is the current message's type.
-func (r *PacketReader) Type() MsgType { return r.typ() }
+func (r *PacketReader) Type() MsgType { return r.typ }
 
 // Body is the current message's msgpack body; it aliases the packet.
-func (r *PacketReader) Body() []byte { return r.body() }
+func (r *PacketReader) Body() []byte { return r.body }
 
 // Err is the error that stopped Next, if any.
-func (r *PacketReader) Err() error { return r.err() }
+func (r *PacketReader) Err() error { return r.err }
+
+// splitMessage splits the first `type | uvarint length | body` off b and returns
+// the bytes it took.
+func splitMessage(b []byte) (MsgType, []byte, int, error) {
+	if len(b) < 2 {
+		return 0, nil, 0, ErrTruncated
+	}
+	n, w := binary.Uvarint(b[1:])
+	if w == 0 {
+		return 0, nil, 0, ErrTruncated
+	}
+	if w < 0 {
+		return 0, nil, 0, ErrOversized // uvarint overflows 64 bits
+	}
+	start := 1 + w
+	if n > uint64(len(b)-start) {
+		return 0, nil, 0, ErrTruncated
+	}
+	end := start + int(n)
+	return MsgType(b[0]), b[start:end], end, nil
+}
 
 // Decoder decodes message bodies. It interns the strings it decodes (node names and
 // addresses repeat), so that after warm-up decoding a Ping or an Ack allocates nothing.
-// A Decoder is not safe for concurrent use.
+// A Decoder is not safe for concurrent use. The zero value is ready to use.
+//
+// Byte-slice fields (Ack.Payload, PushPull.Meta, ...) and PushPull.Nodes reuse the
+// capacity of the slices already in the message passed to Decode: a caller that
+// keeps a decoded slice and decodes again into the same message must copy it first.
 type Decoder struct {
-	impl decoderImpl
+	strs map[string]string // intern table, emptied when it reaches internLimit
 }
 
 // Decode decodes body, a message of type m.Type(), into m. On error m is unspecified
 // and the error says what was wrong.
 func (d *Decoder) Decode(body []byte, m Message) error { return d.decode(body, m) }
 
-// ClusterHash hashes a cluster label for the packet header.
-func ClusterHash(label string) uint32 { return clusterHash(label) }
+// ClusterHash hashes a cluster label for the packet header: the lower 32 bits of
+// xxhash64 (seed 0) of the label's UTF-8 bytes.
+func ClusterHash(label string) uint32 { return uint32(xxhash.Sum64String(label)) }
 
 // EncodeFrame encodes m as one complete stream frame (length prefix, flags, body
 // compressed when larger than DefaultCompressAbove).

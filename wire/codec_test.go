@@ -1,0 +1,279 @@
+package wire
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// sampleMessages has one message of every type, with every field set.
+func sampleMessages() []Message {
+	return []Message{
+		&Ping{Seq: 7, Target: "node-b", Source: "node-a", SourceAddr: "10.0.0.1:7946"},
+		&IndirectPing{Seq: 1 << 31, Target: "node-c", TargetAddr: "10.0.0.3:7946", Source: "node-a", SourceAddr: "10.0.0.1:7946", WantNack: true},
+		&Ack{Seq: 9, Payload: []byte{1, 2, 3}},
+		&Nack{Seq: 300},
+		&Alive{Node: "node-a", Addr: "10.0.0.1:7946", Incarnation: 1 << 40, ProtoMin: 1, ProtoMax: 2},
+		&Suspect{Node: "node-b", Incarnation: 3, From: "node-a"},
+		&Dead{Node: "node-b", Incarnation: 4, From: "node-c"},
+		&Leave{Node: "node-d", Incarnation: 5},
+		&PushPull{Join: true, Nodes: []NodeState{
+			{Name: "node-a", Addr: "10.0.0.1:7946", Incarnation: 2, Status: StatusAlive, ProtoMin: 1, ProtoMax: 1},
+			{Name: "node-b", Addr: "10.0.0.2:7946", Incarnation: 70000, Status: StatusSuspect, ProtoMin: 1, ProtoMax: 1},
+		}, Meta: []byte("meta")},
+		&User{Payload: bytes.Repeat([]byte("u"), 300)},
+		&MetaDelta{Payload: []byte{0xff}},
+		&Digest{Hash: 0xdeadbeefcafef00d, Members: 12},
+	}
+}
+
+func TestPacketRoundTripEveryMessage(t *testing.T) {
+	p := NewPacker(DefaultMTU, ClusterHash("prod"))
+	msgs := sampleMessages()
+	for _, m := range msgs {
+		check(t, p.Add(m), "%T does not fit", m)
+	}
+	equal(t, len(msgs), p.Count())
+	pkt := p.Bytes()
+	check(t, len(pkt) <= DefaultMTU, "%d > %d", len(pkt), DefaultMTU)
+
+	var r PacketReader
+	var d Decoder
+	h, err := r.Reset(pkt)
+	noErr(t, err)
+	equal(t, Header{Version: ProtocolVersion, ClusterHash: ClusterHash("prod")}, h)
+	noErr(t, h.CheckCluster(ClusterHash("prod")))
+	isErr(t, h.CheckCluster(ClusterHash("staging")), ErrCluster)
+	i := 0
+	for r.Next() {
+		check(t, i < len(msgs), "%d >= %d", i, len(msgs))
+		equal(t, msgs[i].Type(), r.Type())
+		got := NewMessage(r.Type())
+		noErr(t, d.Decode(r.Body(), got))
+		equal(t, msgs[i], got)
+		i++
+	}
+	noErr(t, r.Err())
+	equal(t, len(msgs), i)
+}
+
+func TestFrameRoundTripEveryMessage(t *testing.T) {
+	var d Decoder
+	for _, m := range sampleMessages() {
+		f, err := EncodeFrame(m)
+		noErr(t, err)
+		got, err := DecodeFrame(f, DefaultMaxFrame, &d)
+		noErr(t, err)
+		equal(t, m, got)
+		read, err := ReadFrame(bytes.NewReader(f), DefaultMaxFrame)
+		noErr(t, err)
+		equal(t, f, read)
+	}
+}
+
+func TestFrameCompressesLargePushPull(t *testing.T) {
+	pp := &PushPull{}
+	for i := range 500 {
+		pp.Nodes = append(pp.Nodes, NodeState{Name: "node-" + itoa(i), Addr: "10.0.1." + itoa(i%250) + ":7946", Incarnation: uint64(i), ProtoMin: 1, ProtoMax: 1})
+	}
+	raw := AppendMessage(nil, pp)
+	f, err := EncodeFrame(pp)
+	noErr(t, err)
+	equal(t, codecS2, f[4]&frameCodecMask)
+	check(t, len(f) < len(raw)/2, "%d >= %d", len(f), len(raw)/2)
+	var d Decoder
+	got, err := DecodeFrame(f, DefaultMaxFrame, &d)
+	noErr(t, err)
+	equal(t, pp, got)
+	// The same frame with a limit below its decompressed size is refused.
+	_, err = DecodeFrame(f, len(raw)-1, &d)
+	isErr(t, err, ErrOversized)
+}
+
+func TestReadFrameRefusesOversizedBeforeReading(t *testing.T) {
+	// A prefix claiming 1 GiB followed by nothing: refused from the prefix alone.
+	_, err := ReadFrame(bytes.NewReader([]byte{0x40, 0, 0, 0, 0}), DefaultMaxFrame)
+	isErr(t, err, ErrOversized)
+	// A prefix claiming 1 MiB followed by 10 bytes: truncated, not a 1 MiB buffer.
+	_, err = ReadFrame(bytes.NewReader(append([]byte{0, 0x10, 0, 0}, make([]byte, 10)...)), DefaultMaxFrame)
+	isErr(t, err, ioErrUnexpectedEOF())
+}
+
+func TestAppendMessageLengthPrefix(t *testing.T) {
+	for _, n := range []int{0, 100, 120, 125, 126, 127, 128, 200, 20000} {
+		m := &User{Payload: bytes.Repeat([]byte{'x'}, n)}
+		b := AppendMessage([]byte("prefix"), m)
+		equal(t, "prefix", string(b[:6]))
+		typ, body, used, err := splitMessage(b[6:])
+		noErr(t, err)
+		equal(t, len(b)-6, used)
+		equal(t, TypeUser, typ)
+		var got User
+		var d Decoder
+		noErr(t, d.Decode(body, &got))
+		equal(t, n, len(got.Payload))
+	}
+}
+
+func TestPackerStopsAtMTU(t *testing.T) {
+	p := NewPacker(200, 1)
+	added := 0
+	for p.Add(&Alive{Node: strings.Repeat("n", 20), Addr: "10.0.0.1:7946", Incarnation: 1}) {
+		added++
+	}
+	check(t, added > 1, "%d <= %d", added, 1)
+	before := p.Bytes()
+	check(t, len(before) <= 200, "%d > %d", len(before), 200)
+	equal(t, added, p.Count())
+	enc := AppendMessage(nil, &Nack{Seq: 1})
+	if len(enc) <= p.Room() {
+		check(t, p.AddEncoded(enc), "want true")
+	} else {
+		check(t, !(p.AddEncoded(enc)), "want false")
+	}
+	check(t, len(p.Bytes()) <= 200, "%d > %d", len(p.Bytes()), 200)
+	p.Reset()
+	equal(t, 0, p.Count())
+	equal(t, 200-HeaderSize-ChecksumSize, p.Room())
+}
+
+func TestPacketReaderErrors(t *testing.T) {
+	p := NewPacker(DefaultMTU, 5)
+	p.Add(&Ping{Seq: 1, Target: "b", Source: "a", SourceAddr: "a:1"})
+	good := bytes.Clone(p.Bytes())
+	var r PacketReader
+
+	_, err := r.Reset(good[:HeaderSize+ChecksumSize-1])
+	isErr(t, err, ErrTruncated)
+
+	bad := bytes.Clone(good)
+	bad[0] = 'X'
+	_, err = r.Reset(bad)
+	isErr(t, err, ErrBadMagic)
+
+	bad = bytes.Clone(good)
+	bad[len(bad)-6] ^= 1
+	_, err = r.Reset(bad)
+	isErr(t, err, ErrChecksum)
+
+	bad = bytes.Clone(good)
+	bad[2] = ProtocolVersion + 1
+	_, err = r.Reset(bad)
+	ve, ok := err.(*VersionError)
+	check(t, ok, "error %v is not a *VersionError", err)
+	equal(t, VersionError{Got: ProtocolVersion + 1, Min: MinProtocolVersion, Max: ProtocolVersion}, *ve)
+	isErr(t, err, ErrUnsupportedVersion)
+	check(t, strings.Contains(err.Error(), "version 2"), "%q lacks %q", err.Error(), "version 2")
+	check(t, strings.Contains(err.Error(), "1..1"), "%q lacks %q", err.Error(), "1..1")
+
+	bad = bytes.Clone(good)
+	bad[3] |= FlagSealed
+	_, err = r.Reset(bad)
+	isErr(t, err, ErrSealed)
+
+	// A message claiming more bytes than the packet holds, with a valid checksum.
+	p.Reset()
+	trunc := append(p.Bytes()[:HeaderSize], byte(TypePing), 0x80, 0x80, 0x80, 0x80, 0x04) // 1 GiB
+	trunc = append(trunc, 0, 0, 0, 0)
+	putChecksum(trunc)
+	_, err = r.Reset(trunc)
+	noErr(t, err)
+	check(t, !(r.Next()), "want false")
+	isErr(t, r.Err(), ErrTruncated)
+}
+
+// putChecksum rewrites the checksum of a hand-made packet.
+func putChecksum(pkt []byte) {
+	end := len(pkt) - ChecksumSize
+	c := checksum(pkt[:end])
+	pkt[end], pkt[end+1], pkt[end+2], pkt[end+3] = byte(c>>24), byte(c>>16), byte(c>>8), byte(c)
+}
+
+func TestUnknownTypeIsSkipped(t *testing.T) {
+	p := NewPacker(DefaultMTU, 0)
+	// A type from the extension range with an arbitrary body, between two known ones.
+	unknown := append([]byte{200, 3}, 0xc3, 0xc3, 0xc3)
+	check(t, p.Add(&Nack{Seq: 1}), "want true")
+	check(t, p.AddEncoded(unknown), "want true")
+	check(t, p.Add(&Nack{Seq: 2}), "want true")
+	var r PacketReader
+	_, err := r.Reset(p.Bytes())
+	noErr(t, err)
+	var seqs []uint32
+	var d Decoder
+	for r.Next() {
+		m := NewMessage(r.Type())
+		if m == nil {
+			continue
+		}
+		noErr(t, d.Decode(r.Body(), m))
+		seqs = append(seqs, m.(*Nack).Seq)
+	}
+	noErr(t, r.Err())
+	equal(t, []uint32{1, 2}, seqs)
+}
+
+func TestDecodeSkipsUnknownKeysAndZeroesMissing(t *testing.T) {
+	// {"q": 5, "zz": [1, {"x": nil}], "s": "a"} : unknown key skipped, t and sa missing.
+	body := []byte{0x83, 0xa1, 'q', 0x05, 0xa2, 'z', 'z', 0x92, 0x01, 0x81, 0xa1, 'x', 0xc0, 0xa1, 's', 0xa1, 'a'}
+	m := &Ping{Target: "stale", SourceAddr: "stale"}
+	var d Decoder
+	noErr(t, d.Decode(body, m))
+	equal(t, &Ping{Seq: 5, Source: "a"}, m)
+}
+
+func TestDecodeErrors(t *testing.T) {
+	var d Decoder
+	cases := []struct {
+		name string
+		body []byte
+		m    Message
+		want error
+	}{
+		{"empty", nil, &Ping{}, ErrTruncated},
+		{"not a map", []byte{0x01}, &Ping{}, ErrMalformed},
+		{"seq too large", []byte{0x81, 0xa1, 'q', 0xcf, 1, 0, 0, 0, 0, 0, 0, 0}, &Nack{}, ErrMalformed},
+		{"negative seq", []byte{0x81, 0xa1, 'q', 0xd0, 0xff}, &Nack{}, ErrMalformed},
+		{"trailing bytes", []byte{0x80, 0x00}, &Nack{}, ErrMalformed},
+		{"string too long", append([]byte{0x81, 0xa1, 't', 0xda, 0x02, 0x01}, make([]byte, 513)...), &Ping{}, ErrOversized},
+		{"string claims 1 GiB", []byte{0x81, 0xa1, 't', 0xdb, 0x40, 0, 0, 0}, &Ping{}, ErrTruncated},
+		{"map claims 4G entries", []byte{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'q'}, &Ping{}, ErrTruncated},
+		{"nodes claim 4G entries", []byte{0x81, 0xa2, 'n', 's', 0xdd, 0xff, 0xff, 0xff, 0xff, 0x80}, &PushPull{}, ErrTruncated},
+		{"non-string key", []byte{0x81, 0x01, 0x01}, &Nack{}, ErrMalformed},
+		{"deep nesting in unknown key", append([]byte{0x81, 0xa1, 'z'}, bytes.Repeat([]byte{0x91}, 40)...), &Nack{}, ErrMalformed},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := d.Decode(c.body, c.m)
+			check(t, err != nil, "no error")
+			isErr(t, err, c.want)
+		})
+	}
+}
+
+func TestDecodePingAndAckAllocateNothing(t *testing.T) {
+	var d Decoder
+	ping := AppendMessage(nil, &Ping{Seq: 1, Target: "node-b", Source: "node-a", SourceAddr: "10.0.0.1:7946"})[2:]
+	ack := AppendMessage(nil, &Ack{Seq: 1, Payload: []byte("hello")})[2:]
+	var p Ping
+	var a Ack
+	noErr(t, d.Decode(ping, &p)) // warm-up: interns the strings
+	noErr(t, d.Decode(ack, &a))
+	allocs := testing.AllocsPerRun(100, func() {
+		if err := d.Decode(ping, &p); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Decode(ack, &a); err != nil {
+			t.Fatal(err)
+		}
+	})
+	check(t, allocs == 0, "%v allocations", allocs)
+}
+
+func TestInternTableIsBounded(t *testing.T) {
+	var d Decoder
+	for i := range 3 * internLimit {
+		d.intern([]byte("n" + itoa(i)))
+		check(t, len(d.strs) <= internLimit, "%d > %d", len(d.strs), internLimit)
+	}
+}

@@ -1,0 +1,44 @@
+package wire
+
+import (
+	"errors"
+	"io"
+	"reflect"
+	"strconv"
+	"testing"
+)
+
+// Small assertion helpers: the module's test dependencies stay at the standard
+// library, rapid and msgpack.
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func ioErrUnexpectedEOF() error { return io.ErrUnexpectedEOF }
+
+func noErr(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("unexpected error: %v", err)
+	}
+}
+
+func isErr(t testing.TB, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("error %v, want %v", err, target)
+	}
+}
+
+func equal(t testing.TB, want, got any) {
+	t.Helper()
+	if !reflect.DeepEqual(want, got) {
+		t.Fatalf("\nwant %#v\ngot  %#v", want, got)
+	}
+}
+
+func check(t testing.TB, cond bool, format string, args ...any) {
+	t.Helper()
+	if !cond {
+		t.Fatalf(format, args...)
+	}
+}
