@@ -1,0 +1,227 @@
+package wire
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Packet encryption (PROTOCOL.md, "Encryption"). A sealed packet is
+//
+//	header (FlagSealed set, key id) | nonce (12) | AES-256-GCM(messages | checksum) | tag (16)
+//
+// with the 9 header bytes as associated data, so a tampered header (cluster hash,
+// key id, version) fails authentication like a tampered body.
+
+const (
+	KeySize   = 32 // bytes of a keyring key: AES-256
+	NonceSize = 12 // bytes of the random GCM nonce placed after the header
+	TagSize   = 16 // bytes of the GCM authentication tag at the end
+)
+
+// KeyID is the one-byte id a sealed packet names its key by: the first byte of
+// SHA-256 of the key. Every node derives it from the key alone, so no coordination
+// is needed; ids may collide, and Open then tries every key with the id.
+func KeyID(key []byte) uint8 {
+	sum := sha256.Sum256(key)
+	return sum[0]
+}
+
+type keyEntry struct {
+	key  []byte
+	id   uint8
+	aead cipher.AEAD // safe for concurrent use once built
+}
+
+// Keyring holds the keys of packet encryption: one primary key that seals, and any
+// number of others that only open, so keys rotate without a gap (install the new
+// key everywhere, make it primary everywhere, then remove the old one). A Keyring is
+// safe for concurrent use.
+type Keyring struct {
+	mu   sync.RWMutex
+	keys []keyEntry // keys[0] is the primary
+}
+
+// NewKeyring returns a keyring that seals with primary and opens with primary and
+// others. Every key must be KeySize bytes (ErrKeySize).
+func NewKeyring(primary []byte, others ...[]byte) (*Keyring, error) {
+	k := &Keyring{}
+	e, err := newKeyEntry(primary)
+	if err != nil {
+		return nil, err
+	}
+	k.keys = append(k.keys, e)
+	for _, o := range others {
+		if err := k.Install(o); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+func newKeyEntry(key []byte) (keyEntry, error) {
+	if len(key) != KeySize {
+		return keyEntry{}, fmt.Errorf("%w: got %d bytes", ErrKeySize, len(key))
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return keyEntry{}, err
+	}
+	aead, err := cipher.NewGCM(block) // 12-byte nonce, 16-byte tag
+	if err != nil {
+		return keyEntry{}, err
+	}
+	return keyEntry{key: bytes.Clone(key), id: KeyID(key), aead: aead}, nil
+}
+
+// index returns the position of key, or -1. The caller holds mu.
+func (k *Keyring) index(key []byte) int {
+	for i, e := range k.keys {
+		if bytes.Equal(e.key, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Install adds key as a key that opens packets; installing a present key does
+// nothing.
+func (k *Keyring) Install(key []byte) error {
+	e, err := newKeyEntry(key)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.index(key) < 0 {
+		k.keys = append(k.keys, e)
+	}
+	return nil
+}
+
+// UsePrimary makes key the key that seals, installing it first if needed. The old
+// primary stays installed and keeps opening packets until removed.
+func (k *Keyring) UsePrimary(key []byte) error {
+	if err := k.Install(key); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	i := k.index(key)
+	if i < 0 {
+		return ErrNoKey // removed concurrently between Install and here
+	}
+	keys := make([]keyEntry, 0, len(k.keys)) // a new slice: Keys callers never see a half-built one
+	keys = append(keys, k.keys[i])
+	keys = append(keys, k.keys[:i]...)
+	keys = append(keys, k.keys[i+1:]...)
+	k.keys = keys
+	return nil
+}
+
+// Remove removes key. Removing the primary is refused (ErrRemovePrimary), and
+// removing an absent key is ErrNoKey.
+func (k *Keyring) Remove(key []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	switch i := k.index(key); {
+	case i < 0:
+		return ErrNoKey
+	case i == 0:
+		return ErrRemovePrimary
+	default:
+		keys := make([]keyEntry, 0, len(k.keys)-1)
+		keys = append(keys, k.keys[:i]...)
+		k.keys = append(keys, k.keys[i+1:]...)
+		return nil
+	}
+}
+
+// Keys returns copies of the keys, primary first.
+func (k *Keyring) Keys() [][]byte {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	out := make([][]byte, len(k.keys))
+	for i, e := range k.keys {
+		out[i] = bytes.Clone(e.key)
+	}
+	return out
+}
+
+func (k *Keyring) primary() keyEntry {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.keys[0]
+}
+
+// Seal turns a plain packet built by a Packer into a sealed one, SealOverhead bytes
+// longer, encrypted with the primary key and a fresh random nonce read from rand
+// (crypto/rand.Reader in production). The packet itself is not modified.
+func Seal(k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
+	if len(packet) < HeaderSize+ChecksumSize {
+		return nil, ErrTruncated
+	}
+	h, err := parseHeader(packet)
+	if err != nil {
+		return nil, err
+	}
+	if h.Flags&FlagSealed != 0 {
+		return nil, ErrSealed
+	}
+	e := k.primary()
+	out := make([]byte, HeaderSize+NonceSize, len(packet)+SealOverhead)
+	copy(out, packet[:HeaderSize])
+	out[3] |= FlagSealed
+	out[4] = e.id
+	nonce := out[HeaderSize : HeaderSize+NonceSize]
+	if _, err := io.ReadFull(rand, nonce); err != nil {
+		return nil, fmt.Errorf("wire: reading nonce: %w", err)
+	}
+	// dst starts after the nonce so it never overlaps the associated data.
+	return out[:len(out)+len(e.aead.Seal(out[len(out):], nonce, packet[HeaderSize:], out[:HeaderSize]))], nil
+}
+
+// Open authenticates and decrypts a sealed packet and returns the plain packet it
+// was made from (FlagSealed cleared, key id 0), ready for PacketReader.Reset. If no
+// key has the packet's key id it returns ErrUnknownKey; if every such key fails to
+// authenticate it, ErrAuth, and nothing of the payload has been interpreted.
+func Open(k *Keyring, packet []byte) ([]byte, error) {
+	if len(packet) < HeaderSize+SealOverhead+ChecksumSize {
+		return nil, ErrTruncated
+	}
+	h, err := parseHeader(packet)
+	if err != nil {
+		return nil, err
+	}
+	if h.Flags&FlagSealed == 0 {
+		return nil, ErrNotSealed
+	}
+	aad := packet[:HeaderSize]
+	nonce := packet[HeaderSize : HeaderSize+NonceSize]
+	ct := packet[HeaderSize+NonceSize:]
+	out := make([]byte, HeaderSize, len(packet)-SealOverhead)
+	copy(out, aad)
+	out[3] &^= FlagSealed
+	out[4] = 0
+
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	tried := false
+	for _, e := range k.keys {
+		if e.id != h.KeyID {
+			continue
+		}
+		tried = true
+		if pt, err := e.aead.Open(out[HeaderSize:], nonce, ct, aad); err == nil {
+			return out[:HeaderSize+len(pt)], nil
+		}
+	}
+	if !tried {
+		return nil, ErrUnknownKey
+	}
+	return nil, ErrAuth
+}
