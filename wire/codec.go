@@ -168,6 +168,14 @@ func AppendMessage(dst []byte, m Message) []byte {
 	return dst
 }
 
+// AppendRawMessage appends a message of type t whose msgpack body is already
+// encoded, as `type | uvarint length | body`: for message types this package does
+// not define (extensions), and for tests of how receivers skip them.
+func AppendRawMessage(dst []byte, t MsgType, body []byte) []byte {
+	dst = binary.AppendUvarint(append(dst, byte(t)), uint64(len(body)))
+	return append(dst, body...)
+}
+
 // PacketReader walks the messages of a received plain (unsealed) packet without
 // allocating per message.
 type PacketReader struct {
