@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -18,12 +19,16 @@ import (
 // and weights that are sometimes all equal.
 func genNodes(t *rapid.T, minN, maxN int) []Node {
 	names := rapid.SliceOfNDistinct(rapid.StringMatching(`[ab]{1,5}`), minN, maxN, rapid.ID[string]).Draw(t, "names")
-	equal := rapid.Bool().Draw(t, "equalWeights")
+	// 0: equal weights; 1: moderate spread; 2: log-uniform over the whole range.
+	spread := rapid.IntRange(0, 2).Draw(t, "spread")
 	nodes := make([]Node, len(names))
 	for i, n := range names {
 		w := 1.0
-		if !equal {
+		switch spread {
+		case 1:
 			w = rapid.Float64Range(0.05, 20).Draw(t, "weight")
+		case 2:
+			w = math.Pow(10, rapid.Float64Range(-12, 12).Draw(t, "log10weight"))
 		}
 		nodes[i] = Node{Name: n, Weight: w}
 	}
@@ -139,6 +144,27 @@ func TestBuildTableMatchesBruteForce(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Larger node counts than rapid draws, where most nodes are rejected by the
+// builder's cheap pre-filter, against the same brute force.
+func TestBuildTableMatchesBruteForceManyNodes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	for _, c := range []struct {
+		nodes, shards, r int
+		spread           float64 // weights are 10^uniform(-spread, spread)
+	}{{300, 60, 1, 0}, {300, 60, 5, 0.5}, {500, 40, 3, 3}, {200, 40, 200, 1}} {
+		nodes := make([]Node, c.nodes)
+		for i := range nodes {
+			nodes[i] = Node{Name: fmt.Sprintf("n%d", rng.Uint32()), Weight: math.Pow(10, c.spread*(2*rng.Float64()-1))}
+		}
+		tab := mustBuild(t, nodes, c.shards, c.r)
+		for s := range uint32(c.shards) {
+			if got, want := tab.Owners(s), bruteOwners(s, nodes, c.r); !slices.Equal(got, want) {
+				t.Fatalf("%d nodes, shard %d: table %v, brute force %v", c.nodes, s, got, want)
+			}
+		}
+	}
 }
 
 func TestTableIgnoresInputOrder(t *testing.T) {

@@ -37,10 +37,14 @@ func Score(shard uint32, node Node) float64 {
 
 // scoreOf maps a pair hash and a weight to the score.
 func scoreOf(h uint64, weight float64) float64 {
-	// h>>12 keeps 52 bits, so 2*(h>>12)+1 < 2^53 and u is exact: no two hashes that
-	// differ in those bits round to the same u, and u is never 0 or 1.
-	u := (float64(h>>12) + 0.5) * (1.0 / (1 << 52))
-	return -weight / lnUnit(u)
+	return -weight / lnUnit(unitOf(h))
+}
+
+// unitOf maps a hash to u = (h>>12 + 0.5) / 2^52 in (0,1). u = (2k+1)/2^53 with
+// 2k+1 < 2^53, so u, and 1-u too, are exact float64 values: no two hashes that
+// differ in those 52 bits round to the same u, and u is never 0 or 1.
+func unitOf(h uint64) float64 {
+	return (float64(h>>12) + 0.5) * (1.0 / (1 << 52))
 }
 
 // Coefficients of ln(m) = 2·atanh(s) = 2s + s·z·(2/3 + z·(2/5 + ...)), z = s², for

@@ -150,6 +150,9 @@ func newBuilder(sorted []Node, r int) *builder {
 	return b
 }
 
+// filterMargin is the relative slack of top's rejection test; see there.
+const filterMargin = 1e-9
+
 // top returns the node numbers of the R highest scores for shard, highest first,
 // ties to the lower number (the smaller name). The slice is reused by the next call.
 func (b *builder) top(shard uint32) []uint32 {
@@ -158,10 +161,21 @@ func (b *builder) top(shard uint32) []uint32 {
 		b.bestScore[i] = math.Inf(-1)
 	}
 	last := math.Inf(-1) // score of the current R-th entry
+	// cut is (1+filterMargin)/last, +Inf while fewer than R nodes are held.
+	cut := math.Inf(1)
 	for i, w := range b.weights {
 		in := b.buf[b.start[i]:b.end[i]]
 		binary.BigEndian.PutUint32(in[len(in)-4:], shard)
-		sc := scoreOf(xxhash.Sum64(in), w)
+		u := unitOf(xxhash.Sum64(in))
+		// Cheap rejection without ln: ln(u) ≤ u-1, so w·cut ≤ 1-u implies
+		// score = -w/ln(u) ≤ last/(1+filterMargin) < last. 1-u is exact (see
+		// unitOf) and the margin dwarfs the few ulp of rounding in the score and in
+		// w·cut, so this skips only nodes the exact comparison below would skip:
+		// the result is identical to scoring every node.
+		if w*cut <= 1-u {
+			continue
+		}
+		sc := -w / lnUnit(u)
 		// Nodes arrive in ascending number, so an equal score loses to the entry
 		// already held: only a strictly higher score enters.
 		if sc <= last {
@@ -175,7 +189,9 @@ func (b *builder) top(shard uint32) []uint32 {
 		}
 		b.bestScore[j] = sc
 		b.bestNode[j] = uint32(i)
-		last = b.bestScore[r-1]
+		if last = b.bestScore[r-1]; last > 0 {
+			cut = (1 + filterMargin) / last
+		}
 	}
 	return b.bestNode
 }
