@@ -64,9 +64,15 @@ type Stream struct {
 
 // Ready is everything the machine wants done since the last call. Order rules: the
 // host may send Packets and start Streams in any order; Events are in the order the
-// machine observed them.
+// machine observed them; Meta and User are in the order received. Nothing in it
+// aliases the machine's buffers.
 type Ready struct {
 	Packets []Packet
 	Streams []Stream
 	Events  []Event
+	// Meta holds metadata deltas received by gossip and metadata snapshots received
+	// in push-pulls (Payload.Snapshot), for the metadata layer to merge.
+	Meta []Payload
+	// User holds application messages received by gossip.
+	User []Payload
 }

@@ -31,6 +31,8 @@ type Ready struct {
 	Packets []swim.Packet
 	Streams []Stream
 	Events  []swim.Event
+	Meta    []swim.Payload // metadata deltas and push-pull snapshots (swim.Ready.Meta)
+	User    []swim.Payload // application messages received by gossip
 }
 
 // Host is one process's protocol stack.
@@ -38,7 +40,6 @@ type Host struct {
 	cfg  Config
 	swim *swim.Machine
 	dec  wire.Decoder
-	out  Ready
 }
 
 // New builds a Host. rng is the only randomness the stack uses.
@@ -115,7 +116,7 @@ func (h *Host) NextDeadline() time.Time { return h.swim.NextDeadline() }
 // Ready drains the outputs of every machine.
 func (h *Host) Ready() Ready {
 	r := h.swim.Ready()
-	out := Ready{Packets: r.Packets, Events: r.Events}
+	out := Ready{Packets: r.Packets, Events: r.Events, Meta: r.Meta, User: r.User}
 	for _, s := range r.Streams {
 		b, err := wire.EncodeFrame(s.Msg)
 		if err != nil {

@@ -1,0 +1,224 @@
+package swim
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// ErrInvalidConfig is wrapped by every error Config.Validate returns; the message
+// names the offending field.
+var ErrInvalidConfig = errors.New("swim: invalid config")
+
+// Lifeguard switches the three Lifeguard extensions (Dadgar et al. 2017) on or off.
+// All three are on in both profiles; turning one off is for experiments.
+type Lifeguard struct {
+	// LocalHealth enables the Local Health Multiplier: missed acks, missing nacks
+	// and refutations of our own suspicion raise it, successful probes lower it,
+	// and probe interval and timeout are multiplied by it. Also makes indirect
+	// probes ask for nacks. Off: fixed interval and timeout, no nacks.
+	LocalHealth bool
+	// AwareSuspicion enables Local Health Aware Suspicion: a suspicion timeout
+	// starts at SuspicionMaxTimeoutMult times the minimum and falls toward the
+	// minimum as independent confirmations arrive (SuspicionTimeout). Off: every
+	// suspicion lasts the minimum.
+	AwareSuspicion bool
+	// Buddy enables the buddy system: a probe of a suspect member carries the
+	// suspicion first, so the suspect learns of it (and refutes) at once.
+	Buddy bool
+}
+
+// Config configures a Machine. Build one with LANProfile or MemberlistProfile and
+// adjust; zero values are not defaults. Durations are virtual or wall time alike:
+// the machine never reads a clock.
+type Config struct {
+	// Name is this node's unique name in the cluster. Required.
+	Name string
+	// Addr is the host:port peers send packets to (and open streams to). Required.
+	Addr string
+	// ClusterLabel is hashed into every packet header (wire.ClusterHash); packets
+	// carrying another label's hash are dropped, so two clusters sharing a network
+	// never merge. Empty is a valid label.
+	ClusterLabel string
+	// MTU bounds every packet we build, header to checksum (bytes). Default
+	// wire.DefaultMTU (1400). Raising it packs more gossip per packet but risks IP
+	// fragmentation; lowering it slows dissemination. Minimum 256.
+	MTU int
+
+	// ProbeInterval is the time between two probes of this node, before the local
+	// health multiplier. LAN default 250 ms (memberlist 1 s). Lowering it detects
+	// failures sooner and costs one ping per interval per node.
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a direct ping waits for its ack before indirect
+	// probes are sent, before the local health multiplier. Must be below
+	// ProbeInterval. LAN default 100 ms: a LAN round trip is about 1 ms, so this
+	// leaves room for a 100 ms pause of the target (GC, scheduling) while leaving
+	// 150 ms of the interval for indirect probes. memberlist: 500 ms.
+	ProbeTimeout time.Duration
+	// IndirectChecks is k, the number of members asked to probe a target that
+	// missed its direct ack. Default 3. Raising it lowers false positives caused by
+	// one lossy path at the cost of k more pings per failed probe.
+	IndirectChecks int
+	// GossipInterval is the period of the gossip tick, which sends queued
+	// broadcasts to GossipNodes random members. LAN default 50 ms (memberlist
+	// 200 ms). Lowering it spreads facts faster at more packets per second; new
+	// facts are pushed eagerly anyway (EagerFanout).
+	GossipInterval time.Duration
+	// GossipNodes is how many random members each gossip tick sends to. Default 3.
+	GossipNodes int
+	// EagerFanout is how many random members a fact learned for the first time is
+	// pushed to at once, without waiting for the gossip tick. LAN default 3; 0
+	// disables eager push (MemberlistProfile). Propagation then takes about
+	// log_fanout(n) network hops instead of as many gossip intervals.
+	EagerFanout int
+	// SuspicionMult scales the minimum suspicion timeout:
+	// SuspicionMult * max(1, log10(n)) * ProbeInterval for n live members. Default 4.
+	// Raising it gives a suspect more time to refute (fewer false positives,
+	// slower detection). Also sets the confirmations that drive a suspicion
+	// to its minimum: SuspicionMult - 2 (at most n - 2).
+	SuspicionMult int
+	// SuspicionMaxTimeoutMult is the ratio of the longest suspicion timeout (no
+	// confirmations, with AwareSuspicion) to the minimum. Default 6.
+	SuspicionMaxTimeoutMult int
+	// RetransmitMult sets how often each broadcast is sent:
+	// RetransmitMult * ceil(log10(n+1)) times for n live members. Default 4.
+	// Raising it makes delivery to every member more likely at more bytes.
+	RetransmitMult int
+	// PushPullInterval is the base period of anti-entropy: a full-state exchange
+	// with one random member. The period grows with cluster size (PushPullScale) so
+	// the cluster-wide rate stays bounded. LAN default 15 s, memberlist 30 s; 0
+	// disables periodic push-pull (joins, reconnects and digest syncs still use it).
+	PushPullInterval time.Duration
+	// ReconnectInterval is the base period at which a node push-pulls with a
+	// random dead or left member's address, or a seed: this is what re-merges two
+	// halves of a partition that outlasted the suspicion timeout. Scaled with
+	// cluster size like PushPullInterval. LAN default 10 s; 0 disables
+	// (MemberlistProfile: memberlist never re-merges on its own).
+	ReconnectInterval time.Duration
+	// TombstoneTTL is how long a dead or left member is remembered before it is
+	// collected. While remembered, its incarnation beats any alive claim of the
+	// same or lower incarnation (no stale resurrection) and its address is a
+	// reconnect candidate. Default 1 h. Raising it costs memory per departed node;
+	// lowering it below the longest partition you want to heal leaves only seeds
+	// to heal through.
+	TombstoneTTL time.Duration
+	// AwarenessMaxMultiplier bounds the local health multiplier: probe interval
+	// and timeout are multiplied by 1..AwarenessMaxMultiplier. Default 8.
+	AwarenessMaxMultiplier int
+	// DigestSyncInterval: when digests received on probes have disagreed with our
+	// own for this long, push-pull with the disagreeing peer; at most one such
+	// push-pull per interval. LAN default 3 s (longer than a fact takes to
+	// spread); 0 disables (MemberlistProfile).
+	DigestSyncInterval time.Duration
+	// QueueLimit bounds each broadcast queue (membership, metadata, user) in
+	// messages. When full, the most-transmitted message is dropped (counted in
+	// Stats.BroadcastsDropped). Default 1024.
+	QueueLimit int
+
+	// Lifeguard switches the Lifeguard extensions; all on by default.
+	Lifeguard Lifeguard
+}
+
+// LANProfile is our fast default for a LAN with millisecond round trips: probes
+// every 250 ms with a 100 ms ack timeout, gossip every 50 ms, eager push to 3
+// members, push-pull every 15 s (scaled), reconnects every 10 s (scaled), all of
+// Lifeguard on. Failure detection of a crashed node in a 100-node cluster takes a
+// probe round to notice plus SuspicionMult*2*250 ms = 2 s to 12 s of suspicion.
+func LANProfile(name, addr string) Config {
+	return Config{
+		Name:                    name,
+		Addr:                    addr,
+		MTU:                     wire.DefaultMTU,
+		ProbeInterval:           250 * time.Millisecond,
+		ProbeTimeout:            100 * time.Millisecond,
+		IndirectChecks:          3,
+		GossipInterval:          50 * time.Millisecond,
+		GossipNodes:             3,
+		EagerFanout:             3,
+		SuspicionMult:           4,
+		SuspicionMaxTimeoutMult: 6,
+		RetransmitMult:          4,
+		PushPullInterval:        15 * time.Second,
+		ReconnectInterval:       10 * time.Second,
+		TombstoneTTL:            time.Hour,
+		AwarenessMaxMultiplier:  8,
+		DigestSyncInterval:      3 * time.Second,
+		QueueLimit:              1024,
+		Lifeguard:               Lifeguard{LocalHealth: true, AwareSuspicion: true, Buddy: true},
+	}
+}
+
+// MemberlistProfile reproduces hashicorp/memberlist's DefaultLANConfig timers, and
+// turns off what memberlist does not have (eager push, reconnects to departed
+// members, digest syncs), so the simulator can compare like with like. Lifeguard
+// is on, as in memberlist.
+func MemberlistProfile(name, addr string) Config {
+	c := LANProfile(name, addr)
+	c.ProbeInterval = time.Second
+	c.ProbeTimeout = 500 * time.Millisecond
+	c.GossipInterval = 200 * time.Millisecond
+	c.GossipNodes = 3
+	c.EagerFanout = 0
+	c.SuspicionMult = 4
+	c.SuspicionMaxTimeoutMult = 6
+	c.RetransmitMult = 4
+	c.PushPullInterval = 30 * time.Second
+	c.ReconnectInterval = 0
+	c.IndirectChecks = 3
+	c.AwarenessMaxMultiplier = 8
+	c.DigestSyncInterval = 0
+	return c
+}
+
+// Validate reports the first invalid field, wrapping ErrInvalidConfig. It has no
+// side effects.
+func (c *Config) Validate() error {
+	bad := func(field, why string) error {
+		return fmt.Errorf("%w: %s %s", ErrInvalidConfig, field, why)
+	}
+	switch {
+	case c.Name == "":
+		return bad("Name", "is empty")
+	case len(c.Name) > wire.MaxString:
+		return bad("Name", fmt.Sprintf("is longer than %d bytes", wire.MaxString))
+	case c.Addr == "":
+		return bad("Addr", "is empty")
+	case len(c.Addr) > wire.MaxString:
+		return bad("Addr", fmt.Sprintf("is longer than %d bytes", wire.MaxString))
+	case c.MTU < 256:
+		return bad("MTU", "must be at least 256")
+	case c.ProbeInterval <= 0:
+		return bad("ProbeInterval", "must be positive")
+	case c.ProbeTimeout <= 0 || c.ProbeTimeout >= c.ProbeInterval:
+		return bad("ProbeTimeout", "must be positive and below ProbeInterval")
+	case c.IndirectChecks < 0:
+		return bad("IndirectChecks", "must not be negative")
+	case c.GossipInterval <= 0:
+		return bad("GossipInterval", "must be positive")
+	case c.GossipNodes < 1:
+		return bad("GossipNodes", "must be at least 1")
+	case c.EagerFanout < 0:
+		return bad("EagerFanout", "must not be negative")
+	case c.SuspicionMult < 1:
+		return bad("SuspicionMult", "must be at least 1")
+	case c.SuspicionMaxTimeoutMult < 1:
+		return bad("SuspicionMaxTimeoutMult", "must be at least 1")
+	case c.RetransmitMult < 1:
+		return bad("RetransmitMult", "must be at least 1")
+	case c.PushPullInterval < 0:
+		return bad("PushPullInterval", "must not be negative")
+	case c.ReconnectInterval < 0:
+		return bad("ReconnectInterval", "must not be negative")
+	case c.TombstoneTTL <= 0:
+		return bad("TombstoneTTL", "must be positive")
+	case c.AwarenessMaxMultiplier < 1:
+		return bad("AwarenessMaxMultiplier", "must be at least 1")
+	case c.DigestSyncInterval < 0:
+		return bad("DigestSyncInterval", "must not be negative")
+	case c.QueueLimit < 1:
+		return bad("QueueLimit", "must be at least 1")
+	}
+	return nil
+}

@@ -1,0 +1,576 @@
+package swim
+
+import (
+	"cmp"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// ErrPayloadTooLarge means a metadata or user payload cannot fit in one packet of
+// the configured MTU, so it could never be gossiped.
+var ErrPayloadTooLarge = errors.New("swim: payload does not fit in a packet")
+
+// Stats are cumulative counters for metrics, except QueueLen.
+type Stats struct {
+	ProbesSent         uint64 // direct pings of our own probes
+	ProbesFailed       uint64 // probes that ended with no ack, direct or relayed
+	IndirectProbesSent uint64 // indirect-ping requests we sent for our failed direct pings
+	NacksReceived      uint64 // nacks from intermediaries of our indirect probes
+	Suspicions         uint64 // members that turned suspect in our view
+	Refutations        uint64 // times we raised our incarnation to refute a claim about us
+	Deaths             uint64 // members declared dead in our view (left ones excluded)
+	PushPulls          uint64 // push-pull exchanges we started (periodic, join, reconnect, digest)
+	PushPullsFailed    uint64 // exchanges we started that the host reported failed
+	DigestSyncs        uint64 // push-pulls started because digests kept disagreeing
+	BroadcastsSent     uint64 // broadcast messages piggybacked, counted per packet
+	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
+	Malformed          uint64 // malformed packets, messages or frames, dropped
+	ForeignPackets     uint64 // packets of another cluster label, dropped
+	MisdirectedPings   uint64 // pings for another node name (the address was reused)
+	PacketsIn          uint64
+	PacketsOut         uint64
+	BytesIn            uint64
+	BytesOut           uint64
+	QueueLen           int // broadcasts queued now, all kinds
+}
+
+// Payload is a metadata delta or user message received by gossip, or a metadata
+// snapshot received in a push-pull (Snapshot). Data is owned by the receiver.
+type Payload struct {
+	From     string // address it came from
+	Data     []byte
+	Snapshot bool
+}
+
+// member is one entry of the view.
+type member struct {
+	Member
+	protoMin, protoMax uint8
+	hash               uint64 // contribution to the digest
+	gen                uint64 // bumped on every status change; stale timers compare it
+	probeIdx           int    // index in Machine.plist; -1 for ourselves
+	tombIdx            int    // index in Machine.tombs; -1 unless dead or left
+	susp               *suspicion
+}
+
+// suspicion is the state of one suspect member's timer (Lifeguard §IV-B).
+type suspicion struct {
+	start    time.Time
+	k        int
+	lo, hi   time.Duration
+	from     []string // who suspected or confirmed, the first suspecter included
+	deadline time.Time
+}
+
+// probeState is the probe in flight, if any.
+type probeState struct {
+	active        bool
+	target        *member
+	seq           uint32
+	indirectAt    time.Time // direct ack deadline: indirect probes go out
+	indirectSent  bool
+	end           time.Time // the probe fails if no ack by then
+	expectedNacks int
+	nacks         int
+}
+
+// relay is an indirect probe we run for another node.
+type relay struct {
+	seq      uint32 // our ping's sequence number
+	origSeq  uint32 // the requester's sequence number, echoed back
+	replyTo  string
+	wantNack bool
+	deadline time.Time
+}
+
+// maxRelays bounds indirect probes run for others at once, so a flood of requests
+// costs bounded memory.
+const maxRelays = 256
+
+// Machine is one node's membership state machine. Not safe for concurrent use.
+type Machine struct {
+	cfg         Config
+	rng         *rand.Rand
+	clusterHash uint32
+
+	self     *member
+	members  map[string]*member
+	plist    []*member // probe order, everyone but us; reshuffled each round
+	pidx     int
+	tombs    []*member // dead and left members: reconnect candidates
+	seeds    []string
+	sorted   []*member // members by name; nil when stale
+	live     int       // alive and suspect members, us included
+	digest   viewDigest
+	health   int // local health score, 0..AwarenessMaxMultiplier-1
+	leaving  bool
+	seq      uint32
+	probe    probeState
+	relays   []relay
+	timers   timers
+	queues   queues
+	eager    []*broadcast // facts learned by the current input, pushed at its end
+	eagerOK  bool         // facts of the current input are pushed eagerly
+	metaSnap []byte
+
+	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
+
+	viewChanged    time.Time // last change of our digest
+	mismatchSince  time.Time // first of the current run of disagreeing digests
+	lastDigestSync time.Time
+
+	packer *wire.Packer
+	reader wire.PacketReader
+	dec    wire.Decoder
+	in     struct { // decode targets, reused
+		ping  wire.Ping
+		iping wire.IndirectPing
+		ack   wire.Ack
+		nack  wire.Nack
+		alive wire.Alive
+		susp  wire.Suspect
+		dead  wire.Dead
+		leave wire.Leave
+		user  wire.User
+		meta  wire.MetaDelta
+		dig   wire.Digest
+	}
+	peers []*member // scratch for randomPeers
+
+	out   Ready
+	stats Stats
+}
+
+// New builds a Machine that knows only itself, alive at incarnation 0. rng is its
+// only source of randomness; now starts its timers.
+func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if rng == nil {
+		return nil, errors.New("swim: nil rng")
+	}
+	m := &Machine{
+		cfg:         cfg,
+		rng:         rng,
+		clusterHash: wire.ClusterHash(cfg.ClusterLabel),
+		members:     make(map[string]*member),
+		queues:      newQueues(cfg.QueueLimit),
+		packer:      wire.NewPacker(cfg.MTU, wire.ClusterHash(cfg.ClusterLabel)),
+		viewChanged: now,
+	}
+	m.self = &member{
+		Member:   Member{Name: cfg.Name, Addr: cfg.Addr, Status: StatusAlive, Since: now},
+		protoMin: wire.MinProtocolVersion, protoMax: wire.ProtocolVersion,
+		probeIdx: -1, tombIdx: -1,
+	}
+	m.members[cfg.Name] = m.self
+	m.self.hash = MemberHash(cfg.Name, 0, StatusAlive)
+	m.digest.add(m.self.hash)
+	m.live = 1
+	// Spread timers over the first interval so nodes started together do not probe
+	// in lockstep.
+	m.nextProbe = now.Add(jitter(rng, cfg.ProbeInterval))
+	m.nextGossip = now.Add(jitter(rng, cfg.GossipInterval))
+	if cfg.PushPullInterval > 0 {
+		m.nextPushPull = now.Add(cfg.PushPullInterval + jitter(rng, cfg.PushPullInterval))
+	}
+	if cfg.ReconnectInterval > 0 {
+		m.nextReconnect = now.Add(cfg.ReconnectInterval + jitter(rng, cfg.ReconnectInterval))
+	}
+	m.queueFact(m.aliveMsg(m.self), cfg.Name)
+	return m, nil
+}
+
+func jitter(rng *rand.Rand, d time.Duration) time.Duration {
+	return time.Duration(rng.Int64N(int64(d)))
+}
+
+// Ready returns and clears the outputs piled up since the last call.
+func (m *Machine) Ready() Ready {
+	r := m.out
+	m.out = Ready{}
+	return r
+}
+
+// Members returns the whole view sorted by name, ourselves and tombstones included.
+func (m *Machine) Members() []Member {
+	s := m.sortedMembers()
+	out := make([]Member, len(s))
+	for i, mem := range s {
+		out[i] = mem.Member
+	}
+	return out
+}
+
+func (m *Machine) sortedMembers() []*member {
+	if m.sorted == nil {
+		m.sorted = make([]*member, 0, len(m.members))
+		for _, mem := range m.members {
+			m.sorted = append(m.sorted, mem)
+		}
+		slices.SortFunc(m.sorted, func(a, b *member) int { return cmp.Compare(a.Name, b.Name) })
+	}
+	return m.sorted
+}
+
+// Digest is the order-independent hash of the view (MemberHash), maintained in O(1)
+// per change.
+func (m *Machine) Digest() wire.Digest { return m.digest.d }
+
+// Local is this node as it sees itself.
+func (m *Machine) Local() Member { return m.self.Member }
+
+// LocalHealth is the Local Health Multiplier's score: 0 when healthy, up to
+// AwarenessMaxMultiplier-1; probe interval and timeout are multiplied by score+1.
+func (m *Machine) LocalHealth() int { return m.health }
+
+// Stats returns the counters.
+func (m *Machine) Stats() Stats {
+	s := m.stats
+	s.BroadcastsDropped = m.queues.dropped
+	s.QueueLen = m.queues.Len()
+	return s
+}
+
+// CountMalformed counts malformed input the host dropped before it reached us (a
+// bad stream frame).
+func (m *Machine) CountMalformed() { m.stats.Malformed++ }
+
+// SetMetaSnapshot sets the opaque metadata snapshot (crdt) sent with every push-pull
+// from now on. The machine keeps its own copy.
+func (m *Machine) SetMetaSnapshot(snapshot []byte) {
+	m.metaSnap = append(m.metaSnap[:0], snapshot...)
+}
+
+// BroadcastMeta gossips an opaque metadata delta (crdt). A queued delta with the same
+// non-empty key is replaced. The metadata layer decides what is new: it sees every
+// received delta in Ready.Meta and re-broadcasts those that changed its state, which
+// is what makes them spread by infection.
+func (m *Machine) BroadcastMeta(now time.Time, key string, payload []byte) error {
+	return m.broadcastPayload(kindMeta, key, &wire.MetaDelta{Payload: payload})
+}
+
+// BroadcastUser gossips an opaque application message, delivered to peers in
+// Ready.User. Receivers do not re-broadcast it unless the application does.
+func (m *Machine) BroadcastUser(now time.Time, payload []byte) error {
+	return m.broadcastPayload(kindUser, "", &wire.User{Payload: payload})
+}
+
+func (m *Machine) broadcastPayload(kind bcastKind, key string, msg wire.Message) error {
+	b := &broadcast{kind: kind, key: key, msg: wire.AppendMessage(nil, msg)}
+	m.packer.Reset()
+	if len(b.msg) > m.packer.Room() {
+		return ErrPayloadTooLarge
+	}
+	m.queues.push(b)
+	m.eagerOK = true
+	m.eager = append(m.eager, b)
+	m.flushEager("")
+	return nil
+}
+
+// Join starts joining through seed addresses: a push-pull with each. Seeds are also
+// remembered as reconnect candidates, so a node that could not reach any keeps
+// trying (ReconnectInterval).
+func (m *Machine) Join(now time.Time, seeds []string) {
+	for _, s := range seeds {
+		if s == "" || s == m.cfg.Addr || slices.Contains(m.seeds, s) {
+			continue
+		}
+		m.seeds = append(m.seeds, s)
+		m.startPushPull(s, true)
+	}
+}
+
+// Leave starts a graceful leave: we mark ourselves left, push the Leave eagerly and
+// keep gossiping it; we stop probing and no longer refute anything. The host should
+// keep running the machine for a few gossip intervals before shutting down.
+func (m *Machine) Leave(now time.Time) {
+	if m.leaving {
+		return
+	}
+	m.leaving = true
+	m.probe = probeState{}
+	m.setState(now, m.self, m.self.Incarnation, StatusLeft)
+	m.event(now, EventLeft, m.self)
+	m.eagerOK = true
+	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
+	m.flushEager("")
+}
+
+// NextDeadline is when Tick must next be called; it may be in the past (call Tick
+// at once).
+func (m *Machine) NextDeadline() time.Time {
+	var d time.Time
+	take := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	switch {
+	case m.probe.active:
+		if !m.probe.indirectSent {
+			take(m.probe.indirectAt)
+		}
+		take(m.probe.end)
+	case !m.leaving:
+		take(m.nextProbe)
+	}
+	if m.queues.Len() > 0 {
+		take(m.nextGossip)
+	}
+	if !m.leaving {
+		take(m.nextPushPull)
+		take(m.nextReconnect)
+	}
+	take(m.timers.next())
+	if len(m.relays) > 0 {
+		take(m.relays[0].deadline)
+	}
+	return d
+}
+
+// Tick fires every timer due at now, in a fixed order: relayed probes, our probe,
+// suspicions and tombstones, gossip, push-pull, reconnect.
+func (m *Machine) Tick(now time.Time) {
+	m.eagerOK = true
+	m.tickRelays(now)
+	m.tickProbe(now)
+	for {
+		e, ok := m.timers.popDue(now)
+		if !ok {
+			break
+		}
+		m.fireTimer(now, e)
+	}
+	if !now.Before(m.nextGossip) && m.queues.Len() > 0 {
+		m.nextGossip = now.Add(m.cfg.GossipInterval)
+		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil) {
+			m.packer.Reset()
+			m.queues.fill(m.packer)
+			if m.packer.Count() > 0 {
+				m.send(p.Addr)
+			}
+		}
+	}
+	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
+		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
+		if p := m.randomPeers(1, "", nil); len(p) == 1 {
+			m.startPushPull(p[0].Addr, false)
+		}
+	}
+	if !m.leaving && m.cfg.ReconnectInterval > 0 && !now.Before(m.nextReconnect) {
+		m.nextReconnect = now.Add(PushPullScale(m.cfg.ReconnectInterval, m.live))
+		m.reconnect()
+	}
+	m.flushEager("")
+}
+
+// reconnect push-pulls with a random departed member's address or seed. Two
+// partitions that declared each other dead find each other again this way; a node
+// that is alone re-joins through it.
+func (m *Machine) reconnect() {
+	total := len(m.tombs) + len(m.seeds)
+	if total == 0 {
+		return
+	}
+	i := m.rng.IntN(total)
+	var addr string
+	if i < len(m.tombs) {
+		addr = m.tombs[i].Addr
+	} else {
+		addr = m.seeds[i-len(m.tombs)]
+	}
+	if addr == "" || addr == m.cfg.Addr {
+		return
+	}
+	m.startPushPull(addr, m.live == 1)
+}
+
+func (m *Machine) fireTimer(now time.Time, e timerEntry) {
+	mem := m.members[e.name]
+	if mem == nil || mem.gen != e.gen {
+		return
+	}
+	switch e.kind {
+	case timerSuspicion:
+		if mem.Status != StatusSuspect || mem.susp == nil || !mem.susp.deadline.Equal(e.at) {
+			return
+		}
+		m.declareDead(now, mem, mem.Incarnation, m.self.Name, false)
+	case timerGC:
+		if mem.Status == StatusDead || mem.Status == StatusLeft {
+			m.forget(now, mem)
+		}
+	}
+}
+
+// startPushPull asks the host to exchange full state with to.
+func (m *Machine) startPushPull(to string, join bool) {
+	m.stats.PushPulls++
+	m.out.Streams = append(m.out.Streams, Stream{To: to, Msg: m.localState(join)})
+}
+
+// localState is our whole view, sorted by name, tombstones included so they spread.
+func (m *Machine) localState(join bool) *wire.PushPull {
+	s := m.sortedMembers()
+	pp := &wire.PushPull{Join: join, Nodes: make([]wire.NodeState, len(s))}
+	for i, mem := range s {
+		pp.Nodes[i] = wire.NodeState{
+			Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
+			Status: wire.NodeStatus(mem.Status), ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
+		}
+	}
+	if len(m.metaSnap) > 0 {
+		pp.Meta = slices.Clone(m.metaSnap)
+	}
+	return pp
+}
+
+// HandlePushPull merges a peer's push-pull request and returns our reply. Facts of a
+// joiner's request are pushed eagerly (the cluster learns of the joiner at once);
+// those of periodic exchanges are only queued.
+func (m *Machine) HandlePushPull(now time.Time, from string, pp *wire.PushPull) *wire.PushPull {
+	if pp == nil {
+		m.stats.Malformed++
+		return nil
+	}
+	m.eagerOK = pp.Join
+	m.merge(now, from, pp)
+	reply := m.localState(false)
+	m.flushEager("")
+	return reply
+}
+
+// HandlePushPullReply merges the reply to a push-pull we started.
+func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushPull) {
+	if pp == nil {
+		m.stats.Malformed++
+		return
+	}
+	m.eagerOK = false
+	m.merge(now, from, pp)
+	m.flushEager("")
+}
+
+// PushPullFailed notes that a push-pull we started did not complete. Nothing else
+// is needed: periodic exchanges and reconnects try again later.
+func (m *Machine) PushPullFailed(now time.Time, to string) { m.stats.PushPullsFailed++ }
+
+// merge applies a peer's full state. A remote "dead" for a member we think alive is
+// taken as a suspicion, so a member that is in fact alive gets its suspicion
+// timeout to refute (a stale or partitioned view cannot kill it outright); "left"
+// is taken as it is, since only the member itself says it.
+func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
+	if len(pp.Meta) > 0 {
+		m.out.Meta = append(m.out.Meta, Payload{From: from, Data: slices.Clone(pp.Meta), Snapshot: true})
+	}
+	for i := range pp.Nodes {
+		ns := &pp.Nodes[i]
+		if ns.Name == "" {
+			m.stats.Malformed++
+			continue
+		}
+		switch ns.Status {
+		case wire.StatusAlive:
+			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
+		case wire.StatusSuspect:
+			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
+			m.applySuspect(now, ns.Name, ns.Incarnation, from)
+		case wire.StatusDead:
+			if ns.Name == m.self.Name {
+				m.applyDead(now, ns.Name, ns.Incarnation, from, false)
+			} else {
+				m.applySuspect(now, ns.Name, ns.Incarnation, from)
+			}
+		case wire.StatusLeft:
+			m.applyDead(now, ns.Name, ns.Incarnation, ns.Name, true)
+		default:
+			m.stats.Malformed++
+		}
+	}
+}
+
+// event records a membership change.
+func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
+	m.out.Events = append(m.out.Events, Event{Kind: kind, Member: mem.Member, At: now})
+}
+
+// randomPeers picks up to k distinct random alive or suspect members other than us,
+// skipping address exclude and member skip. It draws at random a bounded number of
+// times, so it costs O(k) whatever the cluster size (and may return fewer than k
+// when most of the view is dead).
+func (m *Machine) randomPeers(k int, exclude string, skip *member) []*member {
+	m.peers = m.peers[:0]
+	n := len(m.plist)
+	if n == 0 || k <= 0 {
+		return m.peers
+	}
+	for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
+		p := m.plist[m.rng.IntN(n)]
+		if (p.Status != StatusAlive && p.Status != StatusSuspect) || p == skip ||
+			(exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) {
+			continue
+		}
+		m.peers = append(m.peers, p)
+	}
+	return m.peers
+}
+
+// send finishes the packet in m.packer and queues it for to, counting the
+// broadcasts it carries as sent once.
+func (m *Machine) send(to string) {
+	b := m.packer.Bytes()
+	data := make([]byte, len(b))
+	copy(data, b)
+	m.out.Packets = append(m.out.Packets, Packet{To: to, Data: data})
+	m.stats.PacketsOut++
+	m.stats.BytesOut += uint64(len(data))
+	m.stats.BroadcastsSent += uint64(m.queues.commit(RetransmitLimit(m.cfg.RetransmitMult, m.live)))
+}
+
+// flushEager pushes the facts learned by the current input to EagerFanout random
+// members at once (one packet each, topped up with queued gossip), skipping the
+// address they came from. Facts that do not fit stay queued for the gossip tick.
+func (m *Machine) flushEager(exclude string) {
+	if len(m.eager) == 0 {
+		return
+	}
+	if m.cfg.EagerFanout > 0 {
+		for _, p := range m.randomPeers(m.cfg.EagerFanout, exclude, nil) {
+			m.packer.Reset()
+			for _, b := range m.eager {
+				m.queues.add(m.packer, b)
+			}
+			if m.packer.Count() == 0 {
+				break
+			}
+			m.queues.fill(m.packer)
+			m.send(p.Addr)
+		}
+	}
+	clear(m.eager)
+	m.eager = m.eager[:0]
+}
+
+// queueFact queues a membership broadcast keyed by the member it is about, replacing
+// older news of that member, and marks it for eager push if the current input allows.
+func (m *Machine) queueFact(msg wire.Message, node string) {
+	b := &broadcast{kind: kindMembership, key: node, msg: wire.AppendMessage(nil, msg)}
+	m.queues.push(b)
+	if m.eagerOK {
+		m.eager = append(m.eager, b)
+	}
+}
+
+func (m *Machine) aliveMsg(mem *member) *wire.Alive {
+	return &wire.Alive{
+		Node: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
+		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
+	}
+}

@@ -1,0 +1,328 @@
+package swim
+
+import (
+	"slices"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// HandlePacket processes one received plain (unsealed) packet: every membership
+// message in it, in order. Packets of another cluster, and malformed packets or
+// messages, are counted and dropped; unknown message types are skipped.
+func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
+	m.stats.PacketsIn++
+	m.stats.BytesIn += uint64(len(data))
+	h, err := m.reader.Reset(data)
+	if err != nil {
+		m.stats.Malformed++
+		return
+	}
+	if h.CheckCluster(m.clusterHash) != nil {
+		m.stats.ForeignPackets++
+		return
+	}
+	m.eagerOK = true
+	for m.reader.Next() {
+		if err := m.handleMessage(now, from, m.reader.Type(), m.reader.Body()); err != nil {
+			m.stats.Malformed++
+		}
+	}
+	if m.reader.Err() != nil {
+		m.stats.Malformed++
+	}
+	m.flushEager(from)
+}
+
+func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, body []byte) error {
+	in := &m.in
+	switch typ {
+	case wire.TypePing:
+		if err := m.dec.Decode(body, &in.ping); err != nil {
+			return err
+		}
+		m.onPing(from, &in.ping)
+	case wire.TypeIndirectPing:
+		if err := m.dec.Decode(body, &in.iping); err != nil {
+			return err
+		}
+		m.onIndirectPing(now, from, &in.iping)
+	case wire.TypeAck:
+		if err := m.dec.Decode(body, &in.ack); err != nil {
+			return err
+		}
+		m.onAck(now, in.ack.Seq)
+	case wire.TypeNack:
+		if err := m.dec.Decode(body, &in.nack); err != nil {
+			return err
+		}
+		if m.probe.active && in.nack.Seq == m.probe.seq {
+			m.probe.nacks++
+			m.stats.NacksReceived++
+		}
+	case wire.TypeAlive:
+		if err := m.dec.Decode(body, &in.alive); err != nil {
+			return err
+		}
+		a := &in.alive
+		m.applyAlive(now, a.Node, a.Addr, a.Incarnation, a.ProtoMin, a.ProtoMax)
+	case wire.TypeSuspect:
+		if err := m.dec.Decode(body, &in.susp); err != nil {
+			return err
+		}
+		m.applySuspect(now, in.susp.Node, in.susp.Incarnation, in.susp.From)
+	case wire.TypeDead:
+		if err := m.dec.Decode(body, &in.dead); err != nil {
+			return err
+		}
+		m.applyDead(now, in.dead.Node, in.dead.Incarnation, in.dead.From, false)
+	case wire.TypeLeave:
+		if err := m.dec.Decode(body, &in.leave); err != nil {
+			return err
+		}
+		m.applyDead(now, in.leave.Node, in.leave.Incarnation, in.leave.Node, true)
+	case wire.TypeUser:
+		if err := m.dec.Decode(body, &in.user); err != nil {
+			return err
+		}
+		m.out.User = append(m.out.User, Payload{From: from, Data: slices.Clone(in.user.Payload)})
+	case wire.TypeMetaDelta:
+		if err := m.dec.Decode(body, &in.meta); err != nil {
+			return err
+		}
+		m.out.Meta = append(m.out.Meta, Payload{From: from, Data: slices.Clone(in.meta.Payload)})
+	case wire.TypeDigest:
+		if err := m.dec.Decode(body, &in.dig); err != nil {
+			return err
+		}
+		m.onDigest(now, from, in.dig)
+	}
+	// Other types (push-pull belongs on streams; lease, shard and extensions are for
+	// other machines) are skipped.
+	return nil
+}
+
+// onPing answers a ping for us with an ack carrying gossip. A ping for another name
+// reached an address that node no longer holds: answering would vouch for it.
+func (m *Machine) onPing(from string, p *wire.Ping) {
+	if p.Target != m.self.Name {
+		m.stats.MisdirectedPings++
+		return
+	}
+	to := p.SourceAddr
+	if to == "" {
+		to = from
+	}
+	m.packer.Reset()
+	m.packer.Add(&wire.Ack{Seq: p.Seq})
+	m.queues.fill(m.packer)
+	m.send(to)
+}
+
+// onIndirectPing probes the target on the requester's behalf (SWIM §4.3).
+func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPing) {
+	replyTo := ip.SourceAddr
+	if replyTo == "" {
+		replyTo = from
+	}
+	if ip.Target == m.self.Name {
+		// Asked to probe ourselves: we are evidently alive.
+		m.packer.Reset()
+		m.packer.Add(&wire.Ack{Seq: ip.Seq})
+		m.send(replyTo)
+		return
+	}
+	if ip.TargetAddr == "" || len(m.relays) >= maxRelays {
+		return
+	}
+	m.seq++
+	m.relays = append(m.relays, relay{
+		seq: m.seq, origSeq: ip.Seq, replyTo: replyTo, wantNack: ip.WantNack,
+		deadline: now.Add(m.cfg.ProbeTimeout),
+	})
+	m.packer.Reset()
+	m.packer.Add(&wire.Ping{Seq: m.seq, Target: ip.Target, Source: m.self.Name, SourceAddr: m.self.Addr})
+	m.send(ip.TargetAddr)
+}
+
+// onAck completes our probe, or relays the ack of an indirect probe we ran.
+func (m *Machine) onAck(now time.Time, seq uint32) {
+	if m.probe.active && seq == m.probe.seq {
+		m.probe = probeState{}
+		if m.cfg.Lifeguard.LocalHealth {
+			m.health = ApplyHealthDelta(m.health, -1, m.cfg.AwarenessMaxMultiplier)
+		}
+		return
+	}
+	for i := range m.relays {
+		if m.relays[i].seq == seq {
+			r := m.relays[i]
+			m.relays = slices.Delete(m.relays, i, i+1)
+			m.packer.Reset()
+			m.packer.Add(&wire.Ack{Seq: r.origSeq})
+			m.send(r.replyTo)
+			return
+		}
+	}
+	// A late ack, after its probe ended: ignored, as in SWIM.
+}
+
+// onDigest compares a peer's digest with ours. When they have disagreed for
+// DigestSyncInterval while our own view stood still (so gossip in flight is not
+// the reason), we push-pull with that peer, at most once per scaled interval.
+func (m *Machine) onDigest(now time.Time, from string, d wire.Digest) {
+	iv := m.cfg.DigestSyncInterval
+	if iv == 0 || m.leaving {
+		return
+	}
+	if d == m.digest.d {
+		m.mismatchSince = time.Time{}
+		return
+	}
+	if m.mismatchSince.IsZero() {
+		m.mismatchSince = now
+	}
+	if now.Sub(m.mismatchSince) < iv || now.Sub(m.viewChanged) < iv {
+		return
+	}
+	if !m.lastDigestSync.IsZero() && now.Sub(m.lastDigestSync) < PushPullScale(iv, m.live) {
+		return
+	}
+	m.lastDigestSync = now
+	m.mismatchSince = time.Time{}
+	m.stats.DigestSyncs++
+	m.startPushPull(from, false)
+}
+
+// tickRelays ends indirect probes we ran for others whose target stayed silent,
+// sending the Lifeguard nack when asked: it tells the requester that we, at least,
+// can hear it.
+func (m *Machine) tickRelays(now time.Time) {
+	n := 0
+	for n < len(m.relays) && !now.Before(m.relays[n].deadline) {
+		r := m.relays[n]
+		if r.wantNack {
+			m.packer.Reset()
+			m.packer.Add(&wire.Nack{Seq: r.origSeq})
+			m.send(r.replyTo)
+		}
+		n++
+	}
+	m.relays = slices.Delete(m.relays, 0, n)
+}
+
+// tickProbe drives the probe state machine: direct ping, indirect probes after the
+// (health-scaled) timeout, failure at the end of the (health-scaled) interval, and
+// the next probe.
+func (m *Machine) tickProbe(now time.Time) {
+	p := &m.probe
+	if p.active && !p.indirectSent && !now.Before(p.indirectAt) {
+		m.sendIndirect()
+	}
+	if p.active && !now.Before(p.end) {
+		m.probeFailed(now)
+	}
+	if !p.active && !m.leaving && !now.Before(m.nextProbe) {
+		m.startProbe(now)
+	}
+}
+
+// nextTarget walks the probe order, reshuffling at the end of each round (SWIM §4.3:
+// round-robin over a random permutation bounds the time to first detection), and
+// returns the next alive or suspect member, or nil.
+func (m *Machine) nextTarget() *member {
+	for range len(m.plist) {
+		if m.pidx >= len(m.plist) {
+			m.rng.Shuffle(len(m.plist), func(i, j int) {
+				m.plist[i], m.plist[j] = m.plist[j], m.plist[i]
+				m.plist[i].probeIdx, m.plist[j].probeIdx = i, j
+			})
+			m.pidx = 0
+		}
+		t := m.plist[m.pidx]
+		m.pidx++
+		if t.Status == StatusAlive || t.Status == StatusSuspect {
+			return t
+		}
+	}
+	return nil
+}
+
+func (m *Machine) healthScore() int {
+	if !m.cfg.Lifeguard.LocalHealth {
+		return 0
+	}
+	return m.health
+}
+
+// startProbe pings the next member. The ping carries our digest and gossip; with the
+// buddy system, a suspect target also gets its suspicion first so it can refute.
+func (m *Machine) startProbe(now time.Time) {
+	interval := ScaleByHealth(m.cfg.ProbeInterval, m.healthScore())
+	t := m.nextTarget()
+	if t == nil {
+		m.nextProbe = now.Add(interval)
+		return
+	}
+	m.seq++
+	m.probe = probeState{
+		active: true, target: t, seq: m.seq,
+		indirectAt: now.Add(ScaleByHealth(m.cfg.ProbeTimeout, m.healthScore())),
+		end:        now.Add(interval),
+	}
+	m.nextProbe = m.probe.end
+	m.packer.Reset()
+	m.packer.Add(&wire.Ping{Seq: m.seq, Target: t.Name, Source: m.self.Name, SourceAddr: m.self.Addr})
+	if m.cfg.Lifeguard.Buddy && t.Status == StatusSuspect {
+		m.packer.Add(&wire.Suspect{Node: t.Name, Incarnation: t.Incarnation, From: m.self.Name})
+	}
+	if m.cfg.DigestSyncInterval > 0 {
+		d := m.digest.d
+		m.packer.Add(&d)
+	}
+	m.queues.fill(m.packer)
+	m.stats.ProbesSent++
+	m.send(t.Addr)
+}
+
+// sendIndirect asks IndirectChecks random members to probe the silent target.
+func (m *Machine) sendIndirect() {
+	p := &m.probe
+	p.indirectSent = true
+	t := p.target
+	peers := m.randomPeers(m.cfg.IndirectChecks, "", t)
+	wantNack := m.cfg.Lifeguard.LocalHealth
+	for _, peer := range peers {
+		m.packer.Reset()
+		m.packer.Add(&wire.IndirectPing{
+			Seq: p.seq, Target: t.Name, TargetAddr: t.Addr,
+			Source: m.self.Name, SourceAddr: m.self.Addr, WantNack: wantNack,
+		})
+		m.queues.fill(m.packer)
+		m.stats.IndirectProbesSent++
+		m.send(peer.Addr)
+	}
+	if wantNack {
+		p.expectedNacks = len(peers)
+	}
+}
+
+// probeFailed ends a probe with no ack: the local health score rises by the nacks
+// that did not come (or by one when none were expected) and the target becomes
+// suspect.
+func (m *Machine) probeFailed(now time.Time) {
+	p := m.probe
+	m.probe = probeState{}
+	m.stats.ProbesFailed++
+	if m.cfg.Lifeguard.LocalHealth {
+		delta := 1
+		if p.expectedNacks > 0 {
+			delta = p.expectedNacks - p.nacks
+		}
+		m.health = ApplyHealthDelta(m.health, delta, m.cfg.AwarenessMaxMultiplier)
+	}
+	t := p.target
+	if t.Status == StatusAlive || t.Status == StatusSuspect {
+		m.applySuspect(now, t.Name, t.Incarnation, m.self.Name)
+	}
+}

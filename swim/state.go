@@ -1,0 +1,245 @@
+package swim
+
+import (
+	"slices"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// The incarnation rules (SWIM §4.2, Lifeguard; memberlist's state.go read for
+// reference semantics):
+//
+//   - Alive(i) replaces what we hold about a member only if i is higher than its
+//     incarnation, whatever its status: a tombstone (dead or left at i) beats alive
+//     of the same or a lower incarnation, from any source, so a stale view cannot
+//     resurrect a departed member.
+//   - Suspect(i) of an alive member at incarnation <= i makes it suspect; of a
+//     suspect member it is a confirmation.
+//   - Dead(i) of a member at incarnation <= i kills it; Left is a Dead whose From is
+//     the member itself, or a Leave message.
+//   - Any claim about ourselves other than our own current alive is refuted: our
+//     incarnation becomes max(ours, claimed) + 1 and the new Alive is broadcast.
+
+// applyAlive handles "name is alive at addr with incarnation inc".
+func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8) {
+	if name == "" || addr == "" || len(name) > wire.MaxString || len(addr) > wire.MaxString {
+		m.stats.Malformed++
+		return
+	}
+	if name == m.self.Name {
+		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && addr == m.self.Addr) {
+			return
+		}
+		// Someone holds a newer or conflicting claim about us: a previous life of
+		// this node, or another node using our name. Out-bid it.
+		m.refute(now, inc)
+		return
+	}
+	mem := m.members[name]
+	if mem == nil {
+		mem = &member{
+			Member:   Member{Name: name, Addr: addr, Incarnation: inc, Status: StatusAlive, Since: now},
+			protoMin: pmin, protoMax: pmax, probeIdx: -1, tombIdx: -1,
+		}
+		m.members[name] = mem
+		m.sorted = nil
+		mem.hash = MemberHash(name, inc, StatusAlive)
+		m.digest.add(mem.hash)
+		m.viewChanged = now
+		m.live++
+		// A new member goes to a random place of the probe order (SWIM §4.3), so
+		// it is probed within one round wherever it lands.
+		m.plist = append(m.plist, mem)
+		j := m.rng.IntN(len(m.plist))
+		last := len(m.plist) - 1
+		m.plist[j], m.plist[last] = m.plist[last], m.plist[j]
+		m.plist[j].probeIdx, m.plist[last].probeIdx = j, last
+		m.event(now, EventJoin, mem)
+		m.queueFact(m.aliveMsg(mem), name)
+		return
+	}
+	if inc <= mem.Incarnation {
+		return
+	}
+	old := mem.Status
+	addrChanged := mem.Addr != addr || mem.protoMin != pmin || mem.protoMax != pmax
+	mem.Addr, mem.protoMin, mem.protoMax = addr, pmin, pmax
+	m.setState(now, mem, inc, StatusAlive)
+	switch {
+	case old == StatusDead || old == StatusLeft:
+		m.event(now, EventJoin, mem)
+	case old == StatusSuspect:
+		m.event(now, EventAlive, mem)
+	case addrChanged:
+		m.event(now, EventUpdate, mem)
+	}
+	m.queueFact(m.aliveMsg(mem), name)
+}
+
+// applySuspect handles "from suspects name at incarnation inc".
+func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from string) {
+	if name == m.self.Name {
+		if !m.leaving && inc >= m.self.Incarnation {
+			m.refute(now, inc)
+		}
+		return
+	}
+	mem := m.members[name]
+	if mem == nil || inc < mem.Incarnation {
+		return
+	}
+	switch mem.Status {
+	case StatusAlive:
+		m.setState(now, mem, inc, StatusSuspect)
+		m.startSuspicion(now, mem, from)
+		m.stats.Suspicions++
+		m.event(now, EventSuspect, mem)
+		m.queueFact(&wire.Suspect{Node: name, Incarnation: inc, From: from}, name)
+	case StatusSuspect:
+		if inc > mem.Incarnation {
+			m.setState(now, mem, inc, StatusSuspect)
+		}
+		if m.confirm(now, mem, from) {
+			// New evidence: pass it on so others' timers shrink too.
+			m.queueFact(&wire.Suspect{Node: name, Incarnation: mem.Incarnation, From: from}, name)
+		}
+	}
+}
+
+// applyDead handles "from declared name dead at inc" (left when from is name).
+func (m *Machine) applyDead(now time.Time, name string, inc uint64, from string, left bool) {
+	if from == name {
+		left = true
+	}
+	if name == m.self.Name {
+		if !m.leaving && inc >= m.self.Incarnation {
+			m.refute(now, inc)
+		}
+		return
+	}
+	mem := m.members[name]
+	if mem == nil || inc < mem.Incarnation || mem.Status == StatusDead || mem.Status == StatusLeft {
+		return
+	}
+	m.declareDead(now, mem, inc, from, left)
+}
+
+// declareDead marks mem dead (or left) at inc and broadcasts it.
+func (m *Machine) declareDead(now time.Time, mem *member, inc uint64, from string, left bool) {
+	if left {
+		m.setState(now, mem, inc, StatusLeft)
+		m.event(now, EventLeft, mem)
+		m.queueFact(&wire.Leave{Node: mem.Name, Incarnation: inc}, mem.Name)
+		return
+	}
+	m.setState(now, mem, inc, StatusDead)
+	m.stats.Deaths++
+	m.event(now, EventDead, mem)
+	m.queueFact(&wire.Dead{Node: mem.Name, Incarnation: inc, From: from}, mem.Name)
+}
+
+// refute out-bids a claim about us seen at incarnation seen.
+func (m *Machine) refute(now time.Time, seen uint64) {
+	m.setState(now, m.self, max(seen, m.self.Incarnation)+1, StatusAlive)
+	m.stats.Refutations++
+	if m.cfg.Lifeguard.LocalHealth {
+		// Being suspected hints that we are the slow one (Lifeguard §IV-A).
+		m.health = ApplyHealthDelta(m.health, 1, m.cfg.AwarenessMaxMultiplier)
+	}
+	m.queueFact(m.aliveMsg(m.self), m.self.Name)
+}
+
+// startSuspicion arms mem's suspicion timer: at the maximum timeout with
+// AwareSuspicion (it shrinks with confirmations), else at the minimum.
+func (m *Machine) startSuspicion(now time.Time, mem *member, from string) {
+	lo := SuspicionMinTimeout(m.cfg.SuspicionMult, m.live, m.cfg.ProbeInterval)
+	s := &suspicion{start: now, lo: lo, hi: lo, from: []string{from}}
+	if m.cfg.Lifeguard.AwareSuspicion {
+		s.k = SuspicionConfirmations(m.cfg.SuspicionMult, m.live)
+		s.hi = lo * time.Duration(m.cfg.SuspicionMaxTimeoutMult)
+	}
+	s.deadline = now.Add(SuspicionTimeout(0, s.k, s.lo, s.hi))
+	mem.susp = s
+	m.timers.push(timerEntry{at: s.deadline, kind: timerSuspicion, name: mem.Name, gen: mem.gen})
+}
+
+// confirm counts an independent confirmation of mem's suspicion and reports whether
+// it was new. Our own suspicion, gossiped back to us, is not independent.
+func (m *Machine) confirm(now time.Time, mem *member, from string) bool {
+	s := mem.susp
+	if s == nil || s.k < 1 || len(s.from)-1 >= s.k || slices.Contains(s.from, from) {
+		return false
+	}
+	s.from = append(s.from, from)
+	d := s.start.Add(SuspicionTimeout(len(s.from)-1, s.k, s.lo, s.hi))
+	if d.Before(s.deadline) {
+		s.deadline = d
+		m.timers.push(timerEntry{at: d, kind: timerSuspicion, name: mem.Name, gen: mem.gen})
+	}
+	return true
+}
+
+// setState moves mem to (inc, status), keeping the digest, live count, tombstone
+// list and timers in step.
+func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status) {
+	old := mem.Status
+	m.digest.sub(mem.hash)
+	mem.Incarnation = inc
+	mem.hash = MemberHash(mem.Name, inc, status)
+	m.digest.add(mem.hash)
+	m.viewChanged = now
+	if old == status {
+		return
+	}
+	mem.Status = status
+	mem.Since = now
+	mem.gen++
+	if status != StatusSuspect {
+		mem.susp = nil
+	}
+	wasLive := old == StatusAlive || old == StatusSuspect
+	isLive := status == StatusAlive || status == StatusSuspect
+	switch {
+	case wasLive && !isLive:
+		m.live--
+		if mem != m.self {
+			mem.tombIdx = len(m.tombs)
+			m.tombs = append(m.tombs, mem)
+			m.timers.push(timerEntry{at: now.Add(m.cfg.TombstoneTTL), kind: timerGC, name: mem.Name, gen: mem.gen})
+		}
+	case !wasLive && isLive:
+		m.live++
+		m.dropTomb(mem)
+	}
+}
+
+func (m *Machine) dropTomb(mem *member) {
+	i := mem.tombIdx
+	if i < 0 {
+		return
+	}
+	last := len(m.tombs) - 1
+	m.tombs[i] = m.tombs[last]
+	m.tombs[i].tombIdx = i
+	m.tombs[last] = nil
+	m.tombs = m.tombs[:last]
+	mem.tombIdx = -1
+}
+
+// forget collects a tombstone whose TTL ended.
+func (m *Machine) forget(now time.Time, mem *member) {
+	m.dropTomb(mem)
+	i, last := mem.probeIdx, len(m.plist)-1
+	m.plist[i] = m.plist[last]
+	m.plist[i].probeIdx = i
+	m.plist[last] = nil
+	m.plist = m.plist[:last]
+	if m.probe.target == mem {
+		m.probe = probeState{}
+	}
+	m.digest.sub(mem.hash)
+	m.viewChanged = now
+	delete(m.members, mem.Name)
+	m.sorted = nil
+}
