@@ -47,8 +47,11 @@
 //
 // BuildTable scores every (shard, node) pair once and keeps the top R per shard by
 // insertion into a small sorted array (a partial selection, O(S·N) rather than
-// O(S·N·log N) for a full sort). Per node it precomputes the hash input (the name
-// followed by a 4-byte slot for the shard), so scoring is one xxhash64 of a
-// contiguous buffer, one ln and one division. Nodes are numbered by their position
-// in name order, and the table stores owner numbers, so Lookup is an array index.
+// O(S·N·log N) for a full sort). Per node it precomputes the XXH64 state after the
+// name, so hashing a pair only mixes in the last few bytes. Since ln(u) ≤ u-1, a
+// node whose 1-u is large against the current R-th score is rejected with one
+// multiply, without ln or division; the test has a margin far above rounding error,
+// so the selection is exactly that of scoring every node (checked against the brute
+// force). Nodes are numbered by their position in name order, and the table stores
+// owner numbers, so Lookup is an array index.
 package rendezvous

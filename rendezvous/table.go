@@ -116,36 +116,24 @@ func checkReplicas(r, n int) error {
 	return nil
 }
 
-// builder holds the per-node hash input and the top-R scratch of a build.
+// builder holds the per-node hash state and the top-R scratch of a build.
 type builder struct {
-	weights []float64
-	// buf holds, for each node i, its name followed by a 4-byte shard slot at
-	// buf[end[i]-4:end[i]]; node i's hash input is buf[start[i]:end[i]].
-	buf        []byte
-	start, end []int
-	bestScore  []float64
-	bestNode   []uint32
+	weights   []float64
+	hashes    []pairHash
+	bestScore []float64
+	bestNode  []uint32
 }
 
 func newBuilder(sorted []Node, r int) *builder {
-	size := 0
-	for _, n := range sorted {
-		size += len(n.Name) + 4
-	}
 	b := &builder{
 		weights:   make([]float64, len(sorted)),
-		buf:       make([]byte, 0, size),
-		start:     make([]int, len(sorted)),
-		end:       make([]int, len(sorted)),
+		hashes:    make([]pairHash, len(sorted)),
 		bestScore: make([]float64, r),
 		bestNode:  make([]uint32, r),
 	}
 	for i, n := range sorted {
 		b.weights[i] = n.Weight
-		b.start[i] = len(b.buf)
-		b.buf = append(b.buf, n.Name...)
-		b.buf = append(b.buf, 0, 0, 0, 0)
-		b.end[i] = len(b.buf)
+		b.hashes[i] = newPairHash(n.Name)
 	}
 	return b
 }
@@ -164,9 +152,7 @@ func (b *builder) top(shard uint32) []uint32 {
 	// cut is (1+filterMargin)/last, +Inf while fewer than R nodes are held.
 	cut := math.Inf(1)
 	for i, w := range b.weights {
-		in := b.buf[b.start[i]:b.end[i]]
-		binary.BigEndian.PutUint32(in[len(in)-4:], shard)
-		u := unitOf(xxhash.Sum64(in))
+		u := unitOf(b.hashes[i].sum(shard))
 		// Cheap rejection without ln: ln(u) ≤ u-1, so w·cut ≤ 1-u implies
 		// score = -w/ln(u) ≤ last/(1+filterMargin) < last. 1-u is exact (see
 		// unitOf) and the margin dwarfs the few ulp of rounding in the score and in
