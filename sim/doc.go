@@ -1,0 +1,79 @@
+// Package sim is a deterministic discrete-event simulator that runs the production
+// protocol stack (internal/host.Host: swim today) for thousands of nodes in one
+// process, in the style of CockroachDB's asim: the seed is a first-class setting,
+// virtual time only moves when the simulator jumps to the next event, and the code
+// under test is the code we ship.
+//
+// # Engine
+//
+// A 4-ary heap of plain event values ordered by (time, sequence) drives everything;
+// equal times fire in scheduling order, so a run is a pure function of its inputs.
+// Virtual time starts at Epoch. Randomness comes from named streams derived from the
+// master seed (Stream): "network" for delays, loss and duplication, "formation",
+// "scenario/NAME" and "schedule" for faults, and "node/NAME/RESTARTS" for each node
+// instance's own *rand.Rand. A node's timer is one pending tick event at its
+// NextDeadline; an earlier deadline pushes a new one and the old one is ignored when
+// it fires. Every delivered input (time, kind, endpoints, xxhash of the bytes) and
+// every membership event is folded into TraceHash: equal seeds give equal hashes.
+//
+// # Network model (Link, Config)
+//
+//   - one-way delay Latency + uniform [0, Jitter) per datagram (default 0.5–2 ms);
+//     reordering falls out of jitter
+//   - Loss and Duplicate probabilities; an MTU above which datagrams are dropped
+//   - per-link overrides (SetLink, one direction) and a default link (SetDefaultLink)
+//   - partitions: symmetric (Partition: sides that only talk within themselves) and
+//     one-way (PartitionOneWay); Heal lifts them
+//   - streams (push-pull) are request/reply: three one-way delays plus transfer time
+//     at Bandwidth to arrive, one back; a crashed target refuses after a round
+//     trip, a partitioned one fails after StreamTimeout
+//
+// # Node faults
+//
+//   - Crash: the process stops; queued inputs and timers are dropped
+//   - Restart: same name, fresh stack and random stream, same or new address, joins
+//   - Pause(d): a stop-the-world pause; inputs queue and are delivered on wake in the
+//     order they fell due, timers fire late, the clock keeps running
+//   - SetSlow(m): each input costs ProcDelay*m of virtual time, inputs queue behind it
+//   - SetDrift(r): the node's clock reads start + (virtual-start)*(1+r)
+//   - Leave/Stop: graceful leave, then the process exits
+//
+// Addresses are "10.a.b.c:7946" derived from a slot number; nothing is ever
+// contacted.
+//
+// # Ground truth and metrics
+//
+// Metrics counts datagrams and bytes sent, drops by cause, and membership events
+// judged against ground truth: a suspicion or death is false when the member named
+// is running at that address, is not leaving and is not paused (suspicions and
+// deaths of paused members are counted apart). Converged holds when every live node
+// has the same Digest and one of them sees exactly the live nodes alive and nobody
+// suspect; CheckAgreement checks every live node's view (small clusters).
+//
+// # Scenarios (Run, `omnirelay sim run`)
+//
+// Each scenario first forms a stable cluster (Form: doubling waves of joins through
+// three random earlier nodes, then settle until converged, at most 120 s), then
+// measures. Knobs: Options.Nodes (default 100), Seed, Duration (measured phase),
+// Loss (every link, measured phase), Profile (lan | memberlist), NoLifeguard.
+//
+//   - join: formed with Nodes-1; one node joins; join_p50/p95/p99/max_ms over every
+//     other node of when it first learned the joiner (Duration: longest wait, 30 s)
+//   - crash: one random node crashes; detect_p50/p95/p99/max_ms of when each other
+//     node declared it dead, suspect_first_ms of the first suspicion (90 s)
+//   - leave: one node leaves gracefully and exits 2 s later; leave_*_ms (30 s)
+//   - churn: every second a crash (while more than half are live), a restart
+//     (half on a new address) or a new node; then quiet until converged, at most
+//     120 s: quiet_convergence_ms (60 s of churn)
+//   - loss: steady cluster with Loss (default 0.1) on every link (60 s)
+//   - pause: max(1, Nodes/50) nodes cycle between 2–8 s running and 1–6 s paused,
+//     as in the Lifeguard paper's experiments (120 s)
+//   - partition-heal: two random halves for Duration (default 90 s, longer than
+//     the longest suspicion timeout), then healed: heal_convergence_ms until
+//     Converged, at most 300 s
+//
+// Schedule is the script language of the property tests: random schedules of
+// faults followed by a quiet period after which CheckAgreement must hold. A failing
+// schedule is printed in its text form; kept under testdata/schedules it becomes a
+// regression test. Runs of 1,000 nodes and more are gated by OMNIRELAY_HEAVY=1.
+package sim

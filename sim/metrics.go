@@ -1,0 +1,106 @@
+package sim
+
+import (
+	"math"
+	"slices"
+	"time"
+
+	"github.com/omnirelay/mesh/swim"
+)
+
+// Metrics are counters taken from ground truth as the simulation runs.
+type Metrics struct {
+	Events        uint64 // queue entries fired (inputs, timers, actions, stale timers)
+	MessagesSent  uint64 // datagrams handed to the network by live nodes, lost or not
+	BytesSent     uint64 // their bytes
+	StreamsOpened uint64
+	StreamsFailed uint64
+	StreamBytes   uint64 // request and reply frame bytes
+
+	DroppedLoss      uint64 // by the link's loss probability
+	DroppedPartition uint64
+	DroppedMTU       uint64
+	DroppedDown      uint64 // to an address whose process is down
+	DroppedUnknown   uint64 // to an address no node ever had
+	Duplicated       uint64
+
+	// FalseSuspicions counts suspect events, at any node, about a member whose
+	// process is running at the address the event names, is not leaving and is not
+	// paused. Suspicions of a paused member are counted in SuspectedPaused instead.
+	// Partitions are not excluded: across a partition a suspicion is "false" too.
+	FalseSuspicions uint64
+	SuspectedPaused uint64
+	// FalseDeaths counts dead events about a member that is running, not leaving and
+	// not paused; DeadPaused those about a paused one.
+	FalseDeaths uint64
+	DeadPaused  uint64
+	Suspicions  uint64 // every suspect event
+	Deaths      uint64 // every dead event
+}
+
+// Sub is m minus an earlier snapshot, for a measured phase.
+func (m Metrics) Sub(o Metrics) Metrics {
+	return Metrics{
+		Events: m.Events - o.Events, MessagesSent: m.MessagesSent - o.MessagesSent,
+		BytesSent: m.BytesSent - o.BytesSent, StreamsOpened: m.StreamsOpened - o.StreamsOpened,
+		StreamsFailed: m.StreamsFailed - o.StreamsFailed, StreamBytes: m.StreamBytes - o.StreamBytes,
+		DroppedLoss: m.DroppedLoss - o.DroppedLoss, DroppedPartition: m.DroppedPartition - o.DroppedPartition,
+		DroppedMTU: m.DroppedMTU - o.DroppedMTU, DroppedDown: m.DroppedDown - o.DroppedDown,
+		DroppedUnknown: m.DroppedUnknown - o.DroppedUnknown, Duplicated: m.Duplicated - o.Duplicated,
+		FalseSuspicions: m.FalseSuspicions - o.FalseSuspicions, SuspectedPaused: m.SuspectedPaused - o.SuspectedPaused,
+		FalseDeaths: m.FalseDeaths - o.FalseDeaths, DeadPaused: m.DeadPaused - o.DeadPaused,
+		Suspicions: m.Suspicions - o.Suspicions, Deaths: m.Deaths - o.Deaths,
+	}
+}
+
+// liveInstance reports whether ev's member is, in ground truth, the running
+// instance at the address ev names; ok is false when it is not (crashed, left,
+// restarted elsewhere, unknown).
+func (s *Sim) liveInstance(m *swim.Member) (i int32, ok bool) {
+	i, found := s.byName[m.Name]
+	if !found {
+		return -1, false
+	}
+	n := s.nodes[i]
+	return i, n.up && !n.leaving && s.addrs[n.addr] == m.Addr
+}
+
+// account takes one membership event emitted by node obs against ground truth.
+func (s *Sim) account(obs int32, ev swim.Event) {
+	s.record(evKind(100+ev.Kind), obs, -1, []byte(ev.Member.Name))
+	switch ev.Kind {
+	case swim.EventSuspect:
+		s.m.Suspicions++
+		if i, ok := s.liveInstance(&ev.Member); ok {
+			if s.nodes[i].paused > s.now {
+				s.m.SuspectedPaused++
+			} else {
+				s.m.FalseSuspicions++
+			}
+		}
+	case swim.EventDead:
+		s.m.Deaths++
+		if i, ok := s.liveInstance(&ev.Member); ok {
+			if s.nodes[i].paused > s.now {
+				s.m.DeadPaused++
+			} else {
+				s.m.FalseDeaths++
+			}
+		}
+	}
+	if s.observe != nil {
+		s.observe(int(obs), ev)
+	}
+}
+
+// Percentile is the nearest-rank p-th percentile (0 < p ≤ 100) of d, in
+// milliseconds; 0 for no samples. d is sorted in place.
+func Percentile(d []time.Duration, p float64) float64 {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	k := int(math.Ceil(float64(len(d))*p/100)) - 1
+	k = max(0, min(k, len(d)-1))
+	return float64(d[k]) / float64(time.Millisecond)
+}

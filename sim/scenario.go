@@ -1,0 +1,517 @@
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/swim"
+)
+
+// Options select and size one scenario run. The zero value of a field means its
+// default.
+type Options struct {
+	// Scenario is the name of a scenario in Scenarios. Required.
+	Scenario string
+	// Nodes is the size of the stable cluster formed before the measured phase
+	// (join: including the node that joins). Default 100.
+	Nodes int
+	// Seed is the master seed. Runs with equal Options have equal TraceHash.
+	Seed uint64
+	// Duration is the length of the measured phase (for join, crash and leave: the
+	// longest to wait for every node to learn). Default per scenario.
+	Duration time.Duration
+	// Loss is the datagram loss probability on every link during the measured
+	// phase. The loss scenario defaults it to 0.1; others to 0.
+	Loss float64
+	// Profile is "lan" (swim.LANProfile, default) or "memberlist"
+	// (swim.MemberlistProfile).
+	Profile string
+	// NoLifeguard turns the three Lifeguard extensions off.
+	NoLifeguard bool
+	// Progress, when set, is called about every 16k events with the phase, the
+	// virtual time and the events so far (the CLI prints it).
+	Progress func(phase string, virtual time.Duration, events uint64)
+	// NewStack replaces the production stack (engine tests); nil means
+	// internal/host.Host configured by Profile and NoLifeguard.
+	NewStack StackFactory
+}
+
+// Result is one run's figures. Times in milliseconds are virtual; WallSeconds is
+// the only figure that is not reproducible from the seed.
+type Result struct {
+	Scenario           string  `json:"scenario"`
+	Nodes              int     `json:"nodes"`
+	Seed               uint64  `json:"seed"`
+	Profile            string  `json:"profile"`
+	Lifeguard          bool    `json:"lifeguard"`
+	Loss               float64 `json:"loss"`
+	VirtualSeconds     float64 `json:"virtual_seconds"`   // formation plus measured phase
+	FormationSeconds   float64 `json:"formation_seconds"` // stable-cluster formation, not measured
+	FormationConverged bool    `json:"formation_converged"`
+	MeasuredSeconds    float64 `json:"measured_seconds"`
+	WallSeconds        float64 `json:"wall_seconds"`
+	Events             uint64  `json:"events"` // all phases
+
+	// Counters below cover the measured phase only.
+	MessagesSent       uint64  `json:"messages_sent"`
+	BytesSent          uint64  `json:"bytes_sent"`
+	BytesPerNodePerSec float64 `json:"bytes_per_node_per_sec"`
+	StreamsOpened      uint64  `json:"streams_opened"`
+	StreamBytes        uint64  `json:"stream_bytes"`
+	DroppedLoss        uint64  `json:"dropped_loss"`
+	DroppedPartition   uint64  `json:"dropped_partition"`
+	DroppedMTU         uint64  `json:"dropped_mtu"`
+	FalseSuspicions    uint64  `json:"false_suspicions"`
+	FalseDeaths        uint64  `json:"false_deaths"`
+	SuspectedPaused    uint64  `json:"suspected_paused"`
+	DeadPaused         uint64  `json:"dead_paused"`
+
+	Converged bool   `json:"converged"` // at the end of the run, by Sim.Converged
+	TraceHash string `json:"trace_hash"`
+
+	JoinP50       *float64 `json:"join_p50_ms,omitempty"`
+	JoinP95       *float64 `json:"join_p95_ms,omitempty"`
+	JoinP99       *float64 `json:"join_p99_ms,omitempty"`
+	JoinMax       *float64 `json:"join_max_ms,omitempty"`
+	SuspectFirst  *float64 `json:"suspect_first_ms,omitempty"`
+	DetectP50     *float64 `json:"detect_p50_ms,omitempty"`
+	DetectP95     *float64 `json:"detect_p95_ms,omitempty"`
+	DetectP99     *float64 `json:"detect_p99_ms,omitempty"`
+	DetectMax     *float64 `json:"detect_max_ms,omitempty"`
+	LeaveP50      *float64 `json:"leave_p50_ms,omitempty"`
+	LeaveP95      *float64 `json:"leave_p95_ms,omitempty"`
+	LeaveMax      *float64 `json:"leave_max_ms,omitempty"`
+	Missing       *int     `json:"missing,omitempty"` // nodes that never learned the measured fact
+	HealConverged *float64 `json:"heal_convergence_ms,omitempty"`
+	Quiet         *float64 `json:"quiet_convergence_ms,omitempty"` // churn: after the last fault
+	Crashes       *int     `json:"crashes,omitempty"`
+	Restarts      *int     `json:"restarts,omitempty"`
+	Joins         *int     `json:"joins,omitempty"`
+	Pauses        *int     `json:"pauses,omitempty"`
+}
+
+// Scenario is a named experiment.
+type Scenario struct {
+	Name     string
+	About    string
+	Duration time.Duration // default measured-phase length
+	run      func(r *runner) error
+}
+
+// Scenarios lists every scenario, in the order `omnirelay sim list` prints them.
+func Scenarios() []Scenario {
+	return []Scenario{
+		{"join", "stable cluster of nodes-1, then one node joins; join_*_ms: when each other node first learns it", 30 * time.Second, runJoin},
+		{"crash", "stable cluster, one node crashes; detect_*_ms: when each other node declares it dead", 90 * time.Second, runCrash},
+		{"leave", "stable cluster, one node leaves gracefully; leave_*_ms: when each other node learns it left", 30 * time.Second, runLeave},
+		{"churn", "joins, crashes and restarts (some on new addresses) every second, then quiet until converged", 60 * time.Second, runChurn},
+		{"loss", "steady cluster under --loss (default 0.1) on every link; counts false suspicions and deaths", 60 * time.Second, runLoss},
+		{"pause", "2% of nodes (at least one) repeatedly pause 1-6 s, as in the Lifeguard experiments; false positives", 120 * time.Second, runPause},
+		{"partition-heal", "split in two halves for --duration (longer than the dead timeout), heal; heal_convergence_ms", 90 * time.Second, runPartitionHeal},
+	}
+}
+
+// Lookup finds a scenario by name.
+func Lookup(name string) (Scenario, bool) {
+	for _, sc := range Scenarios() {
+		if sc.Name == name {
+			return sc, true
+		}
+	}
+	return Scenario{}, false
+}
+
+// SwimConfig is the swim configuration of a simulated node for a profile.
+func SwimConfig(profile, name, addr string, lifeguard bool) (swim.Config, error) {
+	var c swim.Config
+	switch profile {
+	case "", "lan":
+		c = swim.LANProfile(name, addr)
+	case "memberlist":
+		c = swim.MemberlistProfile(name, addr)
+	default:
+		return c, fmt.Errorf("%w: Profile %q is not lan or memberlist", ErrConfig, profile)
+	}
+	c.Lifeguard = swim.Lifeguard{LocalHealth: lifeguard, AwareSuspicion: lifeguard, Buddy: lifeguard}
+	return c, nil
+}
+
+// hostFactory builds production stacks for a profile already checked by SwimConfig.
+func hostFactory(profile string, lifeguard bool) StackFactory {
+	return HostFactory(func(name, addr string) host.Config {
+		c, _ := SwimConfig(profile, name, addr, lifeguard)
+		return host.Config{Swim: c}
+	})
+}
+
+type runner struct {
+	s    *Sim
+	o    Options
+	res  *Result
+	rng  *rand.Rand // the scenario's fault stream
+	wall time.Time
+}
+
+// Run runs one scenario and returns its figures.
+func Run(o Options) (*Result, error) {
+	sc, ok := Lookup(o.Scenario)
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown scenario %q (see Scenarios)", ErrConfig, o.Scenario)
+	}
+	if o.Nodes == 0 {
+		o.Nodes = 100
+	}
+	if o.Profile == "" {
+		o.Profile = "lan"
+	}
+	if o.Duration == 0 {
+		o.Duration = sc.Duration
+	}
+	if o.Loss == 0 && sc.Name == "loss" {
+		o.Loss = 0.1
+	}
+	switch {
+	case o.Nodes < 3:
+		return nil, fmt.Errorf("%w: Nodes %d < 3", ErrConfig, o.Nodes)
+	case o.Duration < 0:
+		return nil, fmt.Errorf("%w: Duration %v < 0", ErrConfig, o.Duration)
+	case o.Loss < 0 || o.Loss >= 1:
+		return nil, fmt.Errorf("%w: Loss %v not in [0,1)", ErrConfig, o.Loss)
+	}
+	if _, err := SwimConfig(o.Profile, "n", "a", true); err != nil {
+		return nil, err
+	}
+	factory := o.NewStack
+	if factory == nil {
+		factory = hostFactory(o.Profile, !o.NoLifeguard)
+	}
+	s, err := New(Config{Seed: o.Seed, NewStack: factory})
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{s: s, o: o, rng: Stream(o.Seed, "scenario/"+sc.Name), wall: time.Now()}
+	r.res = &Result{
+		Scenario: sc.Name, Nodes: o.Nodes, Seed: o.Seed, Profile: o.Profile,
+		Lifeguard: !o.NoLifeguard, Loss: o.Loss,
+	}
+	s.progress("formation", o.Progress)
+	formN := o.Nodes
+	if sc.Name == "join" {
+		formN--
+	}
+	conv, _, err := s.Form(formN, 120*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	r.res.FormationConverged = conv
+	r.res.FormationSeconds = s.Elapsed().Seconds()
+	m0, t0 := s.Metrics(), s.now
+	s.progress(sc.Name, o.Progress)
+	if o.Loss > 0 {
+		l := s.DefaultLink()
+		l.Loss = o.Loss
+		if err := s.SetDefaultLink(l); err != nil {
+			return nil, err
+		}
+	}
+	if err := sc.run(r); err != nil {
+		return nil, err
+	}
+	m := s.Metrics().Sub(m0)
+	res := r.res
+	res.MeasuredSeconds = time.Duration(s.now - t0).Seconds()
+	res.VirtualSeconds = s.Elapsed().Seconds()
+	res.WallSeconds = time.Since(r.wall).Seconds()
+	res.Events = s.Metrics().Events
+	res.MessagesSent, res.BytesSent = m.MessagesSent, m.BytesSent
+	if res.MeasuredSeconds > 0 {
+		res.BytesPerNodePerSec = float64(m.BytesSent) / float64(o.Nodes) / res.MeasuredSeconds
+	}
+	res.StreamsOpened, res.StreamBytes = m.StreamsOpened, m.StreamBytes
+	res.DroppedLoss, res.DroppedPartition, res.DroppedMTU = m.DroppedLoss, m.DroppedPartition, m.DroppedMTU
+	res.FalseSuspicions, res.FalseDeaths = m.FalseSuspicions, m.FalseDeaths
+	res.SuspectedPaused, res.DeadPaused = m.SuspectedPaused, m.DeadPaused
+	res.Converged = s.Converged()
+	res.TraceHash = fmt.Sprintf("%016x", s.TraceHash())
+	return res, nil
+}
+
+func (s *Sim) progress(phase string, f func(string, time.Duration, uint64)) {
+	if f == nil {
+		s.onProgress = nil
+		return
+	}
+	s.onProgress = func() { f(phase, s.Elapsed(), s.m.Events) }
+}
+
+// Form adds n nodes and joins them into one cluster in waves: node 0 starts alone,
+// then each wave joins as many new nodes as are already in (doubling), each through
+// three random earlier nodes, spread over 500 ms. It then runs until Converged or
+// settle has passed, and reports which, and the virtual time formation took.
+func (s *Sim) Form(n int, settle time.Duration) (bool, time.Duration, error) {
+	rng := Stream(s.cfg.Seed, "formation")
+	start := s.now
+	first := len(s.nodes)
+	if _, err := s.AddNode(); err != nil {
+		return false, 0, err
+	}
+	const gap = 500 * time.Millisecond
+	for formed := 1; formed < n; {
+		k := min(formed, n-formed)
+		for j := 0; j < k; j++ {
+			seeds := make([]string, 0, 3)
+			for len(seeds) < min(3, formed) {
+				a := s.Addr(first + rng.IntN(formed))
+				if !contains(seeds, a) {
+					seeds = append(seeds, a)
+				}
+			}
+			s.At(time.Duration(rng.Int64N(int64(gap))), func(s *Sim) {
+				i, err := s.AddNode()
+				if err != nil {
+					panic(err) // the factory worked for node 0 with the same config
+				}
+				s.Join(i, seeds)
+			})
+		}
+		s.RunFor(gap)
+		formed += k
+	}
+	ok, _ := s.RunUntilTrue(settle, 250*time.Millisecond, s.Converged)
+	return ok, time.Duration(s.now - start), nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func ms(d time.Duration) *float64 { v := float64(d) / float64(time.Millisecond); return &v }
+func pct(d []time.Duration, p float64) *float64 {
+	v := Percentile(d, p)
+	return &v
+}
+func intp(v int) *int { return &v }
+
+// seeds picks up to k distinct random live nodes other than self.
+func (r *runner) seeds(self, k int) []string {
+	live := r.s.LiveNodes()
+	out := make([]string, 0, k)
+	for tries := 0; len(out) < k && tries < 10*k; tries++ {
+		i := live[r.rng.IntN(len(live))]
+		if a := r.s.Addr(i); i != self && !contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// firstTimes records, per observer, the first time an event of one of kinds about
+// name arrives, relative to t0.
+type firstTimes struct {
+	seen map[int]time.Duration
+}
+
+func (r *runner) watch(name string, t0 int64, kinds ...swim.EventKind) *firstTimes {
+	ft := &firstTimes{seen: make(map[int]time.Duration)}
+	r.s.Observe(func(obs int, ev swim.Event) {
+		if ev.Member.Name != name || r.s.Name(obs) == name {
+			return
+		}
+		if _, ok := ft.seen[obs]; ok {
+			return
+		}
+		for _, k := range kinds {
+			if ev.Kind == k {
+				ft.seen[obs] = time.Duration(r.s.now - t0)
+				return
+			}
+		}
+	})
+	return ft
+}
+
+// samples returns the times of the currently live observers (other than skip), and
+// how many of them never saw the event.
+func (ft *firstTimes) samples(s *Sim, skip int) ([]time.Duration, int) {
+	var out []time.Duration
+	missing := 0
+	for _, i := range s.LiveNodes() {
+		if i == skip {
+			continue
+		}
+		if d, ok := ft.seen[i]; ok {
+			out = append(out, d)
+		} else {
+			missing++
+		}
+	}
+	return out, missing
+}
+
+func (ft *firstTimes) allSeen(s *Sim, skip int) func() bool {
+	return func() bool {
+		_, missing := ft.samples(s, skip)
+		return missing == 0
+	}
+}
+
+func runJoin(r *runner) error {
+	s := r.s
+	s.RunFor(time.Second)
+	seeds := r.seeds(-1, 3)
+	i, err := s.AddNode()
+	if err != nil {
+		return err
+	}
+	ft := r.watch(s.Name(i), s.now, swim.EventJoin, swim.EventAlive, swim.EventUpdate)
+	s.Join(i, seeds)
+	start := s.now
+	s.RunUntilTrue(r.o.Duration, time.Millisecond, ft.allSeen(s, i))
+	d, missing := ft.samples(s, i)
+	r.res.JoinP50, r.res.JoinP95, r.res.JoinP99, r.res.JoinMax = pct(d, 50), pct(d, 95), pct(d, 99), pct(d, 100)
+	r.res.Missing = intp(missing)
+	s.RunUntilTrue(r.o.Duration-time.Duration(s.now-start), 100*time.Millisecond, s.Converged)
+	return nil
+}
+
+func runCrash(r *runner) error {
+	s := r.s
+	victim := s.LiveNodes()[r.rng.IntN(len(s.LiveNodes()))]
+	name, t0 := s.Name(victim), s.now
+	var first *float64
+	dead := &firstTimes{seen: make(map[int]time.Duration)}
+	s.Observe(func(obs int, ev swim.Event) {
+		if ev.Member.Name != name {
+			return
+		}
+		if ev.Kind == swim.EventSuspect && first == nil {
+			first = ms(time.Duration(s.now - t0))
+		}
+		if ev.Kind == swim.EventDead {
+			if _, ok := dead.seen[obs]; !ok {
+				dead.seen[obs] = time.Duration(s.now - t0)
+			}
+		}
+	})
+	s.Crash(victim)
+	s.RunUntilTrue(r.o.Duration, 10*time.Millisecond, dead.allSeen(s, victim))
+	d, missing := dead.samples(s, victim)
+	r.res.SuspectFirst = first
+	r.res.DetectP50, r.res.DetectP95, r.res.DetectP99, r.res.DetectMax = pct(d, 50), pct(d, 95), pct(d, 99), pct(d, 100)
+	r.res.Missing = intp(missing)
+	s.RunUntilTrue(r.o.Duration-time.Duration(s.now-t0), 100*time.Millisecond, s.Converged)
+	return nil
+}
+
+func runLeave(r *runner) error {
+	s := r.s
+	victim := s.LiveNodes()[r.rng.IntN(len(s.LiveNodes()))]
+	t0 := s.now
+	ft := r.watch(s.Name(victim), t0, swim.EventLeft)
+	s.Leave(victim)
+	s.At(2*time.Second, func(s *Sim) { s.Stop(victim) }) // a process exits after its leave broadcast
+	s.RunUntilTrue(r.o.Duration, 10*time.Millisecond, ft.allSeen(s, victim))
+	d, missing := ft.samples(s, victim)
+	r.res.LeaveP50, r.res.LeaveP95, r.res.LeaveMax = pct(d, 50), pct(d, 95), pct(d, 100)
+	r.res.Missing = intp(missing)
+	s.RunUntilTrue(max(r.o.Duration-time.Duration(s.now-t0), 2*time.Second), 100*time.Millisecond, s.Converged)
+	return nil
+}
+
+// runChurn: every second one fault: a crash (while more than half the formed size
+// is live), a restart of a crashed node (half of them on a new address) or a brand
+// new node. Then quiet, until converged or 120 s.
+func runChurn(r *runner) error {
+	s := r.s
+	var crashed []int
+	crashes, restarts, joins := 0, 0, 0
+	for t := time.Duration(0); t < r.o.Duration; t += time.Second {
+		live := s.LiveNodes()
+		switch x := r.rng.Float64(); {
+		case x < 0.4 && len(live) > r.o.Nodes/2:
+			i := live[r.rng.IntN(len(live))]
+			s.Crash(i)
+			crashed = append(crashed, i)
+			crashes++
+		case x < 0.7 && len(crashed) > 0:
+			k := r.rng.IntN(len(crashed))
+			i := crashed[k]
+			crashed = append(crashed[:k], crashed[k+1:]...)
+			if err := s.Restart(i, r.rng.IntN(2) == 0, r.seeds(i, 3)); err != nil {
+				return err
+			}
+			restarts++
+		default:
+			seeds := r.seeds(-1, 3)
+			i, err := s.AddNode()
+			if err != nil {
+				return err
+			}
+			s.Join(i, seeds)
+			joins++
+		}
+		s.RunFor(time.Second)
+	}
+	r.res.Crashes, r.res.Restarts, r.res.Joins = intp(crashes), intp(restarts), intp(joins)
+	if l := s.DefaultLink(); l.Loss > 0 {
+		l.Loss = 0
+		if err := s.SetDefaultLink(l); err != nil {
+			return err
+		}
+	}
+	if ok, d := s.RunUntilTrue(120*time.Second, 100*time.Millisecond, s.Converged); ok {
+		r.res.Quiet = ms(d)
+	}
+	return nil
+}
+
+func runLoss(r *runner) error {
+	r.s.RunFor(r.o.Duration)
+	return nil
+}
+
+// runPause: max(1, nodes/50) nodes cycle: run 2-8 s, pause 1-6 s, for the duration.
+func runPause(r *runner) error {
+	s := r.s
+	k := max(1, r.o.Nodes/50)
+	live := s.LiveNodes()
+	pauses := 0
+	end := s.now + int64(r.o.Duration)
+	for j := 0; j < k; j++ {
+		i := live[r.rng.IntN(len(live))]
+		var cycle func(s *Sim)
+		cycle = func(s *Sim) {
+			d := time.Second + time.Duration(r.rng.Int64N(int64(5*time.Second)))
+			if s.now+int64(d) > end {
+				return
+			}
+			s.Pause(i, d)
+			pauses++
+			s.At(d+2*time.Second+time.Duration(r.rng.Int64N(int64(6*time.Second))), cycle)
+		}
+		s.At(time.Duration(r.rng.Int64N(int64(5*time.Second))), cycle)
+	}
+	s.RunFor(r.o.Duration)
+	r.res.Pauses = intp(pauses)
+	return nil
+}
+
+func runPartitionHeal(r *runner) error {
+	s := r.s
+	live := s.LiveNodes()
+	r.rng.Shuffle(len(live), func(a, b int) { live[a], live[b] = live[b], live[a] })
+	s.Partition(live[:len(live)/2])
+	s.RunFor(r.o.Duration)
+	s.Heal()
+	if ok, d := s.RunUntilTrue(300*time.Second, 100*time.Millisecond, s.Converged); ok {
+		r.res.HealConverged = ms(d)
+	}
+	return nil
+}

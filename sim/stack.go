@@ -1,0 +1,49 @@
+package sim
+
+import (
+	"math/rand/v2"
+	"time"
+
+	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// Stack is the protocol stack of one simulated node: the methods of host.Host the
+// simulator drives, plus the reads it takes ground truth against. HostStack adapts a
+// real host.Host; tests of the engine itself plug in small fakes.
+type Stack interface {
+	HandlePacket(now time.Time, from string, data []byte)
+	HandleStream(now time.Time, from string, req []byte) []byte
+	HandleStreamReply(now time.Time, from string, reply []byte)
+	StreamFailed(now time.Time, to string)
+	Tick(now time.Time)
+	Join(now time.Time, seeds []string)
+	Leave(now time.Time)
+	NextDeadline() time.Time
+	Ready() host.Ready
+	Members() []swim.Member
+	Digest() wire.Digest
+}
+
+// StackFactory builds the stack of a node instance. rng is that instance's own
+// stream; now is its local clock at start.
+type StackFactory func(name, addr string, rng *rand.Rand, now time.Time) (Stack, error)
+
+// hostStack runs the production glue, internal/host.Host, inside the simulator.
+type hostStack struct{ *host.Host }
+
+func (h hostStack) Members() []swim.Member { return h.Swim().Members() }
+func (h hostStack) Digest() wire.Digest    { return h.Swim().Digest() }
+
+// HostFactory returns a factory of real host.Host stacks whose swim configuration
+// is built by conf for each node (name, address).
+func HostFactory(conf func(name, addr string) host.Config) StackFactory {
+	return func(name, addr string, rng *rand.Rand, now time.Time) (Stack, error) {
+		h, err := host.New(conf(name, addr), rng, now)
+		if err != nil {
+			return nil, err
+		}
+		return hostStack{h}, nil
+	}
+}
