@@ -5,7 +5,6 @@ import (
 	"io"
 	"reflect"
 	"strconv"
-	"testing"
 )
 
 // Small assertion helpers: the module's test dependencies stay at the standard
@@ -15,28 +14,34 @@ func itoa(i int) string { return strconv.Itoa(i) }
 
 func ioErrUnexpectedEOF() error { return io.ErrUnexpectedEOF }
 
-func noErr(t testing.TB, err error) {
+// tb is what the helpers need of a *testing.T or a *rapid.T.
+type tb interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+func noErr(t tb, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("unexpected error: %v", err)
 	}
 }
 
-func isErr(t testing.TB, err, target error) {
+func isErr(t tb, err, target error) {
 	t.Helper()
 	if !errors.Is(err, target) {
 		t.Fatalf("error %v, want %v", err, target)
 	}
 }
 
-func equal(t testing.TB, want, got any) {
+func equal(t tb, want, got any) {
 	t.Helper()
 	if !reflect.DeepEqual(want, got) {
 		t.Fatalf("\nwant %#v\ngot  %#v", want, got)
 	}
 }
 
-func check(t testing.TB, cond bool, format string, args ...any) {
+func check(t tb, cond bool, format string, args ...any) {
 	t.Helper()
 	if !cond {
 		t.Fatalf(format, args...)
