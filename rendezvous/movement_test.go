@@ -117,27 +117,36 @@ func TestDiffReportsExactlyTheChangedShards(t *testing.T) {
 	}
 }
 
-// movedFractions returns, over the given leavers and joiners of an equal-weight
-// cluster of n nodes, the primary moved fraction of each reshard and the owner moved
-// fraction (replicas r).
-func movedFractions(t *testing.T, n, shards, r int, leavers []int, joiners int) (prim, own []float64) {
+// reshard holds the moved fractions of one-node reshards of an equal-weight
+// cluster: primaries and owners (DiffTables' two fractions), per leave and per join.
+type reshard struct {
+	leavePrim, leaveOwn, joinPrim, joinOwn []float64
+}
+
+// measureReshards removes each of leavers from an n-node cluster, and separately adds
+// joiners new nodes, one at a time, diffing each result against the original.
+func measureReshards(t *testing.T, n, shards, r int, leavers []int, joiners int) reshard {
 	nodes := equalNodes(n, "node")
 	base := mustBuild(t, nodes, shards, r)
-	record := func(next *Table) {
-		d, err := DiffTables(base, next)
+	diff := func(next []Node) Diff {
+		d, err := DiffTables(base, mustBuild(t, next, shards, r))
 		if err != nil {
 			t.Fatal(err)
 		}
-		prim = append(prim, d.MovedFraction)
-		own = append(own, d.OwnerMovedFraction)
+		return d
 	}
+	var m reshard
 	for _, i := range leavers {
-		record(mustBuild(t, slices.Delete(slices.Clone(nodes), i, i+1), shards, r))
+		d := diff(slices.Delete(slices.Clone(nodes), i, i+1))
+		m.leavePrim = append(m.leavePrim, d.MovedFraction)
+		m.leaveOwn = append(m.leaveOwn, d.OwnerMovedFraction)
 	}
 	for j := range joiners {
-		record(mustBuild(t, append(slices.Clone(nodes), Node{Name: fmt.Sprintf("joiner-%d", j), Weight: 1}), shards, r))
+		d := diff(append(slices.Clone(nodes), Node{Name: fmt.Sprintf("joiner-%d", j), Weight: 1}))
+		m.joinPrim = append(m.joinPrim, d.MovedFraction)
+		m.joinOwn = append(m.joinOwn, d.OwnerMovedFraction)
 	}
-	return prim, own
+	return m
 }
 
 func meanMax(xs []float64) (mean, hi float64) {
@@ -148,9 +157,25 @@ func meanMax(xs []float64) (mean, hi float64) {
 	return mean / float64(len(xs)), hi
 }
 
+// check logs the measured fractions and fails if any exceeds 1/n + 2%.
+func (m reshard) check(t *testing.T, n, shards, r int) {
+	t.Helper()
+	limit := 1/float64(n) + 0.02
+	for _, c := range []struct {
+		what string
+		xs   []float64
+	}{{"leave primaries", m.leavePrim}, {"leave owners", m.leaveOwn}, {"join primaries", m.joinPrim}, {"join owners", m.joinOwn}} {
+		mean, hi := meanMax(c.xs)
+		t.Logf("n=%d S=%d R=%d %-15s over %3d reshards: mean %.5f max %.5f (1/n = %.5f)", n, shards, r, c.what, len(c.xs), mean, hi, 1/float64(n))
+		if hi > limit {
+			t.Errorf("n=%d S=%d R=%d %s: max moved fraction %.4f above 1/n+2%% = %.4f", n, shards, r, c.what, hi, limit)
+		}
+	}
+}
+
 // The target: an unforced reshard moves at most 1/n + 2% of shards when one
-// of n nodes joins or leaves (n ≥ 10, S ≥ 1000). The expectation is exactly 1/n
-// (1/(n+1) for a join); the 2% covers sampling noise, whose standard deviation is
+// of n nodes joins or leaves (n ≥ 10, S ≥ 1000). The expectation is 1/n for a leave
+// and 1/(n+1) for a join; the 2% covers sampling noise, whose standard deviation is
 // sqrt(p(1-p)/S), under 1% at S = 1000. Names are fixed, so this cannot flake.
 func TestJoinLeaveMovesAboutOneNth(t *testing.T) {
 	cases := []struct{ n, shards, r, joiners int }{
@@ -165,24 +190,16 @@ func TestJoinLeaveMovesAboutOneNth(t *testing.T) {
 		for i := range every {
 			every[i] = i
 		}
-		prim, own := movedFractions(t, c.n, c.shards, c.r, every, c.joiners)
-		pm, ph := meanMax(prim)
-		om, oh := meanMax(own)
-		limit := 1/float64(c.n) + 0.02
-		t.Logf("n=%d S=%d R=%d: %d leaves + %d joins; primary moved mean %.4f max %.4f; owners moved mean %.4f max %.4f; 1/n = %.4f",
-			c.n, c.shards, c.r, c.n, c.joiners, pm, ph, om, oh, 1/float64(c.n))
-		if ph > limit || oh > limit {
-			t.Errorf("n=%d S=%d R=%d: max moved %.4f (primaries) %.4f (owners) above 1/n+2%% = %.4f", c.n, c.shards, c.r, ph, oh, limit)
-		}
-		// The mean over every leaver is exactly 1/n for primaries: each shard's
-		// primary leaves in exactly one of the n reshards.
-		if math.Abs(meanOf(prim[:c.n])-1/float64(c.n)) > 1e-12 {
-			t.Errorf("mean primary moved over all leavers %.6f, want 1/n", meanOf(prim[:c.n]))
+		m := measureReshards(t, c.n, c.shards, c.r, every, c.joiners)
+		m.check(t, c.n, c.shards, c.r)
+		// Over every possible leaver the mean primary moved fraction is exactly
+		// 1/n: each shard's primary leaves in exactly one of the n reshards, and
+		// only then does the shard's primary move.
+		if mean, _ := meanMax(m.leavePrim); math.Abs(mean-1/float64(c.n)) > 1e-12 {
+			t.Errorf("n=%d: mean primary moved over all leavers %.6f, want 1/n", c.n, mean)
 		}
 	}
 }
-
-func meanOf(xs []float64) float64 { m, _ := meanMax(xs); return m }
 
 func heavy() bool { return os.Getenv("OMNIRELAY_HEAVY") == "1" }
 
@@ -192,14 +209,40 @@ func TestJoinLeaveMovesAboutOneNthHeavy(t *testing.T) {
 		t.Skip("set OMNIRELAY_HEAVY=1 to run (1,000 nodes × 10,000 shards, ~20 builds)")
 	}
 	const n, shards, r = 1000, 10000, 3
-	prim, own := movedFractions(t, n, shards, r, []int{0, 99, 250, 500, 777, 998, 999, 3, 42, 640}, 10)
-	pm, ph := meanMax(prim)
-	om, oh := meanMax(own)
-	t.Logf("n=%d S=%d R=%d: primary moved mean %.5f max %.5f; owners moved mean %.5f max %.5f; 1/n = %.5f",
-		n, shards, r, pm, ph, om, oh, 1.0/n)
-	if limit := 1.0/n + 0.02; ph > limit || oh > limit {
-		t.Errorf("max moved %.5f / %.5f above %.5f", ph, oh, limit)
-	}
+	m := measureReshards(t, n, shards, r, []int{0, 3, 42, 99, 250, 500, 640, 777, 998, 999}, 10)
+	m.check(t, n, shards, r)
+}
+
+// Raising one node's weight moves shards only to it, and lowering it only away
+// from it: the other nodes' scores, hence their relative order, are unchanged.
+func TestWeightChangeMovesOnlyThatNodesShards(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		nodes := genNodes(t, 2, 12)
+		shards := rapid.IntRange(1, 64).Draw(t, "shards")
+		r := rapid.IntRange(1, len(nodes)).Draw(t, "replicas")
+		i := rapid.IntRange(0, len(nodes)-1).Draw(t, "node")
+		factor := rapid.Float64Range(1.01, 10).Draw(t, "factor")
+		name := nodes[i].Name
+		if nodes[i].Weight*factor > MaxWeight {
+			t.Skip("weight would leave the allowed range")
+		}
+		heavier := slices.Clone(nodes)
+		heavier[i].Weight *= factor
+		low, high := mustBuild(t, nodes, shards, r), mustBuild(t, heavier, shards, r)
+		for s := range uint32(shards) {
+			o, n := low.Owners(s), high.Owners(s)
+			if o[0] != n[0] && n[0] != name {
+				t.Fatalf("shard %d: primary %s -> %s though only %s got heavier", s, o[0], n[0], name)
+			}
+			if slices.Contains(o, name) && !slices.Contains(n, name) {
+				t.Fatalf("shard %d: %s dropped from %v -> %v when heavier", s, name, o, n)
+			}
+			rest := without(n, name)
+			if !slices.Equal(rest, without(o, name)[:len(rest)]) {
+				t.Fatalf("shard %d: others reordered %v -> %v", s, o, n)
+			}
+		}
+	})
 }
 
 // A node of weight 2 is primary of about twice the shards of a node of weight 1:
