@@ -277,3 +277,91 @@ func TestInternTableIsBounded(t *testing.T) {
 		check(t, len(d.strs) <= internLimit, "%d > %d", len(d.strs), internLimit)
 	}
 }
+
+func TestHostileLengthsCostNothing(t *testing.T) {
+	// 30-byte packets whose messages claim huge fields: rejected without allocating.
+	hostile := [][]byte{
+		// Ping whose target string claims 1 GiB (str32).
+		{0x84, 0xa1, 't', 0xdb, 0x40, 0, 0, 0},
+		// PushPull whose node list claims 4G entries (array32).
+		{0x81, 0xa2, 'n', 's', 0xdd, 0xff, 0xff, 0xff, 0xff, 0x80, 0x80},
+		// Ack whose payload claims 4 GiB (bin32).
+		{0x82, 0xa1, 'p', 0xc6, 0xff, 0xff, 0xff, 0xff, 0x00},
+		// Unknown key whose value is a map claiming 4G entries.
+		{0x81, 0xa1, 'z', 0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'q'},
+	}
+	types := []MsgType{TypePing, TypePushPull, TypeAck, TypeNack}
+	var d Decoder
+	var r PacketReader
+	for i, body := range hostile {
+		p := NewPacker(DefaultMTU, 0)
+		check(t, p.AddEncoded(AppendRawMessage(nil, types[i], body)), "fits")
+		pkt := bytes.Clone(p.Bytes())
+		check(t, len(pkt) <= 30, "packet %d is %d bytes", i, len(pkt))
+		m := NewMessage(types[i])
+		var decodeErr error
+		allocs := testing.AllocsPerRun(50, func() {
+			if _, err := r.Reset(pkt); err != nil {
+				t.Fatal(err)
+			}
+			for r.Next() {
+				decodeErr = d.Decode(r.Body(), m)
+			}
+		})
+		isErr(t, decodeErr, ErrTruncated)
+		check(t, allocs == 0, "hostile packet %d: %v allocations", i, allocs)
+	}
+}
+
+func TestFrameErrors(t *testing.T) {
+	var d Decoder
+	good, err := EncodeFrame(&Nack{Seq: 1})
+	noErr(t, err)
+
+	_, err = DecodeFrame(good[:4], DefaultMaxFrame, &d)
+	isErr(t, err, ErrTruncated)
+	_, err = DecodeFrame(good[:len(good)-1], DefaultMaxFrame, &d)
+	isErr(t, err, ErrTruncated)
+	_, err = DecodeFrame(good, 2, &d)
+	isErr(t, err, ErrOversized)
+
+	bad := bytes.Clone(good)
+	bad[4] = 2 // reserved codec
+	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	isErr(t, err, ErrMalformed)
+
+	bad = bytes.Clone(good)
+	bad[5] = 250 // extension type: unknown to this build
+	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	isErr(t, err, ErrUnknownType)
+
+	// A message followed by stray bytes inside the frame.
+	bad = append(bytes.Clone(good), 0x00)
+	bad[3]++
+	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	isErr(t, err, ErrMalformed)
+
+	// A corrupt S2 block.
+	bad = []byte{0, 0, 0, 4, codecS2, 0x05, 0xff, 0xff}
+	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	isErr(t, err, ErrMalformed)
+
+	_, err = EncodeFrame(&User{Payload: make([]byte, DefaultMaxFrame)})
+	isErr(t, err, ErrOversized)
+
+	_, err = ReadFrame(bytes.NewReader([]byte{0, 0, 0, 0}), DefaultMaxFrame)
+	isErr(t, err, ErrTruncated)
+}
+
+func TestOpenChecksVersionFirst(t *testing.T) {
+	k, err := NewKeyring(testKey(1))
+	noErr(t, err)
+	sealed, err := Seal(k, plainPacket(t), bytes.NewReader(make([]byte, NonceSize)))
+	noErr(t, err)
+	sealed[2] = 9
+	_, err = Open(k, sealed)
+	isErr(t, err, ErrUnsupportedVersion)
+	sealed[0] = 'X'
+	_, err = Open(k, sealed)
+	isErr(t, err, ErrBadMagic)
+}

@@ -24,7 +24,7 @@ const (
 )
 
 func encodeFrame(m Message) ([]byte, error) {
-	buf := AppendMessage(make([]byte, framePrefix, 256), m)
+	buf := AppendMessage(make([]byte, framePrefix, framePrefix+sizeHint(m)), m)
 	msg := buf[framePrefix:]
 	if len(msg) > DefaultMaxFrame {
 		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", ErrOversized, len(msg), DefaultMaxFrame)
@@ -41,6 +41,27 @@ func encodeFrame(m Message) ([]byte, error) {
 	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
 	buf[4] = flags
 	return buf, nil
+}
+
+// sizeHint is a generous estimate of m's encoded size, so that encoding a large
+// push-pull does not regrow (and copy) its buffer a dozen times.
+func sizeHint(m Message) int {
+	const fixed = 64 // type, length, map headers, keys and integers of one message
+	switch m := m.(type) {
+	case *PushPull:
+		n := fixed + len(m.Meta)
+		for i := range m.Nodes {
+			n += 48 + len(m.Nodes[i].Name) + len(m.Nodes[i].Addr)
+		}
+		return n
+	case *User:
+		return fixed + len(m.Payload)
+	case *MetaDelta:
+		return fixed + len(m.Payload)
+	case *Ack:
+		return fixed + len(m.Payload)
+	}
+	return 256
 }
 
 func decodeFrame(frame []byte, maxSize int, d *Decoder) (Message, error) {
