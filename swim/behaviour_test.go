@@ -1,0 +1,715 @@
+package swim
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// --- helpers for single-machine tests --------------------------------------------
+
+func newMachine(t testing.TB, name string, mod func(*Config)) *Machine {
+	t.Helper()
+	cfg := LANProfile(name, name+":1")
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := New(cfg, rand.New(rand.NewPCG(1, 2)), epoch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// packet builds a plain packet of msgs for the default cluster label.
+func packet(t testing.TB, msgs ...wire.Message) []byte {
+	t.Helper()
+	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash(""))
+	for _, m := range msgs {
+		if !p.Add(m) {
+			t.Fatalf("%T does not fit", m)
+		}
+	}
+	return append([]byte(nil), p.Bytes()...)
+}
+
+// decoded is one message of an output packet.
+type decoded struct {
+	to  string
+	msg wire.Message
+}
+
+// decodePackets decodes every membership message of the packets.
+func decodePackets(t testing.TB, pkts []Packet) []decoded {
+	t.Helper()
+	var out []decoded
+	var r wire.PacketReader
+	var d wire.Decoder
+	for _, p := range pkts {
+		if _, err := r.Reset(p.Data); err != nil {
+			t.Fatalf("our own packet is bad: %v", err)
+		}
+		for r.Next() {
+			var m wire.Message
+			switch r.Type() {
+			case wire.TypePing:
+				m = &wire.Ping{}
+			case wire.TypeIndirectPing:
+				m = &wire.IndirectPing{}
+			case wire.TypeAck:
+				m = &wire.Ack{}
+			case wire.TypeNack:
+				m = &wire.Nack{}
+			case wire.TypeAlive:
+				m = &wire.Alive{}
+			case wire.TypeSuspect:
+				m = &wire.Suspect{}
+			case wire.TypeDead:
+				m = &wire.Dead{}
+			case wire.TypeLeave:
+				m = &wire.Leave{}
+			case wire.TypeUser:
+				m = &wire.User{}
+			case wire.TypeMetaDelta:
+				m = &wire.MetaDelta{}
+			case wire.TypeDigest:
+				m = &wire.Digest{}
+			default:
+				t.Fatalf("unexpected type %d", r.Type())
+			}
+			if err := d.Decode(r.Body(), m); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, decoded{p.To, m})
+		}
+		if r.Err() != nil {
+			t.Fatal(r.Err())
+		}
+	}
+	return out
+}
+
+func memberOf(t testing.TB, m *Machine, name string) Member {
+	t.Helper()
+	for _, mem := range m.Members() {
+		if mem.Name == name {
+			return mem
+		}
+	}
+	t.Fatalf("%s does not know %s", m.Local().Name, name)
+	return Member{}
+}
+
+func hasEvent(evs []Event, kind EventKind, name string) bool {
+	for _, e := range evs {
+		if e.Kind == kind && e.Member.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// --- incarnation rules -----------------------------------------------------------
+
+// SWIM §4.2: "an Alive message with a higher incarnation number overrides a Suspect".
+func TestSuspectRefutedByHigherIncarnation(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+	m.HandlePacket(epoch, "c:1", packet(t, &wire.Suspect{Node: "b", Incarnation: 3, From: "c"}))
+	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
+		t.Fatalf("b is %v after Suspect(3), want suspect", s)
+	}
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
+		t.Fatalf("Alive at the same incarnation refuted the suspicion")
+	}
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4}))
+	b := memberOf(t, m, "b")
+	if b.Status != StatusAlive || b.Incarnation != 4 {
+		t.Fatalf("b = %+v after Alive(4), want alive at 4", b)
+	}
+	evs := m.Ready().Events
+	if !hasEvent(evs, EventSuspect, "b") || !hasEvent(evs, EventAlive, "b") {
+		t.Fatalf("events %v lack suspect and alive for b", evs)
+	}
+}
+
+// SWIM §4.2: "a Suspect message about itself makes a member increment its
+// incarnation number and disseminate an Alive message".
+func TestSuspicionAboutSelfTriggersRefutation(t *testing.T) {
+	for _, msg := range []wire.Message{
+		&wire.Suspect{Node: "a", Incarnation: 5, From: "c"},
+		&wire.Dead{Node: "a", Incarnation: 5, From: "c"},
+		&wire.Leave{Node: "a", Incarnation: 5},
+		&wire.Alive{Node: "a", Addr: "elsewhere:1", Incarnation: 5},
+	} {
+		t.Run(fmt.Sprintf("%T", msg), func(t *testing.T) {
+			m := newMachine(t, "a", nil)
+			m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+			m.Ready()
+			m.HandlePacket(epoch, "c:1", packet(t, msg))
+			if inc := m.Local().Incarnation; inc != 6 {
+				t.Fatalf("incarnation %d, want max(seen)+1 = 6", inc)
+			}
+			if m.Local().Status != StatusAlive || m.Stats().Refutations != 1 {
+				t.Fatalf("local %+v, stats %+v", m.Local(), m.Stats())
+			}
+			if m.LocalHealth() != 1 {
+				t.Fatalf("a refutation should raise local health to 1, got %d", m.LocalHealth())
+			}
+			var sent bool
+			for _, d := range decodePackets(t, m.Ready().Packets) {
+				if a, ok := d.msg.(*wire.Alive); ok && a.Node == "a" && a.Incarnation == 6 {
+					sent = true
+				}
+			}
+			if !sent {
+				t.Fatal("the refuting Alive was not pushed at once")
+			}
+		})
+	}
+}
+
+func TestStaleClaimsAboutSelfIgnored(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "c:1", packet(t, &wire.Suspect{Node: "a", Incarnation: 0, From: "c"}))
+	if m.Local().Incarnation != 1 {
+		t.Fatalf("incarnation %d", m.Local().Incarnation)
+	}
+	m.HandlePacket(epoch, "c:1", packet(t,
+		&wire.Suspect{Node: "a", Incarnation: 0, From: "c"},
+		&wire.Alive{Node: "a", Addr: "a:1", Incarnation: 1}))
+	if m.Local().Incarnation != 1 || m.Stats().Refutations != 1 {
+		t.Fatalf("a stale suspicion or our own alive was refuted: %+v", m.Local())
+	}
+}
+
+func TestDeadAtOlderIncarnationIgnored(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4}))
+	m.HandlePacket(epoch, "c:1", packet(t, &wire.Dead{Node: "b", Incarnation: 3, From: "c"}))
+	if s := memberOf(t, m, "b").Status; s != StatusAlive {
+		t.Fatalf("Dead(3) killed b at 4: %v", s)
+	}
+	m.HandlePacket(epoch, "c:1", packet(t, &wire.Dead{Node: "b", Incarnation: 4, From: "c"}))
+	if s := memberOf(t, m, "b").Status; s != StatusDead {
+		t.Fatalf("Dead(4) did not kill b at 4: %v", s)
+	}
+	if !hasEvent(m.Ready().Events, EventDead, "b") || m.Stats().Deaths != 1 {
+		t.Fatal("no dead event")
+	}
+}
+
+// A departed node must not be revived by stale state: a tombstone beats alive of the
+// same or a lower incarnation from any source, push-pull included.
+func TestTombstoneBeatsStaleAlive(t *testing.T) {
+	for _, left := range []bool{false, true} {
+		m := newMachine(t, "a", nil)
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		if left {
+			m.HandlePacket(epoch, "b:1", packet(t, &wire.Dead{Node: "b", Incarnation: 3, From: "b"}))
+		} else {
+			m.HandlePacket(epoch, "c:1", packet(t, &wire.Dead{Node: "b", Incarnation: 3, From: "c"}))
+		}
+		want := map[bool]Status{false: StatusDead, true: StatusLeft}[left]
+		if s := memberOf(t, m, "b").Status; s != want {
+			t.Fatalf("left=%v: b is %v, want %v", left, s, want)
+		}
+		m.Ready()
+		m.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		reply := m.HandlePushPull(epoch, "d:1", &wire.PushPull{Nodes: []wire.NodeState{
+			{Name: "b", Addr: "b:1", Incarnation: 2, Status: wire.StatusAlive},
+			{Name: "b", Addr: "b:1", Incarnation: 3, Status: wire.StatusSuspect},
+		}})
+		if s := memberOf(t, m, "b").Status; s != want {
+			t.Fatalf("left=%v: stale alive revived b: %v", left, s)
+		}
+		var carried bool
+		for _, ns := range reply.Nodes {
+			carried = carried || (ns.Name == "b" && ns.Status == wire.NodeStatus(want))
+		}
+		if !carried {
+			t.Fatal("push-pull reply does not carry the tombstone")
+		}
+		if evs := m.Ready().Events; len(evs) != 0 {
+			t.Fatalf("stale alive produced events %v", evs)
+		}
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:2", Incarnation: 4}))
+		b := memberOf(t, m, "b")
+		if b.Status != StatusAlive || b.Addr != "b:2" || !hasEvent(m.Ready().Events, EventJoin, "b") {
+			t.Fatalf("a higher incarnation did not bring b back: %+v", b)
+		}
+	}
+}
+
+// A remote "dead" seen in a push-pull only makes the member suspect here, so a
+// stale or partitioned view cannot kill a live member without giving it time to
+// refute.
+func TestPushPullDeadIsTakenAsSuspicion(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1}))
+	m.HandlePushPullReply(epoch, "c:1", &wire.PushPull{Nodes: []wire.NodeState{
+		{Name: "b", Addr: "b:1", Incarnation: 1, Status: wire.StatusDead},
+	}})
+	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
+		t.Fatalf("b is %v, want suspect", s)
+	}
+}
+
+func TestTombstonesAreCollectedAfterTTL(t *testing.T) {
+	m := newMachine(t, "a", func(c *Config) { c.TombstoneTTL = time.Minute })
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Leave{Node: "b"}))
+	before := m.Digest()
+	now := epoch
+	for now.Before(epoch.Add(59 * time.Second)) {
+		now = m.NextDeadline()
+		m.Tick(now)
+	}
+	if len(m.Members()) != 2 {
+		t.Fatal("tombstone collected before its TTL")
+	}
+	for now.Before(epoch.Add(61 * time.Second)) {
+		now = m.NextDeadline()
+		m.Tick(now)
+	}
+	if got := m.Members(); len(got) != 1 || got[0].Name != "a" {
+		t.Fatalf("tombstone not collected: %v", got)
+	}
+	if d := m.Digest(); d.Members != 1 || d == before || d.Hash != MemberHash("a", 0, StatusAlive) {
+		t.Fatalf("digest after GC = %+v", d)
+	}
+}
+
+// --- probing -----------------------------------------------------------------------
+
+// A reused address must not vouch for the node that used to hold it.
+func TestPingForAnotherNameIsNotAnswered(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "x:1", packet(t, &wire.Ping{Seq: 9, Target: "old", Source: "x", SourceAddr: "x:1"}))
+	if r := m.Ready(); len(r.Packets) != 0 {
+		t.Fatalf("answered a ping for another name: %v", decodePackets(t, r.Packets))
+	}
+	if m.Stats().MisdirectedPings != 1 {
+		t.Fatal("not counted")
+	}
+	m.HandlePacket(epoch, "x:1", packet(t, &wire.Ping{Seq: 9, Target: "a", Source: "x", SourceAddr: "x:9"}))
+	out := decodePackets(t, m.Ready().Packets)
+	if len(out) == 0 || out[0].to != "x:9" || out[0].msg.(*wire.Ack).Seq != 9 {
+		t.Fatalf("ping for us not acked to its source address: %v", out)
+	}
+}
+
+// Lifeguard buddy system: "a member probing a suspect piggybacks the suspicion on
+// the ping", so the suspect learns of it first.
+func TestBuddySystemPiggybacksSuspicionOnPing(t *testing.T) {
+	for _, buddy := range []bool{true, false} {
+		m := newMachine(t, "a", func(c *Config) { c.Lifeguard.Buddy = buddy })
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+		m.HandlePacket(epoch, "c:1", packet(t, &wire.Suspect{Node: "b", Incarnation: 2, From: "c"}))
+		m.Ready()
+		var ping []decoded
+		for len(ping) == 0 {
+			m.Tick(m.NextDeadline())
+			for _, d := range decodePackets(t, m.Ready().Packets) {
+				if _, ok := d.msg.(*wire.Ping); ok || len(ping) > 0 {
+					ping = append(ping, d)
+				}
+			}
+		}
+		if len(ping) < 2 {
+			t.Fatalf("buddy=%v: probe packet %v", buddy, ping)
+		}
+		if _, ok := ping[0].msg.(*wire.Ping); !ok {
+			t.Fatalf("first message %T", ping[0].msg)
+		}
+		s, ok := ping[1].msg.(*wire.Suspect)
+		if got := ok && s.Node == "b" && s.From == "a"; got != buddy {
+			t.Fatalf("buddy=%v: second message %#v", buddy, ping[1].msg)
+		}
+	}
+}
+
+// SWIM §4.3: "new members are inserted at random positions of the probe list", and
+// each round is a new permutation that probes every member once.
+func TestProbeRoundVisitsEveryMemberOnce(t *testing.T) {
+	m := newMachine(t, "a", func(c *Config) { c.ProbeTimeout = time.Millisecond; c.ProbeInterval = 2 * time.Millisecond })
+	const n = 20
+	for i := range n {
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("m%02d", i), Addr: fmt.Sprintf("m%02d:1", i)}))
+	}
+	m.Ready()
+	var rounds [2][]string
+	for r := range rounds {
+		for len(rounds[r]) < n {
+			now := m.NextDeadline()
+			m.Tick(now)
+			for _, d := range decodePackets(t, m.Ready().Packets) {
+				if p, ok := d.msg.(*wire.Ping); ok {
+					rounds[r] = append(rounds[r], p.Target)
+					// Ack at once so nobody turns suspect.
+					m.HandlePacket(now, d.to, packet(t, &wire.Ack{Seq: p.Seq}))
+				}
+			}
+		}
+	}
+	for r, order := range rounds {
+		seen := map[string]bool{}
+		for _, x := range order {
+			seen[x] = true
+		}
+		if len(seen) != n {
+			t.Fatalf("round %d probed %d distinct members of %d: %v", r, len(seen), n, order)
+		}
+	}
+	if fmt.Sprint(rounds[0]) == fmt.Sprint(rounds[1]) {
+		t.Fatal("probe order not reshuffled between rounds")
+	}
+}
+
+// --- dissemination -----------------------------------------------------------------
+
+// A fact learned for the first time is pushed at once to EagerFanout members, in the
+// same step, not at the next gossip tick.
+func TestNewFactIsPushedEagerly(t *testing.T) {
+	for _, fanout := range []int{0, 3} {
+		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
+		for i := range 6 {
+			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
+				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
+			}})
+		}
+		m.Ready()
+		m.HandlePacket(epoch, "p0:1", packet(t, &wire.Alive{Node: "new", Addr: "new:1"}))
+		peers := map[string]bool{}
+		for _, d := range decodePackets(t, m.Ready().Packets) {
+			if a, ok := d.msg.(*wire.Alive); ok && a.Node == "new" {
+				if d.to == "p0:1" {
+					t.Fatal("pushed back to the sender")
+				}
+				peers[d.to] = true
+			}
+		}
+		if len(peers) != fanout {
+			t.Fatalf("fanout %d: pushed to %v", fanout, peers)
+		}
+	}
+}
+
+func TestJoinConvergesAndDigestsAgree(t *testing.T) {
+	nt := newNet(t, 8, 1, nil)
+	nt.joinAll()
+	took, ok := nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	if !ok {
+		t.Fatal("8 nodes did not converge in 10 s")
+	}
+	t.Logf("converged in %v", took)
+	d := nt.nodes[0].m.Digest()
+	for _, nd := range nt.nodes {
+		if nd.m.Digest() != d || d.Members != 8 {
+			t.Fatalf("%s digest %+v, n0 %+v", nd.name, nd.m.Digest(), d)
+		}
+		if !hasEvent(nd.events, EventJoin, "n7") && nd.name != "n7" {
+			t.Fatalf("%s saw no join of n7", nd.name)
+		}
+	}
+}
+
+// SWIM: "a member that does not answer direct and indirect probes is suspected, and
+// declared failed when the suspicion times out"; everyone learns it.
+func TestCrashedMemberIsSuspectedThenDeclaredDead(t *testing.T) {
+	nt := newNet(t, 8, 2, nil)
+	nt.joinAll()
+	if _, ok := nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged); !ok {
+		t.Fatal("no convergence")
+	}
+	nt.node("n3").down = true
+	allDead := func() bool {
+		for _, nd := range nt.nodes {
+			if mem, _ := statusOf(nd, "n3"); !nd.down && mem.Status != StatusDead {
+				return false
+			}
+		}
+		return true
+	}
+	took, ok := nt.runUntil(30*time.Second, 50*time.Millisecond, allDead)
+	if !ok {
+		t.Fatal("n3 not declared dead everywhere in 30 s")
+	}
+	t.Logf("dead everywhere after %v", took)
+	for _, nd := range nt.nodes {
+		if nd.down {
+			continue
+		}
+		if !hasEvent(nd.events, EventDead, "n3") {
+			t.Fatalf("%s: no dead event", nd.name)
+		}
+		for _, other := range nt.nodes {
+			if mem, _ := statusOf(nd, other.name); other != nd && !other.down && mem.Status != StatusAlive {
+				t.Fatalf("false positive: %s sees %s %v", nd.name, other.name, mem.Status)
+			}
+		}
+	}
+}
+
+func TestGracefulLeaveIsSeenAsLeftNotDead(t *testing.T) {
+	nt := newNet(t, 6, 3, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	leaver := nt.node("n4")
+	leaver.m.Leave(nt.now)
+	nt.run(200 * time.Millisecond)
+	leaver.down = true
+	nt.run(20 * time.Second)
+	for _, nd := range nt.nodes {
+		if nd.down {
+			continue
+		}
+		mem, _ := statusOf(nd, "n4")
+		if mem.Status != StatusLeft || !hasEvent(nd.events, EventLeft, "n4") || hasEvent(nd.events, EventDead, "n4") {
+			t.Fatalf("%s sees n4 %v, events %v", nd.name, mem.Status, nd.events)
+		}
+	}
+}
+
+// A restarted node learns its old incarnation from the cluster's view of itself and
+// refutes above it, at its new address.
+func TestRestartedNodeRejoinsWithHigherIncarnation(t *testing.T) {
+	for _, newAddr := range []bool{false, true} {
+		nt := newNet(t, 5, 4, nil)
+		nt.joinAll()
+		nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+		old := nt.node("n2")
+		old.down = true
+		nt.runUntil(30*time.Second, 100*time.Millisecond, func() bool {
+			mem, _ := statusOf(nt.node("n0"), "n2")
+			return mem.Status == StatusDead
+		})
+		nt.run(5 * time.Second)
+		deadInc := memberOf(t, nt.node("n0").m, "n2").Incarnation
+		addr := old.addr
+		if newAddr {
+			addr = addrOf(99)
+			old.name = "n2-old"
+		}
+		nd := nt.add("n2", addr, 77, nil)
+		nd.m.Join(nt.now, []string{nt.nodes[0].addr})
+		if _, ok := nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged); !ok {
+			t.Fatalf("newAddr=%v: restarted n2 not alive everywhere", newAddr)
+		}
+		for _, x := range nt.nodes {
+			if x.down {
+				continue
+			}
+			mem := memberOf(t, x.m, "n2")
+			if mem.Incarnation <= deadInc || mem.Addr != addr {
+				t.Fatalf("%s sees n2 %+v, dead incarnation was %d", x.name, mem, deadInc)
+			}
+		}
+	}
+}
+
+// --- Lifeguard -----------------------------------------------------------------------
+
+// Lifeguard §IV-A: missed acks raise the local health multiplier, successful probes
+// lower it; with LocalHealth off it never moves.
+func TestLocalHealthRisesWhenDeafAndRecovers(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		nt := newNet(t, 5, 5, func(c *Config) { c.Lifeguard.LocalHealth = on })
+		nt.joinAll()
+		nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+		deaf := nt.node("n1")
+		// n1 hears nothing, but others hear it: it is the slow one.
+		nt.cut = func(from, to string) bool { return to == deaf.addr }
+		nt.run(3 * time.Second)
+		h := deaf.m.LocalHealth()
+		if on && h < 3 || !on && h != 0 {
+			t.Fatalf("LocalHealth=%v: health %d while deaf", on, h)
+		}
+		if on {
+			nt.cut = nil
+			nt.run(20 * time.Second)
+			if h := deaf.m.LocalHealth(); h != 0 {
+				t.Fatalf("health %d after recovery", h)
+			}
+		}
+	}
+}
+
+// Lifeguard: nacks from intermediaries show the prober that it can hear; a probe of
+// a truly dead target then costs it no health.
+func TestNacksKeepProberHealthy(t *testing.T) {
+	nt := newNet(t, 6, 6, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	nt.node("n5").down = true
+	nt.run(5 * time.Second)
+	var nacks uint64
+	for _, nd := range nt.nodes[:5] {
+		nacks += nd.m.Stats().NacksReceived
+		if h := nd.m.LocalHealth(); h != 0 {
+			t.Fatalf("%s health %d: a dead target was blamed on the prober", nd.name, h)
+		}
+	}
+	if nacks == 0 {
+		t.Fatal("no nacks received")
+	}
+}
+
+// Lifeguard §IV-B: independent confirmations shorten a suspicion along
+// SuspicionTimeout; repeated or own confirmations do not.
+func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	for i := range 20 {
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
+	mem := m.members["p00"]
+	lo := SuspicionMinTimeout(4, 21, 250*time.Millisecond)
+	hi := 6 * lo
+	if got, want := mem.susp.deadline.Sub(epoch), SuspicionTimeout(0, 2, lo, hi); got != want || want < hi-time.Millisecond {
+		t.Fatalf("first suspicion lasts %v, want max %v", got, hi)
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p02"}))
+	if got, want := mem.susp.deadline.Sub(epoch), SuspicionTimeout(1, 2, lo, hi); got != want {
+		t.Fatalf("after one independent confirmation %v, want %v", got, want)
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p03"}))
+	if got := mem.susp.deadline.Sub(epoch); got != lo {
+		t.Fatalf("after k confirmations %v, want min %v", got, lo)
+	}
+	// It fires at the minimum.
+	m.Tick(epoch.Add(lo - time.Millisecond))
+	if memberOf(t, m, "p00").Status != StatusSuspect {
+		t.Fatal("declared dead early")
+	}
+	m.Tick(epoch.Add(lo))
+	if memberOf(t, m, "p00").Status != StatusDead {
+		t.Fatal("not dead at the minimum timeout")
+	}
+}
+
+// --- the failures of other implementations we must not have --------------------------
+
+// Two halves that declared each other dead during a long partition merge again:
+// reconnects push-pull with tombstones. Without reconnects (memberlist) they never do.
+func TestLongPartitionHealsIntoOneCluster(t *testing.T) {
+	for _, reconnect := range []bool{true, false} {
+		nt := newNet(t, 8, 7, func(c *Config) {
+			if !reconnect {
+				c.ReconnectInterval = 0
+				c.DigestSyncInterval = 0
+			}
+		})
+		nt.joinAll()
+		nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+		side := func(addr string) bool { return addr < addrOf(4) }
+		nt.cut = func(from, to string) bool { return side(from) != side(to) }
+		nt.run(60 * time.Second)
+		for _, nd := range nt.nodes {
+			for _, o := range nt.nodes {
+				if mem, _ := statusOf(nd, o.name); side(nd.addr) != side(o.addr) && mem.Status != StatusDead {
+					t.Fatalf("%s sees %s %v after 60 s of partition", nd.name, o.name, mem.Status)
+				}
+			}
+		}
+		nt.cut = nil
+		took, ok := nt.runUntil(2*time.Minute, 500*time.Millisecond, nt.converged)
+		if ok != reconnect {
+			t.Fatalf("reconnect=%v: merged=%v after %v", reconnect, ok, took)
+		}
+		t.Logf("reconnect=%v: merged=%v after %v", reconnect, ok, took)
+	}
+}
+
+// A view that drifted (a member missed a fact and its queue moved on) is repaired by
+// a digest-triggered push-pull rather than waiting for the periodic one.
+func TestDigestMismatchStartsPushPull(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	other := wire.Digest{Hash: 12345, Members: 1}
+	ping := func(at time.Time) {
+		m.HandlePacket(at, "b:1", packet(t, &wire.Ping{Seq: 1, Target: "a", Source: "b", SourceAddr: "b:1"}, &other))
+	}
+	ping(epoch.Add(4 * time.Second))
+	ping(epoch.Add(6 * time.Second))
+	if s := m.Ready().Streams; len(s) != 0 {
+		t.Fatal("push-pull before the mismatch lasted DigestSyncInterval")
+	}
+	ping(epoch.Add(7 * time.Second))
+	s := m.Ready().Streams
+	if len(s) != 1 || s[0].To != "b:1" || m.Stats().DigestSyncs != 1 {
+		t.Fatalf("streams %v", s)
+	}
+	ping(epoch.Add(8 * time.Second))
+	ping(epoch.Add(9 * time.Second))
+	if s := m.Ready().Streams; len(s) != 0 {
+		t.Fatal("digest syncs not rate limited")
+	}
+	own := m.Digest()
+	m.HandlePacket(epoch.Add(11*time.Second), "c:1", packet(t, &own))
+	ping(epoch.Add(12 * time.Second))
+	if s := m.Ready().Streams; len(s) != 0 {
+		t.Fatal("a matching digest did not reset the mismatch")
+	}
+}
+
+// The digest is maintained incrementally; it must equal the digest recomputed from
+// the whole view after any history.
+func TestDigestMatchesRecomputation(t *testing.T) {
+	nt := newNet(t, 6, 8, nil)
+	nt.joinAll()
+	nt.run(3 * time.Second)
+	nt.node("n2").m.Leave(nt.now)
+	nt.node("n4").down = true
+	nt.run(20 * time.Second)
+	for _, nd := range nt.nodes {
+		var d wire.Digest
+		for _, mem := range nd.m.Members() {
+			d.Hash += MemberHash(mem.Name, mem.Incarnation, mem.Status)
+			d.Members++
+		}
+		if d != nd.m.Digest() {
+			t.Fatalf("%s: incremental %+v, recomputed %+v", nd.name, nd.m.Digest(), d)
+		}
+	}
+}
+
+// Same seed and inputs, same outputs, byte for byte; another seed differs.
+func TestDeterministicTrace(t *testing.T) {
+	run := func(seed uint64) uint64 {
+		nt := newNet(t, 6, seed, nil)
+		h := fnv.New64a()
+		nt.trace = h
+		nt.joinAll()
+		nt.run(2 * time.Second)
+		nt.node("n3").down = true
+		nt.node("n1").m.Leave(nt.now)
+		nt.run(15 * time.Second)
+		return h.Sum64()
+	}
+	a, b, c := run(11), run(11), run(12)
+	if a != b {
+		t.Fatalf("same seed, traces %x and %x", a, b)
+	}
+	if a == c {
+		t.Fatal("different seeds gave the same trace")
+	}
+}
+
+func TestForeignAndMalformedPacketsAreCountedAndDropped(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash("other"))
+	p.Add(&wire.Alive{Node: "b", Addr: "b:1"})
+	m.HandlePacket(epoch, "b:1", p.Bytes())
+	m.HandlePacket(epoch, "b:1", []byte("garbage"))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "", Addr: "b:1"}))
+	st := m.Stats()
+	if st.ForeignPackets != 1 || st.Malformed != 2 || len(m.Members()) != 1 {
+		t.Fatalf("stats %+v, members %v", st, m.Members())
+	}
+}

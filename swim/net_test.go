@@ -1,0 +1,256 @@
+package swim
+
+import (
+	"fmt"
+	"hash"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// tnet is a tiny in-test network of Machines in virtual time: packets arrive after a
+// fixed delay, push-pull streams complete instantly (through the real frame codec),
+// and links can be cut. Everything happens in a fixed order, so a run is a function
+// of its seed.
+type tnet struct {
+	t        testing.TB
+	now      time.Time
+	delay    time.Duration
+	nodes    []*tnode
+	byAddr   map[string]*tnode
+	inflight []flight
+	seq      uint64
+	cut      func(from, to string) bool // true: the link drops everything
+	trace    hash.Hash64 // when set, every packet and event is written to it
+}
+
+type tnode struct {
+	m      *Machine
+	addr   string
+	name   string
+	down   bool
+	events []Event
+}
+
+type flight struct {
+	at       time.Time
+	seq      uint64
+	from, to string
+	data     []byte
+}
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func addrOf(i int) string { return fmt.Sprintf("10.0.0.%d:7946", i) }
+
+// newNet starts n nodes named n0..n(n-1); mod adjusts each config. Nothing joins yet.
+func newNet(t testing.TB, n int, seed uint64, mod func(*Config)) *tnet {
+	t.Helper()
+	nt := &tnet{t: t, now: epoch, delay: time.Millisecond, byAddr: map[string]*tnode{}}
+	for i := range n {
+		nt.add(fmt.Sprintf("n%d", i), addrOf(i), seed+uint64(i), mod)
+	}
+	return nt
+}
+
+// add starts a node (a fresh Machine; an existing node with that address is replaced,
+// which is what a restart looks like).
+func (nt *tnet) add(name, addr string, seed uint64, mod func(*Config)) *tnode {
+	nt.t.Helper()
+	cfg := LANProfile(name, addr)
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := New(cfg, rand.New(rand.NewPCG(seed, 42)), nt.now)
+	if err != nil {
+		nt.t.Fatal(err)
+	}
+	nd := &tnode{m: m, addr: addr, name: name}
+	if old := nt.byAddr[addr]; old != nil {
+		i := slices.Index(nt.nodes, old)
+		nt.nodes[i] = nd
+	} else {
+		nt.nodes = append(nt.nodes, nd)
+	}
+	nt.byAddr[addr] = nd
+	return nd
+}
+
+func (nt *tnet) node(name string) *tnode {
+	for _, nd := range nt.nodes {
+		if nd.name == name {
+			return nd
+		}
+	}
+	nt.t.Fatalf("no node %s", name)
+	return nil
+}
+
+// joinAll joins every node but the first through the first.
+func (nt *tnet) joinAll() {
+	for _, nd := range nt.nodes[1:] {
+		nd.m.Join(nt.now, []string{nt.nodes[0].addr})
+	}
+}
+
+func (nt *tnet) reachable(from, to string) bool {
+	dst := nt.byAddr[to]
+	return dst != nil && !dst.down && (nt.cut == nil || !nt.cut(from, to))
+}
+
+// drain collects every node's outputs until none is left.
+func (nt *tnet) drain() {
+	for busy := true; busy; {
+		busy = false
+		for _, nd := range nt.nodes {
+			if nd.down {
+				continue
+			}
+			r := nd.m.Ready()
+			if len(r.Packets)+len(r.Streams)+len(r.Events) > 0 {
+				busy = true
+			}
+			nd.events = append(nd.events, r.Events...)
+			for _, p := range r.Packets {
+				nt.record("p", nd.addr, p.To, p.Data)
+				nt.seq++
+				nt.inflight = append(nt.inflight, flight{at: nt.now.Add(nt.delay), seq: nt.seq, from: nd.addr, to: p.To, data: p.Data})
+			}
+			for _, e := range r.Events {
+				nt.record("e", nd.name, e.Member.Name, []byte{byte(e.Kind), byte(e.Member.Status), byte(e.Member.Incarnation)})
+			}
+			for _, s := range r.Streams {
+				nt.stream(nd, s)
+			}
+		}
+	}
+}
+
+// stream runs one push-pull exchange through the frame codec.
+func (nt *tnet) stream(src *tnode, s Stream) {
+	if !nt.reachable(src.addr, s.To) || !nt.reachable(s.To, src.addr) {
+		src.m.PushPullFailed(nt.now, s.To)
+		return
+	}
+	dst := nt.byAddr[s.To]
+	reply := dst.m.HandlePushPull(nt.now, src.addr, roundTrip(nt.t, s.Msg))
+	if reply == nil {
+		src.m.PushPullFailed(nt.now, s.To)
+		return
+	}
+	src.m.HandlePushPullReply(nt.now, s.To, roundTrip(nt.t, reply))
+}
+
+func roundTrip(t testing.TB, pp *wire.PushPull) *wire.PushPull {
+	b, err := wire.EncodeFrame(pp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d wire.Decoder
+	msg, err := wire.DecodeFrame(b, wire.DefaultMaxFrame, &d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg.(*wire.PushPull)
+}
+
+func (nt *tnet) record(kind, a, b string, data []byte) {
+	if nt.trace == nil {
+		return
+	}
+	fmt.Fprintf(nt.trace, "%d %s %s %s ", nt.now.UnixNano(), kind, a, b)
+	nt.trace.Write(data)
+}
+
+// run advances virtual time to now+d, delivering packets and ticking machines.
+func (nt *tnet) run(d time.Duration) {
+	until := nt.now.Add(d)
+	for {
+		nt.drain()
+		next := until
+		for _, f := range nt.inflight {
+			if f.at.Before(next) {
+				next = f.at
+			}
+		}
+		for _, nd := range nt.nodes {
+			if dl := nd.m.NextDeadline(); !nd.down && !dl.IsZero() && dl.Before(next) {
+				next = dl
+			}
+		}
+		if next.Before(nt.now) {
+			next = nt.now
+		}
+		if next.After(until) || (next.Equal(until) && nt.now.Equal(until)) {
+			nt.now = until
+			return
+		}
+		nt.now = next
+		var due []flight
+		rest := nt.inflight[:0]
+		for _, f := range nt.inflight {
+			if !f.at.After(nt.now) {
+				due = append(due, f)
+			} else {
+				rest = append(rest, f)
+			}
+		}
+		nt.inflight = rest
+		slices.SortFunc(due, func(a, b flight) int { return int(a.seq - b.seq) })
+		for _, f := range due {
+			if nt.reachable(f.from, f.to) {
+				nt.byAddr[f.to].m.HandlePacket(nt.now, f.from, f.data)
+			}
+		}
+		for _, nd := range nt.nodes {
+			if dl := nd.m.NextDeadline(); !nd.down && !dl.After(nt.now) {
+				nd.m.Tick(nt.now)
+			}
+		}
+	}
+}
+
+// statusOf is name's status in nd's view, or -1 when unknown.
+func statusOf(nd *tnode, name string) (Member, bool) {
+	for _, mem := range nd.m.Members() {
+		if mem.Name == name {
+			return mem, true
+		}
+	}
+	return Member{}, false
+}
+
+// converged reports whether every up node sees every other up node alive.
+func (nt *tnet) converged() bool {
+	for _, a := range nt.nodes {
+		if a.down {
+			continue
+		}
+		for _, b := range nt.nodes {
+			if b.down {
+				continue
+			}
+			mem, ok := statusOf(a, b.name)
+			if !ok || mem.Status != StatusAlive {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// runUntil runs in steps of step until cond holds or limit passes; it reports the
+// virtual time taken.
+func (nt *tnet) runUntil(limit, step time.Duration, cond func() bool) (time.Duration, bool) {
+	start := nt.now
+	for nt.now.Sub(start) < limit {
+		if cond() {
+			return nt.now.Sub(start), true
+		}
+		nt.run(step)
+	}
+	return nt.now.Sub(start), cond()
+}
