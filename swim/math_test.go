@@ -54,7 +54,7 @@ func TestSuspicionTimeoutFallsLogarithmicallyWithConfirmations(t *testing.T) {
 		want time.Duration
 	}{
 		{0, 3, 12 * time.Second},
-		{1, 3, 7 * time.Second},        // log 2 / log 4 = 1/2 of the way
+		{1, 3, 7 * time.Second},         // log 2 / log 4 = 1/2 of the way
 		{2, 3, 4075 * time.Millisecond}, // log 3 / log 4 = 0.79248..., truncated to ms
 		{3, 3, 2 * time.Second},
 		{7, 3, 2 * time.Second}, // more than k: the minimum

@@ -24,7 +24,7 @@ type tnet struct {
 	inflight []flight
 	seq      uint64
 	cut      func(from, to string) bool // true: the link drops everything
-	trace    hash.Hash64 // when set, every packet and event is written to it
+	trace    hash.Hash64                // when set, every packet and event is written to it
 }
 
 type tnode struct {
