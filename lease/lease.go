@@ -168,6 +168,7 @@ func New(cfg Config, storage Storage, rng *rand.Rand, now time.Time) (*Machine, 
 		highest:    st.Promised,
 	}
 	m.becomeFollower(now)
+	m.settle(now)
 	return m, nil
 }
 
