@@ -7,7 +7,7 @@ import (
 
 // Move is one shard whose owner list differs between two tables.
 type Move struct {
-	Shard uint32
+	Shard uint32   // the shard number, below the tables' shard count
 	Old   []string // owners in the old table, primary first
 	New   []string // owners in the new table, primary first
 }

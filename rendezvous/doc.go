@@ -18,8 +18,8 @@
 // independent exponentials belongs to node i with probability weight_i / Σ weight.
 // So each node is the primary of a share of shards proportional to its weight, and
 // removing or adding a node changes only the shards it wins or loses: the expected
-// moved fraction of a join or leave is the node's weight share, 1/n when weights
-// are equal.
+// moved fraction of a join or leave is that node's weight share (1/n for a leave
+// among n equal-weight nodes).
 //
 // Ties (equal scores) are broken by node name, byte-wise ascending, so the order is
 // total and independent of the order nodes are given in.
@@ -32,7 +32,9 @@
 // math.Log is assembly on some architectures, and the Go compiler may fuse a
 // multiply and add on others, either of which could change the last bit of a score
 // and so, rarely, an owner. With the portable routine every GOARCH computes
-// bit-identical scores and therefore identical tables and checksums.
+// bit-identical scores and therefore identical tables and checksums. A leader can
+// therefore publish only the inputs and Table.Checksum: every node rebuilds the same
+// table and detects a divergence by comparing checksums.
 //
 // # Keys to shards
 //
