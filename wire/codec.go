@@ -281,11 +281,12 @@ func ClusterHash(label string) uint32 { return uint32(xxhash.Sum64String(label))
 func EncodeFrame(m Message) ([]byte, error) { return encodeFrame(m) }
 
 // DecodeFrame decodes one complete stream frame, refusing anything that would
-// decompress beyond maxSize bytes.
+// decompress beyond maxSize bytes (DefaultMaxFrame if maxSize is 0 or less).
 func DecodeFrame(frame []byte, maxSize int, d *Decoder) (Message, error) {
 	return decodeFrame(frame, maxSize, d)
 }
 
 // ReadFrame reads one complete stream frame from r, refusing frames larger than
-// maxSize before allocating.
+// maxSize (DefaultMaxFrame if 0 or less) before allocating, and growing its buffer
+// only as bytes arrive. It returns the whole frame, length prefix included.
 func ReadFrame(r io.Reader, maxSize int) ([]byte, error) { return readFrame(r, maxSize) }

@@ -65,6 +65,9 @@ func sizeHint(m Message) int {
 }
 
 func decodeFrame(frame []byte, maxSize int, d *Decoder) (Message, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxFrame
+	}
 	if len(frame) < framePrefix {
 		return nil, ErrTruncated
 	}
@@ -117,6 +120,9 @@ func decodeFrame(frame []byte, maxSize int, d *Decoder) (Message, error) {
 const readChunk = 64 << 10
 
 func readFrame(r io.Reader, maxSize int) ([]byte, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxFrame
+	}
 	var prefix [4]byte
 	if _, err := io.ReadFull(r, prefix[:]); err != nil {
 		return nil, err

@@ -181,8 +181,10 @@ func Seal(k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
 	if _, err := io.ReadFull(rand, nonce); err != nil {
 		return nil, fmt.Errorf("wire: reading nonce: %w", err)
 	}
-	// dst starts after the nonce so it never overlaps the associated data.
-	return out[:len(out)+len(e.aead.Seal(out[len(out):], nonce, packet[HeaderSize:], out[:HeaderSize]))], nil
+	// dst starts after the nonce so it never overlaps the associated data; out has
+	// the capacity, so the append below copies nothing.
+	ct := e.aead.Seal(out[len(out):], nonce, packet[HeaderSize:], out[:HeaderSize])
+	return append(out, ct...), nil
 }
 
 // Open authenticates and decrypts a sealed packet and returns the plain packet it
@@ -217,7 +219,7 @@ func Open(k *Keyring, packet []byte) ([]byte, error) {
 		}
 		tried = true
 		if pt, err := e.aead.Open(out[HeaderSize:], nonce, ct, aad); err == nil {
-			return out[:HeaderSize+len(pt)], nil
+			return append(out, pt...), nil // pt already sits there: nothing is copied
 		}
 	}
 	if !tried {
