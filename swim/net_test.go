@@ -33,6 +33,8 @@ type tnode struct {
 	name   string
 	down   bool
 	events []Event
+	user   []Payload
+	meta   []Payload
 }
 
 type flight struct {
@@ -114,6 +116,8 @@ func (nt *tnet) drain() {
 				busy = true
 			}
 			nd.events = append(nd.events, r.Events...)
+			nd.user = append(nd.user, r.User...)
+			nd.meta = append(nd.meta, r.Meta...)
 			for _, p := range r.Packets {
 				nt.record("p", nd.addr, p.To, p.Data)
 				nt.seq++
