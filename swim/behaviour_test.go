@@ -25,8 +25,15 @@ func newMachine(t testing.TB, name string, mod func(*Config)) *Machine {
 	return m
 }
 
+// failer is what helpers need of *testing.T and *rapid.T.
+type failer interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+}
+
 // packet builds a plain packet of msgs for the default cluster label.
-func packet(t testing.TB, msgs ...wire.Message) []byte {
+func packet(t failer, msgs ...wire.Message) []byte {
 	t.Helper()
 	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash(""))
 	for _, m := range msgs {
@@ -44,7 +51,7 @@ type decoded struct {
 }
 
 // decodePackets decodes every membership message of the packets.
-func decodePackets(t testing.TB, pkts []Packet) []decoded {
+func decodePackets(t failer, pkts []Packet) []decoded {
 	t.Helper()
 	var out []decoded
 	var r wire.PacketReader
