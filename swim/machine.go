@@ -84,7 +84,9 @@ type relay struct {
 	origSeq  uint32 // the requester's sequence number, echoed back
 	replyTo  string
 	wantNack bool
-	deadline time.Time
+	nackAt   time.Time // the nack goes out here, early enough to beat the requester's probe end
+	nacked   bool
+	deadline time.Time // the entry is dropped here; a later ack is not relayed
 }
 
 // maxRelays bounds indirect probes run for others at once, so a flood of requests
@@ -304,7 +306,8 @@ func (m *Machine) Leave(now time.Time) {
 }
 
 // NextDeadline is when Tick must next be called; it may be in the past (call Tick
-// at once).
+// at once). The zero time means nothing is scheduled (only after Leave, once the
+// queue is empty and no tombstone is left): wait for input.
 func (m *Machine) NextDeadline() time.Time {
 	var d time.Time
 	take := func(t time.Time) {
@@ -329,8 +332,11 @@ func (m *Machine) NextDeadline() time.Time {
 		take(m.nextReconnect)
 	}
 	take(m.timers.next())
-	if len(m.relays) > 0 {
-		take(m.relays[0].deadline)
+	for i := range m.relays {
+		if r := &m.relays[i]; r.wantNack && !r.nacked {
+			take(r.nackAt)
+		}
+		take(m.relays[i].deadline)
 	}
 	return d
 }

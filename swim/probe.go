@@ -138,7 +138,7 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 	m.seq++
 	m.relays = append(m.relays, relay{
 		seq: m.seq, origSeq: ip.Seq, replyTo: replyTo, wantNack: ip.WantNack,
-		deadline: now.Add(m.cfg.ProbeTimeout),
+		nackAt: now.Add(m.cfg.ProbeTimeout * 4 / 5), deadline: now.Add(m.cfg.ProbeTimeout),
 	})
 	m.packer.Reset()
 	m.packer.Add(&wire.Ping{Seq: m.seq, Target: ip.Target, Source: m.self.Name, SourceAddr: m.self.Addr})
@@ -194,21 +194,29 @@ func (m *Machine) onDigest(now time.Time, from string, d wire.Digest) {
 	m.startPushPull(from, false)
 }
 
-// tickRelays ends indirect probes we ran for others whose target stayed silent,
-// sending the Lifeguard nack when asked: it tells the requester that we, at least,
-// can hear it.
+// tickRelays sends the Lifeguard nack of indirect probes we run for others whose
+// target stayed silent, and drops expired ones. The nack tells the requester that
+// we, at least, can hear it. It goes out at 4/5 of ProbeTimeout, not at its end:
+// the requester sent its request after its own ProbeTimeout and gives up at
+// ProbeInterval, and memberlist's timings (500 ms + 500 ms = 1 s) would otherwise
+// make every nack arrive just too late.
 func (m *Machine) tickRelays(now time.Time) {
 	n := 0
-	for n < len(m.relays) && !now.Before(m.relays[n].deadline) {
-		r := m.relays[n]
-		if r.wantNack {
+	for i := range m.relays {
+		r := &m.relays[i]
+		if r.wantNack && !r.nacked && !now.Before(r.nackAt) {
+			r.nacked = true
 			m.packer.Reset()
 			m.packer.Add(&wire.Nack{Seq: r.origSeq})
 			m.send(r.replyTo)
 		}
-		n++
+		if now.Before(r.deadline) {
+			m.relays[n] = *r
+			n++
+		}
 	}
-	m.relays = slices.Delete(m.relays, 0, n)
+	clear(m.relays[n:])
+	m.relays = m.relays[:n]
 }
 
 // tickProbe drives the probe state machine: direct ping, indirect probes after the
