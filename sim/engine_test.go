@@ -247,12 +247,13 @@ func TestGroundTruthAccounting(t *testing.T) {
 	ev(swim.EventSuspect, 2, s.Addr(2)) // paused
 	ev(swim.EventSuspect, 3, s.Addr(3)) // healthy: false
 	ev(swim.EventDead, 3, s.Addr(3))    // healthy: false
+	ev(swim.EventDead, 3, s.Addr(3))    // the same fact again, from another observer
 	ev(swim.EventDead, 3, "10.9.9.9:1") // an old instance: not false
 	ev(swim.EventDead, 2, s.Addr(2))    // paused
 	m := s.Metrics()
-	got := []uint64{m.Suspicions, m.FalseSuspicions, m.SuspectedPaused, m.Deaths, m.FalseDeaths, m.DeadPaused}
-	if want := []uint64{3, 1, 1, 3, 1, 1}; !slices.Equal(got, want) {
-		t.Fatalf("suspicions, false, paused, deaths, false, paused = %v, want %v", got, want)
+	got := []uint64{m.Suspicions, m.FalseSuspicions, m.SuspectedPaused, m.Deaths, m.FalseDeaths, m.DeadPaused, m.FalseSuspectFacts, m.FalseDeadFacts}
+	if want := []uint64{3, 1, 1, 4, 2, 1, 1, 1}; !slices.Equal(got, want) {
+		t.Fatalf("suspicions, false, paused, deaths, false, paused, facts = %v, want %v", got, want)
 	}
 }
 

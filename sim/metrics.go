@@ -36,6 +36,11 @@ type Metrics struct {
 	DeadPaused  uint64
 	Suspicions  uint64 // every suspect event
 	Deaths      uint64 // every dead event
+	// FalseSuspectFacts and FalseDeadFacts count distinct false facts (member,
+	// incarnation) rather than the events every node emits on learning one: one
+	// wrong suspicion that reaches 200 nodes is 200 FalseSuspicions and 1 fact.
+	FalseSuspectFacts uint64
+	FalseDeadFacts    uint64
 }
 
 // Sub is m minus an earlier snapshot, for a measured phase.
@@ -50,6 +55,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		FalseSuspicions: m.FalseSuspicions - o.FalseSuspicions, SuspectedPaused: m.SuspectedPaused - o.SuspectedPaused,
 		FalseDeaths: m.FalseDeaths - o.FalseDeaths, DeadPaused: m.DeadPaused - o.DeadPaused,
 		Suspicions: m.Suspicions - o.Suspicions, Deaths: m.Deaths - o.Deaths,
+		FalseSuspectFacts: m.FalseSuspectFacts - o.FalseSuspectFacts, FalseDeadFacts: m.FalseDeadFacts - o.FalseDeadFacts,
 	}
 }
 
@@ -76,6 +82,9 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 				s.m.SuspectedPaused++
 			} else {
 				s.m.FalseSuspicions++
+				if s.newFact(&ev.Member, swim.StatusSuspect) {
+					s.m.FalseSuspectFacts++
+				}
 			}
 		}
 	case swim.EventDead:
@@ -85,12 +94,36 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 				s.m.DeadPaused++
 			} else {
 				s.m.FalseDeaths++
+				if s.newFact(&ev.Member, swim.StatusDead) {
+					s.m.FalseDeadFacts++
+				}
 			}
 		}
 	}
 	if s.observe != nil {
 		s.observe(int(obs), ev)
 	}
+}
+
+// fact identifies one claim about one instance of a member.
+type fact struct {
+	name   string
+	inc    uint64
+	status swim.Status
+}
+
+// newFact reports whether this is the first event about (member, incarnation,
+// status), remembering it.
+func (s *Sim) newFact(m *swim.Member, st swim.Status) bool {
+	f := fact{m.Name, m.Incarnation, st}
+	if _, ok := s.facts[f]; ok {
+		return false
+	}
+	if s.facts == nil {
+		s.facts = make(map[fact]struct{})
+	}
+	s.facts[f] = struct{}{}
+	return true
 }
 
 // Percentile is the nearest-rank p-th percentile (0 < p ≤ 100) of d, in

@@ -67,9 +67,12 @@ type Result struct {
 	FalseDeaths        uint64  `json:"false_deaths"`
 	SuspectedPaused    uint64  `json:"suspected_paused"`
 	DeadPaused         uint64  `json:"dead_paused"`
+	FalseSuspectFacts  uint64  `json:"false_suspect_facts"` // distinct (member, incarnation) falsely suspected
+	FalseDeadFacts     uint64  `json:"false_dead_facts"`
 
-	Converged bool   `json:"converged"` // at the end of the run, by Sim.Converged
-	TraceHash string `json:"trace_hash"`
+	Converged  bool   `json:"converged"`   // at the end of the run, by Sim.Converged (equal digests, truthful views)
+	ViewsAgree bool   `json:"views_agree"` // at the end, by Sim.CheckAgreement (every live view is the live set)
+	TraceHash  string `json:"trace_hash"`
 
 	JoinP50       *float64 `json:"join_p50_ms,omitempty"`
 	JoinP95       *float64 `json:"join_p95_ms,omitempty"`
@@ -85,7 +88,8 @@ type Result struct {
 	LeaveMax      *float64 `json:"leave_max_ms,omitempty"`
 	Missing       *int     `json:"missing,omitempty"` // nodes that never learned the measured fact
 	HealConverged *float64 `json:"heal_convergence_ms,omitempty"`
-	Quiet         *float64 `json:"quiet_convergence_ms,omitempty"` // churn: after the last fault
+	QuietAgree    *float64 `json:"quiet_agree_ms,omitempty"`       // churn: until every view agrees on the live set
+	Quiet         *float64 `json:"quiet_convergence_ms,omitempty"` // churn: until Converged (digests equal too)
 	Crashes       *int     `json:"crashes,omitempty"`
 	Restarts      *int     `json:"restarts,omitempty"`
 	Joins         *int     `json:"joins,omitempty"`
@@ -233,7 +237,9 @@ func Run(o Options) (*Result, error) {
 	res.DroppedLoss, res.DroppedPartition, res.DroppedMTU = m.DroppedLoss, m.DroppedPartition, m.DroppedMTU
 	res.FalseSuspicions, res.FalseDeaths = m.FalseSuspicions, m.FalseDeaths
 	res.SuspectedPaused, res.DeadPaused = m.SuspectedPaused, m.DeadPaused
+	res.FalseSuspectFacts, res.FalseDeadFacts = m.FalseSuspectFacts, m.FalseDeadFacts
 	res.Converged = s.Converged()
+	res.ViewsAgree = s.CheckAgreement() == nil
 	res.TraceHash = fmt.Sprintf("%016x", s.TraceHash())
 	return res, nil
 }
@@ -466,8 +472,13 @@ func runChurn(r *runner) error {
 			return err
 		}
 	}
-	if ok, d := s.RunUntilTrue(120*time.Second, 100*time.Millisecond, s.Converged); ok {
-		r.res.Quiet = ms(d)
+	quiet := s.now
+	agree := func() bool { return s.CheckAgreement() == nil }
+	if ok, d := s.RunUntilTrue(120*time.Second, 100*time.Millisecond, agree); ok {
+		r.res.QuietAgree = ms(d)
+	}
+	if ok, _ := s.RunUntilTrue(120*time.Second-time.Duration(s.now-quiet), 100*time.Millisecond, s.Converged); ok {
+		r.res.Quiet = ms(time.Duration(s.now - quiet))
 	}
 	return nil
 }

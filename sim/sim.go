@@ -130,6 +130,7 @@ type Sim struct {
 	m          Metrics
 	observe    func(observer int, ev swim.Event)
 	onProgress func()
+	facts      map[fact]struct{}
 }
 
 // New builds an empty simulation at virtual time Epoch.

@@ -1,0 +1,121 @@
+package sim
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+func TestRealStackTraceIsReproducible(t *testing.T) {
+	run := func(seed uint64) *Result {
+		res, err := Run(Options{Scenario: "churn", Nodes: 20, Seed: seed, Duration: 10 * time.Second, Loss: 0.05})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	a, b, c := run(1), run(1), run(2)
+	if a.TraceHash != b.TraceHash || a.Events != b.Events || a.MessagesSent != b.MessagesSent {
+		t.Fatalf("seed 1 twice: %s/%d/%d vs %s/%d/%d", a.TraceHash, a.Events, a.MessagesSent, b.TraceHash, b.Events, b.MessagesSent)
+	}
+	if a.TraceHash == c.TraceHash {
+		t.Fatal("seeds 1 and 2 gave the same trace hash")
+	}
+}
+
+// TestScenariosSmall runs every scenario on a small cluster and checks the figures
+// each one promises are there and sane.
+func TestScenariosSmall(t *testing.T) {
+	for _, sc := range Scenarios() {
+		t.Run(sc.Name, func(t *testing.T) {
+			o := Options{Scenario: sc.Name, Nodes: 12, Seed: 3, Duration: 20 * time.Second}
+			if sc.Name == "partition-heal" {
+				o.Duration = 40 * time.Second
+			}
+			res, err := Run(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.FormationConverged || res.MessagesSent == 0 || res.TraceHash == "" {
+				t.Fatalf("result %+v", res)
+			}
+			check := func(name string, v *float64) {
+				if v == nil || *v <= 0 {
+					t.Errorf("%s missing or not positive: %v", name, v)
+				}
+			}
+			switch sc.Name {
+			case "join":
+				check("join_p50_ms", res.JoinP50)
+				check("join_max_ms", res.JoinMax)
+				if *res.JoinMax < *res.JoinP50 || *res.Missing != 0 {
+					t.Errorf("join max %v < p50 %v or missing %d", *res.JoinMax, *res.JoinP50, *res.Missing)
+				}
+			case "crash":
+				check("detect_p50_ms", res.DetectP50)
+				check("suspect_first_ms", res.SuspectFirst)
+				if *res.Missing != 0 || *res.SuspectFirst > *res.DetectP50 {
+					t.Errorf("missing %d, first suspicion %v after detection %v", *res.Missing, *res.SuspectFirst, *res.DetectP50)
+				}
+			case "leave":
+				check("leave_p50_ms", res.LeaveP50)
+				if *res.Missing != 0 {
+					t.Errorf("missing %d", *res.Missing)
+				}
+			case "churn":
+				if *res.Crashes+*res.Restarts+*res.Joins != 20 {
+					t.Errorf("churn ops %d+%d+%d, want 20", *res.Crashes, *res.Restarts, *res.Joins)
+				}
+			case "loss":
+				if res.DroppedLoss == 0 {
+					t.Error("no datagram lost at 10% loss")
+				}
+			case "pause":
+				if res.Pauses == nil || *res.Pauses == 0 {
+					t.Error("nobody paused")
+				}
+			case "partition-heal":
+				check("heal_convergence_ms", res.HealConverged)
+				if res.DroppedPartition == 0 {
+					t.Error("no datagram dropped by the partition")
+				}
+			}
+			if sc.Name != "loss" && sc.Name != "pause" && !res.ViewsAgree {
+				t.Error("views do not agree with ground truth at the end")
+			}
+		})
+	}
+}
+
+func heavy(t *testing.T) {
+	if os.Getenv("OMNIRELAY_HEAVY") != "1" {
+		t.Skip("heavy simulation: set OMNIRELAY_HEAVY=1 to run")
+	}
+}
+
+// TestHeavyJoin1000 checks the join propagation target: p99 under 500 ms of
+// virtual time at 1,000 nodes with the LAN profile.
+func TestHeavyJoin1000(t *testing.T) {
+	heavy(t)
+	res, err := Run(Options{Scenario: "join", Nodes: 1000, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("join 1000: p50 %.1f p99 %.1f max %.1f ms, wall %.1fs", *res.JoinP50, *res.JoinP99, *res.JoinMax, res.WallSeconds)
+	if *res.Missing != 0 || *res.JoinP99 >= 500 {
+		t.Fatalf("missing %d, p99 %.1f ms (target < 500)", *res.Missing, *res.JoinP99)
+	}
+}
+
+// TestHeavyLossNoFalseDeaths checks the loss target: no false death at 200 nodes
+// under 10% loss for 300 s with Lifeguard on.
+func TestHeavyLossNoFalseDeaths(t *testing.T) {
+	heavy(t)
+	res, err := Run(Options{Scenario: "loss", Nodes: 200, Seed: 1, Loss: 0.1, Duration: 300 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.FalseDeaths != 0 {
+		t.Fatalf("%d false death events (%d distinct facts), want 0", res.FalseDeaths, res.FalseDeadFacts)
+	}
+}
