@@ -60,20 +60,32 @@ func FuzzPacketDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var r PacketReader
 		var d Decoder
-		if _, err := r.Reset(data); err != nil {
-			return
+		if _, err := r.Reset(data); err == nil {
+			readAll(t, &r, &d)
 		}
-		for r.Next() {
-			m := NewMessage(r.Type())
-			if m == nil {
-				continue
+		// The same bytes with a correct checksum, so that mutations reach the
+		// message parser instead of dying at the checksum.
+		if len(data) >= HeaderSize+ChecksumSize {
+			fixed := bytes.Clone(data)
+			putChecksum(fixed)
+			if _, err := r.Reset(fixed); err == nil {
+				readAll(t, &r, &d)
 			}
-			if err := d.Decode(r.Body(), m); err != nil {
-				continue
-			}
-			reencodeStable(t, &d, m)
 		}
 	})
+}
+
+func readAll(t *testing.T, r *PacketReader, d *Decoder) {
+	for r.Next() {
+		m := NewMessage(r.Type())
+		if m == nil {
+			continue
+		}
+		if err := d.Decode(r.Body(), m); err != nil {
+			continue
+		}
+		reencodeStable(t, d, m)
+	}
 }
 
 func FuzzFrameDecode(f *testing.F) {
