@@ -427,7 +427,9 @@ func runLeave(r *runner) error {
 	d, missing := ft.samples(s, victim)
 	r.res.LeaveP50, r.res.LeaveP95, r.res.LeaveMax = pct(d, 50), pct(d, 95), pct(d, 100)
 	r.res.Missing = intp(missing)
-	s.RunUntilTrue(max(r.o.Duration-time.Duration(s.now-t0), 2*time.Second), 100*time.Millisecond, s.Converged)
+	// Run past the process exit so the measured phase covers the whole leave.
+	s.RunUntil(max(s.now, t0+int64(3*time.Second)))
+	s.RunUntilTrue(r.o.Duration-time.Duration(s.now-t0), 100*time.Millisecond, s.Converged)
 	return nil
 }
 

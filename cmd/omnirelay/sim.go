@@ -69,12 +69,13 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 		Scenario: *scenario, Nodes: *nodes, Seed: *seed, Duration: *duration,
 		Loss: *loss, Profile: *profile, NoLifeguard: !*lifeguard,
 	}
+	printed := false
 	if !*asJSON {
 		start := time.Now()
 		last := start
 		o.Progress = func(phase string, virtual time.Duration, events uint64) {
 			if now := time.Now(); now.Sub(last) >= time.Second {
-				last = now
+				last, printed = now, true
 				fmt.Fprintf(stderr, "\r%s: virtual %.1fs, %d events, wall %.0fs   ", phase, virtual.Seconds(), events, now.Sub(start).Seconds())
 			}
 		}
@@ -95,7 +96,9 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	fmt.Fprint(stderr, "\r\033[K")
+	if printed {
+		fmt.Fprint(stderr, "\r\033[K") // clear the progress line
+	}
 	printReport(stdout, res)
 	return 0
 }
