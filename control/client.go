@@ -1,0 +1,102 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Client reads an agent's control API. The CLI uses only this.
+type Client struct {
+	// Base is the agent's control URL, e.g. "http://127.0.0.1:7947".
+	Base string
+	// HTTP is the client to use; nil means http.DefaultClient.
+	HTTP *http.Client
+}
+
+// ListOptions filters and pages GET /control/v1/peers (see docs/api.md).
+type ListOptions struct {
+	Status []string // any of Statuses; empty means all
+	Role   string
+	Meta   []string // key:value
+	Limit  int      // peers per page; 0 means the server default
+}
+
+// APIError is a non-2xx answer of the control API.
+type APIError struct {
+	Status int
+	Body   ErrorBody
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("control API: %d %s: %s", e.Status, e.Body.Code, e.Body.Message)
+}
+
+// ListPeers fetches every page of the peer list and returns the peers and the version
+// of the last page.
+func (c *Client) ListPeers(ctx context.Context, o ListOptions) ([]Peer, string, error) {
+	q := url.Values{}
+	if len(o.Status) > 0 {
+		q.Set("status", strings.Join(o.Status, ","))
+	}
+	if o.Role != "" {
+		q.Set("role", o.Role)
+	}
+	for _, m := range o.Meta {
+		q.Add("meta", m)
+	}
+	if o.Limit > 0 {
+		q.Set("limit", fmt.Sprint(o.Limit))
+	}
+	peers := []Peer{}
+	for {
+		var page PeerList
+		if err := c.get(ctx, "/control/v1/peers?"+q.Encode(), &page); err != nil {
+			return nil, "", err
+		}
+		peers = append(peers, page.Peers...)
+		if page.NextPageToken == "" {
+			return peers, page.Version, nil
+		}
+		q.Set("page_token", page.NextPageToken)
+	}
+}
+
+// GetPeer fetches one peer by name.
+func (c *Client) GetPeer(ctx context.Context, name string) (Peer, error) {
+	var r PeerReply
+	err := c.get(ctx, "/control/v1/peers/"+url.PathEscape(name), &r)
+	return r.Peer, err
+}
+
+func (c *Client) get(ctx context.Context, path string, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.Base, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var er ErrorReply
+		if json.Unmarshal(body, &er) != nil || er.Error.Code == "" {
+			er.Error = ErrorBody{Code: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(body))}
+		}
+		return &APIError{Status: resp.StatusCode, Body: er.Error}
+	}
+	return json.Unmarshal(body, into)
+}

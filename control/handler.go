@@ -1,0 +1,325 @@
+package control
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Pagination limits of GET /control/v1/peers.
+const (
+	DefaultLimit = 100  // peers per page when limit is absent
+	MaxLimit     = 1000 // largest accepted limit
+)
+
+// Options configures a Handler. The zero value is usable.
+type Options struct {
+	// Metrics serves GET /metrics; nil leaves the route unregistered (404).
+	Metrics http.Handler
+	// Heartbeat is how often an idle watch stream sends an SSE comment so proxies
+	// and clients see the connection alive. Default 15 s; lower means more idle
+	// traffic, higher risks idle-timeout disconnects.
+	Heartbeat time.Duration
+	// Logger receives request errors; nil discards them.
+	Logger *slog.Logger
+}
+
+type handler struct {
+	src  Source
+	opts Options
+	log  *slog.Logger
+}
+
+// NewHandler returns the control-plane handler over src.
+func NewHandler(src Source, opts Options) http.Handler {
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{src: src, opts: opts, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /control/v1/peers", h.peers)
+	mux.HandleFunc("GET /control/v1/peers/{name}", h.peer)
+	mux.HandleFunc("GET /healthz", h.healthz)
+	mux.HandleFunc("GET /readyz", h.readyz)
+	if opts.Metrics != nil {
+		mux.Handle("GET /metrics", opts.Metrics)
+	}
+	return mux
+}
+
+// PeerList is the JSON body of GET /control/v1/peers.
+type PeerList struct {
+	Version       string `json:"version"`
+	Peers         []Peer `json:"peers"`
+	NextPageToken string `json:"next_page_token"`
+}
+
+// PeerReply is the JSON body of GET /control/v1/peers/{name}.
+type PeerReply struct {
+	Version string `json:"version"`
+	Peer    Peer   `json:"peer"`
+}
+
+// ErrorReply is the JSON body of every 4xx/5xx answer.
+type ErrorReply struct {
+	Error ErrorBody `json:"error"`
+}
+
+// ErrorBody says what went wrong: Code is stable and machine-readable.
+type ErrorBody struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// filter is the parsed status/role/meta query of a peers request.
+type filter struct {
+	status map[string]bool // nil: any
+	role   string
+	meta   [][2]string
+}
+
+func parseFilter(q map[string][]string) (filter, error) {
+	var f filter
+	for _, v := range q["status"] {
+		for s := range strings.SplitSeq(v, ",") {
+			if !slices.Contains(Statuses, s) {
+				return f, fmt.Errorf("status %q: want one of %s", s, strings.Join(Statuses, ", "))
+			}
+			if f.status == nil {
+				f.status = map[string]bool{}
+			}
+			f.status[s] = true
+		}
+	}
+	if r := q["role"]; len(r) > 0 {
+		f.role = r[len(r)-1]
+	}
+	for _, v := range q["meta"] {
+		k, val, ok := strings.Cut(v, ":")
+		if !ok || k == "" {
+			return f, fmt.Errorf("meta %q: want key:value", v)
+		}
+		f.meta = append(f.meta, [2]string{k, val})
+	}
+	return f, nil
+}
+
+// match reports whether p passes f. Role matches the "role" metadata key; until peer
+// metadata lands every Meta is empty, so role and meta filters match nothing.
+func (f filter) match(p Peer) bool {
+	if f.status != nil && !f.status[p.Status] {
+		return false
+	}
+	if f.role != "" && p.Meta["role"] != f.role {
+		return false
+	}
+	for _, kv := range f.meta {
+		if v, ok := p.Meta[kv[0]]; !ok || v != kv[1] {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *handler) peers(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f, err := parseFilter(q)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_filter", err.Error())
+		return
+	}
+	if q.Get("watch") == "true" {
+		h.watch(w, r, f)
+		return
+	}
+	limit := DefaultLimit
+	if s := q.Get("limit"); s != "" {
+		limit, err = strconv.Atoi(s)
+		if err != nil || limit < 1 || limit > MaxLimit {
+			writeError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit %q: want 1..%d", s, MaxLimit))
+			return
+		}
+	}
+	after := ""
+	if tok := q.Get("page_token"); tok != "" {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || len(b) == 0 {
+			writeError(w, http.StatusBadRequest, "bad_page_token", "page_token is not one this server issued")
+			return
+		}
+		after = string(b)
+	}
+	snap := h.src.Snapshot()
+	etag := `"` + snap.Version.String() + `"`
+	w.Header().Set("ETag", etag)
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	out := PeerList{Version: snap.Version.String(), Peers: []Peer{}}
+	for _, p := range snap.Peers {
+		if p.Name <= after || !f.match(p) {
+			continue
+		}
+		if len(out.Peers) == limit {
+			out.NextPageToken = base64.RawURLEncoding.EncodeToString([]byte(out.Peers[limit-1].Name))
+			break
+		}
+		out.Peers = append(out.Peers, p)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (h *handler) peer(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	snap := h.src.Snapshot()
+	i, ok := slices.BinarySearchFunc(snap.Peers, name, func(p Peer, n string) int { return strings.Compare(p.Name, n) })
+	if !ok {
+		writeError(w, http.StatusNotFound, "unknown_peer", fmt.Sprintf("no peer named %q in this node's view", name))
+		return
+	}
+	etag := `"` + snap.Version.String() + `"`
+	w.Header().Set("ETag", etag)
+	if etagMatch(r.Header.Get("If-None-Match"), etag) {
+		w.WriteHeader(http.StatusNotModified)
+		return
+	}
+	writeJSON(w, http.StatusOK, PeerReply{Version: snap.Version.String(), Peer: snap.Peers[i]})
+}
+
+// etagMatch implements If-None-Match: a list of entity tags or "*" (weak compare).
+func etagMatch(header, etag string) bool {
+	for t := range strings.SplitSeq(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+// WatchSnapshot is the data of the "snapshot" SSE event.
+type WatchSnapshot struct {
+	Version string `json:"version"`
+	Peers   []Peer `json:"peers"`
+}
+
+// watch streams membership changes as Server-Sent Events. It starts with a snapshot
+// unless the client resumes (Last-Event-ID header or since=VERSION) from a version
+// still in the source's history, in which case only the missed changes are replayed.
+func (h *handler) watch(w http.ResponseWriter, r *http.Request, f filter) {
+	rc := http.NewResponseController(w)
+	resume := r.Header.Get("Last-Event-ID")
+	if s := r.URL.Query().Get("since"); s != "" {
+		resume = s
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+
+	changed := h.src.Changed()
+	snap := h.src.Snapshot()
+	last := snap.Version.N
+	sendSnapshot := true
+	if v, err := ParseVersion(resume); err == nil && v.Epoch == snap.Version.Epoch && v.N <= snap.Version.N {
+		if _, ok := h.src.ChangesSince(v.N); ok {
+			last, sendSnapshot = v.N, false
+		}
+	}
+	if sendSnapshot {
+		ws := WatchSnapshot{Version: snap.Version.String(), Peers: []Peer{}}
+		for _, p := range snap.Peers {
+			if f.match(p) {
+				ws.Peers = append(ws.Peers, p)
+			}
+		}
+		if !h.event(w, snap.Version.String(), "snapshot", ws) {
+			return
+		}
+	}
+	heartbeat := time.NewTicker(h.opts.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		changes, ok := h.src.ChangesSince(last)
+		if !ok {
+			// The client fell further behind than the history keeps: it must start
+			// over from a fresh snapshot, which it gets by reconnecting without an id.
+			h.event(w, Version{Epoch: snap.Version.Epoch, N: last}.String(), "reset", struct{}{})
+			return
+		}
+		for _, c := range changes {
+			last = c.N
+			if !f.match(c.Peer) {
+				continue
+			}
+			if !h.event(w, Version{Epoch: snap.Version.Epoch, N: c.N}.String(), c.Kind, c) {
+				return
+			}
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+		select {
+		case <-r.Context().Done():
+			return
+		case <-changed:
+			changed = h.src.Changed()
+		case <-heartbeat.C:
+			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// event writes one SSE event; false means the client is gone.
+func (h *handler) event(w http.ResponseWriter, id, kind string, data any) bool {
+	b, err := json.Marshal(data)
+	if err != nil {
+		panic("control: encoding our own event: " + err.Error())
+	}
+	_, err = fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", id, kind, b)
+	return err == nil && http.NewResponseController(w).Flush() == nil
+}
+
+func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
+	probe(w, h.src.Healthy())
+}
+
+func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
+	probe(w, h.src.Ready())
+}
+
+func probe(w http.ResponseWriter, err error) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, err.Error())
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("control: encoding our own reply: " + err.Error())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, errCode, msg string) {
+	writeJSON(w, code, ErrorReply{Error: ErrorBody{Code: errCode, Message: msg}})
+}

@@ -1,0 +1,85 @@
+// Package control is the operator control plane of an OmniRelay Mesh agent: an
+// http.Handler serving /control/v1/... as JSON (filters, pagination, ETags, a
+// Server-Sent Events watch stream), /healthz, /readyz and /metrics.
+//
+// It reads membership through the small Source interface, which node implements, so
+// control never imports node and can be tested against a fake. docs/api.md documents
+// every route and field.
+package control
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Peer is one member as the serving node sees it. It is also the JSON shape of a
+// peer in every response.
+type Peer struct {
+	Name        string            `json:"name"`
+	Address     string            `json:"address"`
+	Status      string            `json:"status"` // alive, suspect, dead or left
+	Incarnation uint64            `json:"incarnation"`
+	Meta        map[string]string `json:"meta"`  // empty until peer metadata lands
+	Since       time.Time         `json:"since"` // when Status last changed, in the serving node's clock
+	Local       bool              `json:"local"` // the serving node itself
+}
+
+// Statuses a Peer can have, in the order the filter documentation lists them.
+var Statuses = []string{"alive", "suspect", "dead", "left"}
+
+// Version identifies one state of the serving node's membership view. N grows by one
+// per change; Epoch is random per node process, so versions of two runs of the same
+// node never compare equal.
+type Version struct {
+	Epoch string
+	N     uint64
+}
+
+// String is the form used in JSON "version" fields, ETags and SSE ids: "EPOCH.N".
+func (v Version) String() string { return v.Epoch + "." + strconv.FormatUint(v.N, 10) }
+
+// ParseVersion parses the form String produces.
+func ParseVersion(s string) (Version, error) {
+	epoch, n, ok := strings.Cut(s, ".")
+	if !ok || epoch == "" {
+		return Version{}, fmt.Errorf("version %q: want EPOCH.N", s)
+	}
+	u, err := strconv.ParseUint(n, 10, 64)
+	if err != nil {
+		return Version{}, fmt.Errorf("version %q: %w", s, err)
+	}
+	return Version{Epoch: epoch, N: u}, nil
+}
+
+// Snapshot is the whole membership view at one version.
+type Snapshot struct {
+	Version Version
+	Peers   []Peer // sorted by Name
+}
+
+// Change is one membership event, as the watch stream carries it.
+type Change struct {
+	N    uint64    `json:"-"`    // version reached by this change (same epoch as the Source)
+	ID   string    `json:"id"`   // correlation id of the event, as in the node's logs
+	Kind string    `json:"kind"` // join, update, suspect, alive, dead or left
+	Peer Peer      `json:"peer"` // the member after the change
+	At   time.Time `json:"at"`   // when the serving node observed it
+}
+
+// Source is what the handler reads. Implementations are safe for concurrent use.
+type Source interface {
+	// Snapshot returns the current view.
+	Snapshot() Snapshot
+	// ChangesSince returns the changes after version n of the current epoch, oldest
+	// first, and false if its bounded history no longer reaches back to n+1.
+	ChangesSince(n uint64) ([]Change, bool)
+	// Changed returns a channel closed at the next change. Fetch it before
+	// ChangesSince so no change slips between the two calls.
+	Changed() <-chan struct{}
+	// Healthy is nil while the node's event loop runs.
+	Healthy() error
+	// Ready is nil once the node has joined (or needs no join) and is not leaving.
+	Ready() error
+}
