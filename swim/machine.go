@@ -278,13 +278,16 @@ func (m *Machine) broadcastPayload(kind bcastKind, key string, msg wire.Message)
 
 // Join starts joining through seed addresses: a push-pull with each. Seeds are also
 // remembered as reconnect candidates, so a node that could not reach any keeps
-// trying (ReconnectInterval).
+// trying (ReconnectInterval). Calling Join again with the same seeds starts new
+// push-pulls: that is how a host retries a join with its own backoff.
 func (m *Machine) Join(now time.Time, seeds []string) {
 	for _, s := range seeds {
-		if s == "" || s == m.cfg.Addr || slices.Contains(m.seeds, s) {
+		if s == "" || s == m.cfg.Addr {
 			continue
 		}
-		m.seeds = append(m.seeds, s)
+		if !slices.Contains(m.seeds, s) {
+			m.seeds = append(m.seeds, s)
+		}
 		m.startPushPull(s, true)
 	}
 }
