@@ -29,10 +29,10 @@ var (
 	// ErrUnsupportedVersion is matched (errors.Is) by every *VersionError.
 	ErrUnsupportedVersion = errors.New("wire: unsupported protocol version")
 
-	// ErrSealed means a sealed (encrypted) packet was given to PacketReader.Reset:
-	// it must go through Open first.
-	ErrSealed = errors.New("wire: packet is sealed, Open it first")
-	// ErrNotSealed means a plain packet was given to Open, or a sealed one to Seal.
+	// ErrSealed means a sealed (encrypted) packet was given to PacketReader.Reset,
+	// which needs Open first, or to Seal, which would seal it twice.
+	ErrSealed = errors.New("wire: packet is already sealed")
+	// ErrNotSealed means a plain packet was given to Open.
 	ErrNotSealed = errors.New("wire: packet is not sealed")
 	// ErrUnknownKey means no key of the keyring has the sealed packet's key id.
 	ErrUnknownKey = errors.New("wire: no key with the packet's key id")
