@@ -415,6 +415,10 @@ func TestJoinConvergesAndDigestsAgree(t *testing.T) {
 		t.Fatal("8 nodes did not converge in 10 s")
 	}
 	t.Logf("converged in %v", took)
+	nt.run(time.Minute)
+	if !nt.converged() {
+		t.Fatal("a healthy cluster lost a member")
+	}
 	d := nt.nodes[0].m.Digest()
 	for _, nd := range nt.nodes {
 		if nd.m.Digest() != d || d.Members != 8 {
@@ -422,6 +426,11 @@ func TestJoinConvergesAndDigestsAgree(t *testing.T) {
 		}
 		if !hasEvent(nd.events, EventJoin, "n7") && nd.name != "n7" {
 			t.Fatalf("%s saw no join of n7", nd.name)
+		}
+		// Seeds are live members and nothing departed: no reconnect traffic, and
+		// digests agree, so no digest syncs either.
+		if st := nd.m.Stats(); st.Reconnects != 0 || st.DigestSyncs != 0 || st.Suspicions != 0 {
+			t.Fatalf("%s in a healthy cluster: %+v", nd.name, st)
 		}
 	}
 }
@@ -628,6 +637,13 @@ func TestLongPartitionHealsIntoOneCluster(t *testing.T) {
 			}
 		}
 		nt.cut = nil
+		var reconnects uint64
+		for _, nd := range nt.nodes {
+			reconnects += nd.m.Stats().Reconnects
+		}
+		if reconnect != (reconnects > 0) {
+			t.Fatalf("reconnect=%v: %d reconnects", reconnect, reconnects)
+		}
 		took, ok := nt.runUntil(2*time.Minute, 500*time.Millisecond, nt.converged)
 		if ok != reconnect {
 			t.Fatalf("reconnect=%v: merged=%v after %v", reconnect, ok, took)

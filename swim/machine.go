@@ -26,6 +26,7 @@ type Stats struct {
 	PushPulls          uint64 // push-pull exchanges we started (periodic, join, reconnect, digest)
 	PushPullsFailed    uint64 // exchanges we started that the host reported failed
 	DigestSyncs        uint64 // push-pulls started because digests kept disagreeing
+	Reconnects         uint64 // push-pulls started to a departed member's address or a seed
 	BroadcastsSent     uint64 // broadcast messages piggybacked, counted per packet
 	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
 	Malformed          uint64 // malformed packets, messages or frames, dropped
@@ -382,7 +383,10 @@ func (m *Machine) Tick(now time.Time) {
 
 // reconnect push-pulls with a random departed member's address or seed. Two
 // partitions that declared each other dead find each other again this way; a node
-// that is alone re-joins through it.
+// that is alone re-joins through it. An address that a live member holds is
+// skipped: that peer is already in touch, and in a healthy cluster with seeds
+// configured reconnects then cost nothing. The check is a scan of the view, paid
+// once per (scaled) ReconnectInterval.
 func (m *Machine) reconnect() {
 	total := len(m.tombs) + len(m.seeds)
 	if total == 0 {
@@ -398,6 +402,12 @@ func (m *Machine) reconnect() {
 	if addr == "" || addr == m.cfg.Addr {
 		return
 	}
+	for _, p := range m.plist {
+		if p.Addr == addr && (p.Status == StatusAlive || p.Status == StatusSuspect) {
+			return
+		}
+	}
+	m.stats.Reconnects++
 	m.startPushPull(addr, m.live == 1)
 }
 
