@@ -282,11 +282,12 @@ func (m *lwwMap) reissue(e uint64) Delta {
 // the receiver may lack tombstones this map has forgotten, so it gets the full map.
 func (m *lwwMap) deltaSince(since Version) Delta {
 	d := Delta{Node: m.name, Since: since, Have: m.have, Floor: epochStart(m.floor.Epoch)}
-	if since.Less(m.floor) {
+	full := since.IsZero() || since.Less(m.floor)
+	if full {
 		d.Since, d.Floor = Version{}, m.floor
 	}
 	for k, s := range m.entries {
-		if since.Less(s.version) {
+		if full || since.Less(s.version) {
 			d.Entries = append(d.Entries, Entry{Key: k, Value: s.value, Version: s.version, Deleted: s.deleted})
 		}
 	}
