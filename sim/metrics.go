@@ -5,6 +5,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/omnirelay/mesh/swim"
 )
 
@@ -73,7 +74,7 @@ func (s *Sim) liveInstance(m *swim.Member) (i int32, ok bool) {
 
 // account takes one membership event emitted by node obs against ground truth.
 func (s *Sim) account(obs int32, ev swim.Event) {
-	s.record(evKind(100+ev.Kind), obs, -1, []byte(ev.Member.Name))
+	s.recordHash(evKind(100+ev.Kind), obs, -1, xxhash.Sum64String(ev.Member.Name), len(ev.Member.Name))
 	switch ev.Kind {
 	case swim.EventSuspect:
 		s.m.Suspicions++

@@ -440,17 +440,22 @@ func (s *Sim) localTime(n *node) time.Time { return Epoch.Add(time.Duration(n.lo
 // record folds one delivered input into the trace hash: time, kind, endpoints and
 // a hash of the bytes.
 func (s *Sim) record(kind evKind, from, to int32, data []byte) {
+	var h uint64
+	if data != nil {
+		h = xxhash.Sum64(data)
+	}
+	s.recordHash(kind, from, to, h, len(data))
+}
+
+// recordHash is record with the bytes already hashed.
+func (s *Sim) recordHash(kind evKind, from, to int32, h uint64, n int) {
 	b := s.buf[:]
 	binary.LittleEndian.PutUint64(b[0:], uint64(s.now))
 	b[8] = byte(kind)
 	binary.LittleEndian.PutUint32(b[9:], uint32(from))
 	binary.LittleEndian.PutUint32(b[13:], uint32(to))
-	var h uint64
-	if data != nil {
-		h = xxhash.Sum64(data)
-	}
 	binary.LittleEndian.PutUint64(b[17:], h)
-	binary.LittleEndian.PutUint32(b[25:], uint32(len(data)))
+	binary.LittleEndian.PutUint32(b[25:], uint32(n))
 	_, _ = s.trace.Write(b[:29])
 }
 
