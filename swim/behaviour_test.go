@@ -738,3 +738,38 @@ func TestForeignAndMalformedPacketsAreCountedAndDropped(t *testing.T) {
 		t.Fatalf("stats %+v, members %v", st, m.Members())
 	}
 }
+
+// A member paused long enough to be declared dead, whose death has left every
+// gossip queue by the time it resumes, still learns of it (digest sync on its pings,
+// reconnects to its tombstone) and refutes: it does not stay a ghost that sees the
+// cluster while the cluster does not see it.
+func TestPausedMemberDeclaredDeadComesBack(t *testing.T) {
+	for _, repair := range []bool{true, false} {
+		nt := newNet(t, 6, 10, func(c *Config) {
+			c.PushPullInterval = 0 // only the repairs under test may help
+			if !repair {
+				c.DigestSyncInterval, c.ReconnectInterval = 0, 0
+			}
+		})
+		nt.joinAll()
+		nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+		p := nt.node("n3")
+		p.down = true
+		nt.run(60 * time.Second)
+		for _, nd := range nt.nodes {
+			if mem, _ := statusOf(nd, "n3"); !nd.down && mem.Status != StatusDead {
+				t.Fatalf("%s sees n3 %v", nd.name, mem.Status)
+			}
+			if !nd.down && nd.m.Stats().QueueLen != 0 {
+				t.Fatalf("%s still has gossip queued", nd.name)
+			}
+		}
+		p.down = false
+		took, ok := nt.runUntil(30*time.Second, 100*time.Millisecond, nt.converged)
+		if ok != repair {
+			t.Fatalf("repair=%v: taken back=%v", repair, ok)
+		}
+		st := p.m.Stats()
+		t.Logf("repair=%v: back=%v after %v, n3 refuted %d times", repair, ok, took, st.Refutations)
+	}
+}
