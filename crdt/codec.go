@@ -149,7 +149,9 @@ func DecodeSnapshot(b []byte, lim Limits) (Snapshot, error) {
 		if cnt > lim.MaxNodes+1 {
 			return Snapshot{}, fmt.Errorf("%w: snapshot of %d maps, max %d", ErrTooManyNodes, cnt, lim.MaxNodes+1)
 		}
-		s.Maps = make([]Delta, cnt)
+		if cnt > 0 {
+			s.Maps = make([]Delta, cnt)
+		}
 		for i := range s.Maps {
 			if s.Maps[i], err = r.delta(lim); err != nil {
 				return Snapshot{}, err
