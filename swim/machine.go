@@ -14,6 +14,10 @@ import (
 // the configured MTU, so it could never be gossiped.
 var ErrPayloadTooLarge = errors.New("swim: payload does not fit in a packet")
 
+// ErrNoRand means New was given a nil *rand.Rand: the machine has no randomness of
+// its own to fall back on.
+var ErrNoRand = errors.New("swim: nil rng")
+
 // Stats are cumulative counters for metrics, except QueueLen.
 type Stats struct {
 	ProbesSent         uint64 // direct pings of our own probes
@@ -155,7 +159,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 		return nil, err
 	}
 	if rng == nil {
-		return nil, errors.New("swim: nil rng")
+		return nil, ErrNoRand
 	}
 	m := &Machine{
 		cfg:         cfg,
@@ -187,6 +191,14 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 	}
 	m.queueFact(m.aliveMsg(m.self), cfg.Name)
 	return m, nil
+}
+
+// livePeers is the number of alive or suspect members other than us.
+func (m *Machine) livePeers() int {
+	if m.leaving {
+		return m.live
+	}
+	return m.live - 1
 }
 
 func jitter(rng *rand.Rand, d time.Duration) time.Duration {
@@ -328,8 +340,8 @@ func (m *Machine) NextDeadline() time.Time {
 	case !m.leaving:
 		take(m.nextProbe)
 	}
-	if m.queues.Len() > 0 {
-		take(m.nextGossip)
+	if m.queues.Len() > 0 && m.livePeers() > 0 {
+		take(m.nextGossip) // nothing to gossip, or nobody to gossip to: no wake-ups
 	}
 	if !m.leaving {
 		take(m.nextPushPull)
