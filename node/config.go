@@ -1,0 +1,245 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// ErrInvalidConfig is wrapped by every error Config.Validate returns; the message
+// names the field and says why.
+var ErrInvalidConfig = errors.New("node: invalid config")
+
+// Profiles accepted in Config.Profile.
+const (
+	ProfileLAN        = "lan"        // swim.LANProfile: fast timers for a LAN (default)
+	ProfileMemberlist = "memberlist" // swim.MemberlistProfile: hashicorp/memberlist's LAN timers
+)
+
+// Config configures a Node. The zero value of every optional field means its
+// documented default.
+type Config struct {
+	// Name is this node's unique name in the cluster. Required.
+	Name string
+	// Bind is the host:port the node listens on, UDP and TCP alike. Port 0 picks a
+	// free port (read it back with Node.Addr). Default "0.0.0.0:7946".
+	Bind string
+	// Advertise is the host:port peers reach this node at. Default: the bound
+	// address; required when Bind's host is a wildcard (0.0.0.0, ::), since peers
+	// cannot reach a wildcard. Port 0 means the bound port.
+	Advertise string
+	// Join lists seed addresses (host:port). Start tries them, with backoff, until
+	// one answers or its ctx ends. Empty: start a new cluster (or call Join later).
+	Join []string
+	// Control is the host:port of the HTTP control API (/control/v1, /metrics,
+	// /healthz, /readyz). Empty: not served. Port 0 picks a free port.
+	Control string
+	// Profile selects the membership timers: "lan" (default) or "memberlist".
+	Profile string
+	// Tune adjusts the profile's swim.Config (timers, fan-outs) before validation.
+	// Name, Addr, ClusterLabel and MTU are set by the node afterwards.
+	Tune func(*swim.Config)
+	// ClusterLabel keeps clusters that share a network apart: packets of another
+	// label are dropped. Default "".
+	ClusterLabel string
+	// MTU is the largest UDP payload sent, in bytes. Default wire.DefaultMTU (1400).
+	// With encryption the state machine packs wire.SealOverhead bytes less, so the
+	// sealed packet still fits. Raising it risks IP fragmentation; lowering it packs
+	// less gossip per probe.
+	MTU int
+	// Keys enables packet encryption (AES-256-GCM): Keys[0] seals, every key opens.
+	// Each key is 32 bytes. Empty: packets are sent in the clear. Rotate at run
+	// time through Node.Keyring. Streams are not encrypted (they will be by TLS).
+	Keys [][]byte
+	// StreamTimeout bounds one stream exchange (dial, request, reply). Default 10 s.
+	// Lower it to give up sooner on slow peers; push-pulls of big clusters need
+	// more.
+	StreamTimeout time.Duration
+	// JoinBackoff is the wait before the first join retry; it doubles after every
+	// round in which no seed answered, up to JoinBackoffMax, with ±25% jitter.
+	// Default 200 ms.
+	JoinBackoff time.Duration
+	// JoinBackoffMax caps the join retry wait. Default 5 s.
+	JoinBackoffMax time.Duration
+	// EventBuffer is the channel capacity of each Subscribe subscription; when a
+	// subscriber falls that far behind, its oldest events are dropped (and
+	// counted). Default 256.
+	EventBuffer int
+	// History is how many membership changes are kept for watch streams to resume
+	// from (Last-Event-ID). Default 1024. A client further behind gets a fresh
+	// snapshot.
+	History int
+	// Logger receives structured logs. Default: slog.Default().
+	Logger *slog.Logger
+	// Clock is the time source. Default SystemClock.
+	Clock Clock
+	// Transport carries packets and streams. Default: ListenNet(Bind). When set,
+	// Bind is ignored and the transport's Addr is the bound address.
+	Transport Transport
+}
+
+// Defaults used when a field is zero.
+const (
+	DefaultBind           = "0.0.0.0:7946"
+	DefaultStreamTimeout  = 10 * time.Second
+	DefaultJoinBackoff    = 200 * time.Millisecond
+	DefaultJoinBackoffMax = 5 * time.Second
+	DefaultEventBuffer    = 256
+	DefaultHistory        = 1024
+)
+
+// withDefaults returns c with zero fields filled in.
+func (c Config) withDefaults() Config {
+	if c.Bind == "" {
+		c.Bind = DefaultBind
+	}
+	if c.Profile == "" {
+		c.Profile = ProfileLAN
+	}
+	if c.MTU == 0 {
+		c.MTU = wire.DefaultMTU
+	}
+	if c.StreamTimeout == 0 {
+		c.StreamTimeout = DefaultStreamTimeout
+	}
+	if c.JoinBackoff == 0 {
+		c.JoinBackoff = DefaultJoinBackoff
+	}
+	if c.JoinBackoffMax == 0 {
+		c.JoinBackoffMax = DefaultJoinBackoffMax
+	}
+	if c.EventBuffer == 0 {
+		c.EventBuffer = DefaultEventBuffer
+	}
+	if c.History == 0 {
+		c.History = DefaultHistory
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Clock == nil {
+		c.Clock = SystemClock{}
+	}
+	return c
+}
+
+// Validate reports the first invalid field, after applying defaults, wrapping
+// ErrInvalidConfig. It has no side effects and opens no socket.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	bad := func(field, why string, args ...any) error {
+		return fmt.Errorf("%w: %s %s", ErrInvalidConfig, field, fmt.Sprintf(why, args...))
+	}
+	if c.Name == "" {
+		return bad("Name", "is empty: every node needs a unique name")
+	}
+	if len(c.Name) > wire.MaxString {
+		return bad("Name", "is longer than %d bytes", wire.MaxString)
+	}
+	if c.Transport == nil {
+		if err := checkHostPort(c.Bind); err != nil {
+			return bad("Bind", "%q: %v", c.Bind, err)
+		}
+	}
+	if c.Advertise != "" {
+		if err := checkHostPort(c.Advertise); err != nil {
+			return bad("Advertise", "%q: %v", c.Advertise, err)
+		}
+		if host, _, _ := net.SplitHostPort(c.Advertise); isWildcard(host) {
+			return bad("Advertise", "%q is a wildcard address peers cannot reach", c.Advertise)
+		}
+	} else if host, _, _ := net.SplitHostPort(c.Bind); c.Transport == nil && isWildcard(host) {
+		return bad("Advertise", "is required when Bind (%q) is a wildcard address", c.Bind)
+	}
+	for i, s := range c.Join {
+		if err := checkHostPort(s); err != nil {
+			return bad(fmt.Sprintf("Join[%d]", i), "%q: %v", s, err)
+		}
+	}
+	if c.Control != "" {
+		if err := checkHostPort(c.Control); err != nil {
+			return bad("Control", "%q: %v", c.Control, err)
+		}
+	}
+	if c.Profile != ProfileLAN && c.Profile != ProfileMemberlist {
+		return bad("Profile", "%q: want %q or %q", c.Profile, ProfileLAN, ProfileMemberlist)
+	}
+	if c.MTU < 256+wire.SealOverhead || c.MTU > 65507 {
+		return bad("MTU", "%d: want %d..65507 bytes", c.MTU, 256+wire.SealOverhead)
+	}
+	for i, k := range c.Keys {
+		if len(k) != wire.KeySize {
+			return bad(fmt.Sprintf("Keys[%d]", i), "is %d bytes: want %d (AES-256)", len(k), wire.KeySize)
+		}
+	}
+	switch {
+	case c.StreamTimeout < 0:
+		return bad("StreamTimeout", "must be positive")
+	case c.JoinBackoff < 0:
+		return bad("JoinBackoff", "must be positive")
+	case c.JoinBackoffMax < c.JoinBackoff:
+		return bad("JoinBackoffMax", "(%v) must be at least JoinBackoff (%v)", c.JoinBackoffMax, c.JoinBackoff)
+	case c.EventBuffer < 1:
+		return bad("EventBuffer", "must be at least 1")
+	case c.History < 1:
+		return bad("History", "must be at least 1")
+	}
+	sc := c.swimConfig("127.0.0.1:1")
+	if err := sc.Validate(); err != nil {
+		return fmt.Errorf("%w: Profile/Tune: %v", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// swimConfig builds the membership config for advertised address addr.
+func (c Config) swimConfig(addr string) swim.Config {
+	var sc swim.Config
+	if c.Profile == ProfileMemberlist {
+		sc = swim.MemberlistProfile(c.Name, addr)
+	} else {
+		sc = swim.LANProfile(c.Name, addr)
+	}
+	if c.Tune != nil {
+		c.Tune(&sc)
+	}
+	sc.Name, sc.Addr, sc.ClusterLabel = c.Name, addr, c.ClusterLabel
+	sc.MTU = c.MTU
+	if len(c.Keys) > 0 {
+		sc.MTU -= wire.SealOverhead
+	}
+	return sc
+}
+
+func checkHostPort(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("port %q is not a number in 0..65535", port)
+	}
+	return nil
+}
+
+func isWildcard(host string) bool {
+	return host == "" || host == "0.0.0.0" || host == "::" || host == "[::]"
+}
+
+// advertiseAddr picks the address peers reach us at, given the bound one.
+func (c Config) advertiseAddr(bound string) string {
+	if c.Advertise == "" {
+		return bound
+	}
+	host, port, _ := net.SplitHostPort(c.Advertise)
+	if port == "0" {
+		_, port, _ = net.SplitHostPort(bound)
+	}
+	return net.JoinHostPort(host, port)
+}

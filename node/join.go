@@ -1,0 +1,145 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// joinState tracks a join in progress. Owned by the loop.
+type joinState struct {
+	seeds   []string
+	pending map[string]bool  // seeds with a join stream in flight this round
+	errs    map[string]error // each seed's last failure
+	rounds  int
+	retryAt time.Time // zero while a round is in flight
+	waiters []chan error
+}
+
+// Join contacts seeds (host:port) until one answers a join push-pull, retrying every
+// round in which none did after a backoff (Config.JoinBackoff doubling up to
+// JoinBackoffMax, ±25% jitter). It returns nil on the first answer; if ctx ends
+// first it stops retrying and returns an error wrapping ErrNoSeedAnswered that names
+// every seed's last failure. Seeds equal to this node's own address are skipped; if
+// none remain, Join returns nil at once (this node is the first).
+func (n *Node) Join(ctx context.Context, seeds ...string) error {
+	seeds = slices.DeleteFunc(slices.Clone(seeds), func(s string) bool { return s == n.addr || s == "" })
+	if len(seeds) == 0 {
+		n.mu.Lock()
+		n.joined = true
+		n.mu.Unlock()
+		return nil
+	}
+	done := make(chan error, 1)
+	if !n.do(func() {
+		if n.join == nil {
+			n.join = &joinState{errs: map[string]error{}}
+		}
+		for _, s := range seeds {
+			if !slices.Contains(n.join.seeds, s) {
+				n.join.seeds = append(n.join.seeds, s)
+			}
+		}
+		n.join.waiters = append(n.join.waiters, done)
+		if n.join.pending == nil {
+			n.retryJoin(n.clock.Now())
+		}
+	}) {
+		return ErrClosed
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-n.loopEnd:
+		return ErrClosed
+	case <-ctx.Done():
+	}
+	var summary string
+	if !n.do(func() {
+		if n.join == nil { // answered while we gave up
+			return
+		}
+		summary = n.join.summary()
+		n.join.waiters = slices.DeleteFunc(n.join.waiters, func(c chan error) bool { return c == done })
+		if len(n.join.waiters) == 0 {
+			n.join = nil // nobody waits: stop retrying (swim still reconnects to seeds)
+		}
+	}) {
+		return ErrClosed
+	}
+	select {
+	case err := <-done:
+		return err
+	default:
+	}
+	n.log.Error("join failed", "seeds", strings.Join(seeds, ","), "why", summary)
+	return fmt.Errorf("%w (%v): %s", ErrNoSeedAnswered, ctx.Err(), summary)
+}
+
+// summary lists each seed's last failure, for the error a failed Join returns.
+func (j *joinState) summary() string {
+	var parts []string
+	for _, s := range j.seeds {
+		if err := j.errs[s]; err != nil {
+			parts = append(parts, fmt.Sprintf("%s: %v", s, err))
+		} else {
+			parts = append(parts, s+": no answer yet")
+		}
+	}
+	return fmt.Sprintf("%d round(s); %s", j.rounds, strings.Join(parts, "; "))
+}
+
+// retryJoin starts a join round: a join push-pull to every seed. Runs on the loop.
+func (n *Node) retryJoin(now time.Time) {
+	j := n.join
+	j.rounds++
+	j.retryAt = time.Time{}
+	j.pending = map[string]bool{}
+	for _, s := range j.seeds {
+		j.pending[s] = true
+	}
+	if j.rounds > 1 {
+		n.log.Info("retrying join", "round", j.rounds, "seeds", strings.Join(j.seeds, ","))
+	}
+	n.host.Join(now, j.seeds)
+}
+
+// joinResult notes the outcome of a stream that may belong to the join in progress.
+func (n *Node) joinResult(now time.Time, r streamResult) {
+	j := n.join
+	if j == nil || !j.pending[r.to] {
+		return
+	}
+	delete(j.pending, r.to)
+	if r.err == nil {
+		n.log.Info("joined the cluster", "seed", r.to, "rounds", j.rounds)
+		for _, w := range j.waiters {
+			w <- nil
+		}
+		n.join = nil
+		n.mu.Lock()
+		n.joined = true
+		n.mu.Unlock()
+		return
+	}
+	j.errs[r.to] = r.err
+	if len(j.pending) == 0 {
+		wait := JoinBackoff(n.cfg.JoinBackoff, n.cfg.JoinBackoffMax, j.rounds, n.rng.Float64())
+		j.retryAt = now.Add(wait)
+		n.log.Warn("no seed answered", "round", j.rounds, "retry_in", wait, "why", j.summary())
+	}
+}
+
+// JoinBackoff is the wait after the given number of failed join rounds (1 = the
+// first): base doubled per round, capped at maxWait, scaled by a jitter factor in
+// [0.75, 1.25) taken from u in [0, 1).
+func JoinBackoff(base, maxWait time.Duration, rounds int, u float64) time.Duration {
+	d := base
+	for i := 1; i < rounds && d < maxWait; i++ {
+		d *= 2
+	}
+	d = min(d, maxWait)
+	return time.Duration(float64(d) * (0.75 + u/2))
+}

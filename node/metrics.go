@@ -1,0 +1,238 @@
+package node
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are one node's Prometheus metrics, in a Registry of their own (never the
+// global one), so several nodes in one process each export their own.
+// docs/observability.md lists them.
+type metrics struct {
+	reg *prometheus.Registry
+
+	packets  [2][256]prometheus.Counter // [dir][first message type]
+	pbytes   [2][256]prometheus.Counter
+	messages [2][256]prometheus.Counter
+
+	bytesSealedIn     prometheus.Counter
+	bytesSealedOut    prometheus.Counter
+	decryptFailures   prometheus.Counter
+	inboundDropped    prometheus.Counter
+	subscriberDropped prometheus.Counter
+	netErrors         *prometheus.CounterVec
+	pushPullDuration  prometheus.Histogram
+	probeRTT          prometheus.Histogram
+}
+
+const (
+	dirIn  = 0
+	dirOut = 1
+)
+
+var dirNames = [2]string{"in", "out"}
+
+// typeName labels a message type; unknown types share one label so a hostile peer
+// cannot blow up the label set.
+func typeName(t wire.MsgType) string {
+	switch t {
+	case wire.TypePing:
+		return "ping"
+	case wire.TypeIndirectPing:
+		return "indirect_ping"
+	case wire.TypeAck:
+		return "ack"
+	case wire.TypeNack:
+		return "nack"
+	case wire.TypeAlive:
+		return "alive"
+	case wire.TypeSuspect:
+		return "suspect"
+	case wire.TypeDead:
+		return "dead"
+	case wire.TypeLeave:
+		return "leave"
+	case wire.TypePushPull:
+		return "push_pull"
+	case wire.TypeUser:
+		return "user"
+	case wire.TypeMetaDelta:
+		return "meta_delta"
+	case wire.TypeDigest:
+		return "digest"
+	}
+	return "other"
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	packets := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_packets_total",
+		Help: "Gossip packets (after decryption), by direction and the type of their first message."},
+		[]string{"direction", "type"})
+	pbytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_packet_bytes_total",
+		Help: "Bytes of plain gossip packets, by direction and the type of their first message."},
+		[]string{"direction", "type"})
+	messages := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_messages_total",
+		Help: "Messages inside gossip packets (piggybacked gossip included), by direction and type."},
+		[]string{"direction", "type"})
+	f(packets)
+	f(pbytes)
+	f(messages)
+	for d := range 2 {
+		for t := range 256 {
+			name := typeName(wire.MsgType(t))
+			m.packets[d][t] = packets.WithLabelValues(dirNames[d], name)
+			m.pbytes[d][t] = pbytes.WithLabelValues(dirNames[d], name)
+			m.messages[d][t] = messages.WithLabelValues(dirNames[d], name)
+		}
+	}
+	wireBytes := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_wire_bytes_total",
+		Help: "Bytes of UDP payload as sent or received (sealed size when encrypted)."}, []string{"direction"})
+	f(wireBytes)
+	m.bytesSealedIn = wireBytes.WithLabelValues("in")
+	m.bytesSealedOut = wireBytes.WithLabelValues("out")
+	m.decryptFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_decrypt_failures_total",
+		Help: "Received packets dropped because no key of the keyring opened them."})
+	m.inboundDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_inbound_packets_dropped_total",
+		Help: "Received packets dropped because the event loop's queue was full."})
+	m.subscriberDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_subscriber_events_dropped_total",
+		Help: "Membership events dropped from slow Subscribe readers' full buffers."})
+	m.netErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_network_errors_total",
+		Help: "Network errors, by operation."}, []string{"op"})
+	m.pushPullDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "omnirelay_pushpull_duration_seconds",
+		Help:    "Duration of stream exchanges (push-pull, join) this node started, dial to reply, failures included.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 15)})
+	m.probeRTT = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "omnirelay_probe_rtt_seconds",
+		Help:    "Round-trip time of direct pings this node sent and got an ack for from the same address.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 15)})
+	f(m.decryptFailures)
+	f(m.inboundDropped)
+	f(m.subscriberDropped)
+	f(m.netErrors)
+	f(m.pushPullDuration)
+	f(m.probeRTT)
+	f(&swimCollector{n: n})
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// countPacket counts a plain packet and its messages, and tracks pings and acks for
+// the round-trip histogram. Runs on the loop. A packet that does not parse is left
+// for the state machine to count as malformed.
+func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) {
+	m := n.metrics
+	if _, err := n.reader.Reset(data); err != nil {
+		return
+	}
+	first := true
+	for n.reader.Next() {
+		t := n.reader.Type()
+		if first {
+			m.packets[dir][t].Inc()
+			m.pbytes[dir][t].Add(float64(len(data)))
+			first = false
+		}
+		m.messages[dir][t].Inc()
+		switch {
+		case dir == dirOut && t == wire.TypePing:
+			var p wire.Ping
+			if n.dec.Decode(n.reader.Body(), &p) == nil {
+				if len(n.pings) >= pingTrack {
+					clear(n.pings)
+				}
+				n.pings[p.Seq] = pingSent{to: peer, at: now}
+			}
+		case dir == dirIn && t == wire.TypeAck:
+			var a wire.Ack
+			if n.dec.Decode(n.reader.Body(), &a) == nil {
+				if ps, ok := n.pings[a.Seq]; ok && ps.to == peer {
+					m.probeRTT.Observe(now.Sub(ps.at).Seconds())
+					delete(n.pings, a.Seq)
+				}
+			}
+		}
+	}
+}
+
+// swimCollector exports the membership machine's counters at scrape time.
+type swimCollector struct{ n *Node }
+
+var (
+	descMembers  = prometheus.NewDesc("omnirelay_members", "Members in this node's view, by state (itself included).", []string{"state"}, nil)
+	descHealth   = prometheus.NewDesc("omnirelay_local_health_multiplier", "Lifeguard local health multiplier: probe interval and timeout are scaled by it (1 = healthy).", nil, nil)
+	descQueue    = prometheus.NewDesc("omnirelay_gossip_queue_length", "Broadcasts waiting in the gossip queues.", nil, nil)
+	descInc      = prometheus.NewDesc("omnirelay_local_incarnation", "This node's incarnation number (grows with each refutation).", nil, nil)
+	counterDescs = []struct {
+		desc *prometheus.Desc
+		get  func(swim.Stats) uint64
+	}{
+		{prometheus.NewDesc("omnirelay_probes_sent_total", "Direct probes (pings) this node started.", nil, nil), func(s swim.Stats) uint64 { return s.ProbesSent }},
+		{prometheus.NewDesc("omnirelay_probes_failed_total", "Probes that ended with no ack, direct or relayed.", nil, nil), func(s swim.Stats) uint64 { return s.ProbesFailed }},
+		{prometheus.NewDesc("omnirelay_indirect_probes_sent_total", "Indirect-ping requests sent after missed direct acks.", nil, nil), func(s swim.Stats) uint64 { return s.IndirectProbesSent }},
+		{prometheus.NewDesc("omnirelay_nacks_received_total", "Nacks received from intermediaries of indirect probes.", nil, nil), func(s swim.Stats) uint64 { return s.NacksReceived }},
+		{prometheus.NewDesc("omnirelay_suspicions_total", "Members that turned suspect in this node's view.", nil, nil), func(s swim.Stats) uint64 { return s.Suspicions }},
+		{prometheus.NewDesc("omnirelay_refutations_total", "Times this node raised its incarnation to refute a suspicion of itself.", nil, nil), func(s swim.Stats) uint64 { return s.Refutations }},
+		{prometheus.NewDesc("omnirelay_deaths_total", "Members declared dead in this node's view (graceful leaves excluded).", nil, nil), func(s swim.Stats) uint64 { return s.Deaths }},
+		{prometheus.NewDesc("omnirelay_pushpulls_total", "Push-pull exchanges this node started (periodic, join, reconnect, digest sync).", nil, nil), func(s swim.Stats) uint64 { return s.PushPulls }},
+		{prometheus.NewDesc("omnirelay_pushpulls_failed_total", "Push-pull exchanges this node started that failed.", nil, nil), func(s swim.Stats) uint64 { return s.PushPullsFailed }},
+		{prometheus.NewDesc("omnirelay_digest_syncs_total", "Push-pulls started because view digests kept disagreeing.", nil, nil), func(s swim.Stats) uint64 { return s.DigestSyncs }},
+		{prometheus.NewDesc("omnirelay_broadcasts_sent_total", "Broadcast messages piggybacked on packets (one per packet carrying it).", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsSent }},
+		{prometheus.NewDesc("omnirelay_broadcasts_dropped_total", "Broadcasts dropped from a full gossip queue before their retransmit budget.", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsDropped }},
+		{prometheus.NewDesc("omnirelay_malformed_total", "Malformed packets, messages or stream frames dropped.", nil, nil), func(s swim.Stats) uint64 { return s.Malformed }},
+		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets of another cluster label dropped.", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
+		{prometheus.NewDesc("omnirelay_misdirected_pings_total", "Pings for another node name (the address was reused), unanswered.", nil, nil), func(s swim.Stats) uint64 { return s.MisdirectedPings }},
+	}
+)
+
+func (c *swimCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMembers
+	ch <- descHealth
+	ch <- descQueue
+	ch <- descInc
+	for _, d := range counterDescs {
+		ch <- d.desc
+	}
+}
+
+func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	var st swim.Stats
+	var health int
+	var ms []Member
+	if !n.do(func() {
+		sw := n.host.Swim()
+		st, health, ms = sw.Stats(), sw.LocalHealth(), sw.Members()
+	}) {
+		n.mu.Lock()
+		st, health, ms = n.stats, n.health, n.members
+		n.mu.Unlock()
+	}
+	var by [4]int
+	var inc uint64
+	for _, m := range ms {
+		if int(m.Status) < len(by) {
+			by[m.Status]++
+		}
+		if m.Name == n.cfg.Name {
+			inc = m.Incarnation
+		}
+	}
+	for s, count := range by {
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(count), StatusName(swim.Status(s)))
+	}
+	ch <- prometheus.MustNewConstMetric(descHealth, prometheus.GaugeValue, float64(health+1))
+	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueLen))
+	ch <- prometheus.MustNewConstMetric(descInc, prometheus.GaugeValue, float64(inc))
+	for _, d := range counterDescs {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.get(st)))
+	}
+}

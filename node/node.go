@@ -1,0 +1,829 @@
+// Package node is OmniRelay Mesh's runtime: what a service embeds to join the mesh.
+//
+//	n, err := node.Start(ctx, node.Config{Name: "api-1", Bind: "10.0.0.5:7946", Join: seeds})
+//	defer n.Close()
+//	defer n.Leave(ctx)
+//	for ev := range n.Subscribe().C { ... }
+//
+// One goroutine, the loop, owns the protocol stack (internal/host: the swim state
+// machine); it is the only code that touches it. Around it: a goroutine reading
+// datagrams, one accepting streams and one per stream in flight, and the control API's
+// HTTP server when configured. They talk to the loop through channels and never
+// block it: a datagram that finds the loop's queue full is dropped and counted, as
+// the network would. Time comes from the Clock seam, sockets from the Transport seam,
+// so the loop runs under testing/synctest on MemNetwork.
+package node
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// Errors of the node API.
+var (
+	// ErrNoSeedAnswered means Join (or Start with Config.Join) gave up, because its
+	// context ended, before any seed answered a join. The wrapping error lists each
+	// seed's last failure.
+	ErrNoSeedAnswered = errors.New("node: no seed answered")
+	// ErrClosed means the node was closed.
+	ErrClosed = errors.New("node: closed")
+)
+
+// Member is one node as the local node sees it.
+type Member = swim.Member
+
+// Event is a membership change seen by this node.
+type Event struct {
+	// ID is the event's correlation id: 16 hex digits of xxhash64(member name,
+	// incarnation, kind). Every node that sees the same fact (say node-3 dead at
+	// incarnation 2) logs it under the same id, so one grep follows it across the
+	// cluster's logs.
+	ID      string
+	Kind    swim.EventKind
+	Member  Member
+	At      time.Time // when this node observed it, by its Clock
+	Version uint64    // membership version reached by this change (control API "N")
+}
+
+// Node is a running member of the mesh. Its methods are safe for concurrent use.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	clock   Clock
+	tr      Transport
+	kr      *wire.Keyring
+	addr    string // advertised
+	epoch   string
+	metrics *metrics
+	handler http.Handler
+
+	// Owned by the loop goroutine.
+	host   *host.Host
+	rng    *rand.Rand // join jitter; the host has its own
+	reader wire.PacketReader
+	dec    wire.Decoder
+	pings  map[uint32]pingSent
+	join   *joinState
+	leaves []chan struct{}
+
+	packets chan inPacket
+	streams chan inStream
+	results chan streamResult
+	cmds    chan func()
+	ctx     context.Context // canceled by Close: ends every goroutine
+	cancel  context.CancelFunc
+	loopEnd chan struct{}
+	wg      sync.WaitGroup
+
+	connMu sync.Mutex
+	conns  map[net.Conn]struct{} // inbound streams, closed by Close
+
+	mu      sync.Mutex // guards the published state below
+	version uint64
+	history []control.Change
+	changed chan struct{}
+	subs    map[*Subscription]struct{}
+	members []Member // last view published by the loop; read after it stops
+	stats   swim.Stats
+	health  int
+	joined  bool
+	leaving bool
+
+	httpSrv     *http.Server
+	controlAddr string
+	closeOnce   sync.Once
+}
+
+type inPacket struct {
+	from string
+	data []byte
+}
+
+type inStream struct {
+	from  string
+	req   []byte
+	reply chan []byte
+}
+
+type streamResult struct {
+	to    string
+	reply []byte
+	err   error
+	took  time.Duration
+}
+
+type pingSent struct {
+	to string
+	at time.Time
+}
+
+// Queue sizes between the I/O goroutines and the loop.
+const (
+	packetQueue   = 1024 // datagrams waiting for the loop; more are dropped
+	maxInbound    = 64   // inbound streams served at once; more are refused
+	maxPacketSize = 65536
+	pingTrack     = 256 // outstanding pings remembered for round-trip times
+)
+
+// Start binds the transport, starts the loop and the control API, and joins
+// cfg.Join. It returns once the node is running and, if seeds were given, one of
+// them has answered; if ctx ends first it closes everything and returns an error
+// wrapping ErrNoSeedAnswered. To keep retrying in the background instead, start
+// with no seeds and call Join in a goroutine.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{
+		cfg: cfg, clock: cfg.Clock,
+		pings:   map[uint32]pingSent{},
+		packets: make(chan inPacket, packetQueue),
+		streams: make(chan inStream),
+		results: make(chan streamResult),
+		cmds:    make(chan func()),
+		loopEnd: make(chan struct{}),
+		conns:   map[net.Conn]struct{}{},
+		changed: make(chan struct{}),
+		subs:    map[*Subscription]struct{}{},
+	}
+	var seed [16]byte
+	crand.Read(seed[:])
+	n.epoch = hex.EncodeToString(seed[:4])
+	if len(cfg.Keys) > 0 {
+		kr, err := wire.NewKeyring(cfg.Keys[0], cfg.Keys[1:]...)
+		if err != nil {
+			return nil, fmt.Errorf("node: keyring: %w", err)
+		}
+		n.kr = kr
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		nt, err := ListenNet(cfg.Bind)
+		if err != nil {
+			return nil, fmt.Errorf("node: binding %s: %w", cfg.Bind, err)
+		}
+		tr = nt
+	}
+	n.tr = tr
+	n.addr = cfg.advertiseAddr(tr.Addr())
+	n.log = cfg.Logger.With("node", cfg.Name)
+	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
+	h, err := host.New(host.Config{Swim: cfg.swimConfig(n.addr)}, rng, n.clock.Now())
+	if err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	n.host = h
+	n.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[8:]), binary.LittleEndian.Uint64(seed[:8])))
+	n.members = h.Swim().Members()
+	n.metrics = newMetrics(n)
+	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log})
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+
+	if cfg.Control != "" {
+		ln, err := net.Listen("tcp", cfg.Control)
+		if err != nil {
+			n.cancel()
+			tr.Close()
+			return nil, fmt.Errorf("node: control API on %s: %w", cfg.Control, err)
+		}
+		n.controlAddr = ln.Addr().String()
+		n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				n.log.Error("control API stopped", "err", err)
+			}
+		}()
+	}
+	n.wg.Add(3)
+	go n.readPackets()
+	go n.acceptStreams()
+	go n.loop()
+	n.log.Info("node started", "bind", tr.Addr(), "advertise", n.addr, "control", n.controlAddr,
+		"profile", cfg.Profile, "encrypted", n.kr != nil)
+
+	if len(cfg.Join) > 0 {
+		if err := n.Join(ctx, cfg.Join...); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// Name is this node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// Addr is the bound host:port of packets and streams.
+func (n *Node) Addr() string { return n.tr.Addr() }
+
+// AdvertiseAddr is the host:port peers reach this node at.
+func (n *Node) AdvertiseAddr() string { return n.addr }
+
+// ControlAddr is the control API's bound host:port, or "" when not served.
+func (n *Node) ControlAddr() string { return n.controlAddr }
+
+// Handler is the control API (the same one served on Config.Control), for services
+// that mount it on their own HTTP server.
+func (n *Node) Handler() http.Handler { return n.handler }
+
+// Keyring is the packet-encryption keyring, or nil when the node runs without
+// encryption. Rotate keys in a live cluster with it: Install the new key on every
+// node, then UsePrimary on every node, then Remove the old key on every node; each
+// step must reach all nodes before the next starts, so no node ever receives a
+// packet it cannot open.
+func (n *Node) Keyring() *wire.Keyring { return n.kr }
+
+// do runs f on the loop goroutine and waits for it; false if the loop has stopped.
+func (n *Node) do(f func()) bool {
+	done := make(chan struct{})
+	select {
+	case n.cmds <- func() { f(); close(done) }:
+		<-done
+		return true
+	case <-n.loopEnd:
+		return false
+	}
+}
+
+// Members returns the local view, sorted by name: this node, live members and
+// remembered dead or left ones. After Close it returns the last view.
+func (n *Node) Members() []Member {
+	var ms []Member
+	if n.do(func() { ms = n.host.Swim().Members() }) {
+		return ms
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.members)
+}
+
+// Local is this node as it sees itself (its incarnation grows as it refutes).
+func (n *Node) Local() Member {
+	var m Member
+	if n.do(func() { m = n.host.Swim().Local() }) {
+		return m
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, m := range n.members {
+		if m.Name == n.cfg.Name {
+			return m
+		}
+	}
+	return Member{Name: n.cfg.Name, Addr: n.addr}
+}
+
+// Stats returns the membership machine's counters.
+func (n *Node) Stats() swim.Stats {
+	var s swim.Stats
+	if n.do(func() { s = n.host.Swim().Stats() }) {
+		return s
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.stats
+}
+
+// Leave announces a graceful departure and waits until the announcement has been
+// sent its full retransmit budget (or no live peer is left to tell), or until ctx
+// ends. The node keeps answering probes until Close; call Close after Leave.
+func (n *Node) Leave(ctx context.Context) error {
+	done := make(chan struct{})
+	if !n.do(func() {
+		n.mu.Lock()
+		n.leaving = true
+		n.mu.Unlock()
+		n.host.Leave(n.clock.Now())
+		n.leaves = append(n.leaves, done)
+	}) {
+		return ErrClosed
+	}
+	select {
+	case <-done:
+		n.log.Info("left the cluster gracefully")
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("node: leave not fully gossiped: %w", ctx.Err())
+	case <-n.loopEnd:
+		return ErrClosed
+	}
+}
+
+// Close stops every goroutine and releases the sockets without telling peers: to
+// them it looks like a crash, detected by probing. Call Leave first for a graceful
+// exit. Subscriptions' channels are closed. Close is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.cancel()
+		if n.httpSrv != nil {
+			n.httpSrv.Close()
+		}
+		n.tr.Close()
+		n.connMu.Lock()
+		for c := range n.conns {
+			c.Close()
+		}
+		n.connMu.Unlock()
+		n.wg.Wait()
+		n.mu.Lock()
+		for s := range n.subs {
+			delete(n.subs, s)
+			close(s.ch)
+		}
+		n.mu.Unlock()
+		n.log.Info("node closed")
+	})
+	return nil
+}
+
+// readPackets feeds datagrams to the loop, dropping them when its queue is full.
+func (n *Node) readPackets() {
+	defer n.wg.Done()
+	buf := make([]byte, maxPacketSize)
+	for {
+		sz, from, err := n.tr.ReadFrom(buf)
+		if err != nil {
+			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			n.metrics.netErrors.WithLabelValues("read").Inc()
+			n.log.Warn("reading a packet", "err", err)
+			continue
+		}
+		select {
+		case n.packets <- inPacket{from: from, data: append([]byte(nil), buf[:sz]...)}:
+		default:
+			n.metrics.inboundDropped.Inc()
+		}
+	}
+}
+
+// acceptStreams serves inbound streams, at most maxInbound at once.
+func (n *Node) acceptStreams() {
+	defer n.wg.Done()
+	sem := make(chan struct{}, maxInbound)
+	for {
+		conn, err := n.tr.Accept()
+		if err != nil {
+			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			n.metrics.netErrors.WithLabelValues("accept").Inc()
+			n.log.Warn("accepting a stream", "err", err)
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			n.metrics.netErrors.WithLabelValues("stream_refused").Inc()
+			conn.Close()
+			continue
+		}
+		n.connMu.Lock()
+		if n.ctx.Err() != nil {
+			n.connMu.Unlock()
+			conn.Close()
+			return
+		}
+		n.conns[conn] = struct{}{}
+		n.connMu.Unlock()
+		n.wg.Add(1)
+		go func() {
+			defer func() {
+				n.connMu.Lock()
+				delete(n.conns, conn)
+				n.connMu.Unlock()
+				conn.Close()
+				<-sem
+				n.wg.Done()
+			}()
+			n.serveStream(conn)
+		}()
+	}
+}
+
+// serveStream reads one request frame, has the loop answer it, writes the reply.
+func (n *Node) serveStream(conn net.Conn) {
+	conn.SetDeadline(time.Now().Add(n.cfg.StreamTimeout))
+	req, err := wire.ReadFrame(conn, wire.DefaultMaxFrame)
+	if err != nil {
+		n.metrics.netErrors.WithLabelValues("stream_read").Inc()
+		n.log.Debug("reading a stream request", "from", conn.RemoteAddr(), "err", err)
+		return
+	}
+	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
+	select {
+	case n.streams <- s:
+	case <-n.ctx.Done():
+		return
+	}
+	var reply []byte
+	select {
+	case reply = <-s.reply:
+	case <-n.ctx.Done():
+		return
+	}
+	if reply == nil {
+		return
+	}
+	if _, err := conn.Write(reply); err != nil {
+		n.metrics.netErrors.WithLabelValues("stream_write").Inc()
+		n.log.Debug("writing a stream reply", "to", conn.RemoteAddr(), "err", err)
+	}
+}
+
+// runStream carries one outbound stream and hands the result to the loop.
+func (n *Node) runStream(s host.Stream) {
+	defer n.wg.Done()
+	start := n.clock.Now()
+	reply, err := n.exchange(s)
+	r := streamResult{to: s.To, reply: reply, err: err, took: n.clock.Now().Sub(start)}
+	select {
+	case n.results <- r:
+	case <-n.ctx.Done():
+	}
+}
+
+func (n *Node) exchange(s host.Stream) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StreamTimeout)
+	defer cancel()
+	conn, err := n.tr.Dial(ctx, s.To)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if _, err := conn.Write(s.Data); err != nil {
+		return nil, err
+	}
+	return wire.ReadFrame(conn, wire.DefaultMaxFrame)
+}
+
+// loop owns the host: every input, timer and command runs here, one at a time.
+func (n *Node) loop() {
+	defer n.wg.Done()
+	defer close(n.loopEnd)
+	timer := n.clock.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := n.clock.Now()
+		if d := n.host.NextDeadline(); !d.IsZero() && !d.After(now) {
+			n.host.Tick(now)
+		}
+		if j := n.join; j != nil && !j.retryAt.IsZero() && !j.retryAt.After(now) {
+			n.retryJoin(now)
+		}
+		n.flush()
+		timer.Reset(n.sleep(now))
+		select {
+		case <-n.ctx.Done():
+			n.publishFinal()
+			return
+		case p := <-n.packets:
+			n.handlePacket(p)
+		case s := <-n.streams:
+			s.reply <- n.host.HandleStream(n.clock.Now(), s.from, s.req)
+		case r := <-n.results:
+			n.handleResult(r)
+		case f := <-n.cmds:
+			f()
+		case <-timer.C():
+		}
+	}
+}
+
+// sleep is how long the loop may wait for input before a deadline is due.
+func (n *Node) sleep(now time.Time) time.Duration {
+	next := n.host.NextDeadline()
+	if j := n.join; j != nil && !j.retryAt.IsZero() && (next.IsZero() || j.retryAt.Before(next)) {
+		next = j.retryAt
+	}
+	if next.IsZero() {
+		return time.Hour // nothing scheduled: wait for input
+	}
+	return max(next.Sub(now), 0)
+}
+
+func (n *Node) handlePacket(p inPacket) {
+	data := p.data
+	n.metrics.bytesSealedIn.Add(float64(len(data)))
+	if n.kr != nil {
+		plain, err := wire.Open(n.kr, data)
+		if err != nil {
+			n.metrics.decryptFailures.Inc()
+			n.log.Debug("dropping a packet that does not open", "from", p.from, "err", err)
+			return
+		}
+		data = plain
+	}
+	now := n.clock.Now()
+	n.countPacket(dirIn, p.from, data, now)
+	n.host.HandlePacket(now, p.from, data)
+}
+
+func (n *Node) handleResult(r streamResult) {
+	now := n.clock.Now()
+	n.metrics.pushPullDuration.Observe(r.took.Seconds())
+	if r.err != nil {
+		n.metrics.netErrors.WithLabelValues("stream").Inc()
+		n.log.Debug("stream failed", "to", r.to, "err", r.err)
+		n.host.StreamFailed(now, r.to)
+	} else {
+		n.host.HandleStreamReply(now, r.to, r.reply)
+	}
+	n.joinResult(now, r)
+}
+
+// flush drains the host's outputs: packets sent, streams started, events published,
+// then waiting Leave calls released once the leave has been gossiped.
+func (n *Node) flush() {
+	rd := n.host.Ready()
+	now := n.clock.Now()
+	for _, p := range rd.Packets {
+		n.countPacket(dirOut, p.To, p.Data, now)
+		data := p.Data
+		if n.kr != nil {
+			sealed, err := wire.Seal(n.kr, data, crand.Reader)
+			if err != nil {
+				panic("node: sealing our own packet: " + err.Error())
+			}
+			data = sealed
+		}
+		n.metrics.bytesSealedOut.Add(float64(len(data)))
+		if err := n.tr.WriteTo(data, p.To); err != nil && n.ctx.Err() == nil {
+			n.metrics.netErrors.WithLabelValues("write").Inc()
+			n.log.Debug("sending a packet", "to", p.To, "err", err)
+		}
+	}
+	for _, s := range rd.Streams {
+		n.wg.Add(1)
+		go n.runStream(s)
+	}
+	sw := n.host.Swim()
+	st := sw.Stats()
+	if len(rd.Events) > 0 {
+		n.publish(rd.Events, sw.Members(), st, sw.LocalHealth())
+	}
+	if len(n.leaves) > 0 && (st.QueueLen == 0 || !n.anyLivePeer()) {
+		for _, c := range n.leaves {
+			close(c)
+		}
+		n.leaves = nil
+	}
+}
+
+func (n *Node) anyLivePeer() bool {
+	for _, m := range n.host.Swim().Members() {
+		if m.Name != n.cfg.Name && (m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect) {
+			return true
+		}
+	}
+	return false
+}
+
+// publishFinal keeps the last view readable after the loop stops.
+func (n *Node) publishFinal() {
+	sw := n.host.Swim()
+	n.mu.Lock()
+	n.members, n.stats, n.health = sw.Members(), sw.Stats(), sw.LocalHealth()
+	n.mu.Unlock()
+}
+
+// CorrelationID is the id logged with a membership event and carried by Event.ID
+// and the control API's watch stream: the same fact has the same id on every node.
+func CorrelationID(member string, incarnation uint64, kind swim.EventKind) string {
+	var d xxhash.Digest
+	d.Reset()
+	d.WriteString(member)
+	var b [10]byte
+	b[0] = 0
+	binary.LittleEndian.PutUint64(b[1:9], incarnation)
+	b[9] = byte(kind)
+	d.Write(b[:])
+	var out [8]byte
+	binary.BigEndian.PutUint64(out[:], d.Sum64())
+	return hex.EncodeToString(out[:])
+}
+
+// publish records events: version, history for watch streams, logs, subscribers.
+func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, e := range evs {
+		n.version++
+		ev := Event{ID: CorrelationID(e.Member.Name, e.Member.Incarnation, e.Kind), Kind: e.Kind,
+			Member: e.Member, At: e.At, Version: n.version}
+		n.history = append(n.history, control.Change{N: n.version, ID: ev.ID, Kind: KindName(e.Kind),
+			Peer: n.peer(e.Member), At: e.At})
+		if len(n.history) > n.cfg.History {
+			n.history = slices.Delete(n.history, 0, len(n.history)-n.cfg.History)
+		}
+		level := slog.LevelInfo
+		if e.Kind == swim.EventSuspect || e.Kind == swim.EventDead {
+			level = slog.LevelWarn
+		}
+		n.log.Log(context.Background(), level, "member "+KindName(e.Kind),
+			"event_id", ev.ID, "member", e.Member.Name, "addr", e.Member.Addr,
+			"incarnation", e.Member.Incarnation, "version", n.version)
+		for s := range n.subs {
+			s.send(ev)
+		}
+		if e.Kind == swim.EventJoin && e.Member.Name != n.cfg.Name {
+			n.joined = true
+		}
+	}
+	n.members, n.stats, n.health = members, st, health
+	close(n.changed)
+	n.changed = make(chan struct{})
+}
+
+// KindName is the lower-case name of an event kind, as logged and served.
+func KindName(k swim.EventKind) string {
+	switch k {
+	case swim.EventJoin:
+		return "join"
+	case swim.EventUpdate:
+		return "update"
+	case swim.EventSuspect:
+		return "suspect"
+	case swim.EventAlive:
+		return "alive"
+	case swim.EventDead:
+		return "dead"
+	case swim.EventLeft:
+		return "left"
+	}
+	return fmt.Sprintf("kind%d", k)
+}
+
+// StatusName is the lower-case name of a member status, as logged and served.
+func StatusName(s swim.Status) string {
+	switch s {
+	case swim.StatusAlive:
+		return "alive"
+	case swim.StatusSuspect:
+		return "suspect"
+	case swim.StatusDead:
+		return "dead"
+	case swim.StatusLeft:
+		return "left"
+	}
+	return fmt.Sprintf("status%d", s)
+}
+
+func (n *Node) peer(m Member) control.Peer {
+	return control.Peer{Name: m.Name, Address: m.Addr, Status: StatusName(m.Status),
+		Incarnation: m.Incarnation, Meta: map[string]string{}, Since: m.Since, Local: m.Name == n.cfg.Name}
+}
+
+// Subscription delivers membership events. Its channel C has Config.EventBuffer
+// slots; when a reader falls behind and C is full, the oldest buffered event is
+// dropped to make room (counted by Dropped), so the loop never waits for a reader.
+// A reader that must not miss changes re-reads Members after seeing Dropped grow.
+// C is closed by Close and by Node.Close.
+type Subscription struct {
+	C       <-chan Event
+	ch      chan Event
+	n       *Node
+	dropped uint64 // guarded by n.mu
+}
+
+// Subscribe returns a new subscription to membership events from now on.
+func (n *Node) Subscribe() *Subscription {
+	ch := make(chan Event, n.cfg.EventBuffer)
+	s := &Subscription{C: ch, ch: ch, n: n}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ctx.Err() != nil {
+		close(ch)
+		return s
+	}
+	n.subs[s] = struct{}{}
+	return s
+}
+
+// send delivers e, dropping the oldest buffered event if C is full. Caller holds n.mu.
+func (s *Subscription) send(e Event) {
+	for {
+		select {
+		case s.ch <- e:
+			return
+		default:
+		}
+		select {
+		case <-s.ch:
+			s.dropped++
+			s.n.metrics.subscriberDropped.Inc()
+		default:
+		}
+	}
+}
+
+// Dropped is how many events were dropped because C was full.
+func (s *Subscription) Dropped() uint64 {
+	s.n.mu.Lock()
+	defer s.n.mu.Unlock()
+	return s.dropped
+}
+
+// Close ends the subscription and closes C.
+func (s *Subscription) Close() {
+	s.n.mu.Lock()
+	defer s.n.mu.Unlock()
+	if _, ok := s.n.subs[s]; ok {
+		delete(s.n.subs, s)
+		close(s.ch)
+	}
+}
+
+// controlSource adapts a Node to control.Source without widening Node's API.
+type controlSource struct{ n *Node }
+
+func (c controlSource) Snapshot() control.Snapshot {
+	n := c.n
+	var ms []Member
+	var v uint64
+	if !n.do(func() {
+		ms = n.host.Swim().Members()
+		n.mu.Lock()
+		v = n.version
+		n.mu.Unlock()
+	}) {
+		n.mu.Lock()
+		ms, v = n.members, n.version
+		n.mu.Unlock()
+	}
+	s := control.Snapshot{Version: control.Version{Epoch: n.epoch, N: v}, Peers: make([]control.Peer, len(ms))}
+	for i, m := range ms {
+		s.Peers[i] = n.peer(m)
+	}
+	return s
+}
+
+func (c controlSource) ChangesSince(v uint64) ([]control.Change, bool) {
+	n := c.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if v >= n.version {
+		return nil, v == n.version
+	}
+	if len(n.history) == 0 || n.history[0].N > v+1 {
+		return nil, false
+	}
+	return slices.Clone(n.history[v+1-n.history[0].N:]), true
+}
+
+func (c controlSource) Changed() <-chan struct{} {
+	c.n.mu.Lock()
+	defer c.n.mu.Unlock()
+	return c.n.changed
+}
+
+func (c controlSource) Healthy() error {
+	select {
+	case <-c.n.loopEnd:
+		return ErrClosed
+	default:
+		return nil
+	}
+}
+
+func (c controlSource) Ready() error {
+	n := c.n
+	if err := c.Healthy(); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.leaving:
+		return errors.New("leaving the cluster")
+	case len(n.cfg.Join) > 0 && !n.joined:
+		return fmt.Errorf("joining: no seed of %s has answered yet", strings.Join(n.cfg.Join, ", "))
+	}
+	return nil
+}
