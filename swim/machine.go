@@ -307,7 +307,8 @@ func (m *Machine) Join(now time.Time, seeds []string) {
 
 // Leave starts a graceful leave: we mark ourselves left, push the Leave eagerly and
 // keep gossiping it; we stop probing and no longer refute anything. The host should
-// keep running the machine for a few gossip intervals before shutting down.
+// keep running the machine for a few gossip intervals before shutting down. Leave is
+// final: to come back, start a new Machine (it will refute its old self).
 func (m *Machine) Leave(now time.Time) {
 	if m.leaving {
 		return
