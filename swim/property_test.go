@@ -138,3 +138,69 @@ func FuzzHandlePacket(f *testing.F) {
 		}
 	})
 }
+
+// The queue's lists, key index and counts stay consistent under any mix of pushes
+// and packet fills, and a packet never exceeds its MTU or repeats a broadcast.
+func TestPropertyQueueConsistent(t *testing.T) {
+	rapid.Check(t, func(rt *rapid.T) {
+		limit := rapid.IntRange(1, 20).Draw(rt, "limit")
+		qs := newQueues(limit)
+		for range rapid.IntRange(1, 80).Draw(rt, "steps") {
+			if rapid.Bool().Draw(rt, "push") {
+				kind := bcastKind(rapid.IntRange(0, int(numKinds)-1).Draw(rt, "kind"))
+				key := rapid.SampledFrom([]string{"", "a", "b", "c"}).Draw(rt, "key")
+				size := rapid.IntRange(0, 400).Draw(rt, "size")
+				b := &broadcast{kind: kind, key: key, msg: wire.AppendMessage(nil, &wire.User{Payload: make([]byte, size)})}
+				qs.push(b)
+			} else {
+				mtu := rapid.IntRange(64, 1400).Draw(rt, "mtu")
+				p := wire.NewPacker(mtu, 0)
+				qs.fill(p)
+				seen := map[*broadcast]bool{}
+				for _, b := range qs.picked {
+					if seen[b] {
+						rt.Fatal("a broadcast twice in one packet")
+					}
+					seen[b] = true
+				}
+				if len(p.Bytes()) > mtu {
+					rt.Fatalf("packet %d > mtu %d", len(p.Bytes()), mtu)
+				}
+				qs.commit(rapid.IntRange(1, 5).Draw(rt, "transmits"))
+			}
+			total := 0
+			for k := range qs.q {
+				q := &qs.q[k]
+				n := 0
+				for t, l := range q.buckets {
+					var prev *broadcast
+					for b := l.head; b != nil; b = b.next {
+						if !b.queued || b.kind != bcastKind(k) || b.transmits != t || b.prev != prev || b.picked {
+							rt.Fatalf("bad list entry %+v in kind %d bucket %d", b, k, t)
+						}
+						if b.key != "" && q.byKey[b.key] != b {
+							rt.Fatalf("key %q not indexed", b.key)
+						}
+						prev = b
+						n++
+					}
+					if l.tail != prev {
+						rt.Fatal("tail out of step")
+					}
+				}
+				for key, b := range q.byKey {
+					if !b.queued || b.key != key {
+						rt.Fatalf("key %q indexes a retired broadcast", key)
+					}
+				}
+				if n != q.n || n > limit {
+					rt.Fatalf("kind %d counts %d, holds %d, limit %d", k, q.n, n, limit)
+				}
+				total += n
+			}
+			if total != qs.Len() {
+				rt.Fatal("Len out of step")
+			}
+		}
+	})
+}
