@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"reflect"
 	"strings"
@@ -134,7 +135,12 @@ func TestDecodeErrors(t *testing.T) {
 		}
 		return b
 	}
-	entry := func(k string, v []byte) map[string]any { return map[string]any{"k": k, "v": v} }
+	entry := func(k string, v []byte) map[string]any {
+		if v == nil {
+			return map[string]any{"k": k}
+		}
+		return map[string]any{"k": k, "v": v}
+	}
 	tests := []struct {
 		name string
 		in   []byte
@@ -247,4 +253,37 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		s.Merge(sn)
 		checkInvariants(t, s)
 	})
+}
+
+// The test vectors of docs/metadata.md: the format is a contract with other
+// implementations, so these bytes only change with the document.
+func TestVectors(t *testing.T) {
+	tests := []struct {
+		hex  string
+		want Delta
+	}{
+		{
+			"85a16ea76e6f64652d3137a17382a16503a16329a16882a16503a1632aa16681a16503a1789183a16ba47a6f6e65a176c40a65752d776573742d3161a1632a",
+			Delta{Node: "node-17", Since: Version{3, 41}, Have: Version{3, 42}, Floor: Version{3, 0},
+				Entries: []Entry{{Key: "zone", Value: []byte("eu-west-1a"), Version: Version{3, 42}}}},
+		},
+		{
+			"85a16ea76e6f64652d3137a17382a16503a1632aa16882a16503a1632ba16681a16503a1789183a16ba47a6f6e65a1632ba164c3",
+			Delta{Node: "node-17", Since: Version{3, 42}, Have: Version{3, 43}, Floor: Version{3, 0},
+				Entries: []Entry{{Key: "zone", Version: Version{3, 43}, Deleted: true}}},
+		},
+	}
+	for _, tt := range tests {
+		b, err := hex.DecodeString(tt.hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := DecodeDelta(b, DefaultLimits())
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Fatalf("decode %s: %v\n got %+v\nwant %+v", tt.hex, err, got, tt.want)
+		}
+		if enc := hex.EncodeToString(AppendDelta(nil, tt.want)); enc != tt.hex {
+			t.Fatalf("encode %+v:\n got %s\nwant %s", tt.want, enc, tt.hex)
+		}
+	}
 }
