@@ -1,9 +1,5 @@
-// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, cert and sim
-// subcommands.
-//
-// This minimal dispatcher was written by the sim helper so `omnirelay sim` works
-// before the node helper's subcommands land; node helper: extend it, and keep the
-// "sim" case dispatching to runSim (cmd/omnirelay/sim.go).
+// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, keygen and sim
+// subcommands. Only this package calls os.Exit.
 package main
 
 import (
@@ -12,17 +8,40 @@ import (
 	"os"
 )
 
+const usage = `usage: omnirelay <command> [args]
+
+commands:
+  demo     run a 5-node mesh on this machine and watch it detect a crash (start here)
+  agent    run one mesh node and its control API
+  mesh     query an agent's control API (mesh peers list, mesh peers get NAME)
+  keygen   print a new base64 packet-encryption key
+  sim      run membership scenarios in the deterministic simulator
+
+Run "omnirelay <command> --help" for a command's flags.
+`
+
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: omnirelay <command> [args]\ncommands: sim")
+		fmt.Fprint(stderr, usage)
 		return 2
 	}
 	switch args[0] {
+	case "agent":
+		return runAgent(args[1:], stdout, stderr)
+	case "demo":
+		return runDemo(args[1:], stdout, stderr)
+	case "mesh":
+		return runMesh(args[1:], stdout, stderr)
+	case "keygen":
+		return runKeygen(args[1:], stdout, stderr)
 	case "sim":
 		return runSim(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
 	}
-	fmt.Fprintf(stderr, "omnirelay: unknown command %q\n", args[0])
+	fmt.Fprintf(stderr, "omnirelay: unknown command %q\n%s", args[0], usage)
 	return 2
 }
