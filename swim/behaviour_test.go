@@ -773,3 +773,49 @@ func TestPausedMemberDeclaredDeadComesBack(t *testing.T) {
 		t.Logf("repair=%v: back=%v after %v, n3 refuted %d times", repair, ok, took, st.Refutations)
 	}
 }
+
+// Without Lifeguard's aware suspicion every suspicion lasts the SWIM minimum, and
+// confirmations change nothing.
+func TestSuspicionWithoutAwarenessLastsTheMinimum(t *testing.T) {
+	m := newMachine(t, "a", func(c *Config) { c.Lifeguard.AwareSuspicion = false })
+	for i := range 20 {
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}, &wire.Suspect{Node: "p00", From: "p02"}))
+	lo := SuspicionMinTimeout(4, 21, 250*time.Millisecond)
+	if got := m.members["p00"].susp.deadline.Sub(epoch); got != lo {
+		t.Fatalf("suspicion lasts %v, want %v", got, lo)
+	}
+}
+
+// A new node that takes over a dead node's address is a different member: the
+// dead one stays dead, the new one joins, and pings for the old name go unanswered.
+func TestNewNodeReusingDeadNodesAddress(t *testing.T) {
+	nt := newNet(t, 5, 12, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	old := nt.node("n2")
+	old.down = true
+	nt.runUntil(30*time.Second, 100*time.Millisecond, func() bool {
+		for _, nd := range nt.nodes {
+			if mem, _ := statusOf(nd, "n2"); !nd.down && mem.Status != StatusDead {
+				return false
+			}
+		}
+		return true
+	})
+	fresh := nt.add("fresh", old.addr, 99, nil)
+	fresh.m.Join(nt.now, []string{nt.nodes[0].addr})
+	if _, ok := nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged); !ok {
+		t.Fatal("fresh not alive everywhere")
+	}
+	nt.run(30 * time.Second)
+	for _, nd := range nt.nodes {
+		if mem, _ := statusOf(nd, "n2"); nd != fresh && mem.Status != StatusDead {
+			t.Fatalf("%s sees n2 %v after its address was reused", nd.name, mem.Status)
+		}
+	}
+	if !nt.converged() {
+		t.Fatal("cluster lost a member after the address reuse")
+	}
+}
