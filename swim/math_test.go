@@ -168,3 +168,12 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		}
 	}
 }
+
+// Test vector of PROTOCOL.md 10.6: a view of node-a (alive, incarnation 0) and
+// node-b (suspect, incarnation 7). Another implementation must get the same values.
+func TestDigestVector(t *testing.T) {
+	a, b := MemberHash("node-a", 0, StatusAlive), MemberHash("node-b", 7, StatusSuspect)
+	if a != 0xe34b48b7cd30b202 || b != 0xb5379101b37c3ba9 || a+b != 0x9882d9b980acedab {
+		t.Fatalf("a=%016x b=%016x sum=%016x", a, b, a+b)
+	}
+}
