@@ -358,3 +358,49 @@ func TestRunWithInjectedStack(t *testing.T) {
 		t.Fatalf("measured %v s, want 5", res.MeasuredSeconds)
 	}
 }
+
+// pinger sends one 64-byte datagram to a random node every 10ms and ignores what
+// it receives: next to nothing, so BenchmarkEngine measures the engine.
+type pinger struct {
+	recorder
+	rng   *rand.Rand
+	peers []string
+	next  time.Time
+	data  []byte
+}
+
+func (p *pinger) Tick(now time.Time) {
+	p.next = now.Add(10 * time.Millisecond)
+	p.out.Packets = append(p.out.Packets, swim.Packet{To: p.peers[p.rng.IntN(len(p.peers))], Data: p.data})
+}
+func (p *pinger) HandlePacket(now time.Time, from string, data []byte) {}
+func (p *pinger) NextDeadline() time.Time                            { return p.next }
+
+// BenchmarkEngine measures the simulator's own cost per event (network model,
+// heap, trace hash) with a stack that does almost nothing.
+func BenchmarkEngine(b *testing.B) {
+	const n = 1000
+	peers := make([]string, n)
+	for i := range peers {
+		peers[i] = addrOf(i)
+	}
+	s, err := New(Config{Seed: 1, NewStack: func(name, addr string, rng *rand.Rand, now time.Time) (Stack, error) {
+		return &pinger{rng: rng, peers: peers, next: now, data: make([]byte, 64)}, nil
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		if _, err := s.AddNode(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.RunFor(time.Second)
+	start := s.Metrics().Events
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.RunFor(100 * time.Millisecond)
+	}
+	ev := float64(s.Metrics().Events - start)
+	b.ReportMetric(b.Elapsed().Seconds()*1e9/ev, "ns/event")
+}
