@@ -374,7 +374,7 @@ func (p *pinger) Tick(now time.Time) {
 	p.out.Packets = append(p.out.Packets, swim.Packet{To: p.peers[p.rng.IntN(len(p.peers))], Data: p.data})
 }
 func (p *pinger) HandlePacket(now time.Time, from string, data []byte) {}
-func (p *pinger) NextDeadline() time.Time                            { return p.next }
+func (p *pinger) NextDeadline() time.Time                              { return p.next }
 
 // BenchmarkEngine measures the simulator's own cost per event (network model,
 // heap, trace hash) with a stack that does almost nothing.
