@@ -1,0 +1,99 @@
+package shard
+
+import (
+	"testing"
+	"time"
+)
+
+func testConfig(shards int) Config {
+	cfg := DefaultConfig()
+	cfg.Shards = shards
+	return cfg
+}
+
+func TestBootstrapSettlesOnTargets(t *testing.T) {
+	w := newWorld(testConfig(64), 1, 5)
+	w.elect("node-00")
+	w.run(10 * time.Second)
+	w.report(t)
+	if bad := w.settled(); len(bad) > 0 {
+		t.Fatalf("not settled:\n%s", joinLines(bad))
+	}
+}
+
+// A new leader serves nothing new before every grant of the old one could have
+// lapsed, unless the owners re-confirm: here they do, so no shard stops being
+// served across the failover.
+func TestFailoverKeepsReconfirmedShardsServed(t *testing.T) {
+	w := newWorld(testConfig(64), 2, 5)
+	w.elect("node-00")
+	w.run(10 * time.Second)
+	w.failover(100 * time.Millisecond)
+	gaps := 0
+	for end := 10 * time.Second; end < 20*time.Second; end += 10 * time.Millisecond {
+		w.run(end)
+		for s := range 64 {
+			if w.servedBy(uint32(s)) == "" {
+				gaps++
+			}
+		}
+	}
+	w.report(t)
+	if gaps > 0 {
+		t.Errorf("%d shard-samples unserved across a failover with live owners", gaps)
+	}
+	if bad := w.settled(); len(bad) > 0 {
+		t.Fatalf("not settled:\n%s", joinLines(bad))
+	}
+}
+
+func TestCrashedOwnersShardsReassignedWithinTwoLeases(t *testing.T) {
+	w := newWorld(testConfig(64), 3, 6)
+	w.elect("node-00")
+	w.run(10 * time.Second)
+	w.crash("node-03")
+	w.run(25 * time.Second)
+	w.report(t)
+	lat := w.reassignLatencies()
+	if len(lat) != 1 {
+		t.Fatalf("want one measured death, got %v", lat)
+	}
+	if lat[0] < 0 || lat[0] > 2*w.cfg.LeaseDuration {
+		t.Fatalf("shards of the dead node served elsewhere after %v, want <= %v", lat[0], 2*w.cfg.LeaseDuration)
+	}
+	if bad := w.settled(); len(bad) > 0 {
+		t.Fatalf("not settled:\n%s", joinLines(bad))
+	}
+}
+
+func TestDrainMovesEverythingAtMostKAtOnce(t *testing.T) {
+	cfg := testConfig(64)
+	cfg.MaxMoves = 3
+	w := newWorld(cfg, 4, 4)
+	w.elect("node-00")
+	w.run(10 * time.Second)
+	w.setDraining("node-02", true)
+	maxInflight := 0
+	for end := 10 * time.Second; end < 40*time.Second; end += 5 * time.Millisecond {
+		w.run(end)
+		m := w.nodes[w.leader].ctrl.Map()
+		n := 0
+		for s := range 64 {
+			if m.State(uint32(s)) != StateSteady {
+				n++
+			}
+		}
+		maxInflight = max(maxInflight, n)
+	}
+	w.report(t)
+	if maxInflight > cfg.MaxMoves || maxInflight == 0 {
+		t.Errorf("max shards in flight %d, want 1..%d", maxInflight, cfg.MaxMoves)
+	}
+	m := w.nodes[w.leader].ctrl.Map()
+	if got := m.ShardsOf("node-02"); len(got) != 0 {
+		t.Errorf("drained node still owns %v", got)
+	}
+	if bad := w.settled(); len(bad) > 0 {
+		t.Fatalf("not settled:\n%s", joinLines(bad))
+	}
+}
