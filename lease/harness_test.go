@@ -260,8 +260,16 @@ func (c *cluster) note(format string, args ...any) {
 
 // run processes events up to real time until.
 func (c *cluster) run(until time.Duration) {
+	same := 0
 	for len(c.q) > 0 && c.q[0].at <= until {
 		e := heap.Pop(&c.q).(hevent)
+		if e.at == c.now {
+			if same++; same > 100000 {
+				panic(fmt.Sprintf("livelock: %d events at %v", same, c.now))
+			}
+		} else {
+			same = 0
+		}
 		c.now = e.at
 		switch {
 		case e.fn != nil:
@@ -294,17 +302,18 @@ func (c *cluster) run(until time.Duration) {
 // check verifies the safety invariants at the current instant. Beliefs only become
 // true at events and only lapse with time, so checking at every event suffices.
 func (c *cluster) check() {
-	holders := 0
+	var holders []int
 	for i, nd := range c.nodes {
-		if nd.m == nil {
-			continue
+		if nd.m != nil && nd.m.IsLeader(c.local(i)) {
+			holders = append(holders, i)
 		}
-		now := c.local(i)
-		if !nd.m.IsLeader(now) {
-			continue
-		}
-		holders++
-		e, _ := nd.m.Fence(now)
+	}
+	if len(holders) > 1 && c.violation == nil {
+		c.violation = fmt.Errorf("at %v: %d nodes believe they hold a valid lease", c.now, len(holders))
+	}
+	for _, i := range holders {
+		nd := c.nodes[i]
+		e, _ := nd.m.Fence(c.local(i))
 		if n := len(c.acquired); n > 0 && c.acquired[n-1].holder == nd.name && c.acquired[n-1].epoch == e {
 			continue
 		}
@@ -312,9 +321,6 @@ func (c *cluster) check() {
 			c.violation = fmt.Errorf("at %v: %s holds epoch %d after %s held epoch %d", c.now, nd.name, e, c.acquired[n-1].holder, c.acquired[n-1].epoch)
 		}
 		c.acquired = append(c.acquired, acquisition{holder: nd.name, epoch: e, at: c.now})
-	}
-	if holders > 1 && c.violation == nil {
-		c.violation = fmt.Errorf("at %v: %d nodes believe they hold a valid lease", c.now, holders)
 	}
 }
 

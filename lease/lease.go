@@ -252,7 +252,7 @@ func (m *Machine) votePrepare(now time.Time, p *Prepare) Message {
 	if r := m.refuse(now, p.Epoch, 0, p.Candidate, p.MemberEpoch, p.MemberSeq); r != nil {
 		return r
 	}
-	if !m.mayPromise(p.Epoch, p.Candidate) {
+	if !m.mayPromise(p.Epoch, p.Candidate) || m.competing(p.Epoch, p.Candidate) {
 		return m.reject(p.Epoch, 0, "", nil)
 	}
 	m.promise(p.Epoch, p.Candidate)
@@ -295,6 +295,14 @@ func (m *Machine) refuse(now time.Time, epoch, seq uint64, who string, memberEpo
 		return m.reject(epoch, seq, h, nil)
 	}
 	return nil
+}
+
+// competing reports whether we campaign for epoch or higher ourselves: we then
+// refuse a rival's Prepare as if we had promised ourselves already (refusing is
+// always safe), so that two candidates of one epoch do not promise each other and
+// both fail. A rival with a higher epoch gets our promise and ends our attempt.
+func (m *Machine) competing(epoch uint64, who string) bool {
+	return m.role == roleCandidate && m.preparing && who != m.cfg.Self && epoch <= m.epoch
 }
 
 func (m *Machine) mayPromise(epoch uint64, who string) bool {
@@ -390,7 +398,15 @@ func (m *Machine) tickCandidate(now time.Time) {
 }
 
 // failAttempt gives up the current election and retries after a random backoff.
+// A candidate that got as far as proposing releases what voters accepted: it never
+// acted on the lease, and a partly accepted lease would otherwise block every
+// other candidate for a full hold.
 func (m *Machine) failAttempt(now time.Time) {
+	if m.role == roleCandidate && !m.preparing {
+		r := &Release{Epoch: m.epoch, Holder: m.cfg.Self}
+		m.voteRelease(now, r)
+		m.bcast(r)
+	}
 	m.becomeFollower(now)
 	m.electAt = now.Add(backoff(m.rng, m.cfg.BackoffMin, m.cfg.BackoffMax))
 }
@@ -547,6 +563,13 @@ func (m *Machine) stepReject(now time.Time, r *Reject) {
 	if m.role != roleCandidate || r.Epoch != m.epoch {
 		return // a leader keeps renewing: its lease lapses by itself if quorums fail
 	}
+	if r.Holder != "" {
+		// Another holder's lease stands: it will for up to a full hold, and we
+		// would only be refused again. Its renewals will reach us if we can hear it.
+		m.failAttempt(now)
+		m.electAt = m.electAt.Add(VoterHold(m.cfg.LeaseDuration, m.cfg.MaxDrift))
+		return
+	}
 	if m.preparing && r.Seq == 0 {
 		m.prejects[r.Voter] = true
 		if !quorumPossible(m.st.Membership, m.prejects) {
@@ -657,8 +680,8 @@ func (m *Machine) NextDeadline() time.Time {
 		add(m.renewAt)
 		add(m.validUntil)
 	}
-	if m.seenHolder != "" {
-		add(m.accExpires) // to report the lease lapsing
+	if m.seenHolder != "" && m.seenHolder != m.cfg.Self {
+		add(m.accExpires) // to report the lease we accepted lapsing
 	}
 	return d
 }

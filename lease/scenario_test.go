@@ -88,10 +88,24 @@ func TestLeaderCrashFailsOverWithHigherEpoch(t *testing.T) {
 	}
 }
 
+// tight strips the slack that could hide a deadline bug: no margin, and voters that
+// campaign within a millisecond of a lease lapsing (with a faster network, so they
+// still rarely collide). The drift argument alone must keep the holders apart.
+func tight(cfg *Config) {
+	cfg.Margin, cfg.BackoffMin, cfg.BackoffMax = 0, 0, time.Millisecond
+}
+
 func TestPartitionedLeaderStopsBeforeMajorityElects(t *testing.T) {
-	for _, n := range []int{3, 5} {
-		t.Run(fmt.Sprint(n), func(t *testing.T) {
-			c := newCluster(n, 3, nil)
+	for _, tc := range []struct {
+		n     int
+		tweak func(*Config)
+	}{{3, nil}, {5, nil}, {3, tight}, {5, tight}} {
+		t.Run(fmt.Sprintf("%d/tight=%v", tc.n, tc.tweak != nil), func(t *testing.T) {
+			n := tc.n
+			c := newCluster(n, 3, tc.tweak)
+			if tc.tweak != nil { // elections as fast as the network allows
+				c.latMin, c.latMax = 10*time.Microsecond, 50*time.Microsecond
+			}
 			old := stableLeader(t, c, 5*sec)
 			// The old leader's clock runs slow and the others' fast, within the bound.
 			for i := range c.nodes {
