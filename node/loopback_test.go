@@ -1,15 +1,18 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -273,4 +276,42 @@ func TestCloseStopsEveryGoroutine(t *testing.T) {
 	eventually(t, 5*time.Second, "goroutines back to the start count", func() bool {
 		return runtime.NumGoroutine() <= before
 	})
+}
+
+// TestWatchStreamsRealMembershipChanges reads the SSE watch of a live node while a
+// peer crashes: a snapshot first, then suspect and dead events whose ids are the
+// correlation ids the node logs.
+func TestWatchStreamsRealMembershipChanges(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	srv := httptest.NewServer(nodes[0].Handler())
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/control/v1/peers?watch=true", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	nodes[2].Close()
+	sc := bufio.NewScanner(resp.Body)
+	var kinds []string
+	for sc.Scan() && !slices.Contains(kinds, "dead") {
+		line := sc.Text()
+		if k, ok := strings.CutPrefix(line, "event: "); ok {
+			kinds = append(kinds, k)
+		}
+		if d, ok := strings.CutPrefix(line, "data: "); ok && kinds[len(kinds)-1] == "dead" {
+			var c control.Change
+			if err := json.Unmarshal([]byte(d), &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Peer.Name != nodes[2].Name() || c.ID != CorrelationID(c.Peer.Name, c.Peer.Incarnation, swim.EventDead) {
+				t.Errorf("dead event %+v", c)
+			}
+		}
+	}
+	if len(kinds) < 3 || kinds[0] != "snapshot" || !slices.Contains(kinds, "suspect") {
+		t.Fatalf("watch events %v, want snapshot, ..., suspect, ..., dead", kinds)
+	}
 }

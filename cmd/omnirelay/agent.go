@@ -111,7 +111,7 @@ type agentFile struct {
 
 // Agent defaults beyond node's.
 const (
-	defaultControl      = "127.0.0.1:7947"
+	defaultControl      = "127.0.0.1:7070"
 	defaultJoinTimeout  = 30 * time.Second
 	defaultLeaveTimeout = 5 * time.Second
 )

@@ -22,7 +22,7 @@ const meshUsage = `usage:
   omnirelay mesh peers get NAME [--addr URL] [-o table|json]
 
 Reads an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
-http://127.0.0.1:7947. Statuses: alive, suspect, dead, left.
+http://127.0.0.1:7070. Statuses: alive, suspect, dead, left.
 `
 
 func runMesh(args []string, stdout, stderr io.Writer) int {
