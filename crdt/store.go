@@ -148,21 +148,16 @@ func (s *Store) clusterWrite(epoch uint64, key string, c cell) (Delta, error) {
 	case epoch == m.epoch():
 		return s.write(m, key, c)
 	}
-	// Open the epoch on a copy, so a write over the limits leaves nothing changed.
-	n := m.clone()
+	// Open the epoch on a copy (reissue builds fresh entries and leaves m's alone),
+	// so a write over the limits changes nothing.
+	n := *m
 	n.reissue(epoch)
 	if _, err := n.write(key, c, s.lim); err != nil {
 		return Delta{}, err
 	}
 	s.digest += n.digest - m.digest
-	s.cluster, s.clusterOwned = n, true
+	s.cluster, s.clusterOwned = &n, true
 	return n.deltaSince(Version{}), nil
-}
-
-func (m *lwwMap) clone() *lwwMap {
-	n := *m
-	n.entries = maps.Clone(m.entries)
-	return &n
 }
 
 // Apply merges a delta received from a peer. Nothing of a delta that fails
