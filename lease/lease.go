@@ -325,6 +325,9 @@ func (m *Machine) reject(epoch, seq uint64, holder string, mb *Membership) *Reje
 func (m *Machine) voteRelease(now time.Time, r *Release) {
 	if m.accEpoch == r.Epoch && m.accHolder == r.Holder && now.Before(m.accExpires) {
 		m.accExpires = now
+		if m.role == roleFollower {
+			m.electAt = time.Time{} // reschedule from now, not from the old expiry
+		}
 	}
 }
 

@@ -1,0 +1,252 @@
+package lease
+
+import (
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+var abc = []string{"a", "b", "c"}
+
+// voterAt builds voter "a" of {a,b,c} started at origin on store, and returns the
+// instant its quiet period ends.
+func voterAt(t *testing.T, store *MemoryStorage) (*Machine, time.Time) {
+	t.Helper()
+	cfg := DefaultConfig("a", abc)
+	m, err := New(cfg, store, rand.New(rand.NewPCG(1, 1)), origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Ready()
+	return m, origin.Add(QuietPeriod(cfg.LeaseDuration, cfg.MaxDrift))
+}
+
+// only returns the single message of rd sent to to.
+func only(t *testing.T, rd Ready, to string) Message {
+	t.Helper()
+	if len(rd.Messages) != 1 || rd.Messages[0].To != to {
+		t.Fatalf("want one message to %s, got %+v", to, rd.Messages)
+	}
+	return rd.Messages[0].Msg
+}
+
+func TestPromiseIsSavedBeforeItIsSent(t *testing.T) {
+	m, quiet := voterAt(t, &MemoryStorage{})
+	m.Step(quiet, &Prepare{Epoch: 5, Candidate: "b"})
+	rd := m.Ready()
+	if _, ok := only(t, rd, "b").(*Promise); !ok {
+		t.Fatalf("want a Promise, got %+v", rd.Messages[0].Msg)
+	}
+	if rd.State == nil || rd.State.Promised != 5 || rd.State.PromisedTo != "b" {
+		t.Fatalf("the Ready carrying the Promise must carry the promise to save: %+v", rd.State)
+	}
+	// A retransmitted Prepare changes nothing to save.
+	m.Step(quiet, &Prepare{Epoch: 5, Candidate: "b"})
+	if rd := m.Ready(); rd.State != nil {
+		t.Fatalf("nothing changed, yet State to save: %+v", rd.State)
+	}
+}
+
+func TestVoterRules(t *testing.T) {
+	mb := Membership{Voters: abc}
+	for _, tc := range []struct {
+		name  string
+		setup []Message // stepped after the quiet period, answers discarded
+		req   Message
+		want  string // "promise", "accept", or "reject" plus the reason field
+	}{
+		{"fresh voter promises", nil, &Prepare{Epoch: 1, Candidate: "b"}, "promise"},
+		{"lower epoch refused", []Message{&Prepare{Epoch: 5, Candidate: "b"}}, &Prepare{Epoch: 4, Candidate: "c"}, "reject highest=5"},
+		{"same epoch to another refused", []Message{&Prepare{Epoch: 5, Candidate: "b"}}, &Prepare{Epoch: 5, Candidate: "c"}, "reject highest=5"},
+		{"same epoch to same candidate again", []Message{&Prepare{Epoch: 5, Candidate: "b"}}, &Prepare{Epoch: 5, Candidate: "b"}, "promise"},
+		{"standing lease blocks a higher epoch", []Message{&Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb}}, &Prepare{Epoch: 9, Candidate: "c"}, "reject holder=b"},
+		{"standing lease does not block its holder", []Message{&Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb}}, &Prepare{Epoch: 9, Candidate: "b"}, "promise"},
+		{"propose without prepare (Paxos phase 2)", nil, &Propose{Epoch: 3, Seq: 1, Holder: "c", Duration: 3 * sec, Membership: mb}, "accept"},
+		{"propose below promise refused", []Message{&Prepare{Epoch: 5, Candidate: "b"}}, &Propose{Epoch: 4, Seq: 1, Holder: "c", Duration: 3 * sec, Membership: mb}, "reject highest=5"},
+		{"renew of another holder refused while lease stands", []Message{&Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb}}, &Renew{Epoch: 6, Seq: 1, Holder: "c", Duration: 3 * sec, Membership: mb}, "reject holder=b"},
+		{"renew by a holder we missed", nil, &Renew{Epoch: 7, Seq: 4, Holder: "c", Duration: 3 * sec, Membership: mb}, "accept"},
+		{"released lease no longer blocks", []Message{&Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb}, &Release{Epoch: 5, Holder: "b"}}, &Prepare{Epoch: 9, Candidate: "c"}, "promise"},
+		{"release of another epoch ignored", []Message{&Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb}, &Release{Epoch: 4, Holder: "b"}}, &Prepare{Epoch: 9, Candidate: "c"}, "reject holder=b"},
+		{"older voter set refused", []Message{&Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: Membership{Epoch: 5, Seq: 1, Voters: abc, Joint: []string{"b", "c", "d"}}}, &Release{Epoch: 5, Holder: "b"}}, &Prepare{Epoch: 9, Candidate: "c"}, "reject membership=5.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, quiet := voterAt(t, &MemoryStorage{})
+			for _, s := range tc.setup {
+				m.Step(quiet, s)
+			}
+			m.Ready()
+			m.Step(quiet.Add(time.Millisecond), tc.req)
+			rd := m.Ready()
+			if len(rd.Messages) != 1 {
+				t.Fatalf("want one answer, got %+v", rd.Messages)
+			}
+			var got string
+			switch r := rd.Messages[0].Msg.(type) {
+			case *Promise:
+				got = "promise"
+			case *Accept:
+				got = "accept"
+			case *Reject:
+				switch {
+				case r.Membership != nil:
+					got = "reject membership=" + itoa(r.Membership.Epoch) + "." + itoa(r.Membership.Seq)
+				case r.Holder != "":
+					got = "reject holder=" + r.Holder
+				default:
+					got = "reject highest=" + itoa(r.Highest)
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func itoa(n uint64) string {
+	if n == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; n > 0; n /= 10 {
+		b = append([]byte{byte('0' + n%10)}, b...)
+	}
+	return string(b)
+}
+
+func TestRestartedVoterNeverLowersPromiseAndStaysQuiet(t *testing.T) {
+	store := &MemoryStorage{}
+	m, quiet := voterAt(t, store)
+	m.Step(quiet, &Prepare{Epoch: 7, Candidate: "b"})
+	if rd := m.Ready(); rd.State != nil {
+		_ = store.Save(*rd.State)
+	}
+	// Restart: a new machine on the same storage, at a later instant.
+	restart := quiet.Add(time.Minute)
+	m2, err := New(DefaultConfig("a", abc), store, rand.New(rand.NewPCG(2, 2)), restart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m2.st.Promised; got != 7 {
+		t.Fatalf("restarted voter promises %d, want 7", got)
+	}
+	m2.Step(restart.Add(time.Second), &Prepare{Epoch: 8, Candidate: "c"})
+	if _, ok := only(t, m2.Ready(), "c").(*Reject); !ok {
+		t.Fatal("a voter must grant nothing within QuietPeriod of starting")
+	}
+	after := restart.Add(QuietPeriod(3*sec, 0.01))
+	m2.Step(after, &Prepare{Epoch: 6, Candidate: "c"})
+	if r, ok := only(t, m2.Ready(), "c").(*Reject); !ok || r.Highest != 7 {
+		t.Fatalf("lower epoch after restart: %+v, want Reject{Highest: 7}", r)
+	}
+	m2.Step(after, &Prepare{Epoch: 8, Candidate: "c"})
+	if _, ok := only(t, m2.Ready(), "c").(*Promise); !ok {
+		t.Fatal("after the quiet period a higher epoch is promised")
+	}
+}
+
+func TestMalformedInputIsCountedAndDropped(t *testing.T) {
+	m, quiet := voterAt(t, &MemoryStorage{})
+	bad := []Message{
+		nil,
+		&Prepare{Epoch: 0, Candidate: "b"},
+		&Prepare{Epoch: 1},
+		&Propose{Epoch: 1, Seq: 1, Holder: "b", Duration: time.Hour, Membership: Membership{Voters: abc}}, // longer than we grant
+		&Propose{Epoch: 1, Seq: 1, Holder: "b", Duration: 3 * sec},                                        // no voters
+		&Renew{Epoch: 1, Seq: 0, Holder: "b", Duration: 3 * sec, Membership: Membership{Voters: abc}},
+		&Release{Epoch: 1},
+		&Promise{Epoch: 1},
+		&Accept{Epoch: 1, Seq: 1},
+		&Reject{Epoch: 1, Voter: "b", Membership: &Membership{Voters: []string{"x", "x"}}},
+	}
+	for _, msg := range bad {
+		m.Step(quiet, msg)
+	}
+	if got := m.Stats().Malformed; got != uint64(len(bad)) {
+		t.Fatalf("Malformed = %d, want %d", got, len(bad))
+	}
+	if rd := m.Ready(); len(rd.Messages) != 0 || rd.State != nil {
+		t.Fatalf("malformed input produced output: %+v", rd)
+	}
+}
+
+func TestConfigValidateNamesTheField(t *testing.T) {
+	for _, tc := range []struct {
+		field string
+		edit  func(*Config)
+	}{
+		{"Self", func(c *Config) { c.Self = "" }},
+		{"Voters", func(c *Config) { c.Voters = nil }},
+		{"Voters", func(c *Config) { c.Voters = []string{"a", "a"} }},
+		{"LeaseDuration", func(c *Config) { c.LeaseDuration = 0 }},
+		{"MaxDrift", func(c *Config) { c.MaxDrift = 0.5 }},
+		{"Margin", func(c *Config) { c.Margin = -1 }},
+		{"Margin", func(c *Config) { c.Margin = 3 * sec }},
+		{"RenewInterval", func(c *Config) { c.RenewInterval = 0 }},
+		{"RenewInterval", func(c *Config) { c.RenewInterval = 2900 * time.Millisecond }},
+		{"BackoffMin", func(c *Config) { c.BackoffMin = -1 }},
+		{"BackoffMax", func(c *Config) { c.BackoffMax = c.BackoffMin - 1 }},
+		{"AttemptTimeout", func(c *Config) { c.AttemptTimeout = 0 }},
+	} {
+		cfg := DefaultConfig("a", abc)
+		tc.edit(&cfg)
+		err := cfg.Validate()
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: Validate() = %v", tc.field, err)
+		}
+	}
+	if err := DefaultConfig("a", abc).Validate(); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+}
+
+func TestFenceChecker(t *testing.T) {
+	var f FenceChecker
+	steps := []struct {
+		observe, check uint64
+		ok             bool
+	}{
+		{0, 3, true},  // first leader
+		{0, 3, true},  // same epoch again
+		{5, 4, false}, // saw 5 elsewhere: 4 is stale
+		{0, 5, true},
+		{0, 9, true},
+		{0, 8, false},
+	}
+	for i, s := range steps {
+		f.ObserveEpoch(s.observe)
+		err := f.CheckFence(s.check)
+		if (err == nil) != s.ok || (err != nil && !errors.Is(err, ErrStaleEpoch)) {
+			t.Fatalf("step %d: CheckFence(%d) = %v", i, s.check, err)
+		}
+	}
+	if f.Rejected() != 2 || f.Highest() != 9 {
+		t.Fatalf("Rejected=%d Highest=%d, want 2, 9", f.Rejected(), f.Highest())
+	}
+}
+
+func TestReleaseHandsOverQuickly(t *testing.T) {
+	c := newCluster(3, 12, nil)
+	l := stableLeader(t, c, 5*sec)
+	if err := c.nodes[l].m.Release(c.local(l)); err != nil {
+		t.Fatal(err)
+	}
+	c.after(l)
+	if c.nodes[l].m.IsLeader(c.local(l)) {
+		t.Fatal("still leader after Release")
+	}
+	from := c.now
+	c.run(c.now + sec) // far less than a lease: only Release can explain a new leader
+	noViolation(t, c)
+	if nl := c.leader(); nl < 0 || nl == l {
+		t.Fatalf("no other leader within 1 s of a release (got %d)", nl)
+	}
+	if took := c.acquired[len(c.acquired)-1].at - from; took > 500*time.Millisecond {
+		t.Errorf("handover took %v", took)
+	}
+	if err := c.nodes[l].m.Release(c.local(l)); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("Release by a follower: %v", err)
+	}
+}
