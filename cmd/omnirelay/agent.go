@@ -169,7 +169,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		logFormat  = fs.String("log-format", "", "log format: text (default) or json")
 		logLevel   = fs.String("log-level", "", "log level: debug, info (default), warn, error")
 		addrFile   = fs.String("addr-file", "", "write the bound addresses as JSON to this file once running")
-		joinTO     = fs.Duration("join-timeout", 0, "give up joining after this long (default 30s; 0 in the file means never)")
+		joinTO     = fs.Duration("join-timeout", 0, "give up joining after this long (default 30s; 0 means never)")
 		leaveTO    = fs.Duration("leave-timeout", 0, "bound on the graceful leave at shutdown (default 5s)")
 		join, keys listFlag
 	)
