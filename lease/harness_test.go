@@ -61,6 +61,7 @@ type acquisition struct {
 	holder string
 	epoch  uint64
 	at     time.Duration // real time
+	sent   uint64        // messages sent so far
 }
 
 type cluster struct {
@@ -320,7 +321,7 @@ func (c *cluster) check() {
 		if n := len(c.acquired); n > 0 && e <= c.acquired[n-1].epoch && c.violation == nil {
 			c.violation = fmt.Errorf("at %v: %s holds epoch %d after %s held epoch %d", c.now, nd.name, e, c.acquired[n-1].holder, c.acquired[n-1].epoch)
 		}
-		c.acquired = append(c.acquired, acquisition{holder: nd.name, epoch: e, at: c.now})
+		c.acquired = append(c.acquired, acquisition{holder: nd.name, epoch: e, at: c.now, sent: c.sent})
 	}
 }
 
