@@ -105,3 +105,16 @@ func (d *Delta) has(key string) bool {
 	}
 	return false
 }
+
+// newerThan reports whether d holds anything written after v.
+func (d *Delta) newerThan(v Version) bool {
+	if v.Less(d.Have) {
+		return true
+	}
+	for i := range d.Entries {
+		if v.Less(d.Entries[i].Version) {
+			return true
+		}
+	}
+	return false
+}

@@ -5,6 +5,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"pgregory.net/rapid"
 )
 
 func TestClockNow(t *testing.T) {
@@ -102,4 +104,42 @@ func TestClockConfigValidate(t *testing.T) {
 	if _, err := NewClock(ClockConfig{}); err == nil {
 		t.Fatal("zero MaxDrift accepted")
 	}
+}
+
+// Whatever the physical clocks do (steps back, remote skew within or beyond the
+// bound), timestamps a clock issues strictly increase, Wall never trails physical
+// time, and a receipt within the bound is stamped after the message.
+func TestClockMonotonic(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		const drift = 1000
+		c := &Clock{maxDrift: drift}
+		pt := int64(0)
+		prev := c.Last()
+		for range rapid.IntRange(1, 100).Draw(t, "events") {
+			pt += rapid.Int64Range(-50, 100).Draw(t, "step")
+			var got Timestamp
+			if rapid.Bool().Draw(t, "receive") {
+				remote := Timestamp{Wall: pt + rapid.Int64Range(-2000, 2000).Draw(t, "skew"), Logical: rapid.Uint32().Draw(t, "logical")}
+				var err error
+				got, err = c.Update(remote, pt)
+				if beyond := remote.Wall > pt+drift; beyond != (err != nil) {
+					t.Fatalf("Update(%v) at %d: err %v", remote, pt, err)
+				} else if beyond {
+					if got != prev {
+						t.Fatalf("refused update moved the clock %v -> %v", prev, got)
+					}
+					continue
+				}
+				if got.Compare(remote) <= 0 {
+					t.Fatalf("receipt %v not after message %v", got, remote)
+				}
+			} else {
+				got = c.Now(pt)
+			}
+			if got.Compare(prev) <= 0 || got.Wall < pt {
+				t.Fatalf("at physical %d: %v after %v", pt, got, prev)
+			}
+			prev = got
+		}
+	})
 }

@@ -229,14 +229,18 @@ func (w *world) actions() map[string]func(*rapid.T) {
 			if !rapid.Bool().Draw(t, "duplicate") {
 				w.flight = slices.Delete(w.flight, k, k+1)
 			}
+			before := liveView(w.stores[f.to])
 			a, err := w.stores[f.to].Apply(f.d)
 			w.check(a, err, f.to)
+			checkChanges(t, before, liveView(w.stores[f.to]), a.Changes)
 		},
 		"push-pull": func(t *rapid.T) {
 			i, j := any(t, "from"), any(t, "to")
 			si, sj := w.stores[i].Snapshot(), w.stores[j].Snapshot()
+			before := liveView(w.stores[j])
 			a, err := w.stores[j].Merge(si)
 			w.check(a, err, j)
+			checkChanges(t, before, liveView(w.stores[j]), a.Changes)
 			a, err = w.stores[i].Merge(sj)
 			w.check(a, err, i)
 		},
@@ -388,4 +392,46 @@ func TestDeltaValuesStable(t *testing.T) {
 			}
 		}
 	})
+}
+
+// liveView is what a reader of the store sees: every live value, by map and key.
+func liveView(s *Store) map[[2]string]string {
+	v := make(map[[2]string]string)
+	for _, n := range append([]string{Cluster}, s.Names()...) {
+		for k, val := range s.NodeMap(n) {
+			v[[2]string{n, k}] = string(val)
+		}
+	}
+	return v
+}
+
+// checkChanges: the changes Apply and Merge report are exactly the difference of
+// what a reader sees, each key at most once.
+func checkChanges(t *rapid.T, before, after map[[2]string]string, changes []Change) {
+	want := make(map[[2]string]string)
+	for k, v := range after {
+		if old, ok := before[k]; !ok || old != v {
+			want[k] = "=" + v
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			want[k] = "deleted"
+		}
+	}
+	got := make(map[[2]string]string)
+	for _, c := range changes {
+		k := [2]string{c.Node, c.Key}
+		if _, dup := got[k]; dup {
+			t.Fatalf("change for %v reported twice", k)
+		}
+		if c.Deleted {
+			got[k] = "deleted"
+		} else {
+			got[k] = "=" + string(c.Value)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("changes reported %v, reader saw %v", got, want)
+	}
 }

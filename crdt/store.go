@@ -194,6 +194,12 @@ func (s *Store) apply(d *Delta, a *Applied) error {
 	if m == nil {
 		return fmt.Errorf("%w: %d node maps, max %d", ErrTooManyNodes, len(s.nodes)-1, s.lim.MaxNodes)
 	}
+	if m.removed && d.newerThan(m.floor) {
+		// The node is back: what it still holds is live again, so forget the
+		// removal rather than let its floor hide the node's older entries.
+		m = newMap(d.Node)
+		s.nodes[d.Node] = m
+	}
 	old, oldEpoch := m.digest, m.epoch()
 	var err error
 	s.ups, a.Changes, err = m.join(d, s.lim, s.ups, a.Changes)
@@ -373,9 +379,10 @@ func (s *Store) GC(now int64, horizon time.Duration) int {
 
 // RemoveNode empties the map of a node that membership has forgotten (SWIM's dead
 // node tombstone was collected). Its floor rises above every version the store
-// knew for it, so late deltas of the node's past cannot recreate it; writes above
-// that (the node is back) are accepted. GC deletes the empty map after the
-// horizon. It returns false for self and for unknown nodes.
+// knew for it, so late deltas of the node's past cannot recreate it. A delta with
+// anything newer shows the node is back: the removal is forgotten and the node's
+// state accepted whole again. GC deletes the empty map after the horizon. It
+// returns false for self and for unknown nodes.
 func (s *Store) RemoveNode(name string) bool {
 	m := s.nodes[name]
 	if name == s.self || m == nil {

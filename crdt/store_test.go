@@ -426,13 +426,18 @@ func TestRemoveNode(t *testing.T) {
 		t.Fatalf("removed map not collected: %v", s.Names())
 	}
 
-	// A node that comes back writes above the floor and is heard.
+	// A node that comes back writes above the floor and is heard, and then its
+	// older entries count again.
 	q := newTestStore(t, "q")
-	apply(t, s, must[Delta](t)(q.Set("a", nil)))
+	apply(t, s, must[Delta](t)(q.Set("a", []byte("still"))))
 	s.RemoveNode("q")
 	apply(t, s, must[Delta](t)(q.Set("b", []byte("back"))))
 	if v, ok := s.Get("q", "b"); !ok || string(v) != "back" {
 		t.Fatal("returning node not heard")
+	}
+	merge(t, s, q)
+	if v, ok := s.Get("q", "a"); !ok || string(v) != "still" {
+		t.Fatal("returning node's older entry still hidden")
 	}
 	s.GC(0, horizon)
 	s.GC(int64(2*horizon), horizon)
