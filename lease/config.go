@@ -21,7 +21,10 @@ type Config struct {
 	Self string
 	// Voters is the bootstrap voter set (nodes with the `voter` role, 3 or 5): used
 	// until a voter-set change is persisted (State.Membership). Required, unique,
-	// non-empty names. Non-voters run a Machine too but never campaign.
+	// non-empty names, and the same list on every node: two different bootstrap
+	// lists could form quorums that do not intersect. A node added later is started
+	// with the same list and learns the current set from the leader. Non-voters run
+	// a Machine too but never campaign.
 	Voters []string
 
 	// LeaseDuration is the length of every lease a holder asks for, measured on the
