@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -117,4 +118,52 @@ func (d *Delta) newerThan(v Version) bool {
 		}
 	}
 	return false
+}
+
+// Split cuts d into deltas that each encode in at most maxBytes, for gossip that
+// must fit a packet: a re-issued map (SetIncarnation, a refutation, a new cluster
+// epoch) can reach MaxMapBytes. The pieces are partial deltas in version order,
+// chained by Since and Have, so a receiver that gets them all in order ends as
+// complete as the original would leave it; each one alone is a valid, smaller
+// piece of state. What they cannot carry is a full delta's floor above the epoch
+// start: keys the sender has collected stay at receivers until a push-pull. A
+// delta that already fits, or one whose single entry does not, is returned whole.
+func (d Delta) Split(maxBytes int) []Delta {
+	if len(d.Entries) <= 1 || len(AppendDelta(nil, d)) <= maxBytes {
+		return []Delta{d}
+	}
+	byVersion := slices.Clone(d.Entries)
+	slices.SortFunc(byVersion, func(a, b Entry) int {
+		if c := a.Version.Compare(b.Version); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	floor := epochStart(d.maxEpoch())
+	since := d.Since
+	if d.Full() {
+		since = d.Floor // a receiver complete through the floor can chain on
+	}
+	var out []Delta
+	var buf []byte
+	piece := Delta{Node: d.Node, Since: since, Floor: floor}
+	flush := func() {
+		slices.SortFunc(piece.Entries, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })
+		out = append(out, piece)
+		piece = Delta{Node: d.Node, Since: piece.Have, Floor: floor}
+	}
+	for _, e := range byVersion {
+		piece.Entries = append(piece.Entries, e)
+		piece.Have = maxVersion(e.Version, floor)
+		if buf = AppendDelta(buf[:0], piece); len(buf) > maxBytes && len(piece.Entries) > 1 {
+			piece.Entries = piece.Entries[:len(piece.Entries)-1]
+			piece.Have = maxVersion(piece.Entries[len(piece.Entries)-1].Version, floor)
+			flush()
+			piece.Entries = append(piece.Entries, e)
+			piece.Have = maxVersion(e.Version, floor)
+		}
+	}
+	piece.Have = maxVersion(piece.Have, d.Have)
+	flush()
+	return out
 }

@@ -3,9 +3,12 @@ package crdt
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"pgregory.net/rapid"
 )
 
 func TestSetGetDeleteReplicate(t *testing.T) {
@@ -51,7 +54,7 @@ func TestSetGetDeleteReplicate(t *testing.T) {
 	}
 }
 
-func mustDigest(t *testing.T, s *Store, name string) uint64 {
+func mustDigest(t tb, s *Store, name string) uint64 {
 	d, ok := s.MapDigest(name)
 	if !ok {
 		t.Fatalf("no map %q", name)
@@ -476,5 +479,84 @@ func TestNewStoreValidates(t *testing.T) {
 	bad.MaxMapBytes = 100
 	if err := bad.Validate(); !errors.Is(err, ErrInvalidLimits) || !strings.Contains(err.Error(), "MaxMapBytes") {
 		t.Fatalf("map smaller than one entry: %v", err)
+	}
+}
+
+// A re-issued map too large for a packet goes out in pieces that each fit and,
+// applied in order, do what the whole would; a lost piece loses nothing else.
+func TestSplit(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		owner, _ := NewStore("o", DefaultLimits())
+		r, _ := NewStore("r", DefaultLimits())
+		for range rapid.IntRange(0, 60).Draw(t, "writes") {
+			k := fmt.Sprintf("key-%02d", rapid.IntRange(0, 40).Draw(t, "key"))
+			var d Delta
+			var err error
+			if rapid.IntRange(0, 4).Draw(t, "op") == 0 {
+				d, err = owner.Delete(k)
+			} else {
+				d, err = owner.Set(k, make([]byte, rapid.IntRange(0, 300).Draw(t, "len")))
+			}
+			if err == nil && rapid.Bool().Draw(t, "deliver") {
+				apply(t, r, d)
+			}
+		}
+		if rapid.Bool().Draw(t, "gc") {
+			owner.GC(0, 0)
+		}
+		var full Delta
+		if rapid.Bool().Draw(t, "reissue") {
+			full = must[Delta](t)(owner.SetIncarnation(owner.Incarnation() + 1))
+		} else {
+			full, _ = owner.DeltaSince("o", Version{})
+		}
+		const room = 1200
+		pieces := full.Split(room)
+		whole, _ := NewStore("r", DefaultLimits())
+		whole.Merge(r.Snapshot())
+		apply(t, whole, full)
+		lossy, _ := NewStore("r", DefaultLimits())
+		lossy.Merge(r.Snapshot())
+		for i, p := range pieces {
+			if n := len(AppendDelta(nil, p)); n > room && len(p.Entries) > 1 {
+				t.Fatalf("piece %d is %d bytes", i, n)
+			}
+			apply(t, r, p)
+			if rapid.Bool().Draw(t, "lost") {
+				continue
+			}
+			apply(t, lossy, p)
+		}
+		if full.Floor == epochStart(full.Floor.Epoch) && mustDigest(t, r, "o") != mustDigest(t, whole, "o") {
+			t.Fatalf("%d pieces left the replica at another state than the whole delta", len(pieces))
+		}
+		// Pieces never go beyond the whole: adding it afterwards gives the same state.
+		apply(t, r, full)
+		apply(t, lossy, full)
+		if dump(r) != dump(whole) || dump(lossy) != dump(whole) {
+			t.Fatalf("pieces then whole\n%s\nwhole\n%s\nlossy\n%s", dump(r), dump(whole), dump(lossy))
+		}
+	})
+}
+
+func TestSplitReissue(t *testing.T) {
+	owner, r := newTestStore(t, "o"), newTestStore(t, "r")
+	for i := range 20 {
+		apply(t, r, must[Delta](t)(owner.Set(fmt.Sprintf("k%02d", i), bytes.Repeat([]byte{byte(i)}, 200))))
+	}
+	pieces := must[Delta](t)(owner.SetIncarnation(2)).Split(1200)
+	if len(pieces) < 4 {
+		t.Fatalf("%d pieces for 4 KB", len(pieces))
+	}
+	// The first piece alone moves the replica to the new incarnation.
+	apply(t, r, pieces[0])
+	if r.nodes["o"].epoch() != 2 || len(r.NodeMap("o")) != len(pieces[0].Entries) {
+		t.Fatalf("after piece 1: epoch %d, %d keys", r.nodes["o"].epoch(), len(r.NodeMap("o")))
+	}
+	for _, p := range pieces[1:] {
+		apply(t, r, p)
+	}
+	if h, _ := r.Have("o"); h != (Version{2, 20}) || mustDigest(t, r, "o") != mustDigest(t, owner, "o") {
+		t.Fatalf("after all pieces: have %v", h)
 	}
 }
