@@ -203,3 +203,33 @@ func TestJoinBackoffDoublesAndCaps(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// offsetClock is a Clock a year ahead of the (virtual) system clock.
+type offsetClock struct{ SystemClock }
+
+func (offsetClock) Now() time.Time { return time.Now().Add(365 * 24 * time.Hour) }
+
+// TestLoopReadsTimeOnlyThroughTheClock: with an injected clock, every time the state
+// machine sees (event times, Since) comes from it.
+func TestLoopReadsTimeOnlyThroughTheClock(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNetwork()
+		cfgA := memConfig(t, mn, "a", "10.0.0.1:7946")
+		cfgA.Clock = offsetClock{}
+		a := startMem(t, cfgA)
+		defer a.Close()
+		sub := a.Subscribe()
+		b := startMem(t, memConfig(t, mn, "b", "10.0.0.2:7946", "10.0.0.1:7946"))
+		defer b.Close()
+		ev := <-sub.C
+		future := time.Now().Add(364 * 24 * time.Hour)
+		if ev.Member.Name != "b" || ev.At.Before(future) {
+			t.Fatalf("event %s at %v: not from the injected clock", ev.Member.Name, ev.At)
+		}
+		for _, m := range a.Members() {
+			if m.Since.Before(future) {
+				t.Errorf("%s Since %v: not from the injected clock", m.Name, m.Since)
+			}
+		}
+	})
+}
