@@ -28,7 +28,8 @@
 //
 // # Tombstones and the resurrection rule
 //
-// Delete writes a tombstone that keeps the deleted entry's version. GC forgets
+// Delete writes a tombstone, versioned like any write, and merges compare it by
+// that version like any cell. GC forgets
 // tombstones older than a horizon and raises the floor to the newest one it forgot;
 // since an absent key reads as a tombstone at the floor, a put with a version at or
 // below the floor (a late gossip message, a stale peer's snapshot) loses to it and
