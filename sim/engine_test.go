@@ -404,3 +404,36 @@ func BenchmarkEngine(b *testing.B) {
 	ev := float64(s.Metrics().Events - start)
 	b.ReportMetric(b.Elapsed().Seconds()*1e9/ev, "ns/event")
 }
+
+func TestLinkOverridesAndSlowNodes(t *testing.T) {
+	s, recs := newRecSim(t, 3, Config{Link: fixed, ProcDelay: time.Millisecond})
+	if err := s.SetLink(0, 1, Link{Latency: 5 * time.Millisecond, Duplicate: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetLink(0, 2, Link{Latency: time.Millisecond, Loss: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetLink(1, 2, Link{Loss: -1}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("negative loss accepted: %v", err)
+	}
+	s.SetSlow(0, 3)
+	recs[0].out.Packets = []swim.Packet{{To: s.Addr(1), Data: []byte("x")}, {To: s.Addr(2), Data: []byte("y")}}
+	s.afterInput(0, s.now)
+	recs[1].out.Packets = []swim.Packet{{To: s.Addr(2), Data: []byte("z")}}
+	s.afterInput(1, s.now)
+	s.RunFor(time.Second)
+	// Node 0 is 3x slow: its outputs leave after 3ms, then 5ms on the overridden
+	// link, twice (duplication); node 1 takes the copy after spending 1ms on the
+	// first. Node 1 -> 2 uses the default link and normal speed.
+	want1 := []call{{"packet", 8 * time.Millisecond, s.Addr(0), "x"}, {"packet", 9 * time.Millisecond, s.Addr(0), "x"}}
+	if !slices.Equal(recs[1].calls, want1) {
+		t.Errorf("node 1 calls = %+v, want %+v", recs[1].calls, want1)
+	}
+	want2 := []call{{"packet", 2 * time.Millisecond, s.Addr(1), "z"}}
+	if !slices.Equal(recs[2].calls, want2) {
+		t.Errorf("node 2 calls = %+v, want %+v", recs[2].calls, want2)
+	}
+	if m := s.Metrics(); m.DroppedLoss != 1 || m.Duplicated != 1 {
+		t.Errorf("loss %d dup %d, want 1 and 1", m.DroppedLoss, m.Duplicated)
+	}
+}
