@@ -174,7 +174,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		join, keys listFlag
 	)
 	fs.Var(&join, "join", "seed host:port (repeatable, or comma-separated)")
-	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary; see `omnirelay keygen`)")
+	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary; make one with: omnirelay keygen)")
 	if err := fs.Parse(args); err != nil {
 		return agentSettings{}, err
 	}
@@ -314,8 +314,9 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "omnirelay agent: %v\n", err)
 		return 2
 	}
-	log := newLogger(stderr, s.logFormat, s.logLevel)
-	s.cfg.Logger = log
+	base := newLogger(stderr, s.logFormat, s.logLevel)
+	s.cfg.Logger = base // node adds node=NAME itself
+	log := base.With("node", s.cfg.Name)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
@@ -345,7 +346,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	<-ctx.Done()
 	stop() // a second signal now kills the process the default way
-	log.Info("shutting down: leaving the cluster", "timeout", s.leaveTimeout)
+	log.Info("shutting down: leaving the cluster", "timeout", s.leaveTimeout.String())
 	lctx, cancel := context.WithTimeout(context.Background(), s.leaveTimeout)
 	defer cancel()
 	if err := n.Leave(lctx); err != nil {
