@@ -46,7 +46,8 @@ const (
 	// means none stands.
 	EventLeaderChanged
 	// EventVotersChanged: a voter-set change led by this node completed, or this
-	// node adopted a newer voter set; Voters is the set now in force.
+	// node adopted a newer voter set; Voters is the set in force once the change
+	// completes (the incoming set while a joint set is in force).
 	EventVotersChanged
 )
 
@@ -167,7 +168,7 @@ func New(cfg Config, storage Storage, rng *rand.Rand, now time.Time) (*Machine, 
 		quietUntil: now.Add(QuietPeriod(cfg.LeaseDuration, cfg.MaxDrift)),
 		highest:    st.Promised,
 	}
-	m.becomeFollower(now)
+	m.becomeFollower()
 	m.settle(now)
 	return m, nil
 }
@@ -357,7 +358,7 @@ func (m *Machine) currentVoters() []string {
 
 // --- Candidate and leader (proposer) ---
 
-func (m *Machine) becomeFollower(now time.Time) {
+func (m *Machine) becomeFollower() {
 	m.role = roleFollower
 	m.tick = (*Machine).tickFollower
 	m.preparing = false
@@ -378,7 +379,7 @@ func (m *Machine) mayCampaign(now time.Time) bool {
 
 // campaign starts an election for a fresh epoch above every epoch seen. Our own
 // promise is taken only once the others' promises make a quorum with it (see
-// stepPromise): a candidate cut off from the rest must not raise its own promise,
+// maybePropose): a candidate cut off from the rest must not raise its own promise,
 // or it would refuse the real leader's renewals once the partition heals.
 func (m *Machine) campaign(now time.Time) {
 	m.role = roleCandidate
@@ -410,7 +411,7 @@ func (m *Machine) failAttempt(now time.Time) {
 		m.voteRelease(now, r)
 		m.bcast(r)
 	}
-	m.becomeFollower(now)
+	m.becomeFollower()
 	m.electAt = now.Add(backoff(m.rng, m.cfg.BackoffMin, m.cfg.BackoffMax))
 }
 
@@ -426,8 +427,7 @@ func (m *Machine) stepPromise(now time.Time, p *Promise) {
 func (m *Machine) maybePropose(now time.Time) {
 	mb := m.st.Membership
 	if !m.promises[m.cfg.Self] {
-		with := maps1(m.promises, m.cfg.Self)
-		if !hasQuorum(mb, with) {
+		if !hasQuorum(mb, plus(m.promises, m.cfg.Self)) {
 			return
 		}
 		if _, ok := m.votePrepare(now, &Prepare{Epoch: m.epoch, Candidate: m.cfg.Self, MemberEpoch: mb.Epoch, MemberSeq: mb.Seq}).(*Promise); !ok {
@@ -442,8 +442,8 @@ func (m *Machine) maybePropose(now time.Time) {
 	}
 }
 
-// maps1 returns a copy of set with k added.
-func maps1(set map[string]bool, k string) map[string]bool {
+// plus returns a copy of set with k added.
+func plus(set map[string]bool, k string) map[string]bool {
 	out := make(map[string]bool, len(set)+1)
 	for v := range set {
 		out[v] = true
@@ -600,7 +600,7 @@ func (m *Machine) Release(now time.Time) error {
 func (m *Machine) release(now time.Time) {
 	m.emit(Event{Kind: EventLostLease, Holder: m.cfg.Self, Epoch: m.epoch, At: now})
 	r := &Release{Epoch: m.epoch, Holder: m.cfg.Self}
-	m.becomeFollower(now)
+	m.becomeFollower()
 	m.voteRelease(now, r)
 	m.bcast(r)
 	m.electAt = now.Add(m.cfg.LeaseDuration)
