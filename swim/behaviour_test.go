@@ -601,14 +601,65 @@ func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
 	if got := mem.susp.deadline.Sub(epoch); got != lo {
 		t.Fatalf("after k confirmations %v, want min %v", got, lo)
 	}
-	// It fires at the minimum.
+	// It fires at the minimum: a final probe, then death when nothing answers.
 	m.Tick(epoch.Add(lo - time.Millisecond))
-	if memberOf(t, m, "p00").Status != StatusSuspect {
-		t.Fatal("declared dead early")
+	if memberOf(t, m, "p00").Status != StatusSuspect || m.Stats().FinalProbes != 0 {
+		t.Fatal("suspicion ended early")
 	}
 	m.Tick(epoch.Add(lo))
+	if memberOf(t, m, "p00").Status != StatusSuspect || m.Stats().FinalProbes != 1 {
+		t.Fatal("no final probe at the minimum timeout")
+	}
+	m.Tick(epoch.Add(lo + 250*time.Millisecond))
 	if memberOf(t, m, "p00").Status != StatusDead {
-		t.Fatal("not dead at the minimum timeout")
+		t.Fatal("not dead after an unanswered final probe")
+	}
+}
+
+// The final probe: a suspect that answers it is not declared dead (its suspicion
+// restarts at the minimum), and the suspicion it carries makes the suspect answer
+// with its newer Alive when it had already refuted.
+func TestFinalProbeSparesAnAnsweringSuspect(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 2, From: "c"}))
+	m.Ready()
+	end := m.members["b"].susp.deadline
+	m.Tick(end)
+	var seq uint32
+	var carried bool
+	for _, d := range decodePackets(t, m.Ready().Packets) {
+		if p, ok := d.msg.(*wire.Ping); ok && d.to == "b:1" && p.Target == "b" {
+			seq = p.Seq
+		}
+		if s, ok := d.msg.(*wire.Suspect); ok && d.to == "b:1" && s.Node == "b" {
+			carried = true
+		}
+	}
+	if seq == 0 || !carried {
+		t.Fatal("final probe did not ping b with its suspicion")
+	}
+	m.HandlePacket(end.Add(time.Millisecond), "b:1", packet(t, &wire.Ack{Seq: seq}))
+	m.Tick(end.Add(time.Second))
+	if memberOf(t, m, "b").Status != StatusSuspect {
+		t.Fatalf("b %v after answering its final probe", memberOf(t, m, "b").Status)
+	}
+
+	// The suspect's side: a stale suspicion is answered with the current Alive.
+	b := newMachine(t, "b", nil)
+	b.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	b.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
+	b.Ready()
+	b.HandlePacket(epoch, "a:1", packet(t, &wire.Ping{Seq: 5, Target: "b", Source: "a", SourceAddr: "a:1"},
+		&wire.Suspect{Node: "b", Incarnation: 0, From: "a"}))
+	var alive bool
+	for _, d := range decodePackets(t, b.Ready().Packets) {
+		if al, ok := d.msg.(*wire.Alive); ok && d.to == "a:1" && al.Node == "b" && al.Incarnation == 1 {
+			alive = true
+		}
+	}
+	if !alive || b.Local().Incarnation != 1 {
+		t.Fatal("a stale suspicion was not answered with the current Alive")
 	}
 }
 

@@ -112,6 +112,16 @@ type Config struct {
 	// push-pull per interval. LAN default 3 s (longer than a fact takes to
 	// spread); 0 disables (MemberlistProfile).
 	DigestSyncInterval time.Duration
+	// FinalProbe: when a suspicion times out, probe the suspect once more (a ping
+	// carrying the suspicion, and IndirectChecks indirect pings, all at once) and
+	// declare it dead only if nothing answers within the health-scaled
+	// ProbeInterval; an answer restarts the suspicion at its minimum. Gossip leaves a
+	// node without a given refutation with probability about e^-(retransmissions
+	// per node), which over thousands of false suspicions under packet loss is a
+	// steady trickle of false deaths; the final probe (and the suspect answering a
+	// stale suspicion with its current Alive) closes that gap at the cost of one
+	// probe period of detection time. LAN default on; MemberlistProfile off.
+	FinalProbe bool
 	// QueueLimit bounds each broadcast queue (membership, metadata, user) in
 	// messages. When full, the most-transmitted message is dropped (counted in
 	// Stats.BroadcastsDropped). Default 1024.
@@ -145,6 +155,7 @@ func LANProfile(name, addr string) Config {
 		TombstoneTTL:            time.Hour,
 		AwarenessMaxMultiplier:  8,
 		DigestSyncInterval:      3 * time.Second,
+		FinalProbe:              true,
 		QueueLimit:              1024,
 		Lifeguard:               Lifeguard{LocalHealth: true, AwareSuspicion: true, Buddy: true},
 	}
@@ -152,7 +163,7 @@ func LANProfile(name, addr string) Config {
 
 // MemberlistProfile reproduces hashicorp/memberlist's DefaultLANConfig timers, and
 // turns off what memberlist does not have (eager push, reconnects to departed
-// members, digest syncs), so the simulator can compare like with like. Lifeguard
+// members, digest syncs, final probes), so the simulator can compare like with like. Lifeguard
 // is on, as in memberlist.
 func MemberlistProfile(name, addr string) Config {
 	c := LANProfile(name, addr)
@@ -169,6 +180,7 @@ func MemberlistProfile(name, addr string) Config {
 	c.IndirectChecks = 3
 	c.AwarenessMaxMultiplier = 8
 	c.DigestSyncInterval = 0
+	c.FinalProbe = false
 	return c
 }
 

@@ -30,6 +30,7 @@ type Stats struct {
 	PushPulls          uint64 // push-pull exchanges we started (periodic, join, reconnect, digest)
 	PushPullsFailed    uint64 // exchanges we started that the host reported failed
 	DigestSyncs        uint64 // push-pulls started because digests kept disagreeing
+	FinalProbes        uint64 // last-chance probes of suspects whose suspicion timed out
 	Reconnects         uint64 // push-pulls started to a departed member's address or a seed
 	BroadcastsSent     uint64 // broadcast messages piggybacked, counted per packet
 	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
@@ -68,6 +69,15 @@ type suspicion struct {
 	k        int
 	lo, hi   time.Duration
 	from     []string // who suspected or confirmed, the first suspecter included
+	deadline time.Time
+	checked  bool // a final probe is running or ran since the last (re)start
+}
+
+// finalProbe is the last-chance probe of a member whose suspicion timed out.
+type finalProbe struct {
+	seq      uint32
+	target   *member
+	gen      uint64 // the target's gen when the probe started
 	deadline time.Time
 }
 
@@ -118,10 +128,12 @@ type Machine struct {
 	seq      uint32
 	probe    probeState
 	relays   []relay
+	finals   []finalProbe
 	timers   timers
 	queues   queues
 	eager    []*broadcast // facts learned by the current input, pushed at its end
 	eagerOK  bool         // facts of the current input are pushed eagerly
+	curFrom  string       // source address of the packet being handled, else ""
 	metaSnap []byte
 
 	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
@@ -355,6 +367,9 @@ func (m *Machine) NextDeadline() time.Time {
 		}
 		take(m.relays[i].deadline)
 	}
+	for i := range m.finals {
+		take(m.finals[i].deadline)
+	}
 	return d
 }
 
@@ -363,6 +378,7 @@ func (m *Machine) NextDeadline() time.Time {
 func (m *Machine) Tick(now time.Time) {
 	m.eagerOK = true
 	m.tickRelays(now)
+	m.tickFinals(now)
 	m.tickProbe(now)
 	for {
 		e, ok := m.timers.popDue(now)
@@ -431,7 +447,13 @@ func (m *Machine) fireTimer(now time.Time, e timerEntry) {
 	}
 	switch e.kind {
 	case timerSuspicion:
-		if mem.Status != StatusSuspect || mem.susp == nil || !mem.susp.deadline.Equal(e.at) {
+		s := mem.susp
+		if mem.Status != StatusSuspect || s == nil || !s.deadline.Equal(e.at) || s.checked {
+			return
+		}
+		if m.cfg.FinalProbe && !m.leaving {
+			s.checked = true
+			m.startFinalProbe(now, mem)
 			return
 		}
 		m.declareDead(now, mem, mem.Incarnation, m.self.Name, false)

@@ -3,6 +3,7 @@ package swim
 import (
 	"fmt"
 	"hash"
+	"hash/fnv"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -66,7 +67,11 @@ func (nt *tnet) add(name, addr string, seed uint64, mod func(*Config)) *tnode {
 	if mod != nil {
 		mod(&cfg)
 	}
-	m, err := New(cfg, rand.New(rand.NewPCG(seed, 42)), nt.now)
+	// Mix the seed: PCG streams from consecutive seeds are correlated, and correlated
+	// machines pick the same random peers.
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d/%s", seed, name)
+	m, err := New(cfg, rand.New(rand.NewPCG(h.Sum64(), seed)), nt.now)
 	if err != nil {
 		nt.t.Fatal(err)
 	}

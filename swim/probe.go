@@ -23,11 +23,13 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 		return
 	}
 	m.eagerOK = true
+	m.curFrom = from
 	for m.reader.Next() {
 		if err := m.handleMessage(now, from, m.reader.Type(), m.reader.Body()); err != nil {
 			m.stats.Malformed++
 		}
 	}
+	m.curFrom = ""
 	if m.reader.Err() != nil {
 		m.stats.Malformed++
 	}
@@ -147,6 +149,13 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 
 // onAck completes our probe, or relays the ack of an indirect probe we ran.
 func (m *Machine) onAck(now time.Time, seq uint32) {
+	for i := range m.finals {
+		if f := m.finals[i]; f.seq == seq {
+			m.finals = slices.Delete(m.finals, i, i+1)
+			m.finalAnswered(now, f)
+			return
+		}
+	}
 	if m.probe.active && seq == m.probe.seq {
 		m.probe = probeState{}
 		if m.cfg.Lifeguard.LocalHealth {
@@ -333,4 +342,61 @@ func (m *Machine) probeFailed(now time.Time) {
 	if t.Status == StatusAlive || t.Status == StatusSuspect {
 		m.applySuspect(now, t.Name, t.Incarnation, m.self.Name)
 	}
+}
+
+// startFinalProbe gives a suspect whose suspicion timed out a last chance: a ping
+// that carries the suspicion (so the suspect refutes, or answers with its newer
+// Alive if it already did) and IndirectChecks indirect pings, all at once.
+func (m *Machine) startFinalProbe(now time.Time, t *member) {
+	m.seq++
+	m.finals = append(m.finals, finalProbe{
+		seq: m.seq, target: t, gen: t.gen,
+		deadline: now.Add(ScaleByHealth(m.cfg.ProbeInterval, m.healthScore())),
+	})
+	m.stats.FinalProbes++
+	m.packer.Reset()
+	m.packer.Add(&wire.Ping{Seq: m.seq, Target: t.Name, Source: m.self.Name, SourceAddr: m.self.Addr})
+	m.packer.Add(&wire.Suspect{Node: t.Name, Incarnation: t.Incarnation, From: m.self.Name})
+	m.send(t.Addr)
+	for _, peer := range m.randomPeers(m.cfg.IndirectChecks, "", t) {
+		m.packer.Reset()
+		m.packer.Add(&wire.IndirectPing{
+			Seq: m.seq, Target: t.Name, TargetAddr: t.Addr,
+			Source: m.self.Name, SourceAddr: m.self.Addr,
+		})
+		m.send(peer.Addr)
+	}
+}
+
+// finalAnswered: the suspect answered its final probe, so it is not dead. Its
+// suspicion restarts at the minimum timeout; the refutation it was prompted to
+// send normally arrives well before that.
+func (m *Machine) finalAnswered(now time.Time, f finalProbe) {
+	t := f.target
+	if t.gen != f.gen || t.Status != StatusSuspect || t.susp == nil {
+		return
+	}
+	s := t.susp
+	s.checked = false
+	s.start = now
+	s.deadline = now.Add(s.lo)
+	m.timers.push(timerEntry{at: s.deadline, kind: timerSuspicion, name: t.Name, gen: t.gen})
+}
+
+// tickFinals declares dead the suspects whose final probe went unanswered.
+func (m *Machine) tickFinals(now time.Time) {
+	n := 0
+	for _, f := range m.finals {
+		if now.Before(f.deadline) {
+			m.finals[n] = f
+			n++
+			continue
+		}
+		t := f.target
+		if t.gen == f.gen && t.Status == StatusSuspect && m.members[t.Name] == t {
+			m.declareDead(now, t, t.Incarnation, m.self.Name, false)
+		}
+	}
+	clear(m.finals[n:])
+	m.finals = m.finals[:n]
 }

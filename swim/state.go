@@ -80,9 +80,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 // applySuspect handles "from suspects name at incarnation inc".
 func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from string) {
 	if name == m.self.Name {
-		if !m.leaving && inc >= m.self.Incarnation {
-			m.refute(now, inc)
-		}
+		m.claimAboutSelf(now, inc)
 		return
 	}
 	mem := m.members[name]
@@ -113,9 +111,7 @@ func (m *Machine) applyDead(now time.Time, name string, inc uint64, from string,
 		left = true
 	}
 	if name == m.self.Name {
-		if !m.leaving && inc >= m.self.Incarnation {
-			m.refute(now, inc)
-		}
+		m.claimAboutSelf(now, inc)
 		return
 	}
 	mem := m.members[name]
@@ -137,6 +133,23 @@ func (m *Machine) declareDead(now time.Time, mem *member, inc uint64, from strin
 	m.stats.Deaths++
 	m.event(now, EventDead, mem)
 	m.queueFact(&wire.Dead{Node: mem.Name, Incarnation: inc, From: from}, mem.Name)
+}
+
+// claimAboutSelf handles a suspicion, death or leave claimed about us at inc: a
+// current claim is refuted; a stale one (below our incarnation) means the packet's
+// sender still spreads it and so has not got our refutation: we send it our
+// current Alive directly. That reply is one small packet per stale claim received,
+// never more than the claims themselves.
+func (m *Machine) claimAboutSelf(now time.Time, inc uint64) {
+	switch {
+	case m.leaving:
+	case inc >= m.self.Incarnation:
+		m.refute(now, inc)
+	case m.curFrom != "":
+		m.packer.Reset()
+		m.packer.Add(m.aliveMsg(m.self))
+		m.send(m.curFrom)
+	}
 }
 
 // refute out-bids a claim about us seen at incarnation seen.
