@@ -870,3 +870,31 @@ func TestNewNodeReusingDeadNodesAddress(t *testing.T) {
 		t.Fatal("cluster lost a member after the address reuse")
 	}
 }
+
+// Buddy system, prober side: when our own probe fails, the suspect hears of the
+// suspicion from us at once, not when gossip happens to reach it.
+func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
+	for _, buddy := range []bool{true, false} {
+		m := newMachine(t, "a", func(c *Config) {
+			c.Lifeguard.Buddy = buddy
+			c.IndirectChecks, c.EagerFanout, c.GossipInterval = 0, 0, 24*time.Hour
+		})
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.Ready()
+		told := false
+		for i := 0; i < 50 && memberOf(t, m, "b").Status == StatusAlive; i++ {
+			m.Tick(m.NextDeadline())
+			for _, p := range m.Ready().Packets {
+				// The direct notice is a packet of its own; the next ping to b
+				// also carries the queued suspicion as gossip, which is not it.
+				first := decodePackets(t, []Packet{p})[0]
+				if s, ok := first.msg.(*wire.Suspect); ok && p.To == "b:1" && s.Node == "b" && s.Incarnation == 3 {
+					told = true
+				}
+			}
+		}
+		if memberOf(t, m, "b").Status != StatusSuspect || told != buddy {
+			t.Fatalf("buddy=%v: b %v, told %v", buddy, memberOf(t, m, "b").Status, told)
+		}
+	}
+}

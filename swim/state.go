@@ -94,6 +94,13 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		m.stats.Suspicions++
 		m.event(now, EventSuspect, mem)
 		m.queueFact(&wire.Suspect{Node: name, Incarnation: inc, From: from}, name)
+		if from == m.self.Name && m.cfg.Lifeguard.Buddy {
+			// Our own probe failed: tell the suspect first-hand, so a live one
+			// refutes within a round trip instead of when gossip reaches it.
+			m.packer.Reset()
+			m.packer.Add(&wire.Suspect{Node: name, Incarnation: inc, From: from})
+			m.send(mem.Addr)
+		}
 	case StatusSuspect:
 		if inc > mem.Incarnation {
 			m.setState(now, mem, inc, StatusSuspect)
