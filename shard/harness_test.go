@@ -6,7 +6,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
-	"testing"
 	"time"
 )
 
@@ -72,6 +71,8 @@ type world struct {
 
 	loss           float64
 	latMin, latMax time.Duration
+	spike          float64 // probability that a message is delayed by up to spikeMax more
+	spikeMax       time.Duration
 	detect         time.Duration // membership learns a change this long after it happens
 	drift          float64       // clocks run at rates within 1±drift
 
@@ -83,15 +84,17 @@ type world struct {
 	faults     []time.Duration // instants of crash, isolation, failover and other churn
 	deaths     []death
 	clients    *clients
-	events     []Event // controller events, for tests
+	events     []Event  // controller events, for tests
+	served     []string // scratch of serving
 }
 
 // death is a node's departure as the leader learns it, and when each of its shards
 // was first served by another live node afterwards.
 type death struct {
-	node   string
-	known  time.Duration
-	shards map[uint32]time.Duration // -1 until served elsewhere
+	node    string
+	known   time.Duration
+	shards  map[uint32]time.Duration // -1 until served elsewhere
+	pending int                      // shards still -1
 }
 
 func newWorld(cfg Config, seed uint64, n int) *world {
@@ -227,9 +230,11 @@ func (w *world) setHealth(name string, h Health) {
 
 func (w *world) recordDeath(name string) {
 	d := death{node: name, known: w.now, shards: map[uint32]time.Duration{}}
+	served := w.serving()
 	for s := range w.cfg.Shards {
-		if w.servedBy(uint32(s)) == name || w.ownerInLeaderMap(uint32(s)) == name {
+		if served[s] == name || w.ownerInLeaderMap(uint32(s)) == name {
 			d.shards[uint32(s)] = -1
+			d.pending++
 		}
 	}
 	w.deaths = append(w.deaths, d)
@@ -339,6 +344,9 @@ func (w *world) send(from *simNode, e Envelope) {
 		return
 	}
 	lat := w.latMin + time.Duration(w.rng.Int64N(int64(w.latMax-w.latMin)+1))
+	if w.spike > 0 && w.rng.Float64() < w.spike {
+		lat += time.Duration(w.rng.Int64N(int64(w.spikeMax) + 1))
+	}
 	w.at(lat, func() {
 		to := w.nodes[e.To]
 		if to == nil || !to.up || to.isolated {
@@ -355,20 +363,31 @@ func (w *world) send(from *simNode, e Envelope) {
 	})
 }
 
-// servedBy returns the one live process serving s now, "" if none (and records
-// a violation if several).
-func (w *world) servedBy(s uint32) string {
-	who := ""
+// serving returns, per shard, the one live process serving it now ("" if none),
+// recording a violation where several do. It walks each owner's leases, so it
+// costs O(shards), not O(shards × nodes).
+func (w *world) serving() []string {
+	if len(w.served) != w.cfg.Shards {
+		w.served = make([]string, w.cfg.Shards)
+	}
+	clear(w.served)
 	for _, name := range w.names {
 		nd := w.nodes[name]
-		if nd.up && nd.owner.Serving(nd.local(w.now), s) {
-			if who != "" {
+		if !nd.up {
+			continue
+		}
+		now := nd.local(w.now)
+		for s, exp := range nd.owner.held {
+			if !now.Before(exp) {
+				continue
+			}
+			if who := w.served[s]; who != "" {
 				w.violate("shard %d served by %s and %s at %v", s, who, name, w.now)
 			}
-			who = name
+			w.served[s] = name
 		}
 	}
-	return who
+	return w.served
 }
 
 func (w *world) violate(format string, args ...any) {
@@ -379,13 +398,17 @@ func (w *world) violate(format string, args ...any) {
 
 // check runs after every event.
 func (w *world) check() {
-	for s := range w.cfg.Shards {
-		who := w.servedBy(uint32(s))
-		for i := range w.deaths {
-			d := &w.deaths[i]
-			if t, ok := d.shards[uint32(s)]; ok && t < 0 && who != "" && who != d.node &&
-				!w.nodes[who].isolated && w.view[who].Health == HealthAlive {
-				d.shards[uint32(s)] = w.now - d.known
+	served := w.serving()
+	for i := range w.deaths {
+		d := &w.deaths[i]
+		if d.pending == 0 {
+			continue
+		}
+		for s, t := range d.shards {
+			who := served[s]
+			if t < 0 && who != "" && who != d.node && !w.nodes[who].isolated && w.view[who].Health == HealthAlive {
+				d.shards[s] = w.now - d.known
+				d.pending--
 			}
 		}
 	}
@@ -434,9 +457,10 @@ func (w *world) settled() []string {
 		return []string{"no leader"}
 	}
 	m := nd.ctrl.Map()
+	served := w.serving()
 	for s := range w.cfg.Shards {
 		sh := uint32(s)
-		if who := w.servedBy(sh); m.State(sh) != StateSteady || m.Owner(sh) != m.Target(sh) || who != m.Owner(sh) {
+		if who := served[s]; m.State(sh) != StateSteady || m.Owner(sh) != m.Target(sh) || who != m.Owner(sh) {
 			bad = append(bad, fmt.Sprintf("shard %d: %s owner %q target %q served by %q", s, m.State(sh), m.Owner(sh), m.Target(sh), who))
 		}
 	}
@@ -526,8 +550,14 @@ func (c *clients) lost() []string {
 	return out
 }
 
+// failer is what report needs of *testing.T and *rapid.T.
+type failer interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // report fails t with the world's violations.
-func (w *world) report(t testing.TB) {
+func (w *world) report(t failer) {
 	t.Helper()
 	if len(w.violations) > 0 {
 		t.Fatalf("safety violations:\n%s", joinLines(w.violations))

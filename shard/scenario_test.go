@@ -32,8 +32,8 @@ func TestFailoverKeepsReconfirmedShardsServed(t *testing.T) {
 	gaps := 0
 	for end := 10 * time.Second; end < 20*time.Second; end += 10 * time.Millisecond {
 		w.run(end)
-		for s := range 64 {
-			if w.servedBy(uint32(s)) == "" {
+		for _, who := range w.serving() {
+			if who == "" {
 				gaps++
 			}
 		}
