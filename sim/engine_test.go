@@ -250,9 +250,11 @@ func TestGroundTruthAccounting(t *testing.T) {
 	ev(swim.EventDead, 3, s.Addr(3))    // the same fact again, from another observer
 	ev(swim.EventDead, 3, "10.9.9.9:1") // an old instance: not false
 	ev(swim.EventDead, 2, s.Addr(2))    // paused
+	s.RunFor(2 * time.Second)
+	ev(swim.EventDead, 2, s.Addr(2)) // awake now, but the fact was judged while paused
 	m := s.Metrics()
 	got := []uint64{m.Suspicions, m.FalseSuspicions, m.SuspectedPaused, m.Deaths, m.FalseDeaths, m.DeadPaused, m.FalseSuspectFacts, m.FalseDeadFacts}
-	if want := []uint64{3, 1, 1, 4, 2, 1, 1, 1}; !slices.Equal(got, want) {
+	if want := []uint64{3, 1, 1, 5, 2, 2, 1, 1}; !slices.Equal(got, want) {
 		t.Fatalf("suspicions, false, paused, deaths, false, paused, facts = %v, want %v", got, want)
 	}
 }

@@ -25,14 +25,19 @@ type Metrics struct {
 	DroppedUnknown   uint64 // to an address no node ever had
 	Duplicated       uint64
 
-	// FalseSuspicions counts suspect events, at any node, about a member whose
-	// process is running at the address the event names, is not leaving and is not
-	// paused. Suspicions of a paused member are counted in SuspectedPaused instead.
-	// Partitions are not excluded: across a partition a suspicion is "false" too.
+	// A fact (member, incarnation, suspect or dead) is judged once, when the first
+	// node emits it: false if the member's process was then running at the address
+	// the fact names, not leaving and not paused; "paused" if it was paused; true
+	// otherwise. Every later event carrying the same fact counts as the first was
+	// judged, so a death declared during a pause and still spreading after the wake
+	// stays a death of a paused node. Partitions are not excluded: across a
+	// partition a suspicion is "false" too.
+	//
+	// FalseSuspicions counts suspect events, at any node, of false facts;
+	// SuspectedPaused those of paused ones.
 	FalseSuspicions uint64
 	SuspectedPaused uint64
-	// FalseDeaths counts dead events about a member that is running, not leaving and
-	// not paused; DeadPaused those about a paused one.
+	// FalseDeaths counts dead events of false facts; DeadPaused of paused ones.
 	FalseDeaths uint64
 	DeadPaused  uint64
 	Suspicions  uint64 // every suspect event
@@ -78,27 +83,25 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 	switch ev.Kind {
 	case swim.EventSuspect:
 		s.m.Suspicions++
-		if i, ok := s.liveInstance(&ev.Member); ok {
-			if s.nodes[i].paused > s.now {
-				s.m.SuspectedPaused++
-			} else {
-				s.m.FalseSuspicions++
-				if s.newFact(&ev.Member, swim.StatusSuspect) {
-					s.m.FalseSuspectFacts++
-				}
+		switch v, first := s.judge(&ev.Member, swim.StatusSuspect); v {
+		case verdictFalse:
+			s.m.FalseSuspicions++
+			if first {
+				s.m.FalseSuspectFacts++
 			}
+		case verdictPaused:
+			s.m.SuspectedPaused++
 		}
 	case swim.EventDead:
 		s.m.Deaths++
-		if i, ok := s.liveInstance(&ev.Member); ok {
-			if s.nodes[i].paused > s.now {
-				s.m.DeadPaused++
-			} else {
-				s.m.FalseDeaths++
-				if s.newFact(&ev.Member, swim.StatusDead) {
-					s.m.FalseDeadFacts++
-				}
+		switch v, first := s.judge(&ev.Member, swim.StatusDead); v {
+		case verdictFalse:
+			s.m.FalseDeaths++
+			if first {
+				s.m.FalseDeadFacts++
 			}
+		case verdictPaused:
+			s.m.DeadPaused++
 		}
 	}
 	if s.observe != nil {
@@ -106,25 +109,40 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 	}
 }
 
-// fact identifies one claim about one instance of a member.
+// fact identifies one claim about one instance (name and address) of a member.
 type fact struct {
-	name   string
-	inc    uint64
-	status swim.Status
+	name, addr string
+	inc        uint64
+	status     swim.Status
 }
 
-// newFact reports whether this is the first event about (member, incarnation,
-// status), remembering it.
-func (s *Sim) newFact(m *swim.Member, st swim.Status) bool {
-	f := fact{m.Name, m.Incarnation, st}
-	if _, ok := s.facts[f]; ok {
-		return false
+type verdict uint8
+
+const (
+	verdictTrue   verdict = iota // the member was down or leaving: the claim is right
+	verdictFalse                 // the member was up and running
+	verdictPaused                // the member was up but paused
+)
+
+// judge returns the verdict on the fact (m, st), deciding it now if this is its
+// first sighting (first is then true).
+func (s *Sim) judge(m *swim.Member, st swim.Status) (v verdict, first bool) {
+	f := fact{m.Name, m.Addr, m.Incarnation, st}
+	if v, ok := s.facts[f]; ok {
+		return v, false
+	}
+	v = verdictTrue
+	if i, ok := s.liveInstance(m); ok {
+		v = verdictFalse
+		if s.nodes[i].paused > s.now {
+			v = verdictPaused
+		}
 	}
 	if s.facts == nil {
-		s.facts = make(map[fact]struct{})
+		s.facts = make(map[fact]verdict)
 	}
-	s.facts[f] = struct{}{}
-	return true
+	s.facts[f] = v
+	return v, true
 }
 
 // Percentile is the nearest-rank p-th percentile (0 < p ≤ 100) of d, in

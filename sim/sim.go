@@ -130,7 +130,7 @@ type Sim struct {
 	m          Metrics
 	observe    func(observer int, ev swim.Event)
 	onProgress func()
-	facts      map[fact]struct{}
+	facts      map[fact]verdict // every suspect and dead fact seen, judged at first sighting
 }
 
 // New builds an empty simulation at virtual time Epoch.
