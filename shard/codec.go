@@ -37,8 +37,11 @@ func (m *Map) Wire() *MapState {
 
 // DecodeMap rebuilds a Map from a MapState received from a peer, checking every
 // field and the checksum. Errors wrap ErrBadMap (or a rendezvous error for a bad
-// node list); the caller counts and drops the message.
-func DecodeMap(ms *MapState) (*Map, error) {
+// node list); the caller counts and drops the message. prev, if not nil, is the
+// map the caller has: its table is reused when the placement inputs (nodes,
+// weights, replicas) are unchanged, which is the common case of a move, so only a
+// membership change costs a table build.
+func DecodeMap(ms *MapState, prev *Map) (*Map, error) {
 	s := int(ms.Shards)
 	if s < 1 || s > rendezvous.MaxShards || len(ms.Owners) != s || len(ms.States) != s {
 		return nil, fmt.Errorf("%w: %d shards, %d owners, %d states", ErrBadMap, s, len(ms.Owners), len(ms.States))
@@ -47,7 +50,9 @@ func DecodeMap(ms *MapState) (*Map, error) {
 		return nil, fmt.Errorf("%w: %d nodes", ErrBadMap, len(ms.Nodes))
 	}
 	var table *rendezvous.Table
-	if len(ms.Nodes) > 0 {
+	if prev != nil && sameInputs(prev.table, ms) {
+		table = prev.table
+	} else if len(ms.Nodes) > 0 {
 		nodes := make([]rendezvous.Node, len(ms.Nodes))
 		for i, n := range ms.Nodes {
 			nodes[i] = rendezvous.Node{Name: n.Name, Weight: n.Weight}
@@ -86,4 +91,22 @@ func DecodeMap(ms *MapState) (*Map, error) {
 		return nil, fmt.Errorf("%w: checksum %016x, content hashes to %016x", ErrBadMap, ms.Checksum, m.checksum)
 	}
 	return m, nil
+}
+
+// sameInputs reports whether t was built from exactly ms's nodes, weights, shard
+// count and replicas (t's nodes are sorted by name; so are a valid map's).
+func sameInputs(t *rendezvous.Table, ms *MapState) bool {
+	if t == nil || t.Shards() != int(ms.Shards) || t.Replicas() != int(ms.Replicas) {
+		return false
+	}
+	nodes := t.Nodes()
+	if len(nodes) != len(ms.Nodes) {
+		return false
+	}
+	for i, n := range nodes {
+		if n.Name != ms.Nodes[i].Name || n.Weight != ms.Nodes[i].Weight {
+			return false
+		}
+	}
+	return true
 }

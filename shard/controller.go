@@ -96,7 +96,7 @@ type Controller struct {
 	leading bool
 	fenced  bool
 	epoch   uint64
-	highest uint64
+	highest uint64 // highest epoch members reported above ours
 	now     time.Time
 	// failoverEnd: before it, grants only re-confirm what owners report.
 	failoverEnd time.Time
@@ -135,12 +135,12 @@ func NewController(cfg Config, self string) (*Controller, error) {
 // The host must call it only while it holds the leader lease, and StepDown as soon
 // as it stops holding it.
 func (c *Controller) BecomeLeader(now time.Time, epoch uint64) error {
-	if epoch == 0 || epoch <= c.epoch || epoch < c.highest {
+	if epoch == 0 || epoch <= c.epoch || epoch <= c.highest {
 		return fmt.Errorf("%w: %d (led %d, seen %d)", ErrStaleEpoch, epoch, c.epoch, c.highest)
 	}
 	c.now = now
 	c.leading, c.fenced = true, false
-	c.epoch, c.highest = epoch, epoch
+	c.epoch = epoch
 	c.failoverEnd = now.Add(FailoverWait(c.cfg.LeaseDuration, c.cfg.MaxDrift))
 	c.version = 0
 	c.recs = make([]shardRec, c.cfg.Shards)

@@ -227,7 +227,7 @@ func (o *Owner) learnVersion(now time.Time, epoch, version, checksum uint64) {
 }
 
 func (o *Owner) stepMap(now time.Time, ms *MapState) {
-	m, err := DecodeMap(ms)
+	m, err := DecodeMap(ms, o.m)
 	if err != nil {
 		o.stats.Malformed++
 		o.stats.BadMaps++

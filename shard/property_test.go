@@ -134,53 +134,63 @@ func TestPropertySafetyAndReassignment(t *testing.T) {
 	})
 }
 
+// reshard runs n equal nodes to a steady state, then has one more join (or
+// node-01 drain away), and returns the placement before and after and the shards
+// the Controller moved.
+func reshard(t failer, n, shards int, join bool, seed uint64) (before, after *rendezvous.Table, moved map[uint32]bool) {
+	cfg := testConfig(shards)
+	cfg.MaxMoves = 64
+	w := newWorld(cfg, seed, n)
+	w.elect("node-00")
+	w.run(5 * time.Second)
+	before = w.nodes[w.leader].ctrl.Map().Table()
+	w.events = nil
+	if join {
+		w.addNode("node-new", true)
+	} else {
+		w.setDraining("node-01", true)
+	}
+	w.run(15 * time.Second)
+	w.report(t)
+	after = w.nodes[w.leader].ctrl.Map().Table()
+	moved = map[uint32]bool{}
+	for _, e := range w.events {
+		if e.Kind == EventDraining {
+			if e.Forced {
+				t.Fatalf("unforced reshard forced a move: %v", e)
+			}
+			moved[e.Shard] = true
+		}
+	}
+	if bad := w.settled(); len(bad) > 0 {
+		t.Fatalf("not settled:\n%s", joinLines(bad[:min(5, len(bad))]))
+	}
+	return before, after, moved
+}
+
 // An unforced reshard (one of n ≥ 10 equal nodes joins, or drains away) moves
 // exactly the shards whose rendezvous primary changed, a fraction ≤ 1/n + 2%.
-func TestPropertyUnforcedReshardMovesOnlyChangedPrimaries(t *testing.T) {
-	rapid.Check(t, func(rt *rapid.T) {
-		n := rapid.IntRange(10, 16).Draw(rt, "nodes")
-		cfg := testConfig(2048)
-		cfg.MaxMoves = 64
-		join := rapid.Bool().Draw(rt, "join")
-		w := newWorld(cfg, rapid.Uint64().Draw(rt, "seed"), n)
-		w.elect("node-00")
-		w.run(8 * time.Second)
-		before := w.nodes[w.leader].ctrl.Map().Table()
-		w.events = nil
-		if join {
-			w.addNode("node-new", true)
-		} else {
-			w.setDraining(fmt.Sprintf("node-%02d", rapid.IntRange(1, n-1).Draw(rt, "leaver")), true)
-		}
-		w.run(40 * time.Second)
-		w.report(rt)
-		after := w.nodes[w.leader].ctrl.Map().Table()
-		diff, err := rendezvous.DiffTables(before, after)
-		if err != nil {
-			rt.Fatal(err)
-		}
-		moved := map[uint32]bool{}
-		for _, e := range w.events {
-			if e.Kind == EventDraining {
-				if e.Forced {
-					rt.Fatalf("unforced reshard forced a move: %v", e)
+func TestUnforcedReshardMovesOnlyChangedPrimaries(t *testing.T) {
+	for _, n := range []int{10, 13, 16} {
+		for _, join := range []bool{true, false} {
+			t.Run(fmt.Sprintf("n=%d/join=%v", n, join), func(t *testing.T) {
+				before, after, moved := reshard(t, n, 2048, join, uint64(n))
+				diff, err := rendezvous.DiffTables(before, after)
+				if err != nil {
+					t.Fatal(err)
 				}
-				moved[e.Shard] = true
-			}
+				if len(moved) != diff.PrimaryMoves {
+					t.Fatalf("moved %d shards, the placement changed %d primaries", len(moved), diff.PrimaryMoves)
+				}
+				for _, m := range diff.Moved {
+					if m.PrimaryMoved() && !moved[m.Shard] {
+						t.Fatalf("shard %d changed primary but did not move", m.Shard)
+					}
+				}
+				if f := float64(len(moved)) / 2048; f > 1/float64(n)+0.02 || f == 0 {
+					t.Fatalf("moved fraction %.4f, want in (0, 1/%d + 2%%]", f, n)
+				}
+			})
 		}
-		if len(moved) != diff.PrimaryMoves {
-			rt.Fatalf("moved %d shards, the placement changed %d primaries", len(moved), diff.PrimaryMoves)
-		}
-		for _, m := range diff.Moved {
-			if m.PrimaryMoved() && !moved[m.Shard] {
-				rt.Fatalf("shard %d changed primary but did not move", m.Shard)
-			}
-		}
-		if f := float64(len(moved)) / float64(cfg.Shards); f > 1/float64(n)+0.02 {
-			rt.Fatalf("moved fraction %.4f > 1/%d + 2%%", f, n)
-		}
-		if bad := w.settled(); len(bad) > 0 {
-			rt.Fatalf("not settled:\n%s", joinLines(bad[:min(5, len(bad))]))
-		}
-	})
+	}
 }

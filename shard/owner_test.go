@@ -1,0 +1,188 @@
+package shard
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+// ownerAt returns an Owner of node "a" (boot 1) following leader "L" at epoch 5,
+// its first renewal sent at t0, and that renewal.
+func ownerAt(t *testing.T, t0 time.Time) (*Owner, *Renew) {
+	t.Helper()
+	o, err := NewOwner(testConfig(16), "a", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.SetLeader(t0, "L", 5)
+	return o, lastRenew(t, o)
+}
+
+func lastRenew(t *testing.T, o *Owner) *Renew {
+	t.Helper()
+	var r *Renew
+	for _, e := range o.Ready().Messages {
+		if m, ok := e.Msg.(*Renew); ok {
+			if e.To != "L" {
+				t.Fatalf("renewal sent to %q, want the leader L", e.To)
+			}
+			r = m
+		}
+	}
+	if r == nil {
+		t.Fatal("no renewal sent")
+	}
+	return r
+}
+
+func grant(r *Renew, shards, confirm []uint32) *Grant {
+	return &Grant{Epoch: 5, Node: "a", Boot: 1, Seq: r.Seq, Duration: 3 * time.Second, Shards: shards, Confirm: confirm}
+}
+
+// The lease counts from the moment the renewal was sent, not from the grant's
+// arrival: a grant delayed by 2 s is worth 2 s less.
+func TestOwnerLeaseCountsFromRenewalSend(t *testing.T) {
+	t0 := simBase
+	o, r := ownerAt(t, t0)
+	o.Step(t0.Add(2*time.Second), grant(r, []uint32{3}, nil))
+	validity := OwnerValidity(3*time.Second, 0.01, 100*time.Millisecond)
+	if !o.Serving(t0.Add(validity-1), 3) {
+		t.Fatal("not serving just before the deadline")
+	}
+	if o.Serving(t0.Add(validity), 3) {
+		t.Fatalf("still serving at send+%v: the lease was counted from receipt", validity)
+	}
+	if o.Serving(t0.Add(time.Second), 4) {
+		t.Fatal("serving a shard that was never granted")
+	}
+	// A grant that arrives after its lease would have ended adds nothing.
+	o2, r2 := ownerAt(t, t0)
+	o2.Step(t0.Add(validity), grant(r2, []uint32{3}, nil))
+	if len(o2.Held(t0.Add(validity))) != 0 {
+		t.Fatal("a grant arriving after its validity started a lease")
+	}
+}
+
+// Grants apply in renewal order: one answering an older renewal than the last
+// applied is ignored, and so is one answering a renewal this process never sent.
+func TestOwnerIgnoresOldAndUnknownGrants(t *testing.T) {
+	t0 := simBase
+	o, r1 := ownerAt(t, t0)
+	o.Tick(t0.Add(time.Second))
+	r2 := lastRenew(t, o)
+	now := t0.Add(1100 * time.Millisecond)
+	o.Step(now, grant(r2, []uint32{1}, nil))
+	o.Step(now, grant(r1, []uint32{1, 2}, nil))
+	if o.Serving(now, 2) {
+		t.Fatal("an older grant added a shard after a newer one was applied")
+	}
+	unknown := grant(r2, []uint32{7}, nil)
+	unknown.Seq = 99
+	o.Step(now, unknown)
+	if o.Serving(now, 7) || o.Stats().StaleGrants != 2 {
+		t.Fatalf("stale grants: serving 7 = %v, StaleGrants = %d; want false, 2", o.Serving(now, 7), o.Stats().StaleGrants)
+	}
+	other := grant(r2, []uint32{8}, nil)
+	other.Boot = 2 // meant for another process of this node
+	o.Step(now, other)
+	if o.Serving(now, 8) || o.Stats().Malformed != 1 {
+		t.Fatal("a grant for another boot was applied")
+	}
+}
+
+// Confirm only extends what the owner still serves; a held shard in neither list
+// is dropped.
+func TestOwnerConfirmIsExtendOnly(t *testing.T) {
+	t0 := simBase
+	o, r1 := ownerAt(t, t0)
+	o.Step(t0.Add(10*time.Millisecond), grant(r1, []uint32{1, 2}, nil))
+	o.Tick(t0.Add(time.Second))
+	r2 := lastRenew(t, o)
+	if !slices.Equal(r2.Held, []uint32{1, 2}) || r2.Applied != r1.Seq {
+		t.Fatalf("renewal reports Held %v Applied %d, want [1 2] %d", r2.Held, r2.Applied, r1.Seq)
+	}
+	now := t0.Add(1010 * time.Millisecond)
+	o.Step(now, grant(r2, nil, []uint32{1, 5}))
+	if !o.Serving(t0.Add(3500*time.Millisecond), 1) {
+		t.Error("confirmed shard 1 not extended")
+	}
+	if o.Serving(now, 5) {
+		t.Error("Confirm added shard 5, which the owner did not serve")
+	}
+	if o.Serving(now, 2) {
+		t.Error("shard 2, in neither list, still served")
+	}
+}
+
+// A node rejects leader messages with an epoch below the highest it has seen,
+// and counts them.
+func TestOwnerRejectsStaleEpochs(t *testing.T) {
+	t0 := simBase
+	o, r := ownerAt(t, t0)
+	o.Step(t0, &Announce{Epoch: 6, Leader: "M", Version: 1, Checksum: 1})
+	if l, e := o.Leader(); l != "M" || e != 6 {
+		t.Fatalf("leader %s@%d after a newer announcement, want M@6", l, e)
+	}
+	o.Ready()
+	o.Step(t0, grant(r, []uint32{1}, nil))                                // epoch 5
+	o.Step(t0, &Release{Epoch: 5, Node: "a", Shards: []uint32{1}})        // epoch 5
+	o.Step(t0, &Announce{Epoch: 4, Leader: "K", Version: 9, Checksum: 9}) // epoch 4
+	if o.Serving(t0, 1) || o.Stats().StaleEpoch != 3 || o.HighestEpoch() != 6 {
+		t.Fatalf("stale: serving=%v StaleEpoch=%d highest=%d", o.Serving(t0, 1), o.Stats().StaleEpoch, o.HighestEpoch())
+	}
+	if l, _ := o.Leader(); l != "M" {
+		t.Fatalf("a stale announcement moved the leader to %s", l)
+	}
+	n := 0
+	for _, e := range o.Ready().Events {
+		if e.Kind == EventStaleEpoch {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d stale-epoch events, want 3", n)
+	}
+}
+
+// A release stops serving at once and tells the leader with a prompt renewal.
+func TestOwnerReleasesOnRequest(t *testing.T) {
+	t0 := simBase
+	o, r := ownerAt(t, t0)
+	o.Step(t0.Add(10*time.Millisecond), grant(r, []uint32{1, 2}, nil))
+	o.Ready()
+	now := t0.Add(200 * time.Millisecond) // past the prompt gap, before the periodic renewal
+	o.Step(now, &Release{Epoch: 5, Node: "a", Shards: []uint32{2}})
+	if o.Serving(now, 2) || !o.Serving(now, 1) {
+		t.Fatal("release did not drop exactly shard 2")
+	}
+	if r2 := lastRenew(t, o); !slices.Equal(r2.Held, []uint32{1}) {
+		t.Fatalf("prompt renewal holds %v, want [1]", r2.Held)
+	}
+}
+
+func TestOwnerFetchesMapOnMismatch(t *testing.T) {
+	t0 := simBase
+	o, _ := ownerAt(t, t0)
+	m := testMap(t)
+	o.Step(t0, &Announce{Epoch: 7, Leader: "L", Version: 3, Checksum: m.Checksum()})
+	var asked bool
+	for _, e := range o.Ready().Messages {
+		_, asked = e.Msg.(*MapRequest)
+		if asked {
+			break
+		}
+	}
+	if !asked {
+		t.Fatal("no map request after an announcement of an unknown map")
+	}
+	o.Step(t0, m.Wire())
+	if o.Map() == nil || o.Map().Checksum() != m.Checksum() {
+		t.Fatal("map not applied")
+	}
+	bad := m.Wire()
+	bad.Version, bad.Checksum = 4, 1
+	o.Step(t0, bad)
+	if o.Map().Version() != 3 || o.Stats().BadMaps != 1 {
+		t.Fatal("a map with a wrong checksum was applied or not counted")
+	}
+}
