@@ -1,0 +1,255 @@
+// Package compare runs the same loopback scenarios on OmniRelay Mesh's node and on
+// hashicorp/memberlist v0.7.0: N nodes in one process on 127.0.0.1 form a cluster,
+// idle for a steady window, lose one node to a crash and gain one by a join. Run
+// measures one (implementation, N) pair; cmd/compare runs each pair in its own
+// process and prints the table.
+package compare
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/omnirelay/mesh/node"
+	"github.com/omnirelay/mesh/swim"
+)
+
+// Implementation names accepted by Run.
+const (
+	Memberlist     = "memberlist"      // hashicorp/memberlist v0.7.0, DefaultLANConfig
+	NodeMemberlist = "node/memberlist" // our node, memberlist profile (the same timers)
+	NodeLAN        = "node/lan"        // our node, lan profile (its default)
+)
+
+// Impls lists every implementation, in table order.
+var Impls = []string{Memberlist, NodeMemberlist, NodeLAN}
+
+// ErrUnknownImpl means Run was given a name not in Impls.
+var ErrUnknownImpl = errors.New("compare: unknown implementation")
+
+// Options shape one run. Zero fields take the defaults below.
+type Options struct {
+	// Settle is the quiet time after the cluster formed, before the steady window,
+	// so join gossip has drained. Default 3 s.
+	Settle time.Duration
+	// Steady is the window over which bytes, packets and CPU are measured. Default
+	// 10 s; longer averages more push-pulls (every 30 s per memberlist node).
+	Steady time.Duration
+	// Timeout bounds each phase (formation, crash detection, join propagation); a
+	// phase that times out reports how far it got. Default 90 s.
+	Timeout time.Duration
+}
+
+func (o Options) withDefaults() Options {
+	if o.Settle == 0 {
+		o.Settle = 3 * time.Second
+	}
+	if o.Steady == 0 {
+		o.Steady = 10 * time.Second
+	}
+	if o.Timeout == 0 {
+		o.Timeout = 90 * time.Second
+	}
+	return o
+}
+
+// Result is what one run measured. Delays are seconds; -1 means the fraction of
+// nodes was not reached within Options.Timeout.
+type Result struct {
+	Impl string `json:"impl"`
+	N    int    `json:"n"`
+	// Formation: from the first node's start (all others start at once and join it)
+	// until every node lists the N-1 others alive.
+	Formation float64 `json:"formation_s"`
+	// Crash: one node's sockets close without a leave; delay until 50/95/100% of
+	// the N-1 survivors declare it dead.
+	Crash [3]float64 `json:"crash_s"`
+	// Join: a new node joins the first one; delay from its Join call until 50/95/100%
+	// of the N-1 live others list it alive.
+	Join [3]float64 `json:"join_s"`
+	// Steady-state traffic and CPU over the window, per node per second: UDP
+	// payload bytes and datagrams sent, and getrusage user+system CPU seconds.
+	UDPBytesPerNodeSec float64 `json:"udp_bytes_per_node_s"`
+	PacketsPerNodeSec  float64 `json:"packets_per_node_s"`
+	CPUPerNodeSec      float64 `json:"cpu_s_per_node_s"`
+	// Push-pull anti-entropy runs on TCP every PushPullScale(interval, N) per node
+	// (30 s in memberlist and our memberlist profile, 15 s in lan, both scaled the
+	// same way above 32 nodes), too rarely for a short window to sample fairly: the
+	// implementations schedule the first one differently (memberlist within the
+	// first interval, ours after it). So it is amortised instead: the bytes of one
+	// full push-pull (a second Join by a member, which exchanges both full states)
+	// divided by the interval.
+	PushPullBytes           float64 `json:"push_pull_bytes"`
+	PushPullInterval        float64 `json:"push_pull_interval_s"`
+	PushPullBytesPerNodeSec float64 `json:"push_pull_bytes_per_node_s"`
+	// BytesPerNodeSec is the steady total: UDP plus amortised push-pull.
+	BytesPerNodeSec float64 `json:"bytes_per_node_s"`
+	// WindowStreamBytes is the TCP payload actually sent during the window (push-pulls
+	// that happened to fall in it, fallback probes, digest-triggered syncs), for
+	// reference; it is not in BytesPerNodeSec.
+	WindowStreamBytes int64   `json:"window_stream_bytes"`
+	WindowStreams     int64   `json:"window_streams"`
+	Window            float64 `json:"window_s"`
+	Wall              float64 `json:"wall_s"` // the whole run
+}
+
+type member interface {
+	addr() string
+	join(ctx context.Context, seed string) error
+	crash()
+	stop()
+	check() error // reports lost events, which would make the figures wrong
+}
+
+type impl interface {
+	start(name string, c *counters, tr *tracker) (member, error)
+	pushPullInterval() time.Duration // before scaling by cluster size
+}
+
+func lookup(name string) (impl, error) {
+	switch name {
+	case Memberlist:
+		return mlImpl{}, nil
+	case NodeMemberlist:
+		return ourImpl{profile: node.ProfileMemberlist}, nil
+	case NodeLAN:
+		return ourImpl{profile: node.ProfileLAN}, nil
+	}
+	return nil, fmt.Errorf("%w: %q (want one of %v)", ErrUnknownImpl, name, Impls)
+}
+
+func nodeName(i int) string { return fmt.Sprintf("n%03d", i) }
+
+// Run measures implementation name with n nodes (n >= 3). It runs the phases in
+// order: formation, settle, steady window, crash detection, join propagation. Run it
+// in a process of its own for clean CPU figures.
+func Run(name string, n int, opt Options) (res Result, err error) {
+	if n < 3 {
+		return Result{}, fmt.Errorf("compare: n = %d: need at least 3 nodes", n)
+	}
+	im, err := lookup(name)
+	if err != nil {
+		return Result{}, err
+	}
+	opt = opt.withDefaults()
+	res = Result{Impl: name, N: n}
+	begin := time.Now()
+	c, tr := &counters{}, newTracker()
+	names := make([]string, n)
+	for i := range names {
+		names[i] = nodeName(i)
+	}
+	members := make([]member, n+1)
+	defer func() {
+		var wg sync.WaitGroup
+		for _, m := range members {
+			if m != nil {
+				wg.Go(m.stop)
+			}
+		}
+		wg.Wait()
+		for _, m := range members {
+			if m != nil {
+				if cerr := m.check(); cerr != nil && err == nil {
+					err = cerr
+				}
+			}
+		}
+		res.Wall = time.Since(begin).Seconds()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), opt.Timeout)
+	defer cancel()
+
+	// Formation: the seed, then everyone else at once.
+	tr.expect(n - 1)
+	t0 := time.Now()
+	if members[0], err = im.start(names[0], c, tr); err != nil {
+		return res, err
+	}
+	seed := members[0].addr()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		wg.Go(func() {
+			m, err := im.start(names[i], c, tr)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			members[i] = m
+			errs[i] = m.join(ctx, seed)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return res, err
+	}
+	seen := waitFor(func() []time.Time { return tr.converged(names) }, n, opt.Timeout)
+	if len(seen) < n {
+		return res, fmt.Errorf("compare: %s n=%d: only %d of %d nodes listed every peer after %v",
+			name, n, len(seen), n, opt.Timeout)
+	}
+	res.Formation = seen[n-1].Sub(t0).Seconds()
+
+	// Steady state.
+	time.Sleep(opt.Settle)
+	tr0, cpu0, w0 := c.snapshot(), cpuTime(), time.Now()
+	time.Sleep(opt.Steady)
+	tr1, cpu1, w1 := c.snapshot(), cpuTime(), time.Now()
+	win := w1.Sub(w0).Seconds()
+	per := float64(n) * win
+	res.Window = win
+	res.UDPBytesPerNodeSec = float64(tr1.packetBytes-tr0.packetBytes) / per
+	res.WindowStreamBytes, res.WindowStreams = tr1.streamBytes-tr0.streamBytes, tr1.streams-tr0.streams
+	res.PacketsPerNodeSec = float64(tr1.packets-tr0.packets) / per
+	res.CPUPerNodeSec = (cpu1 - cpu0).Seconds() / per
+
+	// Crash detection: the last node dies; the others must declare it dead.
+	victim := n - 1
+	survivors := names[:victim]
+	t0 = time.Now()
+	members[victim].crash()
+	seen = waitFor(func() []time.Time { return tr.died(names[victim], survivors) }, len(survivors), opt.Timeout)
+	copy(res.Crash[:], quantiles(t0, seen, len(survivors), 0.5, 0.95, 1))
+	time.Sleep(time.Second) // let the death's gossip drain before the join
+
+	// Join propagation: a new node joins the seed; the survivors must list it.
+	newName := nodeName(n)
+	if members[n], err = im.start(newName, c, tr); err != nil {
+		return res, err
+	}
+	t0 = time.Now()
+	if err := members[n].join(ctx, seed); err != nil {
+		return res, err
+	}
+	seen = waitFor(func() []time.Time { return tr.joined(newName, survivors) }, len(survivors), opt.Timeout)
+	copy(res.Join[:], quantiles(t0, seen, len(survivors), 0.5, 0.95, 1))
+
+	// One full push-pull: a member that already knows everyone joins the seed again.
+	time.Sleep(time.Second)
+	s0 := c.snapshot()
+	if err := members[1].join(ctx, seed); err != nil {
+		return res, err
+	}
+	s1 := c.snapshot()
+	if s1.streams > s0.streams {
+		res.PushPullBytes = float64(s1.streamBytes-s0.streamBytes) / float64(s1.streams-s0.streams)
+	}
+	interval := swim.PushPullScale(im.pushPullInterval(), n)
+	res.PushPullInterval = interval.Seconds()
+	res.PushPullBytesPerNodeSec = res.PushPullBytes / interval.Seconds()
+	res.BytesPerNodeSec = res.UDPBytesPerNodeSec + res.PushPullBytesPerNodeSec
+	return res, nil
+}
+
+// cpuTime is this process's user plus system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
