@@ -34,7 +34,8 @@
 //   - Restart: same name, fresh stack and random stream, same or new address, joins
 //   - Pause(d): a stop-the-world pause; inputs queue and are delivered on wake in the
 //     order they fell due, timers fire late, the clock keeps running
-//   - SetSlow(m): each input costs ProcDelay*m of virtual time, inputs queue behind it
+//   - SetSlow(m): each input costs ProcDelay*m of virtual time and inputs queue
+//     behind it, while timers still fire on time (and add to the backlog)
 //   - SetDrift(r): the node's clock reads start + (virtual-start)*(1+r)
 //   - Leave/Stop: graceful leave, then the process exits
 //
@@ -44,9 +45,11 @@
 // # Ground truth and metrics
 //
 // Metrics counts datagrams and bytes sent, drops by cause, and membership events
-// judged against ground truth: a suspicion or death is false when the member named
-// is running at that address, is not leaving and is not paused (suspicions and
-// deaths of paused members are counted apart). Converged holds when every live node
+// judged against ground truth: a suspicion or death is false when, at the moment
+// the first node emits it, the member named is running at that address, is not
+// leaving, is not paused and is not slow (claims about paused or slow members are
+// counted apart); each
+// fact is judged once and every node's event of it counts the same way. Converged holds when every live node
 // has the same Digest and one of them sees exactly the live nodes alive and nobody
 // suspect; CheckAgreement checks every live node's view (small clusters).
 //
@@ -68,6 +71,10 @@
 //   - loss: steady cluster with Loss (default 0.1) on every link (60 s)
 //   - pause: max(1, Nodes/50) nodes cycle between 2–8 s running and 1–6 s paused,
 //     as in the Lifeguard paper's experiments (120 s)
+//   - slow: max(1, Nodes/50) nodes spend 100 ms on every input (CPU-starved: their
+//     inputs queue and their acks go out late) for Duration, then recover and the
+//     run goes on 30 s; false positives about healthy nodes are what Lifeguard's
+//     local health multiplier is meant to prevent (120 s)
 //   - partition-heal: two random halves for Duration (default 90 s, longer than
 //     the longest suspicion timeout), then healed: heal_convergence_ms until
 //     Converged, at most 300 s

@@ -116,10 +116,11 @@ func TestPauseQueuesInputsAndDelaysTimers(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("calls = %+v, want a tick and two packets", got)
 	}
-	// Inputs are delivered on wake in the order they fell due: the packets (at
-	// 101ms) before the timer (500ms). Each input takes ProcDelay, 1ns.
+	// Inputs are delivered on wake in the order they fell due, each taking
+	// ProcDelay (1ns); the late timer fires at the wake itself, without waiting
+	// for the input backlog, and adds its own 1ns to it.
 	wake := 2 * time.Second
-	want := []call{{"packet", wake, s.Addr(0), "a"}, {"packet", wake + 1, s.Addr(0), "b"}, {"tick", wake + 2, "", ""}}
+	want := []call{{"packet", wake, s.Addr(0), "a"}, {"tick", wake, "", ""}, {"packet", wake + 2, s.Addr(0), "b"}}
 	if !slices.Equal(got, want) {
 		t.Fatalf("calls = %+v, want %+v", got, want)
 	}
@@ -252,9 +253,15 @@ func TestGroundTruthAccounting(t *testing.T) {
 	ev(swim.EventDead, 2, s.Addr(2))    // paused
 	s.RunFor(2 * time.Second)
 	ev(swim.EventDead, 2, s.Addr(2)) // awake now, but the fact was judged while paused
+	s.SetSlow(3, 10)
+	ev(swim.EventSuspect, 3, s.Addr(3)) // already judged false
+	s.account(0, swim.Event{Kind: swim.EventDead, Member: swim.Member{Name: s.Name(3), Addr: s.Addr(3), Incarnation: 1}})
 	m := s.Metrics()
+	if m.DeadSlow != 1 || m.SuspectedSlow != 0 {
+		t.Errorf("slow: suspected %d dead %d, want 0 and 1", m.SuspectedSlow, m.DeadSlow)
+	}
 	got := []uint64{m.Suspicions, m.FalseSuspicions, m.SuspectedPaused, m.Deaths, m.FalseDeaths, m.DeadPaused, m.FalseSuspectFacts, m.FalseDeadFacts}
-	if want := []uint64{3, 1, 1, 5, 2, 2, 1, 1}; !slices.Equal(got, want) {
+	if want := []uint64{4, 2, 1, 6, 2, 2, 1, 1}; !slices.Equal(got, want) {
 		t.Fatalf("suspicions, false, paused, deaths, false, paused, facts = %v, want %v", got, want)
 	}
 }

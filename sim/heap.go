@@ -10,6 +10,7 @@ const (
 	evStreamReply                   // a stream reply arrives back at the requester
 	evStreamFail                    // a stream the requester opened failed
 	evAction                        // a scheduled scenario action (fault, join, probe)
+	evWake                          // a node may take the next input of its inbox
 )
 
 // event is one entry of the queue. It is a plain value (no closure) so the heap is
@@ -18,7 +19,7 @@ type event struct {
 	at   int64  // virtual nanoseconds since the epoch
 	seq  uint64 // tie-break: order of scheduling, so equal times fire FIFO
 	data []byte // packet or stream frame
-	node int32  // evTick, evStreamReply, evStreamFail: the node index; evAction: action index
+	node int32  // evTick, evWake, evStream*: the node index (of the requester for streams); evAction: action index
 	to   int32  // evPacket, evStreamReq: destination address slot
 	from int32  // address slot of the sender (evStreamFail: of the peer that failed)
 	gen  uint32 // generation of node when scheduled; a restarted node ignores older events

@@ -38,10 +38,14 @@ type Metrics struct {
 	FalseSuspicions uint64
 	SuspectedPaused uint64
 	// FalseDeaths counts dead events of false facts; DeadPaused of paused ones.
-	FalseDeaths uint64
-	DeadPaused  uint64
-	Suspicions  uint64 // every suspect event
-	Deaths      uint64 // every dead event
+	// Claims about a node made slow (SetSlow above 1) count in SuspectedSlow and
+	// DeadSlow, so the false ones are those about healthy nodes.
+	FalseDeaths   uint64
+	DeadPaused    uint64
+	SuspectedSlow uint64
+	DeadSlow      uint64
+	Suspicions    uint64 // every suspect event
+	Deaths        uint64 // every dead event
 	// FalseSuspectFacts and FalseDeadFacts count distinct false facts (member,
 	// incarnation) rather than the events every node emits on learning one: one
 	// wrong suspicion that reaches 200 nodes is 200 FalseSuspicions and 1 fact.
@@ -57,6 +61,7 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		StreamsFailed: m.StreamsFailed - o.StreamsFailed, StreamBytes: m.StreamBytes - o.StreamBytes,
 		DroppedLoss: m.DroppedLoss - o.DroppedLoss, DroppedPartition: m.DroppedPartition - o.DroppedPartition,
 		DroppedMTU: m.DroppedMTU - o.DroppedMTU, DroppedDown: m.DroppedDown - o.DroppedDown,
+		SuspectedSlow: m.SuspectedSlow - o.SuspectedSlow, DeadSlow: m.DeadSlow - o.DeadSlow,
 		DroppedUnknown: m.DroppedUnknown - o.DroppedUnknown, Duplicated: m.Duplicated - o.Duplicated,
 		FalseSuspicions: m.FalseSuspicions - o.FalseSuspicions, SuspectedPaused: m.SuspectedPaused - o.SuspectedPaused,
 		FalseDeaths: m.FalseDeaths - o.FalseDeaths, DeadPaused: m.DeadPaused - o.DeadPaused,
@@ -91,6 +96,8 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 			}
 		case verdictPaused:
 			s.m.SuspectedPaused++
+		case verdictSlow:
+			s.m.SuspectedSlow++
 		}
 	case swim.EventDead:
 		s.m.Deaths++
@@ -102,6 +109,8 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 			}
 		case verdictPaused:
 			s.m.DeadPaused++
+		case verdictSlow:
+			s.m.DeadSlow++
 		}
 	}
 	if s.observe != nil {
@@ -122,6 +131,7 @@ const (
 	verdictTrue   verdict = iota // the member was down or leaving: the claim is right
 	verdictFalse                 // the member was up and running
 	verdictPaused                // the member was up but paused
+	verdictSlow                  // the member was up but made slow
 )
 
 // judge returns the verdict on the fact (m, st), deciding it now if this is its
@@ -133,9 +143,13 @@ func (s *Sim) judge(m *swim.Member, st swim.Status) (v verdict, first bool) {
 	}
 	v = verdictTrue
 	if i, ok := s.liveInstance(m); ok {
-		v = verdictFalse
-		if s.nodes[i].paused > s.now {
+		switch n := s.nodes[i]; {
+		case n.paused > s.now:
 			v = verdictPaused
+		case n.slow > 1:
+			v = verdictSlow
+		default:
+			v = verdictFalse
 		}
 	}
 	if s.facts == nil {

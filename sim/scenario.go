@@ -67,6 +67,8 @@ type Result struct {
 	FalseDeaths        uint64  `json:"false_deaths"`
 	SuspectedPaused    uint64  `json:"suspected_paused"`
 	DeadPaused         uint64  `json:"dead_paused"`
+	SuspectedSlow      uint64  `json:"suspected_slow"`
+	DeadSlow           uint64  `json:"dead_slow"`
 	FalseSuspectFacts  uint64  `json:"false_suspect_facts"` // distinct (member, incarnation) falsely suspected
 	FalseDeadFacts     uint64  `json:"false_dead_facts"`
 
@@ -94,6 +96,7 @@ type Result struct {
 	Restarts      *int     `json:"restarts,omitempty"`
 	Joins         *int     `json:"joins,omitempty"`
 	Pauses        *int     `json:"pauses,omitempty"`
+	Slow          *int     `json:"slow_nodes,omitempty"`
 }
 
 // Scenario is a named experiment.
@@ -113,6 +116,7 @@ func Scenarios() []Scenario {
 		{"churn", "joins, crashes and restarts (some on new addresses) every second, then quiet until converged", 60 * time.Second, runChurn},
 		{"loss", "steady cluster under --loss (default 0.1) on every link; counts false suspicions and deaths", 60 * time.Second, runLoss},
 		{"pause", "2% of nodes (at least one) repeatedly pause 1-6 s, as in the Lifeguard experiments; false positives", 120 * time.Second, runPause},
+		{"slow", "2% of nodes (at least one) spend 100 ms on every input (CPU-starved, inputs queue up) for the duration; false positives about healthy nodes", 120 * time.Second, runSlow},
 		{"partition-heal", "split in two halves for --duration (longer than the dead timeout), heal; heal_convergence_ms", 90 * time.Second, runPartitionHeal},
 	}
 }
@@ -237,6 +241,7 @@ func Run(o Options) (*Result, error) {
 	res.DroppedLoss, res.DroppedPartition, res.DroppedMTU = m.DroppedLoss, m.DroppedPartition, m.DroppedMTU
 	res.FalseSuspicions, res.FalseDeaths = m.FalseSuspicions, m.FalseDeaths
 	res.SuspectedPaused, res.DeadPaused = m.SuspectedPaused, m.DeadPaused
+	res.SuspectedSlow, res.DeadSlow = m.SuspectedSlow, m.DeadSlow
 	res.FalseSuspectFacts, res.FalseDeadFacts = m.FalseSuspectFacts, m.FalseDeadFacts
 	res.Converged = s.Converged()
 	res.ViewsAgree = s.CheckAgreement() == nil
@@ -513,6 +518,25 @@ func runPause(r *runner) error {
 	}
 	s.RunFor(r.o.Duration)
 	r.res.Pauses = intp(pauses)
+	return nil
+}
+
+// runSlow: max(1, nodes/50) nodes process each input in 100 ms instead of 20 µs for
+// the duration, then recover; the run continues 30 s so refutations can land.
+func runSlow(r *runner) error {
+	s := r.s
+	live := s.LiveNodes()
+	r.rng.Shuffle(len(live), func(a, b int) { live[a], live[b] = live[b], live[a] })
+	slow := live[:max(1, r.o.Nodes/50)]
+	for _, i := range slow {
+		s.SetSlow(i, float64(100*time.Millisecond)/float64(s.cfg.ProcDelay))
+	}
+	s.RunFor(r.o.Duration)
+	for _, i := range slow {
+		s.SetSlow(i, 1)
+	}
+	s.RunFor(30 * time.Second)
+	r.res.Slow = intp(len(slow))
 	return nil
 }
 

@@ -74,6 +74,10 @@ func TestScenariosSmall(t *testing.T) {
 				if res.Pauses == nil || *res.Pauses == 0 {
 					t.Error("nobody paused")
 				}
+			case "slow":
+				if res.Slow == nil || *res.Slow != 1 {
+					t.Errorf("slow nodes %v, want 1", res.Slow)
+				}
 			case "partition-heal":
 				check("heal_convergence_ms", res.HealConverged)
 				if res.DroppedPartition == 0 {

@@ -89,6 +89,9 @@ type node struct {
 	lbase    int64   // local time at vbase (ns since Epoch)
 	vbase    int64   // virtual time drift was last (re)based at
 	tickAt   int64   // time of the tick event that counts; 0 when none is pending
+	wakeAt   int64   // time of the pending wake event; 0 when none
+	inbox    []event // inputs waiting for the node to be free, oldest at head
+	head     int
 }
 
 // local is the node's clock reading at virtual time v.
@@ -234,7 +237,9 @@ func (s *Sim) start(i int32) error {
 	n := s.nodes[i]
 	n.gen++
 	n.up, n.leaving = true, false
-	n.paused, n.busy, n.tickAt = 0, 0, 0
+	n.paused, n.busy, n.tickAt, n.wakeAt = 0, 0, 0, 0
+	clear(n.inbox)
+	n.inbox, n.head = n.inbox[:0], 0
 	n.drift, n.lbase, n.vbase = 0, s.now, s.now
 	rng := Stream(s.cfg.Seed, fmt.Sprintf("node/%s/%d", n.name, n.restarts))
 	st, err := s.cfg.NewStack(n.name, s.addrs[n.addr], rng, s.Now())
@@ -275,7 +280,9 @@ func (s *Sim) Crash(i int) {
 	n := s.nodes[i]
 	n.up = false
 	n.gen++
-	n.tickAt = 0
+	n.tickAt, n.wakeAt = 0, 0
+	clear(n.inbox)
+	n.inbox, n.head = n.inbox[:0], 0
 }
 
 // Stop ends node i's process after a graceful leave (same as Crash for the network).
@@ -459,23 +466,47 @@ func (s *Sim) recordHash(kind evKind, from, to int32, h uint64, n int) {
 	_, _ = s.trace.Write(b[:29])
 }
 
-// wait defers e when node n cannot take input yet (paused or busy); it reports
-// whether it did. Deferred events keep their relative order: they are re-queued in
-// the order they fired.
-func (s *Sim) wait(n *node, e *event) bool {
-	w := n.paused
-	if n.busy > w {
-		w = n.busy
-	}
-	if w <= s.now {
+// blocked is the time node n can take its next input: the end of a pause or of
+// the input it is working on.
+func (n *node) blocked() int64 { return max(n.paused, n.busy) }
+
+// wait queues input e in node i's inbox when the node cannot take it now (paused,
+// busy, or older inputs still queued) and reports whether it did. The inbox is a
+// FIFO drained by one wake event at a time, so a backlog of k inputs costs O(k)
+// heap operations, and inputs keep their arrival order.
+func (s *Sim) wait(i int32, n *node, e *event) bool {
+	if n.blocked() <= s.now && n.head == len(n.inbox) {
 		return false
 	}
-	e.at = w
-	if e.kind == evTick {
-		n.tickAt = w
+	n.inbox = append(n.inbox, *e)
+	if n.wakeAt == 0 {
+		s.schedWake(i, n, max(n.blocked(), s.now))
 	}
-	s.push(*e)
 	return true
+}
+
+func (s *Sim) schedWake(i int32, n *node, t int64) {
+	n.wakeAt = t
+	s.push(event{at: t, kind: evWake, node: i, gen: n.gen})
+}
+
+// drain delivers the oldest queued input of node i if the node is free, and
+// schedules the next wake while inputs remain.
+func (s *Sim) drain(i int32, n *node) {
+	if w := n.blocked(); w > s.now {
+		s.schedWake(i, n, w)
+		return
+	}
+	e := n.inbox[n.head]
+	n.inbox[n.head] = event{}
+	n.head++
+	if n.head == len(n.inbox) {
+		n.inbox, n.head = n.inbox[:0], 0
+	}
+	s.deliver(i, n, &e)
+	if n.up && n.head < len(n.inbox) && n.wakeAt == 0 {
+		s.schedWake(i, n, max(n.blocked(), s.now))
+	}
 }
 
 func (s *Sim) fire(e *event) {
@@ -489,7 +520,12 @@ func (s *Sim) fire(e *event) {
 		if !n.up || e.gen != n.gen || e.at != n.tickAt {
 			return // stale: superseded by an earlier deadline, or the instance is gone
 		}
-		if s.wait(n, e) {
+		if n.paused > s.now {
+			// Timers of a paused node fire at the wake. A busy node's do not wait:
+			// its clock and timer thread run; only its message handling lags.
+			n.tickAt = n.paused
+			e.at = n.paused
+			s.push(*e)
 			return
 		}
 		n.tickAt = 0
@@ -503,28 +539,49 @@ func (s *Sim) fire(e *event) {
 		s.record(evTick, -1, e.node, nil)
 		n.stack.Tick(s.localTime(n))
 		s.afterInput(e.node, s.now)
-	case evPacket:
+	case evWake:
+		n := s.nodes[e.node]
+		if !n.up || e.gen != n.gen || e.at != n.wakeAt {
+			return
+		}
+		n.wakeAt = 0
+		s.drain(e.node, n)
+	case evPacket, evStreamReq:
 		i := s.owner[e.to]
 		if i < 0 || !s.nodes[i].up {
-			s.m.DroppedDown++
+			if e.kind == evPacket {
+				s.m.DroppedDown++
+			} else {
+				s.refuse(e)
+			}
 			return
 		}
-		n := s.nodes[i]
-		if s.wait(n, e) {
-			return
+		if n := s.nodes[i]; !s.wait(i, n, e) {
+			s.deliver(i, n, e)
 		}
-		s.record(evPacket, e.from, e.to, e.data)
-		n.stack.HandlePacket(s.localTime(n), s.addrs[e.from], e.data)
-		s.afterInput(i, s.now)
-	case evStreamReq:
-		s.streamReq(e)
 	case evStreamReply, evStreamFail:
 		n := s.nodes[e.node]
 		if !n.up || e.gen != n.gen {
 			return
 		}
-		if s.wait(n, e) {
-			return
+		if !s.wait(e.node, n, e) {
+			s.deliver(e.node, n, e)
+		}
+	}
+}
+
+// deliver hands input e to node i, which is up and free.
+func (s *Sim) deliver(i int32, n *node, e *event) {
+	switch e.kind {
+	case evPacket:
+		s.record(evPacket, e.from, e.to, e.data)
+		n.stack.HandlePacket(s.localTime(n), s.addrs[e.from], e.data)
+		s.afterInput(i, s.now)
+	case evStreamReq:
+		s.serveStream(i, n, e)
+	case evStreamReply, evStreamFail:
+		if e.gen != n.gen {
+			return // queued for an instance that has since restarted
 		}
 		s.record(e.kind, e.from, n.addr, e.data)
 		if e.kind == evStreamReply {
@@ -532,26 +589,25 @@ func (s *Sim) fire(e *event) {
 		} else {
 			n.stack.StreamFailed(s.localTime(n), s.addrs[e.from])
 		}
-		s.afterInput(e.node, s.now)
+		s.afterInput(i, s.now)
 	}
 }
 
-// streamReq delivers a stream request to its target and sends the reply (or the
-// failure) back to the requester, e.node of generation e.gen.
-func (s *Sim) streamReq(e *event) {
-	i := s.owner[e.to]
+// refuse fails a stream request whose target process is down: a reset comes back
+// after one more one-way delay.
+func (s *Sim) refuse(e *event) {
+	s.m.StreamsFailed++
+	s.push(event{
+		at:   s.now + s.net.delay(s.net.link(e.node, e.node)),
+		kind: evStreamFail, node: e.node, gen: e.gen, from: e.to,
+	})
+}
+
+// serveStream runs a stream request at its target, node i, and sends the reply
+// (or the failure) back to the requester, e.node of generation e.gen.
+func (s *Sim) serveStream(i int32, n *node, e *event) {
 	req := e.node
 	fail := event{kind: evStreamFail, node: req, gen: e.gen, from: e.to}
-	if i < 0 || !s.nodes[i].up {
-		fail.at = s.now + s.net.delay(s.net.link(req, req)) // RST back
-		s.m.StreamsFailed++
-		s.push(fail)
-		return
-	}
-	n := s.nodes[i]
-	if s.wait(n, e) {
-		return
-	}
 	s.record(evStreamReq, e.from, e.to, e.data)
 	reply := n.stack.HandleStream(s.localTime(n), s.addrs[e.from], e.data)
 	depart := s.afterInput(i, s.now)
@@ -581,8 +637,10 @@ func (s *Sim) afterInput(i int32, t int64) int64 {
 	n := s.nodes[i]
 	depart := t
 	if s.cfg.ProcDelay > 0 {
-		depart += int64(float64(s.cfg.ProcDelay) * n.slow)
-		n.busy = depart
+		cost := int64(float64(s.cfg.ProcDelay) * n.slow)
+		depart += cost
+		// A timer can run while inputs are queued: its work adds to the backlog.
+		n.busy = max(n.busy, t) + cost
 	}
 	r := n.stack.Ready()
 	for _, p := range r.Packets {

@@ -12,7 +12,7 @@ func TestSimListNamesEveryScenario(t *testing.T) {
 	if rc := runSim([]string{"list"}, &out, &errb); rc != 0 {
 		t.Fatalf("rc %d, stderr %s", rc, errb.String())
 	}
-	for _, name := range []string{"join", "crash", "leave", "churn", "loss", "pause", "partition-heal"} {
+	for _, name := range []string{"join", "crash", "leave", "churn", "loss", "pause", "slow", "partition-heal"} {
 		if !strings.Contains(out.String(), name+" ") {
 			t.Errorf("list lacks %s:\n%s", name, out.String())
 		}
