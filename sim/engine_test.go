@@ -256,10 +256,17 @@ func TestGroundTruthAccounting(t *testing.T) {
 	s.SetSlow(3, 10)
 	ev(swim.EventSuspect, 3, s.Addr(3)) // already judged false
 	s.account(0, swim.Event{Kind: swim.EventDead, Member: swim.Member{Name: s.Name(3), Addr: s.Addr(3), Incarnation: 1}})
+	s.SetSlow(0, 5)
+	ev(swim.EventSuspect, 3, s.Addr(3)) // a false fact, now emitted by a slow observer
 	m := s.Metrics()
+	if m.FalseSuspicionsAtSlow != 1 || m.FalseDeathsAtSlow != 0 {
+		t.Errorf("at slow observers: suspicions %d deaths %d, want 1 and 0", m.FalseSuspicionsAtSlow, m.FalseDeathsAtSlow)
+	}
 	if m.DeadSlow != 1 || m.SuspectedSlow != 0 {
 		t.Errorf("slow: suspected %d dead %d, want 0 and 1", m.SuspectedSlow, m.DeadSlow)
 	}
+	m.Suspicions--
+	m.FalseSuspicions-- // leave out the slow observer's event
 	got := []uint64{m.Suspicions, m.FalseSuspicions, m.SuspectedPaused, m.Deaths, m.FalseDeaths, m.DeadPaused, m.FalseSuspectFacts, m.FalseDeadFacts}
 	if want := []uint64{4, 2, 1, 6, 2, 2, 1, 1}; !slices.Equal(got, want) {
 		t.Fatalf("suspicions, false, paused, deaths, false, paused, facts = %v, want %v", got, want)

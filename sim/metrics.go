@@ -44,8 +44,13 @@ type Metrics struct {
 	DeadPaused    uint64
 	SuspectedSlow uint64
 	DeadSlow      uint64
-	Suspicions    uint64 // every suspect event
-	Deaths        uint64 // every dead event
+	// FalseSuspicionsAtSlow and FalseDeathsAtSlow are the part of FalseSuspicions
+	// and FalseDeaths emitted by slow observers: a slow node's own view going
+	// wrong, as opposed to its wrong claims being believed by healthy nodes.
+	FalseSuspicionsAtSlow uint64
+	FalseDeathsAtSlow     uint64
+	Suspicions            uint64 // every suspect event
+	Deaths                uint64 // every dead event
 	// FalseSuspectFacts and FalseDeadFacts count distinct false facts (member,
 	// incarnation) rather than the events every node emits on learning one: one
 	// wrong suspicion that reaches 200 nodes is 200 FalseSuspicions and 1 fact.
@@ -62,7 +67,9 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		DroppedLoss: m.DroppedLoss - o.DroppedLoss, DroppedPartition: m.DroppedPartition - o.DroppedPartition,
 		DroppedMTU: m.DroppedMTU - o.DroppedMTU, DroppedDown: m.DroppedDown - o.DroppedDown,
 		SuspectedSlow: m.SuspectedSlow - o.SuspectedSlow, DeadSlow: m.DeadSlow - o.DeadSlow,
-		DroppedUnknown: m.DroppedUnknown - o.DroppedUnknown, Duplicated: m.Duplicated - o.Duplicated,
+		FalseSuspicionsAtSlow: m.FalseSuspicionsAtSlow - o.FalseSuspicionsAtSlow,
+		FalseDeathsAtSlow:     m.FalseDeathsAtSlow - o.FalseDeathsAtSlow,
+		DroppedUnknown:        m.DroppedUnknown - o.DroppedUnknown, Duplicated: m.Duplicated - o.Duplicated,
 		FalseSuspicions: m.FalseSuspicions - o.FalseSuspicions, SuspectedPaused: m.SuspectedPaused - o.SuspectedPaused,
 		FalseDeaths: m.FalseDeaths - o.FalseDeaths, DeadPaused: m.DeadPaused - o.DeadPaused,
 		Suspicions: m.Suspicions - o.Suspicions, Deaths: m.Deaths - o.Deaths,
@@ -91,6 +98,9 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 		switch v, first := s.judge(&ev.Member, swim.StatusSuspect); v {
 		case verdictFalse:
 			s.m.FalseSuspicions++
+			if s.nodes[obs].slow > 1 {
+				s.m.FalseSuspicionsAtSlow++
+			}
 			if first {
 				s.m.FalseSuspectFacts++
 			}
@@ -104,6 +114,9 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 		switch v, first := s.judge(&ev.Member, swim.StatusDead); v {
 		case verdictFalse:
 			s.m.FalseDeaths++
+			if s.nodes[obs].slow > 1 {
+				s.m.FalseDeathsAtSlow++
+			}
 			if first {
 				s.m.FalseDeadFacts++
 			}

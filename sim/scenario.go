@@ -55,22 +55,24 @@ type Result struct {
 	Events             uint64  `json:"events"` // all phases
 
 	// Counters below cover the measured phase only.
-	MessagesSent       uint64  `json:"messages_sent"`
-	BytesSent          uint64  `json:"bytes_sent"`
-	BytesPerNodePerSec float64 `json:"bytes_per_node_per_sec"`
-	StreamsOpened      uint64  `json:"streams_opened"`
-	StreamBytes        uint64  `json:"stream_bytes"`
-	DroppedLoss        uint64  `json:"dropped_loss"`
-	DroppedPartition   uint64  `json:"dropped_partition"`
-	DroppedMTU         uint64  `json:"dropped_mtu"`
-	FalseSuspicions    uint64  `json:"false_suspicions"`
-	FalseDeaths        uint64  `json:"false_deaths"`
-	SuspectedPaused    uint64  `json:"suspected_paused"`
-	DeadPaused         uint64  `json:"dead_paused"`
-	SuspectedSlow      uint64  `json:"suspected_slow"`
-	DeadSlow           uint64  `json:"dead_slow"`
-	FalseSuspectFacts  uint64  `json:"false_suspect_facts"` // distinct (member, incarnation) falsely suspected
-	FalseDeadFacts     uint64  `json:"false_dead_facts"`
+	MessagesSent          uint64  `json:"messages_sent"`
+	BytesSent             uint64  `json:"bytes_sent"`
+	BytesPerNodePerSec    float64 `json:"bytes_per_node_per_sec"`
+	StreamsOpened         uint64  `json:"streams_opened"`
+	StreamBytes           uint64  `json:"stream_bytes"`
+	DroppedLoss           uint64  `json:"dropped_loss"`
+	DroppedPartition      uint64  `json:"dropped_partition"`
+	DroppedMTU            uint64  `json:"dropped_mtu"`
+	FalseSuspicions       uint64  `json:"false_suspicions"`
+	FalseDeaths           uint64  `json:"false_deaths"`
+	SuspectedPaused       uint64  `json:"suspected_paused"`
+	DeadPaused            uint64  `json:"dead_paused"`
+	SuspectedSlow         uint64  `json:"suspected_slow"`
+	DeadSlow              uint64  `json:"dead_slow"`
+	FalseSuspicionsAtSlow uint64  `json:"false_suspicions_at_slow"` // part of false_suspicions emitted by slow nodes
+	FalseDeathsAtSlow     uint64  `json:"false_deaths_at_slow"`
+	FalseSuspectFacts     uint64  `json:"false_suspect_facts"` // distinct (member, incarnation) falsely suspected
+	FalseDeadFacts        uint64  `json:"false_dead_facts"`
 
 	Converged  bool   `json:"converged"`   // at the end of the run, by Sim.Converged (equal digests, truthful views)
 	ViewsAgree bool   `json:"views_agree"` // at the end, by Sim.CheckAgreement (every live view is the live set)
@@ -242,6 +244,7 @@ func Run(o Options) (*Result, error) {
 	res.FalseSuspicions, res.FalseDeaths = m.FalseSuspicions, m.FalseDeaths
 	res.SuspectedPaused, res.DeadPaused = m.SuspectedPaused, m.DeadPaused
 	res.SuspectedSlow, res.DeadSlow = m.SuspectedSlow, m.DeadSlow
+	res.FalseSuspicionsAtSlow, res.FalseDeathsAtSlow = m.FalseSuspicionsAtSlow, m.FalseDeathsAtSlow
 	res.FalseSuspectFacts, res.FalseDeadFacts = m.FalseSuspectFacts, m.FalseDeadFacts
 	res.Converged = s.Converged()
 	res.ViewsAgree = s.CheckAgreement() == nil
