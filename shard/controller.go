@@ -106,6 +106,8 @@ type Controller struct {
 	target   *rendezvous.Table // placement over eligible, nil if none
 
 	recs         []shardRec
+	stale        bool      // something reconcile reads changed since it last ran
+	nextHold     time.Time // earliest hold of a draining shard with an owner, zero if none
 	version      uint64
 	cur          *Map
 	changed      bool
@@ -154,7 +156,7 @@ func (c *Controller) BecomeLeader(now time.Time, epoch uint64) error {
 		}
 		p.boot, p.lastSeq, p.answered, p.owns = 0, 0, 0, nil
 	}
-	c.changed = true
+	c.changed, c.stale = true, true
 	c.nextAnnounce = now
 	c.settle(now)
 	return nil
@@ -233,6 +235,7 @@ func (c *Controller) SetMembers(now time.Time, members []Member) error {
 		}
 		c.changed = true
 	}
+	c.stale = true // health and drain flags changed too
 	c.settle(now)
 	return nil
 }
@@ -268,6 +271,7 @@ func (c *Controller) Step(now time.Time, msg Message) {
 // Tick advances timers to now.
 func (c *Controller) Tick(now time.Time) {
 	c.now = now
+	c.stale = true // holds may have lapsed, the failover wait may have ended
 	c.settle(now)
 }
 
@@ -287,11 +291,8 @@ func (c *Controller) NextDeadline() time.Time {
 	if c.now.Before(c.failoverEnd) && c.failoverEnd.Before(d) {
 		d = c.failoverEnd
 	}
-	for i := range c.recs {
-		r := &c.recs[i]
-		if r.state == StateDraining && r.owner != "" && r.hold.Before(d) {
-			d = r.hold
-		}
+	if !c.nextHold.IsZero() && c.nextHold.Before(d) {
+		d = c.nextHold
 	}
 	return d
 }
@@ -337,6 +338,7 @@ func (c *Controller) setOwner(s uint32, name string) {
 		delete(p.owns, s)
 	}
 	r.owner = name
+	c.stale = true
 	if name != "" {
 		p := c.peer(name)
 		if p.owns == nil {
@@ -394,7 +396,7 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 			c.setOwner(s, "") // released; reconcile hands it on
 		case rec.state == StateRebalancing && held(s):
 			rec.state = StateSteady
-			c.changed = true
+			c.changed, c.stale = true, true
 			c.emit(Event{Kind: EventSteady, Shard: s, From: rec.from, To: r.Node, Epoch: c.epoch, At: now})
 		}
 	}
@@ -423,11 +425,14 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 	c.pendingGrant = append(c.pendingGrant, g)
 }
 
-// reconcile moves every shard one step toward the target placement.
+// reconcile moves every shard one step toward the target placement. It costs
+// O(S), so it runs only when an input changed something it reads (c.stale):
+// a renewal that changes nothing is answered in O(shards of that node).
 func (c *Controller) reconcile(now time.Time) {
-	if !c.Leading() {
+	if !c.Leading() || !c.stale {
 		return
 	}
+	defer c.findNextHold()
 	inflight := 0
 	for i := range c.recs {
 		if r := &c.recs[i]; r.state != StateSteady && !r.forced {
@@ -469,6 +474,20 @@ func (c *Controller) reconcile(now time.Time) {
 		r.state = StateRebalancing
 		c.setOwner(s, tgt)
 		c.emit(Event{Kind: EventRebalancing, Shard: s, From: r.from, To: tgt, Forced: r.forced, Epoch: c.epoch, At: now})
+	}
+}
+
+// findNextHold caches the earliest hold among draining shards that still have an
+// owner: the instant reconcile must run again. Grants never touch draining shards,
+// so only reconcile moves it.
+func (c *Controller) findNextHold() {
+	c.stale = false
+	c.nextHold = time.Time{}
+	for i := range c.recs {
+		r := &c.recs[i]
+		if r.state == StateDraining && r.owner != "" && (c.nextHold.IsZero() || r.hold.Before(c.nextHold)) {
+			c.nextHold = r.hold
+		}
 	}
 }
 

@@ -85,20 +85,23 @@ func NewMap(epoch, version uint64, shards int, table *rendezvous.Table, owners [
 			return nil, fmt.Errorf("%w: state %d", ErrBadMap, st)
 		}
 	}
+	index := map[string]uint32{}
 	for _, o := range owners {
-		if o != "" {
+		if _, ok := index[o]; !ok && o != "" {
+			index[o] = 0
 			m.names = append(m.names, o)
 		}
 	}
 	slices.Sort(m.names)
-	m.names = slices.Compact(m.names)
+	for i, n := range m.names {
+		index[n] = uint32(i)
+	}
 	for s, o := range owners {
 		if o == "" {
 			m.owner[s] = noOwner
-			continue
+		} else {
+			m.owner[s] = index[o]
 		}
-		i, _ := slices.BinarySearch(m.names, o)
-		m.owner[s] = uint32(i)
 	}
 	m.checksum = m.computeChecksum()
 	return m, nil

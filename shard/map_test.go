@@ -157,21 +157,3 @@ func TestMapNewer(t *testing.T) {
 		}
 	}
 }
-
-func BenchmarkMapOwnerOf(b *testing.B) {
-	var nodes []rendezvous.Node
-	for i := range 100 {
-		nodes = append(nodes, rendezvous.Node{Name: fmt.Sprintf("node-%03d", i), Weight: 1})
-	}
-	tb, _ := rendezvous.BuildTable(nodes, 4096, 1)
-	owners := make([]string, 4096)
-	for s := range owners {
-		owners[s] = tb.Primary(uint32(s))
-	}
-	m, _ := NewMap(1, 1, 4096, tb, owners, make([]State, 4096))
-	key := []byte("customer-1234567")
-	b.ReportAllocs()
-	for b.Loop() {
-		_ = m.OwnerOf(key)
-	}
-}
