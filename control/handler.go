@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Pagination limits of GET /control/v1/peers.
@@ -28,6 +30,10 @@ type Options struct {
 	Heartbeat time.Duration
 	// Logger receives request errors; nil discards them.
 	Logger *slog.Logger
+	// Registerer receives the API's own request metrics
+	// (omnirelay_control_requests_total, omnirelay_control_request_duration_seconds);
+	// nil records none.
+	Registerer prometheus.Registerer
 }
 
 type handler struct {
@@ -54,8 +60,60 @@ func NewHandler(src Source, opts Options) http.Handler {
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", opts.Metrics)
 	}
-	return mux
+	if opts.Registerer == nil {
+		return mux
+	}
+	return instrument(mux, opts.Registerer)
 }
+
+// instrument counts every request by route pattern and status code, and times all
+// but watch streams (which last as long as the client wants). The route label is the
+// mux pattern, never the raw path, so a scanner cannot grow the label set.
+func instrument(mux *http.ServeMux, reg prometheus.Registerer) http.Handler {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_control_requests_total",
+		Help: "Control API requests, by route pattern and HTTP status code."}, []string{"route", "code"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "omnirelay_control_request_duration_seconds",
+		Help:    "Control API request latency by route pattern (watch streams excluded).",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route"})
+	reg.MustRegister(requests, duration)
+	// Pre-create the series an error budget divides by, so rates exist from the start.
+	for _, route := range []string{"GET /control/v1/peers", "GET /control/v1/peers/{name}"} {
+		requests.WithLabelValues(route, "200")
+		duration.WithLabelValues(route)
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		mux.ServeHTTP(sw, r)
+		route := r.Pattern // set by the mux while routing
+		if route == "" {
+			route = "unmatched"
+		}
+		requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		if r.URL.Query().Get("watch") != "true" {
+			duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+		}
+	})
+}
+
+// statusWriter remembers the status code; it forwards Flush so watch streams work.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // PeerList is the JSON body of GET /control/v1/peers.
 type PeerList struct {

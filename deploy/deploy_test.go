@@ -46,21 +46,13 @@ var pendingMetrics = map[string]string{
 	"omnirelay_shards_parked":                "shards in node (issue 7)",
 	"omnirelay_shard_parked_max_age_seconds": "shards in node (issue 7)",
 	"omnirelay_shard_map_version":            "shards in node (issue 7)",
-	// Proposed here for node (issue 8).
-	"omnirelay_membership_digest":                "node: local view digest gauge",
-	"omnirelay_gossip_queue_limit":               "node: gossip queue bound gauge",
-	"omnirelay_member_events_total":              "node: membership events by kind",
-	"omnirelay_control_requests_total":           "node/control: HTTP request counter",
-	"omnirelay_control_request_duration_seconds": "node/control: HTTP latency histogram",
 }
 
 // lazyMetrics exist but only after their first event (a labelled counter whose
 // label values node does not create at start), so a healthy cluster may not expose
 // them: a query over one is excused when it returns nothing. Once node creates every
 // label value at start, drop the name from here.
-var lazyMetrics = map[string]string{
-	"omnirelay_network_errors_total": "series per op appear at the first error of that op",
-}
+var lazyMetrics = map[string]string{}
 
 // histogramSuffixes are the series names Prometheus derives from one histogram.
 var histogramSuffixes = []string{"_bucket", "_count", "_sum"}

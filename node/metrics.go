@@ -26,6 +26,7 @@ type metrics struct {
 	inboundDropped    prometheus.Counter
 	subscriberDropped prometheus.Counter
 	netErrors         *prometheus.CounterVec
+	memberEvents      *prometheus.CounterVec
 	pushPullDuration  prometheus.Histogram
 	probeRTT          prometheus.Histogram
 }
@@ -36,6 +37,9 @@ const (
 )
 
 var dirNames = [2]string{"in", "out"}
+
+// netErrorOps are the op labels of omnirelay_network_errors_total.
+var netErrorOps = []string{"read", "write", "accept", "stream", "stream_read", "stream_write", "stream_refused"}
 
 // typeName labels a message type; unknown types share one label so a hostile peer
 // cannot blow up the label set.
@@ -105,6 +109,19 @@ func newMetrics(n *Node) *metrics {
 		Help: "Membership events dropped from slow Subscribe readers' full buffers."})
 	m.netErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_network_errors_total",
 		Help: "Network errors, by operation."}, []string{"op"})
+	for _, op := range netErrorOps {
+		m.netErrors.WithLabelValues(op) // a healthy node exports zeros, so rates exist
+	}
+	m.memberEvents = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_member_events_total",
+		Help: "Membership events this node observed, by kind (join, update, suspect, alive, dead, left)."}, []string{"kind"})
+	for k := swim.EventJoin; k <= swim.EventLeft; k++ {
+		m.memberEvents.WithLabelValues(KindName(k))
+	}
+	queueLimit := prometheus.NewGauge(prometheus.GaugeOpts{Name: "omnirelay_gossip_queue_limit",
+		Help: "Bound of each gossip queue (membership, metadata, user) in messages: the length at which broadcasts are dropped."})
+	queueLimit.Set(float64(n.cfg.swimConfig(n.addr).QueueLimit))
+	f(queueLimit)
+	f(m.memberEvents)
 	m.pushPullDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "omnirelay_pushpull_duration_seconds",
 		Help:    "Duration of stream exchanges (push-pull, join) this node started, dial to reply, failures included.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 15)})
@@ -171,6 +188,7 @@ var (
 	descHealth   = prometheus.NewDesc("omnirelay_local_health_multiplier", "Lifeguard local health multiplier: probe interval and timeout are scaled by it (1 = healthy).", nil, nil)
 	descQueue    = prometheus.NewDesc("omnirelay_gossip_queue_length", "Broadcasts waiting in the gossip queues.", nil, nil)
 	descInc      = prometheus.NewDesc("omnirelay_local_incarnation", "This node's incarnation number (grows with each refutation).", nil, nil)
+	descDigest   = prometheus.NewDesc("omnirelay_membership_digest", "Digest of this node's membership view (low 52 bits, exact in a float): equal on every node once views agree.", nil, nil)
 	counterDescs = []struct {
 		desc *prometheus.Desc
 		get  func(swim.Stats) uint64
@@ -198,6 +216,7 @@ func (c *swimCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descHealth
 	ch <- descQueue
 	ch <- descInc
+	ch <- descDigest
 	for _, d := range counterDescs {
 		ch <- d.desc
 	}
@@ -208,12 +227,13 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 	var st swim.Stats
 	var health int
 	var ms []Member
+	var digest uint64
 	if !n.do(func() {
 		sw := n.host.Swim()
-		st, health, ms = sw.Stats(), sw.LocalHealth(), sw.Members()
+		st, health, ms, digest = sw.Stats(), sw.LocalHealth(), sw.Members(), sw.Digest().Hash
 	}) {
 		n.mu.Lock()
-		st, health, ms = n.stats, n.health, n.members
+		st, health, ms, digest = n.stats, n.health, n.members, n.digest
 		n.mu.Unlock()
 	}
 	var by [4]int
@@ -232,6 +252,7 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHealth, prometheus.GaugeValue, float64(health+1))
 	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueLen))
 	ch <- prometheus.MustNewConstMetric(descInc, prometheus.GaugeValue, float64(inc))
+	ch <- prometheus.MustNewConstMetric(descDigest, prometheus.GaugeValue, float64(digest&(1<<52-1)))
 	for _, d := range counterDescs {
 		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.get(st)))
 	}

@@ -104,6 +104,7 @@ type Node struct {
 	members []Member // last view published by the loop; read after it stops
 	stats   swim.Stats
 	health  int
+	digest  uint64
 	joined  bool
 	leaving bool
 
@@ -196,7 +197,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[8:]), binary.LittleEndian.Uint64(seed[:8])))
 	n.members = h.Swim().Members()
 	n.metrics = newMetrics(n)
-	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log})
+	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log, Registerer: n.metrics.reg})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	if cfg.Control != "" {
@@ -586,7 +587,7 @@ func (n *Node) flush() {
 	sw := n.host.Swim()
 	st := sw.Stats()
 	if len(rd.Events) > 0 {
-		n.publish(rd.Events, sw.Members(), st, sw.LocalHealth())
+		n.publish(rd.Events, sw.Members(), st, sw.LocalHealth(), sw.Digest().Hash)
 	}
 	if len(n.leaves) > 0 && (st.QueueLen == 0 || !n.anyLivePeer()) {
 		for _, c := range n.leaves {
@@ -609,7 +610,7 @@ func (n *Node) anyLivePeer() bool {
 func (n *Node) publishFinal() {
 	sw := n.host.Swim()
 	n.mu.Lock()
-	n.members, n.stats, n.health = sw.Members(), sw.Stats(), sw.LocalHealth()
+	n.members, n.stats, n.health, n.digest = sw.Members(), sw.Stats(), sw.LocalHealth(), sw.Digest().Hash
 	n.mu.Unlock()
 }
 
@@ -630,7 +631,7 @@ func CorrelationID(member string, incarnation uint64, kind swim.EventKind) strin
 }
 
 // publish records events: version, history for watch streams, logs, subscribers.
-func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health int) {
+func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health int, digest uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, e := range evs {
@@ -642,6 +643,7 @@ func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health
 		if len(n.history) > n.cfg.History {
 			n.history = slices.Delete(n.history, 0, len(n.history)-n.cfg.History)
 		}
+		n.metrics.memberEvents.WithLabelValues(KindName(e.Kind)).Inc()
 		level := slog.LevelInfo
 		if e.Kind == swim.EventSuspect || e.Kind == swim.EventDead {
 			level = slog.LevelWarn
@@ -656,7 +658,7 @@ func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health
 			n.joined = true
 		}
 	}
-	n.members, n.stats, n.health = members, st, health
+	n.members, n.stats, n.health, n.digest = members, st, health, digest
 	close(n.changed)
 	n.changed = make(chan struct{})
 }
