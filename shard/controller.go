@@ -473,6 +473,11 @@ func (c *Controller) reconcile(now time.Time) {
 		}
 		r.state = StateRebalancing
 		c.setOwner(s, tgt)
+		// An empty release asks the new owner to renew now, so it learns of the
+		// grant in a round trip instead of at its next periodic renewal.
+		if _, ok := c.release[tgt]; !ok {
+			c.release[tgt] = nil
+		}
 		c.emit(Event{Kind: EventRebalancing, Shard: s, From: r.from, To: tgt, Forced: r.forced, Epoch: c.epoch, At: now})
 	}
 }

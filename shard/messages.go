@@ -88,7 +88,8 @@ type Grant struct {
 }
 
 // Release asks Node to stop serving Shards now and to renew, so the leader learns
-// of the release without waiting for the lease to lapse.
+// of the release without waiting for the lease to lapse. With no Shards it only
+// asks for a renewal: the leader has granted the node something new.
 type Release struct {
 	Epoch  uint64
 	Node   string

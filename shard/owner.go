@@ -201,13 +201,10 @@ func (o *Owner) adoptLeader(leader string, epoch uint64) {
 	}
 }
 
-// learnVersion compares an announced map with ours and asks for it on mismatch;
-// a new version may mean new grants, so it also renews soon.
+// learnVersion compares an announced map with ours and asks for it on mismatch.
+// It does not renew: the leader nudges the owners that gain shards (an empty
+// Release), so a map change costs a message per member, not a renewal.
 func (o *Owner) learnVersion(now time.Time, epoch, version, checksum uint64) {
-	if o.announced != [2]uint64{epoch, version} {
-		o.announced = [2]uint64{epoch, version}
-		o.prompt = true
-	}
 	if o.m != nil && o.m.epoch == epoch && o.m.version == version && o.m.checksum == checksum {
 		return
 	}
