@@ -81,6 +81,6 @@
 //
 // Schedule is the script language of the property tests: random schedules of
 // faults followed by a quiet period after which CheckAgreement must hold. A failing
-// schedule is printed in its text form; kept under testdata/schedules it becomes a
-// regression test. Runs of 1,000 nodes and more are gated by OMNIRELAY_HEAVY=1.
+// schedule is printed in its text form; `omnirelay sim replay FILE` replays it, and
+// kept under testdata/schedules it becomes a regression test. Runs of 1,000 nodes and more are gated by OMNIRELAY_HEAVY=1.
 package sim

@@ -58,7 +58,7 @@ func TestToyScheduleWithoutCrashesAgrees(t *testing.T) {
 
 // failed prints a schedule so it can be kept as a regression case.
 func failed(t interface{ Fatalf(string, ...any) }, sc Schedule, err error) {
-	t.Fatalf("%v\nreplay: save this as sim/testdata/schedules/NAME.txt and run `go test ./sim -run TestScheduleRegressions`:\n%s", err, sc)
+	t.Fatalf("%v\nreplay: save this as sim/testdata/schedules/NAME.txt, then `go run ./cmd/omnirelay sim replay FILE` or `go test ./sim -run TestScheduleRegressions`:\n%s", err, sc)
 }
 
 // TestAgreementAfterQuietPeriod is the main invariant: after any schedule of joins,

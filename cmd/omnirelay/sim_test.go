@@ -69,3 +69,16 @@ func TestSimBadInvocations(t *testing.T) {
 		}
 	}
 }
+
+func TestSimReplayKeptSchedule(t *testing.T) {
+	var out, errb bytes.Buffer
+	if rc := runSim([]string{"replay", "../../sim/testdata/schedules/every-op.txt"}, &out, &errb); rc != 0 {
+		t.Fatalf("rc %d, stdout %s stderr %s", rc, out.String(), errb.String())
+	}
+	if !strings.Contains(out.String(), "ok:") || !strings.Contains(out.String(), "trace_hash") {
+		t.Fatalf("output %q", out.String())
+	}
+	if rc := runSim([]string{"replay", "no-such-file"}, &out, &errb); rc != 2 {
+		t.Fatalf("missing file: rc %d, want 2", rc)
+	}
+}
