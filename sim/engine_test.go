@@ -104,7 +104,7 @@ func TestPacketArrivesAfterLinkDelayAndProcessing(t *testing.T) {
 
 func TestPauseQueuesInputsAndDelaysTimers(t *testing.T) {
 	s, recs := newRecSim(t, 2, Config{Link: fixed, ProcDelay: time.Nanosecond})
-	recs[1].deadline = Epoch.Add(500 * time.Millisecond)
+	recs[1].deadline = Epoch().Add(500 * time.Millisecond)
 	s.afterInput(1, s.now)
 	s.Pause(1, 2*time.Second)
 	s.At(100*time.Millisecond, func(s *Sim) {
@@ -128,7 +128,7 @@ func TestPauseQueuesInputsAndDelaysTimers(t *testing.T) {
 
 func TestCrashDropsEverythingAndRestartIsFresh(t *testing.T) {
 	s, recs := newRecSim(t, 2, Config{Link: fixed})
-	recs[1].deadline = Epoch.Add(time.Second)
+	recs[1].deadline = Epoch().Add(time.Second)
 	s.afterInput(1, s.now)
 	recs[0].out.Packets = []swim.Packet{{To: s.Addr(1), Data: []byte("x")}}
 	s.afterInput(0, s.now)
@@ -222,11 +222,11 @@ func TestClockDrift(t *testing.T) {
 	s.RunFor(time.Second)
 	s.SetDrift(0, 0.25) // local clock runs 25% fast from virtual 1s
 	s.RunFor(4 * time.Second)
-	if got, want := s.localTime(s.nodes[0]).Sub(Epoch), 6*time.Second; got != want {
+	if got, want := s.localTime(s.nodes[0]).Sub(Epoch()), 6*time.Second; got != want {
 		t.Fatalf("local time at virtual 5s = %v, want %v", got, want)
 	}
 	// A local deadline 5s ahead comes 4s of virtual time later.
-	recs[0].deadline = Epoch.Add(11 * time.Second)
+	recs[0].deadline = Epoch().Add(11 * time.Second)
 	s.afterInput(0, s.now)
 	s.RunFor(10 * time.Second)
 	if c := recs[0].calls; len(c) != 1 || c[0].at != 11*time.Second {

@@ -143,7 +143,7 @@ type recorder struct {
 }
 
 func (r *recorder) log(what string, now time.Time, from string, data []byte) {
-	r.calls = append(r.calls, call{what, now.Sub(Epoch), from, string(data)})
+	r.calls = append(r.calls, call{what, now.Sub(Epoch()), from, string(data)})
 }
 func (r *recorder) HandlePacket(now time.Time, from string, data []byte) {
 	r.log("packet", now, from, data)

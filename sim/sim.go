@@ -16,7 +16,7 @@ var ErrConfig = errors.New("sim: invalid configuration")
 
 // Epoch is virtual time zero: every run starts its clock here, so traces do not
 // depend on when they ran.
-var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+func Epoch() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }
 
 // Config configures a Sim.
 type Config struct {
@@ -133,6 +133,7 @@ type Sim struct {
 	m          Metrics
 	observe    func(observer int, ev swim.Event)
 	onProgress func()
+	epoch      time.Time        // Epoch(), kept to avoid rebuilding it per event
 	facts      map[fact]verdict // every suspect and dead fact seen, judged at first sighting
 }
 
@@ -146,6 +147,7 @@ func New(cfg Config) (*Sim, error) {
 		slotOf: make(map[string]int32),
 		byName: make(map[string]int32),
 		trace:  xxhash.New(),
+		epoch:  Epoch(),
 	}
 	s.net = network{def: cfg.Link, mtu: cfg.MTU, rng: Stream(cfg.Seed, "network")}
 	s.q.ev = make([]event, 0, 1024)
@@ -153,16 +155,10 @@ func New(cfg Config) (*Sim, error) {
 }
 
 // Now is the current virtual time.
-func (s *Sim) Now() time.Time { return Epoch.Add(time.Duration(s.now)) }
+func (s *Sim) Now() time.Time { return s.epoch.Add(time.Duration(s.now)) }
 
 // Elapsed is the virtual time since Epoch.
 func (s *Sim) Elapsed() time.Duration { return time.Duration(s.now) }
-
-// Seed is the master seed.
-func (s *Sim) Seed() uint64 { return s.cfg.Seed }
-
-// Nodes is the number of node slots ever added (live or not).
-func (s *Sim) Nodes() int { return len(s.nodes) }
 
 // Name is node i's name.
 func (s *Sim) Name(i int) string { return s.nodes[i].name }
@@ -176,9 +172,6 @@ func (s *Sim) Up(i int) bool { return s.nodes[i].up }
 // Live reports whether ground truth counts node i as a member: running and not
 // leaving.
 func (s *Sim) Live(i int) bool { n := s.nodes[i]; return n.up && !n.leaving }
-
-// Paused reports whether node i is inside a pause.
-func (s *Sim) Paused(i int) bool { return s.nodes[i].paused > s.now }
 
 // Stack is node i's current stack (nil when it never started).
 func (s *Sim) Stack(i int) Stack { return s.nodes[i].stack }
@@ -393,9 +386,6 @@ func (s *Sim) Heal() {
 	}
 }
 
-// Reachable reports whether datagrams from node a currently reach node b.
-func (s *Sim) Reachable(a, b int) bool { return s.net.reachable(int32(a), int32(b)) }
-
 // At schedules f to run at virtual time now+d, in order with the other events.
 func (s *Sim) At(d time.Duration, f func(*Sim)) {
 	s.actions = append(s.actions, f)
@@ -442,7 +432,7 @@ func (s *Sim) RunUntilTrue(max, every time.Duration, cond func() bool) (bool, ti
 	}
 }
 
-func (s *Sim) localTime(n *node) time.Time { return Epoch.Add(time.Duration(n.local(s.now))) }
+func (s *Sim) localTime(n *node) time.Time { return s.epoch.Add(time.Duration(n.local(s.now))) }
 
 // record folds one delivered input into the trace hash: time, kind, endpoints and
 // a hash of the bytes.
@@ -531,7 +521,7 @@ func (s *Sim) fire(e *event) {
 		n.tickAt = 0
 		dl := n.stack.NextDeadline()
 		if !dl.IsZero() {
-			if v := n.virtual(int64(dl.Sub(Epoch))); v > s.now {
+			if v := n.virtual(int64(dl.Sub(s.epoch))); v > s.now {
 				s.schedTick(e.node, n, v)
 				return
 			}
@@ -653,7 +643,7 @@ func (s *Sim) afterInput(i int32, t int64) int64 {
 		s.account(i, ev)
 	}
 	if dl := n.stack.NextDeadline(); !dl.IsZero() {
-		v := n.virtual(int64(dl.Sub(Epoch)))
+		v := n.virtual(int64(dl.Sub(s.epoch)))
 		if v <= s.now {
 			v = s.now + 1 // a deadline in the past fires next, after what is queued now
 		}
