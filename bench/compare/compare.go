@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -33,11 +35,15 @@ var ErrUnknownImpl = errors.New("compare: unknown implementation")
 // Options shape one run. Zero fields take the defaults below.
 type Options struct {
 	// Settle is the quiet time after the cluster formed, before the steady window,
-	// so join gossip has drained. Default 3 s.
+	// so join gossip has drained. Default 2 s.
 	Settle time.Duration
-	// Steady is the window over which bytes, packets and CPU are measured. Default
-	// 10 s; longer averages more push-pulls (every 30 s per memberlist node).
+	// Steady is the window over which UDP bytes, packets and CPU are measured.
+	// Default 8 s; longer averages more probe rounds and gossip ticks.
 	Steady time.Duration
+	// Crashes is how many nodes are crashed, one after another, to measure crash
+	// detection. Default 1; each costs a detection time (seconds with memberlist's
+	// timers). Must leave at least 2 live nodes.
+	Crashes int
 	// Timeout bounds each phase (formation, crash detection, join propagation); a
 	// phase that times out reports how far it got. Default 90 s.
 	Timeout time.Duration
@@ -45,10 +51,13 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.Settle == 0 {
-		o.Settle = 3 * time.Second
+		o.Settle = 2 * time.Second
 	}
 	if o.Steady == 0 {
-		o.Steady = 10 * time.Second
+		o.Steady = 8 * time.Second
+	}
+	if o.Crashes == 0 {
+		o.Crashes = 1
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 90 * time.Second
@@ -65,10 +74,13 @@ type Result struct {
 	// until every node lists the N-1 others alive.
 	Formation float64 `json:"formation_s"`
 	// Crash: one node's sockets close without a leave; delay until 50/95/100% of
-	// the N-1 survivors declare it dead.
-	Crash [3]float64 `json:"crash_s"`
-	// Join: a new node joins the first one; delay from its Join call until 50/95/100%
-	// of the N-1 live others list it alive.
+	// the survivors declare it dead. The median, per fraction, over CrashTrials:
+	// Options.Crashes nodes crashed one after another, each once the previous one
+	// was declared dead everywhere.
+	Crash       [3]float64   `json:"crash_s"`
+	CrashTrials [][3]float64 `json:"crash_trials_s"`
+	// Join: after the crashes, a new node joins the first one; delay from its Join
+	// call until 50/95/100% of the N-Crashes live others list it alive.
 	Join [3]float64 `json:"join_s"`
 	// Steady-state traffic and CPU over the window, per node per second: UDP
 	// payload bytes and datagrams sent, and getrusage user+system CPU seconds.
@@ -127,14 +139,15 @@ func nodeName(i int) string { return fmt.Sprintf("n%03d", i) }
 // order: formation, settle, steady window, crash detection, join propagation. Run it
 // in a process of its own for clean CPU figures.
 func Run(name string, n int, opt Options) (res Result, err error) {
-	if n < 3 {
-		return Result{}, fmt.Errorf("compare: n = %d: need at least 3 nodes", n)
+	opt = opt.withDefaults()
+	if n < 3 || n-opt.Crashes < 2 {
+		return Result{}, fmt.Errorf("compare: n = %d with %d crashes: need at least 3 nodes and 2 left alive",
+			n, opt.Crashes)
 	}
 	im, err := lookup(name)
 	if err != nil {
 		return Result{}, err
 	}
-	opt = opt.withDefaults()
 	res = Result{Impl: name, N: n}
 	begin := time.Now()
 	c, tr := &counters{}, newTracker()
@@ -207,14 +220,21 @@ func Run(name string, n int, opt Options) (res Result, err error) {
 	res.PacketsPerNodeSec = float64(tr1.packets-tr0.packets) / per
 	res.CPUPerNodeSec = (cpu1 - cpu0).Seconds() / per
 
-	// Crash detection: the last node dies; the others must declare it dead.
-	victim := n - 1
-	survivors := names[:victim]
-	t0 = time.Now()
-	members[victim].crash()
-	seen = waitFor(func() []time.Time { return tr.died(names[victim], survivors) }, len(survivors), opt.Timeout)
-	copy(res.Crash[:], quantiles(t0, seen, len(survivors), 0.5, 0.95, 1))
-	time.Sleep(time.Second) // let the death's gossip drain before the join
+	// Crash detection: the last nodes die one at a time; the others must declare
+	// each dead.
+	survivors := names
+	for range opt.Crashes {
+		victim := len(survivors) - 1
+		survivors = survivors[:victim]
+		t0 = time.Now()
+		members[victim].crash()
+		seen = waitFor(func() []time.Time { return tr.died(names[victim], survivors) }, len(survivors), opt.Timeout)
+		var q [3]float64
+		copy(q[:], quantiles(t0, seen, len(survivors), 0.5, 0.95, 1))
+		res.CrashTrials = append(res.CrashTrials, q)
+		time.Sleep(time.Second) // let the death's gossip drain
+	}
+	res.Crash = medians(res.CrashTrials)
 
 	// Join propagation: a new node joins the seed; the survivors must list it.
 	newName := nodeName(n)
@@ -243,6 +263,32 @@ func Run(name string, n int, opt Options) (res Result, err error) {
 	res.PushPullBytesPerNodeSec = res.PushPullBytes / interval.Seconds()
 	res.BytesPerNodeSec = res.UDPBytesPerNodeSec + res.PushPullBytesPerNodeSec
 	return res, nil
+}
+
+// medians returns, per fraction, the median over trials; a fraction a trial never
+// reached (-1) counts as slower than any other.
+func medians(trials [][3]float64) [3]float64 {
+	var out [3]float64
+	for i := range out {
+		var vs []float64
+		for _, t := range trials {
+			v := t[i]
+			if v < 0 {
+				v = math.Inf(1)
+			}
+			vs = append(vs, v)
+		}
+		slices.Sort(vs)
+		m := vs[len(vs)/2]
+		if len(vs)%2 == 0 {
+			m = (vs[len(vs)/2-1] + m) / 2
+		}
+		if math.IsInf(m, 1) {
+			m = -1
+		}
+		out[i] = m
+	}
+	return out
 }
 
 // cpuTime is this process's user plus system CPU time so far.

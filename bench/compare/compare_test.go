@@ -13,7 +13,8 @@ func TestRunFourNodes(t *testing.T) {
 	for _, impl := range Impls {
 		t.Run(impl, func(t *testing.T) {
 			t.Parallel()
-			r, err := Run(impl, 4, Options{Settle: 200 * time.Millisecond, Steady: time.Second, Timeout: 60 * time.Second})
+			r, err := Run(impl, 4, Options{Settle: 200 * time.Millisecond, Steady: time.Second, Crashes: 1,
+				Timeout: 60 * time.Second})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -51,6 +52,22 @@ func TestRunRejectsBadInput(t *testing.T) {
 	}
 	if _, err := Run(Memberlist, 2, Options{}); err == nil {
 		t.Error("n = 2: got nil error, want one")
+	}
+	if _, err := Run(Memberlist, 4, Options{Crashes: 3}); err == nil {
+		t.Error("n = 4, 3 crashes: got nil error, want one")
+	}
+}
+
+func TestMedians(t *testing.T) {
+	got := medians([][3]float64{{1, 2, 3}, {5, -1, 7}, {3, 4, -1}})
+	want := [3]float64{3, 4, 7}
+	if got != want {
+		t.Errorf("odd count: got %v, want %v", got, want)
+	}
+	got = medians([][3]float64{{1, -1, 2}, {3, -1, 4}})
+	want = [3]float64{2, -1, 3}
+	if got != want {
+		t.Errorf("even count: got %v, want %v", got, want)
 	}
 }
 

@@ -26,12 +26,13 @@ func main() {
 	ns := flag.String("n", "16,64,128", "cluster sizes, comma-separated")
 	impls := flag.String("impls", strings.Join(compare.Impls, ","), "implementations, comma-separated")
 	quick := flag.Bool("quick", false, "N=16 only")
-	settle := flag.Duration("settle", 3*time.Second, "quiet time after formation, before the steady window")
-	steady := flag.Duration("steady", 10*time.Second, "steady-state window for bytes, packets and CPU")
+	settle := flag.Duration("settle", 2*time.Second, "quiet time after formation, before the steady window")
+	steady := flag.Duration("steady", 8*time.Second, "steady-state window for bytes, packets and CPU")
+	crashes := flag.Int("crashes", 3, "nodes crashed one after another per run; the table shows the median")
 	timeout := flag.Duration("timeout", 90*time.Second, "bound on each phase")
 	runOne := flag.String("run-one", "", "internal: run one implementation with -n nodes and print JSON")
 	flag.Parse()
-	opt := compare.Options{Settle: *settle, Steady: *steady, Timeout: *timeout}
+	opt := compare.Options{Settle: *settle, Steady: *steady, Crashes: *crashes, Timeout: *timeout}
 
 	if *runOne != "" {
 		n, err := strconv.Atoi(*ns)
@@ -58,7 +59,7 @@ func main() {
 		for _, impl := range strings.Split(*impls, ",") {
 			fmt.Fprintf(os.Stderr, "running %s n=%s ... ", impl, nStr)
 			cmd := exec.Command(self, "-run-one", impl, "-n", nStr, "-settle", settle.String(),
-				"-steady", steady.String(), "-timeout", timeout.String())
+				"-steady", steady.String(), "-crashes", strconv.Itoa(*crashes), "-timeout", timeout.String())
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, os.Stderr
 			if err := cmd.Run(); err != nil {
@@ -73,8 +74,8 @@ func main() {
 		}
 	}
 	host, _ := os.Hostname()
-	fmt.Printf("%s/%s, %d CPUs, %s, host %s, settle %v, steady window %v, total %.0f s\n\n",
-		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), host, *settle, *steady,
+	fmt.Printf("%s/%s, %d CPUs, %s, host %s, settle %v, steady window %v, %d crashes per run, total %.0f s\n\n",
+		runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), host, *settle, *steady, *crashes,
 		time.Since(begin).Seconds())
 	compare.WriteTable(os.Stdout, rs)
 }
