@@ -407,6 +407,53 @@ func TestNewFactIsPushedEagerly(t *testing.T) {
 	}
 }
 
+// A metadata delta or user message broadcast by the layer above is pushed at once to
+// EagerFanout distinct members, as a membership fact is, not only queued for the
+// gossip tick: the metadata layer re-broadcasts deltas new to it, so each hop costs
+// a network delay instead of up to a gossip interval.
+func TestPayloadIsPushedEagerly(t *testing.T) {
+	for _, fanout := range []int{0, 3} {
+		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
+		for i := range 6 {
+			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
+				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
+			}})
+		}
+		m.Ready()
+		pushedTo := func(broadcast func() error, want string) map[string]bool {
+			if err := broadcast(); err != nil {
+				t.Fatal(err)
+			}
+			to := map[string]bool{}
+			for _, d := range decodePackets(t, m.Ready().Packets) {
+				switch p := d.msg.(type) {
+				case *wire.MetaDelta:
+					to[d.to] = to[d.to] || string(p.Payload) == want
+				case *wire.User:
+					to[d.to] = to[d.to] || string(p.Payload) == want
+				}
+			}
+			return to
+		}
+		meta := pushedTo(func() error { return m.BroadcastMeta(epoch, "k", []byte("delta")) }, "delta")
+		user := pushedTo(func() error { return m.BroadcastUser(epoch, []byte("hello")) }, "hello")
+		for _, to := range []map[string]bool{meta, user} {
+			for addr, ok := range to {
+				if !ok {
+					t.Fatalf("fanout %d: packet to %s lacks the new payload", fanout, addr)
+				}
+			}
+		}
+		if len(meta) != fanout || len(user) != fanout {
+			t.Fatalf("fanout %d: meta pushed to %v, user to %v", fanout, meta, user)
+		}
+		// Still queued for the gossip tick, which carries it to GossipNodes more.
+		if m.Stats().QueueLen == 0 {
+			t.Fatalf("fanout %d: payload not queued for gossip", fanout)
+		}
+	}
+}
+
 func TestJoinConvergesAndDigestsAgree(t *testing.T) {
 	nt := newNet(t, 8, 1, nil)
 	nt.joinAll()

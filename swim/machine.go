@@ -274,8 +274,9 @@ func (m *Machine) SetMetaSnapshot(snapshot []byte) {
 	m.metaSnap = append(m.metaSnap[:0], snapshot...)
 }
 
-// BroadcastMeta gossips an opaque metadata delta (crdt). A queued delta with the same
-// non-empty key is replaced. The metadata layer decides what is new: it sees every
+// BroadcastMeta gossips an opaque metadata delta (crdt): pushed at once to
+// EagerFanout random members, like a new membership fact, and queued for the gossip
+// tick. A queued delta with the same non-empty key is replaced. The metadata layer decides what is new: it sees every
 // received delta in Ready.Meta and re-broadcasts those that changed its state, which
 // is what makes them spread by infection.
 func (m *Machine) BroadcastMeta(now time.Time, key string, payload []byte) error {
@@ -283,7 +284,7 @@ func (m *Machine) BroadcastMeta(now time.Time, key string, payload []byte) error
 }
 
 // BroadcastUser gossips an opaque application message, delivered to peers in
-// Ready.User. Receivers do not re-broadcast it unless the application does.
+// Ready.User; pushed eagerly and queued, like BroadcastMeta. Receivers do not re-broadcast it unless the application does.
 func (m *Machine) BroadcastUser(now time.Time, payload []byte) error {
 	return m.broadcastPayload(kindUser, "", &wire.User{Payload: payload})
 }
