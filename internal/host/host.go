@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/omnirelay/mesh/crdt"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -17,6 +18,20 @@ type Config struct {
 	Swim swim.Config
 	// MaxFrame bounds stream frames after decompression (bytes).
 	MaxFrame int
+	// Meta are the metadata limits (per key, value, map, cluster). Zero means
+	// crdt.DefaultLimits(). Every node of a cluster must use the same limits: a
+	// peer's map over ours is rejected whole.
+	Meta crdt.Limits
+	// MetaGCHorizon is how long a metadata tombstone (a deleted key) is kept
+	// before GC forgets it. Default 5 min. It must exceed the time a write takes
+	// to reach every node (gossip plus a few push-pull intervals): raising it costs
+	// memory and push-pull bytes per deleted key; lowering it below that time lets
+	// a late delta of a removed node recreate its map.
+	MetaGCHorizon time.Duration
+	// MetaGCInterval is how often the metadata store is garbage-collected and the
+	// maps of forgotten members removed. Default 10 s. Lowering it collects sooner
+	// at the cost of a pass over every map each time.
+	MetaGCInterval time.Duration
 }
 
 // Stream asks the host driver to send Data (one wire stream frame) to To, and to hand
@@ -31,7 +46,7 @@ type Ready struct {
 	Packets []swim.Packet
 	Streams []Stream
 	Events  []swim.Event
-	Meta    []swim.Payload // metadata deltas and push-pull snapshots (swim.Ready.Meta)
+	Meta    []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
 	User    []swim.Payload // application messages received by gossip
 }
 
@@ -39,19 +54,28 @@ type Ready struct {
 type Host struct {
 	cfg  Config
 	swim *swim.Machine
+	meta *metaState
 	dec  wire.Decoder
 }
 
 // New builds a Host. rng is the only randomness the stack uses.
 func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	if cfg.MaxFrame == 0 {
 		cfg.MaxFrame = wire.DefaultMaxFrame
 	}
+	cfg.metaDefaults()
 	m, err := swim.New(cfg.Swim, rng, now)
 	if err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, swim: m}, nil
+	ms, err := newMetaState(cfg, now)
+	if err != nil {
+		return nil, err
+	}
+	return &Host{cfg: cfg, swim: m, meta: ms}, nil
 }
 
 // Swim exposes the membership machine for reads (Members, Digest, ...).
@@ -59,12 +83,14 @@ func (h *Host) Swim() *swim.Machine { return h.swim }
 
 // HandlePacket feeds a received datagram to every machine.
 func (h *Host) HandlePacket(now time.Time, from string, data []byte) {
+	h.meta.now = now
 	h.swim.HandlePacket(now, from, data)
 }
 
 // HandleStream answers a stream request frame; a nil reply means close without one.
 // Malformed frames are dropped (and counted by swim's stats).
 func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
+	h.meta.now = now
 	msg, err := wire.DecodeFrame(req, h.cfg.MaxFrame, &h.dec)
 	if err != nil {
 		h.swim.CountMalformed()
@@ -78,6 +104,7 @@ func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 	if reply == nil {
 		return nil
 	}
+	reply.Meta = h.snapshot()
 	b, err := wire.EncodeFrame(reply)
 	if err != nil {
 		panic("host: encoding our own push-pull: " + err.Error())
@@ -87,6 +114,7 @@ func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 
 // HandleStreamReply feeds the reply to a stream this host asked for.
 func (h *Host) HandleStreamReply(now time.Time, from string, reply []byte) {
+	h.meta.now = now
 	msg, err := wire.DecodeFrame(reply, h.cfg.MaxFrame, &h.dec)
 	if err != nil {
 		h.swim.CountMalformed()
@@ -102,10 +130,18 @@ func (h *Host) HandleStreamReply(now time.Time, from string, reply []byte) {
 func (h *Host) StreamFailed(now time.Time, to string) { h.swim.PushPullFailed(now, to) }
 
 // Tick advances timers to now.
-func (h *Host) Tick(now time.Time) { h.swim.Tick(now) }
+func (h *Host) Tick(now time.Time) {
+	h.swim.Tick(now)
+	h.tickMeta(now)
+}
 
-// Join starts joining through seed addresses.
-func (h *Host) Join(now time.Time, seeds []string) { h.swim.Join(now, seeds) }
+// Join starts joining through seed addresses, and gossips our metadata so the
+// cluster learns it without waiting for push-pulls.
+func (h *Host) Join(now time.Time, seeds []string) {
+	h.meta.now = now
+	h.swim.Join(now, seeds)
+	h.announceMeta(now)
+}
 
 // Leave starts a graceful leave.
 func (h *Host) Leave(now time.Time) { h.swim.Leave(now) }
@@ -113,16 +149,31 @@ func (h *Host) Leave(now time.Time) { h.swim.Leave(now) }
 // NextDeadline is when Tick must next be called.
 func (h *Host) NextDeadline() time.Time { return h.swim.NextDeadline() }
 
-// Ready drains the outputs of every machine.
+// Ready drains the outputs of every machine. Received metadata is merged here;
+// deltas it gossips on produce more swim output, drained in the same call.
 func (h *Host) Ready() Ready {
-	r := h.swim.Ready()
-	out := Ready{Packets: r.Packets, Events: r.Events, Meta: r.Meta, User: r.User}
-	for _, s := range r.Streams {
-		b, err := wire.EncodeFrame(s.Msg)
-		if err != nil {
-			panic("host: encoding our own push-pull: " + err.Error())
+	var out Ready
+	for {
+		r := h.swim.Ready()
+		out.Packets = append(out.Packets, r.Packets...)
+		out.Events = append(out.Events, r.Events...)
+		out.User = append(out.User, r.User...)
+		h.trackMembers(r.Events)
+		for _, s := range r.Streams {
+			s.Msg.Meta = h.snapshot()
+			b, err := wire.EncodeFrame(s.Msg)
+			if err != nil {
+				panic("host: encoding our own push-pull: " + err.Error())
+			}
+			out.Streams = append(out.Streams, Stream{To: s.To, Data: b})
 		}
-		out.Streams = append(out.Streams, Stream{To: s.To, Data: b})
+		if len(r.Meta) == 0 {
+			break
+		}
+		for _, p := range r.Meta {
+			h.receiveMeta(p)
+		}
 	}
+	out.Meta, h.meta.events = h.meta.events, nil
 	return out
 }
