@@ -99,6 +99,13 @@ type Result struct {
 	Joins         *int     `json:"joins,omitempty"`
 	Pauses        *int     `json:"pauses,omitempty"`
 	Slow          *int     `json:"slow_nodes,omitempty"`
+
+	MetaP50          *float64 `json:"meta_p50_ms,omitempty"` // meta: when each other node first holds the value
+	MetaP99          *float64 `json:"meta_p99_ms,omitempty"`
+	MetaMax          *float64 `json:"meta_max_ms,omitempty"`
+	MetaBytesPerNode *float64 `json:"meta_bytes_per_node,omitempty"` // meta: bytes sent because of the update, per node
+	MetaDeltaBytes   *int     `json:"meta_delta_bytes,omitempty"`    // meta: the encoded one-key delta
+	MetaConverged    *bool    `json:"meta_converged,omitempty"`      // meta: every live store has the same digest
 }
 
 // Scenario is a named experiment.
@@ -120,6 +127,7 @@ func Scenarios() []Scenario {
 		{"pause", "2% of nodes (at least one) repeatedly pause 1-6 s, as in the Lifeguard experiments; false positives", 120 * time.Second, runPause},
 		{"slow", "2% of nodes (at least one) spend 100 ms on every input (CPU-starved, inputs queue up) for the duration; false positives about healthy nodes", 120 * time.Second, runSlow},
 		{"partition-heal", "split in two halves for --duration (longer than the dead timeout), heal; heal_convergence_ms", 90 * time.Second, runPartitionHeal},
+		{"meta", "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests", 15 * time.Second, runMeta},
 	}
 }
 
@@ -246,7 +254,7 @@ func Run(o Options) (*Result, error) {
 	res.SuspectedSlow, res.DeadSlow = m.SuspectedSlow, m.DeadSlow
 	res.FalseSuspicionsAtSlow, res.FalseDeathsAtSlow = m.FalseSuspicionsAtSlow, m.FalseDeathsAtSlow
 	res.FalseSuspectFacts, res.FalseDeadFacts = m.FalseSuspectFacts, m.FalseDeadFacts
-	res.Converged = s.Converged()
+	res.Converged = s.Converged() && (res.MetaConverged == nil || *res.MetaConverged)
 	res.ViewsAgree = s.CheckAgreement() == nil
 	res.TraceHash = fmt.Sprintf("%016x", s.TraceHash())
 	return res, nil
