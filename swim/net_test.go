@@ -154,12 +154,12 @@ func (nt *tnet) stream(src *tnode, s Stream) {
 }
 
 func roundTrip(t testing.TB, pp *wire.PushPull) *wire.PushPull {
-	b, err := wire.EncodeFrame(pp)
+	b, err := wire.EncodeFrame(pp, wire.ClusterHash(""))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var d wire.Decoder
-	msg, err := wire.DecodeFrame(b, wire.DefaultMaxFrame, &d)
+	_, msg, err := wire.DecodeFrame(b, wire.DefaultMaxFrame, &d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -137,7 +137,7 @@ func BenchmarkSealedRoundTrip(b *testing.B) {
 func BenchmarkFrame(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		pp := benchPushPull(n)
-		f, err := EncodeFrame(pp)
+		f, err := EncodeFrame(pp, 7)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -145,7 +145,7 @@ func BenchmarkFrame(b *testing.B) {
 		b.Run(fmt.Sprintf("nodes=%d/encode", n), func(b *testing.B) {
 			b.SetBytes(int64(raw))
 			for b.Loop() {
-				if _, err := EncodeFrame(pp); err != nil {
+				if _, err := EncodeFrame(pp, 7); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -156,7 +156,7 @@ func BenchmarkFrame(b *testing.B) {
 			var d Decoder
 			b.SetBytes(int64(raw))
 			for b.Loop() {
-				if _, err := DecodeFrame(f, DefaultMaxFrame, &d); err != nil {
+				if _, _, err := DecodeFrame(f, DefaultMaxFrame, &d); err != nil {
 					b.Fatal(err)
 				}
 			}

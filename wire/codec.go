@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 
 	"github.com/cespare/xxhash/v2"
@@ -29,9 +30,12 @@ const (
 	HeaderSize   = 9 // magic(2) version(1) flags(1) key id(1) cluster hash(4)
 	ChecksumSize = 4 // lower 32 bits of xxhash64, big-endian, at the end of a plain packet
 
-	// FlagSealed marks a packet sealed by Seal: after the header come the nonce and
-	// the AES-GCM ciphertext of the messages and checksum.
+	// FlagSealed marks a packet or frame body sealed by Seal: after the header
+	// come the nonce and the AES-GCM ciphertext of the messages and checksum.
 	FlagSealed uint8 = 1 << 0
+	// FlagCompressed marks a stream frame whose payload is an S2 block of its
+	// message. Only frames set it: a packet carrying it is ErrMalformed.
+	FlagCompressed uint8 = 1 << 1
 
 	magic0, magic1 = 'O', 'R'
 )
@@ -198,6 +202,9 @@ func (r *PacketReader) Reset(data []byte) (Header, error) {
 	if err == nil && h.Flags&FlagSealed != 0 {
 		err = ErrSealed
 	}
+	if err == nil && h.Flags&FlagCompressed != 0 {
+		err = fmt.Errorf("%w: compressed flag on a packet", ErrMalformed)
+	}
 	if err == nil {
 		end := len(data) - ChecksumSize
 		if binary.BigEndian.Uint32(data[end:]) != checksum(data[:end]) {
@@ -276,17 +283,29 @@ func (d *Decoder) Decode(body []byte, m Message) error { return d.decode(body, m
 // xxhash64 (seed 0) of the label's UTF-8 bytes.
 func ClusterHash(label string) uint32 { return uint32(xxhash.Sum64String(label)) }
 
-// EncodeFrame encodes m as one complete stream frame (length prefix, flags, body
-// compressed when larger than DefaultCompressAbove).
-func EncodeFrame(m Message) ([]byte, error) { return encodeFrame(m) }
+// EncodeFrame encodes m as one complete plain stream frame: length prefix, then a
+// packet-form body (header with clusterHash, m compressed when that pays, checksum).
+func EncodeFrame(m Message, clusterHash uint32) ([]byte, error) { return encodeFrame(m, clusterHash) }
 
-// DecodeFrame decodes one complete stream frame, refusing anything that would
-// decompress beyond maxSize bytes (DefaultMaxFrame if maxSize is 0 or less).
-func DecodeFrame(frame []byte, maxSize int, d *Decoder) (Message, error) {
+// DecodeFrame decodes one complete plain stream frame, refusing anything that would
+// decompress beyond maxSize bytes (DefaultMaxFrame if maxSize is 0 or less). A
+// sealed frame is ErrSealed (OpenFrame it first). The header is returned whenever it
+// parsed, for the caller's Header.CheckCluster.
+func DecodeFrame(frame []byte, maxSize int, d *Decoder) (Header, Message, error) {
 	return decodeFrame(frame, maxSize, d)
 }
 
-// ReadFrame reads one complete stream frame from r, refusing frames larger than
-// maxSize (DefaultMaxFrame if 0 or less) before allocating, and growing its buffer
-// only as bytes arrive. It returns the whole frame, length prefix included.
+// SealFrame seals a plain frame's body as Seal seals a packet (primary key, nonce
+// read from rand) and returns the sealed frame, SealOverhead bytes longer.
+func SealFrame(k *Keyring, frame []byte, rand io.Reader) ([]byte, error) {
+	return sealFrame(k, frame, rand)
+}
+
+// OpenFrame opens a frame sealed by SealFrame and returns the plain frame, ready for
+// DecodeFrame; errors as Open (ErrNotSealed for a plain frame).
+func OpenFrame(k *Keyring, frame []byte) ([]byte, error) { return openFrame(k, frame) }
+
+// ReadFrame reads one complete stream frame, plain or sealed, from r, refusing
+// frames whose payload could exceed maxSize (DefaultMaxFrame if 0 or less) before
+// allocating, and growing its buffer only as bytes arrive. It returns the whole frame, length prefix included.
 func ReadFrame(r io.Reader, maxSize int) ([]byte, error) { return readFrame(r, maxSize) }

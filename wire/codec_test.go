@@ -2,6 +2,9 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -60,11 +63,12 @@ func TestPacketRoundTripEveryMessage(t *testing.T) {
 func TestFrameRoundTripEveryMessage(t *testing.T) {
 	var d Decoder
 	for _, m := range sampleMessages() {
-		f, err := EncodeFrame(m)
+		f, err := EncodeFrame(m, ClusterHash("prod"))
 		noErr(t, err)
-		got, err := DecodeFrame(f, DefaultMaxFrame, &d)
+		h, got, err := DecodeFrame(f, DefaultMaxFrame, &d)
 		noErr(t, err)
 		equal(t, m, got)
+		equal(t, Header{Version: ProtocolVersion, ClusterHash: ClusterHash("prod")}, h)
 		read, err := ReadFrame(bytes.NewReader(f), DefaultMaxFrame)
 		noErr(t, err)
 		equal(t, f, read)
@@ -77,17 +81,29 @@ func TestFrameCompressesLargePushPull(t *testing.T) {
 		pp.Nodes = append(pp.Nodes, NodeState{Name: "node-" + itoa(i), Addr: "10.0.1." + itoa(i%250) + ":7946", Incarnation: uint64(i), ProtoMin: 1, ProtoMax: 1})
 	}
 	raw := AppendMessage(nil, pp)
-	f, err := EncodeFrame(pp)
+	f, err := EncodeFrame(pp, 7)
 	noErr(t, err)
-	equal(t, codecS2, f[4]&frameCodecMask)
+	check(t, f[4+3]&FlagCompressed != 0, "flags %#x: not compressed", f[4+3])
 	check(t, len(f) < len(raw)/2, "%d >= %d", len(f), len(raw)/2)
 	var d Decoder
-	got, err := DecodeFrame(f, DefaultMaxFrame, &d)
+	h, got, err := DecodeFrame(f, DefaultMaxFrame, &d)
 	noErr(t, err)
 	equal(t, pp, got)
+	equal(t, FlagCompressed, h.Flags)
 	// The same frame with a limit below its decompressed size is refused.
-	_, err = DecodeFrame(f, len(raw)-1, &d)
+	_, _, err = DecodeFrame(f, len(raw)-1, &d)
 	isErr(t, err, ErrOversized)
+
+	// Sealing keeps the compression (compress, then seal) and opens back exactly.
+	k, err := NewKeyring(testKey(1))
+	noErr(t, err)
+	sealed, err := SealFrame(k, f, bytes.NewReader(make([]byte, NonceSize)))
+	noErr(t, err)
+	equal(t, len(f)+SealOverhead, len(sealed))
+	equal(t, FlagSealed|FlagCompressed, sealed[4+3])
+	opened, err := OpenFrame(k, sealed)
+	noErr(t, err)
+	equal(t, f, opened)
 }
 
 func TestReadFrameRefusesOversizedBeforeReading(t *testing.T) {
@@ -313,44 +329,114 @@ func TestHostileLengthsCostNothing(t *testing.T) {
 	}
 }
 
+// reframe rewrites a frame's length prefix and checksum after a test edited it.
+func reframe(f []byte) []byte {
+	binary.BigEndian.PutUint32(f, uint32(len(f)-4))
+	putChecksum(f[4:])
+	return f
+}
+
 func TestFrameErrors(t *testing.T) {
 	var d Decoder
-	good, err := EncodeFrame(&Nack{Seq: 1})
+	good, err := EncodeFrame(&Nack{Seq: 1}, ClusterHash("prod"))
 	noErr(t, err)
+	const typeAt = 4 + HeaderSize // the message type byte
 
-	_, err = DecodeFrame(good[:4], DefaultMaxFrame, &d)
+	_, _, err = DecodeFrame(good[:4], DefaultMaxFrame, &d)
 	isErr(t, err, ErrTruncated)
-	_, err = DecodeFrame(good[:len(good)-1], DefaultMaxFrame, &d)
+	_, _, err = DecodeFrame(good[:len(good)-1], DefaultMaxFrame, &d)
 	isErr(t, err, ErrTruncated)
-	_, err = DecodeFrame(good, 2, &d)
+	_, _, err = DecodeFrame(reframe(bytes.Clone(good[:4+HeaderSize+ChecksumSize])), DefaultMaxFrame, &d)
+	isErr(t, err, ErrTruncated) // no message at all
+	_, _, err = DecodeFrame(good, 2, &d)
 	isErr(t, err, ErrOversized)
 
+	// The cluster is the caller's check: a frame of another cluster decodes, and
+	// its header says whose it is.
+	h, _, err := DecodeFrame(good, DefaultMaxFrame, &d)
+	noErr(t, err)
+	isErr(t, h.CheckCluster(ClusterHash("staging")), ErrCluster)
+	noErr(t, h.CheckCluster(ClusterHash("prod")))
+
+	// A newer version is refused before anything else is read, checksum included.
 	bad := bytes.Clone(good)
-	bad[4] = 2 // reserved codec
-	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
-	isErr(t, err, ErrMalformed)
+	bad[4+2] = ProtocolVersion + 1
+	h, _, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	var ve *VersionError
+	check(t, errors.As(err, &ve) && ve.Got == ProtocolVersion+1, "error %v, want a VersionError", err)
+	equal(t, ProtocolVersion+1, h.Version)
 
 	bad = bytes.Clone(good)
-	bad[5] = 250 // extension type: unknown to this build
-	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	bad[0+4] = 'X'
+	_, _, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	isErr(t, err, ErrBadMagic)
+
+	bad = bytes.Clone(good)
+	bad[len(bad)-1] ^= 1
+	_, _, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	isErr(t, err, ErrChecksum)
+	bad = bytes.Clone(good)
+	bad[typeAt+2] ^= 1 // a body byte: the checksum catches it
+	_, _, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	isErr(t, err, ErrChecksum)
+
+	// A sealed frame needs OpenFrame first; a plain one cannot be opened.
+	k, err := NewKeyring(testKey(1))
+	noErr(t, err)
+	sealed, err := SealFrame(k, good, bytes.NewReader(make([]byte, NonceSize)))
+	noErr(t, err)
+	_, _, err = DecodeFrame(sealed, DefaultMaxFrame, &d)
+	isErr(t, err, ErrSealed)
+	_, err = OpenFrame(k, good)
+	isErr(t, err, ErrNotSealed)
+	_, err = SealFrame(k, sealed, bytes.NewReader(make([]byte, NonceSize)))
+	isErr(t, err, ErrSealed)
+	_, err = OpenFrame(k, sealed[:len(sealed)-1])
+	isErr(t, err, ErrTruncated) // the prefix no longer matches
+	other, err := NewKeyring(testKey(2))
+	noErr(t, err)
+	_, err = OpenFrame(other, sealed)
+	isErr(t, err, ErrUnknownKey)
+
+	// Reserved flag bits are ignored.
+	bad = bytes.Clone(good)
+	bad[4+3] |= 0x80
+	_, got, err := DecodeFrame(reframe(bad), DefaultMaxFrame, &d)
+	noErr(t, err)
+	equal(t, &Nack{Seq: 1}, got)
+
+	bad = bytes.Clone(good)
+	bad[typeAt] = 250 // extension type: unknown to this build
+	_, _, err = DecodeFrame(reframe(bad), DefaultMaxFrame, &d)
 	isErr(t, err, ErrUnknownType)
 
 	// A message followed by stray bytes inside the frame.
-	bad = append(bytes.Clone(good), 0x00)
-	bad[3]++
-	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	bad = slices.Insert(bytes.Clone(good), len(good)-ChecksumSize, 0x00)
+	_, _, err = DecodeFrame(reframe(bad), DefaultMaxFrame, &d)
 	isErr(t, err, ErrMalformed)
 
-	// A corrupt S2 block.
-	bad = []byte{0, 0, 0, 4, codecS2, 0x05, 0xff, 0xff}
-	_, err = DecodeFrame(bad, DefaultMaxFrame, &d)
+	// A compressed flag over a payload that is not an S2 block.
+	bad = bytes.Clone(good)
+	bad[4+3] |= FlagCompressed
+	_, _, err = DecodeFrame(reframe(bad), DefaultMaxFrame, &d)
 	isErr(t, err, ErrMalformed)
 
-	_, err = EncodeFrame(&User{Payload: make([]byte, DefaultMaxFrame)})
+	_, err = EncodeFrame(&User{Payload: make([]byte, DefaultMaxFrame)}, 0)
 	isErr(t, err, ErrOversized)
 
 	_, err = ReadFrame(bytes.NewReader([]byte{0, 0, 0, 0}), DefaultMaxFrame)
 	isErr(t, err, ErrTruncated)
+	_, err = ReadFrame(bytes.NewReader([]byte{0, 0, 0, HeaderSize + ChecksumSize - 1}), DefaultMaxFrame)
+	isErr(t, err, ErrTruncated)
+}
+
+func TestPacketWithCompressedFlagIsMalformed(t *testing.T) {
+	pkt := bytes.Clone(plainPacket(t))
+	pkt[3] |= FlagCompressed
+	putChecksum(pkt)
+	var r PacketReader
+	_, err := r.Reset(pkt)
+	isErr(t, err, ErrMalformed)
 }
 
 func TestOpenChecksVersionFirst(t *testing.T) {

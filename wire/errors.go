@@ -14,14 +14,18 @@ var (
 	// ErrOversized means a length or count exceeds a protocol limit (MaxString,
 	// MaxNodeStates, a frame's maxSize, the packet's MTU) or the bytes that remain.
 	ErrOversized = errors.New("wire: length or count exceeds its limit")
-	// ErrChecksum means a plain packet's checksum does not match its contents.
+	// ErrChecksum means a plain packet's or frame's checksum does not match its
+	// contents.
 	ErrChecksum = errors.New("wire: bad packet checksum")
 	// ErrBadMagic means the input does not start with the packet magic "OR".
 	ErrBadMagic = errors.New("wire: bad magic, not an OmniRelay packet")
-	// ErrCluster means the packet's cluster hash is not ours (Header.CheckCluster).
+	// ErrCluster means a packet's or frame's cluster hash is not ours
+	// (Header.CheckCluster).
 	ErrCluster = errors.New("wire: packet belongs to another cluster")
 	// ErrMalformed means a message body is not the msgpack this message expects
-	// (wrong type for a key, integer out of range, trailing bytes, nesting too deep).
+	// (wrong type for a key, integer out of range, trailing bytes, nesting too deep),
+	// or a packet or frame is inconsistent (compressed flag on a packet, a corrupt
+	// compressed payload).
 	ErrMalformed = errors.New("wire: malformed message body")
 	// ErrUnknownType means a stream frame carries a message type this build does not
 	// know. In packets unknown types are skipped instead and never cause this error.
@@ -29,10 +33,11 @@ var (
 	// ErrUnsupportedVersion is matched (errors.Is) by every *VersionError.
 	ErrUnsupportedVersion = errors.New("wire: unsupported protocol version")
 
-	// ErrSealed means a sealed (encrypted) packet was given to PacketReader.Reset,
-	// which needs Open first, or to Seal, which would seal it twice.
+	// ErrSealed means a sealed (encrypted) packet or frame was given to
+	// PacketReader.Reset or DecodeFrame, which need Open or OpenFrame first, or to
+	// Seal or SealFrame, which would seal it twice.
 	ErrSealed = errors.New("wire: packet is already sealed")
-	// ErrNotSealed means a plain packet was given to Open.
+	// ErrNotSealed means a plain packet or frame was given to Open or OpenFrame.
 	ErrNotSealed = errors.New("wire: packet is not sealed")
 	// ErrUnknownKey means no key of the keyring has the sealed packet's key id.
 	ErrUnknownKey = errors.New("wire: no key with the packet's key id")

@@ -10,36 +10,47 @@ import (
 
 // Stream frame layout (PROTOCOL.md, "Stream frames"):
 //
-//	length (u32 big-endian, bytes that follow) | flags (u8) | payload
+//	length (u32 big-endian, bytes that follow) | body
 //
-// The payload is one message, `type | uvarint length | body`, compressed with the
-// codec named by the low two flag bits. The payload is never longer than maxSize,
+// where the body has exactly the form of a packet: the 9-byte header (magic,
+// version, flags, key id, cluster hash), one message as payload, and the checksum;
+// or, sealed by SealFrame, the form of a sealed packet. So frames carry a version
+// and a cluster hash, and encryption reuses Seal and Open. With FlagCompressed the
+// payload is an S2 block of the message; compression happens before sealing, the
+// only order in which it can pay. The payload is never longer than maxSize,
 // compressed or not, and never decompresses beyond maxSize.
 const (
-	framePrefix = 4 + 1 // length + flags
+	frameLen = 4 // the length prefix
 
-	frameCodecMask uint8 = 0x03
-	codecNone      uint8 = 0 // payload is the message itself
-	codecS2        uint8 = 1 // payload is an S2 block (klauspost/compress/s2)
+	// frameMinBody is the smallest plain body: header and checksum around an empty
+	// payload (which then fails as truncated).
+	frameMinBody = HeaderSize + ChecksumSize
+	// frameEnvelope is the most a body adds to its payload: a sealed body's header,
+	// nonce, tag and inner checksum.
+	frameEnvelope = HeaderSize + SealOverhead + ChecksumSize
 )
 
-func encodeFrame(m Message) ([]byte, error) {
-	buf := AppendMessage(make([]byte, framePrefix, framePrefix+sizeHint(m)), m)
-	msg := buf[framePrefix:]
+func encodeFrame(m Message, clusterHash uint32) ([]byte, error) {
+	const start = frameLen + HeaderSize
+	buf := make([]byte, frameLen, start+sizeHint(m)+ChecksumSize)
+	buf = appendHeader(buf, Header{Version: ProtocolVersion, ClusterHash: clusterHash})
+	buf = AppendMessage(buf, m)
+	msg := buf[start:]
 	if len(msg) > DefaultMaxFrame {
 		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", ErrOversized, len(msg), DefaultMaxFrame)
 	}
-	flags := codecNone
 	if len(msg) > DefaultCompressAbove {
 		// Compression pays only if it shrinks the frame; otherwise send it raw.
-		out := make([]byte, framePrefix+s2.MaxEncodedLen(len(msg)))
-		c := s2.Encode(out[framePrefix:], msg) // writes into out when it is large enough
+		out := make([]byte, start, start+s2.MaxEncodedLen(len(msg))+ChecksumSize)
+		copy(out, buf[:start])
+		c := s2.Encode(out[start:cap(out)], msg) // writes into out when it is large enough
 		if len(c) < len(msg) {
-			buf, flags = out[:framePrefix+len(c)], codecS2
+			buf = out[:start+len(c)] // c already sits there
+			buf[frameLen+3] |= FlagCompressed
 		}
 	}
-	binary.BigEndian.PutUint32(buf, uint32(len(buf)-4))
-	buf[4] = flags
+	buf = binary.BigEndian.AppendUint32(buf, checksum(buf[frameLen:]))
+	binary.BigEndian.PutUint32(buf, uint32(len(buf)-frameLen))
 	return buf, nil
 }
 
@@ -64,55 +75,104 @@ func sizeHint(m Message) int {
 	return 256
 }
 
-func decodeFrame(frame []byte, maxSize int, d *Decoder) (Message, error) {
-	if maxSize <= 0 {
-		maxSize = DefaultMaxFrame
-	}
-	if len(frame) < framePrefix {
+// frameBody checks a frame's length prefix and returns its body.
+func frameBody(frame []byte) ([]byte, error) {
+	if len(frame) < frameLen {
 		return nil, ErrTruncated
 	}
 	n := binary.BigEndian.Uint32(frame)
-	if uint64(n) != uint64(len(frame)-4) {
-		return nil, fmt.Errorf("%w: frame length %d, have %d bytes", ErrTruncated, n, len(frame)-4)
+	if uint64(n) != uint64(len(frame)-frameLen) {
+		return nil, fmt.Errorf("%w: frame length %d, have %d bytes", ErrTruncated, n, len(frame)-frameLen)
 	}
-	payload := frame[framePrefix:]
+	return frame[frameLen:], nil
+}
+
+func decodeFrame(frame []byte, maxSize int, d *Decoder) (Header, Message, error) {
+	if maxSize <= 0 {
+		maxSize = DefaultMaxFrame
+	}
+	body, err := frameBody(frame)
+	if err != nil {
+		return Header{}, nil, err
+	}
+	if len(body) < frameMinBody {
+		return Header{}, nil, ErrTruncated
+	}
+	// As for packets: the version first, then nothing of a sealed body is read.
+	h, err := parseHeader(body)
+	if err != nil {
+		return h, nil, err
+	}
+	if h.Flags&FlagSealed != 0 {
+		return h, nil, ErrSealed
+	}
+	end := len(body) - ChecksumSize
+	if binary.BigEndian.Uint32(body[end:]) != checksum(body[:end]) {
+		return h, nil, ErrChecksum
+	}
+	payload := body[HeaderSize:end]
 	if len(payload) > maxSize {
-		return nil, ErrOversized
+		return h, nil, ErrOversized
 	}
 	msg := payload
-	switch frame[4] & frameCodecMask {
-	case codecNone:
-	case codecS2:
+	if h.Flags&FlagCompressed != 0 {
 		// The S2 block states its decoded length up front: check it before
 		// allocating, so a small frame cannot claim a huge output.
 		size, err := s2.DecodedLen(payload)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+			return h, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 		if size > maxSize {
-			return nil, fmt.Errorf("%w: frame decompresses to %d bytes, limit %d", ErrOversized, size, maxSize)
+			return h, nil, fmt.Errorf("%w: frame decompresses to %d bytes, limit %d", ErrOversized, size, maxSize)
 		}
 		if msg, err = s2.Decode(nil, payload); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+			return h, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-	default:
-		return nil, fmt.Errorf("%w: unknown frame codec %d", ErrMalformed, frame[4]&frameCodecMask)
 	}
-	typ, body, used, err := splitMessage(msg)
+	typ, mbody, used, err := splitMessage(msg)
 	if err != nil {
-		return nil, err
+		return h, nil, err
 	}
 	if used != len(msg) {
-		return nil, fmt.Errorf("%w: %d bytes after the frame's message", ErrMalformed, len(msg)-used)
+		return h, nil, fmt.Errorf("%w: %d bytes after the frame's message", ErrMalformed, len(msg)-used)
 	}
 	m := NewMessage(typ)
 	if m == nil {
-		return nil, fmt.Errorf("%w: %d", ErrUnknownType, typ)
+		return h, nil, fmt.Errorf("%w: %d", ErrUnknownType, typ)
 	}
-	if err := d.Decode(body, m); err != nil {
+	if err := d.Decode(mbody, m); err != nil {
+		return h, nil, err
+	}
+	return h, m, nil
+}
+
+// sealFrame seals a frame's body as Seal seals a packet and rewrites the prefix.
+func sealFrame(k *Keyring, frame []byte, rand io.Reader) ([]byte, error) {
+	body, err := frameBody(frame)
+	if err != nil {
 		return nil, err
 	}
-	return m, nil
+	out, err := appendSeal(make([]byte, frameLen, frameLen+len(body)+SealOverhead), k, body, rand)
+	if err != nil {
+		return nil, err
+	}
+	binary.BigEndian.PutUint32(out, uint32(len(out)-frameLen))
+	return out, nil
+}
+
+// openFrame opens a sealed frame's body as Open opens a packet and rewrites the
+// prefix.
+func openFrame(k *Keyring, frame []byte) ([]byte, error) {
+	body, err := frameBody(frame)
+	if err != nil {
+		return nil, err
+	}
+	out, err := appendOpen(make([]byte, frameLen, frameLen+len(body)), k, body)
+	if err != nil {
+		return nil, err
+	}
+	binary.BigEndian.PutUint32(out, uint32(len(out)-frameLen))
+	return out, nil
 }
 
 // readChunk bounds each allocation step of readFrame: memory grows only as fast as
@@ -123,19 +183,21 @@ func readFrame(r io.Reader, maxSize int) ([]byte, error) {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxFrame
 	}
-	var prefix [4]byte
+	var prefix [frameLen]byte
 	if _, err := io.ReadFull(r, prefix[:]); err != nil {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(prefix[:])
-	if n < 1 {
+	if n < frameMinBody {
 		return nil, ErrTruncated
 	}
-	if uint64(n)-1 > uint64(maxSize) {
-		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", ErrOversized, n-1, maxSize)
+	// The prefix alone cannot tell a sealed body from a plain one: allow the larger
+	// envelope here; decodeFrame bounds the payload exactly.
+	if uint64(n) > uint64(maxSize)+frameEnvelope {
+		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", ErrOversized, n, maxSize+frameEnvelope)
 	}
-	total := 4 + int(n)
-	buf := make([]byte, 4, min(total, readChunk))
+	total := frameLen + int(n)
+	buf := make([]byte, frameLen, min(total, readChunk))
 	copy(buf, prefix[:])
 	for len(buf) < total {
 		step := min(total-len(buf), max(readChunk, len(buf))) // grow geometrically once data keeps coming

@@ -88,16 +88,25 @@ func readAll(t *testing.T, r *PacketReader, d *Decoder) {
 	}
 }
 
+// frameSeeds are plain frames of every message type, and a compressed one.
+func frameSeeds(f *testing.F) [][]byte {
+	var out [][]byte
+	for _, m := range append(sampleMessages(), benchPushPull(100)) {
+		fr, err := EncodeFrame(m, 7)
+		if err != nil {
+			f.Fatal(err)
+		}
+		out = append(out, fr)
+	}
+	return out
+}
+
 func FuzzFrameDecode(f *testing.F) {
 	for _, s := range vectorSeeds(f, "frame") {
 		f.Add(s)
 	}
-	for _, m := range append(sampleMessages(), benchPushPull(100)) {
-		fr, err := EncodeFrame(m)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(fr)
+	for _, s := range frameSeeds(f) {
+		f.Add(s)
 	}
 	const max = 1 << 20
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -106,11 +115,64 @@ func FuzzFrameDecode(f *testing.F) {
 		if fr, err := ReadFrame(bytes.NewReader(data), max); err == nil && !bytes.HasPrefix(data, fr) {
 			t.Fatalf("ReadFrame returned bytes that are not a prefix of the stream")
 		}
-		m, err := DecodeFrame(data, max, &d)
-		if err != nil {
-			return
+		try := func(data []byte) {
+			h, m, err := DecodeFrame(data, max, &d)
+			if err != nil {
+				return
+			}
+			if h.Flags&FlagSealed != 0 {
+				t.Fatalf("sealed frame decoded")
+			}
+			reencodeStable(t, &d, m)
 		}
-		reencodeStable(t, &d, m)
+		try(data)
+		// The same bytes with a correct prefix and checksum, so that mutations reach
+		// the decompressor and message parser instead of dying at the checksum.
+		if len(data) >= 4+HeaderSize+ChecksumSize {
+			try(reframe(bytes.Clone(data)))
+		}
+	})
+}
+
+func FuzzOpenFrame(f *testing.F) {
+	k, err := NewKeyring(vectorKey, testKey(7))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, s := range vectorSeeds(f, "frame") {
+		f.Add(s)
+	}
+	for _, s := range frameSeeds(f) {
+		sealed, err := SealFrame(k, s, bytes.NewReader(make([]byte, NonceSize)))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(sealed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		plain, err := OpenFrame(k, data)
+		if err != nil {
+			var ve *VersionError
+			known := []error{ErrTruncated, ErrBadMagic, ErrNotSealed, ErrUnknownKey, ErrAuth}
+			for _, e := range known {
+				if errors.Is(err, e) {
+					return
+				}
+			}
+			if errors.As(err, &ve) {
+				return
+			}
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+		// Only a genuine sealed frame opens, into a frame SealOverhead shorter whose
+		// checksum holds (the seal covers it).
+		if len(plain) != len(data)-SealOverhead {
+			t.Fatalf("opened %d bytes from %d", len(plain), len(data))
+		}
+		var d Decoder
+		if _, _, err := DecodeFrame(plain, 0, &d); errors.Is(err, ErrChecksum) || errors.Is(err, ErrSealed) {
+			t.Fatalf("opened frame rejected: %v", err)
+		}
 	})
 }
 

@@ -162,6 +162,12 @@ func (k *Keyring) primary() keyEntry {
 // longer, encrypted with the primary key and a fresh random nonce read from rand
 // (crypto/rand.Reader in production). The packet itself is not modified.
 func Seal(k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
+	return appendSeal(make([]byte, 0, len(packet)+SealOverhead), k, packet, rand)
+}
+
+// appendSeal appends the sealed form of packet to dst (Seal; SealFrame seals a
+// frame's body after its length prefix).
+func appendSeal(dst []byte, k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
 	if len(packet) < HeaderSize+ChecksumSize {
 		return nil, ErrTruncated
 	}
@@ -173,18 +179,17 @@ func Seal(k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
 		return nil, ErrSealed
 	}
 	e := k.primary()
-	out := make([]byte, HeaderSize+NonceSize, len(packet)+SealOverhead)
-	copy(out, packet[:HeaderSize])
-	out[3] |= FlagSealed
-	out[4] = e.id
-	nonce := out[HeaderSize : HeaderSize+NonceSize]
+	start := len(dst)
+	out := append(dst, packet[:HeaderSize]...)
+	out[start+3] |= FlagSealed
+	out[start+4] = e.id
+	out = append(out, make([]byte, NonceSize)...)
+	nonce := out[start+HeaderSize:]
 	if _, err := io.ReadFull(rand, nonce); err != nil {
 		return nil, fmt.Errorf("wire: reading nonce: %w", err)
 	}
-	// dst starts after the nonce so it never overlaps the associated data; out has
-	// the capacity, so the append below copies nothing.
-	ct := e.aead.Seal(out[len(out):], nonce, packet[HeaderSize:], out[:HeaderSize])
-	return append(out, ct...), nil
+	// The ciphertext goes after the nonce so it never overlaps the associated data.
+	return e.aead.Seal(out, nonce, packet[HeaderSize:], out[start:start+HeaderSize]), nil
 }
 
 // Open authenticates and decrypts a sealed packet and returns the plain packet it
@@ -192,9 +197,12 @@ func Seal(k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
 // key has the packet's key id it returns ErrUnknownKey; if every such key fails to
 // authenticate it, ErrAuth, and nothing of the payload has been interpreted.
 func Open(k *Keyring, packet []byte) ([]byte, error) {
-	if len(packet) < HeaderSize+SealOverhead+ChecksumSize {
-		return nil, ErrTruncated
-	}
+	return appendOpen(make([]byte, 0, max(0, len(packet)-SealOverhead)), k, packet)
+}
+
+// appendOpen appends the plain form of a sealed packet to dst (Open; OpenFrame
+// opens a frame's body after its length prefix).
+func appendOpen(dst []byte, k *Keyring, packet []byte) ([]byte, error) {
 	h, err := parseHeader(packet)
 	if err != nil {
 		return nil, err
@@ -202,13 +210,16 @@ func Open(k *Keyring, packet []byte) ([]byte, error) {
 	if h.Flags&FlagSealed == 0 {
 		return nil, ErrNotSealed
 	}
+	if len(packet) < HeaderSize+SealOverhead+ChecksumSize {
+		return nil, ErrTruncated
+	}
 	aad := packet[:HeaderSize]
 	nonce := packet[HeaderSize : HeaderSize+NonceSize]
 	ct := packet[HeaderSize+NonceSize:]
-	out := make([]byte, HeaderSize, len(packet)-SealOverhead)
-	copy(out, aad)
-	out[3] &^= FlagSealed
-	out[4] = 0
+	start := len(dst)
+	out := append(dst, aad...)
+	out[start+3] &^= FlagSealed
+	out[start+4] = 0
 
 	k.mu.RLock()
 	defer k.mu.RUnlock()
@@ -218,8 +229,8 @@ func Open(k *Keyring, packet []byte) ([]byte, error) {
 			continue
 		}
 		tried = true
-		if pt, err := e.aead.Open(out[HeaderSize:], nonce, ct, aad); err == nil {
-			return append(out, pt...), nil // pt already sits there: nothing is copied
+		if opened, err := e.aead.Open(out, nonce, ct, aad); err == nil {
+			return opened, nil
 		}
 	}
 	if !tried {

@@ -40,18 +40,17 @@ func mustHex(s string) []byte {
 type vectorFile struct {
 	Description string `json:"description"`
 	Kind        string `json:"kind"` // "packet" or "frame"
-	// Packets only.
-	ClusterLabel string `json:"cluster_label,omitempty"`
-	ClusterHash  string `json:"cluster_hash,omitempty"` // 8 hex digits, as in the header
-	Version      uint8  `json:"version,omitempty"`
-	Flags        uint8  `json:"flags"`
-	KeyID        uint8  `json:"key_id"`
-	Key          string `json:"key,omitempty"`      // hex; sealed packets
-	Nonce        string `json:"nonce,omitempty"`    // hex; sealed packets
-	Plain        string `json:"plain,omitempty"`    // hex of the packet before sealing
-	Checksum     string `json:"checksum,omitempty"` // 8 hex digits, of the plain packet
-	// Both.
-	Messages []vectorMsg `json:"messages"`
+	// Header fields, of packets and of frame bodies.
+	ClusterLabel string      `json:"cluster_label,omitempty"`
+	ClusterHash  string      `json:"cluster_hash,omitempty"` // 8 hex digits, as in the header
+	Version      uint8       `json:"version,omitempty"`
+	Flags        uint8       `json:"flags"`
+	KeyID        uint8       `json:"key_id"`
+	Key          string      `json:"key,omitempty"`      // hex; sealed packets and frames
+	Nonce        string      `json:"nonce,omitempty"`    // hex; sealed packets and frames
+	Plain        string      `json:"plain,omitempty"`    // hex of the packet or frame before sealing
+	Checksum     string      `json:"checksum,omitempty"` // 8 hex digits, of the plain packet or frame
+	Messages     []vectorMsg `json:"messages"`
 }
 
 // vectorMsg is one message: its type, name and body as a JSON object keyed by the
@@ -200,6 +199,8 @@ func vectorDefs() []vectorDef {
 			sealed: true, msgs: compound},
 		{name: "frame-push-pull", description: "uncompressed stream frame holding a PushPull",
 			frame: true, msgs: []Message{pp}},
+		{name: "frame-sealed-push-pull", description: "the frame-push-pull frame sealed with the published test key and nonce",
+			frame: true, sealed: true, msgs: []Message{pp}},
 	}
 }
 
@@ -218,25 +219,31 @@ func encodeVector(t *testing.T, v vectorFile) []byte {
 		fromJSONBody(t, vm.Body, reflect.ValueOf(m))
 		msgs = append(msgs, AppendMessage(nil, m))
 	}
+	var plain []byte
 	if v.Kind == "frame" {
 		check(t, len(msgs) == 1, "a frame holds one message")
 		m := NewMessage(v.Messages[0].Type)
 		fromJSONBody(t, v.Messages[0].Body, reflect.ValueOf(m))
-		f, err := EncodeFrame(m)
+		f, err := EncodeFrame(m, ClusterHash(v.ClusterLabel))
 		noErr(t, err)
-		return f
+		plain = f
+	} else {
+		p := NewPacker(DefaultMTU, ClusterHash(v.ClusterLabel))
+		for _, m := range msgs {
+			check(t, p.AddEncoded(m), "message does not fit")
+		}
+		plain = p.Bytes()
 	}
-	p := NewPacker(DefaultMTU, ClusterHash(v.ClusterLabel))
-	for _, m := range msgs {
-		check(t, p.AddEncoded(m), "message does not fit")
-	}
-	pkt := p.Bytes()
 	if v.Key == "" {
-		return pkt
+		return plain
 	}
 	k, err := NewKeyring(mustHex(v.Key))
 	noErr(t, err)
-	sealed, err := Seal(k, pkt, bytes.NewReader(mustHex(v.Nonce)))
+	seal := Seal
+	if v.Kind == "frame" {
+		seal = SealFrame
+	}
+	sealed, err := seal(k, plain, bytes.NewReader(mustHex(v.Nonce)))
 	noErr(t, err)
 	return sealed
 }
@@ -245,13 +252,11 @@ func encodeVector(t *testing.T, v vectorFile) []byte {
 func decodeVector(t *testing.T, data []byte, like vectorFile) vectorFile {
 	var d Decoder
 	out := vectorFile{Description: like.Description, Kind: like.Kind, Messages: []vectorMsg{}}
+	hdr, open := data, Open
 	if like.Kind == "frame" {
-		m, err := DecodeFrame(data, DefaultMaxFrame, &d)
-		noErr(t, err)
-		out.Messages = append(out.Messages, toVectorMsg(m.Type(), m, nil))
-		return out
+		hdr, open = data[4:], OpenFrame
 	}
-	h, err := parseHeader(data)
+	h, err := parseHeader(hdr)
 	noErr(t, err)
 	out.Version, out.Flags, out.KeyID = h.Version, h.Flags, h.KeyID
 	out.ClusterLabel = like.ClusterLabel
@@ -260,13 +265,19 @@ func decodeVector(t *testing.T, data []byte, like vectorFile) vectorFile {
 	if h.Flags&FlagSealed != 0 {
 		k, err := NewKeyring(mustHex(like.Key))
 		noErr(t, err)
-		data, err = Open(k, data)
+		data, err = open(k, data)
 		noErr(t, err)
 		out.Key = like.Key
 		out.Nonce = like.Nonce
 		out.Plain = hex.EncodeToString(data)
 	}
 	out.Checksum = hex.EncodeToString(data[len(data)-ChecksumSize:])
+	if like.Kind == "frame" {
+		_, m, err := DecodeFrame(data, DefaultMaxFrame, &d)
+		noErr(t, err)
+		out.Messages = append(out.Messages, toVectorMsg(m.Type(), m, nil))
+		return out
+	}
 	var r PacketReader
 	_, err = r.Reset(data)
 	noErr(t, err)
@@ -286,7 +297,7 @@ func writeVectors(t *testing.T) {
 	for _, def := range vectorDefs() {
 		v := vectorFile{Description: def.description, Kind: "packet", ClusterLabel: vectorLabel}
 		if def.frame {
-			v = vectorFile{Description: def.description, Kind: "frame"}
+			v.Kind = "frame"
 		}
 		if def.sealed {
 			v.Key, v.Nonce = hex.EncodeToString(vectorKey), hex.EncodeToString(vectorNonce)

@@ -52,10 +52,11 @@ type Ready struct {
 
 // Host is one process's protocol stack.
 type Host struct {
-	cfg  Config
-	swim *swim.Machine
-	meta *metaState
-	dec  wire.Decoder
+	cfg     Config
+	cluster uint32 // wire.ClusterHash(cfg.Swim.ClusterLabel), stamped on every frame
+	swim    *swim.Machine
+	meta    *metaState
+	dec     wire.Decoder
 }
 
 // New builds a Host. rng is the only randomness the stack uses.
@@ -75,7 +76,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, swim: m, meta: ms}, nil
+	return &Host{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms}, nil
 }
 
 // Swim exposes the membership machine for reads (Members, Digest, ...).
@@ -87,13 +88,13 @@ func (h *Host) HandlePacket(now time.Time, from string, data []byte) {
 	h.swim.HandlePacket(now, from, data)
 }
 
-// HandleStream answers a stream request frame; a nil reply means close without one.
-// Malformed frames are dropped (and counted by swim's stats).
+// HandleStream answers a plain stream request frame; a nil reply means close
+// without one. Malformed frames and frames of another cluster are dropped and
+// counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
 func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 	h.meta.now = now
-	msg, err := wire.DecodeFrame(req, h.cfg.MaxFrame, &h.dec)
-	if err != nil {
-		h.swim.CountMalformed()
+	msg, ok := h.decodeFrame(req)
+	if !ok {
 		return nil
 	}
 	pp, ok := msg.(*wire.PushPull)
@@ -105,25 +106,39 @@ func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 		return nil
 	}
 	reply.Meta = h.snapshot()
-	b, err := wire.EncodeFrame(reply)
+	b, err := wire.EncodeFrame(reply, h.cluster)
 	if err != nil {
 		panic("host: encoding our own push-pull: " + err.Error())
 	}
 	return b
 }
 
-// HandleStreamReply feeds the reply to a stream this host asked for.
+// HandleStreamReply feeds the plain reply frame to a stream this host asked for. A
+// malformed or foreign reply is counted as HandleStream counts it and fails the
+// push-pull.
 func (h *Host) HandleStreamReply(now time.Time, from string, reply []byte) {
 	h.meta.now = now
-	msg, err := wire.DecodeFrame(reply, h.cfg.MaxFrame, &h.dec)
-	if err != nil {
-		h.swim.CountMalformed()
+	msg, ok := h.decodeFrame(reply)
+	if !ok {
 		h.swim.PushPullFailed(now, from)
 		return
 	}
 	if pp, ok := msg.(*wire.PushPull); ok {
 		h.swim.HandlePushPullReply(now, from, pp)
 	}
+}
+
+// decodeFrame decodes a plain frame of our cluster, counting what it drops.
+func (h *Host) decodeFrame(frame []byte) (wire.Message, bool) {
+	hdr, msg, err := wire.DecodeFrame(frame, h.cfg.MaxFrame, &h.dec)
+	if err == nil {
+		err = hdr.CheckCluster(h.cluster)
+	}
+	if err != nil {
+		h.swim.CountMalformed()
+		return nil, false
+	}
+	return msg, true
 }
 
 // StreamFailed reports that a stream this host asked for could not complete.
@@ -161,7 +176,7 @@ func (h *Host) Ready() Ready {
 		h.trackMembers(r.Events)
 		for _, s := range r.Streams {
 			s.Msg.Meta = h.snapshot()
-			b, err := wire.EncodeFrame(s.Msg)
+			b, err := wire.EncodeFrame(s.Msg, h.cluster)
 			if err != nil {
 				panic("host: encoding our own push-pull: " + err.Error())
 			}
