@@ -271,7 +271,9 @@ func TestTombstonesAreCollectedAfterTTL(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.TombstoneTTL = time.Minute })
 	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
 	m.HandlePacket(epoch, "b:1", packet(t, &wire.Leave{Node: "b"}))
-	before := m.Digest()
+	if d := m.Digest(); d.Members != 1 || d.Hash != MemberHash("a", 0, StatusAlive) {
+		t.Fatalf("tombstone counted in the digest: %+v", d)
+	}
 	now := epoch
 	for now.Before(epoch.Add(59 * time.Second)) {
 		now = m.NextDeadline()
@@ -286,9 +288,6 @@ func TestTombstonesAreCollectedAfterTTL(t *testing.T) {
 	}
 	if got := m.Members(); len(got) != 1 || got[0].Name != "a" {
 		t.Fatalf("tombstone not collected: %v", got)
-	}
-	if d := m.Digest(); d.Members != 1 || d == before || d.Hash != MemberHash("a", 0, StatusAlive) {
-		t.Fatalf("digest after GC = %+v", d)
 	}
 }
 
@@ -782,7 +781,7 @@ func TestDigestMismatchStartsPushPull(t *testing.T) {
 }
 
 // The digest is maintained incrementally; it must equal the digest recomputed from
-// the whole view after any history.
+// the live members of the view (tombstones excluded) after any history.
 func TestDigestMatchesRecomputation(t *testing.T) {
 	nt := newNet(t, 6, 8, nil)
 	nt.joinAll()
@@ -792,9 +791,17 @@ func TestDigestMatchesRecomputation(t *testing.T) {
 	nt.run(20 * time.Second)
 	for _, nd := range nt.nodes {
 		var d wire.Digest
+		tombs := 0
 		for _, mem := range nd.m.Members() {
+			if mem.Status == StatusDead || mem.Status == StatusLeft {
+				tombs++
+				continue
+			}
 			d.Hash += MemberHash(mem.Name, mem.Incarnation, mem.Status)
 			d.Members++
+		}
+		if tombs == 0 && nd.name != "n2" && nd.name != "n4" {
+			t.Fatalf("%s holds no tombstone: the test does not cover them", nd.name)
 		}
 		if d != nd.m.Digest() {
 			t.Fatalf("%s: incremental %+v, recomputed %+v", nd.name, nd.m.Digest(), d)
@@ -838,9 +845,10 @@ func TestForeignAndMalformedPacketsAreCountedAndDropped(t *testing.T) {
 }
 
 // A member paused long enough to be declared dead, whose death has left every
-// gossip queue by the time it resumes, still learns of it (digest sync on its pings,
-// reconnects to its tombstone) and refutes: it does not stay a ghost that sees the
-// cluster while the cluster does not see it.
+// gossip queue by the time it resumes, still learns of it and refutes: it does not
+// stay a ghost that sees the cluster while the cluster does not see it. With
+// digest sync and reconnects off, what tells it is the Dead claim that members
+// holding it dead put in their acks to its pings.
 func TestPausedMemberDeclaredDeadComesBack(t *testing.T) {
 	for _, repair := range []bool{true, false} {
 		nt := newNet(t, 6, 10, func(c *Config) {
@@ -864,8 +872,8 @@ func TestPausedMemberDeclaredDeadComesBack(t *testing.T) {
 		}
 		p.down = false
 		took, ok := nt.runUntil(30*time.Second, 100*time.Millisecond, nt.converged)
-		if ok != repair {
-			t.Fatalf("repair=%v: taken back=%v", repair, ok)
+		if !ok {
+			t.Fatalf("repair=%v: not taken back", repair)
 		}
 		st := p.m.Stats()
 		t.Logf("repair=%v: back=%v after %v, n3 refuted %d times", repair, ok, took, st.Refutations)
@@ -942,6 +950,84 @@ func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
 		}
 		if memberOf(t, m, "b").Status != StatusSuspect || told != buddy {
 			t.Fatalf("buddy=%v: b %v, told %v", buddy, memberOf(t, m, "b").Status, told)
+		}
+	}
+}
+
+// Regression (sim churn seed 3): a node that never knew a departed member does not
+// learn its tombstone from push-pull, so the digest must leave tombstones out, or
+// digests of nodes with the same live view differ for the whole TombstoneTTL and
+// digest-sync push-pulls never stop.
+func TestDigestIgnoresTombstonesOthersNeverKnew(t *testing.T) {
+	a := newMachine(t, "a", nil)
+	c := newMachine(t, "c", nil)
+	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1"}, &wire.Alive{Node: "q", Addr: "q:1"}))
+	a.HandlePacket(epoch, "x:1", packet(t, &wire.Dead{Node: "q", From: "x"}))
+	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	c.HandlePushPullReply(epoch, "a:1", a.localState(false))
+	a.HandlePushPullReply(epoch, "c:1", c.localState(false))
+	if s := memberOf(t, a, "q").Status; s != StatusDead {
+		t.Fatalf("a holds q %v", s)
+	}
+	for _, mem := range c.Members() {
+		if mem.Name == "q" {
+			t.Fatalf("c learned q from a push-pull: %+v", mem)
+		}
+	}
+	if a.Digest() != c.Digest() || a.Digest().Members != 2 {
+		t.Fatalf("same live view, digests %+v and %+v", a.Digest(), c.Digest())
+	}
+	// A live member held dead still shows: that is what digest sync repairs.
+	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "q", Addr: "q:1"}))
+	if a.Digest() == c.Digest() {
+		t.Fatal("q dead at a and alive at c, yet equal digests")
+	}
+}
+
+// A member we hold dead that pings us is running and does not know it is dead:
+// the ack carries the Dead claim, so it refutes, and it sends the refutation
+// straight back to whoever made the claim.
+func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
+	a := newMachine(t, "a", nil)
+	a.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+	a.HandlePacket(epoch, "x:1", packet(t, &wire.Dead{Node: "b", Incarnation: 2, From: "x"}))
+	a.Ready()
+	a.HandlePacket(epoch, "b:1", packet(t, &wire.Ping{Seq: 7, Target: "a", Source: "b", SourceAddr: "b:1"}))
+	var ack, dead bool
+	for _, d := range decodePackets(t, a.Ready().Packets) {
+		switch msg := d.msg.(type) {
+		case *wire.Ack:
+			ack = ack || (d.to == "b:1" && msg.Seq == 7)
+		case *wire.Dead:
+			dead = dead || (d.to == "b:1" && msg.Node == "b" && msg.Incarnation == 2)
+		}
+	}
+	if !ack || !dead {
+		t.Fatalf("ack %v, dead claim %v", ack, dead)
+	}
+	b := newMachine(t, "b", nil)
+	b.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	b.Ready()
+	b.HandlePacket(epoch, "a:1", packet(t, &wire.Ack{Seq: 7}, &wire.Dead{Node: "b", Incarnation: 2, From: "a"}))
+	if inc := b.Local().Incarnation; inc != 3 {
+		t.Fatalf("b at incarnation %d after a Dead at 2, want 3", inc)
+	}
+	var back bool
+	for _, d := range decodePackets(t, b.Ready().Packets) {
+		if al, ok := d.msg.(*wire.Alive); ok && d.to == "a:1" && al.Node == "b" && al.Incarnation == 3 {
+			back = true
+		}
+	}
+	if !back {
+		t.Fatal("refutation not sent back to the claimer")
+	}
+	// A live member's ping gets a plain ack.
+	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1"}))
+	a.Ready()
+	a.HandlePacket(epoch, "c:1", packet(t, &wire.Ping{Seq: 8, Target: "a", Source: "c", SourceAddr: "c:1"}))
+	for _, d := range decodePackets(t, a.Ready().Packets) {
+		if dd, ok := d.msg.(*wire.Dead); ok && dd.Node == "c" {
+			t.Fatal("a live member's ping answered with a Dead claim")
 		}
 	}
 }

@@ -9,11 +9,21 @@ import (
 	"github.com/omnirelay/mesh/wire"
 )
 
-// MemberHash is one member's contribution to the membership digest:
+// MemberHash is one live member's contribution to the membership digest:
 // xxhash64(name | 0x00 | incarnation as 8 bytes big-endian | status byte), status
-// as on the wire (alive 0, suspect 1, dead 2, left 3). The digest of a view is the
-// sum of its members' hashes modulo 2^64 (order-independent, and updated in O(1) when
-// one member changes: subtract its old hash, add the new one). PROTOCOL.md,
+// as on the wire (alive 0, suspect 1). The digest of a view is the sum of the hashes
+// of its live (alive or suspect) members modulo 2^64 (order-independent, and updated
+// in O(1) when one member changes: subtract its old hash, add the new one).
+//
+// Tombstones (dead and left members) are left out on purpose: the digest must cover
+// exactly the facts every node converges on, and tombstones are not such facts. A
+// node that never knew a departed member does not learn its tombstone (a dead entry
+// of a push-pull only raises a suspicion of a member already known), and each node
+// collects a tombstone TombstoneTTL after it learned it, at its own time. Counting
+// tombstones made digests of nodes with the same live view differ for a whole TTL
+// after churn, so digest syncs never stopped. A member held dead by one node and
+// alive by another still makes their digests differ (it is live in one of them),
+// which is the disagreement that digest sync exists to repair. PROTOCOL.md,
 // "Membership behaviour and timers", specifies the same.
 func MemberHash(name string, incarnation uint64, status Status) uint64 {
 	var buf [64]byte

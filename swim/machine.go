@@ -509,7 +509,9 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 		return
 	}
 	m.eagerOK = false
+	m.curFrom = from // the address we dialed: where a refutation must go
 	m.merge(now, from, pp)
+	m.curFrom = ""
 	m.flushEager("")
 }
 

@@ -117,6 +117,12 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 	}
 	m.packer.Reset()
 	m.packer.Add(&wire.Ack{Seq: p.Seq})
+	if src := m.members[p.Source]; src != nil && src.Status == StatusDead && src.Addr == to {
+		// A member we hold dead is pinging us, so it is running and does not know:
+		// tell it, so it refutes (and sends us its new Alive). Otherwise each side
+		// of a healed split can keep the other dead, nobody probing the dead.
+		m.packer.Add(&wire.Dead{Node: src.Name, Incarnation: src.Incarnation, From: m.self.Name})
+	}
 	m.queues.fill(m.packer)
 	m.send(to)
 }

@@ -144,15 +144,20 @@ func (m *Machine) declareDead(now time.Time, mem *member, inc uint64, from strin
 
 // claimAboutSelf handles a suspicion, death or leave claimed about us at inc: a
 // current claim is refuted; a stale one (below our incarnation) means the packet's
-// sender still spreads it and so has not got our refutation: we send it our
-// current Alive directly. That reply is one small packet per stale claim received,
-// never more than the claims themselves.
+// sender still spreads it and so has not got our refutation. Either way, the
+// sender of the packet or push-pull reply that carried the claim (curFrom) gets
+// our current Alive directly: it holds the claim, and gossip may not reach it soon
+// (eager push skips the packet's sender, and a node that holds everyone dead, such
+// as one that was cut off, has nobody to gossip to). That reply is one small
+// packet per claim received, never more than the claims themselves.
 func (m *Machine) claimAboutSelf(now time.Time, inc uint64) {
-	switch {
-	case m.leaving:
-	case inc >= m.self.Incarnation:
+	if m.leaving {
+		return
+	}
+	if inc >= m.self.Incarnation {
 		m.refute(now, inc)
-	case m.curFrom != "":
+	}
+	if m.curFrom != "" {
 		m.packer.Reset()
 		m.packer.Add(m.aliveMsg(m.self))
 		m.send(m.curFrom)
@@ -204,10 +209,14 @@ func (m *Machine) confirm(now time.Time, mem *member, from string) bool {
 // list and timers in step.
 func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status) {
 	old := mem.Status
-	m.digest.sub(mem.hash)
+	if isLive(old) {
+		m.digest.sub(mem.hash)
+	}
 	mem.Incarnation = inc
 	mem.hash = MemberHash(mem.Name, inc, status)
-	m.digest.add(mem.hash)
+	if isLive(status) {
+		m.digest.add(mem.hash)
+	}
 	m.viewChanged = now
 	if old == status {
 		return
@@ -218,17 +227,15 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 	if status != StatusSuspect {
 		mem.susp = nil
 	}
-	wasLive := old == StatusAlive || old == StatusSuspect
-	isLive := status == StatusAlive || status == StatusSuspect
-	switch {
-	case wasLive && !isLive:
+	switch wasLive, nowLive := isLive(old), isLive(status); {
+	case wasLive && !nowLive:
 		m.live--
 		if mem != m.self {
 			mem.tombIdx = len(m.tombs)
 			m.tombs = append(m.tombs, mem)
 			m.timers.push(timerEntry{at: now.Add(m.cfg.TombstoneTTL), kind: timerGC, name: mem.Name, gen: mem.gen})
 		}
-	case !wasLive && isLive:
+	case !wasLive && nowLive:
 		m.live++
 		m.dropTomb(mem)
 	}
@@ -247,7 +254,8 @@ func (m *Machine) dropTomb(mem *member) {
 	mem.tombIdx = -1
 }
 
-// forget collects a tombstone whose TTL ended.
+// forget collects a tombstone whose TTL ended. Tombstones are not in the digest,
+// so neither it nor viewChanged moves.
 func (m *Machine) forget(now time.Time, mem *member) {
 	m.dropTomb(mem)
 	i, last := mem.probeIdx, len(m.plist)-1
@@ -258,8 +266,10 @@ func (m *Machine) forget(now time.Time, mem *member) {
 	if m.probe.target == mem {
 		m.probe = probeState{}
 	}
-	m.digest.sub(mem.hash)
-	m.viewChanged = now
 	delete(m.members, mem.Name)
 	m.sorted = nil
 }
+
+// isLive says whether a status counts as a live member: probed, gossiped to, and
+// in the digest.
+func isLive(s Status) bool { return s == StatusAlive || s == StatusSuspect }
