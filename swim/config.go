@@ -69,9 +69,10 @@ type Config struct {
 	// GossipNodes is how many random members each gossip tick sends to. Default 3.
 	GossipNodes int
 	// EagerFanout is how many random members a fact learned for the first time is
-	// pushed to at once, without waiting for the gossip tick. LAN default 3; 0
-	// disables eager push (MemberlistProfile). Propagation then takes about
-	// log_fanout(n) network hops instead of as many gossip intervals.
+	// pushed to at once, without waiting for the gossip tick. Default 3 (both
+	// profiles); 0 disables eager push, as in hashicorp/memberlist. Propagation
+	// then takes about log_fanout(n) network hops instead of as many gossip
+	// intervals.
 	EagerFanout int
 	// SuspicionMult scales the minimum suspicion timeout:
 	// SuspicionMult * max(1, log10(n)) * ProbeInterval for n live members. Default 4.
@@ -94,8 +95,8 @@ type Config struct {
 	// ReconnectInterval is the base period at which a node push-pulls with a
 	// random dead or left member's address, or a seed: this is what re-merges two
 	// halves of a partition that outlasted the suspicion timeout. Scaled with
-	// cluster size like PushPullInterval. LAN default 10 s; 0 disables
-	// (MemberlistProfile: memberlist never re-merges on its own).
+	// cluster size like PushPullInterval. Default 10 s (both profiles); 0
+	// disables, as in hashicorp/memberlist, which never re-merges on its own.
 	ReconnectInterval time.Duration
 	// TombstoneTTL is how long a dead or left member is remembered before it is
 	// collected. While remembered, its incarnation beats any alive claim of the
@@ -109,8 +110,8 @@ type Config struct {
 	AwarenessMaxMultiplier int
 	// DigestSyncInterval: when digests received on probes have disagreed with our
 	// own for this long, push-pull with the disagreeing peer; at most one such
-	// push-pull per interval. LAN default 3 s (longer than a fact takes to
-	// spread); 0 disables (MemberlistProfile).
+	// push-pull per interval. Default 3 s in both profiles (longer than a fact
+	// takes to spread); 0 disables, as in hashicorp/memberlist.
 	DigestSyncInterval time.Duration
 	// FinalProbe: when a suspicion times out, probe the suspect once more (a ping
 	// carrying the suspicion, and IndirectChecks indirect pings, all at once) and
@@ -120,7 +121,8 @@ type Config struct {
 	// per node), which over thousands of false suspicions under packet loss is a
 	// steady trickle of false deaths; the final probe (and the suspect answering a
 	// stale suspicion with its current Alive) closes that gap at the cost of one
-	// probe period of detection time. LAN default on; MemberlistProfile off.
+	// probe period of detection time. On in both profiles (hashicorp/memberlist
+	// has no final probe).
 	FinalProbe bool
 	// QueueLimit bounds each broadcast queue (membership, metadata, user) in
 	// messages. When full, the most-transmitted message is dropped (counted in
@@ -161,26 +163,25 @@ func LANProfile(name, addr string) Config {
 	}
 }
 
-// MemberlistProfile reproduces hashicorp/memberlist's DefaultLANConfig timers, and
-// turns off what memberlist does not have (eager push, reconnects to departed
-// members, digest syncs, final probes), so the simulator can compare like with like. Lifeguard
-// is on, as in memberlist.
+// MemberlistProfile is our protocol at hashicorp/memberlist's DefaultLANConfig
+// timers: probes every 1 s with a 500 ms ack timeout, gossip every 200 ms to 3
+// members, push-pull every 30 s, SuspicionMult 4, RetransmitMult 4, Lifeguard on.
+// Everything memberlist lacks stays on as in LANProfile (eager push, reconnects,
+// digest syncs, final probes), so comparing it with memberlist at equal timers
+// measures what the protocol itself changes: eager push makes join and leave
+// propagation a matter of network hops instead of 200 ms gossip hops.
 func MemberlistProfile(name, addr string) Config {
 	c := LANProfile(name, addr)
 	c.ProbeInterval = time.Second
 	c.ProbeTimeout = 500 * time.Millisecond
 	c.GossipInterval = 200 * time.Millisecond
 	c.GossipNodes = 3
-	c.EagerFanout = 0
 	c.SuspicionMult = 4
 	c.SuspicionMaxTimeoutMult = 6
 	c.RetransmitMult = 4
 	c.PushPullInterval = 30 * time.Second
-	c.ReconnectInterval = 0
 	c.IndirectChecks = 3
 	c.AwarenessMaxMultiplier = 8
-	c.DigestSyncInterval = 0
-	c.FinalProbe = false
 	return c
 }
 

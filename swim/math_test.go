@@ -137,6 +137,11 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		ml.GossipInterval != 200*time.Millisecond || ml.PushPullInterval != 30*time.Second {
 		t.Fatalf("MemberlistProfile timers differ from memberlist's DefaultLANConfig: %+v", ml)
 	}
+	// Same timers as memberlist, our protocol: nothing of it switched off.
+	if ml.EagerFanout != ok.EagerFanout || ml.ReconnectInterval != ok.ReconnectInterval ||
+		ml.DigestSyncInterval != ok.DigestSyncInterval || !ml.FinalProbe || ml.EagerFanout == 0 {
+		t.Fatalf("MemberlistProfile switches part of the protocol off: %+v", ml)
+	}
 	for _, tc := range []struct {
 		field string
 		mod   func(*Config)
