@@ -53,9 +53,10 @@ type Config struct {
 	// sealed packet still fits. Raising it risks IP fragmentation; lowering it packs
 	// less gossip per probe.
 	MTU int
-	// Keys enables packet encryption (AES-256-GCM): Keys[0] seals, every key opens.
-	// Each key is 32 bytes. Empty: packets are sent in the clear. Rotate at run
-	// time through Node.Keyring. Streams are not encrypted (they will be by TLS).
+	// Keys enables encryption (AES-256-GCM) of packets and stream frames: Keys[0]
+	// seals, every key opens; plain input is then refused. Each key is 32 bytes.
+	// Empty: everything is sent in the clear and sealed input refused. Rotate at
+	// run time through Node.Keyring.
 	Keys [][]byte
 	// StreamTimeout bounds one stream exchange (dial, request, reply). Default 10 s.
 	// Lower it to give up sooner on slow peers; push-pulls of big clusters need

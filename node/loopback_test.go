@@ -130,42 +130,60 @@ func key(t *testing.T) []byte {
 	return k
 }
 
-// TestKeyRotationWithoutProbeFailures rotates the packet key of a live encrypted
-// cluster (install everywhere, make primary everywhere, remove the old everywhere)
-// while probing goes on: no packet fails to open, no probe fails.
+// TestKeyRotationWithoutProbeFailures rotates the key of a live encrypted cluster
+// (install everywhere, make primary everywhere, remove the old everywhere) while
+// probing and push-pulls go on: no packet or stream frame fails to open, no probe
+// and no push-pull fails, and push-pulls complete during every step.
 func TestKeyRotationWithoutProbeFailures(t *testing.T) {
 	k1, k2 := key(t), key(t)
 	nodes := startCluster(t, 3, [][]byte{k1}, lenient)
-	failedBefore := map[string]uint64{}
+	failedBefore, ppFailedBefore := map[string]uint64{}, map[string]uint64{}
 	for _, n := range nodes {
-		failedBefore[n.Name()] = n.Stats().ProbesFailed
+		st := n.Stats()
+		failedBefore[n.Name()], ppFailedBefore[n.Name()] = st.ProbesFailed, st.PushPullsFailed
 	}
-	settle := func() { time.Sleep(time.Second) } // a few probe rounds per step
-	for _, step := range []func(n *Node) error{
+	pushPulls := func() (sum uint64) {
+		for _, n := range nodes {
+			sum += n.Stats().PushPulls
+		}
+		return sum
+	}
+	// A few probe rounds per step, and push-pulls (one per node per second in
+	// the fast profile) sealed with each key in turn.
+	settle := func() { time.Sleep(1500 * time.Millisecond) }
+	for i, step := range []func(n *Node) error{
 		func(n *Node) error { return n.Keyring().Install(k2) },
 		func(n *Node) error { return n.Keyring().UsePrimary(k2) },
 		func(n *Node) error { return n.Keyring().Remove(k1) },
 	} {
+		before := pushPulls()
 		for _, n := range nodes {
 			if err := step(n); err != nil {
 				t.Fatal(err)
 			}
 		}
 		settle()
+		if pushPulls() == before {
+			t.Errorf("step %d: no push-pull ran", i+1)
+		}
 	}
 	for _, n := range nodes {
 		if got := counter(t, n, "omnirelay_decrypt_failures_total"); got != "0" {
-			t.Errorf("%s: %s packets failed to open during rotation", n.Name(), got)
+			t.Errorf("%s: %s packets or frames failed to open during rotation", n.Name(), got)
 		}
-		if f := n.Stats().ProbesFailed - failedBefore[n.Name()]; f != 0 {
+		st := n.Stats()
+		if f := st.ProbesFailed - failedBefore[n.Name()]; f != 0 {
 			t.Errorf("%s: %d probes failed during rotation", n.Name(), f)
+		}
+		if f := st.PushPullsFailed - ppFailedBefore[n.Name()]; f != 0 {
+			t.Errorf("%s: %d push-pulls failed during rotation", n.Name(), f)
 		}
 		if ks := n.Keyring().Keys(); len(ks) != 1 || !bytes.Equal(ks[0], k2) {
 			t.Errorf("%s: keyring after rotation holds %d keys", n.Name(), len(ks))
 		}
 	}
-	// A node with the wrong key cannot join, and its packets are counted as
-	// failing to open: encryption is really in force.
+	// A node with the old key cannot join (its stream frames do not open either),
+	// and what it sends is counted as failing to open: encryption is in force.
 	stranger, err := Start(t.Context(), loopbackConfig("stranger", [][]byte{k1}))
 	if err != nil {
 		t.Fatal(err)
@@ -173,8 +191,13 @@ func TestKeyRotationWithoutProbeFailures(t *testing.T) {
 	defer stranger.Close()
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
-	stranger.Join(ctx, nodes[0].AdvertiseAddr()) // streams are not encrypted: it may merge views
-	eventually(t, 5*time.Second, "stranger's packets rejected", func() bool {
+	if err := stranger.Join(ctx, nodes[0].AdvertiseAddr()); err == nil {
+		t.Fatal("a node with the old key joined")
+	}
+	if ms := stranger.Members(); len(ms) != 1 {
+		t.Errorf("the stranger's view gained members: %v", ms)
+	}
+	eventually(t, 5*time.Second, "stranger's input rejected", func() bool {
 		return counter(t, nodes[0], "omnirelay_decrypt_failures_total") != "0"
 	})
 }

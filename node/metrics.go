@@ -102,7 +102,7 @@ func newMetrics(n *Node) *metrics {
 	m.bytesSealedIn = wireBytes.WithLabelValues("in")
 	m.bytesSealedOut = wireBytes.WithLabelValues("out")
 	m.decryptFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_decrypt_failures_total",
-		Help: "Received packets dropped because no key of the keyring opened them."})
+		Help: "Received packets and stream frames dropped because the keyring did not open them (plain, unknown key, tampered)."})
 	m.inboundDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_inbound_packets_dropped_total",
 		Help: "Received packets dropped because the event loop's queue was full."})
 	m.subscriberDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_subscriber_events_dropped_total",

@@ -250,11 +250,11 @@ func (n *Node) ControlAddr() string { return n.controlAddr }
 // that mount it on their own HTTP server.
 func (n *Node) Handler() http.Handler { return n.handler }
 
-// Keyring is the packet-encryption keyring, or nil when the node runs without
-// encryption. Rotate keys in a live cluster with it: Install the new key on every
-// node, then UsePrimary on every node, then Remove the old key on every node; each
-// step must reach all nodes before the next starts, so no node ever receives a
-// packet it cannot open.
+// Keyring is the keyring of packet and stream encryption, or nil when the node
+// runs without encryption. Rotate keys in a live cluster with it: Install the new
+// key on every node, then UsePrimary on every node, then Remove the old key on
+// every node; each step must reach all nodes before the next starts, so no node
+// ever receives a packet or frame it cannot open.
 func (n *Node) Keyring() *wire.Keyring { return n.kr }
 
 // do runs f on the loop goroutine and waits for it; false if the loop has stopped.
@@ -427,12 +427,18 @@ func (n *Node) acceptStreams() {
 }
 
 // serveStream reads one request frame, has the loop answer it, writes the reply.
+// With keys, a request that does not open is counted and the stream closed without
+// a reply; opening and sealing happen here, off the loop.
 func (n *Node) serveStream(conn net.Conn) {
 	conn.SetDeadline(time.Now().Add(n.cfg.StreamTimeout))
 	req, err := wire.ReadFrame(conn, wire.DefaultMaxFrame)
 	if err != nil {
 		n.metrics.netErrors.WithLabelValues("stream_read").Inc()
 		n.log.Debug("reading a stream request", "from", conn.RemoteAddr(), "err", err)
+		return
+	}
+	if req, err = n.openFrame(req); err != nil {
+		n.log.Debug("dropping a stream request that does not open", "from", conn.RemoteAddr(), "err", err)
 		return
 	}
 	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
@@ -450,7 +456,7 @@ func (n *Node) serveStream(conn net.Conn) {
 	if reply == nil {
 		return
 	}
-	if _, err := conn.Write(reply); err != nil {
+	if _, err := conn.Write(n.sealFrame(reply)); err != nil {
 		n.metrics.netErrors.WithLabelValues("stream_write").Inc()
 		n.log.Debug("writing a stream reply", "to", conn.RemoteAddr(), "err", err)
 	}
@@ -478,10 +484,42 @@ func (n *Node) exchange(s host.Stream) ([]byte, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	if _, err := conn.Write(s.Data); err != nil {
+	if _, err := conn.Write(n.sealFrame(s.Data)); err != nil {
 		return nil, err
 	}
-	return wire.ReadFrame(conn, wire.DefaultMaxFrame)
+	reply, err := wire.ReadFrame(conn, wire.DefaultMaxFrame)
+	if err != nil {
+		return nil, err
+	}
+	return n.openFrame(reply)
+}
+
+// sealFrame seals an outbound stream frame when the node has keys: streams are
+// encrypted and authenticated like packets.
+func (n *Node) sealFrame(f []byte) []byte {
+	if n.kr == nil {
+		return f
+	}
+	sealed, err := wire.SealFrame(n.kr, f, crand.Reader)
+	if err != nil {
+		panic("node: sealing our own frame: " + err.Error())
+	}
+	return sealed
+}
+
+// openFrame opens an inbound stream frame when the node has keys; a frame that does
+// not open (plain, unknown key, tampered) is counted as a decrypt failure. Without
+// keys the frame passes as is, and the host refuses it if it is sealed.
+func (n *Node) openFrame(f []byte) ([]byte, error) {
+	if n.kr == nil {
+		return f, nil
+	}
+	plain, err := wire.OpenFrame(n.kr, f)
+	if err != nil {
+		n.metrics.decryptFailures.Inc()
+		return nil, fmt.Errorf("node: stream frame does not open: %w", err)
+	}
+	return plain, nil
 }
 
 // loop owns the host: every input, timer and command runs here, one at a time.

@@ -1,5 +1,5 @@
 // Package wire defines OmniRelay Mesh's packets, messages, stream frames, codec,
-// compression, checksums and packet encryption. It is a leaf: it imports no other
+// compression, checksums and encryption. It is a leaf: it imports no other
 // package of this module. PROTOCOL.md at the repository root is the contract; a change
 // here is a change there, in the same commit.
 package wire

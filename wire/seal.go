@@ -10,12 +10,13 @@ import (
 	"sync"
 )
 
-// Packet encryption (PROTOCOL.md, "Encryption"). A sealed packet is
+// Packet and frame encryption (PROTOCOL.md, "Encryption"). A sealed packet, or
+// the body of a sealed stream frame, is
 //
 //	header (FlagSealed set, key id) | nonce (12) | AES-256-GCM(messages | checksum) | tag (16)
 //
 // with the 9 header bytes as associated data, so a tampered header (cluster hash,
-// key id, version) fails authentication like a tampered body.
+// key id, version, compressed flag) fails authentication like a tampered body.
 
 const (
 	KeySize   = 32 // bytes of a keyring key: AES-256
@@ -37,7 +38,7 @@ type keyEntry struct {
 	aead cipher.AEAD // safe for concurrent use once built
 }
 
-// Keyring holds the keys of packet encryption: one primary key that seals, and any
+// Keyring holds the keys of packet and frame encryption: one primary key that seals, and any
 // number of others that only open, so keys rotate without a gap (install the new
 // key everywhere, make it primary everywhere, then remove the old one). A Keyring is
 // safe for concurrent use.
