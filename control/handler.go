@@ -172,13 +172,13 @@ func parseFilter(q map[string][]string) (filter, error) {
 	return f, nil
 }
 
-// match reports whether p passes f. Role matches the "role" metadata key; until peer
-// metadata lands every Meta is empty, so role and meta filters match nothing.
+// match reports whether p passes f. Role matches a peer whose "role" metadata key
+// equals it or whose "roles" key (comma-separated) lists it.
 func (f filter) match(p Peer) bool {
 	if f.status != nil && !f.status[p.Status] {
 		return false
 	}
-	if f.role != "" && p.Meta["role"] != f.role {
+	if f.role != "" && !HasRole(p.Meta, f.role) {
 		return false
 	}
 	for _, kv := range f.meta {
@@ -380,4 +380,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, errCode, msg string) {
 	writeJSON(w, code, ErrorReply{Error: ErrorBody{Code: errCode, Message: msg}})
+}
+
+// HasRole reports whether metadata meta gives role: its "role" key equals it, or
+// its "roles" key, a comma-separated list (spaces around names ignored), holds it.
+func HasRole(meta map[string]string, role string) bool {
+	if meta["role"] == role {
+		return true
+	}
+	for r := range strings.SplitSeq(meta["roles"], ",") {
+		if strings.TrimSpace(r) == role {
+			return true
+		}
+	}
+	return false
 }

@@ -21,7 +21,7 @@ type Peer struct {
 	Address     string            `json:"address"`
 	Status      string            `json:"status"` // alive, suspect, dead or left
 	Incarnation uint64            `json:"incarnation"`
-	Meta        map[string]string `json:"meta"`  // empty until peer metadata lands
+	Meta        map[string]string `json:"meta"`  // the peer's metadata as the serving node knows it
 	Since       time.Time         `json:"since"` // when Status last changed, in the serving node's clock
 	Local       bool              `json:"local"` // the serving node itself
 }
@@ -63,9 +63,18 @@ type Snapshot struct {
 type Change struct {
 	N    uint64    `json:"-"`    // version reached by this change (same epoch as the Source)
 	ID   string    `json:"id"`   // correlation id of the event, as in the node's logs
-	Kind string    `json:"kind"` // join, update, suspect, alive, dead or left
+	Kind string    `json:"kind"` // join, update, suspect, alive, dead, left or meta
 	Peer Peer      `json:"peer"` // the member after the change
 	At   time.Time `json:"at"`   // when the serving node observed it
+	// Meta is the metadata key that changed, for kind "meta" only.
+	Meta *MetaChange `json:"meta,omitempty"`
+}
+
+// MetaChange is one metadata key of a peer set or deleted.
+type MetaChange struct {
+	Key     string `json:"key"`
+	Value   string `json:"value,omitempty"` // the new value; absent when deleted
+	Deleted bool   `json:"deleted,omitempty"`
 }
 
 // Source is what the handler reads. Implementations are safe for concurrent use.

@@ -83,6 +83,11 @@ type Config struct {
 	// Transport carries packets and streams. Default: ListenNet(Bind). When set,
 	// Bind is ignored and the transport's Addr is the bound address.
 	Transport Transport
+	// Meta is this node's initial metadata (see Node.SetMeta), set before it
+	// joins so the join carries it. Roles go in the RolesKey ("roles") key,
+	// comma-separated. Default none. Keys and values must fit the metadata limits
+	// (keys 1..128 bytes, values up to 1 KiB, at most 64 keys, 16 KiB in all).
+	Meta map[string]string
 }
 
 // Defaults used when a field is zero.
@@ -195,7 +200,7 @@ func (c Config) Validate() error {
 	if err := sc.Validate(); err != nil {
 		return fmt.Errorf("%w: Profile/Tune: %v", ErrInvalidConfig, err)
 	}
-	return nil
+	return checkMeta(c.Meta)
 }
 
 // swimConfig builds the membership config for advertised address addr.

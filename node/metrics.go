@@ -27,6 +27,7 @@ type metrics struct {
 	subscriberDropped prometheus.Counter
 	netErrors         *prometheus.CounterVec
 	memberEvents      *prometheus.CounterVec
+	metaChanges       prometheus.Counter
 	pushPullDuration  prometheus.Histogram
 	probeRTT          prometheus.Histogram
 }
@@ -131,6 +132,9 @@ func newMetrics(n *Node) *metrics {
 	f(m.decryptFailures)
 	f(m.inboundDropped)
 	f(m.subscriberDropped)
+	m.metaChanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_meta_changes_total",
+		Help: "Peer metadata changes (a key set or deleted on some member) this node observed, its own included."})
+	f(m.metaChanges)
 	f(m.netErrors)
 	f(m.pushPullDuration)
 	f(m.probeRTT)

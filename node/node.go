@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -61,6 +62,9 @@ type Event struct {
 	Member  Member
 	At      time.Time // when this node observed it, by its Clock
 	Version uint64    // membership version reached by this change (control API "N")
+	// Meta is what changed, for Kind == EventMeta only (Member is the member
+	// whose metadata changed); nil otherwise.
+	Meta *MetaChange
 }
 
 // Node is a running member of the mesh. Its methods are safe for concurrent use.
@@ -102,6 +106,8 @@ type Node struct {
 	changed chan struct{}
 	subs    map[*Subscription]struct{}
 	members []Member // last view published by the loop; read after it stops
+	// finalMeta is every member's metadata when the loop stopped.
+	finalMeta map[string]map[string]string
 	stats   swim.Stats
 	health  int
 	digest  uint64
@@ -197,6 +203,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[8:]), binary.LittleEndian.Uint64(seed[:8])))
 	n.members = h.Swim().Members()
 	n.metrics = newMetrics(n)
+	if err := n.setInitialMeta(); err != nil {
+		tr.Close()
+		return nil, err
+	}
 	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log, Registerer: n.metrics.reg})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
@@ -627,6 +637,9 @@ func (n *Node) flush() {
 	if len(rd.Events) > 0 {
 		n.publish(rd.Events, sw.Members(), st, sw.LocalHealth(), sw.Digest().Hash)
 	}
+	if len(rd.Meta) > 0 {
+		n.publishMeta(rd.Meta, sw.Members())
+	}
 	if len(n.leaves) > 0 && (st.QueueLen == 0 || !n.anyLivePeer()) {
 		for _, c := range n.leaves {
 			close(c)
@@ -649,6 +662,7 @@ func (n *Node) publishFinal() {
 	sw := n.host.Swim()
 	n.mu.Lock()
 	n.members, n.stats, n.health, n.digest = sw.Members(), sw.Stats(), sw.LocalHealth(), sw.Digest().Hash
+	n.finalMeta = n.allMeta()
 	n.mu.Unlock()
 }
 
@@ -677,7 +691,7 @@ func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health
 		ev := Event{ID: CorrelationID(e.Member.Name, e.Member.Incarnation, e.Kind), Kind: e.Kind,
 			Member: e.Member, At: e.At, Version: n.version}
 		n.history = append(n.history, control.Change{N: n.version, ID: ev.ID, Kind: KindName(e.Kind),
-			Peer: n.peer(e.Member), At: e.At})
+			Peer: n.peer(e.Member, n.metaOf(e.Member.Name)), At: e.At})
 		if len(n.history) > n.cfg.History {
 			n.history = slices.Delete(n.history, 0, len(n.history)-n.cfg.History)
 		}
@@ -716,6 +730,8 @@ func KindName(k swim.EventKind) string {
 		return "dead"
 	case swim.EventLeft:
 		return "left"
+	case EventMeta:
+		return "meta"
 	}
 	return fmt.Sprintf("kind%d", k)
 }
@@ -735,9 +751,10 @@ func StatusName(s swim.Status) string {
 	return fmt.Sprintf("status%d", s)
 }
 
-func (n *Node) peer(m Member) control.Peer {
+// peer is m as the control API serves it, with its metadata meta (never nil).
+func (n *Node) peer(m Member, meta map[string]string) control.Peer {
 	return control.Peer{Name: m.Name, Address: m.Addr, Status: StatusName(m.Status),
-		Incarnation: m.Incarnation, Meta: map[string]string{}, Since: m.Since, Local: m.Name == n.cfg.Name}
+		Incarnation: m.Incarnation, Meta: meta, Since: m.Since, Local: m.Name == n.cfg.Name}
 }
 
 // Subscription delivers membership events. Its channel C has Config.EventBuffer
@@ -805,21 +822,28 @@ type controlSource struct{ n *Node }
 
 func (c controlSource) Snapshot() control.Snapshot {
 	n := c.n
-	var ms []Member
-	var v uint64
+	var s control.Snapshot
 	if !n.do(func() {
-		ms = n.host.Swim().Members()
+		ms := n.host.Swim().Members()
 		n.mu.Lock()
-		v = n.version
+		s.Version = control.Version{Epoch: n.epoch, N: n.version}
 		n.mu.Unlock()
+		s.Peers = make([]control.Peer, len(ms))
+		for i, m := range ms {
+			s.Peers[i] = n.peer(m, n.metaOf(m.Name))
+		}
 	}) {
 		n.mu.Lock()
-		ms, v = n.members, n.version
-		n.mu.Unlock()
-	}
-	s := control.Snapshot{Version: control.Version{Epoch: n.epoch, N: v}, Peers: make([]control.Peer, len(ms))}
-	for i, m := range ms {
-		s.Peers[i] = n.peer(m)
+		defer n.mu.Unlock()
+		s.Version = control.Version{Epoch: n.epoch, N: n.version}
+		s.Peers = make([]control.Peer, len(n.members))
+		for i, m := range n.members {
+			meta := maps.Clone(n.finalMeta[m.Name])
+			if meta == nil {
+				meta = map[string]string{}
+			}
+			s.Peers[i] = n.peer(m, meta)
+		}
 	}
 	return s
 }
