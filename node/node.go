@@ -108,11 +108,11 @@ type Node struct {
 	members []Member // last view published by the loop; read after it stops
 	// finalMeta is every member's metadata when the loop stopped.
 	finalMeta map[string]map[string]string
-	stats   swim.Stats
-	health  int
-	digest  uint64
-	joined  bool
-	leaving bool
+	stats     swim.Stats
+	health    int
+	digest    uint64
+	joined    bool
+	leaving   bool
 
 	httpSrv     *http.Server
 	controlAddr string
