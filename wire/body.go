@@ -170,6 +170,9 @@ func (d *Decoder) intern(b []byte) string {
 	if len(b) == 0 {
 		return ""
 	}
+	if in := d.shared; in != nil {
+		return in.intern(b)
+	}
 	if s, ok := d.strs[string(b)]; ok { // no allocation: the compiler special-cases this lookup
 		return s
 	}
@@ -182,6 +185,18 @@ func (d *Decoder) intern(b []byte) string {
 	}
 	s := string(b)
 	d.strs[s] = s
+	return s
+}
+
+func (in *Interner) intern(b []byte) string {
+	if s, ok := in.strs[string(b)]; ok {
+		return s
+	}
+	if len(in.strs) >= in.limit {
+		clear(in.strs)
+	}
+	s := string(b)
+	in.strs[s] = s
 	return s
 }
 

@@ -272,8 +272,37 @@ func splitMessage(b []byte) (MsgType, []byte, int, error) {
 // capacity of the slices already in the message passed to Decode: a caller that
 // keeps a decoded slice and decodes again into the same message must copy it first.
 type Decoder struct {
-	strs map[string]string // intern table, emptied when it reaches internLimit
+	strs   map[string]string // intern table, emptied when it reaches internLimit
+	shared *Interner         // used instead of strs when set (Share)
 }
+
+// Share makes d intern strings in the table in, shared with other Decoders, instead
+// of a table of its own; nil goes back to an own table. Many nodes in one process
+// (the simulator) then hold one copy of each member name and address instead of one
+// per node. d then inherits in's lack of safety for concurrent use.
+func (d *Decoder) Share(in *Interner) { d.shared = in }
+
+// Interner is a string intern table that several Decoders can share (Share). It
+// holds at most its limit of strings; when full it is emptied and refilled, so a
+// peer sending endless distinct names costs bounded memory. Not safe for concurrent
+// use: share one only among Decoders used by one goroutine.
+type Interner struct {
+	strs  map[string]string
+	limit int
+}
+
+// NewInterner returns an empty table holding at most limit strings (internLimit,
+// 4096, if limit < 1). Size it to the distinct names and addresses of the cluster
+// times two or more, or it is emptied over and over and sharing saves nothing.
+func NewInterner(limit int) *Interner {
+	if limit < 1 {
+		limit = internLimit
+	}
+	return &Interner{strs: make(map[string]string, min(limit, 1024)), limit: limit}
+}
+
+// Len is the number of strings held.
+func (in *Interner) Len() int { return len(in.strs) }
 
 // Decode decodes body, a message of type m.Type(), into m. On error m is unspecified
 // and the error says what was wrong.

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // sampleMessages has one message of every type, with every field set.
@@ -450,4 +451,21 @@ func TestOpenChecksVersionFirst(t *testing.T) {
 	sealed[0] = 'X'
 	_, err = Open(k, sealed)
 	isErr(t, err, ErrBadMagic)
+}
+
+// Decoders sharing an Interner return the same copy of a string, and the shared
+// table stays within its limit.
+func TestSharedInterner(t *testing.T) {
+	in := NewInterner(8)
+	var a, b, own Decoder
+	a.Share(in)
+	b.Share(in)
+	sa, sb, so := a.intern([]byte("node-1")), b.intern([]byte("node-1")), own.intern([]byte("node-1"))
+	check(t, sa == "node-1" && unsafe.StringData(sa) == unsafe.StringData(sb), "shared decoders returned two copies")
+	check(t, unsafe.StringData(so) != unsafe.StringData(sa), "a decoder without Share used the shared table")
+	check(t, len(a.strs) == 0 && in.Len() == 1, "own table %d, shared %d", len(a.strs), in.Len())
+	for i := range 30 {
+		b.intern([]byte("n" + itoa(i)))
+		check(t, in.Len() <= 8, "%d > 8", in.Len())
+	}
 }
