@@ -131,6 +131,13 @@ type Config struct {
 
 	// Lifeguard switches the Lifeguard extensions; all on by default.
 	Lifeguard Lifeguard
+
+	// Interner, when set, is the string table the machine's decoder interns
+	// member names and addresses in, shared with other machines of the process
+	// (the simulator runs thousands): each name is then held once per process
+	// instead of once per node. Default nil: a table of the machine's own. Not
+	// safe for concurrent use, so only machines driven by one goroutine may share.
+	Interner *wire.Interner
 }
 
 // LANProfile is our fast default for a LAN with millisecond round trips: probes

@@ -182,6 +182,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 		packer:      wire.NewPacker(cfg.MTU, wire.ClusterHash(cfg.ClusterLabel)),
 		viewChanged: now,
 	}
+	m.dec.Share(cfg.Interner)
 	m.self = &member{
 		Member:   Member{Name: cfg.Name, Addr: cfg.Addr, Status: StatusAlive, Since: now},
 		protoMin: wire.MinProtocolVersion, protoMax: wire.ProtocolVersion,
