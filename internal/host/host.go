@@ -76,7 +76,9 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Host{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms}, nil
+	h := &Host{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms}
+	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
+	return h, nil
 }
 
 // Swim exposes the membership machine for reads (Members, Digest, ...).
