@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +29,7 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
        [--profile lan|memberlist] [--key BASE64 ...] [--cluster-label L]
        [--log-format text|json] [--log-level debug|info|warn|error]
        [--addr-file FILE] [--join-timeout D] [--leave-timeout D]
+       [--meta KEY=VALUE ...] [--role NAME ...]
 
 Runs one mesh node and its control API until SIGINT or SIGTERM, then leaves the
 cluster gracefully. Flags override the config file (JSON, see docs/configuration.md).
@@ -92,21 +94,23 @@ func (s *swimFile) apply(c *swim.Config) {
 // agentFile is the agent's config file. Every key is documented in
 // docs/configuration.md; unknown keys are an error.
 type agentFile struct {
-	Name         string    `json:"name"`
-	Bind         string    `json:"bind"`
-	Advertise    string    `json:"advertise"`
-	Join         []string  `json:"join"`
-	Control      string    `json:"control"`
-	Profile      string    `json:"profile"`
-	ClusterLabel string    `json:"cluster_label"`
-	MTU          int       `json:"mtu"`
-	Keys         []string  `json:"keys"`
-	LogFormat    string    `json:"log_format"`
-	LogLevel     string    `json:"log_level"`
-	AddrFile     string    `json:"addr_file"`
-	JoinTimeout  *duration `json:"join_timeout"`
-	LeaveTimeout *duration `json:"leave_timeout"`
-	Swim         swimFile  `json:"swim"`
+	Name         string            `json:"name"`
+	Bind         string            `json:"bind"`
+	Advertise    string            `json:"advertise"`
+	Join         []string          `json:"join"`
+	Control      string            `json:"control"`
+	Profile      string            `json:"profile"`
+	ClusterLabel string            `json:"cluster_label"`
+	MTU          int               `json:"mtu"`
+	Keys         []string          `json:"keys"`
+	LogFormat    string            `json:"log_format"`
+	LogLevel     string            `json:"log_level"`
+	AddrFile     string            `json:"addr_file"`
+	JoinTimeout  *duration         `json:"join_timeout"`
+	LeaveTimeout *duration         `json:"leave_timeout"`
+	Swim         swimFile          `json:"swim"`
+	Meta         map[string]string `json:"meta"`
+	Roles        []string          `json:"roles"`
 }
 
 // Agent defaults beyond node's.
@@ -143,6 +147,19 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
+// metaFlag collects repeatable KEY=VALUE flags; values may hold commas and '='.
+type metaFlag map[string]string
+
+func (m metaFlag) String() string { return fmt.Sprint(map[string]string(m)) }
+func (m metaFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("%q: want KEY=VALUE", s)
+	}
+	m[k] = v
+	return nil
+}
+
 // agentSettings is the merged result of config file and flags.
 type agentSettings struct {
 	cfg          node.Config
@@ -172,7 +189,11 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		joinTO     = fs.Duration("join-timeout", 0, "give up joining after this long (default 30s; 0 means never)")
 		leaveTO    = fs.Duration("leave-timeout", 0, "bound on the graceful leave at shutdown (default 5s)")
 		join, keys listFlag
+		roles      listFlag
+		meta       = metaFlag{}
 	)
+	fs.Var(meta, "meta", "metadata KEY=VALUE published to every peer (repeatable; merged over the config file's \"meta\")")
+	fs.Var(&roles, "role", "role of this node (repeatable, or comma-separated): the \""+node.RolesKey+"\" metadata key, which the control API's role filter matches")
 	fs.Var(&join, "join", "seed host:port (repeatable, or comma-separated)")
 	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary; make one with: omnirelay keygen)")
 	if err := fs.Parse(args); err != nil {
@@ -248,6 +269,21 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	}
 	if set["join"] {
 		s.cfg.Join = join
+	}
+	if len(f.Meta) > 0 || len(meta) > 0 {
+		s.cfg.Meta = map[string]string{}
+		maps.Copy(s.cfg.Meta, f.Meta)
+		maps.Copy(s.cfg.Meta, meta)
+	}
+	rs := f.Roles
+	if set["role"] {
+		rs = roles
+	}
+	if len(rs) > 0 {
+		if s.cfg.Meta == nil {
+			s.cfg.Meta = map[string]string{}
+		}
+		s.cfg.Meta[node.RolesKey] = strings.Join(rs, ",")
 	}
 	keyStrs := f.Keys
 	if set["key"] {

@@ -7,8 +7,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -44,7 +46,7 @@ func runMesh(args []string, stdout, stderr io.Writer) int {
 	addr := fs.String("addr", defAddr, "control API URL of an agent")
 	out := fs.String("o", "table", "output: table or json")
 	status := fs.String("status", "", "only peers with these statuses (comma-separated)")
-	role := fs.String("role", "", "only peers with this role (metadata; matches nothing until metadata lands)")
+	role := fs.String("role", "", "only peers with this role (metadata key role, or listed in roles)")
 	limit := fs.Int("limit", 0, "page size used while fetching (all pages are fetched)")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
 	var meta listFlag
@@ -124,17 +126,25 @@ func meshError(stderr io.Writer, base string, err error) int {
 	return 1
 }
 
-// printPeers writes the peer table: name, address, status, incarnation and how long
-// the status has held.
+// printPeers writes the peer table: name, address, status, incarnation, how long
+// the status has held, and the metadata (key=value, sorted by key).
 func printPeers(w io.Writer, peers []control.Peer, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tINCARNATION\tFOR")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tINCARNATION\tFOR\tMETA")
 	for _, p := range peers {
 		name := p.Name
 		if p.Local {
 			name += " (self)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", name, p.Address, p.Status, p.Incarnation, age(now, p.Since))
+		kv := make([]string, 0, len(p.Meta))
+		for _, k := range slices.Sorted(maps.Keys(p.Meta)) {
+			kv = append(kv, k+"="+p.Meta[k])
+		}
+		meta := strings.Join(kv, " ")
+		if meta == "" {
+			meta = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", name, p.Address, p.Status, p.Incarnation, age(now, p.Since), meta)
 	}
 	tw.Flush()
 }
