@@ -59,7 +59,7 @@ type timerEntry struct {
 	seq  uint64 // insertion order, so equal deadlines fire deterministically
 	kind timerKind
 	name string
-	gen  uint64
+	gen  uint32
 }
 
 type timerHeap []timerEntry

@@ -53,15 +53,22 @@ type Payload struct {
 }
 
 // member is one entry of the view.
+//
+// Every node holds one per member, so at 10,000 nodes a simulator process holds 10^8
+// of them: the fields are packed into 96 bytes (strings shared through
+// Config.Interner), and what can be derived (the digest hash, the sorted order) is
+// not stored.
 type member struct {
 	Member
 	protoMin, protoMax uint8
-	hash               uint64 // contribution to the digest
-	gen                uint64 // bumped on every status change; stale timers compare it
-	probeIdx           int    // index in Machine.plist; -1 for ourselves
-	tombIdx            int    // index in Machine.tombs; -1 unless dead or left
+	gen                uint32 // bumped on every status change; stale timers compare it
+	probeIdx           int32  // index in Machine.plist; -1 for ourselves
+	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
 	susp               *suspicion
 }
+
+// hash is the member's contribution to the digest (live members only).
+func (mem *member) hash() uint64 { return MemberHash(mem.Name, mem.Incarnation, mem.Status) }
 
 // suspicion is the state of one suspect member's timer (Lifeguard §IV-B).
 type suspicion struct {
@@ -77,7 +84,7 @@ type suspicion struct {
 type finalProbe struct {
 	seq      uint32
 	target   *member
-	gen      uint64 // the target's gen when the probe started
+	gen      uint32 // the target's gen when the probe started
 	deadline time.Time
 }
 
@@ -120,7 +127,6 @@ type Machine struct {
 	pidx     int
 	tombs    []*member // dead and left members: reconnect candidates
 	seeds    []string
-	sorted   []*member // members by name; nil when stale
 	live     int       // alive and suspect members, us included
 	digest   viewDigest
 	health   int // local health score, 0..AwarenessMaxMultiplier-1
@@ -189,8 +195,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 		probeIdx: -1, tombIdx: -1,
 	}
 	m.members[cfg.Name] = m.self
-	m.self.hash = MemberHash(cfg.Name, 0, StatusAlive)
-	m.digest.add(m.self.hash)
+	m.digest.add(m.self.hash())
 	m.live = 1
 	// Spread timers over the first interval so nodes started together do not probe
 	// in lockstep.
@@ -235,15 +240,15 @@ func (m *Machine) Members() []Member {
 	return out
 }
 
+// sortedMembers sorts the view afresh: caching it would cost a pointer per member
+// per node, and every join invalidated the cache during formation anyway.
 func (m *Machine) sortedMembers() []*member {
-	if m.sorted == nil {
-		m.sorted = make([]*member, 0, len(m.members))
-		for _, mem := range m.members {
-			m.sorted = append(m.sorted, mem)
-		}
-		slices.SortFunc(m.sorted, func(a, b *member) int { return cmp.Compare(a.Name, b.Name) })
+	s := make([]*member, 0, len(m.members))
+	for _, mem := range m.members {
+		s = append(s, mem)
 	}
-	return m.sorted
+	slices.SortFunc(s, func(a, b *member) int { return cmp.Compare(a.Name, b.Name) })
+	return s
 }
 
 // Digest is the order-independent hash of the view (MemberHash), maintained in O(1)

@@ -258,7 +258,7 @@ func (m *Machine) nextTarget() *member {
 		if m.pidx >= len(m.plist) {
 			m.rng.Shuffle(len(m.plist), func(i, j int) {
 				m.plist[i], m.plist[j] = m.plist[j], m.plist[i]
-				m.plist[i].probeIdx, m.plist[j].probeIdx = i, j
+				m.plist[i].probeIdx, m.plist[j].probeIdx = int32(i), int32(j)
 			})
 			m.pidx = 0
 		}

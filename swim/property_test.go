@@ -32,12 +32,12 @@ func checkInvariants(t failer, m *Machine) {
 		t.Fatalf("probe list %d, members %d", len(m.plist), len(m.members))
 	}
 	for i, p := range m.plist {
-		if p.probeIdx != i || m.members[p.Name] != p {
+		if int(p.probeIdx) != i || m.members[p.Name] != p {
 			t.Fatalf("probe list entry %d (%s) is stale", i, p.Name)
 		}
 	}
 	for i, p := range m.tombs {
-		if p.tombIdx != i || (p.Status != StatusDead && p.Status != StatusLeft) {
+		if int(p.tombIdx) != i || (p.Status != StatusDead && p.Status != StatusLeft) {
 			t.Fatalf("tombstone entry %d (%s, %v) is stale", i, p.Name, p.Status)
 		}
 	}

@@ -43,9 +43,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 			protoMin: pmin, protoMax: pmax, probeIdx: -1, tombIdx: -1,
 		}
 		m.members[name] = mem
-		m.sorted = nil
-		mem.hash = MemberHash(name, inc, StatusAlive)
-		m.digest.add(mem.hash)
+		m.digest.add(mem.hash())
 		m.viewChanged = now
 		m.live++
 		// A new member goes to a random place of the probe order (SWIM §4.3), so
@@ -54,7 +52,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		j := m.rng.IntN(len(m.plist))
 		last := len(m.plist) - 1
 		m.plist[j], m.plist[last] = m.plist[last], m.plist[j]
-		m.plist[j].probeIdx, m.plist[last].probeIdx = j, last
+		m.plist[j].probeIdx, m.plist[last].probeIdx = int32(j), int32(last)
 		m.event(now, EventJoin, mem)
 		m.queueFact(m.aliveMsg(mem), name)
 		return
@@ -210,18 +208,17 @@ func (m *Machine) confirm(now time.Time, mem *member, from string) bool {
 func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status) {
 	old := mem.Status
 	if isLive(old) {
-		m.digest.sub(mem.hash)
+		m.digest.sub(mem.hash())
 	}
 	mem.Incarnation = inc
-	mem.hash = MemberHash(mem.Name, inc, status)
+	mem.Status = status
 	if isLive(status) {
-		m.digest.add(mem.hash)
+		m.digest.add(mem.hash())
 	}
 	m.viewChanged = now
 	if old == status {
 		return
 	}
-	mem.Status = status
 	mem.Since = now
 	mem.gen++
 	if status != StatusSuspect {
@@ -231,7 +228,7 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 	case wasLive && !nowLive:
 		m.live--
 		if mem != m.self {
-			mem.tombIdx = len(m.tombs)
+			mem.tombIdx = int32(len(m.tombs))
 			m.tombs = append(m.tombs, mem)
 			m.timers.push(timerEntry{at: now.Add(m.cfg.TombstoneTTL), kind: timerGC, name: mem.Name, gen: mem.gen})
 		}
@@ -246,7 +243,7 @@ func (m *Machine) dropTomb(mem *member) {
 	if i < 0 {
 		return
 	}
-	last := len(m.tombs) - 1
+	last := int32(len(m.tombs) - 1)
 	m.tombs[i] = m.tombs[last]
 	m.tombs[i].tombIdx = i
 	m.tombs[last] = nil
@@ -258,7 +255,7 @@ func (m *Machine) dropTomb(mem *member) {
 // so neither it nor viewChanged moves.
 func (m *Machine) forget(now time.Time, mem *member) {
 	m.dropTomb(mem)
-	i, last := mem.probeIdx, len(m.plist)-1
+	i, last := mem.probeIdx, int32(len(m.plist)-1)
 	m.plist[i] = m.plist[last]
 	m.plist[i].probeIdx = i
 	m.plist[last] = nil
@@ -267,7 +264,6 @@ func (m *Machine) forget(now time.Time, mem *member) {
 		m.probe = probeState{}
 	}
 	delete(m.members, mem.Name)
-	m.sorted = nil
 }
 
 // isLive says whether a status counts as a live member: probed, gossiped to, and
