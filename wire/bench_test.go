@@ -133,7 +133,8 @@ func BenchmarkSealedRoundTrip(b *testing.B) {
 	}
 }
 
-// BenchmarkFrame encodes (compressing with S2) and decodes push-pull frames.
+// BenchmarkFrame encodes (compressing with S2) and decodes push-pull frames, and
+// seals and opens the encoded frame.
 func BenchmarkFrame(b *testing.B) {
 	for _, n := range []int{10, 100, 1000} {
 		pp := benchPushPull(n)
@@ -157,6 +158,22 @@ func BenchmarkFrame(b *testing.B) {
 			b.SetBytes(int64(raw))
 			for b.Loop() {
 				if _, _, err := DecodeFrame(f, DefaultMaxFrame, &d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("nodes=%d/seal-open", n), func(b *testing.B) {
+			k, err := NewKeyring(make([]byte, KeySize))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(f)))
+			for b.Loop() {
+				sealed, err := SealFrame(k, f, rand.Reader)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := OpenFrame(k, sealed); err != nil {
 					b.Fatal(err)
 				}
 			}
