@@ -127,7 +127,7 @@ type Machine struct {
 	pidx     int
 	tombs    []*member // dead and left members: reconnect candidates
 	seeds    []string
-	live     int       // alive and suspect members, us included
+	live     int // alive and suspect members, us included
 	digest   viewDigest
 	health   int // local health score, 0..AwarenessMaxMultiplier-1
 	leaving  bool
