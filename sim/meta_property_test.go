@@ -40,8 +40,8 @@ func checkMetaAgrees(t interface{ Fatalf(string, ...any) }, s *Sim) {
 	}
 }
 
-// Random writes and deletes on random nodes, under loss, partitions and heals,
-// then a quiet period: every live node ends with the same metadata as its writers
+// Random writes and deletes on random nodes, under loss, partitions, heals and
+// restarts (a restarted node starts with no metadata), then a quiet period: every live node ends with the same metadata as its writers
 // hold (equal digests), whatever was lost on the way.
 func TestPropertyMetaConvergesAfterFaults(t *testing.T) {
 	keys := []string{"zone", "role", "load", "version"}
@@ -51,7 +51,7 @@ func TestPropertyMetaConvergesAfterFaults(t *testing.T) {
 		link := s.DefaultLink()
 		for range rapid.IntRange(1, 30).Draw(rt, "steps") {
 			i := rapid.IntRange(0, n-1).Draw(rt, "node")
-			switch rapid.IntRange(0, 5).Draw(rt, "op") {
+			switch rapid.IntRange(0, 6).Draw(rt, "op") {
 			case 0, 1:
 				v := fmt.Sprint(rapid.IntRange(0, 9).Draw(rt, "value"))
 				if err := s.SetMeta(i, rapid.SampledFrom(keys).Draw(rt, "key"), []byte(v)); err != nil {
@@ -81,6 +81,11 @@ func TestPropertyMetaConvergesAfterFaults(t *testing.T) {
 				s.Partition(a, b)
 			case 5:
 				s.Heal()
+			case 6: // crash and restart with an empty store: its previous life must be superseded
+				seed := s.Addr((i + 1) % n)
+				if err := s.Restart(i, false, []string{seed}); err != nil {
+					rt.Fatal(err)
+				}
 			}
 			s.RunFor(time.Duration(rapid.IntRange(0, 3000).Draw(rt, "ms")) * time.Millisecond)
 		}
