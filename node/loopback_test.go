@@ -148,8 +148,11 @@ func TestKeyRotationWithoutProbeFailures(t *testing.T) {
 		}
 		return sum
 	}
-	// A few probe rounds per step, and push-pulls (one per node per second in
-	// the fast profile) sealed with each key in turn.
+	// Periodic push-pulls start after a jittered first interval: wait for them, so
+	// each step below sees some (one per node per second in the fast profile).
+	joined := pushPulls()
+	eventually(t, 5*time.Second, "periodic push-pulls", func() bool { return pushPulls() > joined })
+	// A few probe rounds and push-pulls per step, sealed with each key in turn.
 	settle := func() { time.Sleep(1500 * time.Millisecond) }
 	for i, step := range []func(n *Node) error{
 		func(n *Node) error { return n.Keyring().Install(k2) },
