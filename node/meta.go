@@ -15,6 +15,7 @@ import (
 	"github.com/omnirelay/mesh/crdt"
 	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/swim"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // EventMeta is the Kind of a metadata event: one key of a member's metadata got a
@@ -178,5 +179,41 @@ func (n *Node) publishMeta(evs []host.MetaEvent, members []Member) {
 	if published {
 		close(n.changed)
 		n.changed = make(chan struct{})
+	}
+}
+
+// metaCollector exports the metadata layer's counters and digest at scrape time.
+type metaCollector struct{ n *Node }
+
+var (
+	descMetaDigest = prometheus.NewDesc("omnirelay_meta_digest", "Digest of this node's metadata store (low 52 bits, exact in a float): equal on every node once metadata has converged.", nil, nil)
+	metaCounters   = []struct {
+		desc *prometheus.Desc
+		get  func(host.MetaStats) uint64
+	}{
+		{prometheus.NewDesc("omnirelay_meta_rejected_total", "Metadata deltas or snapshots from peers dropped: malformed or over the limits.", nil, nil), func(s host.MetaStats) uint64 { return s.Rejected }},
+		{prometheus.NewDesc("omnirelay_meta_rebroadcasts_total", "Received metadata deltas gossiped on because they changed this node's store.", nil, nil), func(s host.MetaStats) uint64 { return s.Rebroadcasts }},
+		{prometheus.NewDesc("omnirelay_meta_reissues_total", "Times this node re-issued its metadata under a new incarnation after seeing a previous life of itself.", nil, nil), func(s host.MetaStats) uint64 { return s.Reissues }},
+		{prometheus.NewDesc("omnirelay_meta_gossip_errors_total", "Metadata deltas that could not be queued for gossip (peers get them by push-pull).", nil, nil), func(s host.MetaStats) uint64 { return s.GossipErrors }},
+	}
+)
+
+func (c *metaCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descMetaDigest
+	for _, d := range metaCounters {
+		ch <- d.desc
+	}
+}
+
+// Collect exports nothing once the loop has stopped: the store is no longer read.
+func (c *metaCollector) Collect(ch chan<- prometheus.Metric) {
+	var st host.MetaStats
+	var digest uint64
+	if !c.n.do(func() { st, digest = c.n.host.MetaStats(), c.n.host.Meta().Digest() }) {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descMetaDigest, prometheus.GaugeValue, float64(digest&(1<<52-1)))
+	for _, d := range metaCounters {
+		ch <- prometheus.MustNewConstMetric(d.desc, prometheus.CounterValue, float64(d.get(st)))
 	}
 }

@@ -127,6 +127,16 @@ func TestMetaSpreadsToPeersAndControlAPI(t *testing.T) {
 			}
 			return true
 		})
+		var digests []string
+		for _, n := range nodes {
+			digests = append(digests, metricLine(t, n, "omnirelay_meta_digest "))
+		}
+		if digests[0] == "" || digests[0] == "omnirelay_meta_digest 0" || len(slices.Compact(slices.Clone(digests))) != 1 {
+			t.Fatalf("meta digests %q", digests)
+		}
+		if changes := metricLine(t, nodes[3], "omnirelay_meta_changes_total "); changes == "omnirelay_meta_changes_total 0" || changes == "" {
+			t.Fatalf("changes metric %q", changes)
+		}
 		if err := nodes[1].DeleteMeta("zone"); !errors.Is(err, crdt.ErrNotFound) {
 			t.Fatalf("second delete: %v", err)
 		}
@@ -134,6 +144,19 @@ func TestMetaSpreadsToPeersAndControlAPI(t *testing.T) {
 			t.Fatalf("oversized value: %v", err)
 		}
 	})
+}
+
+// metricLine is the line of n's /metrics that starts with prefix, or "".
+func metricLine(t *testing.T, n *Node, prefix string) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	n.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for line := range strings.Lines(rec.Body.String()) {
+		if strings.HasPrefix(line, prefix) {
+			return strings.TrimSpace(line)
+		}
+	}
+	return ""
 }
 
 func TestConfigMetaValidated(t *testing.T) {

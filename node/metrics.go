@@ -139,6 +139,7 @@ func newMetrics(n *Node) *metrics {
 	f(m.pushPullDuration)
 	f(m.probeRTT)
 	f(&swimCollector{n: n})
+	f(&metaCollector{n: n})
 	return m
 }
 
