@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -46,6 +47,16 @@ func (n *Node) SetMeta(key, value string) error {
 	if !n.do(func() { err = n.host.SetMeta(n.clock.Now(), key, []byte(value)) }) {
 		return ErrClosed
 	}
+	return n.stored(key, err)
+}
+
+// stored turns a write that was stored but could not be gossiped (a delta too big
+// for a packet at a small MTU) into success with a warning: push-pulls carry it.
+func (n *Node) stored(key string, err error) error {
+	if errors.Is(err, host.ErrMetaGossip) {
+		n.log.Warn("metadata write too large to gossip; peers get it by push-pull", "key", key, "err", err)
+		return nil
+	}
 	return err
 }
 
@@ -56,7 +67,7 @@ func (n *Node) DeleteMeta(key string) error {
 	if !n.do(func() { err = n.host.DeleteMeta(n.clock.Now(), key) }) {
 		return ErrClosed
 	}
-	return err
+	return n.stored(key, err)
 }
 
 // Meta returns the metadata of member name as this node knows it (a copy), or nil

@@ -235,3 +235,21 @@ func TestMetaRemovedWhenMemberForgotten(t *testing.T) {
 		t.Fatalf("stats %+v", c.h(0).MetaStats())
 	}
 }
+
+// A value too large for one packet at a small MTU is stored and reported, and
+// reaches peers by push-pull instead of gossip.
+func TestMetaTooLargeToGossipSpreadsByPushPull(t *testing.T) {
+	c := newCluster(t, 2, func(hc *Config) { hc.Swim.MTU = 300 })
+	c.form()
+	big := []byte(strings.Repeat("v", 1000))
+	if err := c.h(0).SetMeta(c.now, "blob", big); !errors.Is(err, ErrMetaGossip) {
+		t.Fatalf("SetMeta: %v", err)
+	}
+	if v, _ := c.h(0).Meta().Get("n0", "blob"); string(v) != string(big) {
+		t.Fatal("not stored locally")
+	}
+	c.run(2 * swim.LANProfile("a", "a:1").PushPullInterval)
+	if v, _ := c.h(1).Meta().Get("n0", "blob"); string(v) != string(big) {
+		t.Fatal("not carried by push-pull")
+	}
+}
