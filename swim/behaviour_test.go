@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/omnirelay/mesh/wire"
 )
@@ -1029,5 +1030,24 @@ func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
 		if dd, ok := d.msg.(*wire.Dead); ok && dd.Node == "c" {
 			t.Fatal("a live member's ping answered with a Dead claim")
 		}
+	}
+}
+
+// Machines given one Config.Interner hold one copy of each member name: what lets
+// the simulator run thousands of nodes in one process.
+func TestMachinesShareInternedNames(t *testing.T) {
+	in := wire.NewInterner(0)
+	share := func(c *Config) { c.Interner = in }
+	a, b := newMachine(t, "a", share), newMachine(t, "b", share)
+	own := newMachine(t, "c", nil)
+	for _, m := range []*Machine{a, b, own} {
+		m.HandlePacket(epoch, "x:1", packet(t, &wire.Alive{Node: "node-x", Addr: "x:1"}))
+	}
+	na, nb, nc := memberOf(t, a, "node-x").Name, memberOf(t, b, "node-x").Name, memberOf(t, own, "node-x").Name
+	if unsafe.StringData(na) != unsafe.StringData(nb) {
+		t.Fatal("machines sharing an Interner hold two copies of a name")
+	}
+	if unsafe.StringData(nc) == unsafe.StringData(na) {
+		t.Fatal("a machine without Interner used the shared table")
 	}
 }
