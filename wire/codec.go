@@ -21,7 +21,7 @@ const (
 const (
 	DefaultMTU           = 1400    // bytes of a UDP payload, header to checksum
 	DefaultMaxFrame      = 8 << 20 // bytes of a stream frame after decompression
-	DefaultCompressAbove = 1024    // stream frames larger than this are compressed
+	DefaultCompressAbove = 256     // stream frame messages larger than this are compressed (when that shrinks them)
 	SealOverhead         = 12 + 16 // AES-GCM nonce + tag added by Seal
 )
 
