@@ -55,6 +55,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /control/v1/peers", h.peers)
 	mux.HandleFunc("GET /control/v1/peers/{name}", h.peer)
+	mux.HandleFunc("GET /control/v1/leaders", h.leaders)
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
 	if opts.Metrics != nil {
