@@ -40,9 +40,9 @@ func (s *Sim) checkView(i, nLive int) error {
 		case m.Status == swim.StatusAlive && live:
 			alive++
 		case m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect:
-			return fmt.Errorf("%w: %s sees %s@%s as %v", ErrDisagree, s.nodes[i].name, m.Name, m.Addr, statusName(m.Status))
+			return fmt.Errorf("%w: %s sees %s@%s as %v", ErrDisagree, s.nodes[i].name, m.Name, m.Addr, m.Status)
 		case live:
-			return fmt.Errorf("%w: %s sees live %s@%s as %v", ErrDisagree, s.nodes[i].name, m.Name, m.Addr, statusName(m.Status))
+			return fmt.Errorf("%w: %s sees live %s@%s as %v", ErrDisagree, s.nodes[i].name, m.Name, m.Addr, m.Status)
 		}
 	}
 	if alive != nLive {
@@ -62,18 +62,4 @@ func (s *Sim) CheckAgreement() error {
 		}
 	}
 	return nil
-}
-
-func statusName(st swim.Status) string {
-	switch st {
-	case swim.StatusAlive:
-		return "alive"
-	case swim.StatusSuspect:
-		return "suspect"
-	case swim.StatusDead:
-		return "dead"
-	case swim.StatusLeft:
-		return "left"
-	}
-	return fmt.Sprintf("status(%d)", st)
 }

@@ -6,6 +6,7 @@
 package swim
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/omnirelay/mesh/wire"
@@ -20,6 +21,16 @@ const (
 	StatusDead
 	StatusLeft
 )
+
+var statusNames = [...]string{StatusAlive: "alive", StatusSuspect: "suspect", StatusDead: "dead", StatusLeft: "left"}
+
+// String is the lower-case name of s, as logged, served and exported in metrics.
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return "status" + strconv.Itoa(int(s))
+}
 
 // Member is one node as the local machine sees it.
 type Member struct {
@@ -41,6 +52,17 @@ const (
 	EventDead                         // a member was declared dead
 	EventLeft                         // a member left gracefully
 )
+
+var eventKindNames = [...]string{EventJoin: "join", EventUpdate: "update", EventSuspect: "suspect",
+	EventAlive: "alive", EventDead: "dead", EventLeft: "left"}
+
+// String is the lower-case name of k, as logged and served.
+func (k EventKind) String() string {
+	if int(k) < len(eventKindNames) && eventKindNames[k] != "" {
+		return eventKindNames[k]
+	}
+	return "kind" + strconv.Itoa(int(k))
+}
 
 // Event is a membership change, in the order the machine observed them.
 type Event struct {
