@@ -104,6 +104,9 @@ func appendBody(b []byte, m Message) []byte {
 		b = appendUint(appendStr(b, keyHash), m.Hash)
 		b = appendUint(appendStr(b, keyMembers), uint64(m.Members))
 	default:
+		if lb, ok := appendLeaseBody(b, m); ok { // lease.go
+			return lb
+		}
 		// Only this package's message types implement Message usefully; anything
 		// else is a programming error of the caller, not peer input.
 		panic(fmt.Sprintf("wire: cannot encode message %T", m))
@@ -151,7 +154,7 @@ func NewMessage(t MsgType) Message {
 	case TypeDigest:
 		return new(Digest)
 	}
-	return nil
+	return newLeaseMessage(t) // lease.go; nil if t is unknown
 }
 
 // str reads a string field of at most MaxString bytes and interns it.
@@ -257,7 +260,10 @@ func (d *Decoder) decode(body []byte, m Message) error {
 	case *Digest:
 		err = decodeDigest(&r, n, m)
 	default:
-		return ErrUnknownType
+		var ok bool
+		if ok, err = d.decodeLease(&r, n, m); !ok { // lease.go
+			return ErrUnknownType
+		}
 	}
 	if err == nil && r.remaining() != 0 {
 		err = ErrMalformed // trailing bytes after the body's map
