@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/crdt"
+	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -32,6 +33,14 @@ type Config struct {
 	// maps of forgotten members removed. Default 10 s. Lowering it collects sooner
 	// at the cost of a pass over every map each time.
 	MetaGCInterval time.Duration
+	// Lease makes this process take part in leadership (lease.Machine; voters are
+	// Lease.Voters). nil: no Machine, Leader reports none and Fence ErrNotLeader.
+	// Lease.Self must equal Swim.Name.
+	Lease *lease.Config
+	// LeaseStorage keeps the voter's promises across restarts; required when Lease
+	// is set. node: an atomically replaced fsynced file; sim: memory that survives a
+	// simulated restart. The host only loads it; the driver saves Ready.LeaseState.
+	LeaseStorage lease.Storage
 }
 
 // Stream asks the host driver to send Data (one wire stream frame) to To, and to hand
@@ -48,6 +57,13 @@ type Ready struct {
 	Events  []swim.Event
 	Meta    []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
 	User    []swim.Payload // application messages received by gossip
+	// LeaseState, when non-nil, must be saved (LeaseStorage.Save) BEFORE any of
+	// Packets is sent; if the save fails, all Packets must be dropped: promises
+	// among them are only true once the state saying so survives a crash.
+	LeaseState *lease.State
+	// LeaseEvents are leadership changes (became leader, lost lease, leader
+	// changed, voters changed), in observation order.
+	LeaseEvents []lease.Event
 }
 
 // Host is one process's protocol stack.
@@ -57,6 +73,8 @@ type Host struct {
 	swim    *swim.Machine
 	meta    *metaState
 	dec     wire.Decoder
+	lease   *leaseState // nil when Config.Lease is nil
+	fence   lease.FenceChecker
 }
 
 // New builds a Host. rng is the only randomness the stack uses.
@@ -78,6 +96,13 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
 	}
 	h := &Host{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
+	if cfg.Lease != nil {
+		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
+		if err != nil {
+			return nil, err
+		}
+		h.lease = newLeaseState(cfg, h.cluster, lm)
+	}
 	return h, nil
 }
 
@@ -87,6 +112,10 @@ func (h *Host) Swim() *swim.Machine { return h.swim }
 // HandlePacket feeds a received datagram to every machine.
 func (h *Host) HandlePacket(now time.Time, from string, data []byte) {
 	h.meta.now = now
+	if h.lease != nil && isLeasePacket(data) {
+		h.handleLeasePacket(now, data)
+		return
+	}
 	h.swim.HandlePacket(now, from, data)
 }
 
@@ -150,6 +179,9 @@ func (h *Host) StreamFailed(now time.Time, to string) { h.swim.PushPullFailed(no
 func (h *Host) Tick(now time.Time) {
 	h.swim.Tick(now)
 	h.tickMeta(now)
+	if h.lease != nil {
+		h.lease.m.Tick(now)
+	}
 }
 
 // Join starts joining through seed addresses, and gossips our metadata so the
@@ -160,22 +192,43 @@ func (h *Host) Join(now time.Time, seeds []string) {
 	h.announceMeta(now)
 }
 
-// Leave starts a graceful leave.
-func (h *Host) Leave(now time.Time) { h.swim.Leave(now) }
+// Leave starts a graceful leave; a lease holder first releases its lease, so the
+// next leader need not wait for it to expire.
+func (h *Host) Leave(now time.Time) {
+	if h.lease != nil && h.lease.m.IsLeader(now) {
+		h.meta.now = now
+		_ = h.lease.m.Release(now) // it leads: cannot fail
+	}
+	h.swim.Leave(now)
+}
 
 // NextDeadline is when Tick must next be called.
-func (h *Host) NextDeadline() time.Time { return h.swim.NextDeadline() }
+func (h *Host) NextDeadline() time.Time {
+	d := h.swim.NextDeadline()
+	if h.lease != nil {
+		if l := h.lease.m.NextDeadline(); !l.IsZero() && (d.IsZero() || l.Before(d)) {
+			d = l
+		}
+	}
+	return d
+}
 
 // Ready drains the outputs of every machine. Received metadata is merged here;
 // deltas it gossips on produce more swim output, drained in the same call.
 func (h *Host) Ready() Ready {
 	var out Ready
+	if h.lease != nil {
+		h.drainLease(h.meta.now, &out) // first: a new holder's cluster-map write is gossiped below
+	}
 	for {
 		r := h.swim.Ready()
 		out.Packets = append(out.Packets, r.Packets...)
 		out.Events = append(out.Events, r.Events...)
 		out.User = append(out.User, r.User...)
 		h.trackMembers(r.Events)
+		if h.lease != nil {
+			h.lease.trackAddrs(r.Events)
+		}
 		for _, s := range r.Streams {
 			s.Msg.Meta = h.snapshot()
 			b, err := wire.EncodeFrame(s.Msg, h.cluster)
@@ -192,5 +245,10 @@ func (h *Host) Ready() Ready {
 		}
 	}
 	out.Meta, h.meta.events = h.meta.events, nil
+	if h.lease != nil {
+		h.observeClusterLeader(h.meta.now, out.Meta)
+		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
+		h.lease.events = nil
+	}
 	return out
 }

@@ -100,6 +100,9 @@ func (c Config) Validate() error {
 	case c.MetaGCInterval < 0:
 		return fmt.Errorf("host: MetaGCInterval %v is negative", c.MetaGCInterval)
 	}
+	if err := c.validateLease(); err != nil {
+		return err
+	}
 	if c.Meta != (crdt.Limits{}) {
 		if err := c.Meta.Validate(); err != nil {
 			return fmt.Errorf("host: Meta: %w", err)

@@ -1,0 +1,290 @@
+package host
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/omnirelay/mesh/crdt"
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// Leadership glue: the host owns the lease.Machine and is its only caller.
+//
+//   - Lease messages travel in packets of their own (one message each, wire types
+//     32..63), addressed by node name; the name is resolved to the address swim
+//     last saw it at. A message to a name swim does not know alive or suspect is
+//     dropped and counted (LeaseHostStats.Unroutable): a voter that is gone would
+//     not answer anyway, and the machine's timeouts cover the loss.
+//   - A received packet whose first message is a lease type is the lease's alone;
+//     swim never sees it (it would skip every message in it anyway).
+//   - Non-voters get no lease messages (holders broadcast only to voters), so the
+//     holder also publishes itself in the cluster metadata map, key LeaderKey,
+//     written under its epoch (crdt.Store.SetCluster): the crdt fences that map by
+//     epoch, so a deposed holder's late write cannot overwrite a newer holder's.
+//     A non-voter reports that holder while swim sees it alive; it cannot know the
+//     deadline, so validUntil is zero.
+//   - Fencing: the highest epoch seen in lease events and in the cluster map feeds
+//     a lease.FenceChecker; CheckFence rejects and counts lower epochs.
+
+// LeaderKey is the cluster-map key under which the lease holder publishes its name.
+const LeaderKey = "lease.leader"
+
+// LeaseHostStats counts what the host's lease glue dropped.
+type LeaseHostStats struct {
+	Unroutable uint64 // outgoing lease messages to a name with no live address
+	Oversized  uint64 // outgoing lease messages too large for one packet (absurdly long voter names)
+	Malformed  uint64 // received lease packets or messages that did not decode
+	Foreign    uint64 // received lease packets of another cluster
+	Fenced     uint64 // CheckFence rejections (stale epochs)
+}
+
+type leaseState struct {
+	m      *lease.Machine
+	self   string
+	addrs  map[string]string // member name → address, for members swim sees alive or suspect
+	packer *wire.Packer
+	reader wire.PacketReader
+	stats  LeaseHostStats
+	// published is the epoch we last wrote LeaderKey under.
+	published uint64
+	// clusterHolder is the holder named in the cluster map, as last reported.
+	clusterHolder string
+	clusterEpoch  uint64
+	events        []lease.Event // host-made events (non-voters learning the holder)
+}
+
+// validateLease checks the lease fields of Config (lease.Config checks itself).
+func (c Config) validateLease() error {
+	switch {
+	case c.Lease == nil:
+		return nil
+	case c.LeaseStorage == nil:
+		return fmt.Errorf("host: LeaseStorage is nil while Lease is set")
+	case c.Lease.Self != c.Swim.Name:
+		return fmt.Errorf("host: Lease.Self %q differs from Swim.Name %q", c.Lease.Self, c.Swim.Name)
+	}
+	return nil
+}
+
+func newLeaseState(cfg Config, cluster uint32, m *lease.Machine) *leaseState {
+	return &leaseState{
+		m:      m,
+		self:   cfg.Swim.Name,
+		addrs:  map[string]string{},
+		packer: wire.NewPacker(cfg.Swim.MTU, cluster),
+	}
+}
+
+// isLeasePacket reports whether a plain packet carries lease messages: the type of
+// its first message is in the lease range. It reads one byte; the full checks
+// happen when the packet is read.
+func isLeasePacket(data []byte) bool {
+	if len(data) <= wire.HeaderSize {
+		return false
+	}
+	t := wire.MsgType(data[wire.HeaderSize])
+	return t >= wire.RangeLeaseFirst && t < wire.RangeShardFirst
+}
+
+// handleLeasePacket steps the machine with every lease message of a packet.
+func (h *Host) handleLeasePacket(now time.Time, data []byte) {
+	ls := h.lease
+	hdr, err := ls.reader.Reset(data)
+	if err != nil {
+		ls.stats.Malformed++
+		return
+	}
+	if hdr.CheckCluster(h.cluster) != nil {
+		ls.stats.Foreign++
+		return
+	}
+	for ls.reader.Next() {
+		t := ls.reader.Type()
+		if t < wire.RangeLeaseFirst || t >= wire.RangeShardFirst {
+			continue
+		}
+		wm := wire.NewMessage(t)
+		if wm == nil {
+			continue // a lease type of a newer version: skipped, as PROTOCOL.md says
+		}
+		if err := h.dec.Decode(ls.reader.Body(), wm); err != nil {
+			ls.stats.Malformed++
+			continue
+		}
+		msg := leaseFromWire(wm)
+		if msg == nil {
+			ls.stats.Malformed++
+			continue
+		}
+		ls.m.Step(now, msg)
+	}
+	if ls.reader.Err() != nil {
+		ls.stats.Malformed++
+	}
+}
+
+// trackAddrs keeps the name → address map lease messages are routed by.
+func (ls *leaseState) trackAddrs(evs []swim.Event) {
+	for _, e := range evs {
+		switch e.Kind {
+		case swim.EventDead, swim.EventLeft:
+			delete(ls.addrs, e.Member.Name)
+		default:
+			ls.addrs[e.Member.Name] = e.Member.Addr
+		}
+	}
+}
+
+// drainLease moves the machine's outputs into out: state and events as they are,
+// messages encoded into packets. A holder that just won publishes itself.
+func (h *Host) drainLease(now time.Time, out *Ready) {
+	ls := h.lease
+	r := ls.m.Ready()
+	if r.State != nil {
+		out.LeaseState = r.State
+	}
+	for _, e := range r.Events {
+		switch e.Kind {
+		case lease.EventBecameLeader:
+			h.fence.ObserveEpoch(e.Epoch)
+			h.publishLeader(now, e.Epoch)
+		case lease.EventLeaderChanged:
+			h.fence.ObserveEpoch(e.Epoch)
+		}
+	}
+	out.LeaseEvents = append(out.LeaseEvents, r.Events...)
+	for _, env := range r.Messages {
+		addr, ok := ls.addrs[env.To]
+		if !ok {
+			ls.stats.Unroutable++
+			continue
+		}
+		ls.packer.Reset()
+		if !ls.packer.Add(leaseToWire(env.Msg)) {
+			ls.stats.Oversized++
+			continue
+		}
+		out.Packets = append(out.Packets, swim.Packet{To: addr, Data: slices.Clone(ls.packer.Bytes())})
+	}
+}
+
+// publishLeader writes our name under epoch in the cluster map, for non-voters.
+// An epoch the map has already moved past is refused by the crdt (ErrFenced): a
+// newer holder published since, and nothing needs doing.
+func (h *Host) publishLeader(now time.Time, epoch uint64) {
+	ls := h.lease
+	if epoch <= ls.published {
+		return
+	}
+	d, err := h.meta.store.SetCluster(epoch, LeaderKey, []byte(ls.self))
+	if err != nil {
+		return
+	}
+	ls.published = epoch
+	h.meta.dirty = true
+	for _, e := range d.Entries {
+		if e.Key == LeaderKey {
+			h.meta.events = append(h.meta.events, MetaEvent{Node: crdt.Cluster, Key: LeaderKey,
+				Value: []byte(ls.self), Version: e.Version, At: now})
+		}
+	}
+	_ = h.gossipDelta(now, d) // on failure push-pulls carry it; counted in MetaStats
+}
+
+// observeClusterLeader follows LeaderKey in the cluster map: it raises the fence
+// and, on a node that is not a voter, reports the holder as EventLeaderChanged.
+func (h *Host) observeClusterLeader(now time.Time, evs []MetaEvent) {
+	ls := h.lease
+	for _, e := range evs {
+		if e.Node != crdt.Cluster || e.Key != LeaderKey || e.Deleted {
+			continue
+		}
+		epoch := h.meta.store.ClusterEpoch()
+		h.fence.ObserveEpoch(epoch)
+		holder := string(e.Value)
+		if holder == ls.clusterHolder && epoch == ls.clusterEpoch {
+			continue
+		}
+		ls.clusterHolder, ls.clusterEpoch = holder, epoch
+		if !ls.voter() {
+			ls.events = append(ls.events, lease.Event{Kind: lease.EventLeaderChanged, Holder: holder, Epoch: epoch, At: now})
+		}
+	}
+}
+
+// voter reports whether this node votes in the voter set in force.
+func (ls *leaseState) voter() bool {
+	mb := ls.m.Membership()
+	return slices.Contains(mb.Voters, ls.self) || slices.Contains(mb.Joint, ls.self)
+}
+
+// Leader reports the lease holder this node knows of at now. A voter knows it from
+// the lease it holds or accepted (validUntil: its own deadline, or its voter-side
+// expiry). A non-voter knows it from the cluster map while swim sees the holder
+// alive; validUntil is then zero (unknown). ok is false when none is known, and
+// always when Lease is nil.
+func (h *Host) Leader(now time.Time) (holder string, epoch uint64, validUntil time.Time, ok bool) {
+	ls := h.lease
+	if ls == nil {
+		return "", 0, time.Time{}, false
+	}
+	if holder, epoch, validUntil, ok = ls.m.Leader(now); ok || ls.voter() {
+		return holder, epoch, validUntil, ok
+	}
+	if ls.clusterHolder == "" || ls.clusterHolder == ls.self {
+		return "", 0, time.Time{}, false
+	}
+	if _, alive := ls.addrs[ls.clusterHolder]; !alive {
+		return "", 0, time.Time{}, false
+	}
+	return ls.clusterHolder, ls.clusterEpoch, time.Time{}, true
+}
+
+// IsLeader reports whether this node holds a valid lease at now.
+func (h *Host) IsLeader(now time.Time) bool { return h.lease != nil && h.lease.m.IsLeader(now) }
+
+// Fence returns the fencing token (the lease epoch) while this node holds a valid
+// lease at now; lease.ErrNotLeader otherwise, and always when Lease is nil.
+func (h *Host) Fence(now time.Time) (uint64, error) {
+	if h.lease == nil {
+		return 0, lease.ErrNotLeader
+	}
+	return h.lease.m.Fence(now)
+}
+
+// LeaseStats returns the machine's counters; zero when Lease is nil.
+func (h *Host) LeaseStats() lease.Stats {
+	if h.lease == nil {
+		return lease.Stats{}
+	}
+	return h.lease.m.Stats()
+}
+
+// LeaseHostStats returns the host's lease glue counters.
+func (h *Host) LeaseHostStats() LeaseHostStats {
+	var st LeaseHostStats
+	if h.lease != nil {
+		st = h.lease.stats
+	}
+	st.Fenced = h.fence.Rejected()
+	return st
+}
+
+// ChangeVoters moves the cluster to a new voter set through this node, which must
+// hold a valid lease (lease.ErrNotLeader otherwise, and when Lease is nil).
+func (h *Host) ChangeVoters(now time.Time, voters []string) error {
+	if h.lease == nil {
+		return lease.ErrNotLeader
+	}
+	h.meta.now = now
+	return h.lease.m.ChangeVoters(now, voters)
+}
+
+// CheckFence accepts a leader-issued message carrying epoch, or rejects and counts
+// it (LeaseHostStats.Fenced) with lease.ErrStaleEpoch when a higher epoch has been
+// seen: in a lease event, in the cluster map, or in an earlier CheckFence. Without
+// Lease only the epochs checked before count.
+func (h *Host) CheckFence(epoch uint64) error { return h.fence.CheckFence(epoch) }

@@ -1,0 +1,279 @@
+package host
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/swim"
+)
+
+// leaseNet is a tiny driver: hosts by address, datagrams delivered 1 ms after they
+// leave, streams answered in place, lease state saved before packets leave.
+type leaseNet struct {
+	t        *testing.T
+	now      time.Time
+	hosts    map[string]*Host
+	order    []string
+	storages map[string]*lease.MemoryStorage
+	inflight []flight
+	events   map[string][]lease.Event
+	down     map[string]bool
+}
+
+type flight struct {
+	at       time.Time
+	from, to string
+	data     []byte
+}
+
+func newLeaseNet(t *testing.T, names []string, voters int) *leaseNet {
+	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
+		storages: map[string]*lease.MemoryStorage{}, events: map[string][]lease.Event{}, down: map[string]bool{}}
+	for i, name := range names {
+		st := &lease.MemoryStorage{}
+		lc := lease.DefaultConfig(name, names[:voters])
+		h, err := New(Config{Swim: swim.LANProfile(name, name+":1"), Lease: &lc, LeaseStorage: st},
+			rand.New(rand.NewPCG(uint64(i+1), 7)), n.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.hosts[name+":1"] = h
+		n.order = append(n.order, name+":1")
+		n.storages[name] = st
+		if i > 0 {
+			h.Join(n.now, []string{names[0] + ":1"})
+		}
+	}
+	return n
+}
+
+func (n *leaseNet) flush() {
+	for _, addr := range n.order {
+		if n.down[addr] {
+			continue
+		}
+		h := n.hosts[addr]
+		r := h.Ready()
+		if r.LeaseState != nil {
+			if err := n.storages[h.cfg.Swim.Name].Save(*r.LeaseState); err != nil {
+				n.t.Fatal(err)
+			}
+		}
+		n.events[addr] = append(n.events[addr], r.LeaseEvents...)
+		for _, s := range r.Streams {
+			if n.down[s.To] {
+				h.StreamFailed(n.now, s.To)
+				continue
+			}
+			reply := n.hosts[s.To].HandleStream(n.now, addr, s.Data)
+			h.HandleStreamReply(n.now, s.To, reply)
+		}
+		for _, p := range r.Packets {
+			n.inflight = append(n.inflight, flight{at: n.now.Add(time.Millisecond), from: addr, to: p.To, data: p.Data})
+		}
+	}
+}
+
+// run advances to now+d, delivering packets and ticking hosts in time order.
+func (n *leaseNet) run(d time.Duration) {
+	end := n.now.Add(d)
+	for {
+		n.flush()
+		next := end
+		for _, addr := range n.order {
+			if dl := n.hosts[addr].NextDeadline(); !n.down[addr] && !dl.IsZero() && dl.Before(next) {
+				next = dl
+			}
+		}
+		for _, f := range n.inflight {
+			if f.at.Before(next) {
+				next = f.at
+			}
+		}
+		if next.Before(n.now) {
+			next = n.now
+		}
+		n.now = next
+		var later []flight
+		for _, f := range n.inflight {
+			if f.at.After(n.now) {
+				later = append(later, f)
+			} else if h, ok := n.hosts[f.to]; ok && !n.down[f.to] {
+				h.HandlePacket(n.now, f.from, f.data)
+			}
+		}
+		n.inflight = later
+		for _, addr := range n.order {
+			if h := n.hosts[addr]; !n.down[addr] && !h.NextDeadline().After(n.now) {
+				h.Tick(n.now)
+			}
+		}
+		if !n.now.Before(end) {
+			n.flush()
+			return
+		}
+	}
+}
+
+func (n *leaseNet) leaders() []string {
+	var out []string
+	for _, addr := range n.order {
+		if !n.down[addr] && n.hosts[addr].IsLeader(n.now) {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// Three voters and a non-voter: one leader emerges through real packets, the
+// non-voter learns it from the cluster map, every voter saved its promise, and a
+// crash of the leader moves the lease to another voter at a higher epoch, which
+// fences the old one.
+func TestHostLeaseElectsAndFailsOver(t *testing.T) {
+	n := newLeaseNet(t, []string{"a", "b", "c", "d"}, 3)
+	n.run(10 * time.Second)
+	ls := n.leaders()
+	if len(ls) != 1 {
+		t.Fatalf("leaders %v, want one", ls)
+	}
+	old := n.hosts[ls[0]]
+	oldName := old.cfg.Swim.Name
+	e1, err := old.Fence(n.now)
+	if err != nil || e1 == 0 {
+		t.Fatalf("leader Fence = %d, %v", e1, err)
+	}
+	for _, addr := range n.order {
+		h, _, _, ok := n.hosts[addr].Leader(n.now)
+		if !ok || h != oldName {
+			t.Fatalf("%s: Leader = %q, %v; want %s", addr, h, ok, oldName)
+		}
+	}
+	for _, v := range []string{"a", "b", "c"} {
+		if st, _ := n.storages[v].Load(); st.Promised == 0 {
+			t.Fatalf("voter %s saved no promise", v)
+		}
+	}
+	if st, _ := n.storages["d"].Load(); st.Promised != 0 {
+		t.Fatalf("non-voter d promised %d", st.Promised)
+	}
+	if !slices.ContainsFunc(n.events["d:1"], func(e lease.Event) bool {
+		return e.Kind == lease.EventLeaderChanged && e.Holder == oldName && e.Epoch == e1
+	}) {
+		t.Fatalf("non-voter events %+v lack the leader", n.events["d:1"])
+	}
+
+	n.down[ls[0]] = true
+	n.run(10 * time.Second)
+	ls2 := n.leaders()
+	if len(ls2) != 1 || ls2[0] == ls[0] {
+		t.Fatalf("after the crash leaders %v", ls2)
+	}
+	e2, err := n.hosts[ls2[0]].Fence(n.now)
+	if err != nil || e2 <= e1 {
+		t.Fatalf("new epoch %d (%v), old %d", e2, err, e1)
+	}
+	d := n.hosts["d:1"]
+	if h, e, _, ok := d.Leader(n.now); !ok || e != e2 || h != n.hosts[ls2[0]].cfg.Swim.Name {
+		t.Fatalf("non-voter Leader = %q %d %v", h, e, ok)
+	}
+	if err := d.CheckFence(e1); !errors.Is(err, lease.ErrStaleEpoch) {
+		t.Fatalf("CheckFence(old epoch) = %v", err)
+	}
+	if err := d.CheckFence(e2); err != nil {
+		t.Fatalf("CheckFence(current epoch) = %v", err)
+	}
+	if got := d.LeaseHostStats().Fenced; got != 1 {
+		t.Fatalf("Fenced = %d, want 1", got)
+	}
+}
+
+// A lone voter whose peers swim has never seen cannot route its Prepares: they are
+// dropped and counted, and it never leads.
+func TestHostLeaseUnroutableCounted(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	lc := lease.DefaultConfig("a", []string{"a", "b", "c"})
+	h, err := New(Config{Swim: swim.LANProfile("a", "a:1"), Lease: &lc, LeaseStorage: &lease.MemoryStorage{}},
+		rand.New(rand.NewPCG(1, 1)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 200 {
+		now = h.NextDeadline()
+		h.Tick(now)
+		for _, p := range h.Ready().Packets {
+			if isLeasePacket(p.Data) {
+				t.Fatalf("lease packet to %s with no known address", p.To)
+			}
+		}
+	}
+	if h.LeaseStats().Campaigns == 0 || h.LeaseHostStats().Unroutable == 0 || h.IsLeader(now) {
+		t.Fatalf("campaigns %d unroutable %d leader %v", h.LeaseStats().Campaigns, h.LeaseHostStats().Unroutable, h.IsLeader(now))
+	}
+}
+
+// Garbage in a packet that looks like a lease packet is counted, never a panic.
+func TestHostLeaseMalformedCounted(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	lc := lease.DefaultConfig("a", []string{"a"})
+	h, err := New(Config{Swim: swim.LANProfile("a", "a:1"), Lease: &lc, LeaseStorage: &lease.MemoryStorage{}},
+		rand.New(rand.NewPCG(1, 1)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 20)
+	junk[9] = 33
+	h.HandlePacket(now, "x:1", junk)
+	if h.LeaseHostStats().Malformed != 1 {
+		t.Fatalf("stats %+v", h.LeaseHostStats())
+	}
+}
+
+func TestHostLeaseConfigValidate(t *testing.T) {
+	lc := lease.DefaultConfig("a", []string{"a"})
+	for _, c := range []Config{
+		{Swim: swim.LANProfile("a", "a:1"), Lease: &lc},
+		{Swim: swim.LANProfile("b", "b:1"), Lease: &lc, LeaseStorage: &lease.MemoryStorage{}},
+	} {
+		if err := c.Validate(); err == nil {
+			t.Fatalf("%+v validated", c)
+		}
+	}
+}
+
+// Without Lease the host reports no leader and refuses Fence and ChangeVoters.
+func TestHostWithoutLease(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h, err := New(Config{Swim: swim.LANProfile("a", "a:1")}, rand.New(rand.NewPCG(1, 1)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, ok := h.Leader(now); ok {
+		t.Fatal("leader without lease")
+	}
+	if _, err := h.Fence(now); !errors.Is(err, lease.ErrNotLeader) {
+		t.Fatal(err)
+	}
+	if err := h.ChangeVoters(now, []string{"a"}); !errors.Is(err, lease.ErrNotLeader) {
+		t.Fatal(err)
+	}
+}
+
+// A leader that leaves gracefully releases its lease first: another voter leads
+// well before the released lease would have expired.
+func TestHostLeaseLeaveReleases(t *testing.T) {
+	n := newLeaseNet(t, []string{"a", "b", "c"}, 3)
+	n.run(10 * time.Second)
+	ls := n.leaders()
+	if len(ls) != 1 {
+		t.Fatalf("leaders %v", ls)
+	}
+	n.hosts[ls[0]].Leave(n.now)
+	n.run(time.Second)
+	if ls2 := n.leaders(); len(ls2) != 1 || ls2[0] == ls[0] {
+		t.Fatalf("1 s after the leader left, leaders %v (was %v)", ls2, ls)
+	}
+}
