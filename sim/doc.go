@@ -78,6 +78,12 @@
 //   - partition-heal: two random halves for Duration (default 90 s, longer than
 //     the longest suspicion timeout), then healed: heal_convergence_ms until
 //     Converged, at most 300 s
+//   - leader-crash, leader-partition, leader-pause, leader-flap: every node runs
+//     the lease machine too (Options.Voters, default 3: the first nodes vote; each
+//     name keeps a lease.MemoryStorage across restarts, saved before its packets
+//     leave); drift within ±MaxDrift. failover_ms, elections, election_messages and
+//     safety_violations, counted by an exact checker of every node's belief on its
+//     own clock (scenario_leader.go)
 //
 // Schedule is the script language of the property tests: random schedules of
 // faults followed by a quiet period after which CheckAgreement must hold. A failing

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -37,6 +38,12 @@ type Options struct {
 	// NewStack replaces the production stack (engine tests); nil means
 	// internal/host.Host configured by Profile and NoLifeguard.
 	NewStack StackFactory
+	// Voters is the number of voters of the leader-* scenarios (the first nodes);
+	// default DefaultVoters (3). At most Nodes.
+	Voters int
+	// Lease is the lease timing of the leader-* scenarios (Self and Voters are set
+	// per node); the zero value means lease.DefaultConfig.
+	Lease lease.Config
 }
 
 // Result is one run's figures. Times in milliseconds are virtual; WallSeconds is
@@ -107,6 +114,15 @@ type Result struct {
 	MetaBytesPerNode *float64 `json:"meta_bytes_per_node,omitempty"` // meta: bytes sent because of the update, per node
 	MetaDeltaBytes   *int     `json:"meta_delta_bytes,omitempty"`    // meta: the encoded one-key delta
 	MetaConverged    *bool    `json:"meta_converged,omitempty"`      // meta: every live store has the same digest
+
+	Voters            int      `json:"voters,omitempty"`              // leader-*: voters (the first nodes)
+	Failover          *float64 `json:"failover_ms,omitempty"`         // leader-*: fault until another node holds a valid lease
+	Elections         *int     `json:"elections,omitempty"`           // leader-*: leases won in the measured phase
+	SafetyViolations  *int     `json:"safety_violations,omitempty"`   // leader-*: instants with two believed leases, or epochs not increasing
+	FirstViolation    string   `json:"first_violation,omitempty"`     // leader-*: the first one, described
+	ElectionMessages  *int     `json:"election_messages,omitempty"`   // leader-*: lease messages from the fault until the new lease
+	StaleFenceRefused *bool    `json:"stale_fence_refused,omitempty"` // leader-pause: Fence refused by the woken leader
+	EndLeaders        *int     `json:"end_leaders,omitempty"`         // leader-partition/flap: valid leases after heal and 10 s
 }
 
 // Scenario is a named experiment.
@@ -128,6 +144,10 @@ func Scenarios() []Scenario {
 		{"pause", "2% of nodes (at least one) repeatedly pause 1-6 s, as in the Lifeguard experiments; false positives", 120 * time.Second, runPause},
 		{"slow", "2% of nodes (at least one) spend 100 ms on every input (CPU-starved, inputs queue up) for the duration; false positives about healthy nodes", 120 * time.Second, runSlow},
 		{"partition-heal", "split in two halves for --duration (longer than the dead timeout), heal; heal_convergence_ms", 90 * time.Second, runPartitionHeal},
+		{"leader-crash", "voters elect a leader; it crashes; failover_ms until another node holds a valid lease (clock drift within the bound)", 15 * time.Second, runLeaderCrash},
+		{"leader-partition", "the leader is cut off alone for --duration, then healed; failover_ms on the majority side, safety throughout", 15 * time.Second, runLeaderPartition},
+		{"leader-pause", "the leader pauses twice its lease length; failover_ms, and whether Fence refuses when it wakes (stale_fence_refused)", 15 * time.Second, runLeaderPause},
+		{"leader-flap", "the links of random voters flap (lossy, cut off, healthy) every 0.2-2 s; elections and safety", 60 * time.Second, runLeaderFlap},
 		{"meta", "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests", 15 * time.Second, runMeta},
 	}
 }
@@ -207,6 +227,15 @@ func Run(o Options) (*Result, error) {
 		return nil, err
 	}
 	factory := o.NewStack
+	var watch *leaseWatch
+	if leaderScenario(sc.Name) {
+		if err := o.fillLease(); err != nil {
+			return nil, err
+		}
+		if factory == nil {
+			factory, watch = leaseFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease)
+		}
+	}
 	if factory == nil {
 		factory = hostFactory(o.Profile, !o.NoLifeguard)
 	}
@@ -214,10 +243,18 @@ func Run(o Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if watch != nil {
+		s.watchLeases(watch)
+	} else if leaderScenario(sc.Name) {
+		return nil, fmt.Errorf("%w: leader scenarios need the lease stack (NewStack must be nil)", ErrConfig)
+	}
 	r := &runner{s: s, o: o, rng: Stream(o.Seed, "scenario/"+sc.Name), wall: time.Now()}
 	r.res = &Result{
 		Scenario: sc.Name, Nodes: o.Nodes, Seed: o.Seed, Profile: o.Profile,
 		Lifeguard: !o.NoLifeguard, Loss: o.Loss,
+	}
+	if leaderScenario(sc.Name) {
+		r.res.Voters = o.Voters
 	}
 	s.progress("formation", o.Progress)
 	formN := o.Nodes

@@ -135,6 +135,7 @@ type Sim struct {
 	onProgress func()
 	epoch      time.Time        // Epoch(), kept to avoid rebuilding it per event
 	facts      map[fact]verdict // every suspect and dead fact seen, judged at first sighting
+	leases     *leaseWatch      // leadership ground truth; nil without leadership (scenario_leader.go)
 }
 
 // New builds an empty simulation at virtual time Epoch.

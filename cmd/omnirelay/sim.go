@@ -55,6 +55,7 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	profile := fs.String("profile", "lan", "swim profile: lan or memberlist")
 	lifeguard := fs.Bool("lifeguard", true, "Lifeguard extensions (local health, aware suspicion, buddy)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a report")
+	voters := fs.Int("voters", 0, "leader-* scenarios: voters, the first nodes (3 or 5; 0: 3)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -71,7 +72,7 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	}
 	o := sim.Options{
 		Scenario: *scenario, Nodes: *nodes, Seed: *seed, Duration: *duration,
-		Loss: *loss, Profile: *profile, NoLifeguard: !*lifeguard,
+		Loss: *loss, Profile: *profile, NoLifeguard: !*lifeguard, Voters: *voters,
 	}
 	printed := false
 	if !*asJSON {
