@@ -114,12 +114,7 @@ func (h *Host) handleLeasePacket(now time.Time, data []byte) {
 			ls.stats.Malformed++
 			continue
 		}
-		msg := leaseFromWire(wm)
-		if msg == nil {
-			ls.stats.Malformed++
-			continue
-		}
-		ls.m.Step(now, msg)
+		ls.m.Step(now, wm) // lease messages are wire types; Step checks the fields
 	}
 	if ls.reader.Err() != nil {
 		ls.stats.Malformed++
@@ -163,7 +158,7 @@ func (h *Host) drainLease(now time.Time, out *Ready) {
 			continue
 		}
 		ls.packer.Reset()
-		if !ls.packer.Add(leaseToWire(env.Msg)) {
+		if !ls.packer.Add(env.Msg) {
 			ls.stats.Oversized++
 			continue
 		}
