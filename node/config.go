@@ -3,11 +3,14 @@ package node
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -88,7 +91,40 @@ type Config struct {
 	// comma-separated. Default none. Keys and values must fit the metadata limits
 	// (keys 1..128 bytes, values up to 1 KiB, at most 64 keys, 16 KiB in all).
 	Meta map[string]string
+	// Voters is the bootstrap voter set of leader election (lease.Config.Voters):
+	// the names of the nodes with the `voter` role, 3 or 5 of them. It must be the
+	// same list on every node of the cluster, voters and non-voters alike: two
+	// different lists could elect two leaders. Empty: this node takes no part in
+	// leadership (Leader reports none, Fence fails). Required when Voter is set.
+	Voters []string
+	// Voter makes this node a voter: it promises epochs, accepts leases and may be
+	// elected. Its name must be in Voters and DataDir is required. The node adds
+	// VoterRole to its "roles" metadata, so `role=voter` finds the voters.
+	Voter bool
+	// DataDir holds this node's durable state: the lease state file
+	// (lease-state.json), written atomically and fsynced before any lease message
+	// that depends on it leaves. Created (0700) if missing. Required for a voter:
+	// a voter that forgot its promises could grant two leases for one epoch.
+	// Optional otherwise (a non-voter keeps its state in memory).
+	DataDir string
+	// LeaseStorage, when set, keeps the lease state instead of DataDir's file, for
+	// embedders with their own durable store. Save must be durable when it returns;
+	// when it fails the node drops that batch's packets. Satisfies a voter's
+	// DataDir requirement.
+	LeaseStorage lease.Storage
+	// LeaseTune adjusts the lease timers (lease.DefaultConfig: 3 s leases renewed
+	// every second, failover in about 3.5 s) before validation. Every node must
+	// use the same LeaseDuration and MaxDrift. Self and Voters are set by the node.
+	LeaseTune func(*lease.Config)
+	// AuditLog, when set, receives one JSON object per line for every join, leave
+	// and death of a member and every leadership transition (schema in
+	// docs/observability.md). The node serializes its writes; it does not close
+	// the writer. Default: no audit log.
+	AuditLog io.Writer
 }
+
+// VoterRole is the role a voter adds to its "roles" metadata.
+const VoterRole = "voter"
 
 // Defaults used when a field is zero.
 const (
@@ -200,7 +236,47 @@ func (c Config) Validate() error {
 	if err := sc.Validate(); err != nil {
 		return fmt.Errorf("%w: Profile/Tune: %v", ErrInvalidConfig, err)
 	}
+	if err := c.validateLease(bad); err != nil {
+		return err
+	}
 	return checkMeta(c.Meta)
+}
+
+// validateLease checks the leadership fields.
+func (c Config) validateLease(bad func(field, why string, args ...any) error) error {
+	if len(c.Voters) == 0 {
+		if c.Voter {
+			return bad("Voters", "is empty: a voter needs the cluster's voter list (the same on every node)")
+		}
+		return nil
+	}
+	if !c.Voter && slices.Contains(c.Voters, c.Name) {
+		return bad("Voter", "is not set but this node's name %q is in Voters: set Voter (and DataDir) or drop the name", c.Name)
+	}
+	if c.Voter && !slices.Contains(c.Voters, c.Name) {
+		return bad("Voter", "is set but this node's name %q is not in Voters %v", c.Name, c.Voters)
+	}
+	if c.Voter && c.DataDir == "" && c.LeaseStorage == nil {
+		return bad("DataDir", "is required for a voter: its lease promises must survive restarts")
+	}
+	lc, _ := c.leaseConfig()
+	if err := lc.Validate(); err != nil {
+		return fmt.Errorf("%w: Voters/LeaseTune: %v", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// leaseConfig builds the lease config; ok is false when leadership is off.
+func (c Config) leaseConfig() (lease.Config, bool) {
+	if len(c.Voters) == 0 {
+		return lease.Config{}, false
+	}
+	lc := lease.DefaultConfig(c.Name, c.Voters)
+	if c.LeaseTune != nil {
+		c.LeaseTune(&lc)
+	}
+	lc.Self, lc.Voters = c.Name, slices.Clone(c.Voters)
+	return lc, true
 }
 
 // swimConfig builds the membership config for advertised address addr.

@@ -118,8 +118,26 @@ func (n *Node) setInitialMeta() error {
 			return fmt.Errorf("node: Meta[%q]: %w", k, err)
 		}
 	}
-	n.host.Ready() // nobody to send to yet; the events of our own writes are not news
+	rd := n.host.Ready() // nobody to send to yet; the events of our own writes are not news
+	n.driveLease(&rd)    // but a lease state must still be saved
 	return nil
+}
+
+// withRole returns a copy of meta whose roles include role.
+func withRole(meta map[string]string, role string) map[string]string {
+	out := maps.Clone(meta)
+	if out == nil {
+		out = map[string]string{}
+	}
+	if control.HasRole(out, role) {
+		return out
+	}
+	if out[RolesKey] == "" {
+		out[RolesKey] = role
+	} else {
+		out[RolesKey] += "," + role
+	}
+	return out
 }
 
 // checkMeta checks Config.Meta against the metadata limits without side effects.

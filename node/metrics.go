@@ -30,6 +30,12 @@ type metrics struct {
 	metaChanges       prometheus.Counter
 	pushPullDuration  prometheus.Histogram
 	probeRTT          prometheus.Histogram
+
+	// Leadership (leader.go); nil when leadership is off.
+	leaderChanges     prometheus.Counter
+	staleEpochs       prometheus.Counter
+	leaseSaveFailures prometheus.Counter
+	auditErrors       prometheus.Counter
 }
 
 const (
@@ -140,6 +146,7 @@ func newMetrics(n *Node) *metrics {
 	f(m.probeRTT)
 	f(&swimCollector{n: n})
 	f(&metaCollector{n: n})
+	m.leaderMetrics(n)
 	return m
 }
 

@@ -69,15 +69,17 @@ type Event struct {
 
 // Node is a running member of the mesh. Its methods are safe for concurrent use.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	clock   Clock
-	tr      Transport
-	kr      *wire.Keyring
-	addr    string // advertised
-	epoch   string
-	metrics *metrics
-	handler http.Handler
+	cfg      Config
+	log      *slog.Logger
+	clock    Clock
+	tr       Transport
+	kr       *wire.Keyring
+	addr     string // advertised
+	epoch    string
+	metrics  *metrics
+	handler  http.Handler
+	lead     *leaderState // nil: leadership off (no Config.Voters)
+	auditLog *auditLog    // nil: no Config.AuditLog
 
 	// Owned by the loop goroutine.
 	host   *host.Host
@@ -160,6 +162,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.Voter {
+		cfg.Meta = withRole(cfg.Meta, VoterRole)
+	}
 	n := &Node{
 		cfg: cfg, clock: cfg.Clock,
 		pings:   map[uint32]pingSent{},
@@ -194,7 +199,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.addr = cfg.advertiseAddr(tr.Addr())
 	n.log = cfg.Logger.With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
-	h, err := host.New(host.Config{Swim: cfg.swimConfig(n.addr)}, rng, n.clock.Now())
+	if cfg.AuditLog != nil {
+		n.auditLog = &auditLog{w: cfg.AuditLog}
+	}
+	hc := host.Config{Swim: cfg.swimConfig(n.addr)}
+	if err := n.leaseHostConfig(&hc); err != nil {
+		tr.Close()
+		return nil, err
+	}
+	h, err := host.New(hc, rng, n.clock.Now())
 	if err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("node: %w", err)
@@ -611,6 +624,7 @@ func (n *Node) handleResult(r streamResult) {
 // then waiting Leave calls released once the leave has been gossiped.
 func (n *Node) flush() {
 	rd := n.host.Ready()
+	n.driveLease(&rd) // saves the lease state before any packet of rd leaves
 	now := n.clock.Now()
 	for _, p := range rd.Packets {
 		n.countPacket(dirOut, p.To, p.Data, now)
@@ -703,6 +717,7 @@ func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health
 		n.log.Log(context.Background(), level, "member "+KindName(e.Kind),
 			"event_id", ev.ID, "member", e.Member.Name, "addr", e.Member.Addr,
 			"incarnation", e.Member.Incarnation, "version", n.version)
+		n.auditMember(ev.ID, e)
 		for s := range n.subs {
 			s.send(ev)
 		}

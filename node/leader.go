@@ -1,0 +1,388 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/swim"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNoLeadership is returned by the leadership methods of a node started without
+// Config.Voters.
+var ErrNoLeadership = errors.New("node: leadership is not configured (Config.Voters is empty)")
+
+// LeaderInfo is the lease a node knows of.
+type LeaderInfo struct {
+	// Holder is the leader's name; "" when no lease stands as far as this node
+	// knows (Epoch and ValidUntil are then zero).
+	Holder string
+	// Epoch is the lease's fencing token; successive holders' epochs increase.
+	Epoch uint64
+	// ValidUntil is when this node stops believing in the lease unless it hears a
+	// renewal, on this node's Clock. On the holder it is the holder's conservative
+	// deadline: it must stop acting as leader by then (Fence fails from then on).
+	// On a voter that accepted the lease it is the voter's hold, later than the
+	// holder's own deadline, so it bounds when a new leader may be elected, not
+	// when the old one stops. On a non-voter it is what the host learned from the
+	// voters' messages. It is not a promise that the holder is alive until then.
+	ValidUntil time.Time
+}
+
+// leaderState is the leadership part of a Node. The loop owns the fields above
+// mu; mu guards the published view below it.
+type leaderState struct {
+	store lease.Storage
+	// counted is the highest epoch counted in omnirelay_leader_changes_total: a
+	// lease at a higher epoch is a new leader, a lapse or a repeat is not.
+	counted uint64
+
+	mu      sync.Mutex
+	version uint64   // leadership events observed (the "N" of the leaders version)
+	voters  []string // voter set in force, sorted
+	highest uint64   // highest epoch seen (events and CheckFence)
+}
+
+// leaderCorrelationID is the id of a leadership event: the same fact (holder h won
+// epoch e) has the same id on every node.
+func leaderCorrelationID(kind, holder string, epoch uint64) string {
+	var d xxhash.Digest
+	d.Reset()
+	d.WriteString(kind)
+	d.Write([]byte{0})
+	d.WriteString(holder)
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], epoch)
+	d.Write(b[:])
+	binary.BigEndian.PutUint64(b[:], d.Sum64())
+	return hex.EncodeToString(b[:])
+}
+
+// leaseKindName names a lease event kind as logged and audited.
+func leaseKindName(k lease.EventKind) string {
+	switch k {
+	case lease.EventBecameLeader:
+		return "became_leader"
+	case lease.EventLostLease:
+		return "lost_lease"
+	case lease.EventLeaderChanged:
+		return "leader_changed"
+	case lease.EventVotersChanged:
+		return "voters_changed"
+	}
+	return fmt.Sprintf("lease_kind%d", k)
+}
+
+// leaseHostConfig fills the lease part of the host config; leadership off: no-op.
+func (n *Node) leaseHostConfig(hc *host.Config) error {
+	lc, ok := n.cfg.leaseConfig()
+	if !ok {
+		return nil
+	}
+	var store lease.Storage = &lease.MemoryStorage{}
+	if n.cfg.LeaseStorage != nil {
+		store = n.cfg.LeaseStorage
+	} else if n.cfg.DataDir != "" {
+		fs, err := NewFileLeaseStorage(n.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		store = fs
+	}
+	n.lead = &leaderState{store: store, voters: slices.Sorted(slices.Values(lc.Voters))}
+	hc.Lease, hc.LeaseStorage = &lc, store
+	return nil
+}
+
+// driveLease applies the lease part of a Ready, before its packets leave: the
+// state is saved first and, if saving fails, the batch's packets are dropped (they
+// may carry promises the disk does not hold). Then events are counted, logged and
+// audited. Loop only.
+func (n *Node) driveLease(rd *host.Ready) {
+	if n.lead == nil {
+		return
+	}
+	if rd.LeaseState != nil {
+		if err := n.lead.store.Save(*rd.LeaseState); err != nil {
+			n.metrics.leaseSaveFailures.Inc()
+			n.log.Error("saving the lease state failed: dropping this batch's packets", "err", err,
+				"packets", len(rd.Packets))
+			rd.Packets = nil
+		}
+	}
+	for _, e := range rd.LeaseEvents {
+		n.leaseEvent(e)
+	}
+}
+
+func (n *Node) leaseEvent(e lease.Event) {
+	l := n.lead
+	kind := leaseKindName(e.Kind)
+	if (e.Kind == lease.EventBecameLeader || e.Kind == lease.EventLeaderChanged) && e.Holder != "" && e.Epoch > l.counted {
+		l.counted = e.Epoch
+		n.metrics.leaderChanges.Inc()
+	}
+	l.mu.Lock()
+	l.version++
+	l.highest = max(l.highest, e.Epoch)
+	if e.Kind == lease.EventVotersChanged {
+		l.voters = slices.Sorted(slices.Values(e.Voters))
+	}
+	l.mu.Unlock()
+	id := leaderCorrelationID(kind, e.Holder, e.Epoch)
+	if e.Kind == lease.EventVotersChanged {
+		id = leaderCorrelationID(kind, fmt.Sprint(e.Voters), e.Epoch)
+	}
+	level := slog.LevelInfo
+	if e.Kind == lease.EventLostLease || (e.Kind == lease.EventLeaderChanged && e.Holder == "") {
+		level = slog.LevelWarn
+	}
+	attrs := []any{"event_id", id, "holder", e.Holder, "epoch", e.Epoch}
+	if e.Kind == lease.EventVotersChanged {
+		attrs = append(attrs, "voters", e.Voters)
+	}
+	n.log.Log(context.Background(), level, "lease "+kind, attrs...)
+	n.audit(auditRecord{Time: e.At, Event: kind, ID: id, Holder: e.Holder, Epoch: e.Epoch, Voters: e.Voters})
+}
+
+// Leader returns the lease this node knows of (see LeaderInfo); the zero
+// LeaderInfo when none stands, leadership is off, or the node is closed.
+func (n *Node) Leader() LeaderInfo {
+	var li LeaderInfo
+	if n.lead == nil {
+		return li
+	}
+	n.do(func() {
+		if h, e, until, ok := n.host.Leader(n.clock.Now()); ok {
+			li = LeaderInfo{Holder: h, Epoch: e, ValidUntil: until}
+		}
+	})
+	return li
+}
+
+// Fence returns the fencing token (the lease epoch) to attach to every write this
+// node makes to an external resource as leader; the resource rejects tokens lower
+// than the highest it has seen (CheckFence on a node, or the store's own check).
+// It fails with an error wrapping lease.ErrNotLeader unless this node holds a
+// valid lease now, ErrNoLeadership when leadership is off, ErrClosed after Close.
+// Call it for each write: a token obtained before a pause may be stale after it.
+func (n *Node) Fence() (uint64, error) {
+	if n.lead == nil {
+		return 0, ErrNoLeadership
+	}
+	var e uint64
+	var err error
+	if !n.do(func() { e, err = n.host.Fence(n.clock.Now()) }) {
+		return 0, ErrClosed
+	}
+	if err != nil {
+		return 0, fmt.Errorf("node: %s: %w", n.cfg.Name, err)
+	}
+	return e, nil
+}
+
+// CheckFence is the follower side of fencing: it accepts a leader-issued request
+// carrying epoch, raising the highest epoch seen, or rejects it with an error
+// wrapping lease.ErrStaleEpoch when epoch is below the highest epoch this node has
+// seen (a deposed leader's late request), counting it in
+// omnirelay_stale_epoch_rejections_total.
+func (n *Node) CheckFence(epoch uint64) error {
+	if n.lead == nil {
+		return ErrNoLeadership
+	}
+	var err error
+	if !n.do(func() { err = n.host.CheckFence(epoch) }) {
+		return ErrClosed
+	}
+	if errors.Is(err, lease.ErrStaleEpoch) {
+		n.metrics.staleEpochs.Inc()
+		return err
+	}
+	if err == nil {
+		n.lead.mu.Lock()
+		n.lead.highest = max(n.lead.highest, epoch)
+		n.lead.mu.Unlock()
+	}
+	return err
+}
+
+// ChangeVoters replaces the voter set, through joint quorums so the old and new
+// sets never elect separate leaders. Only the leader can: lease.ErrNotLeader
+// elsewhere, lease.ErrChangeInProgress while a change runs. Completion is seen as
+// a voters_changed event (log, audit) and in the leaders route.
+func (n *Node) ChangeVoters(voters []string) error {
+	if n.lead == nil {
+		return ErrNoLeadership
+	}
+	var err error
+	if !n.do(func() { err = n.host.ChangeVoters(n.clock.Now(), voters) }) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Leaders implements control.LeaderSource.
+func (c controlSource) Leaders() (control.Leaders, error) {
+	n := c.n
+	if n.lead == nil {
+		return control.Leaders{}, control.ErrLeadershipOff
+	}
+	var li LeaderInfo
+	var ok bool
+	if !n.do(func() {
+		h, e, until, valid := n.host.Leader(n.clock.Now())
+		li, ok = LeaderInfo{Holder: h, Epoch: e, ValidUntil: until}, valid
+	}) {
+		return control.Leaders{}, ErrClosed
+	}
+	l := n.lead
+	l.mu.Lock()
+	out := control.Leaders{Version: control.Version{Epoch: n.epoch, N: l.version}.String(),
+		Voters: slices.Clone(l.voters),
+		Local:  control.LocalLeadership{Name: n.cfg.Name, IsVoter: slices.Contains(l.voters, n.cfg.Name), EpochSeen: max(l.highest, li.Epoch)}}
+	l.mu.Unlock()
+	if ok {
+		out.Leader = &control.Lease{Holder: li.Holder, Epoch: li.Epoch, ValidUntil: li.ValidUntil, IsLocal: li.Holder == n.cfg.Name}
+		out.Local.IsLeader = out.Leader.IsLocal
+	}
+	return out, nil
+}
+
+// ---- audit log ----
+
+// auditLog serializes JSON-lines writes to Config.AuditLog.
+type auditLog struct {
+	mu     sync.Mutex
+	w      io.Writer
+	failed bool // a write failed; logged once
+}
+
+// auditRecord is one line of the audit log; docs/observability.md has the schema.
+type auditRecord struct {
+	Time        time.Time `json:"time"`
+	Node        string    `json:"node"`
+	Event       string    `json:"event"`
+	ID          string    `json:"id"`
+	Member      string    `json:"member,omitempty"`
+	Addr        string    `json:"addr,omitempty"`
+	Incarnation *uint64   `json:"incarnation,omitempty"`
+	Holder      string    `json:"holder,omitempty"`
+	Epoch       uint64    `json:"epoch,omitempty"`
+	Voters      []string  `json:"voters,omitempty"`
+}
+
+// audit appends r to the audit log, if any. A failed write is counted and logged
+// (the first time); the node carries on.
+func (n *Node) audit(r auditRecord) {
+	a := n.auditLog
+	if a == nil {
+		return
+	}
+	r.Node = n.cfg.Name
+	b, err := json.Marshal(r)
+	if err != nil {
+		panic("node: encoding our own audit record: " + err.Error())
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, err := a.w.Write(append(b, '\n')); err != nil {
+		n.metrics.auditErrors.Inc()
+		if !a.failed {
+			a.failed = true
+			n.log.Error("writing the audit log failed (further failures are only counted)", "err", err)
+		}
+	}
+}
+
+// auditMember audits the membership events the audit log keeps: join, leave, dead.
+func (n *Node) auditMember(id string, e swim.Event) {
+	var kind string
+	switch e.Kind {
+	case swim.EventJoin:
+		kind = "join"
+	case swim.EventLeft:
+		kind = "leave"
+	case swim.EventDead:
+		kind = "dead"
+	default:
+		return
+	}
+	inc := e.Member.Incarnation
+	n.audit(auditRecord{Time: e.At, Event: kind, ID: id, Member: e.Member.Name, Addr: e.Member.Addr, Incarnation: &inc})
+}
+
+// ---- metrics ----
+
+// leaderCollector exports the lease machine's state at scrape time; registered only
+// when leadership is on, so a cluster without it exports no leadership series (and
+// the no-leader alert stays silent).
+type leaderCollector struct{ n *Node }
+
+var (
+	descIsLeader      = prometheus.NewDesc("omnirelay_is_leader", "1 while this node holds a valid leader lease, else 0.", nil, nil)
+	descLeaseEpoch    = prometheus.NewDesc("omnirelay_lease_epoch", "Highest lease epoch (fencing token) this node has seen.", nil, nil)
+	descRenewFailures = prometheus.NewDesc("omnirelay_lease_renew_failures_total", "Lease renewal rounds this node, as leader, did not get a quorum for before the next round (lease.Stats.RoundsLost).", nil, nil)
+	descCampaigns     = prometheus.NewDesc("omnirelay_lease_campaigns_total", "Elections this node started.", nil, nil)
+)
+
+func (c *leaderCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descIsLeader
+	ch <- descLeaseEpoch
+	ch <- descRenewFailures
+	ch <- descCampaigns
+}
+
+func (c *leaderCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	var st lease.Stats
+	var holder string
+	var epoch uint64
+	var ok bool
+	if !n.do(func() {
+		st = n.host.LeaseStats()
+		holder, epoch, _, ok = n.host.Leader(n.clock.Now())
+	}) {
+		return
+	}
+	isLeader := 0.0
+	if ok && holder == n.cfg.Name {
+		isLeader = 1
+	}
+	n.lead.mu.Lock()
+	highest := max(n.lead.highest, epoch)
+	n.lead.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, isLeader)
+	ch <- prometheus.MustNewConstMetric(descLeaseEpoch, prometheus.GaugeValue, float64(highest))
+	ch <- prometheus.MustNewConstMetric(descRenewFailures, prometheus.CounterValue, float64(st.RoundsLost))
+	ch <- prometheus.MustNewConstMetric(descCampaigns, prometheus.CounterValue, float64(st.Campaigns))
+}
+
+// leaderMetrics registers the leadership metrics when leadership is on.
+func (m *metrics) leaderMetrics(n *Node) {
+	m.auditErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_audit_write_errors_total",
+		Help: "Audit log records that could not be written."})
+	m.reg.MustRegister(m.auditErrors)
+	if n.lead == nil {
+		return
+	}
+	m.leaderChanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_leader_changes_total",
+		Help: "New leaders this node learned of: a lease at an epoch above every one seen before (a lapse is not counted)."})
+	m.staleEpochs = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_stale_epoch_rejections_total",
+		Help: "Requests CheckFence rejected because their epoch was below the highest seen (a deposed leader's)."})
+	m.leaseSaveFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_lease_state_save_failures_total",
+		Help: "Lease state saves that failed; the packets of that batch were dropped."})
+	m.reg.MustRegister(m.leaderChanges, m.staleEpochs, m.leaseSaveFailures, &leaderCollector{n: n})
+}
