@@ -30,6 +30,7 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
        [--log-format text|json] [--log-level debug|info|warn|error]
        [--addr-file FILE] [--join-timeout D] [--leave-timeout D]
        [--meta KEY=VALUE ...] [--role NAME ...]
+       [--voters A,B,C [--voter --data-dir DIR]] [--audit-log FILE]
 
 Runs one mesh node and its control API until SIGINT or SIGTERM, then leaves the
 cluster gracefully. Flags override the config file (JSON, see docs/configuration.md).
@@ -111,6 +112,10 @@ type agentFile struct {
 	Swim         swimFile          `json:"swim"`
 	Meta         map[string]string `json:"meta"`
 	Roles        []string          `json:"roles"`
+	Voters       []string          `json:"voters"`
+	Voter        bool              `json:"voter"`
+	DataDir      string            `json:"data_dir"`
+	AuditLog     string            `json:"audit_log"`
 }
 
 // Agent defaults beyond node's.
@@ -168,6 +173,7 @@ type agentSettings struct {
 	addrFile     string
 	joinTimeout  time.Duration
 	leaveTimeout time.Duration
+	auditLog     string
 }
 
 // parseAgent merges the config file (if any) and the flags, flags winning.
@@ -188,6 +194,10 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		addrFile   = fs.String("addr-file", "", "write the bound addresses as JSON to this file once running")
 		joinTO     = fs.Duration("join-timeout", 0, "give up joining after this long (default 30s; 0 means never)")
 		leaveTO    = fs.Duration("leave-timeout", 0, "bound on the graceful leave at shutdown (default 5s)")
+		voter      = fs.Bool("voter", false, "this node is a leader-election voter (its name must be in --voters; needs --data-dir)")
+		dataDir    = fs.String("data-dir", "", "directory of durable state (the lease state file); required with --voter")
+		auditLog   = fs.String("audit-log", "", "append JSON-lines audit records (join, leave, dead, leadership) to this file")
+		voters     listFlag
 		join, keys listFlag
 		roles      listFlag
 		meta       = metaFlag{}
@@ -195,6 +205,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	fs.Var(meta, "meta", "metadata KEY=VALUE published to every peer (repeatable; merged over the config file's \"meta\")")
 	fs.Var(&roles, "role", "role of this node (repeatable, or comma-separated): the \""+node.RolesKey+"\" metadata key, which the control API's role filter matches")
 	fs.Var(&join, "join", "seed host:port (repeatable, or comma-separated)")
+	fs.Var(&voters, "voters", "leader-election voter names, comma-separated, identical on every node (3 or 5; enables leadership)")
 	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary; make one with: omnirelay keygen)")
 	if err := fs.Parse(args); err != nil {
 		return agentSettings{}, err
@@ -221,6 +232,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		logFormat:    pick("log-format", *logFormat, f.LogFormat),
 		logLevel:     pick("log-level", *logLevel, f.LogLevel),
 		addrFile:     pick("addr-file", *addrFile, f.AddrFile),
+		auditLog:     pick("audit-log", *auditLog, f.AuditLog),
 		joinTimeout:  defaultJoinTimeout,
 		leaveTimeout: defaultLeaveTimeout,
 	}
@@ -266,6 +278,15 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		MTU:          f.MTU,
 		Join:         f.Join,
 		Tune:         f.Swim.apply,
+		Voters:       f.Voters,
+		Voter:        f.Voter,
+		DataDir:      pick("data-dir", *dataDir, f.DataDir),
+	}
+	if set["voters"] {
+		s.cfg.Voters = voters
+	}
+	if set["voter"] {
+		s.cfg.Voter = *voter
 	}
 	if set["join"] {
 		s.cfg.Join = join
@@ -353,6 +374,15 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	base := newLogger(stderr, s.logFormat, s.logLevel)
 	s.cfg.Logger = base // node adds node=NAME itself
 	log := base.With("node", s.cfg.Name)
+	if s.auditLog != "" {
+		af, err := os.OpenFile(s.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			fmt.Fprintf(stderr, "omnirelay agent: --audit-log: %v\n", err)
+			return 1
+		}
+		defer af.Close()
+		s.cfg.AuditLog = af
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 

@@ -22,12 +22,16 @@ const meshUsage = `usage:
   omnirelay mesh peers list [--addr URL] [--status S[,S]] [--role R] [--meta K:V]
                             [--limit N] [-o table|json]
   omnirelay mesh peers get NAME [--addr URL] [-o table|json]
+  omnirelay mesh leaders status [--addr URL] [-o table|json]
 
 Reads an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
 http://127.0.0.1:7070. Statuses: alive, suspect, dead, left.
 `
 
 func runMesh(args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 2 && args[0] == "leaders" && args[1] == "status" {
+		return runLeadersStatus(args[2:], stdout, stderr)
+	}
 	if len(args) < 2 || args[0] != "peers" || (args[1] != "list" && args[1] != "get") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 			fmt.Fprint(stdout, meshUsage)
@@ -158,4 +162,75 @@ func age(now, since time.Time) string {
 		return d.Round(100 * time.Millisecond).String()
 	}
 	return d.Round(time.Second).String()
+}
+
+// runLeadersStatus prints GET /control/v1/leaders of one agent.
+func runLeadersStatus(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mesh leaders status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, meshUsage) }
+	defAddr := os.Getenv("OMNIRELAY_ADDR")
+	if defAddr == "" {
+		defAddr = "http://" + defaultControl
+	}
+	addr := fs.String("addr", defAddr, "control API URL of an agent")
+	out := fs.String("o", "table", "output: table or json")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "omnirelay mesh leaders status: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *out != "table" && *out != "json" {
+		fmt.Fprintf(stderr, "omnirelay mesh: -o %q: want table or json\n", *out)
+		return 2
+	}
+	base := *addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	c := &control.Client{Base: base, HTTP: &http.Client{Timeout: *timeout}}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	l, err := c.GetLeaders(ctx)
+	if err != nil {
+		return meshError(stderr, base, err)
+	}
+	if *out == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(l)
+		return 0
+	}
+	printLeaders(stdout, l, time.Now())
+	return 0
+}
+
+// printLeaders writes the leadership view as label/value lines.
+func printLeaders(w io.Writer, l control.Leaders, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	if l.Leader == nil {
+		fmt.Fprintln(tw, "LEADER\t(none)")
+	} else {
+		holder := l.Leader.Holder
+		if l.Leader.IsLocal {
+			holder += " (self)"
+		}
+		fmt.Fprintf(tw, "LEADER\t%s\n", holder)
+		fmt.Fprintf(tw, "EPOCH\t%d\n", l.Leader.Epoch)
+		fmt.Fprintf(tw, "VALID FOR\t%s\n", l.Leader.ValidUntil.Sub(now).Round(100*time.Millisecond))
+	}
+	fmt.Fprintf(tw, "VOTERS\t%s\n", strings.Join(l.Voters, ","))
+	role := "non-voter"
+	if l.Local.IsVoter {
+		role = "voter"
+	}
+	if l.Local.IsLeader {
+		role += ", leader"
+	}
+	fmt.Fprintf(tw, "LOCAL\t%s (%s, epoch seen %d)\n", l.Local.Name, role, l.Local.EpochSeen)
+	fmt.Fprintf(tw, "VERSION\t%s\n", l.Version)
+	tw.Flush()
 }
