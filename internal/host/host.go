@@ -10,6 +10,7 @@ import (
 
 	"github.com/omnirelay/mesh/crdt"
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	// is set. node: an atomically replaced fsynced file; sim: memory that survives a
 	// simulated restart. The host only loads it; the driver saves Ready.LeaseState.
 	LeaseStorage lease.Storage
+	// Shard makes this process route keys to shards and take part in shard
+	// ownership (a shard.Owner; a shard.Controller while it holds the lease). nil:
+	// no shard routing, ShardMap is nil and Serving false. Requires Lease.
+	Shard *shard.Config
 }
 
 // Stream asks the host driver to send Data (one wire stream frame) to To, and to hand
@@ -64,6 +69,10 @@ type Ready struct {
 	// LeaseEvents are leadership changes (became leader, lost lease, leader
 	// changed, voters changed), in observation order.
 	LeaseEvents []lease.Event
+	// ShardEvents are shard transitions seen by this node, in order: as leader,
+	// draining/rebalancing/steady moves; as member, map changes and ownership
+	// acquired, released or expired.
+	ShardEvents []shard.Event
 }
 
 // Host is one process's protocol stack.
@@ -75,6 +84,7 @@ type Host struct {
 	dec     wire.Decoder
 	lease   *leaseState // nil when Config.Lease is nil
 	fence   lease.FenceChecker
+	shard   *shardState // nil when Config.Shard is nil
 }
 
 // New builds a Host. rng is the only randomness the stack uses.
@@ -103,6 +113,11 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
 		}
 		h.lease = newLeaseState(cfg, h.cluster, lm)
 	}
+	if cfg.Shard != nil {
+		if h.shard, err = newShardState(cfg, h.cluster, now); err != nil {
+			return nil, err
+		}
+	}
 	return h, nil
 }
 
@@ -116,6 +131,10 @@ func (h *Host) HandlePacket(now time.Time, from string, data []byte) {
 		h.handleLeasePacket(now, data)
 		return
 	}
+	if h.shard != nil && isShardPacket(data) {
+		h.handleShardPacket(now, data)
+		return
+	}
 	h.swim.HandlePacket(now, from, data)
 }
 
@@ -127,6 +146,9 @@ func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 	msg, ok := h.decodeFrame(req)
 	if !ok {
 		return nil
+	}
+	if h.shard != nil && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
+		return h.handleShardStream(now, msg)
 	}
 	pp, ok := msg.(*wire.PushPull)
 	if !ok {
@@ -150,6 +172,12 @@ func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 func (h *Host) HandleStreamReply(now time.Time, from string, reply []byte) {
 	h.meta.now = now
 	msg, ok := h.decodeFrame(reply)
+	if h.shard != nil && (!ok || msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst) && h.shard.shardStreamDone(from) {
+		if ok {
+			h.stepShard(now, msg)
+		}
+		return
+	}
 	if !ok {
 		h.swim.PushPullFailed(now, from)
 		return
@@ -173,7 +201,12 @@ func (h *Host) decodeFrame(frame []byte) (wire.Message, bool) {
 }
 
 // StreamFailed reports that a stream this host asked for could not complete.
-func (h *Host) StreamFailed(now time.Time, to string) { h.swim.PushPullFailed(now, to) }
+func (h *Host) StreamFailed(now time.Time, to string) {
+	if h.shard != nil && h.shard.shardStreamDone(to) {
+		return // a map fetch or one-way shard frame: the Owner asks again
+	}
+	h.swim.PushPullFailed(now, to)
+}
 
 // Tick advances timers to now.
 func (h *Host) Tick(now time.Time) {
@@ -181,6 +214,10 @@ func (h *Host) Tick(now time.Time) {
 	h.tickMeta(now)
 	if h.lease != nil {
 		h.lease.m.Tick(now)
+	}
+	if h.shard != nil {
+		h.shard.ctl.Tick(now)
+		h.shard.owner.Tick(now)
 	}
 }
 
@@ -208,6 +245,13 @@ func (h *Host) NextDeadline() time.Time {
 	if h.lease != nil {
 		if l := h.lease.m.NextDeadline(); !l.IsZero() && (d.IsZero() || l.Before(d)) {
 			d = l
+		}
+	}
+	if h.shard != nil {
+		for _, l := range [2]time.Time{h.shard.ctl.NextDeadline(), h.shard.owner.NextDeadline()} {
+			if !l.IsZero() && (d.IsZero() || l.Before(d)) {
+				d = l
+			}
 		}
 	}
 	return d
@@ -249,6 +293,10 @@ func (h *Host) Ready() Ready {
 		h.observeClusterLeader(h.meta.now, out.Meta)
 		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
 		h.lease.events = nil
+	}
+	if h.shard != nil {
+		h.observeShardInputs(h.meta.now, out.Events, out.Meta, out.LeaseEvents)
+		h.drainShard(h.meta.now, &out)
 	}
 	return out
 }

@@ -103,6 +103,9 @@ func (c Config) Validate() error {
 	if err := c.validateLease(); err != nil {
 		return err
 	}
+	if err := c.validateShard(); err != nil {
+		return err
+	}
 	if c.Meta != (crdt.Limits{}) {
 		if err := c.Meta.Validate(); err != nil {
 			return fmt.Errorf("host: Meta: %w", err)
