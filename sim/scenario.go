@@ -7,6 +7,7 @@ import (
 
 	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -44,6 +45,9 @@ type Options struct {
 	// Lease is the lease timing of the leader-* scenarios (Self and Voters are set
 	// per node); the zero value means lease.DefaultConfig.
 	Lease lease.Config
+	// Shard is the shard configuration of the reshard-* and drain scenarios; the
+	// zero value means shard.DefaultConfig (1024 shards, 1 replica).
+	Shard shard.Config
 }
 
 // Result is one run's figures. Times in milliseconds are virtual; WallSeconds is
@@ -123,6 +127,21 @@ type Result struct {
 	ElectionMessages  *int     `json:"election_messages,omitempty"`   // leader-*: lease messages from the fault until the new lease
 	StaleFenceRefused *bool    `json:"stale_fence_refused,omitempty"` // leader-pause: Fence refused by the woken leader
 	EndLeaders        *int     `json:"end_leaders,omitempty"`         // leader-partition/flap: valid leases after heal and 10 s
+
+	Shards              int      `json:"shards,omitempty"`               // reshard-*, drain: shard count
+	MovedFraction       *float64 `json:"moved_fraction,omitempty"`       // reshard-*, drain: shards whose owner changed, over all shards
+	ReshardMs           *float64 `json:"reshard_ms,omitempty"`           // reshard-join, drain: until every shard is steady on its target again
+	ReassignMs          *float64 `json:"reassign_ms,omitempty"`          // reshard-crash: crash until every shard of the node is served elsewhere
+	MapConvergence      *float64 `json:"map_convergence_ms,omitempty"`   // reshard-crash: partition heal until every member holds the same map version
+	DuplicateDeliveries *int     `json:"duplicate_deliveries,omitempty"` // client messages processed by two different nodes
+	LostMessages        *int     `json:"lost_messages,omitempty"`        // client messages never processed
+	ClientMessages      *int     `json:"client_messages,omitempty"`      // client messages issued
+	ShardViolations     *int     `json:"shard_violations,omitempty"`     // instants at which two nodes believed they served one shard
+	ShardEvents         *int     `json:"shard_events,omitempty"`         // shard transitions reported by all nodes
+	StaleEpochRejected  *uint64  `json:"stale_epoch_rejected,omitempty"` // leader messages rejected by members for a stale epoch
+	ThroughputBefore    *float64 `json:"throughput_before,omitempty"`    // drain: client messages processed per second, 5 s before
+	ThroughputDuring    *float64 `json:"throughput_during,omitempty"`    // drain: while the node's shards move (at least 1 s)
+	ThroughputAfter     *float64 `json:"throughput_after,omitempty"`     // drain: 5 s after
 }
 
 // Scenario is a named experiment.
@@ -148,6 +167,9 @@ func Scenarios() []Scenario {
 		{"leader-partition", "the leader is cut off alone for --duration, then healed; failover_ms on the majority side, safety throughout", 15 * time.Second, runLeaderPartition},
 		{"leader-pause", "the leader pauses twice its lease length; failover_ms, and whether Fence refuses when it wakes (stale_fence_refused)", 15 * time.Second, runLeaderPause},
 		{"leader-flap", "the links of random voters flap (lossy, cut off, healthy) every 0.2-2 s; elections and safety", 60 * time.Second, runLeaderFlap},
+		{"reshard-join", "shards on (1024 by default), one node joins under a client workload; moved_fraction, reshard_ms, duplicate_deliveries, lost_messages, shard_violations", 60 * time.Second, runReshardJoin},
+		{"reshard-crash", "shards on, a non-leader crashes under the workload (reassign_ms until its shards are served elsewhere), then another is partitioned 5 s and healed (map_convergence_ms)", 60 * time.Second, runReshardCrash},
+		{"drain", "shards on, the leader drains a node under the workload; throughput_before/during/after, moved_fraction, reshard_ms", 60 * time.Second, runDrain},
 		{"meta", "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests", 15 * time.Second, runMeta},
 	}
 }
@@ -195,6 +217,8 @@ type runner struct {
 	res  *Result
 	rng  *rand.Rand // the scenario's fault stream
 	wall time.Time
+	// shards is the shard ground truth of reshard-* and drain runs.
+	shards *shardWatch
 }
 
 // Run runs one scenario and returns its figures.
@@ -228,6 +252,19 @@ func Run(o Options) (*Result, error) {
 	}
 	factory := o.NewStack
 	var watch *leaseWatch
+	var sw *shardWatch
+	if shardScenario(sc.Name) {
+		if err := o.fillLease(); err != nil {
+			return nil, err
+		}
+		if err := o.fillShard(); err != nil {
+			return nil, err
+		}
+		if factory != nil {
+			return nil, fmt.Errorf("%w: shard scenarios need the shard stack (NewStack must be nil)", ErrConfig)
+		}
+		factory, watch, sw = shardFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease, o.Shard)
+	}
 	if leaderScenario(sc.Name) {
 		if err := o.fillLease(); err != nil {
 			return nil, err
@@ -248,7 +285,7 @@ func Run(o Options) (*Result, error) {
 	} else if leaderScenario(sc.Name) {
 		return nil, fmt.Errorf("%w: leader scenarios need the lease stack (NewStack must be nil)", ErrConfig)
 	}
-	r := &runner{s: s, o: o, rng: Stream(o.Seed, "scenario/"+sc.Name), wall: time.Now()}
+	r := &runner{s: s, o: o, rng: Stream(o.Seed, "scenario/"+sc.Name), wall: time.Now(), shards: sw}
 	r.res = &Result{
 		Scenario: sc.Name, Nodes: o.Nodes, Seed: o.Seed, Profile: o.Profile,
 		Lifeguard: !o.NoLifeguard, Loss: o.Loss,
@@ -256,9 +293,13 @@ func Run(o Options) (*Result, error) {
 	if leaderScenario(sc.Name) {
 		r.res.Voters = o.Voters
 	}
+	if sw != nil {
+		sw.s = s
+		r.res.Voters, r.res.Shards = o.Voters, o.Shard.Shards
+	}
 	s.progress("formation", o.Progress)
 	formN := o.Nodes
-	if sc.Name == "join" {
+	if sc.Name == "join" || sc.Name == "reshard-join" {
 		formN--
 	}
 	conv, _, err := s.Form(formN, 120*time.Second)
