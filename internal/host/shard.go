@@ -17,9 +17,12 @@ import (
 // (driven only while this node holds the leader lease), and is their only caller.
 //
 //   - Shard messages are wire types 64..95 (the shard package aliases them). They
-//     travel one per packet, addressed by node name and resolved through the same
-//     name → address map as lease messages; a message to the node itself (the
-//     leader is a member too) is handed over locally, never sent.
+//     travel one per packet, addressed by node name and resolved to the address
+//     swim last saw the node at, dead or not (only a graceful leave forgets it):
+//     after a partition heals, renewals and grants flow at once instead of
+//     waiting for swim to re-admit the other side, so maps agree sooner. A
+//     message to the node itself (the leader is a member too) is handed over
+//     locally, never sent.
 //   - A full map (MapState) does not fit a packet, so a member fetches it over a
 //     stream: its MapRequest is the request frame, and the leader answers with its
 //     current map. Any other message too large for a packet also goes as a
@@ -65,7 +68,8 @@ type shardState struct {
 	// streams counts open shard streams per peer address, so their replies and
 	// failures are not taken for swim push-pulls.
 	streams map[string]int
-	dirty   bool // the membership snapshot must be rebuilt
+	addrs   map[string]string // member name → last address swim saw it at; dropped on a leave
+	dirty   bool              // the membership snapshot must be rebuilt
 	events  []shard.Event
 	stats   ShardHostStats
 }
@@ -97,7 +101,7 @@ func newShardState(cfg Config, cluster uint32, now time.Time) (*shardState, erro
 		return nil, err
 	}
 	return &shardState{cfg: *cfg.Shard, self: cfg.Swim.Name, owner: o, ctl: c,
-		packer: wire.NewPacker(cfg.Swim.MTU, cluster), streams: map[string]int{}, dirty: true}, nil
+		packer: wire.NewPacker(cfg.Swim.MTU, cluster), streams: map[string]int{}, addrs: map[string]string{}, dirty: true}, nil
 }
 
 // isShardPacket reports whether a plain packet carries shard messages (the type of
@@ -229,8 +233,13 @@ func (h *Host) shardMembers() []shard.Member {
 // change of a weight or drain key, and follows leadership changes.
 func (h *Host) observeShardInputs(now time.Time, evs []swim.Event, meta []MetaEvent, lev []lease.Event) {
 	ss := h.shard
-	if len(evs) > 0 {
+	for _, e := range evs {
 		ss.dirty = true
+		if e.Kind == swim.EventLeft {
+			delete(ss.addrs, e.Member.Name)
+		} else {
+			ss.addrs[e.Member.Name] = e.Member.Addr
+		}
 	}
 	for _, e := range meta {
 		if e.Key == WeightKey || (e.Node == crdt.Cluster && len(e.Key) > len(DrainKeyPrefix) && e.Key[:len(DrainKeyPrefix)] == DrainKeyPrefix) {
@@ -293,7 +302,7 @@ func (h *Host) drainShard(now time.Time, out *Ready) {
 // sendShard encodes one message to a peer.
 func (h *Host) sendShard(env shard.Envelope, out *Ready) {
 	ss := h.shard
-	addr, ok := h.lease.addrs[env.To]
+	addr, ok := ss.addrs[env.To]
 	if !ok {
 		ss.stats.Unroutable++
 		return
