@@ -131,6 +131,14 @@ func shardFactory(profile string, lifeguard bool, voters []string, lc lease.Conf
 	}, lw, sw
 }
 
+// shardWireReady reports whether this build carries shard messages on the wire
+// (wire/shard.go, aliased by package shard); until it does, the shard scenarios
+// are not listed. Temporary: goes away once the wire types land.
+func shardWireReady() bool {
+	_, ok := any(&shard.Renew{}).(wire.Message)
+	return ok
+}
+
 // shardScenario reports whether a scenario runs with shards on.
 func shardScenario(name string) bool {
 	switch name {
@@ -481,6 +489,7 @@ func (r *runner) pickNonLeader() int {
 
 func (r *runner) finishShards(c *shardClient) {
 	c.finish(30 * time.Second)
+	r.s.RunUntilTrue(r.o.Duration, 100*time.Millisecond, r.s.Converged) // membership settles too
 	r.res.ShardViolations = intp(r.shards.violations)
 	if r.res.FirstViolation == "" {
 		r.res.FirstViolation = r.shards.first

@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/sim"
 )
 
@@ -56,6 +57,8 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	lifeguard := fs.Bool("lifeguard", true, "Lifeguard extensions (local health, aware suspicion, buddy)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a report")
 	voters := fs.Int("voters", 0, "leader-* scenarios: voters, the first nodes (3 or 5; 0: 3)")
+	shards := fs.Int("shards", 0, "reshard-* and drain scenarios: shard count (0: 1024)")
+	maxMoves := fs.Int("max-moves", 0, "reshard-* and drain scenarios: shards moved at once, K (0: 16)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -73,6 +76,15 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	o := sim.Options{
 		Scenario: *scenario, Nodes: *nodes, Seed: *seed, Duration: *duration,
 		Loss: *loss, Profile: *profile, NoLifeguard: !*lifeguard, Voters: *voters,
+	}
+	if *shards > 0 || *maxMoves > 0 {
+		o.Shard = shard.DefaultConfig()
+		if *shards > 0 {
+			o.Shard.Shards = *shards
+		}
+		if *maxMoves > 0 {
+			o.Shard.MaxMoves = *maxMoves
+		}
 	}
 	printed := false
 	if !*asJSON {
