@@ -142,6 +142,8 @@ type Result struct {
 	ThroughputBefore    *float64 `json:"throughput_before,omitempty"`    // drain: client messages processed per second, 5 s before
 	ThroughputDuring    *float64 `json:"throughput_during,omitempty"`    // drain: while the node's shards move (at least 1 s)
 	ThroughputAfter     *float64 `json:"throughput_after,omitempty"`     // drain: 5 s after
+	RetriesBefore       *int     `json:"retries_before,omitempty"`       // drain: client attempts rejected (or reset) in the 5 s before
+	RetriesDuring       *int     `json:"retries_during,omitempty"`       // drain: the same while the shards move
 }
 
 // Scenario is a named experiment.

@@ -191,6 +191,7 @@ type shardClient struct {
 	processed []int64       // virtual time of each first processing
 	carry     float64
 	issuing   bool
+	retries   []int64 // virtual time of each retry (rejected, reset or timed out)
 }
 
 func newShardClient(r *runner) *shardClient {
@@ -303,6 +304,7 @@ func (c *shardClient) step() {
 func (c *shardClient) done(id int) bool { return len(c.doneBy[id]) > 0 }
 
 func (c *shardClient) retry(id int) {
+	c.retries = append(c.retries, c.r.s.now)
 	if !slices.Contains(c.pending, id) {
 		c.pending = append(c.pending, id)
 	}
@@ -324,13 +326,18 @@ func (c *shardClient) rate(from, to int64) float64 {
 	if to <= from {
 		return 0
 	}
+	return float64(c.count(c.processed, from, to)) / time.Duration(to-from).Seconds()
+}
+
+// count is how many of times fall within [from, to).
+func (c *shardClient) count(times []int64, from, to int64) int {
 	n := 0
-	for _, t := range c.processed {
+	for _, t := range times {
 		if t >= from && t < to {
 			n++
 		}
 	}
-	return float64(n) / time.Duration(to-from).Seconds()
+	return n
 }
 
 // finish stops issuing, lets retries complete (at most max), and records
@@ -597,6 +604,8 @@ func runDrain(r *runner) error {
 	r.res.ReshardMs = ms(time.Duration(te - td))
 	r.res.MovedFraction = floatp(movedFraction(before, r.owners()))
 	c.run(window)
+	r.res.RetriesBefore = intp(c.count(c.retries, tb, td))
+	r.res.RetriesDuring = intp(c.count(c.retries, td, max(te, td+int64(time.Second))))
 	r.res.ThroughputBefore = floatp(c.rate(tb, td))
 	r.res.ThroughputDuring = floatp(c.rate(td, max(te, td+int64(time.Second))))
 	r.res.ThroughputAfter = floatp(c.rate(te, te+int64(window)))
