@@ -107,6 +107,9 @@ func appendBody(b []byte, m Message) []byte {
 		if lb, ok := appendLeaseBody(b, m); ok { // lease.go
 			return lb
 		}
+		if sb, ok := appendShardBody(b, m); ok { // shard.go
+			return sb
+		}
 		// Only this package's message types implement Message usefully; anything
 		// else is a programming error of the caller, not peer input.
 		panic(fmt.Sprintf("wire: cannot encode message %T", m))
@@ -154,7 +157,10 @@ func NewMessage(t MsgType) Message {
 	case TypeDigest:
 		return new(Digest)
 	}
-	return newLeaseMessage(t) // lease.go; nil if t is unknown
+	if m := newLeaseMessage(t); m != nil { // lease.go
+		return m
+	}
+	return newShardMessage(t) // shard.go; nil if t is unknown
 }
 
 // str reads a string field of at most MaxString bytes and interns it.
@@ -262,7 +268,9 @@ func (d *Decoder) decode(body []byte, m Message) error {
 	default:
 		var ok bool
 		if ok, err = d.decodeLease(&r, n, m); !ok { // lease.go
-			return ErrUnknownType
+			if ok, err = d.decodeShard(&r, n, m); !ok { // shard.go
+				return ErrUnknownType
+			}
 		}
 	}
 	if err == nil && r.remaining() != 0 {
