@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/omnirelay/mesh/wire"
 )
 
 // This file is an in-test network of one leader Controller and N Owners in virtual
@@ -347,17 +349,19 @@ func (w *world) send(from *simNode, e Envelope) {
 	if w.spike > 0 && w.rng.Float64() < w.spike {
 		lat += time.Duration(w.rng.Int64N(int64(w.spikeMax) + 1))
 	}
+	// Every message crosses the real codec, as it would the network.
+	msg := viaWire(e.Msg)
 	w.at(lat, func() {
 		to := w.nodes[e.To]
 		if to == nil || !to.up || to.isolated {
 			return
 		}
 		now := to.local(w.now)
-		switch e.Msg.(type) {
+		switch msg.(type) {
 		case *Renew, *MapRequest:
-			to.ctrl.Step(now, e.Msg)
+			to.ctrl.Step(now, msg)
 		default:
-			to.owner.Step(now, e.Msg)
+			to.owner.Step(now, msg)
 		}
 		w.flush(to)
 	})
@@ -582,4 +586,19 @@ func percentile(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1)]
+}
+
+// viaWire encodes m as a stream frame and decodes it again, so the harness runs
+// the protocol over exactly what the wire carries.
+func viaWire(m Message) Message {
+	f, err := wire.EncodeFrame(m, 0)
+	if err != nil {
+		panic(err)
+	}
+	var d wire.Decoder
+	_, out, err := wire.DecodeFrame(f, 0, &d)
+	if err != nil {
+		panic(fmt.Sprintf("%T does not survive the codec: %v", m, err))
+	}
+	return out
 }

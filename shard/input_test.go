@@ -35,7 +35,7 @@ func drawMessage(t *rapid.T) Message {
 			Epoch: epoch, Version: seq, Checksum: rapid.Uint64().Draw(t, "sum"), Shards: uint32(n),
 			Replicas: rapid.Uint32Range(0, 3).Draw(t, "replicas"),
 			Nodes: rapid.SliceOfN(rapid.Custom(func(t *rapid.T) NodeWeight {
-				return NodeWeight{rapid.SampledFrom([]string{"", "a", "b"}).Draw(t, "n"), rapid.Float64Range(-1, 3).Draw(t, "w")}
+				return NodeWeight{Name: rapid.SampledFrom([]string{"", "a", "b"}).Draw(t, "n"), Weight: rapid.Float64Range(-1, 3).Draw(t, "w")}
 			}), 0, 3).Draw(t, "nodes"),
 			Names:  rapid.SliceOfN(rapid.SampledFrom([]string{"", "a", "b"}), 0, 3).Draw(t, "names"),
 			Owners: rapid.SliceOfN(rapid.Uint32Range(0, 4), n, n+1).Draw(t, "owners"),

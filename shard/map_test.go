@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/omnirelay/mesh/rendezvous"
+	"github.com/omnirelay/mesh/wire"
 )
 
 func testTable(t *testing.T, shards int, names ...string) *rendezvous.Table {
@@ -155,5 +156,13 @@ func TestMapNewer(t *testing.T) {
 		if got := c.a.Newer(c.b); got != c.want {
 			t.Errorf("Newer = %v, want %v", got, c.want)
 		}
+	}
+}
+
+// The wire's shard limits are the placement's: a map the wire accepts is one
+// rendezvous can build.
+func TestWireLimitsMatchRendezvous(t *testing.T) {
+	if wire.MaxShardCount != rendezvous.MaxShards {
+		t.Fatalf("wire.MaxShardCount %d != rendezvous.MaxShards %d", wire.MaxShardCount, rendezvous.MaxShards)
 	}
 }
