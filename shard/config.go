@@ -1,6 +1,8 @@
 package shard
 
 import (
+	"github.com/omnirelay/mesh/lease"
+
 	"errors"
 	"fmt"
 	"time"
@@ -39,7 +41,7 @@ type Config struct {
 	// RenewInterval is the time between two renewals by an owner (one message per
 	// node, whatever its shard count). Default 1 s: an owner survives about
 	// LeaseDuration*(1-MaxDrift)/RenewInterval - 1 ≈ 2 lost renewals. Must be below
-	// OwnerValidity(LeaseDuration). Lowering it costs one message per node per
+	// lease.HolderValidity(LeaseDuration). Lowering it costs one message per node per
 	// interval at the leader.
 	RenewInterval time.Duration
 	// MaxDrift is the bound ρ on how fast or slow any node's clock runs relative to
@@ -95,11 +97,11 @@ func (c Config) Validate() error {
 		return bad("MaxDrift", "must be in [0, 0.5)")
 	case c.Margin < 0:
 		return bad("Margin", "must not be negative")
-	case OwnerValidity(c.LeaseDuration, c.MaxDrift, c.Margin) <= 0:
+	case lease.HolderValidity(c.LeaseDuration, c.MaxDrift, c.Margin) <= 0:
 		return bad("Margin", "leaves no valid lease: LeaseDuration*(1-MaxDrift)-Margin <= 0")
 	case c.RenewInterval <= 0:
 		return bad("RenewInterval", "must be positive")
-	case c.RenewInterval >= OwnerValidity(c.LeaseDuration, c.MaxDrift, c.Margin):
+	case c.RenewInterval >= lease.HolderValidity(c.LeaseDuration, c.MaxDrift, c.Margin):
 		return bad("RenewInterval", "must be below LeaseDuration*(1-MaxDrift)-Margin")
 	case c.MaxMoves < 1:
 		return bad("MaxMoves", "must be at least 1")

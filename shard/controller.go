@@ -1,6 +1,8 @@
 package shard
 
 import (
+	"github.com/omnirelay/mesh/lease"
+
 	"errors"
 	"fmt"
 	"slices"
@@ -403,7 +405,7 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 	c.reconcile(now)
 	g := &Grant{Epoch: c.epoch, Node: r.Node, Boot: r.Boot, Seq: r.Seq, Duration: c.cfg.LeaseDuration}
 	if c.servable(r.Node) {
-		hold := LeaderExpiry(now, c.cfg.LeaseDuration, c.cfg.MaxDrift)
+		hold := lease.VoterExpiry(now, c.cfg.LeaseDuration, c.cfg.MaxDrift)
 		for _, s := range sortedSet(p.owns) {
 			rec := &c.recs[s]
 			if rec.state == StateDraining {

@@ -1,6 +1,8 @@
 package shard
 
 import (
+	"github.com/omnirelay/mesh/lease"
+
 	"errors"
 	"fmt"
 	"testing"
@@ -174,7 +176,7 @@ func TestControllerParksDeadOwnersShardsUntilTheirLeaseLapses(t *testing.T) {
 			t.Fatalf("shard %d of the dead node is %s, want draining", s, c.Map().State(s))
 		}
 	}
-	lapse := now.Add(LeaderHold(cfg.LeaseDuration, cfg.MaxDrift)) // the last grant was sent at now
+	lapse := now.Add(lease.VoterHold(cfg.LeaseDuration, cfg.MaxDrift)) // the last grant was sent at now
 	if dl := c.NextDeadline(); dl.After(lapse) {
 		t.Fatalf("next deadline %v after the lapse %v", dl, lapse)
 	}

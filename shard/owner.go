@@ -1,6 +1,8 @@
 package shard
 
 import (
+	"github.com/omnirelay/mesh/lease"
+
 	"fmt"
 	"slices"
 	"time"
@@ -249,7 +251,7 @@ func (o *Owner) stepGrant(now time.Time, g *Grant) {
 		return
 	}
 	o.applied = g.Seq
-	exp := OwnerExpiry(sent, min(g.Duration, o.cfg.LeaseDuration), o.cfg.MaxDrift, o.cfg.Margin)
+	exp := lease.HolderDeadline(sent, min(g.Duration, o.cfg.LeaseDuration), o.cfg.MaxDrift, o.cfg.Margin)
 	added := false
 	for _, s := range g.Shards {
 		if o.Serving(now, s) {

@@ -1,6 +1,8 @@
 package shard
 
 import (
+	"github.com/omnirelay/mesh/lease"
+
 	"slices"
 	"testing"
 	"time"
@@ -45,7 +47,7 @@ func TestOwnerLeaseCountsFromRenewalSend(t *testing.T) {
 	t0 := simBase
 	o, r := ownerAt(t, t0)
 	o.Step(t0.Add(2*time.Second), grant(r, []uint32{3}, nil))
-	validity := OwnerValidity(3*time.Second, 0.01, 100*time.Millisecond)
+	validity := lease.HolderValidity(3*time.Second, 0.01, 100*time.Millisecond)
 	if !o.Serving(t0.Add(validity-1), 3) {
 		t.Fatal("not serving just before the deadline")
 	}
