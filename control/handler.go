@@ -56,6 +56,11 @@ func NewHandler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /control/v1/peers", h.peers)
 	mux.HandleFunc("GET /control/v1/peers/{name}", h.peer)
 	mux.HandleFunc("GET /control/v1/leaders", h.leaders)
+	mux.HandleFunc("GET /control/v1/shards", h.shards)
+	mux.HandleFunc("GET /control/v1/shards/lookup", h.lookupShard)
+	mux.HandleFunc("GET /control/v1/shards/{id}", h.shard)
+	mux.HandleFunc("POST /control/v1/shards/drain", h.drainShards)
+	mux.HandleFunc("POST /control/v1/shards/rebalance", h.rebalanceShards)
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
 	if opts.Metrics != nil {
