@@ -201,7 +201,7 @@ func TestDrainAndRebalanceThroughClient(t *testing.T) {
 func TestShardsWatchSendsEachMap(t *testing.T) {
 	f := newShardFake(4, "a", "b")
 	srv := httptest.NewServer(NewHandler(f, Options{}))
-	defer srv.Close()
+	t.Cleanup(srv.Close) // after openWatch's cancel: Close waits for open streams
 	sc := openWatch(t, srv.URL+"/control/v1/shards?watch=true&owner=b", "")
 	ev := readEvents(t, sc, 1)
 	if ev[0].event != "map" || ev[0].id != "3.1" || !strings.Contains(ev[0].data, `"owner":"b"`) || strings.Contains(ev[0].data, `"owner":"a"`) {
