@@ -156,7 +156,7 @@ type Scenario struct {
 
 // Scenarios lists every scenario, in the order `omnirelay sim list` prints them.
 func Scenarios() []Scenario {
-	list := []Scenario{
+	return []Scenario{
 		{"join", "stable cluster of nodes-1, then one node joins; join_*_ms: when each other node first learns it", 30 * time.Second, runJoin},
 		{"crash", "stable cluster, one node crashes; detect_*_ms: when each other node declares it dead", 90 * time.Second, runCrash},
 		{"leave", "stable cluster, one node leaves gracefully; leave_*_ms: when each other node learns it left", 30 * time.Second, runLeave},
@@ -169,16 +169,11 @@ func Scenarios() []Scenario {
 		{"leader-partition", "the leader is cut off alone for --duration, then healed; failover_ms on the majority side, safety throughout", 15 * time.Second, runLeaderPartition},
 		{"leader-pause", "the leader pauses twice its lease length; failover_ms, and whether Fence refuses when it wakes (stale_fence_refused)", 15 * time.Second, runLeaderPause},
 		{"leader-flap", "the links of random voters flap (lossy, cut off, healthy) every 0.2-2 s; elections and safety", 60 * time.Second, runLeaderFlap},
+		{"reshard-join", "shards on (1024 by default), one node joins under a client workload; moved_fraction, reshard_ms, duplicate_deliveries, lost_messages, shard_violations", 60 * time.Second, runReshardJoin},
+		{"reshard-crash", "shards on, a non-leader crashes under the workload (reassign_ms until its shards are served elsewhere), then another is partitioned 5 s and healed (map_convergence_ms)", 60 * time.Second, runReshardCrash},
+		{"drain", "shards on, the leader drains a node under the workload; throughput_before/during/after, moved_fraction, reshard_ms", 60 * time.Second, runDrain},
 		{"meta", "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests", 15 * time.Second, runMeta},
 	}
-	if shardWireReady() {
-		list = append(list, []Scenario{
-			{"reshard-join", "shards on (1024 by default), one node joins under a client workload; moved_fraction, reshard_ms, duplicate_deliveries, lost_messages, shard_violations", 60 * time.Second, runReshardJoin},
-			{"reshard-crash", "shards on, a non-leader crashes under the workload (reassign_ms until its shards are served elsewhere), then another is partitioned 5 s and healed (map_convergence_ms)", 60 * time.Second, runReshardCrash},
-			{"drain", "shards on, the leader drains a node under the workload; throughput_before/during/after, moved_fraction, reshard_ms", 60 * time.Second, runDrain},
-		}...)
-	}
-	return list
 }
 
 // Lookup finds a scenario by name.

@@ -131,14 +131,6 @@ func shardFactory(profile string, lifeguard bool, voters []string, lc lease.Conf
 	}, lw, sw
 }
 
-// shardWireReady reports whether this build carries shard messages on the wire
-// (wire/shard.go, aliased by package shard); until it does, the shard scenarios
-// are not listed. Temporary: goes away once the wire types land.
-func shardWireReady() bool {
-	_, ok := any(&shard.Renew{}).(wire.Message)
-	return ok
-}
-
 // shardScenario reports whether a scenario runs with shards on.
 func shardScenario(name string) bool {
 	switch name {

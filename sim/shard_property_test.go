@@ -9,15 +9,8 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/shard"
-	"github.com/omnirelay/mesh/wire"
 	"pgregory.net/rapid"
 )
-
-func skipWithoutShardWire(t testing.TB) {
-	if _, ok := any(&shard.Renew{}).(wire.Message); !ok {
-		t.Skip("shard messages are not wire types yet (wire/shard.go)")
-	}
-}
 
 // newShardRunner forms a cluster of nodes with leadership (3 voters) and shards
 // on, and returns a runner and a client over it, the shards steady.
@@ -56,7 +49,6 @@ func smallShardConfig() shard.Config {
 // processed by two nodes, and once the faults stop and every node is back, the
 // shards settle, every member holds the same map, and no message is lost.
 func TestShardSafetyUnderFaults(t *testing.T) {
-	skipWithoutShardWire(t)
 	rapid.Check(t, func(t *rapid.T) {
 		nodes := rapid.IntRange(3, 6).Draw(t, "nodes")
 		sc := smallShardConfig()
@@ -125,7 +117,6 @@ func TestShardSafetyUnderFaults(t *testing.T) {
 // The checker must be able to fail: a clock running far beyond the drift bound
 // makes an owner keep serving after the leader gave its shards away.
 func TestShardCheckerSeesDriftBeyondBound(t *testing.T) {
-	skipWithoutShardWire(t)
 	sc := smallShardConfig()
 	r, c := newShardRunner(t, 7, 4, sc)
 	s := r.s
@@ -142,7 +133,6 @@ func TestShardCheckerSeesDriftBeyondBound(t *testing.T) {
 // drained) moves about 1/n of the shards. The figure runs (n >= 10, bound
 // 1/n + 2%) are heavy.
 func TestShardScenariosSmall(t *testing.T) {
-	skipWithoutShardWire(t)
 	for _, sc := range []string{"reshard-join", "reshard-crash", "drain"} {
 		res, err := Run(Options{Scenario: sc, Nodes: 6, Seed: 3, Duration: 30 * time.Second})
 		if err != nil {
@@ -175,7 +165,6 @@ func TestShardFigures(t *testing.T) {
 	if os.Getenv("OMNIRELAY_HEAVY") != "1" {
 		t.Skip("figure runs: set OMNIRELAY_HEAVY=1")
 	}
-	skipWithoutShardWire(t)
 	const seeds = 50
 	for _, n := range []int{10, 20} {
 		for _, name := range []string{"reshard-join", "drain"} {

@@ -50,7 +50,7 @@ const shardLocalRounds = 8
 // ShardHostStats counts what the host's shard glue dropped or routed specially.
 type ShardHostStats struct {
 	Unroutable  uint64 // outgoing shard messages to a name with no live address
-	Unencodable uint64 // outgoing shard messages that are not wire types (a build without wire/shard.go)
+	Unencodable uint64 // outgoing shard messages or maps the frame encoder refused
 	Malformed   uint64 // received shard packets, frames or messages that did not decode
 	Foreign     uint64 // received shard packets of another cluster
 	Streamed    uint64 // outgoing shard messages sent as stream frames (maps, oversized)
@@ -148,31 +148,21 @@ func (h *Host) handleShardPacket(now time.Time, data []byte) {
 
 // stepShard hands one decoded message to both machines: each ignores the types
 // that are not addressed to its side.
-func (h *Host) stepShard(now time.Time, wm wire.Message) {
-	sm, ok := wm.(shard.Message)
-	if !ok {
-		h.shard.stats.Malformed++
-		return
-	}
-	h.shard.ctl.Step(now, sm)
-	h.shard.owner.Step(now, sm)
+func (h *Host) stepShard(now time.Time, m shard.Message) {
+	h.shard.ctl.Step(now, m)
+	h.shard.owner.Step(now, m)
 }
 
 // handleShardStream answers a shard stream frame: a MapRequest gets the current
 // map while this node leads, anything else is stepped and gets no reply.
 func (h *Host) handleShardStream(now time.Time, msg wire.Message) []byte {
 	ss := h.shard
-	if req, ok := any(msg).(*shard.MapRequest); ok {
+	if req, ok := msg.(*shard.MapRequest); ok {
 		if !ss.ctl.Leading() || ss.ctl.Map() == nil || req.Node == "" || req.Epoch > ss.ctl.Epoch() {
 			h.stepShard(now, msg) // lets a deposed Controller see the higher epoch
 			return nil
 		}
-		wm, ok := any(ss.ctl.Map().Wire()).(wire.Message)
-		if !ok {
-			ss.stats.Unencodable++
-			return nil
-		}
-		b, err := wire.EncodeFrame(wm, h.cluster)
+		b, err := wire.EncodeFrame(ss.ctl.Map().Wire(), h.cluster)
 		if err != nil {
 			ss.stats.Unencodable++
 			return nil
@@ -307,18 +297,13 @@ func (h *Host) sendShard(env shard.Envelope, out *Ready) {
 		ss.stats.Unroutable++
 		return
 	}
-	wm, ok := env.Msg.(wire.Message)
-	if !ok {
-		ss.stats.Unencodable++
-		return
-	}
 	_, isReq := env.Msg.(*shard.MapRequest)
 	ss.packer.Reset()
-	if !isReq && ss.packer.Add(wm) {
+	if !isReq && ss.packer.Add(env.Msg) {
 		out.Packets = append(out.Packets, swim.Packet{To: addr, Data: slices.Clone(ss.packer.Bytes())})
 		return
 	}
-	b, err := wire.EncodeFrame(wm, h.cluster)
+	b, err := wire.EncodeFrame(env.Msg, h.cluster)
 	if err != nil {
 		ss.stats.Unencodable++
 		return

@@ -9,7 +9,6 @@ import (
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
-	"github.com/omnirelay/mesh/wire"
 )
 
 func testShardConfig() shard.Config {
@@ -125,17 +124,10 @@ func TestHostShardSingleNodeServesAll(t *testing.T) {
 	}
 }
 
-func shardWireTypes(t *testing.T) {
-	if _, ok := any(&shard.Renew{}).(wire.Message); !ok {
-		t.Skip("shard messages are not wire types yet (wire/shard.go)")
-	}
-}
-
 // Four nodes through real packets: every shard is served by exactly one node, the
 // maps agree; a non-leader crash moves its shards elsewhere; a drain empties a node;
 // a non-leader may not drain.
 func TestHostShardClusterCrashAndDrain(t *testing.T) {
-	shardWireTypes(t)
 	names := []string{"a", "b", "c", "d"}
 	n := newShardNet(t, names, 3)
 	n.run(15 * time.Second)
