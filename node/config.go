@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -121,6 +122,20 @@ type Config struct {
 	// docs/observability.md). The node serializes its writes; it does not close
 	// the writer. Default: no audit log.
 	AuditLog io.Writer
+	// Shards turns on shard routing with this many shards (shard.Config.Shards,
+	// at most rendezvous.MaxShards): keys map to shard xxhash64(key) mod Shards,
+	// the leader places shards on the members and grants ownership leases. It
+	// MUST be the same on every node for the cluster's lifetime (a node with
+	// another count maps keys to other shards). Requires Voters (the shard
+	// controller runs on the leader). 0 (the default): no shard routing. More
+	// shards even out load and make each move smaller, at a few bytes per shard in
+	// every map and a leader scan linear in Shards per tick.
+	Shards int
+	// ShardTune adjusts the shard timers and move limit (shard.DefaultConfig:
+	// 3 s ownership leases renewed every second, 16 moves at once) before
+	// validation. Every node must use the same LeaseDuration and MaxDrift.
+	// Shards is set from the field above.
+	ShardTune func(*shard.Config)
 }
 
 // VoterRole is the role a voter adds to its "roles" metadata.
@@ -239,6 +254,9 @@ func (c Config) Validate() error {
 	if err := c.validateLease(bad); err != nil {
 		return err
 	}
+	if err := c.validateShards(bad); err != nil {
+		return err
+	}
 	return checkMeta(c.Meta)
 }
 
@@ -324,4 +342,35 @@ func (c Config) advertiseAddr(bound string) string {
 		_, port, _ = net.SplitHostPort(bound)
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// validateShards checks the shard fields.
+func (c Config) validateShards(bad func(field, why string, args ...any) error) error {
+	if c.Shards == 0 {
+		return nil
+	}
+	if c.Shards < 0 {
+		return bad("Shards", "is %d: want 0 (off) or a positive count", c.Shards)
+	}
+	if len(c.Voters) == 0 {
+		return bad("Shards", "needs Voters: the shard controller runs on the elected leader")
+	}
+	sc, _ := c.shardConfig()
+	if err := sc.Validate(); err != nil {
+		return fmt.Errorf("%w: Shards/ShardTune: %v", ErrInvalidConfig, err)
+	}
+	return nil
+}
+
+// shardConfig builds the shard config; ok is false when shard routing is off.
+func (c Config) shardConfig() (shard.Config, bool) {
+	if c.Shards == 0 {
+		return shard.Config{}, false
+	}
+	sc := shard.DefaultConfig()
+	if c.ShardTune != nil {
+		c.ShardTune(&sc)
+	}
+	sc.Shards = c.Shards
+	return sc, true
 }

@@ -36,6 +36,7 @@ type metrics struct {
 	staleEpochs       prometheus.Counter
 	leaseSaveFailures prometheus.Counter
 	auditErrors       prometheus.Counter
+	shardMoves        *prometheus.CounterVec // nil: shard routing off
 }
 
 const (
@@ -147,6 +148,7 @@ func newMetrics(n *Node) *metrics {
 	f(&swimCollector{n: n})
 	f(&metaCollector{n: n})
 	m.leaderMetrics(n)
+	m.shardMetrics(n)
 	return m
 }
 

@@ -79,6 +79,7 @@ type Node struct {
 	metrics  *metrics
 	handler  http.Handler
 	lead     *leaderState // nil: leadership off (no Config.Voters)
+	shards   *shardState  // nil: shard routing off (no Config.Shards)
 	auditLog *auditLog    // nil: no Config.AuditLog
 
 	// Owned by the loop goroutine.
@@ -207,6 +208,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		tr.Close()
 		return nil, err
 	}
+	n.shardHostConfig(&hc)
 	h, err := host.New(hc, rng, n.clock.Now())
 	if err != nil {
 		tr.Close()
@@ -378,6 +380,7 @@ func (n *Node) Close() error {
 			close(s.ch)
 		}
 		n.mu.Unlock()
+		n.closeShardWatches()
 		n.log.Info("node closed")
 	})
 	return nil
@@ -626,6 +629,7 @@ func (n *Node) flush() {
 	rd := n.host.Ready()
 	n.driveLease(&rd) // saves the lease state before any packet of rd leaves
 	now := n.clock.Now()
+	n.driveShards(&rd, now)
 	for _, p := range rd.Packets {
 		n.countPacket(dirOut, p.To, p.Data, now)
 		data := p.Data

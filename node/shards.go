@@ -1,0 +1,454 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/shard"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrNoShards is returned by the shard methods of a node started without
+// Config.Shards.
+var ErrNoShards = errors.New("node: shard routing is not configured (Config.Shards is 0)")
+
+// ControlMetaKey is the metadata key under which an agent publishes its control
+// API URL, so a non-leader can tell the CLI where the leader's API is.
+const ControlMetaKey = "control"
+
+// ShardChange is one change of this node's own ownership, as WatchShards
+// delivers it.
+type ShardChange struct {
+	Shard uint32
+	// Gained: this node started serving Shard. Otherwise it stopped (released
+	// at the leader's request or its ownership lease expired) and must stop
+	// processing the shard's messages.
+	Gained bool
+	// Epoch is the fencing token of the leader that granted (or last granted)
+	// the shard: attach it to writes made on the shard's behalf, so a store can
+	// reject a deposed owner's late writes.
+	Epoch uint64
+	At    time.Time // when this node saw it, on its Clock
+}
+
+// ShardWatch is a subscription to this node's ownership changes.
+type ShardWatch struct {
+	// C delivers changes in order. Its buffer holds Config.EventBuffer changes;
+	// when a slow reader lets it fill, the oldest change is dropped and Dropped
+	// grows, as for Subscribe. A reader that sees Dropped grow must resynchronize
+	// from OwnedShards (and, before each piece of work, Serving is authoritative
+	// anyway). C is closed by Close or when the node closes.
+	C       <-chan ShardChange
+	ch      chan ShardChange
+	n       *Node
+	dropped uint64
+}
+
+// shardState is the shard part of a Node. The loop writes; mu guards all fields.
+type shardState struct {
+	mu      sync.Mutex
+	m       *shard.Map    // latest map this node holds (immutable)
+	changed chan struct{} // closed at the next map change
+	watches map[*ShardWatch]struct{}
+	// Leader-side view, from the Controller's events; cleared when not leading.
+	moving map[uint32]movingShard
+}
+
+// movingShard is a shard the leader has in flight.
+type movingShard struct {
+	from, to, state string
+	parkedAt        time.Time // zero unless parked (forced off a dead owner)
+}
+
+// shardHostConfig fills the shard part of the host config; shards off: no-op.
+func (n *Node) shardHostConfig(hc *host.Config) {
+	sc, ok := n.cfg.shardConfig()
+	if !ok {
+		return
+	}
+	hc.Shard = &sc
+	n.shards = &shardState{changed: make(chan struct{}), watches: map[*ShardWatch]struct{}{}, moving: map[uint32]movingShard{}}
+}
+
+// driveShards applies the shard part of a Ready: logs and counts every
+// transition, tracks the leader's moves, delivers ownership changes to watches
+// and publishes a new map. Loop only.
+func (n *Node) driveShards(rd *host.Ready, now time.Time) {
+	s := n.shards
+	if s == nil {
+		return
+	}
+	m := n.host.ShardMap()
+	leading := n.host.IsLeader(now)
+	if len(rd.ShardEvents) == 0 && m == s.m && (leading || len(s.moving) == 0) {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range rd.ShardEvents {
+		n.shardEvent(e)
+	}
+	if !leading {
+		clear(s.moving)
+	}
+	if m != s.m {
+		s.m = m
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+// shardEvent handles one transition; the caller holds n.shards.mu.
+func (n *Node) shardEvent(e shard.Event) {
+	s := n.shards
+	level := slog.LevelInfo
+	attrs := []any{"shard", e.Shard, "epoch", e.Epoch}
+	switch e.Kind {
+	case shard.EventDraining, shard.EventRebalancing, shard.EventSteady:
+		attrs = append(attrs, "from", e.From, "to", e.To, "state", e.Kind.String(), "forced", e.Forced)
+		n.metrics.shardMoves.WithLabelValues(e.From, e.To, e.Kind.String()).Inc()
+		if e.Kind == shard.EventSteady {
+			delete(s.moving, e.Shard)
+			break
+		}
+		mv := movingShard{from: e.From, to: e.To, state: e.Kind.String()}
+		if prev, ok := s.moving[e.Shard]; ok {
+			mv.parkedAt = prev.parkedAt
+		}
+		if e.Forced && e.Kind == shard.EventDraining && mv.parkedAt.IsZero() {
+			mv.parkedAt = e.At
+		}
+		if e.Kind == shard.EventRebalancing {
+			mv.parkedAt = time.Time{} // granted to a live node: no longer parked
+		}
+		s.moving[e.Shard] = mv
+		if e.Forced {
+			level = slog.LevelWarn
+		}
+	case shard.EventAcquired, shard.EventReleased, shard.EventExpired:
+		if e.Kind == shard.EventExpired {
+			level = slog.LevelWarn
+		}
+		c := ShardChange{Shard: e.Shard, Gained: e.Kind == shard.EventAcquired, Epoch: e.Epoch, At: e.At}
+		for w := range s.watches {
+			w.send(c)
+		}
+	case shard.EventMapChanged:
+		attrs = []any{"epoch", e.Epoch, "version", e.Version}
+		level = slog.LevelDebug
+	case shard.EventFenced, shard.EventStaleEpoch:
+		attrs = []any{"epoch", e.Epoch, "from", e.From}
+		level = slog.LevelWarn
+	}
+	n.log.Log(context.Background(), level, e.String(), attrs...)
+}
+
+// send delivers c, dropping the oldest buffered change if C is full. Caller holds
+// n.shards.mu.
+func (w *ShardWatch) send(c ShardChange) {
+	for {
+		select {
+		case w.ch <- c:
+			return
+		default:
+		}
+		select {
+		case <-w.ch:
+			w.dropped++
+			w.n.metrics.subscriberDropped.Inc()
+		default:
+		}
+	}
+}
+
+// Dropped is how many changes were dropped because C was full.
+func (w *ShardWatch) Dropped() uint64 {
+	w.n.shards.mu.Lock()
+	defer w.n.shards.mu.Unlock()
+	return w.dropped
+}
+
+// Close ends the watch and closes C.
+func (w *ShardWatch) Close() {
+	s := w.n.shards
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.watches[w]; ok {
+		delete(s.watches, w)
+		close(w.ch)
+	}
+}
+
+// WatchShards returns a watch of this node's ownership changes from now on (call
+// OwnedShards after it to learn the starting set). ErrNoShards when shard
+// routing is off.
+func (n *Node) WatchShards() (*ShardWatch, error) {
+	s := n.shards
+	if s == nil {
+		return nil, ErrNoShards
+	}
+	ch := make(chan ShardChange, n.cfg.EventBuffer)
+	w := &ShardWatch{C: ch, ch: ch, n: n}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n.ctx.Err() != nil {
+		close(ch)
+		return w, nil
+	}
+	s.watches[w] = struct{}{}
+	return w, nil
+}
+
+// closeShardWatches closes every watch; called once the loop has stopped.
+func (n *Node) closeShardWatches() {
+	if s := n.shards; s != nil {
+		s.mu.Lock()
+		for w := range s.watches {
+			delete(s.watches, w)
+			close(w.ch)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// ShardMap returns the latest shard map this node holds; nil before the first
+// (or with shard routing off). Maps are immutable.
+func (n *Node) ShardMap() *shard.Map {
+	if n.shards == nil {
+		return nil
+	}
+	n.shards.mu.Lock()
+	defer n.shards.mu.Unlock()
+	return n.shards.m
+}
+
+// ShardFor maps key to its shard (xxhash64(key) mod the shard count); false
+// until a map is known.
+func (n *Node) ShardFor(key []byte) (uint32, bool) {
+	m := n.ShardMap()
+	if m == nil {
+		return 0, false
+	}
+	return m.ShardFor(key), true
+}
+
+// Owner is who serves shard s per this node's latest map; false when nobody
+// does (parked), s is out of range, or no map is known yet.
+func (n *Node) Owner(s uint32) (string, bool) {
+	m := n.ShardMap()
+	if m == nil || int(s) >= m.Shards() {
+		return "", false
+	}
+	o := m.Owner(s)
+	return o, o != ""
+}
+
+// OwnedShards are the shards this node may serve now (it holds an unexpired
+// ownership lease for each), ascending; nil when none or shard routing is off.
+func (n *Node) OwnedShards() []uint32 {
+	if n.shards == nil {
+		return nil
+	}
+	var out []uint32
+	n.do(func() { out = n.host.OwnedShards(n.clock.Now()) })
+	return out
+}
+
+// Serving reports whether this node may process a message of shard s now: the
+// check to make before each piece of work (a lease can lapse between a watch
+// event and the work).
+func (n *Node) Serving(s uint32) bool {
+	if n.shards == nil {
+		return false
+	}
+	var ok bool
+	n.do(func() { ok = n.host.Serving(n.clock.Now(), s) })
+	return ok
+}
+
+// DrainShards marks node as draining (on) so the leader moves its shards away,
+// MaxMoves at a time, or lifts the mark. The mark lives in the cluster metadata
+// under the lease epoch, so it survives failover. Only the leader can: an error
+// wrapping lease.ErrNotLeader elsewhere.
+func (n *Node) DrainShards(node string, on bool) error {
+	if n.shards == nil {
+		return ErrNoShards
+	}
+	var err error
+	if !n.do(func() { err = n.host.DrainNode(n.clock.Now(), node, on) }) {
+		return ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("node: %s: drain %s: %w", n.cfg.Name, node, err)
+	}
+	n.log.Info("shard drain set", "target", node, "drain", on)
+	return nil
+}
+
+// Rebalance makes the leader recompute the placement now (lease.ErrNotLeader
+// elsewhere).
+func (n *Node) Rebalance() error {
+	if n.shards == nil {
+		return ErrNoShards
+	}
+	var err error
+	if !n.do(func() { err = n.host.Rebalance(n.clock.Now()) }) {
+		return ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("node: %s: rebalance: %w", n.cfg.Name, err)
+	}
+	return nil
+}
+
+// ---- control source ----
+
+// ShardMap implements control.ShardSource.
+func (c controlSource) ShardMap() (control.ShardMap, error) {
+	n := c.n
+	if n.shards == nil {
+		return control.ShardMap{}, control.ErrShardsOff
+	}
+	m := n.ShardMap()
+	if m == nil {
+		return control.ShardMap{}, control.ErrNoShardMap
+	}
+	out := control.ShardMap{Epoch: m.Epoch(), Version: m.Version(), Checksum: fmt.Sprintf("%016x", m.Checksum()),
+		Count: m.Shards(), Leader: n.Leader().Holder, Node: n.cfg.Name, Owned: len(n.OwnedShards()),
+		Shards: make([]control.Shard, m.Shards())}
+	for i := range out.Shards {
+		s := uint32(i)
+		out.Shards[i] = control.Shard{ID: s, Owner: m.Owner(s), State: m.State(s).String(), Target: m.Target(s)}
+	}
+	return out, nil
+}
+
+// ShardsChanged implements control.ShardSource.
+func (c controlSource) ShardsChanged() <-chan struct{} {
+	s := c.n.shards
+	if s == nil {
+		return nil // never: the routes answer 404 before watching
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// LookupShard implements control.ShardSource.
+func (c controlSource) LookupShard(key string) (control.ShardLookup, error) {
+	n := c.n
+	if n.shards == nil {
+		return control.ShardLookup{}, control.ErrShardsOff
+	}
+	m := n.ShardMap()
+	if m == nil {
+		return control.ShardLookup{}, control.ErrNoShardMap
+	}
+	s := m.ShardForString(key)
+	return control.ShardLookup{Key: key, Shard: s, Owner: m.Owner(s), State: m.State(s).String(),
+		Leader: n.Leader().Holder, Epoch: m.Epoch(), Version: m.Version()}, nil
+}
+
+// DrainNode implements control.ShardSource.
+func (c controlSource) DrainNode(node string, on bool) error {
+	return c.leaderOnly(c.n.DrainShards(node, on))
+}
+
+// Rebalance implements control.ShardSource.
+func (c controlSource) Rebalance() error { return c.leaderOnly(c.n.Rebalance()) }
+
+// leaderOnly turns lease.ErrNotLeader into a *control.NotLeaderError naming the
+// leader and its published control URL.
+func (c controlSource) leaderOnly(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNoShards):
+		return control.ErrShardsOff
+	case errors.Is(err, lease.ErrNotLeader):
+		nl := &control.NotLeaderError{Leader: c.n.Leader().Holder}
+		if nl.Leader != "" {
+			nl.Control = c.n.Meta(nl.Leader)[ControlMetaKey]
+		}
+		return nl
+	}
+	return err
+}
+
+// ---- metrics ----
+
+var (
+	descShardsOwned  = prometheus.NewDesc("omnirelay_shards_owned", "Shards this node serves now (holds an unexpired ownership lease for).", nil, nil)
+	descShardMapVer  = prometheus.NewDesc("omnirelay_shard_map_version", "Version of the shard map in force on this node.", nil, nil)
+	descShardMoving  = prometheus.NewDesc("omnirelay_shard_moving", "1 for each shard the leader has in flight (draining or rebalancing). Leader only.", []string{"shard", "from", "to", "state"}, nil)
+	descShardsParked = prometheus.NewDesc("omnirelay_shards_parked", "Shards draining with no owner that could receive them (their owner was not alive). Leader only.", nil, nil)
+	descParkedAge    = prometheus.NewDesc("omnirelay_shard_parked_max_age_seconds", "How long the oldest parked shard has been parked; 0 when none. Leader only.", nil, nil)
+)
+
+// shardCollector exports the shard view at scrape time; registered only when
+// shard routing is on.
+type shardCollector struct{ n *Node }
+
+func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descShardsOwned
+	ch <- descShardMapVer
+	ch <- descShardMoving
+	ch <- descShardsParked
+	ch <- descParkedAge
+}
+
+func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	var owned int
+	var now time.Time
+	var leading bool
+	if !n.do(func() {
+		now = n.clock.Now()
+		owned = len(n.host.OwnedShards(now))
+		leading = n.host.IsLeader(now)
+	}) {
+		return
+	}
+	s := n.shards
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descShardsOwned, prometheus.GaugeValue, float64(owned))
+	var version float64
+	if s.m != nil {
+		version = float64(s.m.Version())
+	}
+	ch <- prometheus.MustNewConstMetric(descShardMapVer, prometheus.GaugeValue, version)
+	if !leading {
+		return
+	}
+	parked, oldest := 0, time.Duration(0)
+	for id, mv := range s.moving {
+		ch <- prometheus.MustNewConstMetric(descShardMoving, prometheus.GaugeValue, 1,
+			strconv.FormatUint(uint64(id), 10), mv.from, mv.to, mv.state)
+		if !mv.parkedAt.IsZero() {
+			parked++
+			oldest = max(oldest, now.Sub(mv.parkedAt))
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descShardsParked, prometheus.GaugeValue, float64(parked))
+	ch <- prometheus.MustNewConstMetric(descParkedAge, prometheus.GaugeValue, oldest.Seconds())
+}
+
+// shardMetrics registers the shard metrics when shard routing is on.
+func (m *metrics) shardMetrics(n *Node) {
+	if n.shards == nil {
+		return
+	}
+	m.shardMoves = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_shard_moves_total",
+		Help: "Shard transitions the leader made, by the state entered (draining, rebalancing, steady). Leader only."},
+		[]string{"from", "to", "state"})
+	m.reg.MustRegister(m.shardMoves, &shardCollector{n: n})
+}
