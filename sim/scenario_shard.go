@@ -29,15 +29,23 @@ import (
 // when the message arrives (a paused owner handles it when it wakes). A rejected
 // attempt, or one whose owner crashed, is retried at the next client step; one
 // left unanswered (a paused owner) is retried after clientTimeout, while the first
-// attempt stays queued. An owner processes a message id once (it de-duplicates its
-// own repeats); the same id processed by two different nodes is a duplicate
-// delivery, and an id never processed by the end is lost.
+// attempt stays queued; the node drops it unprocessed once it waited nodeDeadline
+// (a request deadline, on the node's clock). An owner processes a message id once
+// (it de-duplicates its own repeats); the same id processed by two different nodes
+// is a duplicate delivery, and an id never processed by the end is lost. Without
+// the deadline, a paused owner that wakes, loses and regains a shard would process
+// an attempt the client already had served elsewhere: an at-least-once client, not
+// an ownership fault, which is what this run measures.
 
 // Workload constants.
 const (
 	clientStep    = 10 * time.Millisecond  // the client's loop; also the one-way delay to a node
 	clientRate    = 200                    // messages issued per second
 	clientTimeout = 300 * time.Millisecond // unanswered attempts are retried after this
+	// nodeDeadline: a node drops an attempt that waited this long in its queue (a
+	// request deadline), so an attempt the client gave up on is never processed
+	// after its retry; the gap to clientTimeout covers the delay and drift.
+	nodeDeadline = clientTimeout - 3*clientStep
 )
 
 // shardHost is the shard side of internal/host.Host.
@@ -243,6 +251,14 @@ func (c *shardClient) step() {
 		if n.paused > s.now {
 			keep = append(keep, a) // handled when it wakes
 			if s.now-a.sent >= int64(clientTimeout) && c.lastTry[a.id] == a.sent && !c.done(a.id) {
+				c.retry(a.id)
+			}
+			continue
+		}
+		if time.Duration(n.local(s.now)-n.local(a.arrive)) >= nodeDeadline {
+			// Past its deadline on the node's clock: dropped unprocessed, as the
+			// client has retried (or is about to) elsewhere.
+			if c.lastTry[a.id] == a.sent && !c.done(a.id) {
 				c.retry(a.id)
 			}
 			continue
