@@ -31,6 +31,7 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
        [--addr-file FILE] [--join-timeout D] [--leave-timeout D]
        [--meta KEY=VALUE ...] [--role NAME ...]
        [--voters A,B,C [--voter --data-dir DIR]] [--audit-log FILE]
+       [--shards N]
 
 Runs one mesh node and its control API until SIGINT or SIGTERM, then leaves the
 cluster gracefully. Flags override the config file (JSON, see docs/configuration.md).
@@ -116,6 +117,7 @@ type agentFile struct {
 	Voter        bool              `json:"voter"`
 	DataDir      string            `json:"data_dir"`
 	AuditLog     string            `json:"audit_log"`
+	Shards       int               `json:"shards"`
 }
 
 // Agent defaults beyond node's.
@@ -197,6 +199,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		voter      = fs.Bool("voter", false, "this node is a leader-election voter (its name must be in --voters; needs --data-dir)")
 		dataDir    = fs.String("data-dir", "", "directory of durable state (the lease state file); required with --voter")
 		auditLog   = fs.String("audit-log", "", "append JSON-lines audit records (join, leave, dead, leadership) to this file")
+		shards     = fs.Int("shards", 0, "shard count, identical on every node for the cluster's lifetime (enables shard routing; needs --voters)")
 		voters     listFlag
 		join, keys listFlag
 		roles      listFlag
@@ -281,6 +284,10 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		Voters:       f.Voters,
 		Voter:        f.Voter,
 		DataDir:      pick("data-dir", *dataDir, f.DataDir),
+		Shards:       f.Shards,
+	}
+	if set["shards"] {
+		s.cfg.Shards = *shards
 	}
 	if set["voters"] {
 		s.cfg.Voters = voters
@@ -403,6 +410,12 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		ctlURL = "http://" + n.ControlAddr()
 	}
 	log.Info("agent running", "bind", n.Addr(), "advertise", n.AdvertiseAddr(), "control", ctlURL)
+	if u := publicControlURL(n.ControlAddr(), n.AdvertiseAddr()); u != "" && s.cfg.Meta[node.ControlMetaKey] == "" {
+		// Peers name it when they refuse a leader-only request, so the CLI can follow.
+		if err := n.SetMeta(node.ControlMetaKey, u); err != nil {
+			log.Warn("publishing the control URL in metadata failed", "err", err)
+		}
+	}
 	if s.addrFile != "" {
 		b, _ := json.Marshal(AddrFile{Name: n.Name(), Bind: n.Addr(), Advertise: n.AdvertiseAddr(), Control: ctlURL, PID: os.Getpid()})
 		if err := writeFileAtomic(s.addrFile, b); err != nil {

@@ -23,12 +23,16 @@ const meshUsage = `usage:
                             [--limit N] [-o table|json]
   omnirelay mesh peers get NAME [--addr URL] [-o table|json]
   omnirelay mesh leaders status [--addr URL] [-o table|json]
+  omnirelay mesh shards list|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
 
 Reads an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
 http://127.0.0.1:7070. Statuses: alive, suspect, dead, left.
 `
 
 func runMesh(args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 1 && args[0] == "shards" {
+		return runShards(args[1:], stdout, stderr)
+	}
 	if len(args) >= 2 && args[0] == "leaders" && args[1] == "status" {
 		return runLeadersStatus(args[2:], stdout, stderr)
 	}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/omnirelay/mesh/control"
+)
+
+const shardsUsage = `usage:
+  omnirelay mesh shards list [--addr URL] [--owner NODE] [--state S[,S]] [-o table|json]
+  omnirelay mesh shards owner KEY [--addr URL] [-o table|json]
+  omnirelay mesh shards drain NODE [--undo] [--addr URL]
+  omnirelay mesh shards rebalance [--addr URL]
+
+States: steady, draining, rebalancing. drain and rebalance are served by the
+leader: asked of another agent, they follow its answer to the leader's control
+URL (its "control" metadata) once.
+`
+
+// publicControlURL is the control URL peers can reach: the listening address,
+// with the advertised host in place of a wildcard one. "" when the API is off.
+func publicControlURL(controlAddr, advertise string) string {
+	if controlAddr == "" {
+		return ""
+	}
+	h, p, err := net.SplitHostPort(controlAddr)
+	if err != nil {
+		return ""
+	}
+	if h == "" || h == "0.0.0.0" || h == "::" {
+		if ah, _, err := net.SplitHostPort(advertise); err == nil {
+			h = ah
+		}
+	}
+	return "http://" + net.JoinHostPort(h, p)
+}
+
+// shardsCmd is a parsed `mesh shards` command line.
+type shardsCmd struct {
+	sub     string // list, owner, drain, rebalance
+	arg     string // KEY or NODE
+	addr    string
+	out     string
+	owner   string
+	states  []string
+	undo    bool
+	timeout time.Duration
+}
+
+// parseShards parses the arguments after `mesh shards`; flags may come before or
+// after the positional argument.
+func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
+	var c shardsCmd
+	if len(args) == 0 {
+		return c, errors.New("want a subcommand: list, owner, drain or rebalance")
+	}
+	c.sub = args[0]
+	wantArg := map[string]string{"list": "", "rebalance": "", "owner": "KEY", "drain": "NODE"}
+	argName, ok := wantArg[c.sub]
+	if !ok {
+		return c, fmt.Errorf("unknown subcommand %q", c.sub)
+	}
+	fs := flag.NewFlagSet("mesh shards "+c.sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, shardsUsage) }
+	defAddr := os.Getenv("OMNIRELAY_ADDR")
+	if defAddr == "" {
+		defAddr = "http://" + defaultControl
+	}
+	fs.StringVar(&c.addr, "addr", defAddr, "control API URL of an agent")
+	fs.StringVar(&c.out, "o", "table", "output: table or json")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "give up after this long")
+	if c.sub == "list" {
+		fs.StringVar(&c.owner, "owner", "", "only shards this node owns")
+	}
+	var states listFlag
+	if c.sub == "list" {
+		fs.Var(&states, "state", "only shards in these states (comma-separated)")
+	}
+	if c.sub == "drain" {
+		fs.BoolVar(&c.undo, "undo", false, "lift the drain")
+	}
+	var pos []string
+	rest := args[1:]
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return c, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	switch {
+	case argName == "" && len(pos) > 0:
+		return c, fmt.Errorf("unexpected argument %q", pos[0])
+	case argName != "" && len(pos) != 1:
+		return c, fmt.Errorf("want exactly one %s", argName)
+	case c.out != "table" && c.out != "json":
+		return c, fmt.Errorf("-o %q: want table or json", c.out)
+	}
+	for _, s := range states {
+		if !slices.Contains(control.ShardStates, s) {
+			return c, fmt.Errorf("--state %q: want one of %s", s, strings.Join(control.ShardStates, ", "))
+		}
+	}
+	c.states = states
+	if len(pos) == 1 {
+		c.arg = pos[0]
+	}
+	if !strings.Contains(c.addr, "://") {
+		c.addr = "http://" + c.addr
+	}
+	return c, nil
+}
+
+// runShards runs `omnirelay mesh shards ...`.
+func runShards(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stdout, shardsUsage)
+		return 0
+	}
+	c, err := parseShards(args, stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stderr, "omnirelay mesh shards: %v\n", err)
+			fmt.Fprint(stderr, shardsUsage)
+		}
+		return 2
+	}
+	client := &control.Client{Base: c.addr, HTTP: &http.Client{Timeout: c.timeout}}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	switch c.sub {
+	case "list":
+		m, err := client.ListShards(ctx, control.ShardListOptions{Owner: c.owner, State: c.states})
+		if err != nil {
+			return meshError(stderr, c.addr, err)
+		}
+		if c.out == "json" {
+			return writeJSONOut(stdout, m)
+		}
+		printShards(stdout, m)
+	case "owner":
+		l, err := client.LookupShard(ctx, c.arg)
+		if err != nil {
+			return meshError(stderr, c.addr, err)
+		}
+		if c.out == "json" {
+			return writeJSONOut(stdout, l)
+		}
+		printLookup(stdout, l)
+	case "drain", "rebalance":
+		op := func(cl *control.Client) error {
+			if c.sub == "drain" {
+				return cl.DrainNode(ctx, c.arg, !c.undo)
+			}
+			return cl.Rebalance(ctx)
+		}
+		base := c.addr
+		err := op(client)
+		var nl *control.NotLeaderError
+		if errors.As(err, &nl) && nl.Control != "" && nl.Control != base {
+			fmt.Fprintf(stderr, "omnirelay mesh shards: %s is not the leader; asking %s at %s\n", base, nl.Leader, nl.Control)
+			base = nl.Control
+			err = op(&control.Client{Base: base, HTTP: client.HTTP})
+		}
+		if errors.As(err, &nl) {
+			fmt.Fprintf(stderr, "omnirelay mesh shards: not_leader: %v\n", nl)
+			return 1
+		}
+		if err != nil {
+			return meshError(stderr, base, err)
+		}
+		switch {
+		case c.sub == "rebalance":
+			fmt.Fprintln(stdout, "rebalance requested")
+		case c.undo:
+			fmt.Fprintf(stdout, "drain of %s lifted\n", c.arg)
+		default:
+			fmt.Fprintf(stdout, "draining %s: its shards move away (watch: omnirelay mesh shards list --owner %s)\n", c.arg, c.arg)
+		}
+	}
+	return 0
+}
+
+func writeJSONOut(w io.Writer, v any) int {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		return 1
+	}
+	return 0
+}
+
+// printShards writes the map header and one row per shard.
+func printShards(w io.Writer, m control.ShardMap) {
+	leader := m.Leader
+	if leader == "" {
+		leader = "(none)"
+	}
+	fmt.Fprintf(w, "MAP epoch %d version %d checksum %s, %d shards, leader %s (as seen by %s)\n",
+		m.Epoch, m.Version, m.Checksum, m.Count, leader, m.Node)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tOWNER\tSTATE\tTARGET")
+	for _, s := range m.Shards {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", s.ID, orNone(s.Owner), s.State, orNone(s.Target))
+	}
+	tw.Flush()
+}
+
+// printLookup writes which shard a key maps to, its owner and the leader whose
+// map says so (REQUIREMENTS: which node owns shard N and the owning leader).
+func printLookup(w io.Writer, l control.ShardLookup) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "KEY\t%s\n", l.Key)
+	fmt.Fprintf(tw, "SHARD\t%d\n", l.Shard)
+	fmt.Fprintf(tw, "OWNER\t%s (%s)\n", orNone(l.Owner), l.State)
+	fmt.Fprintf(tw, "LEADER\t%s\n", orNone(l.Leader))
+	fmt.Fprintf(tw, "MAP\tepoch %d version %d\n", l.Epoch, l.Version)
+	tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
