@@ -29,25 +29,22 @@ const (
 )
 
 // pendingMetrics are the metrics the dashboard and the rules use that no agent
-// exposes yet, each with what will add it. docs/observability.md documents them
-// under "Planned metrics". A query that returns no series is excused only if it
+// exposes yet, each with what will add it (none now: the shard metrics landed with
+// issue 7). A query that returns no series is excused only if it
 // references one of these; the live test fails as soon as an agent exposes a name
 // on this list, so the list cannot go stale: remove the name when the metric lands.
-var pendingMetrics = map[string]string{
-	// Shards (issue 7).
-	"omnirelay_shards_owned":                 "shards in node (issue 7)",
-	"omnirelay_shard_moves_total":            "shards in node (issue 7)",
-	"omnirelay_shard_moving":                 "shards in node (issue 7)",
-	"omnirelay_shards_parked":                "shards in node (issue 7)",
-	"omnirelay_shard_parked_max_age_seconds": "shards in node (issue 7)",
-	"omnirelay_shard_map_version":            "shards in node (issue 7)",
-}
+var pendingMetrics = map[string]string{}
 
 // lazyMetrics exist but only after their first event (a labelled counter whose
 // label values node does not create at start), so a healthy cluster may not expose
 // them: a query over one is excused when it returns nothing. Once node creates every
 // label value at start, drop the name from here.
-var lazyMetrics = map[string]string{}
+var lazyMetrics = map[string]string{
+	// Series exist only while a shard is in flight (the leader's moves).
+	"omnirelay_shard_moving": "one series per shard the leader is moving",
+	// Label values are node names, known only once the leader moves a shard.
+	"omnirelay_shard_moves_total": "labelled by the nodes a shard moved between",
+}
 
 // histogramSuffixes are the series names Prometheus derives from one histogram.
 var histogramSuffixes = []string{"_bucket", "_count", "_sum"}

@@ -20,13 +20,15 @@ import (
 
 // agentConfig gives the agents short timers so probes, acks and push-pulls fill the
 // counters within seconds. All three agents are voters (each gets its own
-// --data-dir), so the leadership metrics are live too.
+// --data-dir), so the leadership metrics are live too, and they route 64 shards
+// so the shard metrics are.
 const agentConfig = `{
   "bind": "127.0.0.1:0",
   "control": "127.0.0.1:0",
   "log_format": "json",
   "voters": ["node-a", "node-b", "node-c"],
   "voter": true,
+  "shards": 64,
   "join_timeout": "10s",
   "leave_timeout": "2s",
   "swim": {"probe_interval": "100ms", "probe_timeout": "60ms", "gossip_interval": "20ms",
@@ -570,4 +572,112 @@ func TestLeaderFailoverMovesPanelAndFiresFlapAlert(t *testing.T) {
 	if changes == 0 {
 		t.Errorf("%s's audit log has no leadership record:\n%s", agentNames[0], b)
 	}
+}
+
+// shardsView is the part of GET /control/v1/shards the live test compares.
+type shardsView struct {
+	Epoch, Version uint64
+	Count          int
+	Leader         string
+	Shards         []struct {
+		ID    uint32 `json:"id"`
+		Owner string `json:"owner"`
+		State string `json:"state"`
+	} `json:"shards"`
+}
+
+// shardOwners returns how many shards each owner has on agent name's map, or a
+// reason while the map is not settled (no map, unowned or moving shards).
+func (c *cluster) shardOwners(name string) (map[string]int, string) {
+	resp, err := http.Get("http://" + c.controls[name] + "/control/v1/shards")
+	if err != nil {
+		return nil, err.Error()
+	}
+	defer resp.Body.Close()
+	var v shardsView
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != 200 {
+		return nil, fmt.Sprintf("%s: status %d (%v)", name, resp.StatusCode, err)
+	}
+	if v.Count != 64 || len(v.Shards) != 64 || v.Leader == "" {
+		return nil, fmt.Sprintf("%s: %d of %d shards, leader %q", name, len(v.Shards), v.Count, v.Leader)
+	}
+	owners := map[string]int{}
+	for _, s := range v.Shards {
+		if s.Owner == "" || s.State != "steady" {
+			return nil, fmt.Sprintf("%s: shard %d %s on %q", name, s.ID, s.State, s.Owner)
+		}
+		owners[s.Owner]++
+	}
+	return owners, ""
+}
+
+// TestShardsLiveDrainThroughCLI: three agents routing 64 shards settle on a map
+// every agent serves alike; `omnirelay mesh shards drain` asked of a non-leader
+// follows the 409 to the leader's published control URL, the drained agent ends
+// up owning nothing, and --undo gives it shards back.
+func TestShardsLiveDrainThroughCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the agent and starts three processes")
+	}
+	c := startCluster(t, t.TempDir())
+	var holder string
+	waitFor(t, 20*time.Second, "one leader, every agent's map settled with every node owning shards", func() (bool, string) {
+		h, _, why := c.agreedLeader()
+		if h == "" {
+			return false, why
+		}
+		holder = h
+		for _, name := range agentNames {
+			owners, why := c.shardOwners(name)
+			if owners == nil {
+				return false, why
+			}
+			if len(owners) != len(agentNames) {
+				return false, fmt.Sprintf("%s: owners %v", name, owners)
+			}
+		}
+		return true, ""
+	})
+	var asked, victim string // a non-leader to ask, and another one to drain
+	for _, name := range agentNames {
+		if name == holder {
+			continue
+		}
+		if asked == "" {
+			asked = name
+		} else {
+			victim = name
+		}
+	}
+	cli := func(args ...string) string {
+		cmd := exec.Command(c.bin, append([]string{"mesh", "shards"}, append(args, "--addr", c.controls[asked])...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("omnirelay mesh shards %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	if out := cli("drain", victim); !strings.Contains(out, "asking "+holder) {
+		t.Fatalf("drain via a non-leader did not follow to %s:\n%s", holder, out)
+	}
+	waitFor(t, 30*time.Second, victim+" owns no shard on any agent's map", func() (bool, string) {
+		for _, name := range agentNames {
+			owners, why := c.shardOwners(name)
+			if owners == nil {
+				return false, why
+			}
+			if owners[victim] > 0 {
+				return false, fmt.Sprintf("%s: %s still owns %d", name, victim, owners[victim])
+			}
+		}
+		return true, ""
+	})
+	if out := cli("owner", "user-42"); !strings.Contains(out, "LEADER  "+holder) || strings.Contains(out, "OWNER   "+victim) {
+		t.Fatalf("shards owner after the drain:\n%s", out)
+	}
+	cli("drain", "--undo", victim)
+	waitFor(t, 30*time.Second, victim+" owns shards again", func() (bool, string) {
+		owners, why := c.shardOwners(holder)
+		return owners != nil && owners[victim] > 0, why
+	})
 }
