@@ -126,9 +126,10 @@ func TestShardsPartitionAndDrain(t *testing.T) {
 		if err := leader.DrainShards(victim.Name(), true); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 60*time.Second, "the drained node serves nothing and every shard is served", func() bool {
+		took := waitFor(t, 60*time.Second, "the drained node serves nothing and every shard is served", func() bool {
 			return len(victim.OwnedShards()) == 0 && partitioned(nodes) == nil
 		})
+		t.Logf("drain of %d shards of %d: %v (virtual time)", len(had), testShards, took)
 		lost := map[uint32]bool{}
 	drainWatch:
 		for {
