@@ -35,6 +35,7 @@ func TestConfigValidate(t *testing.T) {
 		"MaxDrift":         func(c *Config) { c.MaxDrift = 0.5 },
 		"Margin":           func(c *Config) { c.Margin = 3 * time.Second },
 		"RenewInterval":    func(c *Config) { c.RenewInterval = 2900 * time.Millisecond },
+		"RetryInterval":    func(c *Config) { c.RetryInterval = 2 * time.Second },
 		"MaxMoves":         func(c *Config) { c.MaxMoves = 0 },
 		"AnnounceInterval": func(c *Config) { c.AnnounceInterval = -1 },
 	} {

@@ -29,7 +29,9 @@
 // # Owner (member side)
 //
 // Every node runs an Owner. It renews once per RenewInterval (one message per
-// node, whatever its shard count), serves a shard only while Serving(now, shard)
+// node, whatever its shard count), and again after RetryInterval while a renewal
+// goes unanswered, so a member cut off while the map changed learns the new
+// version from the Grant to its first renewal after the heal; it serves a shard only while Serving(now, shard)
 // holds, releases on request, keeps the latest map, and rejects (and counts) any
 // leader message whose epoch is below the highest it has seen.
 //

@@ -47,12 +47,11 @@ type Owner struct {
 	applied uint64 // Seq of the last grant applied
 	held    map[uint32]time.Time
 
-	m         *Map
-	announced [2]uint64 // (epoch, version) of the last announcement or grant
-	mapAsked  time.Time
-	lastSent  time.Time
-	renewDue  time.Time
-	prompt    bool
+	m        *Map
+	mapAsked time.Time
+	lastSent time.Time
+	renewDue time.Time
+	prompt   bool
 
 	out   Ready
 	stats OwnerStats
@@ -175,6 +174,9 @@ func (o *Owner) NextDeadline() time.Time {
 	}
 	if o.leader != "" {
 		at(o.renewDue)
+		if o.unanswered() {
+			at(o.lastSent.Add(o.cfg.RetryInterval))
+		}
 		if o.prompt {
 			at(o.lastSent.Add(o.cfg.promptGap()))
 		}
@@ -205,7 +207,8 @@ func (o *Owner) adoptLeader(leader string, epoch uint64) {
 
 // learnVersion compares an announced map with ours and asks for it on mismatch.
 // It does not renew: the leader nudges the owners that gain shards (an empty
-// Release), so a map change costs a message per member, not a renewal.
+// Release), so a map change costs a message per member, not a renewal. A request
+// still unanswered after RetryInterval is repeated on the next announcement or grant.
 func (o *Owner) learnVersion(now time.Time, epoch, version, checksum uint64) {
 	if o.m != nil && o.m.epoch == epoch && o.m.version == version && o.m.checksum == checksum {
 		return
@@ -213,7 +216,7 @@ func (o *Owner) learnVersion(now time.Time, epoch, version, checksum uint64) {
 	if o.m != nil && (o.m.epoch > epoch || (o.m.epoch == epoch && o.m.version > version)) {
 		return // ours is newer: the announcement crossed it
 	}
-	if o.leader == "" || (!o.mapAsked.IsZero() && now.Before(o.mapAsked.Add(o.cfg.RenewInterval))) {
+	if o.leader == "" || (!o.mapAsked.IsZero() && now.Before(o.mapAsked.Add(o.cfg.RetryInterval))) {
 		return
 	}
 	o.mapAsked = now
@@ -298,7 +301,8 @@ func (o *Owner) drop(now time.Time, s uint32, kind EventKind) {
 	}
 }
 
-// settle expires lapsed leases and sends a renewal when one is due.
+// settle expires lapsed leases and sends a renewal when one is due: every
+// RenewInterval, RetryInterval after an unanswered one, or promptly on events.
 func (o *Owner) settle(now time.Time) {
 	for _, s := range o.expired(now) {
 		o.drop(now, s, EventExpired)
@@ -306,7 +310,8 @@ func (o *Owner) settle(now time.Time) {
 	if o.leader == "" {
 		return
 	}
-	due := !now.Before(o.renewDue) || (o.prompt && !now.Before(o.lastSent.Add(o.cfg.promptGap())))
+	due := !now.Before(o.renewDue) || (o.prompt && !now.Before(o.lastSent.Add(o.cfg.promptGap()))) ||
+		(o.unanswered() && !now.Before(o.lastSent.Add(o.cfg.RetryInterval)))
 	if !due {
 		return
 	}
@@ -316,6 +321,12 @@ func (o *Owner) settle(now time.Time) {
 	o.stats.Renewals++
 	o.send(&Renew{Epoch: o.highest, Node: o.self, Boot: o.boot, Seq: o.seq, Applied: o.applied, Held: o.Held(now)})
 }
+
+// unanswered reports whether the last renewal sent got no Grant yet: the owner
+// then renews again after RetryInterval, so after a partition heals it learns the
+// leader's map version (and its grants) within RetryInterval plus a round trip
+// rather than at its next periodic renewal.
+func (o *Owner) unanswered() bool { return o.seq > o.applied }
 
 func (o *Owner) expired(now time.Time) []uint32 {
 	var out []uint32

@@ -124,3 +124,46 @@ func TestWorkloadExactlyOnceAcrossReshards(t *testing.T) {
 		t.Fatalf("not settled:\n%s", joinLines(bad))
 	}
 }
+
+// A member cut off while the map changed renews into the void every
+// RetryInterval, so its first renewal after the heal fetches the grant (which
+// names the leader's version) and then the map: it holds the leader's version
+// within RetryInterval plus two round trips, long before membership re-admits
+// it (detect = 1 s here) and long before its next periodic renewal would.
+func TestCutOffMemberCatchesUpWithinRetryAfterHeal(t *testing.T) {
+	for seed := uint64(1); seed <= 8; seed++ {
+		w := newWorld(testConfig(64), 100+seed, 5)
+		w.elect("node-00")
+		w.run(10 * time.Second)
+		// A random phase of the renewal cycle, so the heal is not aligned with it.
+		w.run(10*time.Second + time.Duration(w.rng.Int64N(int64(time.Second))))
+		cut := w.nodes["node-03"]
+		sentBefore := cut.owner.Stats().Renewals
+		w.isolate("node-03")
+		isolated := 5 * time.Second
+		w.run(w.now + isolated)
+		if !stale(cut, w.nodes[w.leader]) {
+			t.Fatalf("seed %d: the cut-off member already has the new map; the test shows nothing", seed)
+		}
+		// Retries are bounded: one per RetryInterval while unanswered.
+		if n := cut.owner.Stats().Renewals - sentBefore; n > uint64(isolated/w.cfg.RetryInterval)+1 {
+			t.Errorf("seed %d: %d renewals in %v cut off, want <= %d", seed, n, isolated, isolated/w.cfg.RetryInterval+1)
+		}
+		w.heal("node-03")
+		healed := w.now
+		bound := w.cfg.RetryInterval + 4*w.latMax // retry wait, then renewal, grant, request, map
+		for w.now < healed+w.detect && stale(cut, w.nodes[w.leader]) {
+			w.run(w.now + time.Millisecond)
+		}
+		if took := w.now - healed; took > bound {
+			t.Errorf("seed %d: the healed member held the leader's map version %v after the heal, want <= %v", seed, took, bound)
+		}
+		w.report(t)
+	}
+}
+
+// stale reports whether member's map differs from the leader's current one.
+func stale(member, leader *simNode) bool {
+	m, l := member.owner.Map(), leader.ctrl.Map()
+	return m == nil || m.epoch != l.epoch || m.version != l.version
+}
