@@ -121,26 +121,25 @@ type Machine struct {
 	rng         *rand.Rand
 	clusterHash uint32
 
-	self     *member
-	members  map[string]*member
-	plist    []*member // probe order, everyone but us; reshuffled each round
-	pidx     int
-	tombs    []*member // dead and left members: reconnect candidates
-	seeds    []string
-	live     int // alive and suspect members, us included
-	digest   viewDigest
-	health   int // local health score, 0..AwarenessMaxMultiplier-1
-	leaving  bool
-	seq      uint32
-	probe    probeState
-	relays   []relay
-	finals   []finalProbe
-	timers   timers
-	queues   queues
-	eager    []*broadcast // facts learned by the current input, pushed at its end
-	eagerOK  bool         // facts of the current input are pushed eagerly
-	curFrom  string       // source address of the packet being handled, else ""
-	metaSnap []byte
+	self    *member
+	members map[string]*member
+	plist   []*member // probe order, everyone but us; reshuffled each round
+	pidx    int
+	tombs   []*member // dead and left members: reconnect candidates
+	seeds   []string
+	live    int // alive and suspect members, us included
+	digest  viewDigest
+	health  int // local health score, 0..AwarenessMaxMultiplier-1
+	leaving bool
+	seq     uint32
+	probe   probeState
+	relays  []relay
+	finals  []finalProbe
+	timers  timers
+	queues  queues
+	eager   []*broadcast // facts learned by the current input, pushed at its end
+	eagerOK bool         // facts of the current input are pushed eagerly
+	curFrom string       // source address of the packet being handled, else ""
 
 	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
 
@@ -273,12 +272,6 @@ func (m *Machine) Stats() Stats {
 // CountMalformed counts malformed input the host dropped before it reached us (a
 // bad stream frame).
 func (m *Machine) CountMalformed() { m.stats.Malformed++ }
-
-// SetMetaSnapshot sets the opaque metadata snapshot (crdt) sent with every push-pull
-// from now on. The machine keeps its own copy.
-func (m *Machine) SetMetaSnapshot(snapshot []byte) {
-	m.metaSnap = append(m.metaSnap[:0], snapshot...)
-}
 
 // BroadcastMeta gossips an opaque metadata delta (crdt): pushed at once to
 // EagerFanout random members, like a new membership fact, and queued for the gossip
@@ -487,10 +480,7 @@ func (m *Machine) localState(join bool) *wire.PushPull {
 			Status: wire.NodeStatus(mem.Status), ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
 		}
 	}
-	if len(m.metaSnap) > 0 {
-		pp.Meta = slices.Clone(m.metaSnap)
-	}
-	return pp
+	return pp // the host fills pp.Meta when it encodes the frame: snapshots are built lazily
 }
 
 // HandlePushPull merges a peer's push-pull request and returns our reply. Facts of a
