@@ -48,7 +48,8 @@ type Owner struct {
 	held    map[uint32]time.Time
 
 	m        *Map
-	mapAsked time.Time
+	mapAsked time.Time // when the outstanding map request left, zero if none
+	want     [2]uint64 // (epoch, version) of the newest map announced to us
 	lastSent time.Time
 	renewDue time.Time
 	prompt   bool
@@ -177,6 +178,9 @@ func (o *Owner) NextDeadline() time.Time {
 		if o.unanswered() {
 			at(o.lastSent.Add(o.cfg.RetryInterval))
 		}
+		if o.behind() {
+			at(o.mapAsked.Add(o.cfg.RetryInterval))
+		}
 		if o.prompt {
 			at(o.lastSent.Add(o.cfg.promptGap()))
 		}
@@ -207,8 +211,10 @@ func (o *Owner) adoptLeader(leader string, epoch uint64) {
 
 // learnVersion compares an announced map with ours and asks for it on mismatch.
 // It does not renew: the leader nudges the owners that gain shards (an empty
-// Release), so a map change costs a message per member, not a renewal. A request
-// still unanswered after RetryInterval is repeated on the next announcement or grant.
+// Release), so a map change costs a message per member, not a renewal. It
+// remembers the newest version announced, so settle asks again while we are
+// behind it: after RetryInterval if a request went unanswered, at once if the
+// map that answered it was already superseded.
 func (o *Owner) learnVersion(now time.Time, epoch, version, checksum uint64) {
 	if o.m != nil && o.m.epoch == epoch && o.m.version == version && o.m.checksum == checksum {
 		return
@@ -216,6 +222,23 @@ func (o *Owner) learnVersion(now time.Time, epoch, version, checksum uint64) {
 	if o.m != nil && (o.m.epoch > epoch || (o.m.epoch == epoch && o.m.version > version)) {
 		return // ours is newer: the announcement crossed it
 	}
+	if epoch > o.want[0] || (epoch == o.want[0] && version > o.want[1]) {
+		o.want = [2]uint64{epoch, version}
+	}
+	o.askMap(now)
+}
+
+// behind reports whether a newer map version than ours was announced.
+func (o *Owner) behind() bool {
+	if o.m == nil {
+		return o.want != [2]uint64{}
+	}
+	return o.want[0] > o.m.epoch || (o.want[0] == o.m.epoch && o.want[1] > o.m.version)
+}
+
+// askMap requests the map unless a request is outstanding for less than
+// RetryInterval: one map in flight per member at a time.
+func (o *Owner) askMap(now time.Time) {
 	if o.leader == "" || (!o.mapAsked.IsZero() && now.Before(o.mapAsked.Add(o.cfg.RetryInterval))) {
 		return
 	}
@@ -309,6 +332,9 @@ func (o *Owner) settle(now time.Time) {
 	}
 	if o.leader == "" {
 		return
+	}
+	if o.behind() {
+		o.askMap(now)
 	}
 	due := !now.Before(o.renewDue) || (o.prompt && !now.Before(o.lastSent.Add(o.cfg.promptGap()))) ||
 		(o.unanswered() && !now.Before(o.lastSent.Add(o.cfg.RetryInterval)))

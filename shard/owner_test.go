@@ -188,3 +188,94 @@ func TestOwnerFetchesMapOnMismatch(t *testing.T) {
 		t.Fatal("a map with a wrong checksum was applied or not counted")
 	}
 }
+
+// An unanswered renewal is repeated after RetryInterval, not RenewInterval; once
+// one is answered the owner is back to one renewal per RenewInterval.
+func TestOwnerRetriesUnansweredRenewal(t *testing.T) {
+	t0 := simBase
+	o, r1 := ownerAt(t, t0)
+	retry := o.cfg.RetryInterval
+	if got := o.NextDeadline(); !got.Equal(t0.Add(retry)) {
+		t.Fatalf("next deadline %v after sending, want send+RetryInterval %v", got.Sub(t0), retry)
+	}
+	o.Tick(t0.Add(retry - 1))
+	if n := len(o.Ready().Messages); n != 0 {
+		t.Fatalf("%d messages before RetryInterval elapsed", n)
+	}
+	o.Tick(t0.Add(retry))
+	r2 := lastRenew(t, o)
+	if r2.Seq <= r1.Seq {
+		t.Fatalf("retry has seq %d, want above %d", r2.Seq, r1.Seq)
+	}
+	renewals := func(at time.Time) int {
+		o.Tick(at)
+		n := 0
+		for _, e := range o.Ready().Messages {
+			if _, ok := e.Msg.(*Renew); ok {
+				n++
+			}
+		}
+		return n
+	}
+	o.Step(t0.Add(retry+time.Millisecond), grant(r2, nil, nil))
+	for at := t0.Add(2 * retry); at.Before(t0.Add(retry + o.cfg.RenewInterval)); at = at.Add(retry) {
+		if n := renewals(at); n != 0 {
+			t.Fatalf("%d renewals at %v after an answered one, before RenewInterval", n, at.Sub(t0))
+		}
+	}
+	if n := renewals(t0.Add(retry + o.cfg.RenewInterval)); n != 1 {
+		t.Fatalf("%d renewals at the periodic renewal, want 1", n)
+	}
+}
+
+// A map that answers a request but is already superseded by a newer announcement
+// is followed at once by another request; an unanswered request is repeated after
+// RetryInterval.
+func TestOwnerReasksUntilItHoldsTheNewestMap(t *testing.T) {
+	t0 := simBase
+	o, _ := ownerAt(t, t0)
+	o.Ready()
+	mapOf := func(version uint64) *MapState {
+		m, err := NewMap(5, version, 16, nil, make([]string, 16), make([]State, 16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Wire()
+	}
+	requests := func() int {
+		n := 0
+		for _, e := range o.Ready().Messages {
+			if _, ok := e.Msg.(*MapRequest); ok {
+				n++
+			}
+		}
+		return n
+	}
+	o.Step(t0, &Announce{Epoch: 5, Leader: "L", Version: 2})
+	if n := requests(); n != 1 {
+		t.Fatalf("%d map requests after an announcement, want 1", n)
+	}
+	o.Step(t0.Add(time.Millisecond), &Announce{Epoch: 5, Leader: "L", Version: 3})
+	if n := requests(); n != 0 {
+		t.Fatalf("%d map requests while one is outstanding, want 0", n)
+	}
+	o.Step(t0.Add(2*time.Millisecond), mapOf(2))
+	if n := requests(); n != 1 {
+		t.Fatalf("%d map requests after receiving superseded version 2, want 1", n)
+	}
+	// That request is lost: asked again after RetryInterval, not before.
+	asked := t0.Add(2 * time.Millisecond)
+	o.Tick(asked.Add(o.cfg.RetryInterval - 1))
+	if n := requests(); n != 0 {
+		t.Fatalf("%d map requests before RetryInterval", n)
+	}
+	o.Tick(asked.Add(o.cfg.RetryInterval))
+	if n := requests(); n != 1 {
+		t.Fatalf("%d map requests after RetryInterval unanswered, want 1", n)
+	}
+	o.Step(asked.Add(o.cfg.RetryInterval+time.Millisecond), mapOf(3))
+	o.Tick(asked.Add(10 * o.cfg.RetryInterval))
+	if n := requests(); n != 0 {
+		t.Fatalf("%d map requests while holding the newest map", n)
+	}
+}
