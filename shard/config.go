@@ -46,17 +46,19 @@ type Config struct {
 	RenewInterval time.Duration
 	// RetryInterval is how soon an owner renews again when its last renewal got
 	// no Grant, instead of waiting RenewInterval, and how soon it asks again for a
-	// map it asked for and did not receive. Default 100 ms: about 2 gossip
-	// intervals of the LAN profile and far above a LAN round trip, so a healthy
-	// leader's answer always beats it. A member cut off while the map changed
-	// learns the new version from the Grant to its first renewal after the heal,
-	// so it catches up within RetryInterval plus two round trips (renewal, map);
-	// with RenewInterval alone it took up to a second. Retries happen only while
-	// unanswered: a cut-off owner sends 1/RetryInterval = 10 messages a second
-	// into the void, and a healthy one none. Lowering it speeds catching up after
-	// a partition at that message cost; raising it towards RenewInterval removes
-	// the retries. Must be in (0, RenewInterval]; keep it above the round trip
-	// (plus a map transfer), or answers in flight are overtaken by retries.
+	// map it asked for and did not receive. Default 50 ms: one gossip interval of
+	// the LAN profile and tens of LAN round trips, so a healthy leader's answer
+	// beats it. A member cut off while the map changed learns the new version
+	// from the Grant to its first renewal after the heal, so it holds the new map
+	// within RetryInterval plus two round trips (renewal, map); with RenewInterval
+	// alone that took up to a second. Retries happen only while unanswered: a
+	// cut-off owner sends 1/RetryInterval = 20 small messages a second into the
+	// void, a healthy one none; but a leader that stalls longer than RetryInterval
+	// receives up to RenewInterval/RetryInterval = 20 times the usual renewal
+	// rate until it answers, so raise it for clusters of thousands of nodes or
+	// round trips near it (WAN). Lowering it speeds catching up after a partition
+	// at that message cost; RenewInterval turns retries off. Must be in
+	// (0, RenewInterval].
 	RetryInterval time.Duration
 	// MaxDrift is the bound ρ on how fast or slow any node's clock runs relative to
 	// real time (0.01 = ±1 %). Default 0.01, 100 times what quartz clocks drift.
@@ -88,7 +90,7 @@ func DefaultConfig() Config {
 		Replicas:         1,                      // primary only
 		LeaseDuration:    3 * time.Second,        // same as the leader lease
 		RenewInterval:    time.Second,            // ~2 spare renewals per lease
-		RetryInterval:    100 * time.Millisecond, // 2x the LAN gossip interval
+		RetryInterval:    50 * time.Millisecond,  // the LAN gossip interval
 		MaxDrift:         0.01,                   // 100x what real clocks drift
 		Margin:           100 * time.Millisecond, // owner stops >= 100 ms early
 		MaxMoves:         16,                     // bounded warm-up load
