@@ -85,7 +85,10 @@ type peer struct {
 	boot     uint64 // owner process; a higher one resets the counters below
 	lastSeq  uint64 // highest renewal processed
 	answered uint64 // highest renewal answered with a Grant
-	owns     map[uint32]struct{}
+	// heard: when its last renewal arrived (our clock). A member that renews is
+	// reachable, whatever the membership says, so it gets announcements too.
+	heard time.Time
+	owns  map[uint32]struct{}
 }
 
 // Controller is the leader side of shard ownership: it computes the map from the
@@ -156,7 +159,7 @@ func (c *Controller) BecomeLeader(now time.Time, epoch uint64) error {
 			delete(c.peers, name)
 			continue
 		}
-		p.boot, p.lastSeq, p.answered, p.owns = 0, 0, 0, nil
+		p.boot, p.lastSeq, p.answered, p.owns, p.heard = 0, 0, 0, nil, time.Time{}
 	}
 	c.changed, c.stale = true, true
 	c.nextAnnounce = now
@@ -378,7 +381,7 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 		c.stats.StaleRenews++
 		return
 	}
-	p.lastSeq = r.Seq
+	p.lastSeq, p.heard = r.Seq, now
 	held := func(s uint32) bool { _, ok := slices.BinarySearch(r.Held, s); return ok }
 	if now.Before(c.failoverEnd) && c.servable(r.Node) {
 		// Re-confirmation: the first live owner to report a shard nobody holds
@@ -559,12 +562,23 @@ func (c *Controller) settle(now time.Time) {
 	if !now.Before(c.nextAnnounce) {
 		c.nextAnnounce = now.Add(c.cfg.AnnounceInterval)
 		for _, name := range sortedKeys(c.peers) {
-			if p := c.peers[name]; p.inView && p.member.Health <= HealthSuspect {
+			if p := c.peers[name]; c.reachable(now, p) {
 				c.stats.Announces++
 				c.send(name, &Announce{Epoch: c.epoch, Leader: c.self, Version: c.cur.version, Checksum: c.cur.checksum})
 			}
 		}
 	}
+}
+
+// reachable reports whether p gets announcements: membership holds it alive or
+// suspect, or it renewed within the last RenewInterval+RetryInterval. The latter
+// covers a member back from a partition that membership has not re-admitted yet:
+// it hears of every change at once instead of at its next renewal.
+func (c *Controller) reachable(now time.Time, p *peer) bool {
+	if p.inView && p.member.Health <= HealthSuspect {
+		return true
+	}
+	return !p.heard.IsZero() && now.Before(p.heard.Add(c.cfg.RenewInterval+c.cfg.RetryInterval))
 }
 
 func (c *Controller) send(to string, m Message) {

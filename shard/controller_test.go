@@ -5,6 +5,7 @@ import (
 
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 )
@@ -257,4 +258,55 @@ func contains(l []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// A member that membership holds dead but that renews (back from a partition,
+// not yet re-admitted) hears of every map change at once; one that stopped
+// renewing does not.
+func TestControllerAnnouncesToRenewingDeadMember(t *testing.T) {
+	cfg := testConfig(8)
+	t0 := simBase
+	c := newLeader(t, cfg, 2, t0, "a", "b", "c")
+	announced := func(to string) bool {
+		for _, e := range c.Ready().Messages {
+			if _, ok := e.Msg.(*Announce); ok && e.To == to {
+				return true
+			}
+		}
+		return false
+	}
+	dead := func(at time.Time, names ...string) {
+		ms := members("a", "b", "c")
+		for i := range ms {
+			if slices.Contains(names, ms[i].Name) {
+				ms[i].Health = HealthDead
+			}
+		}
+		if err := c.SetMembers(at, ms); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t1 := t0.Add(time.Second)
+	dead(t1, "c")
+	if announced("c") {
+		t.Fatal("announced to a dead member that never renewed")
+	}
+	// c renews (the partition healed): it gets a grant, and the next change is
+	// announced to it although membership still holds it dead.
+	grantFor(t, c, t1.Add(10*time.Millisecond), &Renew{Epoch: 2, Node: "c", Boot: 1, Seq: 7})
+	t2 := t1.Add(20 * time.Millisecond)
+	dead(t2, "b", "c")
+	if !announced("c") {
+		t.Fatal("a renewing member held dead missed the announcement of a change")
+	}
+	// Silent for longer than RenewInterval+RetryInterval: no longer announced to.
+	t3 := t1.Add(10*time.Millisecond + cfg.RenewInterval + cfg.RetryInterval)
+	dead(t3, "c") // b is back: a change
+	if !announced("b") {
+		t.Fatal("the change was not announced at all; the test shows nothing")
+	}
+	dead(t3.Add(time.Millisecond), "b", "c") // another change
+	if announced("c") {
+		t.Fatal("announced to a dead member silent for more than RenewInterval+RetryInterval")
+	}
 }
