@@ -18,10 +18,11 @@
 // The node that holds the leader lease drives a Controller: BecomeLeader(epoch)
 // with the lease's fencing token, SetMembers with each membership snapshot, Step
 // with owners' Renew and MapRequest messages, Tick. It announces every new map
-// version and checksum to all members at once (members that see a mismatch
-// fetch the map), answers each owner's renewal with one Grant listing all the
-// shards it may serve, asks owners to Release shards it moves away, and emits an
-// Event per transition ("shard 12 draining from node-a to node-b"). At most
+// version and checksum to all members at once, and to any member that renews
+// although membership holds it dead (members that see a mismatch fetch the
+// map), answers each owner's renewal with one Grant listing all the shards it
+// may serve, asks owners to Release shards it moves away, and emits an Event
+// per transition ("shard 12 draining from node-a to node-b"). At most
 // Config.MaxMoves shards move away from live owners at once; shards of suspect,
 // dead or departed owners are parked and reassigned as soon as their lease has
 // lapsed, within 2 lease intervals of the death being known.
