@@ -137,10 +137,14 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		ml.GossipInterval != 200*time.Millisecond || ml.PushPullInterval != 30*time.Second {
 		t.Fatalf("MemberlistProfile timers differ from memberlist's DefaultLANConfig: %+v", ml)
 	}
-	// Same timers as memberlist, our protocol: nothing of it switched off.
+	// Same timers as memberlist, our protocol: nothing of it switched off but the
+	// final probe, which would cost a full 1 s probe period per detection.
 	if ml.EagerFanout != ok.EagerFanout || ml.ReconnectInterval != ok.ReconnectInterval ||
-		ml.DigestSyncInterval != ok.DigestSyncInterval || !ml.FinalProbe || ml.EagerFanout == 0 {
+		ml.DigestSyncInterval != ok.DigestSyncInterval || ml.EagerFanout == 0 {
 		t.Fatalf("MemberlistProfile switches part of the protocol off: %+v", ml)
+	}
+	if ml.FinalProbe || !ok.FinalProbe {
+		t.Fatalf("FinalProbe: memberlist profile %v (want off), LAN profile %v (want on)", ml.FinalProbe, ok.FinalProbe)
 	}
 	for _, tc := range []struct {
 		field string
