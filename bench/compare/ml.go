@@ -167,3 +167,6 @@ func (m *mlMember) crash() { m.ml.Shutdown() }
 func (m *mlMember) stop() { m.ml.Shutdown() }
 
 func (m *mlMember) check() error { return nil }
+
+// queued: memberlist keeps its broadcast queue unexported.
+func (m *mlMember) queued() int { return -1 }

@@ -99,6 +99,8 @@ func (m *ourMember) join(ctx context.Context, seed string) error {
 // crash closes the sockets without a leave: peers must detect it by probing.
 func (m *ourMember) crash() { m.stop() }
 
+func (m *ourMember) queued() int { return m.n.Stats().QueueLen }
+
 func (m *ourMember) stop() {
 	m.n.Close()
 	<-m.done

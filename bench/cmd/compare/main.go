@@ -26,7 +26,7 @@ func main() {
 	ns := flag.String("n", "16,64,128", "cluster sizes, comma-separated")
 	impls := flag.String("impls", strings.Join(compare.Impls, ","), "implementations, comma-separated")
 	quick := flag.Bool("quick", false, "N=16 only")
-	settle := flag.Duration("settle", 2*time.Second, "quiet time after formation, before the steady window")
+	settle := flag.Duration("settle", 10*time.Second, "quiet time after formation, before the steady window (formation gossip drains)")
 	steady := flag.Duration("steady", 8*time.Second, "steady-state window for bytes, packets and CPU")
 	crashes := flag.Int("crashes", 3, "nodes crashed one after another per run; the table shows the median")
 	timeout := flag.Duration("timeout", 90*time.Second, "bound on each phase")
@@ -69,7 +69,7 @@ func main() {
 			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 				fail("%s n=%s: reading the result: %v", impl, nStr, err)
 			}
-			fmt.Fprintf(os.Stderr, "%.1f s\n", r.Wall)
+			fmt.Fprintf(os.Stderr, "%.1f s, gossip queued at steady start %d (-1: not exposed)\n", r.Wall, r.GossipQueued)
 			rs = append(rs, r)
 		}
 	}
