@@ -219,7 +219,7 @@ func Run(name string, n int, opt Options) (res Result, err error) {
 	// Steady state.
 	time.Sleep(opt.Settle)
 	tr0, cpu0, w0 := c.snapshot(), cpuTime(), time.Now()
-	for _, m := range members {
+	for _, m := range members[:n] { // the last slot is the later joiner
 		q := m.queued()
 		if q < 0 {
 			res.GossipQueued = -1
