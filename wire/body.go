@@ -281,11 +281,7 @@ func (d *Decoder) decode(body []byte, m Message) error {
 
 func (d *Decoder) decodePing(r *mpReader, n int, m *Ping) error {
 	*m = Ping{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
@@ -300,20 +296,13 @@ func (d *Decoder) decodePing(r *mpReader, n int, m *Ping) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *Decoder) decodeIndirectPing(r *mpReader, n int, m *IndirectPing) error {
 	*m = IndirectPing{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
@@ -332,21 +321,14 @@ func (d *Decoder) decodeIndirectPing(r *mpReader, n int, m *IndirectPing) error 
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func decodeAck(r *mpReader, n int, m *Ack) error {
 	buf := m.Payload
 	*m = Ack{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
@@ -357,20 +339,13 @@ func decodeAck(r *mpReader, n int, m *Ack) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func decodeNack(r *mpReader, n int, m *Nack) error {
 	*m = Nack{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
@@ -379,20 +354,13 @@ func decodeNack(r *mpReader, n int, m *Nack) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *Decoder) decodeAlive(r *mpReader, n int, m *Alive) error {
 	*m = Alive{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keyNode:
@@ -410,21 +378,14 @@ func (d *Decoder) decodeAlive(r *mpReader, n int, m *Alive) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // decodeNodeFrom decodes the shared shape of Suspect, Dead and Leave (from is nil
 // for Leave, which has no From: a "f" key is then skipped like any unknown key).
 func (d *Decoder) decodeNodeFrom(r *mpReader, n int, node *string, inc *uint64, from *string) error {
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		switch {
 		case string(k) == keyNode:
 			*node, err = d.str(r)
@@ -435,21 +396,14 @@ func (d *Decoder) decodeNodeFrom(r *mpReader, n int, node *string, inc *uint64, 
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *Decoder) decodePushPull(r *mpReader, n int, m *PushPull) error {
 	nodes, meta := m.Nodes[:0], m.Meta
 	*m = PushPull{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyJoin:
 			m.Join, err = r.boolVal()
@@ -460,11 +414,8 @@ func (d *Decoder) decodePushPull(r *mpReader, n int, m *PushPull) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *Decoder) decodeNodeStates(r *mpReader, buf []NodeState) ([]NodeState, error) {
@@ -497,11 +448,7 @@ func (d *Decoder) decodeNodeState(r *mpReader, s *NodeState) error {
 	if err != nil {
 		return err
 	}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keyNode:
@@ -522,11 +469,8 @@ func (d *Decoder) decodeNodeState(r *mpReader, s *NodeState) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // decodePayload decodes the body shared by User and MetaDelta.
@@ -551,11 +495,7 @@ func decodePayload(r *mpReader, n int, buf []byte) ([]byte, error) {
 
 func decodeDigest(r *mpReader, n int, m *Digest) error {
 	*m = Digest{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keyHash:
@@ -566,9 +506,6 @@ func decodeDigest(r *mpReader, n int, m *Digest) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }

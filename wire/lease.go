@@ -239,11 +239,7 @@ func (d *Decoder) decodeLease(r *mpReader, n int, m Message) (ok bool, err error
 
 func (d *Decoder) decodeLeasePrepare(r *mpReader, n int, m *LeasePrepare) error {
 	*m = LeasePrepare{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyEpoch:
 			m.Epoch, err = r.uintVal()
@@ -256,21 +252,14 @@ func (d *Decoder) decodeLeasePrepare(r *mpReader, n int, m *LeasePrepare) error 
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // decodeLeaseVote decodes the shared shape of LeasePromise (seq nil: a "q" key is
 // skipped like any unknown key) and LeaseAccept.
 func (d *Decoder) decodeLeaseVote(r *mpReader, n int, epoch, seq *uint64, voter *string) error {
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		switch {
 		case string(k) == keyEpoch:
 			*epoch, err = r.uintVal()
@@ -281,20 +270,13 @@ func (d *Decoder) decodeLeaseVote(r *mpReader, n int, epoch, seq *uint64, voter 
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *Decoder) decodeLeaseReject(r *mpReader, n int, m *LeaseReject) error {
 	*m = LeaseReject{}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyEpoch:
 			m.Epoch, err = r.uintVal()
@@ -317,21 +299,14 @@ func (d *Decoder) decodeLeaseReject(r *mpReader, n int, m *LeaseReject) error {
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // decodeLeaseGrant decodes the shared shape of LeasePropose, LeaseRenew and
 // LeaseRelease (seq, dur and mb nil: those keys are skipped like unknown ones).
 func (d *Decoder) decodeLeaseGrant(r *mpReader, n int, epoch, seq *uint64, holder *string, dur *time.Duration, mb *LeaseMembership) error {
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		var v uint64
 		switch {
 		case string(k) == keyEpoch:
@@ -348,11 +323,8 @@ func (d *Decoder) decodeLeaseGrant(r *mpReader, n int, epoch, seq *uint64, holde
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 func (d *Decoder) decodeLeaseMembership(r *mpReader, mb *LeaseMembership) error {
@@ -361,11 +333,7 @@ func (d *Decoder) decodeLeaseMembership(r *mpReader, mb *LeaseMembership) error 
 	if err != nil {
 		return err
 	}
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
+	return eachKey(r, n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyEpoch:
 			mb.Epoch, err = r.uintVal()
@@ -378,11 +346,8 @@ func (d *Decoder) decodeLeaseMembership(r *mpReader, mb *LeaseMembership) error 
 		default:
 			err = r.skip()
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return err
+	})
 }
 
 // decodeStrings reads an array of at most MaxLeaseVoters strings; empty reads as nil.

@@ -342,3 +342,19 @@ func (r *mpReader) skipDepth(depth int) error {
 	}
 	return nil
 }
+
+// eachKey reads n map keys, handing each to f, which reads (or skips) its value.
+// Every message decoder is one switch on the key inside it; unknown keys are skipped
+// by the decoders' default case, which is what keeps old readers compatible.
+func eachKey(r *mpReader, n int, f func(k []byte) error) error {
+	for ; n > 0; n-- {
+		k, err := r.key()
+		if err != nil {
+			return err
+		}
+		if err := f(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -404,20 +404,6 @@ func (d *Decoder) decodeShardNames(r *mpReader) ([]string, error) {
 	return out, nil
 }
 
-// eachKey reads n map keys, handing each to f, which reads (or skips) its value.
-func eachKey(r *mpReader, n int, f func(k []byte) error) error {
-	for ; n > 0; n-- {
-		k, err := r.key()
-		if err != nil {
-			return err
-		}
-		if err := f(k); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // appendFloat64 appends v as a msgpack float 64.
 func appendFloat64(b []byte, v float64) []byte {
 	return binary.BigEndian.AppendUint64(append(b, 0xcb), math.Float64bits(v))
