@@ -633,7 +633,7 @@ func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
 		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
-	mem := m.members["p00"]
+	mem := m.members.get("p00")
 	lo := SuspicionMinTimeout(4, 21, 250*time.Millisecond)
 	hi := 6 * lo
 	if got, want := mem.susp.deadline.Sub(epoch), SuspicionTimeout(0, 2, lo, hi); got != want || want < hi-time.Millisecond {
@@ -671,7 +671,7 @@ func TestFinalProbeSparesAnAnsweringSuspect(t *testing.T) {
 	m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 2, From: "c"}))
 	m.Ready()
-	end := m.members["b"].susp.deadline
+	end := m.members.get("b").susp.deadline
 	m.Tick(end)
 	var seq uint32
 	var carried bool
@@ -890,7 +890,7 @@ func TestSuspicionWithoutAwarenessLastsTheMinimum(t *testing.T) {
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}, &wire.Suspect{Node: "p00", From: "p02"}))
 	lo := SuspicionMinTimeout(4, 21, 250*time.Millisecond)
-	if got := m.members["p00"].susp.deadline.Sub(epoch); got != lo {
+	if got := m.members.get("p00").susp.deadline.Sub(epoch); got != lo {
 		t.Fatalf("suspicion lasts %v, want %v", got, lo)
 	}
 }

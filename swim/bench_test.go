@@ -98,11 +98,11 @@ func BenchmarkHandleGossipNew(b *testing.B) {
 	for b.Loop() {
 		if i == cycle {
 			b.StopTimer()
-			for _, mem := range m.members {
+			m.members.each(func(mem *member) {
 				if mem != m.self {
 					m.setState(epoch, mem, 0, StatusAlive)
 				}
-			}
+			})
 			i = 0
 			b.StartTimer()
 		}

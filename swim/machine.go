@@ -55,16 +55,21 @@ type Payload struct {
 // member is one entry of the view.
 //
 // Every node holds one per member, so at 10,000 nodes a simulator process holds 10^8
-// of them: the fields are packed into 96 bytes (strings shared through
-// Config.Interner), and what can be derived (the digest hash, the sorted order) is
-// not stored.
+// of them: the fields are packed into 72 bytes (strings shared through
+// Config.Interner; Since kept as an offset from Machine.epoch instead of a 24-byte
+// time.Time), and what can be derived (the digest hash, the sorted order) is not
+// stored. Member builds the public form.
 type member struct {
-	Member
-	protoMin, protoMax uint8
-	gen                uint32 // bumped on every status change; stale timers compare it
+	Name               string
+	Addr               string
+	Incarnation        uint64
+	since              time.Duration // Member.Since - Machine.epoch
+	susp               *suspicion
+	gen                uint32 // bumped on every status change and on reuse; stale timers compare it
 	probeIdx           int32  // index in Machine.plist; -1 for ourselves
 	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
-	susp               *suspicion
+	Status             Status
+	protoMin, protoMax uint8
 }
 
 // hash is the member's contribution to the digest (live members only).
@@ -121,8 +126,9 @@ type Machine struct {
 	rng         *rand.Rand
 	clusterHash uint32
 
+	epoch   time.Time // the now of New; member.since counts from it
 	self    *member
-	members map[string]*member
+	members memberTable
 	plist   []*member // probe order, everyone but us; reshuffled each round
 	pidx    int
 	tombs   []*member // dead and left members: reconnect candidates
@@ -182,18 +188,16 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 		cfg:         cfg,
 		rng:         rng,
 		clusterHash: wire.ClusterHash(cfg.ClusterLabel),
-		members:     make(map[string]*member),
+		epoch:       now,
 		queues:      newQueues(cfg.QueueLimit),
 		packer:      wire.NewPacker(cfg.MTU, wire.ClusterHash(cfg.ClusterLabel)),
 		viewChanged: now,
 	}
 	m.dec.Share(cfg.Interner)
-	m.self = &member{
-		Member:   Member{Name: cfg.Name, Addr: cfg.Addr, Status: StatusAlive, Since: now},
-		protoMin: wire.MinProtocolVersion, protoMax: wire.ProtocolVersion,
-		probeIdx: -1, tombIdx: -1,
-	}
-	m.members[cfg.Name] = m.self
+	m.self = m.members.add(cfg.Name)
+	m.self.Addr, m.self.Status = cfg.Addr, StatusAlive
+	m.self.protoMin, m.self.protoMax = wire.MinProtocolVersion, wire.ProtocolVersion
+	m.self.probeIdx, m.self.tombIdx = -1, -1
 	m.digest.add(m.self.hash())
 	m.live = 1
 	// Spread timers over the first interval so nodes started together do not probe
@@ -234,7 +238,7 @@ func (m *Machine) Members() []Member {
 	s := m.sortedMembers()
 	out := make([]Member, len(s))
 	for i, mem := range s {
-		out[i] = mem.Member
+		out[i] = m.public(mem)
 	}
 	return out
 }
@@ -242,10 +246,8 @@ func (m *Machine) Members() []Member {
 // sortedMembers sorts the view afresh: caching it would cost a pointer per member
 // per node, and every join invalidated the cache during formation anyway.
 func (m *Machine) sortedMembers() []*member {
-	s := make([]*member, 0, len(m.members))
-	for _, mem := range m.members {
-		s = append(s, mem)
-	}
+	s := make([]*member, 0, m.members.Len())
+	m.members.each(func(mem *member) { s = append(s, mem) })
 	slices.SortFunc(s, func(a, b *member) int { return cmp.Compare(a.Name, b.Name) })
 	return s
 }
@@ -255,7 +257,12 @@ func (m *Machine) sortedMembers() []*member {
 func (m *Machine) Digest() wire.Digest { return m.digest.d }
 
 // Local is this node as it sees itself.
-func (m *Machine) Local() Member { return m.self.Member }
+func (m *Machine) Local() Member { return m.public(m.self) }
+
+// public is mem as the API shows it.
+func (m *Machine) public(mem *member) Member {
+	return Member{Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation, Status: mem.Status, Since: m.epoch.Add(mem.since)}
+}
 
 // LocalHealth is the Local Health Multiplier's score: 0 when healthy, up to
 // AwarenessMaxMultiplier-1; probe interval and timeout are multiplied by score+1.
@@ -441,7 +448,7 @@ func (m *Machine) reconnect() {
 }
 
 func (m *Machine) fireTimer(now time.Time, e timerEntry) {
-	mem := m.members[e.name]
+	mem := m.members.get(e.name)
 	if mem == nil || mem.gen != e.gen {
 		return
 	}
@@ -551,7 +558,7 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 
 // event records a membership change.
 func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
-	m.out.Events = append(m.out.Events, Event{Kind: kind, Member: mem.Member, At: now})
+	m.out.Events = append(m.out.Events, Event{Kind: kind, Member: m.public(mem), At: now})
 }
 
 // randomPeers picks up to k distinct random alive or suspect members other than us,

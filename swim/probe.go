@@ -117,7 +117,7 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 	}
 	m.packer.Reset()
 	m.packer.Add(&wire.Ack{Seq: p.Seq})
-	if src := m.members[p.Source]; src != nil && src.Status == StatusDead && src.Addr == to {
+	if src := m.members.get(p.Source); src != nil && src.Status == StatusDead && src.Addr == to {
 		// A member we hold dead is pinging us, so it is running and does not know:
 		// tell it, so it refutes (and sends us its new Alive). Otherwise each side
 		// of a healed split can keep the other dead, nobody probing the dead.
@@ -399,7 +399,7 @@ func (m *Machine) tickFinals(now time.Time) {
 			continue
 		}
 		t := f.target
-		if t.gen == f.gen && t.Status == StatusSuspect && m.members[t.Name] == t {
+		if t.gen == f.gen && t.Status == StatusSuspect && m.members.get(t.Name) == t {
 			m.declareDead(now, t, t.Incarnation, m.self.Name, false)
 		}
 	}

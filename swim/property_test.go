@@ -28,11 +28,11 @@ func checkInvariants(t failer, m *Machine) {
 	if live != m.live {
 		t.Fatalf("live %d, counted %d", m.live, live)
 	}
-	if len(m.plist) != len(m.members)-1 {
-		t.Fatalf("probe list %d, members %d", len(m.plist), len(m.members))
+	if len(m.plist) != m.members.Len()-1 {
+		t.Fatalf("probe list %d, members %d", len(m.plist), m.members.Len())
 	}
 	for i, p := range m.plist {
-		if int(p.probeIdx) != i || m.members[p.Name] != p {
+		if int(p.probeIdx) != i || m.members.get(p.Name) != p {
 			t.Fatalf("probe list entry %d (%s) is stale", i, p.Name)
 		}
 	}

@@ -72,6 +72,7 @@ type kindQueue struct {
 	buckets []blist
 	byKey   map[string]*broadcast
 	n       int
+	peak    int // most keys byKey held since it was made
 }
 
 // queues holds the three kinds' queues and builds the gossip part of packets.
@@ -110,6 +111,7 @@ func (qs *queues) push(b *broadcast) {
 			qs.remove(old)
 		}
 		q.byKey[b.key] = b
+		q.peak = max(q.peak, len(q.byKey))
 	}
 	q.buckets[0].pushFront(b)
 	b.queued = true
@@ -136,7 +138,16 @@ func (qs *queues) remove(b *broadcast) {
 	}
 	b.queued = false
 	q.n--
+	if q.n == 0 && q.peak > shrinkKeys {
+		// A Go map keeps its peak size: after formation floods the queue, each
+		// node would hold room for thousands of keys forever (~20 B per member per
+		// view at 2,000 nodes).
+		q.byKey, q.peak = make(map[string]*broadcast), 0
+	}
 }
+
+// shrinkKeys is the byKey peak above which an emptied queue gets a fresh map.
+const shrinkKeys = 64
 
 // add puts a specific broadcast (an eager one) into p ahead of the fair fill.
 func (qs *queues) add(p *wire.Packer, b *broadcast) bool {

@@ -36,13 +36,11 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.refute(now, inc)
 		return
 	}
-	mem := m.members[name]
+	mem := m.members.get(name)
 	if mem == nil {
-		mem = &member{
-			Member:   Member{Name: name, Addr: addr, Incarnation: inc, Status: StatusAlive, Since: now},
-			protoMin: pmin, protoMax: pmax, probeIdx: -1, tombIdx: -1,
-		}
-		m.members[name] = mem
+		mem = m.members.add(name)
+		mem.Addr, mem.Incarnation, mem.Status, mem.since = addr, inc, StatusAlive, now.Sub(m.epoch)
+		mem.protoMin, mem.protoMax, mem.probeIdx, mem.tombIdx = pmin, pmax, -1, -1
 		m.digest.add(mem.hash())
 		m.viewChanged = now
 		m.live++
@@ -81,7 +79,7 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		m.claimAboutSelf(now, inc)
 		return
 	}
-	mem := m.members[name]
+	mem := m.members.get(name)
 	if mem == nil || inc < mem.Incarnation {
 		return
 	}
@@ -119,7 +117,7 @@ func (m *Machine) applyDead(now time.Time, name string, inc uint64, from string,
 		m.claimAboutSelf(now, inc)
 		return
 	}
-	mem := m.members[name]
+	mem := m.members.get(name)
 	if mem == nil || inc < mem.Incarnation || mem.Status == StatusDead || mem.Status == StatusLeft {
 		return
 	}
@@ -219,7 +217,7 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 	if old == status {
 		return
 	}
-	mem.Since = now
+	mem.since = now.Sub(m.epoch)
 	mem.gen++
 	if status != StatusSuspect {
 		mem.susp = nil
@@ -263,7 +261,7 @@ func (m *Machine) forget(now time.Time, mem *member) {
 	if m.probe.target == mem {
 		m.probe = probeState{}
 	}
-	delete(m.members, mem.Name)
+	m.members.remove(mem.Name)
 }
 
 // isLive says whether a status counts as a live member: probed, gossiped to, and
