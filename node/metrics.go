@@ -261,7 +261,7 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	for s, count := range by {
-		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(count), StatusName(swim.Status(s)))
+		ch <- prometheus.MustNewConstMetric(descMembers, prometheus.GaugeValue, float64(count), swim.Status(s).String())
 	}
 	ch <- prometheus.MustNewConstMetric(descHealth, prometheus.GaugeValue, float64(health+1))
 	ch <- prometheus.MustNewConstMetric(descQueue, prometheus.GaugeValue, float64(st.QueueLen))

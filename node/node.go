@@ -734,45 +734,18 @@ func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health
 	n.changed = make(chan struct{})
 }
 
-// KindName is the lower-case name of an event kind, as logged and served.
+// KindName is the lower-case name of an event kind, as logged and served: swim's
+// names, and "meta" for EventMeta, which swim does not know.
 func KindName(k swim.EventKind) string {
-	switch k {
-	case swim.EventJoin:
-		return "join"
-	case swim.EventUpdate:
-		return "update"
-	case swim.EventSuspect:
-		return "suspect"
-	case swim.EventAlive:
-		return "alive"
-	case swim.EventDead:
-		return "dead"
-	case swim.EventLeft:
-		return "left"
-	case EventMeta:
+	if k == EventMeta {
 		return "meta"
 	}
-	return fmt.Sprintf("kind%d", k)
-}
-
-// StatusName is the lower-case name of a member status, as logged and served.
-func StatusName(s swim.Status) string {
-	switch s {
-	case swim.StatusAlive:
-		return "alive"
-	case swim.StatusSuspect:
-		return "suspect"
-	case swim.StatusDead:
-		return "dead"
-	case swim.StatusLeft:
-		return "left"
-	}
-	return fmt.Sprintf("status%d", s)
+	return k.String()
 }
 
 // peer is m as the control API serves it, with its metadata meta (never nil).
 func (n *Node) peer(m Member, meta map[string]string) control.Peer {
-	return control.Peer{Name: m.Name, Address: m.Addr, Status: StatusName(m.Status),
+	return control.Peer{Name: m.Name, Address: m.Addr, Status: m.Status.String(),
 		Incarnation: m.Incarnation, Meta: meta, Since: m.Since, Local: m.Name == n.cfg.Name}
 }
 

@@ -328,7 +328,7 @@ func (d *demo) liveRow(member string, observers []*node.Node, want swim.Status) 
 		st, ok := "unknown", false
 		for _, m := range n.Members() {
 			if m.Name == member {
-				st, ok = node.StatusName(m.Status), m.Status == want
+				st, ok = m.Status.String(), m.Status == want
 			}
 		}
 		all = all && ok
@@ -349,7 +349,7 @@ func (d *demo) table(i int) {
 	tw := tabwriter.NewWriter(d.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "    NAME\tADDRESS\tSTATUS\tINCARNATION")
 	for _, m := range n.Members() {
-		fmt.Fprintf(tw, "    %s\t%s\t%s\t%d\n", m.Name, m.Addr, node.StatusName(m.Status), m.Incarnation)
+		fmt.Fprintf(tw, "    %s\t%s\t%s\t%d\n", m.Name, m.Addr, m.Status.String(), m.Incarnation)
 	}
 	tw.Flush()
 	fmt.Fprintln(d.out)
