@@ -173,6 +173,6 @@ func printReport(w io.Writer, res *sim.Result) {
 		if err := dec.Decode(&v); err != nil {
 			return
 		}
-		fmt.Fprintf(w, "%-24s %s\n", k, v)
+		fmt.Fprintf(w, "%-28s %s\n", k, v)
 	}
 }
