@@ -136,6 +136,23 @@ func TestPauseExtendedWhilePausedWakesAtTheNewEnd(t *testing.T) {
 	}
 }
 
+func TestPauseInsideStallRunsTimersAtTheWake(t *testing.T) {
+	s, recs := newRecSim(t, 2, Config{Link: fixed})
+	recs[1].deadline = Epoch().Add(500 * time.Millisecond)
+	s.afterInput(1, s.now)
+	s.Stall(1, 3*time.Second)
+	s.Pause(1, time.Second)
+	s.At(100*time.Millisecond, func(s *Sim) {
+		recs[0].out.Packets = []swim.Packet{{To: s.Addr(1), Data: []byte("a")}}
+		s.afterInput(0, s.now)
+	})
+	s.RunFor(4 * time.Second)
+	want := []call{{"tick", time.Second, "", ""}, {"packet", 3 * time.Second, s.Addr(0), "a"}}
+	if got := recs[1].calls; !slices.Equal(got, want) {
+		t.Fatalf("calls = %+v, want %+v", got, want)
+	}
+}
+
 func TestStallDelaysInputsButNotTimers(t *testing.T) {
 	s, recs := newRecSim(t, 2, Config{Link: fixed, ProcDelay: time.Nanosecond})
 	recs[1].deadline = Epoch().Add(500 * time.Millisecond)

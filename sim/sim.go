@@ -536,8 +536,8 @@ func (s *Sim) fire(e *event) {
 			// busy or stalled node's do not wait: its timers run, only its message
 			// handling lags.
 			n.tickAt, n.tickDue = 0, true
-			if n.wakeAt == 0 {
-				s.schedWake(e.node, n, n.paused)
+			if n.wakeAt == 0 || n.wakeAt > n.paused {
+				s.schedWake(e.node, n, n.paused) // not later: a stall holds inputs, not timers
 			}
 			return
 		}
