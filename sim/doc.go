@@ -32,8 +32,16 @@
 //
 //   - Crash: the process stops; queued inputs and timers are dropped
 //   - Restart: same name, fresh stack and random stream, same or new address, joins
-//   - Pause(d): a stop-the-world pause; inputs queue and are delivered on wake in the
-//     order they fell due, timers fire late, the clock keeps running
+//   - Pause(d): a stop-the-world pause; inputs queue, timers stop, the clock keeps
+//     running. At the wake the timers that fell due run first, then the queued
+//     inputs in arrival order: a Go runtime resuming from a stop runs expired
+//     timers (checkTimers) before it polls the network, so an expired probe or
+//     suspicion is acted on before the ack or refutation waiting in the socket
+//   - Stall(d): message processing stops for d while timers run on time: the
+//     Lifeguard paper's slow-message-processing anomaly (a receive loop stuck
+//     behind a slow handler while the probe and suspicion timers fire). Probes go
+//     out and time out, suspicions expire, and the acks and refutations that
+//     would clear them wait in the inbox until the stall ends
 //   - SetSlow(m): each input costs ProcDelay*m of virtual time and inputs queue
 //     behind it, while timers still fire on time (and add to the backlog)
 //   - SetDrift(r): the node's clock reads start + (virtual-start)*(1+r)
@@ -47,9 +55,11 @@
 // Metrics counts datagrams and bytes sent, drops by cause, and membership events
 // judged against ground truth: a suspicion or death is false when, at the moment
 // the first node emits it, the member named is running at that address, is not
-// leaving, is not paused and is not slow (claims about paused or slow members are
-// counted apart); each
-// fact is judged once and every node's event of it counts the same way. Converged holds when every live node
+// leaving, is not paused or stalled and is not slow (claims about paused, stalled
+// or slow members are counted apart); each fact is judged once and every node's
+// event of it counts the same way. The events of false facts emitted by observers
+// that are themselves paused, stalled or slow are also counted apart (*AtDegraded):
+// the rest are healthy nodes holding a healthy member suspect or dead. Converged holds when every live node
 // has the same Digest and one of them sees exactly the live nodes alive and nobody
 // suspect; CheckAgreement checks every live node's view (small clusters).
 //
@@ -58,7 +68,8 @@
 // Each scenario first forms a stable cluster (Form: doubling waves of joins through
 // three random earlier nodes, then settle until converged, at most 120 s), then
 // measures. Knobs: Options.Nodes (default 100), Seed, Duration (measured phase),
-// Loss (every link, measured phase), Profile (lan | memberlist), NoLifeguard.
+// Loss (every link, measured phase), Profile (lan | memberlist), NoLifeguard,
+// PauseMax (pause, gc-pause).
 //
 //   - join: formed with Nodes-1; one node joins; join_p50/p95/p99/max_ms over every
 //     other node of when it first learned the joiner (Duration: longest wait, 30 s)
@@ -69,8 +80,15 @@
 //     (half on a new address) or a new node; then quiet until converged, at most
 //     120 s: quiet_convergence_ms (60 s of churn)
 //   - loss: steady cluster with Loss (default 0.1) on every link (60 s)
-//   - pause: max(1, Nodes/50) nodes cycle between 2–8 s running and 1–6 s paused,
-//     as in the Lifeguard paper's experiments (120 s)
+//   - pause: max(1, Nodes/50) nodes cycle between 2–8 s running and a Stall of
+//     PauseMax/6 to PauseMax (default 24 probe intervals: 1–6 s lan, 4–24 s
+//     memberlist; the stall matters against the suspicion timeout, which scales
+//     with the probe interval), as in the Lifeguard paper's experiments (120 s).
+//     Without Lifeguard a stalled node's own suspicions of healthy members expire
+//     while their refutations wait in its inbox; Lifeguard's local health slows
+//     its probing and aware suspicion starts its timeouts at the maximum
+//   - gc-pause: the same cycle with stop-the-world Pauses: the node's timers stop
+//     too, so it rarely holds a suspicion a pause could let expire (120 s)
 //   - slow: max(1, Nodes/50) nodes spend 100 ms on every input (CPU-starved: their
 //     inputs queue and their acks go out late) for Duration, then recover and the
 //     run goes on 30 s; false positives about healthy nodes are what Lifeguard's

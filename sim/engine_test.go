@@ -113,15 +113,59 @@ func TestPauseQueuesInputsAndDelaysTimers(t *testing.T) {
 	})
 	s.RunFor(3 * time.Second)
 	got := recs[1].calls
-	if len(got) != 3 {
-		t.Fatalf("calls = %+v, want a tick and two packets", got)
-	}
-	// Inputs are delivered on wake in the order they fell due, each taking
-	// ProcDelay (1ns); the late timer fires at the wake itself, without waiting
-	// for the input backlog, and adds its own 1ns to it.
+	// At the wake the timer that fell due during the pause runs first (a Go
+	// runtime runs expired timers before it polls the network), then the inputs
+	// in the order they arrived, each after the ProcDelay (1ns) of the one before.
 	wake := 2 * time.Second
-	want := []call{{"packet", wake, s.Addr(0), "a"}, {"tick", wake, "", ""}, {"packet", wake + 2, s.Addr(0), "b"}}
+	want := []call{{"tick", wake, "", ""}, {"packet", wake + 1, s.Addr(0), "a"}, {"packet", wake + 2, s.Addr(0), "b"}}
 	if !slices.Equal(got, want) {
+		t.Fatalf("calls = %+v, want %+v", got, want)
+	}
+}
+
+func TestPauseExtendedWhilePausedWakesAtTheNewEnd(t *testing.T) {
+	s, recs := newRecSim(t, 2, Config{Link: fixed})
+	recs[1].deadline = Epoch().Add(500 * time.Millisecond)
+	s.afterInput(1, s.now)
+	s.Pause(1, time.Second)
+	s.At(900*time.Millisecond, func(s *Sim) { s.Pause(1, time.Second) })
+	s.RunFor(3 * time.Second)
+	want := []call{{"tick", 1900 * time.Millisecond, "", ""}}
+	if got := recs[1].calls; !slices.Equal(got, want) {
+		t.Fatalf("calls = %+v, want %+v", got, want)
+	}
+}
+
+func TestPauseInsideStallRunsTimersAtTheWake(t *testing.T) {
+	s, recs := newRecSim(t, 2, Config{Link: fixed})
+	recs[1].deadline = Epoch().Add(500 * time.Millisecond)
+	s.afterInput(1, s.now)
+	s.Stall(1, 3*time.Second)
+	s.Pause(1, time.Second)
+	s.At(100*time.Millisecond, func(s *Sim) {
+		recs[0].out.Packets = []swim.Packet{{To: s.Addr(1), Data: []byte("a")}}
+		s.afterInput(0, s.now)
+	})
+	s.RunFor(4 * time.Second)
+	want := []call{{"tick", time.Second, "", ""}, {"packet", 3 * time.Second, s.Addr(0), "a"}}
+	if got := recs[1].calls; !slices.Equal(got, want) {
+		t.Fatalf("calls = %+v, want %+v", got, want)
+	}
+}
+
+func TestStallDelaysInputsButNotTimers(t *testing.T) {
+	s, recs := newRecSim(t, 2, Config{Link: fixed, ProcDelay: time.Nanosecond})
+	recs[1].deadline = Epoch().Add(500 * time.Millisecond)
+	s.afterInput(1, s.now)
+	s.Stall(1, 2*time.Second)
+	s.At(100*time.Millisecond, func(s *Sim) {
+		recs[0].out.Packets = []swim.Packet{{To: s.Addr(1), Data: []byte("a")}, {To: s.Addr(1), Data: []byte("b")}}
+		s.afterInput(0, s.now)
+	})
+	s.RunFor(3 * time.Second)
+	end := 2 * time.Second
+	want := []call{{"tick", 500 * time.Millisecond, "", ""}, {"packet", end, s.Addr(0), "a"}, {"packet", end + 1, s.Addr(0), "b"}}
+	if got := recs[1].calls; !slices.Equal(got, want) {
 		t.Fatalf("calls = %+v, want %+v", got, want)
 	}
 }
@@ -259,12 +303,28 @@ func TestGroundTruthAccounting(t *testing.T) {
 	s.SetSlow(0, 5)
 	ev(swim.EventSuspect, 3, s.Addr(3)) // a false fact, now emitted by a slow observer
 	m := s.Metrics()
-	if m.FalseSuspicionsAtSlow != 1 || m.FalseDeathsAtSlow != 0 {
-		t.Errorf("at slow observers: suspicions %d deaths %d, want 1 and 0", m.FalseSuspicionsAtSlow, m.FalseDeathsAtSlow)
+	if m.FalseSuspicionsAtDegraded != 1 || m.FalseDeathsAtDegraded != 0 {
+		t.Errorf("at degraded observers: suspicions %d deaths %d, want 1 and 0", m.FalseSuspicionsAtDegraded, m.FalseDeathsAtDegraded)
 	}
 	if m.DeadSlow != 1 || m.SuspectedSlow != 0 {
 		t.Errorf("slow: suspected %d dead %d, want 0 and 1", m.SuspectedSlow, m.DeadSlow)
 	}
+	s.SetSlow(0, 1)
+	s.SetSlow(3, 1)
+	s.Stall(0, time.Second)
+	dead := func(obs, i int, inc uint64) {
+		s.account(int32(obs), swim.Event{Kind: swim.EventDead, Member: swim.Member{Name: s.Name(i), Addr: s.Addr(i), Incarnation: inc}})
+	}
+	dead(0, 3, 2) // a false fact emitted by a stalled observer
+	dead(3, 0, 5) // about a stalled member: counted with the paused
+	m = s.Metrics()
+	if m.FalseDeathsAtDegraded != 1 || m.FalseDeadFacts != 2 {
+		t.Errorf("stalled observer: false deaths there %d, false dead facts %d, want 1 and 2", m.FalseDeathsAtDegraded, m.FalseDeadFacts)
+	}
+	m.Deaths -= 2
+	m.FalseDeaths--
+	m.DeadPaused--
+	m.FalseDeadFacts--
 	m.Suspicions--
 	m.FalseSuspicions-- // leave out the slow observer's event
 	got := []uint64{m.Suspicions, m.FalseSuspicions, m.SuspectedPaused, m.Deaths, m.FalseDeaths, m.DeadPaused, m.FalseSuspectFacts, m.FalseDeadFacts}

@@ -27,8 +27,8 @@ type Metrics struct {
 
 	// A fact (member, incarnation, suspect or dead) is judged once, when the first
 	// node emits it: false if the member's process was then running at the address
-	// the fact names, not leaving and not paused; "paused" if it was paused; true
-	// otherwise. Every later event carrying the same fact counts as the first was
+	// the fact names, not leaving, not paused and not stalled; "paused" if it was
+	// paused or stalled (Stall); true otherwise. Every later event carrying the same fact counts as the first was
 	// judged, so a death declared during a pause and still spreading after the wake
 	// stays a death of a paused node. Partitions are not excluded: across a
 	// partition a suspicion is "false" too.
@@ -44,13 +44,14 @@ type Metrics struct {
 	DeadPaused    uint64
 	SuspectedSlow uint64
 	DeadSlow      uint64
-	// FalseSuspicionsAtSlow and FalseDeathsAtSlow are the part of FalseSuspicions
-	// and FalseDeaths emitted by slow observers: a slow node's own view going
-	// wrong, as opposed to its wrong claims being believed by healthy nodes.
-	FalseSuspicionsAtSlow uint64
-	FalseDeathsAtSlow     uint64
-	Suspicions            uint64 // every suspect event
-	Deaths                uint64 // every dead event
+	// FalseSuspicionsAtDegraded and FalseDeathsAtDegraded are the part of
+	// FalseSuspicions and FalseDeaths emitted by observers that were themselves
+	// slow, paused or stalled at the time: a degraded node's own view going wrong,
+	// as opposed to healthy nodes believing (or reaching) a wrong claim.
+	FalseSuspicionsAtDegraded uint64
+	FalseDeathsAtDegraded     uint64
+	Suspicions                uint64 // every suspect event
+	Deaths                    uint64 // every dead event
 	// FalseSuspectFacts and FalseDeadFacts count distinct false facts (member,
 	// incarnation) rather than the events every node emits on learning one: one
 	// wrong suspicion that reaches 200 nodes is 200 FalseSuspicions and 1 fact.
@@ -67,9 +68,9 @@ func (m Metrics) Sub(o Metrics) Metrics {
 		DroppedLoss: m.DroppedLoss - o.DroppedLoss, DroppedPartition: m.DroppedPartition - o.DroppedPartition,
 		DroppedMTU: m.DroppedMTU - o.DroppedMTU, DroppedDown: m.DroppedDown - o.DroppedDown,
 		SuspectedSlow: m.SuspectedSlow - o.SuspectedSlow, DeadSlow: m.DeadSlow - o.DeadSlow,
-		FalseSuspicionsAtSlow: m.FalseSuspicionsAtSlow - o.FalseSuspicionsAtSlow,
-		FalseDeathsAtSlow:     m.FalseDeathsAtSlow - o.FalseDeathsAtSlow,
-		DroppedUnknown:        m.DroppedUnknown - o.DroppedUnknown, Duplicated: m.Duplicated - o.Duplicated,
+		FalseSuspicionsAtDegraded: m.FalseSuspicionsAtDegraded - o.FalseSuspicionsAtDegraded,
+		FalseDeathsAtDegraded:     m.FalseDeathsAtDegraded - o.FalseDeathsAtDegraded,
+		DroppedUnknown:            m.DroppedUnknown - o.DroppedUnknown, Duplicated: m.Duplicated - o.Duplicated,
 		FalseSuspicions: m.FalseSuspicions - o.FalseSuspicions, SuspectedPaused: m.SuspectedPaused - o.SuspectedPaused,
 		FalseDeaths: m.FalseDeaths - o.FalseDeaths, DeadPaused: m.DeadPaused - o.DeadPaused,
 		Suspicions: m.Suspicions - o.Suspicions, Deaths: m.Deaths - o.Deaths,
@@ -98,8 +99,8 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 		switch v, first := s.judge(&ev.Member, swim.StatusSuspect); v {
 		case verdictFalse:
 			s.m.FalseSuspicions++
-			if s.nodes[obs].slow > 1 {
-				s.m.FalseSuspicionsAtSlow++
+			if s.nodes[obs].degraded(s.now) {
+				s.m.FalseSuspicionsAtDegraded++
 			}
 			if first {
 				s.m.FalseSuspectFacts++
@@ -114,8 +115,8 @@ func (s *Sim) account(obs int32, ev swim.Event) {
 		switch v, first := s.judge(&ev.Member, swim.StatusDead); v {
 		case verdictFalse:
 			s.m.FalseDeaths++
-			if s.nodes[obs].slow > 1 {
-				s.m.FalseDeathsAtSlow++
+			if s.nodes[obs].degraded(s.now) {
+				s.m.FalseDeathsAtDegraded++
 			}
 			if first {
 				s.m.FalseDeadFacts++
@@ -143,7 +144,7 @@ type verdict uint8
 const (
 	verdictTrue   verdict = iota // the member was down or leaving: the claim is right
 	verdictFalse                 // the member was up and running
-	verdictPaused                // the member was up but paused
+	verdictPaused                // the member was up but paused or stalled
 	verdictSlow                  // the member was up but made slow
 )
 
@@ -157,7 +158,7 @@ func (s *Sim) judge(m *swim.Member, st swim.Status) (v verdict, first bool) {
 	v = verdictTrue
 	if i, ok := s.liveInstance(m); ok {
 		switch n := s.nodes[i]; {
-		case n.paused > s.now:
+		case n.paused > s.now || n.stall > s.now:
 			v = verdictPaused
 		case n.slow > 1:
 			v = verdictSlow

@@ -33,6 +33,12 @@ type Options struct {
 	Profile string
 	// NoLifeguard turns the three Lifeguard extensions off.
 	NoLifeguard bool
+	// PauseMax is the longest fault of the pause and gc-pause scenarios; each
+	// fault lasts uniformly PauseMax/6 to PauseMax. Default 24 probe intervals of
+	// the profile (6 s lan, 24 s memberlist): what decides whether a stalled
+	// node's suspicions expire is the stall against the suspicion timeout, which
+	// scales with the probe interval.
+	PauseMax time.Duration
 	// Progress, when set, is called about every 16k events with the phase, the
 	// virtual time and the events so far (the CLI prints it).
 	Progress func(phase string, virtual time.Duration, events uint64)
@@ -67,24 +73,24 @@ type Result struct {
 	Events             uint64  `json:"events"` // all phases
 
 	// Counters below cover the measured phase only.
-	MessagesSent          uint64  `json:"messages_sent"`
-	BytesSent             uint64  `json:"bytes_sent"`
-	BytesPerNodePerSec    float64 `json:"bytes_per_node_per_sec"`
-	StreamsOpened         uint64  `json:"streams_opened"`
-	StreamBytes           uint64  `json:"stream_bytes"`
-	DroppedLoss           uint64  `json:"dropped_loss"`
-	DroppedPartition      uint64  `json:"dropped_partition"`
-	DroppedMTU            uint64  `json:"dropped_mtu"`
-	FalseSuspicions       uint64  `json:"false_suspicions"`
-	FalseDeaths           uint64  `json:"false_deaths"`
-	SuspectedPaused       uint64  `json:"suspected_paused"`
-	DeadPaused            uint64  `json:"dead_paused"`
-	SuspectedSlow         uint64  `json:"suspected_slow"`
-	DeadSlow              uint64  `json:"dead_slow"`
-	FalseSuspicionsAtSlow uint64  `json:"false_suspicions_at_slow"` // part of false_suspicions emitted by slow nodes
-	FalseDeathsAtSlow     uint64  `json:"false_deaths_at_slow"`
-	FalseSuspectFacts     uint64  `json:"false_suspect_facts"` // distinct (member, incarnation) falsely suspected
-	FalseDeadFacts        uint64  `json:"false_dead_facts"`
+	MessagesSent              uint64  `json:"messages_sent"`
+	BytesSent                 uint64  `json:"bytes_sent"`
+	BytesPerNodePerSec        float64 `json:"bytes_per_node_per_sec"`
+	StreamsOpened             uint64  `json:"streams_opened"`
+	StreamBytes               uint64  `json:"stream_bytes"`
+	DroppedLoss               uint64  `json:"dropped_loss"`
+	DroppedPartition          uint64  `json:"dropped_partition"`
+	DroppedMTU                uint64  `json:"dropped_mtu"`
+	FalseSuspicions           uint64  `json:"false_suspicions"`
+	FalseDeaths               uint64  `json:"false_deaths"`
+	SuspectedPaused           uint64  `json:"suspected_paused"`
+	DeadPaused                uint64  `json:"dead_paused"`
+	SuspectedSlow             uint64  `json:"suspected_slow"`
+	DeadSlow                  uint64  `json:"dead_slow"`
+	FalseSuspicionsAtDegraded uint64  `json:"false_suspicions_at_degraded"` // part of false_suspicions emitted by slow, paused or stalled nodes
+	FalseDeathsAtDegraded     uint64  `json:"false_deaths_at_degraded"`
+	FalseSuspectFacts         uint64  `json:"false_suspect_facts"` // distinct (member, incarnation) falsely suspected
+	FalseDeadFacts            uint64  `json:"false_dead_facts"`
 
 	Converged  bool   `json:"converged"`   // at the end of the run, by Sim.Converged (equal digests, truthful views)
 	ViewsAgree bool   `json:"views_agree"` // at the end, by Sim.CheckAgreement (every live view is the live set)
@@ -162,7 +168,8 @@ func Scenarios() []Scenario {
 		{"leave", "stable cluster, one node leaves gracefully; leave_*_ms: when each other node learns it left", 30 * time.Second, runLeave},
 		{"churn", "joins, crashes and restarts (some on new addresses) every second, then quiet until converged", 60 * time.Second, runChurn},
 		{"loss", "steady cluster under --loss (default 0.1) on every link; counts false suspicions and deaths", 60 * time.Second, runLoss},
-		{"pause", "2% of nodes (at least one) repeatedly pause 1-6 s, as in the Lifeguard experiments; false positives", 120 * time.Second, runPause},
+		{"pause", "2% of nodes (at least one) repeatedly stop processing messages for 1/6 to all of --pause-max (default 24 probe intervals: 6 s lan) while their timers run, as in the Lifeguard experiments; false positives", 120 * time.Second, runPause},
+		{"gc-pause", "2% of nodes (at least one) repeatedly freeze as in pause, but stop-the-world: timers stop too, and at the wake they run before the queued inputs; false positives", 120 * time.Second, runGCPause},
 		{"slow", "2% of nodes (at least one) spend 100 ms on every input (CPU-starved, inputs queue up) for the duration; false positives about healthy nodes", 120 * time.Second, runSlow},
 		{"partition-heal", "split in two halves for --duration (longer than the dead timeout), heal; heal_convergence_ms", 90 * time.Second, runPartitionHeal},
 		{"leader-crash", "voters elect a leader; it crashes; failover_ms until another node holds a valid lease (clock drift within the bound)", 15 * time.Second, runLeaderCrash},
@@ -248,9 +255,15 @@ func Run(o Options) (*Result, error) {
 		return nil, fmt.Errorf("%w: Duration %v < 0", ErrConfig, o.Duration)
 	case o.Loss < 0 || o.Loss >= 1:
 		return nil, fmt.Errorf("%w: Loss %v not in [0,1)", ErrConfig, o.Loss)
+	case o.PauseMax < 0:
+		return nil, fmt.Errorf("%w: PauseMax %v < 0", ErrConfig, o.PauseMax)
 	}
-	if _, err := SwimConfig(o.Profile, "n", "a", true); err != nil {
+	sc0, err := SwimConfig(o.Profile, "n", "a", true)
+	if err != nil {
 		return nil, err
+	}
+	if o.PauseMax == 0 {
+		o.PauseMax = 24 * sc0.ProbeInterval
 	}
 	factory := o.NewStack
 	var watch *leaseWatch
@@ -337,7 +350,7 @@ func Run(o Options) (*Result, error) {
 	res.FalseSuspicions, res.FalseDeaths = m.FalseSuspicions, m.FalseDeaths
 	res.SuspectedPaused, res.DeadPaused = m.SuspectedPaused, m.DeadPaused
 	res.SuspectedSlow, res.DeadSlow = m.SuspectedSlow, m.DeadSlow
-	res.FalseSuspicionsAtSlow, res.FalseDeathsAtSlow = m.FalseSuspicionsAtSlow, m.FalseDeathsAtSlow
+	res.FalseSuspicionsAtDegraded, res.FalseDeathsAtDegraded = m.FalseSuspicionsAtDegraded, m.FalseDeathsAtDegraded
 	res.FalseSuspectFacts, res.FalseDeadFacts = m.FalseSuspectFacts, m.FalseDeadFacts
 	res.Converged = s.Converged() && (res.MetaConverged == nil || *res.MetaConverged)
 	res.ViewsAgree = s.CheckAgreement() == nil
@@ -592,9 +605,20 @@ func runLoss(r *runner) error {
 }
 
 // runPause: max(1, nodes/50) nodes cycle: run 2-8 s, pause 1-6 s, for the duration.
-func runPause(r *runner) error {
+// runPause: max(1, nodes/50) nodes cycle between running and a stall of their
+// message processing (Stall: timers run, inputs queue), the Lifeguard paper's
+// anomaly.
+func runPause(r *runner) error { return runPauses(r, (*Sim).Stall) }
+
+// runGCPause is runPause with stop-the-world pauses (Pause: timers stop too).
+func runGCPause(r *runner) error { return runPauses(r, (*Sim).Pause) }
+
+// runPauses makes max(1, nodes/50) random nodes cycle between 2-8 s running and
+// a fault of PauseMax/6 to PauseMax until the end of the measured phase.
+func runPauses(r *runner, fault func(s *Sim, i int, d time.Duration)) error {
 	s := r.s
 	k := max(1, r.o.Nodes/50)
+	lo := r.o.PauseMax / 6
 	live := s.LiveNodes()
 	pauses := 0
 	end := s.now + int64(r.o.Duration)
@@ -602,11 +626,11 @@ func runPause(r *runner) error {
 		i := live[r.rng.IntN(len(live))]
 		var cycle func(s *Sim)
 		cycle = func(s *Sim) {
-			d := time.Second + time.Duration(r.rng.Int64N(int64(5*time.Second)))
+			d := lo + time.Duration(r.rng.Int64N(int64(r.o.PauseMax-lo)+1))
 			if s.now+int64(d) > end {
 				return
 			}
-			s.Pause(i, d)
+			fault(s, i, d)
 			pauses++
 			s.At(d+2*time.Second+time.Duration(r.rng.Int64N(int64(6*time.Second))), cycle)
 		}

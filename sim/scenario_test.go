@@ -4,6 +4,10 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
 )
 
 func TestRealStackTraceIsReproducible(t *testing.T) {
@@ -70,7 +74,7 @@ func TestScenariosSmall(t *testing.T) {
 				if res.DroppedLoss == 0 {
 					t.Error("no datagram lost at 10% loss")
 				}
-			case "pause":
+			case "pause", "gc-pause":
 				if res.Pauses == nil || *res.Pauses == 0 {
 					t.Error("nobody paused")
 				}
@@ -121,5 +125,59 @@ func TestHeavyLossNoFalseDeaths(t *testing.T) {
 	}
 	if res.FalseDeaths != 0 {
 		t.Fatalf("%d false death events (%d distinct facts), want 0", res.FalseDeaths, res.FalseDeadFacts)
+	}
+}
+
+// TestPauseLifeguardCutsFalseDeaths: nodes whose message processing stalls for
+// seconds while their timers run declare healthy members dead without Lifeguard
+// (their suspicions expire before they read the refutations queued for them);
+// Lifeguard's local health and aware suspicion stretch the stalled node's
+// timeouts past the stall. Checked at 50 nodes in both profiles.
+func TestPauseLifeguardCutsFalseDeaths(t *testing.T) {
+	for _, profile := range []string{"lan", "memberlist"} {
+		run := func(noLifeguard bool) *Result {
+			res, err := Run(Options{Scenario: "pause", Nodes: 50, Seed: 1, Duration: 60 * time.Second, Profile: profile, NoLifeguard: noLifeguard})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		on, off := run(false), run(true)
+		if off.FalseDeaths < 10 || 10*on.FalseDeaths > off.FalseDeaths {
+			t.Errorf("%s: false deaths %d with Lifeguard, %d without: want at least 10 without and 10x fewer with", profile, on.FalseDeaths, off.FalseDeaths)
+		}
+	}
+}
+
+// TestHeavyPauseLifeguardParts runs the pause scenario (200 nodes, seed 1) with
+// each Lifeguard extension alone and logs the false deaths (the figures in
+// docs/benchmarks.md). Local health alone and aware suspicion alone must each cut
+// them at least 3x against none, all three together at least 10x.
+func TestHeavyPauseLifeguardParts(t *testing.T) {
+	heavy(t)
+	for _, profile := range []string{"lan", "memberlist"} {
+		run := func(lg swim.Lifeguard) uint64 {
+			in := wire.NewInterner(1 << 22)
+			f := HostFactory(func(name, addr string) host.Config {
+				c, _ := SwimConfig(profile, name, addr, false)
+				c.Lifeguard, c.Interner = lg, in
+				return host.Config{Swim: c}
+			})
+			res, err := Run(Options{Scenario: "pause", Nodes: 200, Seed: 1, Profile: profile, NewStack: f})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s %+v: false deaths %d (%d at stalled observers), %d facts; false suspicions %d, %d facts",
+				profile, lg, res.FalseDeaths, res.FalseDeathsAtDegraded, res.FalseDeadFacts, res.FalseSuspicions, res.FalseSuspectFacts)
+			return res.FalseDeaths
+		}
+		none := run(swim.Lifeguard{})
+		lhm := run(swim.Lifeguard{LocalHealth: true})
+		las := run(swim.Lifeguard{AwareSuspicion: true})
+		run(swim.Lifeguard{Buddy: true})
+		all := run(swim.Lifeguard{LocalHealth: true, AwareSuspicion: true, Buddy: true})
+		if 3*lhm > none || 3*las > none || 10*all > none {
+			t.Errorf("%s: false deaths none %d, local health %d, aware suspicion %d, all %d", profile, none, lhm, las, all)
+		}
 	}
 }

@@ -20,7 +20,7 @@ import (
 //	2s partition 0,1,2
 //	3s oneway 0,1>4
 //	4s heal
-//	5s pause 2 3s
+//	5s pause 2 3s       (stop-the-world; stall: message processing only, timers run)
 //	6s loss 0.2
 //	7s restart 3        (same address; restart-new: a new one)
 //	8s join             (a new node through three live seeds)
@@ -39,9 +39,9 @@ type Schedule struct {
 // Step is one line of a Schedule.
 type Step struct {
 	At   time.Duration
-	Op   string        // crash, restart, restart-new, join, leave, partition, oneway, heal, pause, loss
-	Node int           // crash, restart, restart-new, leave, pause
-	For  time.Duration // pause
+	Op   string        // crash, restart, restart-new, join, leave, partition, oneway, heal, pause, stall, loss
+	Node int           // crash, restart, restart-new, leave, pause, stall
+	For  time.Duration // pause, stall
 	Loss float64       // loss
 	A, B []int         // partition: side A; oneway: from A to B
 }
@@ -70,8 +70,8 @@ func (st Step) String() string {
 	switch st.Op {
 	case "crash", "restart", "restart-new", "leave":
 		return fmt.Sprintf("%v %s %d", st.At, st.Op, st.Node)
-	case "pause":
-		return fmt.Sprintf("%v pause %d %v", st.At, st.Node, st.For)
+	case "pause", "stall":
+		return fmt.Sprintf("%v %s %d %v", st.At, st.Op, st.Node, st.For)
 	case "loss":
 		return fmt.Sprintf("%v loss %v", st.At, st.Loss)
 	case "partition":
@@ -125,7 +125,7 @@ func ParseSchedule(text string) (Schedule, error) {
 		}
 		st := Step{At: at, Op: f[1]}
 		args := f[2:]
-		need := map[string]int{"crash": 1, "restart": 1, "restart-new": 1, "leave": 1, "pause": 2, "loss": 1, "partition": 1, "oneway": 1, "heal": 0, "join": 0}
+		need := map[string]int{"crash": 1, "restart": 1, "restart-new": 1, "leave": 1, "pause": 2, "stall": 2, "loss": 1, "partition": 1, "oneway": 1, "heal": 0, "join": 0}
 		k, ok := need[st.Op]
 		if !ok {
 			return bad(fmt.Errorf("unknown op %q", st.Op))
@@ -134,11 +134,11 @@ func ParseSchedule(text string) (Schedule, error) {
 			return bad(fmt.Errorf("%s takes %d arguments", st.Op, k))
 		}
 		switch st.Op {
-		case "crash", "restart", "restart-new", "leave", "pause":
+		case "crash", "restart", "restart-new", "leave", "pause", "stall":
 			if st.Node, err = strconv.Atoi(args[0]); err != nil {
 				return bad(err)
 			}
-			if st.Op == "pause" {
+			if st.Op == "pause" || st.Op == "stall" {
 				if st.For, err = time.ParseDuration(args[1]); err != nil {
 					return bad(err)
 				}
@@ -175,7 +175,7 @@ func ParseSchedule(text string) (Schedule, error) {
 // cluster of nodes, from rng.
 func RandomSchedule(rng *rand.Rand, nodes, maxSteps int, span time.Duration) Schedule {
 	sc := Schedule{Nodes: nodes, Seed: rng.Uint64() % 1e6, Profile: "lan", Quiet: 2 * time.Minute}
-	ops := []string{"crash", "restart", "restart-new", "join", "leave", "partition", "oneway", "heal", "pause", "loss"}
+	ops := []string{"crash", "restart", "restart-new", "join", "leave", "partition", "oneway", "heal", "pause", "stall", "loss"}
 	total := nodes
 	for k := rng.IntN(maxSteps) + 1; k > 0; k-- {
 		st := Step{At: time.Duration(rng.Int64N(int64(span))).Truncate(time.Millisecond), Op: ops[rng.IntN(len(ops))]}
@@ -184,7 +184,7 @@ func RandomSchedule(rng *rand.Rand, nodes, maxSteps int, span time.Duration) Sch
 			st.Node = rng.IntN(total)
 		case "join":
 			total++
-		case "pause":
+		case "pause", "stall":
 			st.Node = rng.IntN(total)
 			st.For = time.Duration(500+rng.IntN(8000)) * time.Millisecond
 		case "loss":
@@ -270,6 +270,10 @@ func RunSchedule(sc Schedule, factory StackFactory) (*Sim, error) {
 		case "pause":
 			if valid(st.Node) {
 				s.Pause(st.Node, st.For)
+			}
+		case "stall":
+			if valid(st.Node) {
+				s.Stall(st.Node, st.For)
 			}
 		case "loss":
 			l := s.DefaultLink()

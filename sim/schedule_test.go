@@ -62,7 +62,7 @@ func failed(t interface{ Fatalf(string, ...any) }, sc Schedule, err error) {
 }
 
 // TestAgreementAfterQuietPeriod is the main invariant: after any schedule of joins,
-// crashes, restarts, leaves, partitions, pauses and loss, and a quiet period with
+// crashes, restarts, leaves, partitions, pauses, stalls and loss, and a quiet period with
 // the network healed, every live node sees exactly the live nodes alive and no
 // live node is dead or suspect in anyone's view.
 func TestAgreementAfterQuietPeriod(t *testing.T) {

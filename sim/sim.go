@@ -83,6 +83,8 @@ type node struct {
 	gen      uint32
 	restarts int
 	paused   int64   // virtual time the current pause ends; inputs wait until then
+	tickDue  bool    // a timer fell due during the pause: it runs first at the wake
+	stall    int64   // virtual time a message-processing stall ends (Stall)
 	busy     int64   // virtual time the node finishes its current input
 	slow     float64 // multiplier on ProcDelay
 	drift    float64 // clock rate error: local time runs (1+drift) times virtual time
@@ -231,7 +233,7 @@ func (s *Sim) start(i int32) error {
 	n := s.nodes[i]
 	n.gen++
 	n.up, n.leaving = true, false
-	n.paused, n.busy, n.tickAt, n.wakeAt = 0, 0, 0, 0
+	n.paused, n.stall, n.busy, n.tickAt, n.wakeAt, n.tickDue = 0, 0, 0, 0, 0, false
 	clear(n.inbox)
 	n.inbox, n.head = n.inbox[:0], 0
 	n.drift, n.lbase, n.vbase = 0, s.now, s.now
@@ -274,7 +276,7 @@ func (s *Sim) Crash(i int) {
 	n := s.nodes[i]
 	n.up = false
 	n.gen++
-	n.tickAt, n.wakeAt = 0, 0
+	n.tickAt, n.wakeAt, n.tickDue = 0, 0, false
 	clear(n.inbox)
 	n.inbox, n.head = n.inbox[:0], 0
 }
@@ -301,12 +303,26 @@ func (s *Sim) Restart(i int, newAddr bool, seeds []string) error {
 	return nil
 }
 
-// Pause freezes node i for d, like a stop-the-world GC pause: inputs queue and are
-// delivered on wake, timers fire late. Its clock keeps running.
+// Pause freezes node i for d, like a stop-the-world GC pause: inputs queue, and
+// at the wake the timers that fell due run first, then the queued inputs in
+// arrival order (a Go runtime runs expired timers before it polls the network).
+// Its clock keeps running.
 func (s *Sim) Pause(i int, d time.Duration) {
 	n := s.nodes[i]
 	if end := s.now + int64(d); end > n.paused {
 		n.paused = end
+	}
+}
+
+// Stall stops node i's message processing for d while its timers keep firing on
+// time: the Lifeguard paper's slow-message-processing anomaly (a receive loop
+// blocked behind a slow handler, while the probe and suspicion timers run). Its
+// probes go out and time out, its suspicions expire, and the acks and
+// refutations that would have cleared them wait in its inbox until the stall ends.
+func (s *Sim) Stall(i int, d time.Duration) {
+	n := s.nodes[i]
+	if end := s.now + int64(d); end > n.stall {
+		n.stall = end
 	}
 }
 
@@ -457,9 +473,13 @@ func (s *Sim) recordHash(kind evKind, from, to int32, h uint64, n int) {
 	_, _ = s.trace.Write(b[:29])
 }
 
-// blocked is the time node n can take its next input: the end of a pause or of
-// the input it is working on.
-func (n *node) blocked() int64 { return max(n.paused, n.busy) }
+// blocked is the time node n can take its next input: the end of a pause, of a
+// stall or of the input it is working on.
+func (n *node) blocked() int64 { return max(n.paused, n.stall, n.busy) }
+
+// degraded reports whether node n is paused, stalled or slow at t: not a healthy
+// member in ground truth.
+func (n *node) degraded(t int64) bool { return n.paused > t || n.stall > t || n.slow > 1 }
 
 // wait queues input e in node i's inbox when the node cannot take it now (paused,
 // busy, or older inputs still queued) and reports whether it did. The inbox is a
@@ -512,31 +532,33 @@ func (s *Sim) fire(e *event) {
 			return // stale: superseded by an earlier deadline, or the instance is gone
 		}
 		if n.paused > s.now {
-			// Timers of a paused node fire at the wake. A busy node's do not wait:
-			// its clock and timer thread run; only its message handling lags.
-			n.tickAt = n.paused
-			e.at = n.paused
-			s.push(*e)
+			// Timers of a paused node run at the wake, before its queued inputs. A
+			// busy or stalled node's do not wait: its timers run, only its message
+			// handling lags.
+			n.tickAt, n.tickDue = 0, true
+			if n.wakeAt == 0 || n.wakeAt > n.paused {
+				s.schedWake(e.node, n, n.paused) // not later: a stall holds inputs, not timers
+			}
 			return
 		}
-		n.tickAt = 0
-		dl := n.stack.NextDeadline()
-		if !dl.IsZero() {
-			if v := n.virtual(int64(dl.Sub(s.epoch))); v > s.now {
-				s.schedTick(e.node, n, v)
-				return
-			}
-		}
-		s.record(evTick, -1, e.node, nil)
-		n.stack.Tick(s.localTime(n))
-		s.afterInput(e.node, s.now)
+		s.runTick(e.node, n)
 	case evWake:
 		n := s.nodes[e.node]
 		if !n.up || e.gen != n.gen || e.at != n.wakeAt {
 			return
 		}
 		n.wakeAt = 0
-		s.drain(e.node, n)
+		if n.tickDue {
+			if n.paused > s.now {
+				s.schedWake(e.node, n, n.paused) // the pause was extended
+				return
+			}
+			n.tickDue = false
+			s.runTick(e.node, n)
+		}
+		if n.up && n.head < len(n.inbox) && n.wakeAt == 0 {
+			s.drain(e.node, n)
+		}
 	case evPacket, evStreamReq:
 		i := s.owner[e.to]
 		if i < 0 || !s.nodes[i].up {
@@ -559,6 +581,21 @@ func (s *Sim) fire(e *event) {
 			s.deliver(e.node, n, e)
 		}
 	}
+}
+
+// runTick runs node i's timers if its deadline has come, else re-arms the tick.
+func (s *Sim) runTick(i int32, n *node) {
+	n.tickAt = 0
+	dl := n.stack.NextDeadline()
+	if !dl.IsZero() {
+		if v := n.virtual(int64(dl.Sub(s.epoch))); v > s.now {
+			s.schedTick(i, n, v)
+			return
+		}
+	}
+	s.record(evTick, -1, i, nil)
+	n.stack.Tick(s.localTime(n))
+	s.afterInput(i, s.now)
 }
 
 // deliver hands input e to node i, which is up and free.

@@ -17,7 +17,7 @@ import (
 const simUsage = `usage:
   omnirelay sim list
   omnirelay sim run --scenario NAME [--nodes N] [--seed S] [--duration D] [--loss P]
-                    [--profile lan|memberlist] [--lifeguard=false] [--json]
+                    [--profile lan|memberlist] [--lifeguard=false] [--pause-max D] [--json]
   omnirelay sim replay FILE   (a schedule printed by a failing property test)
 `
 
@@ -55,6 +55,7 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	loss := fs.Float64("loss", 0, "datagram loss probability on every link during the measured phase, in [0,1)")
 	profile := fs.String("profile", "lan", "swim profile: lan or memberlist")
 	lifeguard := fs.Bool("lifeguard", true, "Lifeguard extensions (local health, aware suspicion, buddy)")
+	pauseMax := fs.Duration("pause-max", 0, "pause and gc-pause scenarios: longest fault, each lasts 1/6 of it to all of it (0: 24 probe intervals)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a report")
 	voters := fs.Int("voters", 0, "leader-* scenarios: voters, the first nodes (3 or 5; 0: 3)")
 	shards := fs.Int("shards", 0, "reshard-* and drain scenarios: shard count (0: 1024)")
@@ -76,6 +77,7 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	o := sim.Options{
 		Scenario: *scenario, Nodes: *nodes, Seed: *seed, Duration: *duration,
 		Loss: *loss, Profile: *profile, NoLifeguard: !*lifeguard, Voters: *voters,
+		PauseMax: *pauseMax,
 	}
 	if *shards > 0 || *maxMoves > 0 {
 		o.Shard = shard.DefaultConfig()
@@ -171,6 +173,6 @@ func printReport(w io.Writer, res *sim.Result) {
 		if err := dec.Decode(&v); err != nil {
 			return
 		}
-		fmt.Fprintf(w, "%-24s %s\n", k, v)
+		fmt.Fprintf(w, "%-28s %s\n", k, v)
 	}
 }
