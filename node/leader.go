@@ -45,7 +45,8 @@ type LeaderInfo struct {
 // leaderState is the leadership part of a Node. The loop owns the fields above
 // mu; mu guards the published view below it.
 type leaderState struct {
-	store lease.Storage
+	store   lease.Storage
+	unsaved *lease.State // newest state whose save failed; saved before lease packets leave
 	// counted is the highest epoch counted in omnirelay_leader_changes_total: a
 	// lease at a higher epoch is a new leader, a lapse or a repeat is not.
 	counted uint64
@@ -108,21 +109,32 @@ func (n *Node) leaseHostConfig(hc *host.Config) error {
 }
 
 // driveLease applies the lease part of a Ready, before its packets leave: the
-// state is saved first and, if saving fails, the batch's packets are dropped (they
-// may carry promises the disk does not hold). Then events are counted, logged and
-// audited. Loop only.
+// newest lease state (this batch's, or an earlier one whose save failed) is saved
+// first and, if saving fails, the batch's lease packets are dropped (they may carry
+// promises the disk does not hold); the others go out. Then the lease packets
+// join rd.Packets, and events are counted, logged and audited. Loop only.
 func (n *Node) driveLease(rd *host.Ready) {
 	if n.lead == nil {
 		return
 	}
-	if rd.LeaseState != nil {
-		if err := n.lead.store.Save(*rd.LeaseState); err != nil {
+	st := rd.LeaseState
+	if st == nil && len(rd.LeasePackets) > 0 {
+		st = n.lead.unsaved // retried only when lease packets wait on it
+	}
+	if st != nil {
+		if err := n.lead.store.Save(*st); err != nil {
 			n.metrics.leaseSaveFailures.Inc()
-			n.log.Error("saving the lease state failed: dropping this batch's packets", "err", err,
-				"packets", len(rd.Packets))
-			rd.Packets = nil
+			if n.lead.unsaved == nil {
+				n.log.Error("saving the lease state failed: lease packets are dropped until a save works",
+					"err", err, "packets", len(rd.LeasePackets))
+			}
+			n.lead.unsaved, rd.LeasePackets = st, nil
+		} else if n.lead.unsaved != nil {
+			n.lead.unsaved = nil
+			n.log.Info("saving the lease state works again")
 		}
 	}
+	rd.Packets = append(rd.LeasePackets, rd.Packets...)
 	for _, e := range rd.LeaseEvents {
 		n.leaseEvent(e)
 	}

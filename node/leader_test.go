@@ -6,13 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/swim"
 )
 
 // syncBuffer is an audit log the test reads while the node writes.
@@ -202,8 +206,9 @@ type failingStorage struct{ lease.MemoryStorage }
 func (*failingStorage) Save(lease.State) error { return errors.New("disk full") }
 
 // TestLeaseSaveFailureDropsPackets: a voter whose saves fail sends none of the
-// packets of those batches, so its promises and campaigns never leave; the two
-// healthy voters elect one of themselves, and the failures are counted.
+// lease packets of those batches, so its promises and campaigns never leave; the
+// two healthy voters elect one of themselves, the failures are counted, and its
+// membership carries on.
 func TestLeaseSaveFailureDropsPackets(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mn := NewMemNetwork()
@@ -236,6 +241,15 @@ func TestLeaseSaveFailureDropsPackets(t *testing.T) {
 		if line == "" || line == "omnirelay_lease_state_save_failures_total 0" {
 			t.Fatalf("n0 save failures: %q, want > 0", line)
 		}
+		// Only its lease packets were held back: its membership packets kept
+		// flowing, so the others still see it alive.
+		for _, n := range nodes[1:] {
+			for _, m := range n.Members() {
+				if m.Name == "n0" && m.Status != swim.StatusAlive {
+					t.Fatalf("%s sees n0 %s, want alive", n.Local().Name, m.Status)
+				}
+			}
+		}
 	})
 }
 
@@ -262,5 +276,63 @@ func TestConfigLeadershipValidated(t *testing.T) {
 	ok.Voters, ok.Voter, ok.DataDir = []string{"a", "b", "c"}, true, t.TempDir()
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid voter config: %v", err)
+	}
+}
+
+// flakyStorage fails while broken is set and records what it saved.
+type flakyStorage struct {
+	broken bool
+	saved  []lease.State
+}
+
+func (s *flakyStorage) Load() (lease.State, error) { return lease.State{}, nil }
+func (s *flakyStorage) Save(st lease.State) error {
+	if s.broken {
+		return errors.New("disk full")
+	}
+	s.saved = append(s.saved, st)
+	return nil
+}
+
+// TestDriveLeaseHoldsLeasePacketsUntilSaved: after a failed save, no lease packet
+// leaves until the unsaved state is saved (a later batch may repeat a promise
+// without carrying the state again); other packets are never held.
+func TestDriveLeaseHoldsLeasePacketsUntilSaved(t *testing.T) {
+	store := &flakyStorage{broken: true}
+	n := &Node{lead: &leaderState{store: store}, log: slog.New(slog.DiscardHandler)}
+	n.metrics = newMetrics(n)
+	to := func(rd host.Ready) []string {
+		var out []string
+		for _, p := range rd.Packets {
+			out = append(out, p.To)
+		}
+		return out
+	}
+	step := func(rd host.Ready, want ...string) {
+		t.Helper()
+		n.driveLease(&rd)
+		if got := to(rd); !slices.Equal(got, want) {
+			t.Fatalf("sent %v, want %v", got, want)
+		}
+	}
+	pk := func(to string) []swim.Packet { return []swim.Packet{{To: to}} }
+	step(host.Ready{LeaseState: &lease.State{Promised: 5}, LeasePackets: pk("promise"), Packets: pk("ping")}, "ping")
+	step(host.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "ack")
+	step(host.Ready{Packets: pk("gossip")}, "gossip")
+	if len(store.saved) != 0 {
+		t.Fatalf("saved %v while broken", store.saved)
+	}
+	store.broken = false
+	step(host.Ready{Packets: pk("gossip")}, "gossip") // nothing waits on the state: no save
+	if len(store.saved) != 0 {
+		t.Fatalf("saved %v with no lease packet waiting", store.saved)
+	}
+	step(host.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "promise-again", "ack")
+	if len(store.saved) != 1 || store.saved[0].Promised != 5 {
+		t.Fatalf("saved %v, want the unsaved promise of 5", store.saved)
+	}
+	step(host.Ready{LeasePackets: pk("renew")}, "renew")
+	if len(store.saved) != 1 {
+		t.Fatalf("saved again (%v) with nothing unsaved", store.saved)
 	}
 }

@@ -49,14 +49,16 @@ type leaseStack struct {
 	watch   *leaseWatch
 }
 
-// Ready saves the lease state first, and drops every packet if that fails.
+// Ready saves the lease state first and sends the lease packets only if that
+// worked (host.Ready's rule; MemoryStorage does not fail, so no retry is kept).
 func (l *leaseStack) Ready() host.Ready {
 	r := l.Host.Ready()
 	if r.LeaseState != nil {
 		if err := l.storage.Save(*r.LeaseState); err != nil {
-			r.Packets = nil
+			panic("sim: MemoryStorage.Save failed: " + err.Error())
 		}
 	}
+	r.Packets, r.LeasePackets = append(r.LeasePackets, r.Packets...), nil
 	l.watch.observe(l, r)
 	return r
 }

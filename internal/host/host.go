@@ -57,14 +57,21 @@ type Stream struct {
 
 // Ready is the host's batch of outputs, in the same order rules as swim.Ready.
 type Ready struct {
-	Packets []swim.Packet
-	Streams []Stream
-	Events  []swim.Event
-	Meta    []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
-	User    []swim.Payload // application messages received by gossip
-	// LeaseState, when non-nil, must be saved (LeaseStorage.Save) BEFORE any of
-	// Packets is sent; if the save fails, all Packets must be dropped: promises
-	// among them are only true once the state saying so survives a crash.
+	Packets []swim.Packet // membership, metadata and shard packets
+	// LeasePackets carry lease messages. They may reveal LeaseState, so the
+	// driver sends them only once the newest state is saved: LeaseState, when
+	// non-nil, is saved (LeaseStorage.Save) BEFORE any LeasePackets leave; if the
+	// save fails, LeasePackets are dropped and the driver retries the save before
+	// it sends any later LeasePackets (a later Ready may repeat a promise without
+	// carrying the state again). Packets do not wait: membership must not stop
+	// because a disk did.
+	LeasePackets []swim.Packet
+	Streams      []Stream
+	Events       []swim.Event
+	Meta         []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
+	User         []swim.Payload // application messages received by gossip
+	// LeaseState is the lease state to save before LeasePackets leave; nil when
+	// unchanged.
 	LeaseState *lease.State
 	// LeaseEvents are leadership changes (became leader, lost lease, leader
 	// changed, voters changed), in observation order.

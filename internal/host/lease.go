@@ -162,7 +162,7 @@ func (h *Host) drainLease(now time.Time, out *Ready) {
 			ls.stats.Oversized++
 			continue
 		}
-		out.Packets = append(out.Packets, swim.Packet{To: addr, Data: slices.Clone(ls.packer.Bytes())})
+		out.LeasePackets = append(out.LeasePackets, swim.Packet{To: addr, Data: slices.Clone(ls.packer.Bytes())})
 	}
 }
 

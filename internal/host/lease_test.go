@@ -72,7 +72,7 @@ func (n *leaseNet) flush() {
 			reply := n.hosts[s.To].HandleStream(n.now, addr, s.Data)
 			h.HandleStreamReply(n.now, s.To, reply)
 		}
-		for _, p := range r.Packets {
+		for _, p := range append(r.LeasePackets, r.Packets...) {
 			n.inflight = append(n.inflight, flight{at: n.now.Add(time.Millisecond), from: addr, to: p.To, data: p.Data})
 		}
 	}
@@ -204,7 +204,8 @@ func TestHostLeaseUnroutableCounted(t *testing.T) {
 	for range 200 {
 		now = h.NextDeadline()
 		h.Tick(now)
-		for _, p := range h.Ready().Packets {
+		r := h.Ready()
+		for _, p := range append(r.LeasePackets, r.Packets...) {
 			if isLeasePacket(p.Data) {
 				t.Fatalf("lease packet to %s with no known address", p.To)
 			}
