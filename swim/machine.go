@@ -151,6 +151,9 @@ type Machine struct {
 
 	viewChanged    time.Time // last change of our digest
 	mismatchSince  time.Time // first of the current run of disagreeing digests
+	lastMismatch   time.Time // last disagreeing digest received
+	probesNoDigest int       // probes sent without our digest since the last with it
+	echoDigest     bool      // the packet being handled carried a disagreeing digest
 	lastDigestSync time.Time
 
 	packer *wire.Packer

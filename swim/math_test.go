@@ -167,6 +167,7 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		{"TombstoneTTL", func(c *Config) { c.TombstoneTTL = 0 }},
 		{"AwarenessMaxMultiplier", func(c *Config) { c.AwarenessMaxMultiplier = 0 }},
 		{"DigestSyncInterval", func(c *Config) { c.DigestSyncInterval = -1 }},
+		{"DigestEvery", func(c *Config) { c.DigestEvery = -1 }},
 		{"QueueLimit", func(c *Config) { c.QueueLimit = 0 }},
 	} {
 		c := LANProfile("a", "127.0.0.1:1")

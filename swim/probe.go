@@ -30,6 +30,7 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 		}
 	}
 	m.curFrom = ""
+	m.echoDigest = false
 	if m.reader.Err() != nil {
 		m.stats.Malformed++
 	}
@@ -117,6 +118,14 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 	}
 	m.packer.Reset()
 	m.packer.Add(&wire.Ack{Seq: p.Seq})
+	if m.echoDigest {
+		// The prober's digest, earlier in this packet, disagreed with ours: tell
+		// it, so that it too sees the disagreement (and keeps sending digests)
+		// whichever side's view is the odd one.
+		m.echoDigest = false
+		d := m.digest.d
+		m.packer.Add(&d)
+	}
 	if src := m.members.get(p.Source); src != nil && src.Status == StatusDead && src.Addr == to {
 		// A member we hold dead is pinging us, so it is running and does not know:
 		// tell it, so it refutes (and sends us its new Alive). Otherwise each side
@@ -194,6 +203,8 @@ func (m *Machine) onDigest(now time.Time, from string, d wire.Digest) {
 		m.mismatchSince = time.Time{}
 		return
 	}
+	m.lastMismatch = now
+	m.echoDigest = true
 	if m.mismatchSince.IsZero() {
 		m.mismatchSince = now
 	}
@@ -278,8 +289,9 @@ func (m *Machine) healthScore() int {
 	return m.health
 }
 
-// startProbe pings the next member. The ping carries our digest and gossip; with the
-// buddy system, a suspect target also gets its suspicion first so it can refute.
+// startProbe pings the next member. The ping carries gossip, and our digest when
+// digestDue; with the buddy system, a suspect target also gets its suspicion first
+// so it can refute.
 func (m *Machine) startProbe(now time.Time) {
 	interval := ScaleByHealth(m.cfg.ProbeInterval, m.healthScore())
 	t := m.nextTarget()
@@ -295,17 +307,36 @@ func (m *Machine) startProbe(now time.Time) {
 	}
 	m.nextProbe = m.probe.end
 	m.packer.Reset()
+	if m.digestDue(now) {
+		// Before the ping: the target has compared it by the time it acks, and
+		// echoes its own digest in the ack if they disagree (onPing).
+		d := m.digest.d
+		m.packer.Add(&d)
+		m.probesNoDigest = 0
+	} else {
+		m.probesNoDigest++
+	}
 	m.packer.Add(&wire.Ping{Seq: m.seq, Target: t.Name, Source: m.self.Name, SourceAddr: m.self.Addr})
 	if m.cfg.Lifeguard.Buddy && t.Status == StatusSuspect {
 		m.packer.Add(&wire.Suspect{Node: t.Name, Incarnation: t.Incarnation, From: m.self.Name})
 	}
-	if m.cfg.DigestSyncInterval > 0 {
-		d := m.digest.d
-		m.packer.Add(&d)
-	}
 	m.queues.fill(m.packer)
 	m.stats.ProbesSent++
 	m.send(t.Addr)
+}
+
+// digestDue says whether the probe being sent carries our digest: always while a
+// divergence is possible (our view changed, or a peer's digest disagreed, within
+// two DigestSyncIntervals: long enough for onDigest's wait to run out), else on
+// every DigestEvery-th probe, which is what finds a divergence no change announced.
+func (m *Machine) digestDue(now time.Time) bool {
+	iv := m.cfg.DigestSyncInterval
+	if iv == 0 {
+		return false
+	}
+	return m.probesNoDigest+1 >= m.cfg.DigestEvery ||
+		now.Sub(m.viewChanged) < 2*iv ||
+		!m.lastMismatch.IsZero() && now.Sub(m.lastMismatch) < 2*iv
 }
 
 // sendIndirect asks IndirectChecks random members to probe the silent target.

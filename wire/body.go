@@ -58,6 +58,13 @@ func appendBody(b []byte, m Message) []byte {
 		b = appendStr(appendStr(b, keySourceAddr), m.SourceAddr)
 		b = appendBool(appendStr(b, keyWantNack), m.WantNack)
 	case *Ack:
+		// An empty payload (the usual case) is left out: 4 bytes of every ack,
+		// and a receiver reads a missing key as empty anyway.
+		if len(m.Payload) == 0 {
+			b = appendMapHeader(b, 1)
+			b = appendUint(appendStr(b, keySeq), uint64(m.Seq))
+			break
+		}
 		b = appendMapHeader(b, 2)
 		b = appendUint(appendStr(b, keySeq), uint64(m.Seq))
 		b = appendBin(appendStr(b, keyPayload), m.Payload)

@@ -76,7 +76,11 @@ func TestPropBodiesAreStandardMsgpack(t *testing.T) {
 		if err := dec.Decode(&got); err != nil {
 			t.Fatalf("msgpack library cannot decode our body: %v", err)
 		}
-		equal(t, nativeBody(reflect.ValueOf(m)), normalize(got))
+		want := nativeBody(reflect.ValueOf(m))
+		if a, ok := m.(*Ack); ok && len(a.Payload) == 0 {
+			delete(want, "p") // the one field our sender leaves out when empty
+		}
+		equal(t, want, normalize(got))
 	})
 }
 

@@ -192,6 +192,8 @@ func vectorDefs() []vectorDef {
 				&MetaDelta{Payload: []byte{0x00}},
 				&Digest{Hash: 0x0123456789abcdef, Members: 3},
 			}},
+		{name: "ack-digest", description: "plain packet: an Ack without payload (its empty p is left out), then the Digest a node echoes when the probe's Digest disagreed with its own",
+			msgs: []Message{&Ack{Seq: 7}, &Digest{Hash: 0x9882d9b980acedab, Members: 2}}},
 		{name: "unknown-type", description: "plain packet: Nack, a message of extension type 200 a receiver must skip, Nack",
 			msgs:    []Message{&Nack{Seq: 1}},
 			unknown: [][]byte{{200, 0x04, 0x81, 0xa1, 'x', 0x07}}},

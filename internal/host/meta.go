@@ -247,14 +247,25 @@ func (h *Host) receiveMeta(p swim.Payload) {
 }
 
 // snapshot is the encoded store for a push-pull, rebuilt only after a change.
+// Maps that hold nothing (no entries, all versions zero) are left out: merging one
+// changes nothing but to create an empty map, and a store holds one for every
+// member that ever sent its own, so without this a cluster that uses no metadata
+// sent 8 B per member in every push-pull (about 530 B of a compressed 128-member
+// exchange direction of 2,220 B).
 func (h *Host) snapshot() []byte {
 	ms := h.meta
 	if ms.dirty {
-		ms.snap = crdt.AppendSnapshot(ms.snap[:0], ms.store.Snapshot())
+		snap := ms.store.Snapshot()
+		snap.Maps = slices.DeleteFunc(snap.Maps, emptyMap)
+		ms.snap = crdt.AppendSnapshot(ms.snap[:0], snap)
 		ms.dirty = false
 		ms.stats.SnapshotsOut++
 	}
 	return ms.snap
+}
+
+func emptyMap(d crdt.Delta) bool {
+	return len(d.Entries) == 0 && d.Since.IsZero() && d.Have.IsZero() && d.Floor.IsZero()
 }
 
 // trackMembers notes which members swim will forget, and when.

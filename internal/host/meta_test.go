@@ -253,3 +253,33 @@ func TestMetaTooLargeToGossipSpreadsByPushPull(t *testing.T) {
 		t.Fatal("not carried by push-pull")
 	}
 }
+
+// A push-pull snapshot leaves out maps that hold nothing: a cluster that uses no
+// metadata sends none, and a written map is still sent.
+func TestPushPullSnapshotLeavesOutEmptyMaps(t *testing.T) {
+	c := newCluster(t, 4, nil)
+	c.form()
+	maps := func(h *Host) []string {
+		s, err := crdt.DecodeSnapshot(h.snapshot(), crdt.DefaultLimits())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, m := range s.Maps {
+			names = append(names, m.Node)
+		}
+		return names
+	}
+	if got := maps(c.h(0)); len(got) != 0 || len(c.h(0).Meta().Names()) == 0 {
+		t.Fatalf("no metadata written: snapshot maps %q, store maps %q", got, c.h(0).Meta().Names())
+	}
+	if err := c.h(2).SetMeta(c.now, "zone", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	c.run(time.Second)
+	for i := range 4 {
+		if got := maps(c.h(i)); len(got) != 1 || got[0] != "n2" {
+			t.Fatalf("n%d snapshot maps %q, want [n2]", i, got)
+		}
+	}
+}
