@@ -1119,3 +1119,25 @@ func TestMachinesShareInternedNames(t *testing.T) {
 		t.Fatal("a machine without Interner used the shared table")
 	}
 }
+
+// A suspicion at a newer incarnation than the one we suspect is a new suspicion:
+// the member refuted in between (we missed its Alive), so the old timer must not
+// carry over and declare it dead at once.
+func TestSuspicionAtNewerIncarnationRestarts(t *testing.T) {
+	for _, final := range []bool{false, true} {
+		m := newMachine(t, "a", func(c *Config) { c.FinalProbe = final })
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
+		m.Ready()
+		first := m.members.get("b").susp.deadline
+		late := first.Add(-time.Millisecond)
+		m.HandlePacket(late, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 1, From: "d"}))
+		m.Tick(first.Add(time.Millisecond))
+		if got := memberOf(t, m, "b"); got.Status != StatusSuspect || got.Incarnation != 1 {
+			t.Fatalf("final probe %v: b %v at incarnation %d just after the old deadline, want suspect at 1", final, got.Status, got.Incarnation)
+		}
+		if d := m.members.get("b").susp.deadline; d.Sub(late) != first.Sub(epoch) {
+			t.Fatalf("final probe %v: new deadline %v after the new suspicion, want the full %v", final, d.Sub(late), first.Sub(epoch))
+		}
+	}
+}

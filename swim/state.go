@@ -99,7 +99,17 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		}
 	case StatusSuspect:
 		if inc > mem.Incarnation {
+			// The member refuted the suspicion we hold (we missed its Alive) and is
+			// suspected again in its new incarnation. Our timer's evidence and
+			// elapsed time are about a life it has since vouched for: start over,
+			// or the missed refutation turns this fresh suspicion into a death at
+			// once (memberlist confirms the old timer; the sim's loss scenario
+			// showed the false deaths).
 			m.setState(now, mem, inc, StatusSuspect)
+			m.startSuspicion(now, mem, from)
+			m.stats.Suspicions++
+			m.queueFact(&wire.Suspect{Node: name, Incarnation: inc, From: from}, name)
+			return
 		}
 		if m.confirm(now, mem, from) {
 			// New evidence: pass it on so others' timers shrink too.
