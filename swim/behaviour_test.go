@@ -1141,3 +1141,36 @@ func TestSuspicionAtNewerIncarnationRestarts(t *testing.T) {
 		}
 	}
 }
+
+// Without FinalProbe (memberlist profile), a Lifeguard suspicion that reaches its
+// maximum with no independent confirmation still gets a final probe; a confirmed
+// one is declared dead at its deadline, as before.
+func TestLonelySuspicionGetsAFinalProbe(t *testing.T) {
+	for _, confirmed := range []bool{false, true} {
+		m, err := New(MemberlistProfile("a", "a:1"), rand.New(rand.NewPCG(1, 2)), epoch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"b", "c", "d", "e"} {
+			m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
+		}
+		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
+		if confirmed {
+			m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "d"}))
+		}
+		m.Ready()
+		end := m.members.get("b").susp.deadline
+		m.Tick(end)
+		got := memberOf(t, m, "b").Status
+		switch {
+		case !confirmed && (got != StatusSuspect || m.Stats().FinalProbes != 1):
+			t.Fatalf("lonely suspicion: b %v, %d final probes at its deadline, want suspect and 1", got, m.Stats().FinalProbes)
+		case confirmed && (got != StatusDead || m.Stats().FinalProbes != 0):
+			t.Fatalf("confirmed suspicion: b %v, %d final probes at its deadline, want dead and 0", got, m.Stats().FinalProbes)
+		}
+		m.Tick(end.Add(2 * time.Second))
+		if got := memberOf(t, m, "b").Status; got != StatusDead {
+			t.Fatalf("confirmed %v: b %v after an unanswered final probe", confirmed, got)
+		}
+	}
+}

@@ -461,7 +461,12 @@ func (m *Machine) fireTimer(now time.Time, e timerEntry) {
 		if mem.Status != StatusSuspect || s == nil || !s.deadline.Equal(e.at) || s.checked {
 			return
 		}
-		if m.cfg.FinalProbe && !m.leaving {
+		// Without FinalProbe, a suspicion that ran to Lifeguard's maximum without a
+		// single independent confirmation still gets one: nobody else's probe of
+		// the member failed meanwhile, so a refutation we missed is the likelier
+		// story, and real crashes are confirmed long before the maximum.
+		lonely := s.k > 0 && len(s.from) == 1
+		if (m.cfg.FinalProbe || lonely) && !m.leaving {
 			s.checked = true
 			m.startFinalProbe(now, mem)
 			return
