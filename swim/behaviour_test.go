@@ -1174,3 +1174,24 @@ func TestLonelySuspicionGetsAFinalProbe(t *testing.T) {
 		}
 	}
 }
+
+// The final probe decides a death, so it asks twice the usual witnesses.
+func TestFinalProbeAsksTwiceTheWitnesses(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	for i := range 10 {
+		n := fmt.Sprintf("p%d", i)
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p0", Incarnation: 0, From: "p1"}))
+	m.Ready()
+	m.Tick(m.members.get("p0").susp.deadline)
+	witnesses := 0
+	for _, d := range decodePackets(t, m.Ready().Packets) {
+		if ip, ok := d.msg.(*wire.IndirectPing); ok && ip.Target == "p0" {
+			witnesses++
+		}
+	}
+	if want := 2 * LANProfile("a", "a:1").IndirectChecks; witnesses != want {
+		t.Fatalf("final probe asked %d witnesses, want %d", witnesses, want)
+	}
+}

@@ -142,7 +142,7 @@ type Config struct {
 	// probe intervals longer. Ignored when DigestSyncInterval is 0.
 	DigestEvery int
 	// FinalProbe: when a suspicion times out, probe the suspect once more (a ping
-	// carrying the suspicion, and IndirectChecks indirect pings, all at once) and
+	// carrying the suspicion, and 2×IndirectChecks indirect pings, all at once) and
 	// declare it dead only if nothing answers within the health-scaled
 	// ProbeInterval; an answer restarts the suspicion at its minimum. Gossip leaves a
 	// node without a given refutation with probability about e^-(retransmissions
