@@ -36,6 +36,27 @@ func sentTo(pkts []Packet, addr string) int {
 	return n
 }
 
+// attacker is the source address of the hostile datagrams.
+const attacker = "10.0.0.66:7946"
+
+// flood hands m one datagram of as many msg(i) as fit, from attacker, and checks
+// that nothing went to the victim and that the packets sent stay within the bound
+// (the answer budget plus eager push). It returns the packets and the count sent.
+func flood(t *testing.T, m *Machine, what string, msg func(i int) wire.Message) ([]Packet, int) {
+	t.Helper()
+	data, n := bigPacket(t, msg)
+	m.HandlePacket(epoch, attacker, data)
+	out := m.Ready().Packets
+	t.Logf("%d %s in one datagram: %d packets to the victim, %d to the sender, %d in all", n, what, sentTo(out, victim), sentTo(out, attacker), len(out))
+	if got := sentTo(out, victim); got != 0 {
+		t.Errorf("%d packets sent to the victim", got)
+	}
+	if bound := maxRepliesPerInput + m.cfg.EagerFanout; len(out) > bound {
+		t.Errorf("one datagram drew %d packets, want at most %d", len(out), bound)
+	}
+	return out, n
+}
+
 // A node answers a ping at the packet's source, not at a reply address the body
 // names: otherwise one datagram of pings naming a victim is a reflector (1,900
 // packets to the victim per datagram received before the fix).
@@ -43,26 +64,17 @@ func TestPingWithVictimReplyAddrIsNotReflected(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1}))
 	m.Ready()
-	data, n := bigPacket(t, func(i int) wire.Message {
+	out, n := flood(t, m, "pings naming the victim as reply address", func(i int) wire.Message {
 		return &wire.Ping{Seq: uint32(i), Target: "a", Source: "b", SourceAddr: victim}
 	})
-	m.HandlePacket(epoch, "10.0.0.66:7946", data)
-	out := m.Ready().Packets
-	t.Logf("%d pings in one datagram: %d packets to the victim, %d in all", n, sentTo(out, victim), len(out))
-	if got := sentTo(out, victim); got != 0 {
-		t.Errorf("%d packets sent to the victim named in the pings' reply address", got)
-	}
-	if bound := maxRepliesPerInput + m.cfg.EagerFanout; len(out) > bound {
-		t.Errorf("one datagram drew %d packets, want at most %d", len(out), bound)
-	}
-	if got := sentTo(out, "10.0.0.66:7946"); got != maxRepliesPerInput {
+	if got := sentTo(out, attacker); got != maxRepliesPerInput {
 		t.Errorf("%d acks to the packet's source, want %d (the budget)", got, maxRepliesPerInput)
 	}
 	if got, want := m.Stats().RepliesDropped, uint64(n-maxRepliesPerInput); got != want {
 		t.Errorf("RepliesDropped = %d, want %d", got, want)
 	}
 	// The member's own address, as the view holds it, is a valid reply address.
-	m.HandlePacket(epoch, "10.0.0.66:7946", packet(t, &wire.Ping{Seq: 1, Target: "a", Source: "b", SourceAddr: "10.0.0.2:7946"}))
+	m.HandlePacket(epoch, attacker, packet(t, &wire.Ping{Seq: 1, Target: "a", Source: "b", SourceAddr: "10.0.0.2:7946"}))
 	if out := m.Ready().Packets; sentTo(out, "10.0.0.2:7946") != 1 {
 		t.Errorf("ack not sent to the known address of the member that pinged: %v", decodePackets(t, out))
 	}
@@ -74,22 +86,13 @@ func TestIndirectPingTargetsOnlyKnownMembersAtKnownAddresses(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1}))
 	m.Ready()
-	data, n := bigPacket(t, func(i int) wire.Message {
+	out, n := flood(t, m, "indirect pings naming the victim as target and reply address", func(i int) wire.Message {
 		target := "b"
 		if i%2 == 0 {
 			target = fmt.Sprintf("ghost-%d", i)
 		}
 		return &wire.IndirectPing{Seq: uint32(i), Target: target, TargetAddr: victim, Source: "evil", SourceAddr: victim}
 	})
-	m.HandlePacket(epoch, "10.0.0.66:7946", data)
-	out := m.Ready().Packets
-	t.Logf("%d indirect pings in one datagram: %d packets to the victim, %d in all", n, sentTo(out, victim), len(out))
-	if got := sentTo(out, victim); got != 0 {
-		t.Errorf("%d packets sent to the victim named as target and reply address", got)
-	}
-	if bound := maxRepliesPerInput + m.cfg.EagerFanout; len(out) > bound {
-		t.Errorf("one datagram drew %d packets, want at most %d", len(out), bound)
-	}
 	for _, d := range decodePackets(t, out) {
 		if p, ok := d.msg.(*wire.Ping); ok && (p.Target != "b" || d.to != "10.0.0.2:7946") {
 			t.Errorf("relayed probe of %s sent to %s", p.Target, d.to)
@@ -98,6 +101,25 @@ func TestIndirectPingTargetsOnlyKnownMembersAtKnownAddresses(t *testing.T) {
 	if got, want := m.Stats().IndirectRefused, uint64((n+1)/2); got != want {
 		t.Errorf("IndirectRefused = %d, want %d (the requests for unknown members)", got, want)
 	}
+}
+
+// Claims about us are answered with our Alive at the packet's source, but a datagram
+// full of them draws the answer budget, not one Alive per claim; nor do forged
+// suspicions "from us" make the buddy system send one suspicion per message.
+func TestClaimsAboutUsDrawBoundedAnswers(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1}))
+	m.Ready()
+	flood(t, m, "suspicions of us", func(i int) wire.Message {
+		return &wire.Suspect{Node: "a", Incarnation: uint64(i), From: "evil"}
+	})
+	for i := range 3 {
+		m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: fmt.Sprintf("c%d", i), Addr: fmt.Sprintf("10.0.1.%d:7946", i), Incarnation: 1}))
+	}
+	m.Ready()
+	flood(t, m, "suspicions forged from us", func(i int) wire.Message {
+		return &wire.Suspect{Node: fmt.Sprintf("c%d", i%3), Incarnation: uint64(1 + i/3), From: "a"}
+	})
 }
 
 // 100,000 fake members, however they arrive, leave the table at MaxMembers and the
@@ -118,7 +140,7 @@ func TestFakeAlivesStopAtMaxMembers(t *testing.T) {
 			return &wire.Alive{Node: fmt.Sprintf("fake-%06d", j), Addr: fmt.Sprintf("10.%d.%d.%d:7946", j>>16, (j>>8)&255, j&255)}
 		})
 		sent += k
-		m.HandlePacket(epoch, "10.0.0.66:7946", data)
+		m.HandlePacket(epoch, attacker, data)
 		m.Ready()
 	}
 	runtime.GC()
@@ -163,12 +185,12 @@ func TestMaxMembersEvictsTombstonesFirst(t *testing.T) {
 func TestCheckAddrRefusesHostNames(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.CheckAddr = wire.CheckAddr })
 	const name = "evil.invalid:7946"
-	m.HandlePacket(epoch, "10.0.0.66:7946", packet(t,
+	m.HandlePacket(epoch, attacker, packet(t,
 		&wire.Alive{Node: "b", Addr: name, Incarnation: 1},
 		&wire.Ping{Seq: 1, Target: "a", Source: "b", SourceAddr: name},
-		&wire.IndirectPing{Seq: 2, Target: "a", TargetAddr: name, Source: "b", SourceAddr: "10.0.0.66:7946"},
+		&wire.IndirectPing{Seq: 2, Target: "a", TargetAddr: name, Source: "b", SourceAddr: attacker},
 	))
-	m.HandlePushPull(epoch, "10.0.0.66:7946", &wire.PushPull{Nodes: []wire.NodeState{{Name: "c", Addr: name, Incarnation: 1}}})
+	m.HandlePushPull(epoch, attacker, &wire.PushPull{Nodes: []wire.NodeState{{Name: "c", Addr: name, Incarnation: 1}}})
 	if got := m.Stats().Malformed; got != 4 {
 		t.Errorf("Malformed = %d, want 4 (each message naming a host)", got)
 	}
