@@ -36,10 +36,12 @@ type Config struct {
 	Bind string
 	// Advertise is the host:port peers reach this node at. Default: the bound
 	// address; required when Bind's host is a wildcard (0.0.0.0, ::), since peers
-	// cannot reach a wildcard. Port 0 means the bound port.
+	// cannot reach a wildcard. Port 0 means the bound port. A host name is resolved
+	// once, by Start (the protocol carries IP literals only).
 	Advertise string
 	// Join lists seed addresses (host:port). Start tries them, with backoff, until
-	// one answers or its ctx ends. Empty: start a new cluster (or call Join later).
+	// one answers or its ctx ends. Host names are resolved once, when the join
+	// starts, off the node's loop. Empty: start a new cluster (or call Join later).
 	Join []string
 	// Control is the host:port of the HTTP control API (/control/v1, /metrics,
 	// /healthz, /readyz). Empty: not served. Port 0 picks a free port.
@@ -309,6 +311,9 @@ func (c Config) swimConfig(addr string) swim.Config {
 		c.Tune(&sc)
 	}
 	sc.Name, sc.Addr, sc.ClusterLabel = c.Name, addr, c.ClusterLabel
+	// Only IP literals get into the view, so nothing a peer sends makes the
+	// transport resolve a name on the loop (PROTOCOL.md, section 3.4).
+	sc.CheckAddr = wire.CheckAddr
 	sc.MTU = c.MTU
 	if len(c.Keys) > 0 {
 		sc.MTU -= wire.SealOverhead

@@ -22,10 +22,17 @@ type joinState struct {
 // round in which none did after a backoff (Config.JoinBackoff doubling up to
 // JoinBackoffMax, ±25% jitter). It returns nil on the first answer; if ctx ends
 // first it stops retrying and returns an error wrapping ErrNoSeedAnswered that names
-// every seed's last failure. Seeds equal to this node's own address are skipped; if
-// none remain, Join returns nil at once (this node is the first).
+// every seed's last failure. Seed host names are resolved here, in the caller's
+// goroutine, so the loop only ever sees IP literals; a seed that does not resolve is
+// skipped (logged), and if none does Join fails at once, naming each. Seeds equal to
+// this node's own address are skipped; if none remain, Join returns nil at once
+// (this node is the first).
 func (n *Node) Join(ctx context.Context, seeds ...string) error {
-	seeds = slices.DeleteFunc(slices.Clone(seeds), func(s string) bool { return s == n.addr || s == "" })
+	seeds, err := n.resolveSeeds(ctx, seeds)
+	if err != nil {
+		return err
+	}
+	seeds = slices.DeleteFunc(seeds, func(s string) bool { return s == n.addr })
 	if len(seeds) == 0 {
 		n.mu.Lock()
 		n.joined = true
@@ -76,6 +83,28 @@ func (n *Node) Join(ctx context.Context, seeds ...string) error {
 	}
 	n.log.Error("join failed", "seeds", strings.Join(seeds, ","), "why", summary)
 	return fmt.Errorf("%w (%v): %s", ErrNoSeedAnswered, ctx.Err(), summary)
+}
+
+// resolveSeeds resolves seed names (resolveAddr), dropping empty seeds. It fails,
+// wrapping ErrNoSeedAnswered, only when seeds were given and none resolved.
+func (n *Node) resolveSeeds(ctx context.Context, seeds []string) ([]string, error) {
+	var out, failed []string
+	for _, s := range seeds {
+		if s == "" {
+			continue
+		}
+		a, err := resolveAddr(ctx, s)
+		if err != nil {
+			n.log.Warn("seed does not resolve", "seed", s, "err", err)
+			failed = append(failed, fmt.Sprintf("%s: %v", s, err))
+			continue
+		}
+		out = append(out, a)
+	}
+	if len(out) == 0 && len(failed) > 0 {
+		return nil, fmt.Errorf("%w: no seed resolves: %s", ErrNoSeedAnswered, strings.Join(failed, "; "))
+	}
+	return out, nil
 }
 
 // summary lists each seed's last failure, for the error a failed Join returns.

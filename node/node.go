@@ -197,7 +197,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		tr = nt
 	}
 	n.tr = tr
-	n.addr = cfg.advertiseAddr(tr.Addr())
+	adv, err := resolveAddr(ctx, cfg.advertiseAddr(tr.Addr()))
+	if err != nil {
+		tr.Close()
+		return nil, fmt.Errorf("node: resolving the advertised address %s: %w", cfg.advertiseAddr(tr.Addr()), err)
+	}
+	n.addr = adv
 	n.log = cfg.Logger.With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	if cfg.AuditLog != nil {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 )
 
 // Transport carries a node's traffic: datagrams (probes and gossip) and streams (one
@@ -18,18 +17,26 @@ import (
 type Transport interface {
 	// Addr is the bound host:port, the same for packets and streams.
 	Addr() string
-	// WriteTo sends one datagram to addr (host:port); delivery is best effort.
+	// WriteTo sends one datagram to addr, an IP-literal host:port; delivery is best
+	// effort. It is called on the node's loop, so it must never block on a name:
+	// NetTransport refuses any other address (ErrNotIPLiteral) instead of resolving.
 	WriteTo(b []byte, addr string) error
 	// ReadFrom blocks for the next datagram, copies it into b and reports its
 	// length and sender address.
 	ReadFrom(b []byte) (int, string, error)
-	// Dial opens a stream to addr.
+	// Dial opens a stream to addr (an IP-literal host:port for NetTransport).
 	Dial(ctx context.Context, addr string) (net.Conn, error)
 	// Accept waits for the next inbound stream.
 	Accept() (net.Conn, error)
 	// Close releases the sockets and unblocks ReadFrom and Accept.
 	Close() error
 }
+
+// ErrNotIPLiteral means NetTransport was asked to send to or dial an address whose
+// host is not an IP literal. Addresses on the wire are IP literals (PROTOCOL.md,
+// section 3.4) and configured names are resolved at Start and Join, so the loop
+// never waits for a name server.
+var ErrNotIPLiteral = errors.New("node: address is not an IP-literal host:port")
 
 // maxBindAttempts bounds the retries when binding port 0: TCP picks a free port, and
 // UDP may find that port taken by someone else.
@@ -40,9 +47,6 @@ type NetTransport struct {
 	udp  *net.UDPConn
 	tcp  *net.TCPListener
 	addr string
-
-	mu    sync.Mutex
-	cache map[string]*net.UDPAddr // resolved destination names
 }
 
 // ListenNet binds UDP and TCP on bind (host:port; port 0 picks a free port shared by
@@ -76,42 +80,28 @@ func ListenNet(bind string) (*NetTransport, error) {
 		}
 		// A larger receive buffer rides out bursts while the loop is busy.
 		_ = udp.SetReadBuffer(2 << 20)
-		return &NetTransport{udp: udp, tcp: tcp, addr: tcp.Addr().String(), cache: map[string]*net.UDPAddr{}}, nil
+		return &NetTransport{udp: udp, tcp: tcp, addr: tcp.Addr().String()}, nil
 	}
 	return nil, fmt.Errorf("binding UDP and TCP on one port of %s: %w", bind, lastErr)
 }
 
 func (t *NetTransport) Addr() string { return t.addr }
 
-func (t *NetTransport) resolve(addr string) (*net.UDPAddr, error) {
-	if ap, err := netip.ParseAddrPort(addr); err == nil {
-		return net.UDPAddrFromAddrPort(ap), nil
-	}
-	t.mu.Lock()
-	ua, ok := t.cache[addr]
-	t.mu.Unlock()
-	if ok {
-		return ua, nil
-	}
-	ua, err := net.ResolveUDPAddr("udp", addr)
+// parseAddr is addr as a socket address; it never resolves a name.
+func parseAddr(addr string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
-		return nil, err
+		return netip.AddrPort{}, fmt.Errorf("%w: %q", ErrNotIPLiteral, addr)
 	}
-	t.mu.Lock()
-	if len(t.cache) > 1024 { // names are seeds, a handful; bound it anyway
-		clear(t.cache)
-	}
-	t.cache[addr] = ua
-	t.mu.Unlock()
-	return ua, nil
+	return ap, nil
 }
 
 func (t *NetTransport) WriteTo(b []byte, addr string) error {
-	ua, err := t.resolve(addr)
+	ap, err := parseAddr(addr)
 	if err != nil {
 		return err
 	}
-	_, err = t.udp.WriteToUDP(b, ua)
+	_, err = t.udp.WriteToUDPAddrPort(b, ap)
 	return err
 }
 
@@ -124,8 +114,12 @@ func (t *NetTransport) ReadFrom(b []byte) (int, string, error) {
 }
 
 func (t *NetTransport) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	ap, err := parseAddr(addr)
+	if err != nil {
+		return nil, err
+	}
 	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	return d.DialContext(ctx, "tcp", ap.String())
 }
 
 func (t *NetTransport) Accept() (net.Conn, error) { return t.tcp.Accept() }

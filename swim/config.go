@@ -12,6 +12,9 @@ import (
 // names the offending field.
 var ErrInvalidConfig = errors.New("swim: invalid config")
 
+// DefaultMaxMembers is Config.MaxMembers in both profiles.
+const DefaultMaxMembers = 10_000
+
 // Lifeguard switches the three Lifeguard extensions (Dadgar et al. 2017) on or off.
 // All three are on in both profiles; turning one off is for experiments.
 type Lifeguard struct {
@@ -163,6 +166,26 @@ type Config struct {
 	// Stats.BroadcastsDropped). Default 1024.
 	QueueLimit int
 
+	// MaxMembers caps the member table: alive, suspect, dead and left records, this
+	// node included. Default 10,000 (both profiles): a 10,000-node cluster fits
+	// (about 90 B a record, so ~1 MB), and 100,000 injected fake members do not.
+	// A new member beyond the cap first evicts a tombstone, when there is one (a
+	// live member outranks the memory of a departed one, whose stale resurrection
+	// is then possible again); otherwise it is refused and counted
+	// (Stats.MembersRefused), and neither held nor gossiped. A refused member that
+	// is real is not lost: it still probes and gossips to us, and push-pull keeps
+	// offering it, so it is taken once there is room (fake members fail their
+	// probes, turn into tombstones, and those give way). Raise it for larger
+	// clusters; lowering it below the cluster size makes views partial.
+	MaxMembers int
+	// CheckAddr, when set, vets every address taken from a received message (Alive,
+	// push-pull node states, Ping and IndirectPing reply and target addresses): a
+	// refused one makes the message malformed (counted in Stats.Malformed, dropped).
+	// node sets wire.CheckAddr, so only IP-literal host:port addresses get into the
+	// view and nothing a peer sends can make the host resolve a name. nil: any
+	// non-empty string is an address (the simulator and tests).
+	CheckAddr func(addr string) error
+
 	// Lifeguard switches the Lifeguard extensions; all on by default.
 	Lifeguard Lifeguard
 
@@ -201,6 +224,7 @@ func LANProfile(name, addr string) Config {
 		DigestEvery:             4,
 		FinalProbe:              true,
 		QueueLimit:              1024,
+		MaxMembers:              DefaultMaxMembers,
 		Lifeguard:               Lifeguard{LocalHealth: true, AwareSuspicion: true, Buddy: true},
 	}
 }
@@ -281,6 +305,8 @@ func (c *Config) Validate() error {
 		return bad("DigestEvery", "must not be negative")
 	case c.QueueLimit < 1:
 		return bad("QueueLimit", "must be at least 1")
+	case c.MaxMembers < 2:
+		return bad("MaxMembers", "must be at least 2 (this node and one peer)")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package swim
 
 import (
+	"errors"
 	"slices"
 	"time"
 
@@ -24,12 +25,14 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 	}
 	m.eagerOK = true
 	m.curFrom = from
+	m.limited, m.budget = true, maxRepliesPerInput
 	for m.reader.Next() {
 		if err := m.handleMessage(now, from, m.reader.Type(), m.reader.Body()); err != nil {
 			m.stats.Malformed++
 		}
 	}
 	m.curFrom = ""
+	m.limited = false
 	m.echoDigest = false
 	if m.reader.Err() != nil {
 		m.stats.Malformed++
@@ -44,10 +47,16 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 		if err := m.dec.Decode(body, &in.ping); err != nil {
 			return err
 		}
+		if !m.addrOK(in.ping.SourceAddr) {
+			return errBadAddr
+		}
 		m.onPing(from, &in.ping)
 	case wire.TypeIndirectPing:
 		if err := m.dec.Decode(body, &in.iping); err != nil {
 			return err
+		}
+		if !m.addrOK(in.iping.SourceAddr) || !m.addrOK(in.iping.TargetAddr) {
+			return errBadAddr
 		}
 		m.onIndirectPing(now, from, &in.iping)
 	case wire.TypeAck:
@@ -68,6 +77,9 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 			return err
 		}
 		a := &in.alive
+		if !m.addrOK(a.Addr) {
+			return errBadAddr
+		}
 		m.applyAlive(now, a.Node, a.Addr, a.Incarnation, a.ProtoMin, a.ProtoMax)
 	case wire.TypeSuspect:
 		if err := m.dec.Decode(body, &in.susp); err != nil {
@@ -105,17 +117,36 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 	return nil
 }
 
-// onPing answers a ping for us with an ack carrying gossip. A ping for another name
-// reached an address that node no longer holds: answering would vouch for it.
+// errBadAddr makes handleMessage count a message whose address Config.CheckAddr
+// refused.
+var errBadAddr = errors.New("swim: address refused by Config.CheckAddr")
+
+// replyAddr is where an answer to a request that arrived from the packet source
+// from goes: the address the request names (addr, for member name) only when the
+// view already holds it as that member's address, else from. An address taken from
+// the body alone is never sent to: anyone could name a victim there and use us as
+// a reflector.
+func (m *Machine) replyAddr(from, name, addr string) string {
+	if addr != "" && addr != from {
+		if mem := m.members.get(name); mem != nil && mem != m.self && mem.Addr == addr {
+			return addr
+		}
+	}
+	return from
+}
+
+// onPing answers a ping for us with an ack carrying gossip, sent to the packet's
+// source (replyAddr). A ping for another name reached an address that node no
+// longer holds: answering would vouch for it.
 func (m *Machine) onPing(from string, p *wire.Ping) {
 	if p.Target != m.self.Name {
 		m.stats.MisdirectedPings++
 		return
 	}
-	to := p.SourceAddr
-	if to == "" {
-		to = from
+	if !m.mayAnswer() {
+		return
 	}
+	to := m.replyAddr(from, p.Source, p.SourceAddr)
 	m.packer.Reset()
 	m.packer.Add(&wire.Ack{Seq: p.Seq})
 	if m.echoDigest {
@@ -136,20 +167,27 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 	m.send(to)
 }
 
-// onIndirectPing probes the target on the requester's behalf (SWIM §4.3).
+// onIndirectPing probes the target on the requester's behalf (SWIM §4.3): only a
+// member we know, at the address we hold for it, never the request's TargetAddr
+// (which could name anyone); the answer goes where replyAddr says.
 func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPing) {
-	replyTo := ip.SourceAddr
-	if replyTo == "" {
-		replyTo = from
-	}
+	replyTo := m.replyAddr(from, ip.Source, ip.SourceAddr)
 	if ip.Target == m.self.Name {
 		// Asked to probe ourselves: we are evidently alive.
+		if !m.mayAnswer() {
+			return
+		}
 		m.packer.Reset()
 		m.packer.Add(&wire.Ack{Seq: ip.Seq})
 		m.send(replyTo)
 		return
 	}
-	if ip.TargetAddr == "" || len(m.relays) >= maxRelays {
+	t := m.members.get(ip.Target)
+	if t == nil {
+		m.stats.IndirectRefused++
+		return
+	}
+	if len(m.relays) >= maxRelays || !m.mayAnswer() {
 		return
 	}
 	m.seq++
@@ -158,8 +196,8 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 		nackAt: now.Add(m.cfg.ProbeTimeout * 4 / 5), deadline: now.Add(m.cfg.ProbeTimeout),
 	})
 	m.packer.Reset()
-	m.packer.Add(&wire.Ping{Seq: m.seq, Target: ip.Target, Source: m.self.Name, SourceAddr: m.self.Addr})
-	m.send(ip.TargetAddr)
+	m.packer.Add(&wire.Ping{Seq: m.seq, Target: t.Name, Source: m.self.Name, SourceAddr: m.self.Addr})
+	m.send(t.Addr)
 }
 
 // onAck completes our probe, or relays the ack of an indirect probe we ran.
@@ -182,6 +220,9 @@ func (m *Machine) onAck(now time.Time, seq uint32) {
 		if m.relays[i].seq == seq {
 			r := m.relays[i]
 			m.relays = slices.Delete(m.relays, i, i+1)
+			if !m.mayAnswer() {
+				return
+			}
 			m.packer.Reset()
 			m.packer.Add(&wire.Ack{Seq: r.origSeq})
 			m.send(r.replyTo)

@@ -38,6 +38,10 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 	}
 	mem := m.members.get(name)
 	if mem == nil {
+		if m.members.Len() >= m.cfg.MaxMembers && !m.evictTomb(now) {
+			m.stats.MembersRefused++
+			return
+		}
 		mem = m.members.add(name)
 		mem.Addr, mem.Incarnation, mem.Status, mem.since = addr, inc, StatusAlive, now.Sub(m.epoch)
 		mem.protoMin, mem.protoMax, mem.probeIdx, mem.tombIdx = pmin, pmax, -1, -1
@@ -90,7 +94,7 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		m.stats.Suspicions++
 		m.event(now, EventSuspect, mem)
 		m.queueFact(&wire.Suspect{Node: name, Incarnation: inc, From: from}, name)
-		if from == m.self.Name && m.cfg.Lifeguard.Buddy {
+		if from == m.self.Name && m.cfg.Lifeguard.Buddy && m.mayAnswer() {
 			// Our own probe failed: tell the suspect first-hand, so a live one
 			// refutes within a round trip instead of when gossip reaches it.
 			m.packer.Reset()
@@ -163,7 +167,7 @@ func (m *Machine) claimAboutSelf(now time.Time, inc uint64) {
 	if inc >= m.self.Incarnation {
 		m.refute(now, inc)
 	}
-	if m.curFrom != "" {
+	if m.curFrom != "" && m.mayAnswer() {
 		m.packer.Reset()
 		m.packer.Add(m.aliveMsg(m.self))
 		m.send(m.curFrom)
@@ -272,6 +276,17 @@ func (m *Machine) forget(now time.Time, mem *member) {
 		m.probe = probeState{}
 	}
 	m.members.remove(mem.Name)
+}
+
+// evictTomb collects a tombstone before its TTL to make room for a new member at
+// the MaxMembers cap, and reports whether there was one. Which one does not matter
+// for safety: the first of the list, in O(1).
+func (m *Machine) evictTomb(now time.Time) bool {
+	if len(m.tombs) == 0 {
+		return false
+	}
+	m.forget(now, m.tombs[0])
+	return true
 }
 
 // isLive says whether a status counts as a live member: probed, gossiped to, and

@@ -67,6 +67,7 @@ type swimFile struct {
 	PushPullInterval  *duration `json:"pushpull_interval"`
 	ReconnectInterval *duration `json:"reconnect_interval"`
 	TombstoneTTL      *duration `json:"tombstone_ttl"`
+	MaxMembers        *int      `json:"max_members"`
 }
 
 func (s *swimFile) apply(c *swim.Config) {
@@ -91,6 +92,7 @@ func (s *swimFile) apply(c *swim.Config) {
 	setD(&c.PushPullInterval, s.PushPullInterval)
 	setD(&c.ReconnectInterval, s.ReconnectInterval)
 	setD(&c.TombstoneTTL, s.TombstoneTTL)
+	setI(&c.MaxMembers, s.MaxMembers)
 }
 
 // agentFile is the agent's config file. Every key is documented in
