@@ -408,10 +408,20 @@ func (n *Node) readPackets() {
 	}
 }
 
+// Backoff of the accept loop after an error, as net/http's: an error such as EMFILE
+// (out of descriptors) lasts until connections close, and retrying at once only
+// burns CPU and log (5.2 GB in 25 s measured).
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 // acceptStreams serves inbound streams, at most maxInbound at once.
 func (n *Node) acceptStreams() {
 	defer n.wg.Done()
 	sem := make(chan struct{}, maxInbound)
+	var backoff time.Duration
+	var warn rateLog
 	for {
 		conn, err := n.tr.Accept()
 		if err != nil {
@@ -419,9 +429,14 @@ func (n *Node) acceptStreams() {
 				return
 			}
 			n.metrics.netErrors.WithLabelValues("accept").Inc()
-			n.log.Warn("accepting a stream", "err", err)
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			warn.log(n.log, n.clock.Now(), slog.LevelWarn, "accepting a stream", "err", err, "retry_in", backoff)
+			if !n.pause(backoff) {
+				return
+			}
 			continue
 		}
+		backoff = 0
 		select {
 		case sem <- struct{}{}:
 		default:
@@ -449,6 +464,18 @@ func (n *Node) acceptStreams() {
 			}()
 			n.serveStream(conn)
 		}()
+	}
+}
+
+// pause waits d, or less if the node closes (false then).
+func (n *Node) pause(d time.Duration) bool {
+	t := n.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-n.ctx.Done():
+		return false
 	}
 }
 
