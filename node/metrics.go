@@ -47,7 +47,8 @@ const (
 var dirNames = [2]string{"in", "out"}
 
 // netErrorOps are the op labels of omnirelay_network_errors_total.
-var netErrorOps = []string{"read", "write", "accept", "stream", "stream_read", "stream_write", "stream_refused"}
+var netErrorOps = []string{"read", "write", "accept", "stream", "stream_read", "stream_write", "stream_refused",
+	"stream_evicted", "stream_idle"}
 
 // typeName labels a message type; unknown types share one label so a hostile peer
 // cannot blow up the label set.
