@@ -5,6 +5,9 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
 )
 
 // Limits of inbound streams, all applied before the request is authenticated, so
@@ -21,11 +24,24 @@ const (
 	// behind one address (NAT, tests on 127.0.0.1) and keeps one source to a quarter
 	// of the slots.
 	maxPerSource = 16
+	// frameBudget bounds the bytes of all inbound request frames being read or
+	// waiting for the loop at once: four frames of the largest size
+	// (wire.DefaultMaxFrame, 8 MiB, plus a KiB for prefix and envelope), while a
+	// push-pull of a 10,000-member cluster is well under one. 64 streams of 8 MiB
+	// would otherwise hold 512 MiB (0.9 GB RSS measured) before anything was
+	// authenticated.
+	frameBudget = 4 * (wire.DefaultMaxFrame + 1<<10)
+	// budgetWait is how long a frame waits for room in frameBudget before it is
+	// refused: long enough to ride out a burst of large push-pulls, short enough that
+	// a refused peer retries well within its stream timeout.
+	budgetWait = time.Second
 )
 
-// errEvicted ends the read of a stream evicted to make room, logged at debug level
-// and counted where evicted.
-var errEvicted = errors.New("node: stream closed to make room: no request had arrived")
+// Errors of inbound streams, logged at debug level and counted.
+var (
+	errEvicted    = errors.New("node: stream closed to make room: no request had arrived")
+	errOverBudget = errors.New("node: stream request refused: inbound frame byte budget full")
+)
 
 // inConn is one inbound stream being served.
 type inConn struct {
@@ -154,4 +170,67 @@ func (in *inbound) close() {
 	for c := range in.conns {
 		c.conn.Close()
 	}
+}
+
+// byteBudget bounds the bytes held by inbound frames at once. A frame reserves its
+// size before its buffer is allocated and releases it when the loop has answered.
+type byteBudget struct {
+	mu    sync.Mutex
+	limit int
+	used  int
+	peak  int           // highest used so far (tests, and the reason for a limit)
+	freed chan struct{} // closed, and replaced, whenever bytes are released
+}
+
+func newByteBudget(limit int) *byteBudget {
+	return &byteBudget{limit: limit, freed: make(chan struct{})}
+}
+
+// reserve takes size bytes of the budget, waiting until others release enough or
+// until done is closed or wait has passed (false then). A size over the whole limit
+// never fits and is refused at once.
+func (b *byteBudget) reserve(size int, wait time.Duration, done <-chan struct{}) bool {
+	if size > b.limit {
+		return false
+	}
+	var timeout <-chan time.Time
+	for {
+		b.mu.Lock()
+		if b.used+size <= b.limit {
+			b.used += size
+			b.peak = max(b.peak, b.used)
+			b.mu.Unlock()
+			return true
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-freed:
+		case <-timeout:
+			return false
+		case <-done:
+			return false
+		}
+	}
+}
+
+// release gives size reserved bytes back and wakes the frames waiting for room.
+func (b *byteBudget) release(size int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= size
+	close(b.freed)
+	b.freed = make(chan struct{})
+}
+
+// inUse is the bytes reserved now and the most ever reserved at once.
+func (b *byteBudget) inUse() (used, peak int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.peak
 }

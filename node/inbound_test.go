@@ -131,6 +131,42 @@ func TestInboundAdmission(t *testing.T) {
 	})
 }
 
+// TestByteBudget: reservations beyond the limit wait for a release or are refused
+// after the wait; the peak never exceeds the limit.
+func TestByteBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newByteBudget(100)
+		if !b.reserve(60, time.Second, nil) || !b.reserve(40, time.Second, nil) {
+			t.Fatal("reservations within the limit refused")
+		}
+		if b.reserve(101, time.Hour, nil) {
+			t.Fatal("a reservation over the whole limit was granted")
+		}
+		start := time.Now()
+		if b.reserve(1, time.Second, nil) {
+			t.Fatal("a reservation over a full budget was granted")
+		}
+		if waited := time.Since(start); waited != time.Second {
+			t.Fatalf("refused after %v, want the 1s wait", waited)
+		}
+		got := make(chan bool)
+		go func() { got <- b.reserve(50, time.Second, nil) }()
+		time.Sleep(100 * time.Millisecond)
+		b.release(60)
+		if !<-got {
+			t.Fatal("a waiting reservation was refused after room was released")
+		}
+		if used, peak := b.inUse(); used != 90 || peak != 100 {
+			t.Fatalf("used %d peak %d, want 90 and 100", used, peak)
+		}
+		done := make(chan struct{})
+		close(done)
+		if b.reserve(50, time.Hour, done) {
+			t.Fatal("a reservation was granted after done")
+		}
+	})
+}
+
 // TestIdleStreamClosedAfterFirstFrameTimeout: a connection that sends nothing is
 // closed after FirstFrameTimeout, not after the whole StreamTimeout, and counted.
 func TestIdleStreamClosedAfterFirstFrameTimeout(t *testing.T) {
@@ -249,4 +285,46 @@ func TestJoinThroughIdleConnectionFlood(t *testing.T) {
 	if netErrorsOf(t, seed, "stream_evicted")+netErrorsOf(t, seed, "stream_refused") == 0 {
 		t.Fatal("the flood never filled the seed's slots: the test proved nothing")
 	}
+}
+
+// TestInboundFrameBytesBounded: 32 peers each sending an 8 MiB frame at once (256
+// MiB, unauthenticated) get at most frameBudget bytes reserved at any time, every
+// frame's reservation is released, and the ones that found no room are refused and
+// counted. Before, all 32 were read at once: 64 such frames took RSS to 0.9 GB.
+func TestInboundFrameBytesBounded(t *testing.T) {
+	seed, err := Start(t.Context(), loopbackConfig("seed", [][]byte{key(t)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seed.Close()
+	const senders, size = 32, 8 << 20
+	frame := make([]byte, 4+size) // a length prefix, then junk that never opens
+	frame[1] = size >> 16
+	var wg sync.WaitGroup
+	for range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := net.Dial("tcp", seed.Addr())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(time.Minute))
+			conn.Write(frame)          // fails once the seed refuses the frame
+			conn.Read(make([]byte, 1)) // until the seed is done with it
+		}()
+	}
+	wg.Wait()
+	eventually(t, 10*time.Second, "every reservation released", func() bool { used, _ := seed.budget.inUse(); return used == 0 })
+	_, peak := seed.budget.inUse()
+	if peak > frameBudget {
+		t.Fatalf("%d bytes of inbound frames reserved at once, budget %d", peak, frameBudget)
+	}
+	if peak < 2*size {
+		t.Fatalf("peak reservation %d: frames were not accounted (or never concurrent)", peak)
+	}
+	t.Logf("peak %d MiB reserved of %d MiB claimed; %v frames refused over budget", peak>>20, senders*size>>20,
+		netErrorsOf(t, seed, "frame_budget"))
 }

@@ -102,7 +102,8 @@ type Node struct {
 	loopEnd chan struct{}
 	wg      sync.WaitGroup
 
-	in *inbound // inbound streams, closed by Close
+	in     *inbound    // inbound streams, closed by Close
+	budget *byteBudget // bytes of inbound request frames in flight
 	// memberIPs is the set of other live members' IPs, published by the loop for
 	// the accept goroutine, which must not wait for the loop; nil before the first.
 	memberIPs atomic.Pointer[map[netip.Addr]struct{}]
@@ -178,6 +179,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cmds:    make(chan func()),
 		loopEnd: make(chan struct{}),
 		in:      newInbound(),
+		budget:  newByteBudget(frameBudget),
 		changed: make(chan struct{}),
 		subs:    map[*Subscription]struct{}{},
 	}
@@ -502,27 +504,41 @@ func (n *Node) publishMemberIPs(members []Member) {
 
 // serveStream reads one request frame, has the loop answer it, writes the reply.
 // With keys, a request that does not open is counted and the stream closed without
-// a reply; opening and sealing happen here, off the loop.
+// a reply; opening and sealing happen here, off the loop. The frame's bytes are
+// reserved in n.budget before they are read and released once the loop answered.
 func (n *Node) serveStream(c *inConn) {
 	conn := c.conn
 	start := time.Now()
 	deadline := start.Add(n.cfg.StreamTimeout)
 	conn.SetDeadline(deadline)
 	conn.SetReadDeadline(start.Add(min(n.cfg.FirstFrameTimeout, n.cfg.StreamTimeout)))
+	reserved := 0
+	release := func() {
+		if reserved > 0 {
+			n.budget.release(reserved)
+			reserved = 0
+		}
+	}
+	defer release()
 	started := false
-	req, err := wire.ReadFrameReserve(conn, wire.DefaultMaxFrame, func(int) error {
+	req, err := wire.ReadFrameReserve(conn, wire.DefaultMaxFrame, func(size int) error {
 		if !n.in.markActive(c) {
 			return errEvicted
 		}
 		started = true
 		conn.SetReadDeadline(deadline)
+		if !n.budget.reserve(size, budgetWait, n.ctx.Done()) {
+			n.metrics.netErrors.WithLabelValues("frame_budget").Inc()
+			return fmt.Errorf("%w: %d bytes claimed, %d-byte budget", errOverBudget, size, frameBudget)
+		}
+		reserved = size
 		return nil
 	})
 	if err != nil {
 		var ne net.Error
 		switch {
-		case errors.Is(err, errEvicted), errors.Is(err, net.ErrClosed):
-			// counted where evicted; closed: evicted, or the node is closing
+		case errors.Is(err, errOverBudget), errors.Is(err, errEvicted), errors.Is(err, net.ErrClosed):
+			// counted where refused or evicted; closed: evicted, or the node is closing
 		case errors.As(err, &ne) && ne.Timeout() && !started:
 			n.metrics.netErrors.WithLabelValues("stream_idle").Inc()
 		default:
@@ -547,6 +563,7 @@ func (n *Node) serveStream(c *inConn) {
 	case <-n.ctx.Done():
 		return
 	}
+	release() // the loop is done with the request; the reply is ours, not the peer's
 	if reply == nil {
 		return
 	}
