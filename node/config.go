@@ -68,6 +68,14 @@ type Config struct {
 	// Lower it to give up sooner on slow peers; push-pulls of big clusters need
 	// more.
 	StreamTimeout time.Duration
+	// FirstFrameTimeout bounds the wait, from accept, for the first bytes of an
+	// inbound stream's request (its 4-byte length prefix); the rest of the exchange
+	// then has the rest of StreamTimeout. A peer writes its request as soon as it
+	// connects, so the prefix arrives one network delay after the handshake: the
+	// default 1 s is over three intercontinental round trips plus a sender's GC
+	// pause, and a connection that sends nothing holds an inbound slot (64 in all)
+	// for at most that long. Raise it only for links slower than that. Default 1 s.
+	FirstFrameTimeout time.Duration
 	// JoinBackoff is the wait before the first join retry; it doubles after every
 	// round in which no seed answered, up to JoinBackoffMax, with ±25% jitter.
 	// Default 200 ms.
@@ -147,6 +155,7 @@ const VoterRole = "voter"
 const (
 	DefaultBind           = "0.0.0.0:7946"
 	DefaultStreamTimeout  = 10 * time.Second
+	DefaultFirstFrame     = time.Second
 	DefaultJoinBackoff    = 200 * time.Millisecond
 	DefaultJoinBackoffMax = 5 * time.Second
 	DefaultEventBuffer    = 256
@@ -166,6 +175,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StreamTimeout == 0 {
 		c.StreamTimeout = DefaultStreamTimeout
+	}
+	if c.FirstFrameTimeout == 0 {
+		c.FirstFrameTimeout = DefaultFirstFrame
 	}
 	if c.JoinBackoff == 0 {
 		c.JoinBackoff = DefaultJoinBackoff
@@ -240,6 +252,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.StreamTimeout < 0:
 		return bad("StreamTimeout", "must be positive")
+	case c.FirstFrameTimeout < 0:
+		return bad("FirstFrameTimeout", "must be positive")
 	case c.JoinBackoff < 0:
 		return bad("JoinBackoff", "must be positive")
 	case c.JoinBackoffMax < c.JoinBackoff:

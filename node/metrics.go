@@ -47,7 +47,8 @@ const (
 var dirNames = [2]string{"in", "out"}
 
 // netErrorOps are the op labels of omnirelay_network_errors_total.
-var netErrorOps = []string{"read", "write", "accept", "stream", "stream_read", "stream_write", "stream_refused"}
+var netErrorOps = []string{"read", "write", "accept", "stream", "stream_read", "stream_write", "stream_refused",
+	"stream_evicted", "stream_idle", "frame_budget"}
 
 // typeName labels a message type; unknown types share one label so a hostile peer
 // cannot blow up the label set.
@@ -143,6 +144,9 @@ func newMetrics(n *Node) *metrics {
 		Help: "Peer metadata changes (a key set or deleted on some member) this node observed, its own included."})
 	f(m.metaChanges)
 	f(m.netErrors)
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "omnirelay_inbound_frame_bytes",
+		Help: "Bytes reserved by inbound stream request frames being read or answered (bounded by a fixed budget)."},
+		func() float64 { used, _ := n.budget.inUse(); return float64(used) }))
 	f(m.pushPullDuration)
 	f(m.probeRTT)
 	f(&swimCollector{n: n})

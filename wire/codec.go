@@ -337,4 +337,13 @@ func OpenFrame(k *Keyring, frame []byte) ([]byte, error) { return openFrame(k, f
 // ReadFrame reads one complete stream frame, plain or sealed, from r, refusing
 // frames whose payload could exceed maxSize (DefaultMaxFrame if 0 or less) before
 // allocating, and growing its buffer only as bytes arrive. It returns the whole frame, length prefix included.
-func ReadFrame(r io.Reader, maxSize int) ([]byte, error) { return readFrame(r, maxSize) }
+func ReadFrame(r io.Reader, maxSize int) ([]byte, error) { return readFrame(r, maxSize, nil) }
+
+// ReadFrameReserve is ReadFrame that, once the length prefix has arrived and passed
+// the maxSize check and before any buffer for the frame is allocated, calls reserve
+// with the frame's total size (prefix included). An error from reserve ends the read
+// and is returned as is: a reader of many streams at once uses it to hold the bytes
+// of all their frames within one budget.
+func ReadFrameReserve(r io.Reader, maxSize int, reserve func(size int) error) ([]byte, error) {
+	return readFrame(r, maxSize, reserve)
+}

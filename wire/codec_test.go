@@ -117,6 +117,41 @@ func TestReadFrameRefusesOversizedBeforeReading(t *testing.T) {
 	isErr(t, err, ioErrUnexpectedEOF())
 }
 
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r    *bytes.Reader
+	read int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read += n
+	return n, err
+}
+
+func TestReadFrameReserveAsksBeforeReadingTheBody(t *testing.T) {
+	f, err := EncodeFrame(&User{Payload: bytes.Repeat([]byte{'x'}, 1000)}, 0)
+	noErr(t, err)
+	var asked []int
+	got, err := ReadFrameReserve(bytes.NewReader(f), DefaultMaxFrame, func(n int) error { asked = append(asked, n); return nil })
+	noErr(t, err)
+	equal(t, f, got)
+	equal(t, []int{len(f)}, asked)
+
+	// A refusal ends the read after the prefix, with the reserve's own error.
+	refused := errors.New("over budget")
+	cr := &countingReader{r: bytes.NewReader(f)}
+	_, err = ReadFrameReserve(cr, DefaultMaxFrame, func(int) error { return refused })
+	isErr(t, err, refused)
+	equal(t, 4, cr.read)
+
+	// An oversized claim is refused by the size check: nothing is asked.
+	asked = nil
+	_, err = ReadFrameReserve(bytes.NewReader([]byte{0x40, 0, 0, 0, 0}), DefaultMaxFrame, func(n int) error { asked = append(asked, n); return nil })
+	isErr(t, err, ErrOversized)
+	equal(t, 0, len(asked))
+}
+
 func TestAppendMessageLengthPrefix(t *testing.T) {
 	for _, n := range []int{0, 100, 120, 125, 126, 127, 128, 200, 20000} {
 		m := &User{Payload: bytes.Repeat([]byte{'x'}, n)}

@@ -180,7 +180,10 @@ func openFrame(k *Keyring, frame []byte) ([]byte, error) {
 // the peer actually sends bytes, whatever length it claims.
 const readChunk = 64 << 10
 
-func readFrame(r io.Reader, maxSize int) ([]byte, error) {
+// readFrame reads one frame; reserve, when not nil, is asked for the frame's total
+// size once the prefix has passed the size check and before anything is allocated
+// for the body, so a caller can bound the bytes of all the frames it reads at once.
+func readFrame(r io.Reader, maxSize int, reserve func(size int) error) ([]byte, error) {
 	if maxSize <= 0 {
 		maxSize = DefaultMaxFrame
 	}
@@ -198,6 +201,11 @@ func readFrame(r io.Reader, maxSize int) ([]byte, error) {
 		return nil, fmt.Errorf("%w: frame of %d bytes, limit %d", ErrOversized, n, maxSize+frameEnvelope)
 	}
 	total := frameLen + int(n)
+	if reserve != nil {
+		if err := reserve(total); err != nil {
+			return nil, err
+		}
+	}
 	buf := make([]byte, frameLen, min(total, readChunk))
 	copy(buf, prefix[:])
 	for len(buf) < total {

@@ -1,0 +1,236 @@
+package node
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// Limits of inbound streams, all applied before the request is authenticated, so
+// that neither one source nor a crowd of strangers can hold every slot (issue 12: 64
+// idle connections made every join, push-pull and shard-map fetch fail while held).
+const (
+	// maxInbound is how many inbound streams are served at once.
+	maxInbound = 64
+	// memberReserve of the maxInbound slots are kept for connections from the IP of
+	// a current member: strangers (joiners, clients, attackers) share the rest.
+	memberReserve = 16
+	// maxPerSource is how many streams one stranger IP may hold at once. A node dials
+	// a peer for one push-pull or join at a time; 16 leaves room for several agents
+	// behind one address (NAT, tests on 127.0.0.1) and keeps one source to a quarter
+	// of the slots.
+	maxPerSource = 16
+	// frameBudget bounds the bytes of all inbound request frames being read or
+	// waiting for the loop at once: four frames of the largest size
+	// (wire.DefaultMaxFrame, 8 MiB, plus a KiB for prefix and envelope), while a
+	// push-pull of a 10,000-member cluster is well under one. 64 streams of 8 MiB
+	// would otherwise hold 512 MiB (0.9 GB RSS measured) before anything was
+	// authenticated.
+	frameBudget = 4 * (wire.DefaultMaxFrame + 1<<10)
+	// budgetWait is how long a frame waits for room in frameBudget before it is
+	// refused: long enough to ride out a burst of large push-pulls, short enough that
+	// a refused peer retries well within its stream timeout.
+	budgetWait = time.Second
+)
+
+// Errors of inbound streams, logged at debug level and counted.
+var (
+	errEvicted    = errors.New("node: stream closed to make room: no request had arrived")
+	errOverBudget = errors.New("node: stream request refused: inbound frame byte budget full")
+)
+
+// inConn is one inbound stream being served.
+type inConn struct {
+	conn   net.Conn
+	ip     netip.Addr // source IP; invalid for transports without one (MemNetwork pipes)
+	member bool       // ip belonged to a current member when accepted
+	seq    uint64     // order of admission: lower is older
+	// idle is true until the request's length prefix has arrived; only idle
+	// streams are evicted. Guarded by inbound.mu.
+	idle bool
+}
+
+// inbound is the table of inbound streams, shared by the accept goroutine and the
+// stream goroutines. When a new stream finds its share full it evicts the oldest
+// idle one of that share instead of being refused: a real peer writes its request as
+// soon as it connects, so only connections that sent nothing are ever evicted, and a
+// joiner gets in however many idle connections an attacker keeps reopening, even
+// from the joiner's own IP.
+type inbound struct {
+	mu        sync.Mutex
+	conns     map[*inConn]struct{}
+	perSource map[netip.Addr]int // streams of strangers, by IP
+	strangers int
+	seq       uint64
+	closed    bool
+}
+
+func newInbound() *inbound {
+	return &inbound{conns: map[*inConn]struct{}{}, perSource: map[netip.Addr]int{}}
+}
+
+// sourceIP is the IP of a stream's remote address (the port is the peer's ephemeral
+// one, so only the IP identifies it); invalid when the address is not IP:port.
+func sourceIP(a net.Addr) netip.Addr {
+	if a == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// admit takes c into the table. When c's share is full it evicts the oldest idle
+// stream of that share and returns it for the caller to close; when there is none it
+// refuses c (ok false). It also refuses everything once the table is closed.
+func (in *inbound) admit(c *inConn) (victim *inConn, ok bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.closed {
+		return nil, false
+	}
+	var share func(*inConn) bool // the streams c competes with for the full slots
+	switch {
+	case !c.member && c.ip.IsValid() && in.perSource[c.ip] >= maxPerSource:
+		share = func(o *inConn) bool { return !o.member && o.ip == c.ip }
+	case !c.member && in.strangers >= maxInbound-memberReserve:
+		share = func(o *inConn) bool { return !o.member }
+	case len(in.conns) >= maxInbound:
+		share = func(*inConn) bool { return true }
+	}
+	if share != nil {
+		for o := range in.conns {
+			if o.idle && share(o) && (victim == nil || o.seq < victim.seq) {
+				victim = o
+			}
+		}
+		if victim == nil {
+			return nil, false
+		}
+		in.remove(victim)
+	}
+	in.seq++
+	c.seq, c.idle = in.seq, true
+	in.conns[c] = struct{}{}
+	if !c.member {
+		in.strangers++
+		if c.ip.IsValid() {
+			in.perSource[c.ip]++
+		}
+	}
+	return victim, true
+}
+
+// remove drops c from the table; it must be there. in.mu is held.
+func (in *inbound) remove(c *inConn) {
+	delete(in.conns, c)
+	if c.member {
+		return
+	}
+	in.strangers--
+	if c.ip.IsValid() {
+		if in.perSource[c.ip]--; in.perSource[c.ip] == 0 {
+			delete(in.perSource, c.ip)
+		}
+	}
+}
+
+// release drops c when its stream ends; a no-op if it was evicted.
+func (in *inbound) release(c *inConn) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, ok := in.conns[c]; ok {
+		in.remove(c)
+	}
+}
+
+// markActive records that c's request has begun to arrive, so it is no longer
+// evicted; false if it was evicted already.
+func (in *inbound) markActive(c *inConn) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if _, ok := in.conns[c]; !ok {
+		return false
+	}
+	c.idle = false
+	return true
+}
+
+// close refuses every later admission and closes the streams being served.
+func (in *inbound) close() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.closed = true
+	for c := range in.conns {
+		c.conn.Close()
+	}
+}
+
+// byteBudget bounds the bytes held by inbound frames at once. A frame reserves its
+// size before its buffer is allocated and releases it when the loop has answered.
+type byteBudget struct {
+	mu    sync.Mutex
+	limit int
+	used  int
+	peak  int           // highest used so far (tests, and the reason for a limit)
+	freed chan struct{} // closed, and replaced, whenever bytes are released
+}
+
+func newByteBudget(limit int) *byteBudget {
+	return &byteBudget{limit: limit, freed: make(chan struct{})}
+}
+
+// reserve takes size bytes of the budget, waiting until others release enough or
+// until done is closed or wait has passed (false then). A size over the whole limit
+// never fits and is refused at once.
+func (b *byteBudget) reserve(size int, wait time.Duration, done <-chan struct{}) bool {
+	if size > b.limit {
+		return false
+	}
+	var timeout <-chan time.Time
+	for {
+		b.mu.Lock()
+		if b.used+size <= b.limit {
+			b.used += size
+			b.peak = max(b.peak, b.used)
+			b.mu.Unlock()
+			return true
+		}
+		freed := b.freed
+		b.mu.Unlock()
+		if timeout == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-freed:
+		case <-timeout:
+			return false
+		case <-done:
+			return false
+		}
+	}
+}
+
+// release gives size reserved bytes back and wakes the frames waiting for room.
+func (b *byteBudget) release(size int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= size
+	close(b.freed)
+	b.freed = make(chan struct{})
+}
+
+// inUse is the bytes reserved now and the most ever reserved at once.
+func (b *byteBudget) inUse() (used, peak int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.peak
+}
