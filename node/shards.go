@@ -391,6 +391,8 @@ var (
 	descShardMoving  = prometheus.NewDesc("omnirelay_shard_moving", "1 for each shard the leader has in flight (draining or rebalancing). Leader only.", []string{"shard", "from", "to", "state"}, nil)
 	descShardsParked = prometheus.NewDesc("omnirelay_shards_parked", "Shards draining with no owner that could receive them (their owner was not alive). Leader only.", nil, nil)
 	descParkedAge    = prometheus.NewDesc("omnirelay_shard_parked_max_age_seconds", "How long the oldest parked shard has been parked; 0 when none. Leader only.", nil, nil)
+	descUnowned      = prometheus.NewDesc("omnirelay_shards_unowned", "Shards of the leader's map without a serving owner: none named, one not alive or suspect, or one whose latest grant lapsed; all of them while the leader's controller is fenced. Leader only.", nil, nil)
+	descStaleEpoch   = prometheus.NewDesc("omnirelay_shard_stale_epoch_total", "Shard leader messages (grants, releases, maps, announcements) this node rejected because their epoch was below the highest it has seen.", nil, nil)
 )
 
 // shardCollector exports the shard view at scrape time; registered only when
@@ -403,17 +405,21 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descShardMoving
 	ch <- descShardsParked
 	ch <- descParkedAge
+	ch <- descUnowned
+	ch <- descStaleEpoch
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
-	var owned int
+	var owned, unowned int
 	var now time.Time
 	var leading bool
+	var os shard.OwnerStats
 	if !n.do(func() {
 		now = n.clock.Now()
 		owned = len(n.host.OwnedShards(now))
-		leading = n.host.IsLeader(now)
+		unowned, leading = n.host.UnservedShards(now)
+		os, _ = n.host.ShardStats()
 	}) {
 		return
 	}
@@ -426,9 +432,11 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		version = float64(s.m.Version())
 	}
 	ch <- prometheus.MustNewConstMetric(descShardMapVer, prometheus.GaugeValue, version)
+	ch <- prometheus.MustNewConstMetric(descStaleEpoch, prometheus.CounterValue, float64(os.StaleEpoch))
 	if !leading {
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(descUnowned, prometheus.GaugeValue, float64(unowned))
 	parked, oldest := 0, time.Duration(0)
 	for id, mv := range s.moving {
 		ch <- prometheus.MustNewConstMetric(descShardMoving, prometheus.GaugeValue, 1,

@@ -227,3 +227,112 @@ func TestShardConfigValidate(t *testing.T) {
 		t.Fatalf("negative shards: %v", err)
 	}
 }
+
+// metricValue reads an unlabelled sample from n's /metrics; false if absent.
+func metricValue(t *testing.T, n *Node, name string) (float64, bool) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	n.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("%s: %q: %v", n.Name(), line, err)
+			}
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// shardLeader waits for an agreed leader and returns it.
+func shardLeader(t *testing.T, nodes []*Node) *Node {
+	t.Helper()
+	waitFor(t, 30*time.Second, "every shard served by exactly one node, maps agree", func() bool { return partitioned(nodes) == nil })
+	holder, _ := agreed(nodes)
+	for _, n := range nodes {
+		if n.Name() == holder {
+			return n
+		}
+	}
+	t.Fatal("no agreed leader")
+	return nil
+}
+
+// TestShardsUnownedMetricSeesDrainedCluster: draining every node leaves the
+// shards that were moving with nowhere to go, unserved, while
+// omnirelay_shards_parked reads 0 (they were not forced off a failed owner). The
+// leader's omnirelay_shards_unowned counts them, and reads 0 again once the
+// drains are lifted. Every node exports omnirelay_shard_stale_epoch_total.
+func TestShardsUnownedMetricSeesDrainedCluster(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := shardCluster(t)
+		defer func() {
+			for _, n := range nodes {
+				n.Close()
+			}
+		}()
+		leader := shardLeader(t, nodes)
+		for _, n := range nodes {
+			if _, ok := metricValue(t, n, "omnirelay_shard_stale_epoch_total"); !ok {
+				t.Fatalf("%s: no omnirelay_shard_stale_epoch_total", n.Name())
+			}
+			if _, ok := metricValue(t, n, "omnirelay_shards_unowned"); ok != (n == leader) {
+				t.Fatalf("%s: omnirelay_shards_unowned exported %v, leader is %s", n.Name(), ok, leader.Name())
+			}
+		}
+		waitFor(t, 30*time.Second, "every shard steady in the leader's map", func() bool {
+			m := leader.ShardMap()
+			for s := range uint32(testShards) {
+				if m.State(s) != shard.StateSteady {
+					return false
+				}
+			}
+			return true
+		})
+		if v, _ := metricValue(t, leader, "omnirelay_shards_unowned"); v != 0 {
+			t.Fatalf("settled cluster: omnirelay_shards_unowned %v", v)
+		}
+		// The first drain starts moving shards; the others land before its
+		// release does (one loop step), so the moving shards lose their target.
+		var err error
+		leader.do(func() {
+			now := leader.clock.Now()
+			err = errors.Join(leader.host.DrainNode(now, nodes[0].Name(), true), leader.host.Rebalance(now))
+			for _, n := range nodes[1:] {
+				err = errors.Join(err, leader.host.DrainNode(now, n.Name(), true))
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		unserved := map[uint32]bool{}
+		for s := range uint32(testShards) {
+			unserved[s] = true
+		}
+		for _, n := range nodes {
+			for _, s := range n.OwnedShards() {
+				delete(unserved, s)
+			}
+		}
+		if len(unserved) == 0 {
+			t.Fatal("every node drained and every shard still served: the scenario no longer shows the outage")
+		}
+		v, _ := metricValue(t, leader, "omnirelay_shards_unowned")
+		parked, _ := metricValue(t, leader, "omnirelay_shards_parked")
+		t.Logf("all drained for 1 min: %d shards unserved, omnirelay_shards_unowned %v, omnirelay_shards_parked %v", len(unserved), v, parked)
+		if int(v) != len(unserved) {
+			t.Fatalf("omnirelay_shards_unowned %v, %d shards served by nobody", v, len(unserved))
+		}
+		for _, n := range nodes {
+			if err := leader.DrainShards(n.Name(), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 60*time.Second, "drains lifted: every shard served and the gauge at 0", func() bool {
+			v, _ := metricValue(t, leader, "omnirelay_shards_unowned")
+			return partitioned(nodes) == nil && v == 0
+		})
+	})
+}

@@ -414,6 +414,16 @@ func (h *Host) Rebalance(now time.Time) error {
 	return nil
 }
 
+// UnservedShards is how many shards have no serving owner by the Controller's
+// knowledge (shard.Controller.Unserved), while this node holds the leader lease;
+// false elsewhere: only the leader knows, and one reporter means no double count.
+func (h *Host) UnservedShards(now time.Time) (int, bool) {
+	if h.shard == nil || !h.IsLeader(now) {
+		return 0, false
+	}
+	return h.shard.ctl.Unserved(now), true
+}
+
 // ShardStats returns the Owner's and the Controller's counters; zero without
 // Config.Shard.
 func (h *Host) ShardStats() (shard.OwnerStats, shard.ControllerStats) {
