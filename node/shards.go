@@ -20,6 +20,10 @@ import (
 // Config.Shards.
 var ErrNoShards = errors.New("node: shard routing is not configured (Config.Shards is 0)")
 
+// ErrUnknownNode is wrapped by DrainShards for a name that is not a member this
+// node (the leader) holds alive or suspect: only members can be drained.
+var ErrUnknownNode = host.ErrUnknownNode
+
 // ControlMetaKey is the metadata key under which an agent publishes its control
 // API URL, so a non-leader can tell the CLI where the leader's API is.
 const ControlMetaKey = "control"
@@ -276,8 +280,10 @@ func (n *Node) Serving(s uint32) bool {
 
 // DrainShards marks node as draining (on) so the leader moves its shards away,
 // MaxMoves at a time, or lifts the mark. The mark lives in the cluster metadata
-// under the lease epoch, so it survives failover. Only the leader can: an error
-// wrapping lease.ErrNotLeader elsewhere.
+// under the lease epoch, so it survives failover; the leader deletes it once
+// membership has forgotten node (TombstoneTTL after it died or left). Only the
+// leader can (an error wrapping lease.ErrNotLeader elsewhere), and only a member
+// it holds alive or suspect can be marked (ErrUnknownNode); any mark can be lifted.
 func (n *Node) DrainShards(node string, on bool) error {
 	if n.shards == nil {
 		return ErrNoShards
@@ -287,6 +293,9 @@ func (n *Node) DrainShards(node string, on bool) error {
 		return ErrClosed
 	}
 	if err != nil {
+		if errors.Is(err, ErrUnknownNode) {
+			n.log.Warn("shard drain refused", "target", node, "err", err)
+		}
 		return fmt.Errorf("node: %s: drain %s: %w", n.cfg.Name, node, err)
 	}
 	n.log.Info("shard drain set", "target", node, "drain", on)
@@ -359,7 +368,11 @@ func (c controlSource) LookupShard(key string) (control.ShardLookup, error) {
 
 // DrainNode implements control.ShardSource.
 func (c controlSource) DrainNode(node string, on bool) error {
-	return c.leaderOnly(c.n.DrainShards(node, on))
+	err := c.n.DrainShards(node, on)
+	if errors.Is(err, ErrUnknownNode) {
+		return fmt.Errorf("%w: %q is not an alive or suspect member of the leader's view", control.ErrUnknownNode, node)
+	}
+	return c.leaderOnly(err)
 }
 
 // Rebalance implements control.ShardSource.

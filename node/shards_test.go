@@ -336,3 +336,46 @@ func TestShardsUnownedMetricSeesDrainedCluster(t *testing.T) {
 		})
 	})
 }
+
+// TestShardsDrainOnlyMembers: a drain of a made-up name is refused with 404
+// unknown_node in the error envelope and writes nothing, so 63 of them (which
+// used to fill the 64-key cluster map) leave room for a real drain.
+func TestShardsDrainOnlyMembers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := shardCluster(t)
+		defer func() {
+			for _, n := range nodes {
+				n.Close()
+			}
+		}()
+		leader := shardLeader(t, nodes)
+		post := func(name string) (int, string) {
+			rec := httptest.NewRecorder()
+			body := fmt.Sprintf(`{"node": %q, "drain": true}`, name)
+			leader.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/control/v1/shards/drain", strings.NewReader(body)))
+			return rec.Code, rec.Body.String()
+		}
+		for i := range 63 {
+			name := fmt.Sprintf("made-up-%02d", i)
+			if code, body := post(name); code != 404 || !strings.Contains(body, `"code":"unknown_node"`) || !strings.Contains(body, name) {
+				t.Fatalf("drain of %s: %d %s", name, code, body)
+			}
+		}
+		if err := leader.DrainShards("made-up-00", true); !errors.Is(err, ErrUnknownNode) {
+			t.Fatalf("DrainShards of a made-up name: %v", err)
+		}
+		var victim *Node
+		for _, n := range nodes {
+			if n != leader {
+				victim = n
+				break
+			}
+		}
+		if code, body := post(victim.Name()); code != 200 {
+			t.Fatalf("real drain after 63 made-up ones: %d %s", code, body)
+		}
+		waitFor(t, 60*time.Second, "the drained node serves nothing", func() bool {
+			return len(victim.OwnedShards()) == 0 && partitioned(nodes) == nil
+		})
+	})
+}
