@@ -16,7 +16,8 @@ import (
 
 const testShards = 64
 
-// shardCluster starts 5 nodes (n0..n2 voters) with shard routing on.
+// shardCluster starts 5 nodes (n0..n2 voters) with shard routing on; they close
+// when the test ends.
 func shardCluster(t *testing.T) []*Node {
 	mn := NewMemNetwork()
 	nodes := make([]*Node, 5)
@@ -26,6 +27,11 @@ func shardCluster(t *testing.T) []*Node {
 		cfg.Meta = map[string]string{ControlMetaKey: fmt.Sprintf("http://n%d.example:7070", i)}
 		nodes[i] = startMem(t, cfg)
 	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	})
 	return nodes
 }
 
@@ -62,16 +68,8 @@ func partitioned(nodes []*Node) error {
 func TestShardsPartitionAndDrain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nodes := shardCluster(t)
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
-		var err error
-		waitFor(t, 30*time.Second, "every shard served by exactly one node, maps agree", func() bool {
-			err = partitioned(nodes)
-			return err == nil
-		})
+		leader := shardLeader(t, nodes)
+		holder := leader.Name()
 		for _, key := range []string{"", "a", "user-42", strings.Repeat("x", 300)} {
 			want, ok := nodes[0].ShardFor([]byte(key))
 			if !ok {
@@ -85,16 +83,6 @@ func TestShardsPartitionAndDrain(t *testing.T) {
 					t.Fatalf("%s: key %q → shard %d owner %s; n0: %d %s", n.Name(), key, got, o, want, wo)
 				}
 			}
-		}
-		holder, _ := agreed(nodes)
-		var leader *Node
-		for _, n := range nodes {
-			if n.Name() == holder {
-				leader = n
-			}
-		}
-		if leader == nil {
-			t.Fatal("no agreed leader")
 		}
 		// The victim is a non-leader with shards.
 		var victim, other *Node
@@ -177,13 +165,7 @@ func TestShardsPartitionAndDrain(t *testing.T) {
 func TestShardMetricsAndRoutes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nodes := shardCluster(t)
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
-		waitFor(t, 30*time.Second, "shards partitioned", func() bool { return partitioned(nodes) == nil })
-		holder, _ := agreed(nodes)
+		holder := shardLeader(t, nodes).Name()
 		for _, n := range nodes {
 			rec := httptest.NewRecorder()
 			n.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -245,7 +227,8 @@ func metricValue(t *testing.T, n *Node, name string) (float64, bool) {
 	return 0, false
 }
 
-// shardLeader waits for an agreed leader and returns it.
+// shardLeader waits until the nodes partition the shards and returns the leader
+// they agree on.
 func shardLeader(t *testing.T, nodes []*Node) *Node {
 	t.Helper()
 	waitFor(t, 30*time.Second, "every shard served by exactly one node, maps agree", func() bool { return partitioned(nodes) == nil })
@@ -267,11 +250,6 @@ func shardLeader(t *testing.T, nodes []*Node) *Node {
 func TestShardsUnownedMetricSeesDrainedCluster(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nodes := shardCluster(t)
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
 		leader := shardLeader(t, nodes)
 		for _, n := range nodes {
 			if _, ok := metricValue(t, n, "omnirelay_shard_stale_epoch_total"); !ok {
@@ -343,11 +321,6 @@ func TestShardsUnownedMetricSeesDrainedCluster(t *testing.T) {
 func TestShardsDrainOnlyMembers(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nodes := shardCluster(t)
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
 		leader := shardLeader(t, nodes)
 		post := func(name string) (int, string) {
 			rec := httptest.NewRecorder()
