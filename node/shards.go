@@ -427,12 +427,12 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	var owned, unowned int
 	var now time.Time
 	var leading bool
-	var os shard.OwnerStats
+	var ownerStats shard.OwnerStats
 	if !n.do(func() {
 		now = n.clock.Now()
 		owned = len(n.host.OwnedShards(now))
 		unowned, leading = n.host.UnservedShards(now)
-		os, _ = n.host.ShardStats()
+		ownerStats, _ = n.host.ShardStats()
 	}) {
 		return
 	}
@@ -445,7 +445,7 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		version = float64(s.m.Version())
 	}
 	ch <- prometheus.MustNewConstMetric(descShardMapVer, prometheus.GaugeValue, version)
-	ch <- prometheus.MustNewConstMetric(descStaleEpoch, prometheus.CounterValue, float64(os.StaleEpoch))
+	ch <- prometheus.MustNewConstMetric(descStaleEpoch, prometheus.CounterValue, float64(ownerStats.StaleEpoch))
 	if !leading {
 		return
 	}
