@@ -22,6 +22,10 @@ var ErrShardsOff = errors.New("control: shard routing is not configured on this 
 // first shard map; the shard routes answer 503.
 var ErrNoShardMap = errors.New("control: no shard map received yet")
 
+// ErrUnknownNode is what a ShardSource's DrainNode returns for a name that is not
+// a member the leader holds alive or suspect; the drain route answers 404.
+var ErrUnknownNode = errors.New("control: unknown node")
+
 // ShardStates a shard can be in, as the state filter accepts them.
 var ShardStates = []string{"steady", "draining", "rebalancing"}
 
@@ -36,6 +40,7 @@ type ShardSource interface {
 	LookupShard(key string) (ShardLookup, error)
 	// DrainNode marks node as drained (on) or not, and Rebalance recomputes the
 	// placement now. Only the leader can: elsewhere both return a *NotLeaderError.
+	// DrainNode returns ErrUnknownNode for a node that is not a live member.
 	DrainNode(node string, on bool) error
 	Rebalance() error
 }
@@ -137,6 +142,8 @@ func shardError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusNotFound, "shards_off", err.Error())
 	case errors.Is(err, ErrNoShardMap):
 		writeError(w, http.StatusServiceUnavailable, "no_shard_map", err.Error())
+	case errors.Is(err, ErrUnknownNode):
+		writeError(w, http.StatusNotFound, "unknown_node", err.Error())
 	default:
 		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
 	}

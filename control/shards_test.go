@@ -19,6 +19,7 @@ type shardFake struct {
 	m         ShardMap
 	changed   chan struct{}
 	notLeader *NotLeaderError
+	members   map[string]bool // DrainNode refuses other names; nil accepts any
 	drains    []DrainRequest
 	rebalance int
 }
@@ -57,6 +58,9 @@ func (f *shardFake) LookupShard(key string) (ShardLookup, error) {
 func (f *shardFake) DrainNode(node string, on bool) error {
 	if f.notLeader != nil {
 		return f.notLeader
+	}
+	if f.members != nil && !f.members[node] {
+		return fmt.Errorf("%w: %q", ErrUnknownNode, node)
 	}
 	f.drains = append(f.drains, DrainRequest{Node: node, Drain: on})
 	return nil
@@ -195,6 +199,23 @@ func TestDrainAndRebalanceThroughClient(t *testing.T) {
 	m, err := c.ListShards(ctx, ShardListOptions{Owner: "a"})
 	if err != nil || len(m.Shards) != 2 || m.Shards[1].ID != 2 {
 		t.Fatalf("ListShards: %+v %v", m, err)
+	}
+}
+
+// A drain of a name the source does not know is refused with 404 unknown_node in
+// the error envelope, naming the node, and nothing is recorded.
+func TestDrainUnknownNodeIs404(t *testing.T) {
+	f := newShardFake(4, "a", "b")
+	f.members = map[string]bool{"a": true, "b": true}
+	srv := httptest.NewServer(NewHandler(f, Options{}))
+	defer srv.Close()
+	err := (&Client{Base: srv.URL}).DrainNode(context.Background(), "ghost", true)
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != 404 || ae.Body.Code != "unknown_node" || !strings.Contains(ae.Body.Message, `"ghost"`) {
+		t.Fatalf("drain of an unknown node: %v", err)
+	}
+	if len(f.drains) != 0 {
+		t.Fatalf("refused drain recorded: %v", f.drains)
 	}
 }
 

@@ -20,6 +20,10 @@ import (
 // Config.Shards.
 var ErrNoShards = errors.New("node: shard routing is not configured (Config.Shards is 0)")
 
+// ErrUnknownNode is wrapped by DrainShards for a name that is not a member this
+// node (the leader) holds alive or suspect: only members can be drained.
+var ErrUnknownNode = host.ErrUnknownNode
+
 // ControlMetaKey is the metadata key under which an agent publishes its control
 // API URL, so a non-leader can tell the CLI where the leader's API is.
 const ControlMetaKey = "control"
@@ -276,8 +280,10 @@ func (n *Node) Serving(s uint32) bool {
 
 // DrainShards marks node as draining (on) so the leader moves its shards away,
 // MaxMoves at a time, or lifts the mark. The mark lives in the cluster metadata
-// under the lease epoch, so it survives failover. Only the leader can: an error
-// wrapping lease.ErrNotLeader elsewhere.
+// under the lease epoch, so it survives failover; the leader deletes it once
+// membership has forgotten node (TombstoneTTL after it died or left). Only the
+// leader can (an error wrapping lease.ErrNotLeader elsewhere), and only a member
+// it holds alive or suspect can be marked (ErrUnknownNode); any mark can be lifted.
 func (n *Node) DrainShards(node string, on bool) error {
 	if n.shards == nil {
 		return ErrNoShards
@@ -287,6 +293,9 @@ func (n *Node) DrainShards(node string, on bool) error {
 		return ErrClosed
 	}
 	if err != nil {
+		if errors.Is(err, ErrUnknownNode) {
+			n.log.Warn("shard drain refused", "target", node, "err", err)
+		}
 		return fmt.Errorf("node: %s: drain %s: %w", n.cfg.Name, node, err)
 	}
 	n.log.Info("shard drain set", "target", node, "drain", on)
@@ -359,7 +368,11 @@ func (c controlSource) LookupShard(key string) (control.ShardLookup, error) {
 
 // DrainNode implements control.ShardSource.
 func (c controlSource) DrainNode(node string, on bool) error {
-	return c.leaderOnly(c.n.DrainShards(node, on))
+	err := c.n.DrainShards(node, on)
+	if errors.Is(err, ErrUnknownNode) {
+		return fmt.Errorf("%w: %q is not an alive or suspect member of the leader's view", control.ErrUnknownNode, node)
+	}
+	return c.leaderOnly(err)
 }
 
 // Rebalance implements control.ShardSource.
@@ -391,6 +404,8 @@ var (
 	descShardMoving  = prometheus.NewDesc("omnirelay_shard_moving", "1 for each shard the leader has in flight (draining or rebalancing). Leader only.", []string{"shard", "from", "to", "state"}, nil)
 	descShardsParked = prometheus.NewDesc("omnirelay_shards_parked", "Shards draining with no owner that could receive them (their owner was not alive). Leader only.", nil, nil)
 	descParkedAge    = prometheus.NewDesc("omnirelay_shard_parked_max_age_seconds", "How long the oldest parked shard has been parked; 0 when none. Leader only.", nil, nil)
+	descUnowned      = prometheus.NewDesc("omnirelay_shards_unowned", "Shards of the leader's map without a serving owner: none named, one not alive or suspect, or one whose latest grant lapsed; all of them while the leader's controller is fenced. Leader only.", nil, nil)
+	descStaleEpoch   = prometheus.NewDesc("omnirelay_shard_stale_epoch_total", "Shard leader messages (grants, releases, maps, announcements) this node rejected because their epoch was below the highest it has seen.", nil, nil)
 )
 
 // shardCollector exports the shard view at scrape time; registered only when
@@ -403,17 +418,21 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descShardMoving
 	ch <- descShardsParked
 	ch <- descParkedAge
+	ch <- descUnowned
+	ch <- descStaleEpoch
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
-	var owned int
+	var owned, unowned int
 	var now time.Time
 	var leading bool
+	var ownerStats shard.OwnerStats
 	if !n.do(func() {
 		now = n.clock.Now()
 		owned = len(n.host.OwnedShards(now))
-		leading = n.host.IsLeader(now)
+		unowned, leading = n.host.UnservedShards(now)
+		ownerStats, _ = n.host.ShardStats()
 	}) {
 		return
 	}
@@ -426,9 +445,11 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 		version = float64(s.m.Version())
 	}
 	ch <- prometheus.MustNewConstMetric(descShardMapVer, prometheus.GaugeValue, version)
+	ch <- prometheus.MustNewConstMetric(descStaleEpoch, prometheus.CounterValue, float64(ownerStats.StaleEpoch))
 	if !leading {
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(descUnowned, prometheus.GaugeValue, float64(unowned))
 	parked, oldest := 0, time.Duration(0)
 	for id, mv := range s.moving {
 		ch <- prometheus.MustNewConstMetric(descShardMoving, prometheus.GaugeValue, 1,

@@ -16,7 +16,8 @@ import (
 
 const testShards = 64
 
-// shardCluster starts 5 nodes (n0..n2 voters) with shard routing on.
+// shardCluster starts 5 nodes (n0..n2 voters) with shard routing on; they close
+// when the test ends.
 func shardCluster(t *testing.T) []*Node {
 	mn := NewMemNetwork()
 	nodes := make([]*Node, 5)
@@ -26,6 +27,11 @@ func shardCluster(t *testing.T) []*Node {
 		cfg.Meta = map[string]string{ControlMetaKey: fmt.Sprintf("http://n%d.example:7070", i)}
 		nodes[i] = startMem(t, cfg)
 	}
+	t.Cleanup(func() {
+		for _, n := range nodes {
+			n.Close()
+		}
+	})
 	return nodes
 }
 
@@ -62,16 +68,8 @@ func partitioned(nodes []*Node) error {
 func TestShardsPartitionAndDrain(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nodes := shardCluster(t)
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
-		var err error
-		waitFor(t, 30*time.Second, "every shard served by exactly one node, maps agree", func() bool {
-			err = partitioned(nodes)
-			return err == nil
-		})
+		leader := shardLeader(t, nodes)
+		holder := leader.Name()
 		for _, key := range []string{"", "a", "user-42", strings.Repeat("x", 300)} {
 			want, ok := nodes[0].ShardFor([]byte(key))
 			if !ok {
@@ -85,16 +83,6 @@ func TestShardsPartitionAndDrain(t *testing.T) {
 					t.Fatalf("%s: key %q → shard %d owner %s; n0: %d %s", n.Name(), key, got, o, want, wo)
 				}
 			}
-		}
-		holder, _ := agreed(nodes)
-		var leader *Node
-		for _, n := range nodes {
-			if n.Name() == holder {
-				leader = n
-			}
-		}
-		if leader == nil {
-			t.Fatal("no agreed leader")
 		}
 		// The victim is a non-leader with shards.
 		var victim, other *Node
@@ -177,13 +165,7 @@ func TestShardsPartitionAndDrain(t *testing.T) {
 func TestShardMetricsAndRoutes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		nodes := shardCluster(t)
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
-		waitFor(t, 30*time.Second, "shards partitioned", func() bool { return partitioned(nodes) == nil })
-		holder, _ := agreed(nodes)
+		holder := shardLeader(t, nodes).Name()
 		for _, n := range nodes {
 			rec := httptest.NewRecorder()
 			n.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -226,4 +208,147 @@ func TestShardConfigValidate(t *testing.T) {
 	if err := cfg.withDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "Shards") {
 		t.Fatalf("negative shards: %v", err)
 	}
+}
+
+// metricValue reads an unlabelled sample from n's /metrics; false if absent.
+func metricValue(t *testing.T, n *Node, name string) (float64, bool) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	n.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("%s: %q: %v", n.Name(), line, err)
+			}
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// shardLeader waits until the nodes partition the shards and returns the leader
+// they agree on.
+func shardLeader(t *testing.T, nodes []*Node) *Node {
+	t.Helper()
+	waitFor(t, 30*time.Second, "every shard served by exactly one node, maps agree", func() bool { return partitioned(nodes) == nil })
+	holder, _ := agreed(nodes)
+	for _, n := range nodes {
+		if n.Name() == holder {
+			return n
+		}
+	}
+	t.Fatal("no agreed leader")
+	return nil
+}
+
+// TestShardsUnownedMetricSeesDrainedCluster: draining every node leaves the
+// shards that were moving with nowhere to go, unserved, while
+// omnirelay_shards_parked reads 0 (they were not forced off a failed owner). The
+// leader's omnirelay_shards_unowned counts them, and reads 0 again once the
+// drains are lifted. Every node exports omnirelay_shard_stale_epoch_total.
+func TestShardsUnownedMetricSeesDrainedCluster(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := shardCluster(t)
+		leader := shardLeader(t, nodes)
+		for _, n := range nodes {
+			if _, ok := metricValue(t, n, "omnirelay_shard_stale_epoch_total"); !ok {
+				t.Fatalf("%s: no omnirelay_shard_stale_epoch_total", n.Name())
+			}
+			if _, ok := metricValue(t, n, "omnirelay_shards_unowned"); ok != (n == leader) {
+				t.Fatalf("%s: omnirelay_shards_unowned exported %v, leader is %s", n.Name(), ok, leader.Name())
+			}
+		}
+		waitFor(t, 30*time.Second, "every shard steady in the leader's map", func() bool {
+			m := leader.ShardMap()
+			for s := range uint32(testShards) {
+				if m.State(s) != shard.StateSteady {
+					return false
+				}
+			}
+			return true
+		})
+		if v, _ := metricValue(t, leader, "omnirelay_shards_unowned"); v != 0 {
+			t.Fatalf("settled cluster: omnirelay_shards_unowned %v", v)
+		}
+		// The first drain starts moving shards; the others land before its
+		// release does (one loop step), so the moving shards lose their target.
+		var err error
+		leader.do(func() {
+			now := leader.clock.Now()
+			err = errors.Join(leader.host.DrainNode(now, nodes[0].Name(), true), leader.host.Rebalance(now))
+			for _, n := range nodes[1:] {
+				err = errors.Join(err, leader.host.DrainNode(now, n.Name(), true))
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		unserved := map[uint32]bool{}
+		for s := range uint32(testShards) {
+			unserved[s] = true
+		}
+		for _, n := range nodes {
+			for _, s := range n.OwnedShards() {
+				delete(unserved, s)
+			}
+		}
+		if len(unserved) == 0 {
+			t.Fatal("every node drained and every shard still served: the scenario no longer shows the outage")
+		}
+		v, _ := metricValue(t, leader, "omnirelay_shards_unowned")
+		parked, _ := metricValue(t, leader, "omnirelay_shards_parked")
+		t.Logf("all drained for 1 min: %d shards unserved, omnirelay_shards_unowned %v, omnirelay_shards_parked %v", len(unserved), v, parked)
+		if int(v) != len(unserved) {
+			t.Fatalf("omnirelay_shards_unowned %v, %d shards served by nobody", v, len(unserved))
+		}
+		for _, n := range nodes {
+			if err := leader.DrainShards(n.Name(), false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitFor(t, 60*time.Second, "drains lifted: every shard served and the gauge at 0", func() bool {
+			v, _ := metricValue(t, leader, "omnirelay_shards_unowned")
+			return partitioned(nodes) == nil && v == 0
+		})
+	})
+}
+
+// TestShardsDrainOnlyMembers: a drain of a made-up name is refused with 404
+// unknown_node in the error envelope and writes nothing, so 63 of them (which
+// used to fill the 64-key cluster map) leave room for a real drain.
+func TestShardsDrainOnlyMembers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nodes := shardCluster(t)
+		leader := shardLeader(t, nodes)
+		post := func(name string) (int, string) {
+			rec := httptest.NewRecorder()
+			body := fmt.Sprintf(`{"node": %q, "drain": true}`, name)
+			leader.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/control/v1/shards/drain", strings.NewReader(body)))
+			return rec.Code, rec.Body.String()
+		}
+		for i := range 63 {
+			name := fmt.Sprintf("made-up-%02d", i)
+			if code, body := post(name); code != 404 || !strings.Contains(body, `"code":"unknown_node"`) || !strings.Contains(body, name) {
+				t.Fatalf("drain of %s: %d %s", name, code, body)
+			}
+		}
+		if err := leader.DrainShards("made-up-00", true); !errors.Is(err, ErrUnknownNode) {
+			t.Fatalf("DrainShards of a made-up name: %v", err)
+		}
+		var victim *Node
+		for _, n := range nodes {
+			if n != leader {
+				victim = n
+				break
+			}
+		}
+		if code, body := post(victim.Name()); code != 200 {
+			t.Fatalf("real drain after 63 made-up ones: %d %s", code, body)
+		}
+		waitFor(t, 60*time.Second, "the drained node serves nothing", func() bool {
+			return len(victim.OwnedShards()) == 0 && partitioned(nodes) == nil
+		})
+	})
 }

@@ -76,6 +76,9 @@ type shardRec struct {
 	// not hold the shard proves the release (docs/shards.md, "Release").
 	relSeq uint64
 	forced bool
+	// granted: until when, on our clock, owner may serve under its latest grant
+	// of this shard in this term (zero if it has none); Unserved reads it.
+	granted time.Time
 }
 
 // peer is what the leader knows of one member's owner process.
@@ -186,6 +189,28 @@ func (c *Controller) Map() *Map { return c.cur }
 
 // Stats returns the counters.
 func (c *Controller) Stats() ControllerStats { return c.stats }
+
+// Unserved is how many shards have no serving owner at now, as far as the leader
+// can know: the map names no owner, or one that membership does not hold alive or
+// suspect, or one whose latest grant of the shard in this term has lapsed (it
+// stopped renewing: crashed, cut off, or fenced out by a higher epoch). Drained
+// owners count as serving until they release. A Controller that is not leading
+// (between terms, or fenced) grants nothing, so every shard counts: the host
+// asks only while it holds the leader lease, and then that is an outage. O(S).
+func (c *Controller) Unserved(now time.Time) int {
+	if !c.Leading() {
+		return c.cfg.Shards
+	}
+	n := 0
+	for i := range c.recs {
+		r := &c.recs[i]
+		p := c.peers[r.owner]
+		if r.owner == "" || p == nil || !p.inView || p.member.Health > HealthSuspect || !now.Before(r.granted) {
+			n++
+		}
+	}
+	return n
+}
 
 // SetMembers replaces the membership snapshot (every known member, with its
 // health, weight and drain flag). Errors wrap ErrBadMember and leave the previous
@@ -342,7 +367,7 @@ func (c *Controller) setOwner(s uint32, name string) {
 	if p := c.peers[r.owner]; r.owner != "" && p != nil {
 		delete(p.owns, s)
 	}
-	r.owner = name
+	r.owner, r.granted = name, time.Time{}
 	c.stale = true
 	if name != "" {
 		p := c.peer(name)
@@ -422,6 +447,7 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 			if hold.After(rec.hold) {
 				rec.hold = hold
 			}
+			rec.granted = hold
 		}
 	}
 	// An owner that is not servable gets an empty grant, so it drops everything

@@ -307,6 +307,7 @@ func (h *Host) tickMeta(now time.Time) {
 			ms.dirty = true
 		}
 	}
+	h.collectDrainMarks(now)
 	if n := ms.store.GC(now.UnixNano(), h.cfg.MetaGCHorizon); n > 0 {
 		ms.stats.Collected += uint64(n)
 		ms.dirty = true

@@ -1,9 +1,11 @@
 package host
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/omnirelay/mesh/crdt"
@@ -56,6 +58,8 @@ type ShardHostStats struct {
 	Streamed    uint64 // outgoing shard messages sent as stream frames (maps, oversized)
 	MapsServed  uint64 // maps sent in answer to a MapRequest stream
 	Membership  uint64 // membership snapshots given to the Controller
+	// MarksCollected: drain marks deleted because swim does not know their node.
+	MarksCollected uint64
 }
 
 type shardState struct {
@@ -359,10 +363,16 @@ func (h *Host) Serving(now time.Time, s uint32) bool {
 	return h.shard != nil && h.shard.owner.Serving(now, s)
 }
 
+// ErrUnknownNode is returned by DrainNode for a name that is not a live
+// member: a mark for it would only take a key of the cluster map.
+var ErrUnknownNode = errors.New("host: not a member (alive or suspect) of this node's view")
+
 // DrainNode marks (on) or unmarks node as draining in the cluster map, under this
 // node's lease epoch so the mark survives failover and a deposed leader's write
 // loses. Only the lease holder may (lease.ErrNotLeader otherwise, and without
-// Config.Shard). The Controller moves the node's shards away, MaxMoves at once.
+// Config.Shard), and only a member swim holds alive or suspect can be marked
+// (ErrUnknownNode); lifting a mark works for any name. The Controller moves the
+// node's shards away, MaxMoves at once.
 func (h *Host) DrainNode(now time.Time, node string, on bool) error {
 	if h.shard == nil {
 		return lease.ErrNotLeader
@@ -373,13 +383,73 @@ func (h *Host) DrainNode(now time.Time, node string, on bool) error {
 	}
 	h.meta.now = now
 	key := DrainKeyPrefix + node
-	var d crdt.Delta
-	if on {
-		d, err = h.meta.store.SetCluster(epoch, key, []byte("1"))
-	} else {
+	if !on {
 		if _, ok := h.meta.store.Get(crdt.Cluster, key); !ok {
 			return nil
 		}
+		return h.writeDrainMark(now, epoch, key, false)
+	}
+	if !h.liveMember(node) {
+		return fmt.Errorf("%w: %q", ErrUnknownNode, node)
+	}
+	// Marks of departed members go first, so they never hold the room this one
+	// needs until the next collection pass.
+	h.collectDrainMarks(now)
+	return h.writeDrainMark(now, epoch, key, true)
+}
+
+// liveMember reports whether swim holds name alive or suspect.
+func (h *Host) liveMember(name string) bool {
+	for _, m := range h.swim.Members() {
+		if m.Name == name {
+			return m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect
+		}
+	}
+	return false
+}
+
+// collectDrainMarks deletes, while this node leads, the drain marks of names swim
+// does not know: members it forgot (TombstoneTTL after they died or left, so a
+// drained node restarted for maintenance keeps its mark) and names that were
+// never members (marks written before DrainNode checked). The cluster map holds
+// few keys (crdt.Limits.MaxKeys), so the pass is cheap; it runs with the metadata
+// GC and before every drain.
+func (h *Host) collectDrainMarks(now time.Time) {
+	if h.shard == nil {
+		return
+	}
+	epoch, err := h.Fence(now)
+	if err != nil {
+		return
+	}
+	var marked []string
+	for k := range h.meta.store.NodeMap(crdt.Cluster) {
+		if strings.HasPrefix(k, DrainKeyPrefix) {
+			marked = append(marked, k)
+		}
+	}
+	if len(marked) == 0 {
+		return
+	}
+	known := map[string]bool{}
+	for _, m := range h.swim.Members() {
+		known[m.Name] = true
+	}
+	slices.Sort(marked) // deterministic order for the simulator's traces
+	for _, key := range marked {
+		if !known[key[len(DrainKeyPrefix):]] && h.writeDrainMark(now, epoch, key, false) == nil {
+			h.shard.stats.MarksCollected++
+		}
+	}
+}
+
+// writeDrainMark sets (on) or deletes a drain key under epoch and gossips it.
+func (h *Host) writeDrainMark(now time.Time, epoch uint64, key string, on bool) error {
+	var d crdt.Delta
+	var err error
+	if on {
+		d, err = h.meta.store.SetCluster(epoch, key, []byte("1"))
+	} else {
 		d, err = h.meta.store.DeleteCluster(epoch, key)
 	}
 	if err != nil {
@@ -412,6 +482,16 @@ func (h *Host) Rebalance(now time.Time) error {
 	}
 	h.shard.stats.Membership++
 	return nil
+}
+
+// UnservedShards is how many shards have no serving owner by the Controller's
+// knowledge (shard.Controller.Unserved), while this node holds the leader lease;
+// false elsewhere: only the leader knows, and one reporter means no double count.
+func (h *Host) UnservedShards(now time.Time) (int, bool) {
+	if h.shard == nil || !h.IsLeader(now) {
+		return 0, false
+	}
+	return h.shard.ctl.Unserved(now), true
 }
 
 // ShardStats returns the Owner's and the Controller's counters; zero without

@@ -2,10 +2,12 @@ package host
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/omnirelay/mesh/crdt"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
@@ -17,16 +19,20 @@ func testShardConfig() shard.Config {
 	return c
 }
 
-// newShardNet is newLeaseNet with Config.Shard set on every host.
-func newShardNet(t *testing.T, names []string, voters int) *leaseNet {
+// newShardNet is newLeaseNet with Config.Shard set on every host; opts adjust
+// each host's Config.
+func newShardNet(t *testing.T, names []string, voters int, opts ...func(*Config)) *leaseNet {
 	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
 		storages: map[string]*lease.MemoryStorage{}, events: map[string][]lease.Event{}, down: map[string]bool{}}
 	for i, name := range names {
 		st := &lease.MemoryStorage{}
 		lc := lease.DefaultConfig(name, names[:voters])
 		sc := testShardConfig()
-		h, err := New(Config{Swim: swim.LANProfile(name, name+":1"), Lease: &lc, LeaseStorage: st, Shard: &sc},
-			rand.New(rand.NewPCG(uint64(i+1), 9)), n.now)
+		cfg := Config{Swim: swim.LANProfile(name, name+":1"), Lease: &lc, LeaseStorage: st, Shard: &sc}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		h, err := New(cfg, rand.New(rand.NewPCG(uint64(i+1), 9)), n.now)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -185,4 +191,91 @@ func TestHostShardClusterCrashAndDrain(t *testing.T) {
 		t.Fatalf("map still gives %s shards %v", name, s)
 	}
 	check("after drain", drained)
+}
+
+// Only members can be drained, and marks of names swim does not know are
+// collected: 63 made-up marks (what DrainNode accepted before it checked, filling
+// the 64-key cluster map next to the leader's own key) neither block a real drain
+// nor outlive the next collection pass, and a drained member that left loses its
+// mark once swim forgets it.
+func TestHostDrainOnlyMembersAndCollectsDeparted(t *testing.T) {
+	names := []string{"a", "b", "c", "d"}
+	n := newShardNet(t, names, 3, func(c *Config) { c.Swim.TombstoneTTL = 30 * time.Second })
+	n.run(15 * time.Second)
+	ls := n.leaders()
+	if len(ls) != 1 {
+		t.Fatalf("leaders %v", ls)
+	}
+	leader := n.hosts[ls[0]]
+	store := leader.Meta()
+	marked := func(h *Host, name string) bool {
+		_, ok := h.Meta().Get(crdt.Cluster, DrainKeyPrefix+name)
+		return ok
+	}
+
+	if err := leader.DrainNode(n.now, "ghost", true); !errors.Is(err, ErrUnknownNode) {
+		t.Fatalf("drain of a made-up name: %v, want ErrUnknownNode", err)
+	}
+	if marked(leader, "ghost") {
+		t.Fatal("refused drain left a mark")
+	}
+	if err := leader.DrainNode(n.now, "ghost", false); err != nil {
+		t.Fatalf("lifting a drain that does not exist: %v", err)
+	}
+
+	epoch, err := leader.Fence(n.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 63 {
+		if _, err := store.SetCluster(epoch, fmt.Sprintf("%sfake-%02d", DrainKeyPrefix, i), []byte("1")); err != nil {
+			t.Fatalf("planting made-up mark %d: %v", i, err)
+		}
+	}
+	var victim *Host
+	for _, addr := range n.order {
+		if addr != ls[0] {
+			victim = n.hosts[addr]
+			break
+		}
+	}
+	vname := victim.cfg.Swim.Name
+	if err := leader.DrainNode(n.now, vname, true); err != nil {
+		t.Fatalf("real drain with 63 made-up marks in the map: %v", err)
+	}
+	if got := leader.ShardHostStats().MarksCollected; got != 63 {
+		t.Fatalf("MarksCollected = %d, want 63", got)
+	}
+	n.run(20 * time.Second)
+	for _, addr := range n.order {
+		h := n.hosts[addr]
+		if marked(h, "fake-00") || !marked(h, vname) {
+			t.Fatalf("%s: made-up mark %v, %s's mark %v", addr, marked(h, "fake-00"), vname, marked(h, vname))
+		}
+	}
+	if got := victim.OwnedShards(n.now); len(got) != 0 {
+		t.Fatalf("drained %s still serves %v", vname, got)
+	}
+
+	// Planted marks of names swim never knew are collected by the periodic pass
+	// too, without a drain to trigger it.
+	if _, err := store.SetCluster(epoch, DrainKeyPrefix+"ghost", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	n.run(2 * DefaultMetaGCInterval)
+	if marked(leader, "ghost") {
+		t.Fatal("made-up mark survived a collection pass")
+	}
+
+	// A drained member that leaves keeps its mark while swim remembers it (a
+	// restart for maintenance stays drained), then loses it.
+	victim.Leave(n.now)
+	n.run(5 * time.Second)
+	if !marked(leader, vname) {
+		t.Fatal("mark of a member that just left was collected before swim forgot it")
+	}
+	n.run(30*time.Second + 2*DefaultMetaGCInterval)
+	if marked(leader, vname) {
+		t.Fatalf("mark of %s, gone for longer than TombstoneTTL, not collected", vname)
+	}
 }
