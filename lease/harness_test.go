@@ -81,6 +81,7 @@ type cluster struct {
 	acquired  []acquisition
 	trace     []string // optional event trace (determinism test)
 	traceOn   bool
+	tap       func(from int, env Envelope) // optional: sees every message sent (an eavesdropper)
 }
 
 // newCluster builds n voters named n0..n{n-1}; tweak edits each node's Config.
@@ -229,6 +230,9 @@ func (c *cluster) after(i int) {
 	}
 	for _, env := range rd.Messages {
 		c.sent++
+		if c.tap != nil {
+			c.tap(i, env)
+		}
 		j, ok := c.byName[env.To]
 		if !ok || c.down[[2]int{i, j}] || (c.loss > 0 && c.rng.Float64() < c.loss) {
 			continue

@@ -84,6 +84,7 @@ type Stats struct {
 	Campaigns   uint64 // elections this node started
 	Promised    uint64 // Prepares this node promised
 	Accepted    uint64 // Proposes and Renews this node accepted
+	Stale       uint64 // Proposes and Renews dropped as no newer than the last accepted round of their lease (replays, duplicates)
 	Rejected    uint64 // requests this node rejected
 	LeasesWon   uint64 // times this node became leader
 	RoundsLost  uint64 // renewal rounds that did not reach a quorum before the next one
@@ -120,9 +121,11 @@ type Machine struct {
 	// highest is the highest epoch seen in any message; candidates pick above it.
 	highest uint64
 
-	// Voter view: the lease this node accepted last, standing until accExpires.
+	// Voter view: the lease this node accepted last, standing until accExpires,
+	// and the newest round (seq) of it accepted.
 	accEpoch   uint64
 	accHolder  string
+	accSeq     uint64
 	accExpires time.Time
 
 	// Candidate and leader state.
@@ -183,9 +186,13 @@ func (m *Machine) Step(now time.Time, msg Message) {
 	case *Prepare:
 		m.send(msg.Candidate, m.votePrepare(now, msg))
 	case *Propose:
-		m.send(msg.Holder, m.voteAccept(now, msg.Epoch, msg.Seq, msg.Holder, msg.Duration, msg.Membership))
+		if m.fresh(msg.Epoch, msg.Seq, msg.Holder) {
+			m.send(msg.Holder, m.voteAccept(now, msg.Epoch, msg.Seq, msg.Holder, msg.Duration, msg.Membership))
+		}
 	case *Renew:
-		m.send(msg.Holder, m.voteAccept(now, msg.Epoch, msg.Seq, msg.Holder, msg.Duration, msg.Membership))
+		if m.fresh(msg.Epoch, msg.Seq, msg.Holder) {
+			m.send(msg.Holder, m.voteAccept(now, msg.Epoch, msg.Seq, msg.Holder, msg.Duration, msg.Membership))
+		}
 	case *Release:
 		m.voteRelease(now, msg)
 	case *Promise:
@@ -245,6 +252,29 @@ func (m *Machine) standing(now time.Time) string {
 	return ""
 }
 
+// fresh reports whether a Propose or Renew is newer than the last round this voter
+// accepted of the same lease (epoch and holder), and counts it if not. A holder
+// numbers the Propose and every Renew of one epoch from one strictly increasing
+// counter, so a round no newer than an accepted one is a duplicate or a replay: a
+// Renew captured before its holder died, resent, must not extend the dead holder's
+// lease and block the election. It is dropped without an answer. A lease of another
+// epoch or holder is new here; if it is older than our promise, voteAccept refuses
+// it. A holder that restarts campaigns for a higher epoch, so its counter starting
+// again from 1 is never taken for a replay. A voter that restarts forgets accSeq
+// (it is not saved, to keep renewals off the disk): for QuietPeriod it grants
+// nothing, and then a replayed Renew of the standing epoch could extend that lease
+// at this voter again. That never makes a second holder (accepting only withholds
+// votes from others), and the voters that did not restart still refuse it, so it
+// delays an election only if a majority restarted; sealed packets' replay window
+// (PROTOCOL.md section 6) stops such replays before they reach the machine.
+func (m *Machine) fresh(epoch, seq uint64, holder string) bool {
+	if epoch == m.accEpoch && holder == m.accHolder && seq <= m.accSeq {
+		m.stats.Stale++
+		return false
+	}
+	return true
+}
+
 // votePrepare answers a Prepare: promise unless restarted too recently, asked in an
 // older voter set, another holder's lease stands, or a higher (or equal, to someone
 // else) epoch was promised.
@@ -276,9 +306,12 @@ func (m *Machine) voteAccept(now time.Time, epoch, seq uint64, holder string, d 
 	m.promise(epoch, holder)
 	m.adopt(now, mb)
 	exp := VoterExpiry(now, d, m.cfg.MaxDrift)
-	if m.accEpoch != epoch || m.accHolder != holder || exp.After(m.accExpires) {
-		m.accEpoch, m.accHolder, m.accExpires = epoch, holder, exp
+	if m.accEpoch != epoch || m.accHolder != holder {
+		m.accEpoch, m.accHolder, m.accSeq, m.accExpires = epoch, holder, seq, exp
+	} else if exp.After(m.accExpires) {
+		m.accExpires = exp
 	}
+	m.accSeq = max(m.accSeq, seq)
 	m.stats.Accepted++
 	return &Accept{Epoch: epoch, Seq: seq, Voter: m.cfg.Self}
 }

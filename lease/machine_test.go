@@ -250,3 +250,45 @@ func TestReleaseHandsOverQuickly(t *testing.T) {
 		t.Fatalf("Release by a follower: %v", err)
 	}
 }
+
+// A voter takes a Propose or Renew only when it is newer than the last round it
+// accepted of the same lease: a duplicate or replay is dropped unanswered and
+// extends nothing, while a restarted holder's new epoch starts its rounds afresh.
+func TestVoterTakesOnlyNewerRounds(t *testing.T) {
+	mb := Membership{Voters: abc}
+	m, quiet := voterAt(t, &MemoryStorage{})
+	renew := func(at time.Time, msg Message) []Envelope {
+		m.Step(at, msg)
+		return m.Ready().Messages
+	}
+	if got := renew(quiet, &Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb}); len(got) != 1 {
+		t.Fatalf("propose: %+v", got)
+	}
+	if got := renew(quiet.Add(sec), &Renew{Epoch: 5, Seq: 2, Holder: "b", Duration: 3 * sec, Membership: mb}); len(got) != 1 {
+		t.Fatalf("renew: %+v", got)
+	}
+	_, _, until, _ := m.Leader(quiet.Add(sec))
+	for _, replay := range []Message{
+		&Renew{Epoch: 5, Seq: 2, Holder: "b", Duration: 3 * sec, Membership: mb},
+		&Renew{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb},
+		&Propose{Epoch: 5, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb},
+	} {
+		if got := renew(quiet.Add(2*sec), replay); len(got) != 0 {
+			t.Fatalf("replayed %+v answered: %+v", replay, got)
+		}
+	}
+	if _, _, u, _ := m.Leader(quiet.Add(2 * sec)); !u.Equal(until) {
+		t.Fatalf("replays moved the lease's expiry from %v to %v", until, u)
+	}
+	if got := m.Stats().Stale; got != 3 {
+		t.Fatalf("Stale = %d, want 3", got)
+	}
+	// b restarted: a new epoch, its round counter from 1 again.
+	got := renew(quiet.Add(2*sec), &Propose{Epoch: 6, Seq: 1, Holder: "b", Duration: 3 * sec, Membership: mb})
+	if len(got) != 1 {
+		t.Fatalf("restarted holder's propose: %+v", got)
+	}
+	if _, ok := got[0].Msg.(*Accept); !ok {
+		t.Fatalf("restarted holder's propose refused: %+v", got[0].Msg)
+	}
+}

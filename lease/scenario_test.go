@@ -304,3 +304,58 @@ func TestDeterministicTrace(t *testing.T) {
 		t.Fatalf("same seed, different traces: %x vs %x", a, b)
 	}
 }
+
+// Issue 12, item 1: an eavesdropper captures the leader's last Renew and, after the
+// leader crashes, replays it to every other voter every 500 ms. A voter takes a
+// Renew only when it is newer than the last round it accepted of that lease, so the
+// replays extend nothing and a new leader is elected within the normal failover
+// time (TestFailoverFigures: p99 under 5 s), for 3 and 5 voters.
+func TestReplayedRenewDoesNotKeepDeadLeaderInOffice(t *testing.T) {
+	for _, n := range []int{3, 5} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			c := newCluster(n, 7, nil)
+			var last *Renew
+			var lastFrom int
+			c.tap = func(from int, env Envelope) {
+				if r, ok := env.Msg.(*Renew); ok {
+					cp := *r
+					last, lastFrom = &cp, from
+				}
+			}
+			old := stableLeader(t, c, 10*sec)
+			if last == nil || lastFrom != old {
+				t.Fatalf("captured no Renew of the leader %d", old)
+			}
+			c.tap = nil
+			crashAt := c.now
+			c.crash(old)
+			const replayFor = 30 * sec
+			for at := crashAt + 500*time.Millisecond; at < crashAt+replayFor; at += 500 * time.Millisecond {
+				for j := range c.nodes {
+					if j != old {
+						c.push(hevent{at: at, node: j, msg: last})
+					}
+				}
+			}
+			c.run(crashAt + replayFor)
+			noViolation(t, c)
+			a := c.acquired[len(c.acquired)-1]
+			if a.at <= crashAt {
+				t.Fatalf("the dead leader %s stayed in office for the %v of replays: no new leader", c.nodes[old].name, replayFor)
+			}
+			t.Logf("voters=%d: new leader %s %v after the crash, despite a replayed Renew every 500 ms", n, a.holder, a.at-crashAt)
+			if took := a.at - crashAt; took >= 5*sec {
+				t.Errorf("failover took %v under replay, want < 5 s", took)
+			}
+			var stale uint64
+			for _, nd := range c.nodes {
+				if nd.m != nil {
+					stale += nd.m.Stats().Stale
+				}
+			}
+			if stale == 0 {
+				t.Errorf("no voter counted a replayed Renew as stale")
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ type metrics struct {
 	bytesSealedIn     prometheus.Counter
 	bytesSealedOut    prometheus.Counter
 	decryptFailures   prometheus.Counter
+	replayed          prometheus.Counter
 	inboundDropped    prometheus.Counter
 	subscriberDropped prometheus.Counter
 	netErrors         *prometheus.CounterVec
@@ -112,6 +113,22 @@ func newMetrics(n *Node) *metrics {
 	m.bytesSealedOut = wireBytes.WithLabelValues("out")
 	m.decryptFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_decrypt_failures_total",
 		Help: "Received packets and stream frames dropped because the keyring did not open them (plain, unknown key, tampered)."})
+	m.replayed = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_replayed_total",
+		Help: "Received sealed packets and stream frames that opened but were dropped as replays (sender counter seen before or below its window, or sealed for the other channel)."})
+	replaySenders := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "omnirelay_replay_senders",
+		Help: "Senders whose replay window this node remembers (at most wire.DefaultReplaySenders)."}, func() float64 {
+		if n.replay == nil {
+			return 0
+		}
+		return float64(n.replay.Senders())
+	})
+	replayEvicted := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "omnirelay_replay_senders_evicted_total",
+		Help: "Senders whose replay window was forgotten to make room for others: until such a sender seals again, a recorded packet of it can be taken once."}, func() float64 {
+		if n.replay == nil {
+			return 0
+		}
+		return float64(n.replay.Evicted())
+	})
 	m.inboundDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_inbound_packets_dropped_total",
 		Help: "Received packets dropped because the event loop's queue was full."})
 	m.subscriberDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_subscriber_events_dropped_total",
@@ -138,6 +155,9 @@ func newMetrics(n *Node) *metrics {
 		Help:    "Round-trip time of direct pings this node sent and got an ack for from the same address.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 15)})
 	f(m.decryptFailures)
+	f(m.replayed)
+	f(replaySenders)
+	f(replayEvicted)
 	f(m.inboundDropped)
 	f(m.subscriberDropped)
 	m.metaChanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_meta_changes_total",

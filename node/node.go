@@ -76,6 +76,7 @@ type Node struct {
 	clock    Clock
 	tr       Transport
 	kr       *wire.Keyring
+	replay   *wire.ReplayFilter
 	addr     string // advertised
 	epoch    string
 	metrics  *metrics
@@ -192,6 +193,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("node: keyring: %w", err)
 		}
 		n.kr = kr
+		n.replay = wire.NewReplayFilter(wire.DefaultReplaySenders) // every packet and frame that opens passes it
 	}
 	tr := cfg.Transport
 	if tr == nil {
@@ -635,6 +637,10 @@ func (n *Node) openFrame(f []byte) ([]byte, error) {
 		n.metrics.decryptFailures.Inc()
 		return nil, fmt.Errorf("node: stream frame does not open: %w", err)
 	}
+	if err := n.replay.AdmitFrame(f); err != nil {
+		n.metrics.replayed.Inc()
+		return nil, fmt.Errorf("node: stream frame refused: %w", err)
+	}
 	return plain, nil
 }
 
@@ -691,6 +697,11 @@ func (n *Node) handlePacket(p inPacket) {
 		if err != nil {
 			n.metrics.decryptFailures.Inc()
 			n.log.Debug("dropping a packet that does not open", "from", p.from, "err", err)
+			return
+		}
+		if err := n.replay.AdmitPacket(data); err != nil {
+			n.metrics.replayed.Inc()
+			n.log.Debug("dropping a replayed packet", "from", p.from, "err", err)
 			return
 		}
 		data = plain

@@ -108,7 +108,7 @@ func BenchmarkPingDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkSealedRoundTrip seals a full packet (nonce from crypto/rand) and opens it.
+// BenchmarkSealedRoundTrip seals a full packet (sender id from crypto/rand) and opens it.
 func BenchmarkSealedRoundTrip(b *testing.B) {
 	k, err := NewKeyring(testKey(1), testKey(2))
 	if err != nil {

@@ -44,6 +44,10 @@ var (
 	// ErrAuth means a sealed packet failed authentication with every candidate key:
 	// nothing of its payload was parsed.
 	ErrAuth = errors.New("wire: packet failed authentication")
+	// ErrReplay means an authenticated sealed packet or frame was refused by a
+	// ReplayFilter: its sender counter was taken before or is below the sender's
+	// window, or it was sealed for the other channel (a frame as a packet).
+	ErrReplay = errors.New("wire: replayed sealed packet")
 	// ErrKeySize means a key is not 32 bytes (AES-256).
 	ErrKeySize = errors.New("wire: key must be 32 bytes")
 	// ErrRemovePrimary means Keyring.Remove was asked to remove the primary key.

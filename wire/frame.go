@@ -153,7 +153,7 @@ func sealFrame(k *Keyring, frame []byte, rand io.Reader) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := appendSeal(make([]byte, frameLen, frameLen+len(body)+SealOverhead), k, body, rand)
+	out, err := appendSeal(make([]byte, frameLen, frameLen+len(body)+SealOverhead), k, body, rand, chanFrames)
 	if err != nil {
 		return nil, err
 	}

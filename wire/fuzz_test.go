@@ -173,6 +173,14 @@ func FuzzOpenFrame(f *testing.F) {
 		if _, _, err := DecodeFrame(plain, 0, &d); errors.Is(err, ErrChecksum) || errors.Is(err, ErrSealed) {
 			t.Fatalf("opened frame rejected: %v", err)
 		}
+		// A genuine frame is taken once, then refused as a replay.
+		rf := NewReplayFilter(0)
+		if err := rf.AdmitFrame(data); err != nil {
+			t.Fatalf("first sight of a genuine frame refused: %v", err)
+		}
+		if err := rf.AdmitFrame(data); !errors.Is(err, ErrReplay) {
+			t.Fatalf("replayed frame not refused: %v", err)
+		}
 	})
 }
 
@@ -216,6 +224,14 @@ func FuzzOpen(f *testing.F) {
 		var r PacketReader
 		if _, err := r.Reset(plain); err != nil && !errors.Is(err, ErrChecksum) {
 			t.Fatalf("opened packet rejected: %v", err)
+		}
+		// A genuine packet is taken once, then refused as a replay.
+		rf := NewReplayFilter(0)
+		if err := rf.AdmitPacket(data); err != nil {
+			t.Fatalf("first sight of a genuine packet refused: %v", err)
+		}
+		if err := rf.AdmitPacket(data); !errors.Is(err, ErrReplay) {
+			t.Fatalf("replayed packet not refused: %v", err)
 		}
 	})
 }

@@ -5,8 +5,10 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 )
 
@@ -17,12 +19,34 @@ import (
 //
 // with the 9 header bytes as associated data, so a tampered header (cluster hash,
 // key id, version, compressed flag) fails authentication like a tampered body.
+// The nonce is the anti-replay data: the sender's id (8 bytes) and its counter (4),
+// authenticated by GCM like the rest, checked by a ReplayFilter (replay.go).
 
 const (
 	KeySize   = 32 // bytes of a keyring key: AES-256
-	NonceSize = 12 // bytes of the random GCM nonce placed after the header
+	NonceSize = 12 // bytes of the GCM nonce placed after the header: sender id (8) and counter (4)
 	TagSize   = 16 // bytes of the GCM authentication tag at the end
+
+	// senderFrames is the bit of a sender id that says it seals stream frames
+	// (set) or packets (clear): the two have separate counters, so a frame held up
+	// by TCP does not fall behind a window moved on by packets, and a receiver can
+	// tell a packet replayed as a frame (or back) from a genuine one.
+	senderFrames = 1 << 63
 )
+
+// channel selects the sender of packets or of frames.
+type channel uint8
+
+const (
+	chanPackets channel = iota
+	chanFrames
+)
+
+// sender is one sealing identity: a random id and the last counter used with it.
+type sender struct {
+	id  uint64
+	ctr uint32 // last counter used; 0: no id drawn yet
+}
 
 // KeyID is the one-byte id a sealed packet names its key by: the first byte of
 // SHA-256 of the key. Every node derives it from the key alone, so no coordination
@@ -45,6 +69,9 @@ type keyEntry struct {
 type Keyring struct {
 	mu   sync.RWMutex
 	keys []keyEntry // keys[0] is the primary
+
+	smu     sync.Mutex
+	senders [2]sender // by channel
 }
 
 // NewKeyring returns a keyring that seals with primary and opens with primary and
@@ -159,16 +186,43 @@ func (k *Keyring) primary() keyEntry {
 	return k.keys[0]
 }
 
+// nonce fills n with the channel's sender id and next counter (from 1). A sender
+// id is drawn from rand on first use and again when its 2^32-1 counters are spent, so
+// a (key, nonce) pair never repeats within a sender, and a restarted node is a new
+// sender that no receiver's window locks out.
+func (k *Keyring) nonce(n []byte, c channel, rand io.Reader) error {
+	k.smu.Lock()
+	defer k.smu.Unlock()
+	s := &k.senders[c]
+	if s.ctr == 0 || s.ctr == math.MaxUint32 {
+		var id [8]byte
+		if _, err := io.ReadFull(rand, id[:]); err != nil {
+			return fmt.Errorf("wire: reading a sender id: %w", err)
+		}
+		s.id = binary.BigEndian.Uint64(id[:]) &^ senderFrames
+		if c == chanFrames {
+			s.id |= senderFrames
+		}
+		s.ctr = 0
+	}
+	s.ctr++
+	binary.BigEndian.PutUint64(n, s.id)
+	binary.BigEndian.PutUint32(n[8:], s.ctr)
+	return nil
+}
+
 // Seal turns a plain packet built by a Packer into a sealed one, SealOverhead bytes
-// longer, encrypted with the primary key and a fresh random nonce read from rand
-// (crypto/rand.Reader in production). The packet itself is not modified.
+// longer, encrypted with the primary key. Its nonce is the keyring's packet sender
+// id and next counter; rand (crypto/rand.Reader in production) supplies the 8
+// bytes of a sender id the first time, and when the counter runs out. The packet
+// itself is not modified.
 func Seal(k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
-	return appendSeal(make([]byte, 0, len(packet)+SealOverhead), k, packet, rand)
+	return appendSeal(make([]byte, 0, len(packet)+SealOverhead), k, packet, rand, chanPackets)
 }
 
 // appendSeal appends the sealed form of packet to dst (Seal; SealFrame seals a
-// frame's body after its length prefix).
-func appendSeal(dst []byte, k *Keyring, packet []byte, rand io.Reader) ([]byte, error) {
+// frame's body after its length prefix), with a nonce of channel c's sender.
+func appendSeal(dst []byte, k *Keyring, packet []byte, rand io.Reader, c channel) ([]byte, error) {
 	if len(packet) < HeaderSize+ChecksumSize {
 		return nil, ErrTruncated
 	}
@@ -186,8 +240,8 @@ func appendSeal(dst []byte, k *Keyring, packet []byte, rand io.Reader) ([]byte, 
 	out[start+4] = e.id
 	out = append(out, make([]byte, NonceSize)...)
 	nonce := out[start+HeaderSize:]
-	if _, err := io.ReadFull(rand, nonce); err != nil {
-		return nil, fmt.Errorf("wire: reading nonce: %w", err)
+	if err := k.nonce(nonce, c, rand); err != nil {
+		return nil, err
 	}
 	// The ciphertext goes after the nonce so it never overlaps the associated data.
 	return e.aead.Seal(out, nonce, packet[HeaderSize:], out[start:start+HeaderSize]), nil

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -22,10 +23,13 @@ var rewrite = flag.Bool("rewrite", false, "regenerate wire/testdata/vectors from
 
 const vectorDir = "testdata/vectors"
 
-// The published test key and nonce of the sealed vectors. Never use them for real.
+// The published test key and sender ids of the sealed vectors (a packet sender's
+// id has its top bit clear, a frame sender's set); each vector is its sender's
+// first seal, counter 1. Never use them for real.
 var (
-	vectorKey   = mustHex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
-	vectorNonce = mustHex("a0a1a2a3a4a5a6a7a8a9aaab")
+	vectorKey         = mustHex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f")
+	vectorPacketNonce = mustHex("20a1a2a3a4a5a6a700000001")
+	vectorFrameNonce  = mustHex("a0a1a2a3a4a5a6a700000001")
 )
 
 func mustHex(s string) []byte {
@@ -48,6 +52,8 @@ type vectorFile struct {
 	KeyID        uint8       `json:"key_id"`
 	Key          string      `json:"key,omitempty"`      // hex; sealed packets and frames
 	Nonce        string      `json:"nonce,omitempty"`    // hex; sealed packets and frames
+	Sender       string      `json:"sender,omitempty"`   // hex, the nonce's first 8 bytes: the sender id
+	Counter      uint32      `json:"counter,omitempty"`  // the nonce's last 4 bytes: the sender's counter
 	Plain        string      `json:"plain,omitempty"`    // hex of the packet or frame before sealing
 	Checksum     string      `json:"checksum,omitempty"` // 8 hex digits, of the plain packet or frame
 	Messages     []vectorMsg `json:"messages"`
@@ -245,6 +251,8 @@ func encodeVector(t *testing.T, v vectorFile) []byte {
 	if v.Kind == "frame" {
 		seal = SealFrame
 	}
+	// A fresh keyring's first seal reads its sender id (the nonce's first 8
+	// bytes) from rand and uses counter 1.
 	sealed, err := seal(k, plain, bytes.NewReader(mustHex(v.Nonce)))
 	noErr(t, err)
 	return sealed
@@ -269,8 +277,11 @@ func decodeVector(t *testing.T, data []byte, like vectorFile) vectorFile {
 		noErr(t, err)
 		data, err = open(k, data)
 		noErr(t, err)
+		nonce := hdr[HeaderSize : HeaderSize+NonceSize]
 		out.Key = like.Key
-		out.Nonce = like.Nonce
+		out.Nonce = hex.EncodeToString(nonce)
+		out.Sender = hex.EncodeToString(nonce[:8])
+		out.Counter = binary.BigEndian.Uint32(nonce[8:])
 		out.Plain = hex.EncodeToString(data)
 	}
 	out.Checksum = hex.EncodeToString(data[len(data)-ChecksumSize:])
@@ -302,7 +313,10 @@ func writeVectors(t *testing.T) {
 			v.Kind = "frame"
 		}
 		if def.sealed {
-			v.Key, v.Nonce = hex.EncodeToString(vectorKey), hex.EncodeToString(vectorNonce)
+			v.Key, v.Nonce = hex.EncodeToString(vectorKey), hex.EncodeToString(vectorPacketNonce)
+			if def.frame {
+				v.Nonce = hex.EncodeToString(vectorFrameNonce)
+			}
 		}
 		for _, m := range def.msgs {
 			v.Messages = append(v.Messages, toVectorMsg(m.Type(), m, nil))
