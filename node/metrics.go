@@ -197,6 +197,10 @@ func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) {
 // swimCollector exports the membership machine's counters at scrape time.
 type swimCollector struct{ n *Node }
 
+// implausibleHelp is shared by the omnirelay_implausible_total series of every
+// layer (swim, lease, shard): the registry requires one help text per name.
+const implausibleHelp = "Peer messages refused because a counter (incarnation, epoch, version) jumped more than 2^32 above the value held (PROTOCOL.md 4.1), and own counter steps refused rather than wrapped."
+
 var (
 	descMembers  = prometheus.NewDesc("omnirelay_members", "Members in this node's view, by state (itself included).", []string{"state"}, nil)
 	descHealth   = prometheus.NewDesc("omnirelay_local_health_multiplier", "Lifeguard local health multiplier: probe interval and timeout are scaled by it (1 = healthy).", nil, nil)
@@ -220,6 +224,7 @@ var (
 		{prometheus.NewDesc("omnirelay_broadcasts_sent_total", "Broadcast messages piggybacked on packets (one per packet carrying it).", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsSent }},
 		{prometheus.NewDesc("omnirelay_broadcasts_dropped_total", "Broadcasts dropped from a full gossip queue before their retransmit budget.", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsDropped }},
 		{prometheus.NewDesc("omnirelay_malformed_total", "Malformed packets, messages or stream frames dropped.", nil, nil), func(s swim.Stats) uint64 { return s.Malformed }},
+		{prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "swim"}), func(s swim.Stats) uint64 { return s.Implausible }},
 		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets of another cluster label dropped.", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
 		{prometheus.NewDesc("omnirelay_misdirected_pings_total", "Pings for another node name (the address was reused), unanswered.", nil, nil), func(s swim.Stats) uint64 { return s.MisdirectedPings }},
 	}

@@ -35,6 +35,7 @@ type Stats struct {
 	BroadcastsSent     uint64 // broadcast messages piggybacked, counted per packet
 	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
 	Malformed          uint64 // malformed packets, messages or frames, dropped
+	Implausible        uint64 // claims refused for an incarnation jump beyond wire.MaxJump (or one we cannot out-bid)
 	ForeignPackets     uint64 // packets of another cluster label, dropped
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	PacketsIn          uint64
