@@ -348,6 +348,7 @@ var (
 	descLeaseEpoch    = prometheus.NewDesc("omnirelay_lease_epoch", "Highest lease epoch (fencing token) this node has seen.", nil, nil)
 	descRenewFailures = prometheus.NewDesc("omnirelay_lease_renew_failures_total", "Lease renewal rounds this node, as leader, did not get a quorum for before the next round (lease.Stats.RoundsLost).", nil, nil)
 	descCampaigns     = prometheus.NewDesc("omnirelay_lease_campaigns_total", "Elections this node started.", nil, nil)
+	descLeaseJumps    = prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "lease"})
 )
 
 func (c *leaderCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -355,6 +356,7 @@ func (c *leaderCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLeaseEpoch
 	ch <- descRenewFailures
 	ch <- descCampaigns
+	ch <- descLeaseJumps
 }
 
 func (c *leaderCollector) Collect(ch chan<- prometheus.Metric) {
@@ -380,6 +382,7 @@ func (c *leaderCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descLeaseEpoch, prometheus.GaugeValue, float64(highest))
 	ch <- prometheus.MustNewConstMetric(descRenewFailures, prometheus.CounterValue, float64(st.RoundsLost))
 	ch <- prometheus.MustNewConstMetric(descCampaigns, prometheus.CounterValue, float64(st.Campaigns))
+	ch <- prometheus.MustNewConstMetric(descLeaseJumps, prometheus.CounterValue, float64(st.Implausible))
 }
 
 // leaderMetrics registers the leadership metrics when leadership is on.
