@@ -391,6 +391,7 @@ var (
 	descShardMoving  = prometheus.NewDesc("omnirelay_shard_moving", "1 for each shard the leader has in flight (draining or rebalancing). Leader only.", []string{"shard", "from", "to", "state"}, nil)
 	descShardsParked = prometheus.NewDesc("omnirelay_shards_parked", "Shards draining with no owner that could receive them (their owner was not alive). Leader only.", nil, nil)
 	descParkedAge    = prometheus.NewDesc("omnirelay_shard_parked_max_age_seconds", "How long the oldest parked shard has been parked; 0 when none. Leader only.", nil, nil)
+	descShardJumps   = prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "shard"})
 )
 
 // shardCollector exports the shard view at scrape time; registered only when
@@ -403,6 +404,7 @@ func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descShardMoving
 	ch <- descShardsParked
 	ch <- descParkedAge
+	ch <- descShardJumps
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
@@ -410,13 +412,17 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	var owned int
 	var now time.Time
 	var leading bool
+	var ost shard.OwnerStats
+	var cst shard.ControllerStats
 	if !n.do(func() {
 		now = n.clock.Now()
 		owned = len(n.host.OwnedShards(now))
 		leading = n.host.IsLeader(now)
+		ost, cst = n.host.ShardStats()
 	}) {
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(descShardJumps, prometheus.CounterValue, float64(ost.Implausible+cst.Implausible))
 	s := n.shards
 	s.mu.Lock()
 	defer s.mu.Unlock()
