@@ -73,6 +73,14 @@ type member struct {
 	protoMin, protoMax uint8
 }
 
+// incarnation is the member's incarnation, 0 for an unknown (nil) member.
+func (mem *member) incarnation() uint64 {
+	if mem == nil {
+		return 0
+	}
+	return mem.Incarnation
+}
+
 // hash is the member's contribution to the digest (live members only).
 func (mem *member) hash() uint64 { return MemberHash(mem.Name, mem.Incarnation, mem.Status) }
 

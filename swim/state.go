@@ -43,10 +43,10 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		return
 	}
 	mem := m.members.get(name)
+	if !m.plausible(mem.incarnation(), inc) {
+		return
+	}
 	if mem == nil {
-		if !m.plausible(0, inc) {
-			return
-		}
 		mem = m.members.add(name)
 		mem.Addr, mem.Incarnation, mem.Status, mem.since = addr, inc, StatusAlive, now.Sub(m.epoch)
 		mem.protoMin, mem.protoMax, mem.probeIdx, mem.tombIdx = pmin, pmax, -1, -1
@@ -64,7 +64,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.queueFact(m.aliveMsg(mem), name)
 		return
 	}
-	if inc <= mem.Incarnation || !m.plausible(mem.Incarnation, inc) {
+	if inc <= mem.Incarnation {
 		return
 	}
 	old := mem.Status
