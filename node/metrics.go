@@ -211,6 +211,7 @@ var (
 		desc *prometheus.Desc
 		get  func(swim.Stats) uint64
 	}{
+		{prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "swim"}), func(s swim.Stats) uint64 { return s.Implausible }},
 		{prometheus.NewDesc("omnirelay_probes_sent_total", "Direct probes (pings) this node started.", nil, nil), func(s swim.Stats) uint64 { return s.ProbesSent }},
 		{prometheus.NewDesc("omnirelay_probes_failed_total", "Probes that ended with no ack, direct or relayed.", nil, nil), func(s swim.Stats) uint64 { return s.ProbesFailed }},
 		{prometheus.NewDesc("omnirelay_indirect_probes_sent_total", "Indirect-ping requests sent after missed direct acks.", nil, nil), func(s swim.Stats) uint64 { return s.IndirectProbesSent }},
@@ -224,7 +225,6 @@ var (
 		{prometheus.NewDesc("omnirelay_broadcasts_sent_total", "Broadcast messages piggybacked on packets (one per packet carrying it).", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsSent }},
 		{prometheus.NewDesc("omnirelay_broadcasts_dropped_total", "Broadcasts dropped from a full gossip queue before their retransmit budget.", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsDropped }},
 		{prometheus.NewDesc("omnirelay_malformed_total", "Malformed packets, messages or stream frames dropped.", nil, nil), func(s swim.Stats) uint64 { return s.Malformed }},
-		{prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "swim"}), func(s swim.Stats) uint64 { return s.Implausible }},
 		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets of another cluster label dropped.", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
 		{prometheus.NewDesc("omnirelay_misdirected_pings_total", "Pings for another node name (the address was reused), unanswered.", nil, nil), func(s swim.Stats) uint64 { return s.MisdirectedPings }},
 	}

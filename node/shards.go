@@ -386,12 +386,12 @@ func (c controlSource) leaderOnly(err error) error {
 // ---- metrics ----
 
 var (
+	descShardJumps   = prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "shard"})
 	descShardsOwned  = prometheus.NewDesc("omnirelay_shards_owned", "Shards this node serves now (holds an unexpired ownership lease for).", nil, nil)
 	descShardMapVer  = prometheus.NewDesc("omnirelay_shard_map_version", "Version of the shard map in force on this node.", nil, nil)
 	descShardMoving  = prometheus.NewDesc("omnirelay_shard_moving", "1 for each shard the leader has in flight (draining or rebalancing). Leader only.", []string{"shard", "from", "to", "state"}, nil)
 	descShardsParked = prometheus.NewDesc("omnirelay_shards_parked", "Shards draining with no owner that could receive them (their owner was not alive). Leader only.", nil, nil)
 	descParkedAge    = prometheus.NewDesc("omnirelay_shard_parked_max_age_seconds", "How long the oldest parked shard has been parked; 0 when none. Leader only.", nil, nil)
-	descShardJumps   = prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "shard"})
 )
 
 // shardCollector exports the shard view at scrape time; registered only when
@@ -399,12 +399,12 @@ var (
 type shardCollector struct{ n *Node }
 
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descShardJumps
 	ch <- descShardsOwned
 	ch <- descShardMapVer
 	ch <- descShardMoving
 	ch <- descShardsParked
 	ch <- descParkedAge
-	ch <- descShardJumps
 }
 
 func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
