@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"testing/synctest"
 
 	"github.com/omnirelay/mesh/lease"
 )
@@ -138,4 +139,23 @@ func TestFileLeaseStorageSaveFailsInMissingDir(t *testing.T) {
 	if err := s.Save(lease.State{Promised: 1}); err == nil {
 		t.Fatal("Save into a removed directory succeeded")
 	}
+}
+
+// A voter whose state file is refused does not start, and says which file.
+func TestVoterDoesNotStartOnARefusedStateFile(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, leaseStateFile)
+		if err := os.WriteFile(path, []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n, err := Start(t.Context(), leaderConfig(t, NewMemNetwork(), 0, dir, nil))
+		if err == nil {
+			n.Close()
+			t.Fatal("a voter started on a state file of {}")
+		}
+		if !errors.Is(err, ErrLeaseState) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("Start: %v; want ErrLeaseState naming %s", err, path)
+		}
+	})
 }
