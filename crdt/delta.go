@@ -90,6 +90,22 @@ func (d *Delta) validate(lim Limits) error {
 	return nil
 }
 
+// plausibleFrom checks every version d carries against known, the newest version
+// the receiver holds for d's map.
+func (d *Delta) plausibleFrom(known Version) error {
+	for _, v := range []Version{d.Since, d.Have, d.Floor} {
+		if !v.plausibleFrom(known) {
+			return fmt.Errorf("%w: map %q: version %v, ours %v", ErrImplausible, d.Node, v, known)
+		}
+	}
+	for i := range d.Entries {
+		if v := d.Entries[i].Version; !v.plausibleFrom(known) {
+			return fmt.Errorf("%w: map %q: key %q at version %v, ours %v", ErrImplausible, d.Node, d.Entries[i].Key, v, known)
+		}
+	}
+	return nil
+}
+
 // has reports whether the sorted entries of d hold key.
 func (d *Delta) has(key string) bool {
 	lo, hi := 0, len(d.Entries)

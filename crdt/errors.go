@@ -37,6 +37,10 @@ var (
 // Errors of peer input: decoding and applying deltas and snapshots. The host counts
 // them and drops the input; nothing of a rejected delta is applied.
 var (
+	// ErrImplausible: a delta's version jumps more than MaxVersionJump above what
+	// this store holds for its map (PROTOCOL.md 4.1): forged or corrupt input that
+	// would otherwise leave the map's writer no version to out-write it with.
+	ErrImplausible = errors.New("crdt: implausible version jump")
 	// ErrMalformed: the bytes are not a valid encoding, or the decoded delta breaks
 	// an invariant (floor above have, duplicate key, tombstone with a value, ...).
 	ErrMalformed = errors.New("crdt: malformed metadata")

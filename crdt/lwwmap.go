@@ -58,6 +58,10 @@ func (m *lwwMap) top() Version {
 	return t
 }
 
+// known is what a peer's versions for m are bounded by (MaxVersionJump): cheaper
+// than top, and behind it only by writes this replica missed.
+func (m *lwwMap) known() Version { return maxVersion(m.have, m.floor) }
+
 // update is one key's planned transition.
 type update struct {
 	key    string

@@ -188,11 +188,20 @@ func (s *Store) apply(d *Delta, a *Applied) error {
 		return err
 	}
 	if d.Node == s.self {
+		if err := d.plausibleFrom(s.own().known()); err != nil {
+			return err
+		}
 		return s.refute(d, a)
 	}
 	m, created := s.mapOf(d.Node)
 	if m == nil {
 		return fmt.Errorf("%w: %d node maps, max %d", ErrTooManyNodes, len(s.nodes)-1, s.lim.MaxNodes)
+	}
+	if err := d.plausibleFrom(m.known()); err != nil {
+		if created {
+			delete(s.nodes, d.Node)
+		}
+		return err
 	}
 	if m.removed && d.newerThan(m.floor) {
 		// The node is back: what it still holds is live again, so forget the

@@ -38,6 +38,28 @@ func maxVersion(a, b Version) Version {
 	return a
 }
 
+// MaxVersionJump bounds how far one delta may move a map's versions above those
+// the receiver holds: its epochs by at most this, and its counters by at most this
+// above ours in the same epoch (above 0 in a newer one). It is wire.MaxJump
+// (PROTOCOL.md 4.1; crdt imports no other package of the module, and
+// internal/host checks that the two agree). Honest versions grow by one per write,
+// refutation or lease epoch; one forged delta at epoch 2^64-1 would otherwise
+// freeze a node's map (its refutation has no epoch left) or fence every later
+// leader out of the cluster map.
+const MaxVersionJump = 1 << 32
+
+// plausibleFrom reports whether v moves at most MaxVersionJump beyond known.
+func (v Version) plausibleFrom(known Version) bool {
+	switch {
+	case v.Epoch < known.Epoch:
+		return true
+	case v.Epoch == known.Epoch:
+		return v.Counter <= known.Counter || v.Counter-known.Counter <= MaxVersionJump
+	default:
+		return v.Epoch-known.Epoch <= MaxVersionJump && v.Counter <= MaxVersionJump
+	}
+}
+
 // epochStart is the version every entry of an older epoch is demoted to once
 // epoch e is known: a tombstone there reads as "written before e, now dead".
 func epochStart(e uint64) Version { return Version{Epoch: e} }

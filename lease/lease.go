@@ -20,9 +20,12 @@ package lease
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
+
+	"github.com/omnirelay/mesh/wire"
 )
 
 var (
@@ -81,6 +84,7 @@ type Ready struct {
 // Stats counts what the machine did; monotonically increasing.
 type Stats struct {
 	Malformed   uint64 // peer messages dropped as malformed
+	Implausible uint64 // peer messages dropped for a counter jump beyond wire.MaxJump; elections skipped for want of an epoch
 	Campaigns   uint64 // elections this node started
 	Promised    uint64 // Prepares this node promised
 	Accepted    uint64 // Proposes and Renews this node accepted
@@ -182,6 +186,10 @@ func (m *Machine) Step(now time.Time, msg Message) {
 		m.stats.Malformed++
 		return
 	}
+	if !m.plausible(msg) {
+		m.stats.Implausible++
+		return
+	}
 	switch msg := msg.(type) {
 	case *Prepare:
 		m.send(msg.Candidate, m.votePrepare(now, msg))
@@ -236,6 +244,35 @@ func (m *Machine) valid(msg Message) bool {
 // refused: QuietPeriod only covers leases up to it.
 func (m *Machine) validLease(epoch, seq uint64, holder string, d time.Duration, mb Membership) bool {
 	return epoch > 0 && seq > 0 && holder != "" && d > 0 && d <= m.cfg.LeaseDuration && validMembership(mb)
+}
+
+// plausible refuses a counter that jumps more than wire.MaxJump above what this
+// node knows (PROTOCOL.md "Implausible numbers"): honest epochs grow by one per
+// election, so one forged Prepare or Reject near 2^64-1 would otherwise leave no
+// epoch to campaign for, and a voter would save that promise to disk. A voter set
+// is never newer than the epoch of the message carrying it (its creator led at or
+// below that epoch, and a voter's set comes from leases it promised), and its Seq
+// counts the sets of one leader.
+func (m *Machine) plausible(msg Message) bool {
+	switch msg := msg.(type) {
+	case *Prepare:
+		return wire.Plausible(m.highest, msg.Epoch)
+	case *Propose:
+		return wire.Plausible(m.highest, msg.Epoch) && m.plausibleSet(msg.Membership, msg.Epoch)
+	case *Renew:
+		return wire.Plausible(m.highest, msg.Epoch) && m.plausibleSet(msg.Membership, msg.Epoch)
+	case *Reject:
+		return wire.Plausible(m.highest, msg.Highest) && (msg.Membership == nil || m.plausibleSet(*msg.Membership, msg.Highest))
+	}
+	return true // Promise, Accept and Release are only compared with our own epoch
+}
+
+func (m *Machine) plausibleSet(mb Membership, epoch uint64) bool {
+	seq := uint64(0)
+	if mb.Epoch == m.st.Membership.Epoch {
+		seq = m.st.Membership.Seq
+	}
+	return mb.Epoch <= epoch && wire.Plausible(seq, mb.Seq)
 }
 
 func validMembership(mb Membership) bool {
@@ -415,6 +452,13 @@ func (m *Machine) mayCampaign(now time.Time) bool {
 // maybePropose): a candidate cut off from the rest must not raise its own promise,
 // or it would refuse the real leader's renewals once the partition heals.
 func (m *Machine) campaign(now time.Time) {
+	if max(m.st.Promised, m.highest) == math.MaxUint64 {
+		// No epoch is left above every one seen: wrapping to 0 would fence us
+		// out, so retry later (only a long run of forged jumps gets here).
+		m.stats.Implausible++
+		m.electAt = now.Add(backoff(m.rng, m.cfg.BackoffMin, m.cfg.BackoffMax))
+		return
+	}
 	m.role = roleCandidate
 	m.tick = (*Machine).tickCandidate
 	m.stats.Campaigns++

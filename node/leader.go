@@ -344,6 +344,7 @@ func (n *Node) auditMember(id string, e swim.Event) {
 type leaderCollector struct{ n *Node }
 
 var (
+	descLeaseJumps    = prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "lease"})
 	descIsLeader      = prometheus.NewDesc("omnirelay_is_leader", "1 while this node holds a valid leader lease, else 0.", nil, nil)
 	descLeaseEpoch    = prometheus.NewDesc("omnirelay_lease_epoch", "Highest lease epoch (fencing token) this node has seen.", nil, nil)
 	descRenewFailures = prometheus.NewDesc("omnirelay_lease_renew_failures_total", "Lease renewal rounds this node, as leader, did not get a quorum for before the next round (lease.Stats.RoundsLost).", nil, nil)
@@ -352,6 +353,7 @@ var (
 )
 
 func (c *leaderCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descLeaseJumps
 	ch <- descIsLeader
 	ch <- descLeaseEpoch
 	ch <- descRenewFailures
@@ -378,6 +380,7 @@ func (c *leaderCollector) Collect(ch chan<- prometheus.Metric) {
 	n.lead.mu.Lock()
 	highest := max(n.lead.highest, epoch)
 	n.lead.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descLeaseJumps, prometheus.CounterValue, float64(st.Implausible))
 	ch <- prometheus.MustNewConstMetric(descIsLeader, prometheus.GaugeValue, isLeader)
 	ch <- prometheus.MustNewConstMetric(descLeaseEpoch, prometheus.GaugeValue, float64(highest))
 	ch <- prometheus.MustNewConstMetric(descRenewFailures, prometheus.CounterValue, float64(st.RoundsLost))

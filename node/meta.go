@@ -221,6 +221,7 @@ var (
 		get  func(host.MetaStats) uint64
 	}{
 		{prometheus.NewDesc("omnirelay_meta_rejected_total", "Metadata deltas or snapshots from peers dropped: malformed or over the limits.", nil, nil), func(s host.MetaStats) uint64 { return s.Rejected }},
+		{prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "meta"}), func(s host.MetaStats) uint64 { return s.Implausible }},
 		{prometheus.NewDesc("omnirelay_meta_rebroadcasts_total", "Received metadata deltas gossiped on because they changed this node's store.", nil, nil), func(s host.MetaStats) uint64 { return s.Rebroadcasts }},
 		{prometheus.NewDesc("omnirelay_meta_reissues_total", "Times this node re-issued its metadata under a new incarnation after seeing a previous life of itself.", nil, nil), func(s host.MetaStats) uint64 { return s.Reissues }},
 		{prometheus.NewDesc("omnirelay_meta_gossip_errors_total", "Metadata deltas that could not be queued for gossip (peers get them by push-pull).", nil, nil), func(s host.MetaStats) uint64 { return s.GossipErrors }},

@@ -221,6 +221,10 @@ func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) {
 // swimCollector exports the membership machine's counters at scrape time.
 type swimCollector struct{ n *Node }
 
+// implausibleHelp is shared by the omnirelay_implausible_total series of every
+// layer (swim, lease, shard): the registry requires one help text per name.
+const implausibleHelp = "Peer messages refused because a counter (incarnation, epoch, version) jumped more than 2^32 above the value held (PROTOCOL.md 4.1), and own counter steps refused rather than wrapped."
+
 var (
 	descMembers  = prometheus.NewDesc("omnirelay_members", "Members in this node's view, by state (itself included).", []string{"state"}, nil)
 	descHealth   = prometheus.NewDesc("omnirelay_local_health_multiplier", "Lifeguard local health multiplier: probe interval and timeout are scaled by it (1 = healthy).", nil, nil)
@@ -231,6 +235,7 @@ var (
 		desc *prometheus.Desc
 		get  func(swim.Stats) uint64
 	}{
+		{prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "swim"}), func(s swim.Stats) uint64 { return s.Implausible }},
 		{prometheus.NewDesc("omnirelay_probes_sent_total", "Direct probes (pings) this node started.", nil, nil), func(s swim.Stats) uint64 { return s.ProbesSent }},
 		{prometheus.NewDesc("omnirelay_probes_failed_total", "Probes that ended with no ack, direct or relayed.", nil, nil), func(s swim.Stats) uint64 { return s.ProbesFailed }},
 		{prometheus.NewDesc("omnirelay_indirect_probes_sent_total", "Indirect-ping requests sent after missed direct acks.", nil, nil), func(s swim.Stats) uint64 { return s.IndirectProbesSent }},

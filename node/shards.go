@@ -399,6 +399,7 @@ func (c controlSource) leaderOnly(err error) error {
 // ---- metrics ----
 
 var (
+	descShardJumps   = prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "shard"})
 	descShardsOwned  = prometheus.NewDesc("omnirelay_shards_owned", "Shards this node serves now (holds an unexpired ownership lease for).", nil, nil)
 	descShardMapVer  = prometheus.NewDesc("omnirelay_shard_map_version", "Version of the shard map in force on this node.", nil, nil)
 	descShardMoving  = prometheus.NewDesc("omnirelay_shard_moving", "1 for each shard the leader has in flight (draining or rebalancing). Leader only.", []string{"shard", "from", "to", "state"}, nil)
@@ -413,6 +414,7 @@ var (
 type shardCollector struct{ n *Node }
 
 func (c *shardCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descShardJumps
 	ch <- descShardsOwned
 	ch <- descShardMapVer
 	ch <- descShardMoving
@@ -428,14 +430,16 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	var now time.Time
 	var leading bool
 	var ownerStats shard.OwnerStats
+	var ctrlStats shard.ControllerStats
 	if !n.do(func() {
 		now = n.clock.Now()
 		owned = len(n.host.OwnedShards(now))
 		unowned, leading = n.host.UnservedShards(now)
-		ownerStats, _ = n.host.ShardStats()
+		ownerStats, ctrlStats = n.host.ShardStats()
 	}) {
 		return
 	}
+	ch <- prometheus.MustNewConstMetric(descShardJumps, prometheus.CounterValue, float64(ownerStats.Implausible+ctrlStats.Implausible))
 	s := n.shards
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -170,7 +170,8 @@ func TestShardMetricsAndRoutes(t *testing.T) {
 			rec := httptest.NewRecorder()
 			n.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 			body := rec.Body.String()
-			want := []string{"omnirelay_shards_owned " + fmt.Sprint(len(n.OwnedShards())), "omnirelay_shard_map_version "}
+			want := []string{"omnirelay_shards_owned " + fmt.Sprint(len(n.OwnedShards())), "omnirelay_shard_map_version ",
+				`omnirelay_implausible_total{layer="swim"} 0`, `omnirelay_implausible_total{layer="lease"} 0`, `omnirelay_implausible_total{layer="shard"} 0`, `omnirelay_implausible_total{layer="meta"} 0`}
 			if n.Name() == holder {
 				want = append(want, "omnirelay_shards_parked 0", "omnirelay_shard_parked_max_age_seconds 0", "omnirelay_shard_moves_total{")
 			}

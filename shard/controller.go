@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/rendezvous"
+	"github.com/omnirelay/mesh/wire"
 )
 
 // ErrBadMember is wrapped by SetMembers for an unusable membership snapshot.
@@ -51,6 +52,7 @@ type Ready struct {
 // ControllerStats counts what the Controller did; monotonically increasing.
 type ControllerStats struct {
 	Malformed   uint64 // peer messages dropped as malformed
+	Implausible uint64 // member messages dropped: epoch more than wire.MaxJump above ours
 	StaleRenews uint64 // renewals from an older process or older than one processed
 	NotLeading  uint64 // member messages received while not leading
 	Grants      uint64 // Grant messages sent
@@ -332,6 +334,12 @@ func (c *Controller) NextDeadline() time.Time {
 func (c *Controller) observe(now time.Time, epoch uint64) bool {
 	if !c.Leading() {
 		c.stats.NotLeading++
+		return false
+	}
+	if !wire.Plausible(c.epoch, epoch) {
+		// One forged epoch near 2^64-1 would fence us and, through c.highest,
+		// refuse every later term of ours.
+		c.stats.Implausible++
 		return false
 	}
 	if epoch > c.epoch {

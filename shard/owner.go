@@ -2,6 +2,7 @@ package shard
 
 import (
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/wire"
 
 	"fmt"
 	"slices"
@@ -11,6 +12,7 @@ import (
 // OwnerStats counts what the Owner did; monotonically increasing.
 type OwnerStats struct {
 	Malformed   uint64 // leader messages dropped as malformed (or for another node)
+	Implausible uint64 // leader messages dropped: epoch or map version jumped beyond wire.MaxJump
 	StaleEpoch  uint64 // leader messages rejected: epoch below the highest seen
 	StaleGrants uint64 // grants ignored: answering an old or unknown renewal
 	Renewals    uint64 // Renew messages sent
@@ -90,19 +92,19 @@ func (o *Owner) Step(now time.Time, msg Message) {
 	case *Announce:
 		if msg.Leader == "" {
 			o.stats.Malformed++
-		} else if o.fence(now, msg.Epoch, msg.Leader) {
+		} else if o.plausibleVersion(msg.Epoch, msg.Version) && o.fence(now, msg.Epoch, msg.Leader) {
 			o.adoptLeader(msg.Leader, msg.Epoch)
 			o.learnVersion(now, msg.Epoch, msg.Version, msg.Checksum)
 		}
 	case *MapState:
-		if o.fence(now, msg.Epoch, o.leader) {
+		if o.plausibleVersion(msg.Epoch, msg.Version) && o.fence(now, msg.Epoch, o.leader) {
 			o.stepMap(now, msg)
 		}
 	case *Grant:
 		if msg.Node != o.self || msg.Boot != o.boot || msg.Duration <= 0 ||
 			!validShardList(msg.Shards, o.cfg.Shards) || !validShardList(msg.Confirm, o.cfg.Shards) {
 			o.stats.Malformed++
-		} else if o.fence(now, msg.Epoch, o.leader) {
+		} else if o.plausibleVersion(msg.Epoch, msg.Version) && o.fence(now, msg.Epoch, o.leader) {
 			o.stepGrant(now, msg)
 			o.learnVersion(now, msg.Epoch, msg.Version, msg.Checksum)
 		}
@@ -189,8 +191,14 @@ func (o *Owner) NextDeadline() time.Time {
 }
 
 // fence rejects and counts a leader message whose epoch is below the highest
-// seen (it comes from a deposed leader), and raises the highest otherwise.
+// seen (it comes from a deposed leader), or more than wire.MaxJump above it (one
+// forged epoch near 2^64-1 would fence out every real leader, and our renewals
+// carrying it would fence the leader too), and raises the highest otherwise.
 func (o *Owner) fence(now time.Time, epoch uint64, from string) bool {
+	if !wire.Plausible(o.highest, epoch) {
+		o.stats.Implausible++
+		return false
+	}
 	if epoch < o.highest {
 		o.stats.StaleEpoch++
 		o.emit(Event{Kind: EventStaleEpoch, From: from, Epoch: epoch, At: now})
@@ -198,6 +206,21 @@ func (o *Owner) fence(now time.Time, epoch uint64, from string) bool {
 	}
 	o.highest = epoch
 	return true
+}
+
+// plausibleVersion refuses and counts a map version more than wire.MaxJump above
+// ours of that epoch (versions count from 1 in each leader's term): a forged
+// version near 2^64-1 would make every real map of the term look older than it.
+func (o *Owner) plausibleVersion(epoch, version uint64) bool {
+	var known uint64
+	if o.m != nil && o.m.epoch == epoch {
+		known = o.m.version
+	}
+	if wire.Plausible(known, version) {
+		return true
+	}
+	o.stats.Implausible++
+	return false
 }
 
 // adoptLeader switches renewals to a newer leader and re-confirms at once what

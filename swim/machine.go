@@ -35,6 +35,7 @@ type Stats struct {
 	BroadcastsSent     uint64 // broadcast messages piggybacked, counted per packet
 	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
 	Malformed          uint64 // malformed packets, messages or frames, dropped
+	Implausible        uint64 // claims refused for an incarnation jump beyond wire.MaxJump (or one we cannot out-bid)
 	ForeignPackets     uint64 // packets of another cluster label, dropped
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
@@ -73,6 +74,14 @@ type member struct {
 	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
 	Status             Status
 	protoMin, protoMax uint8
+}
+
+// incarnation is the member's incarnation, 0 for an unknown (nil) member.
+func (mem *member) incarnation() uint64 {
+	if mem == nil {
+		return 0
+	}
+	return mem.Incarnation
 }
 
 // hash is the member's contribution to the digest (live members only).

@@ -1,6 +1,7 @@
 package swim
 
 import (
+	"math"
 	"slices"
 	"time"
 
@@ -20,6 +21,11 @@ import (
 //     the member itself, or a Leave message.
 //   - Any claim about ourselves other than our own current alive is refuted: our
 //     incarnation becomes max(ours, claimed) + 1 and the new Alive is broadcast.
+//   - A claim more than wire.MaxJump above the incarnation we hold for its member
+//     (0 for an unknown one, ours for ourselves) is refused and counted as
+//     implausible (PROTOCOL.md "Implausible numbers"): honest incarnations grow by
+//     one per refutation, and a forged one near 2^64-1 would leave the member no
+//     incarnation to refute it with.
 
 // applyAlive handles "name is alive at addr with incarnation inc".
 func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8) {
@@ -28,7 +34,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		return
 	}
 	if name == m.self.Name {
-		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && addr == m.self.Addr) {
+		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && addr == m.self.Addr) || !m.plausible(m.self.Incarnation, inc) {
 			return
 		}
 		// Someone holds a newer or conflicting claim about us: a previous life of
@@ -37,6 +43,9 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		return
 	}
 	mem := m.members.get(name)
+	if !m.plausible(mem.incarnation(), inc) {
+		return
+	}
 	if mem == nil {
 		if m.members.Len() >= m.cfg.MaxMembers && !m.evictTomb(now) {
 			m.stats.MembersRefused++
@@ -84,7 +93,7 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		return
 	}
 	mem := m.members.get(name)
-	if mem == nil || inc < mem.Incarnation {
+	if mem == nil || inc < mem.Incarnation || !m.plausible(mem.Incarnation, inc) {
 		return
 	}
 	switch mem.Status {
@@ -132,7 +141,7 @@ func (m *Machine) applyDead(now time.Time, name string, inc uint64, from string,
 		return
 	}
 	mem := m.members.get(name)
-	if mem == nil || inc < mem.Incarnation || mem.Status == StatusDead || mem.Status == StatusLeft {
+	if mem == nil || inc < mem.Incarnation || mem.Status == StatusDead || mem.Status == StatusLeft || !m.plausible(mem.Incarnation, inc) {
 		return
 	}
 	m.declareDead(now, mem, inc, from, left)
@@ -161,7 +170,7 @@ func (m *Machine) declareDead(now time.Time, mem *member, inc uint64, from strin
 // as one that was cut off, has nobody to gossip to). That reply is one small
 // packet per claim received, never more than the claims themselves.
 func (m *Machine) claimAboutSelf(now time.Time, inc uint64) {
-	if m.leaving {
+	if m.leaving || !m.plausible(m.self.Incarnation, inc) {
 		return
 	}
 	if inc >= m.self.Incarnation {
@@ -174,15 +183,32 @@ func (m *Machine) claimAboutSelf(now time.Time, inc uint64) {
 	}
 }
 
-// refute out-bids a claim about us seen at incarnation seen.
+// refute out-bids a claim about us seen at incarnation seen. At 2^64-1 there is
+// nothing left to out-bid with: the claim is refused rather than wrapped to 0,
+// which would make every earlier claim about us beat our own Alive.
 func (m *Machine) refute(now time.Time, seen uint64) {
-	m.setState(now, m.self, max(seen, m.self.Incarnation)+1, StatusAlive)
+	top := max(seen, m.self.Incarnation)
+	if top == math.MaxUint64 {
+		m.stats.Implausible++
+		return
+	}
+	m.setState(now, m.self, top+1, StatusAlive)
 	m.stats.Refutations++
 	if m.cfg.Lifeguard.LocalHealth {
 		// Being suspected hints that we are the slow one (Lifeguard §IV-A).
 		m.health = ApplyHealthDelta(m.health, 1, m.cfg.AwarenessMaxMultiplier)
 	}
 	m.queueFact(m.aliveMsg(m.self), m.self.Name)
+}
+
+// plausible reports whether a claimed incarnation got may replace held, and counts
+// the claim as implausible if not.
+func (m *Machine) plausible(held, got uint64) bool {
+	if wire.Plausible(held, got) {
+		return true
+	}
+	m.stats.Implausible++
+	return false
 }
 
 // startSuspicion arms mem's suspicion timer: at the maximum timeout with

@@ -57,6 +57,7 @@ type MetaStats struct {
 	DeltasIn     uint64 // deltas received by gossip
 	SnapshotsIn  uint64 // snapshots received in push-pulls
 	Rejected     uint64 // deltas or snapshots dropped: malformed or over the limits
+	Implausible  uint64 // of those, dropped for a version jump beyond crdt.MaxVersionJump
 	Rebroadcasts uint64 // received deltas gossiped on because they changed our state
 	Reissues     uint64 // our map re-issued under a new incarnation (a previous life was seen)
 	GossipErrors uint64 // deltas that could not be queued for gossip
@@ -226,6 +227,9 @@ func (h *Host) receiveMeta(p swim.Payload) {
 	}
 	if err != nil {
 		ms.stats.Rejected++
+		if errors.Is(err, crdt.ErrImplausible) {
+			ms.stats.Implausible++
+		}
 		return
 	}
 	// Completeness (Have) may have moved even without a visible change.
