@@ -65,6 +65,9 @@ func TestLeaseCounterJumpBound(t *testing.T) {
 		{"renew voter-set seq", func(j uint64) Message {
 			return &Renew{Epoch: known, Seq: 1, Holder: "b", Duration: sec, Membership: Membership{Seq: j, Voters: abc}}
 		}},
+		{"renew round", func(j uint64) Message {
+			return &Renew{Epoch: known, Seq: j, Holder: "b", Duration: sec, Membership: mb}
+		}},
 		{"reject highest", func(j uint64) Message { return &Reject{Epoch: known, Voter: "b", Highest: known + j} }},
 	} {
 		for _, j := range []uint64{wire.MaxJump, wire.MaxJump + 1} {

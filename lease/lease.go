@@ -258,13 +258,24 @@ func (m *Machine) plausible(msg Message) bool {
 	case *Prepare:
 		return wire.Plausible(m.highest, msg.Epoch)
 	case *Propose:
-		return wire.Plausible(m.highest, msg.Epoch) && m.plausibleSet(msg.Membership, msg.Epoch)
+		return wire.Plausible(m.highest, msg.Epoch) && m.plausibleSet(msg.Membership, msg.Epoch) && m.plausibleSeq(msg.Epoch, msg.Holder, msg.Seq)
 	case *Renew:
-		return wire.Plausible(m.highest, msg.Epoch) && m.plausibleSet(msg.Membership, msg.Epoch)
+		return wire.Plausible(m.highest, msg.Epoch) && m.plausibleSet(msg.Membership, msg.Epoch) && m.plausibleSeq(msg.Epoch, msg.Holder, msg.Seq)
 	case *Reject:
 		return wire.Plausible(m.highest, msg.Highest) && (msg.Membership == nil || m.plausibleSet(*msg.Membership, msg.Highest))
 	}
 	return true // Promise, Accept and Release are only compared with our own epoch
+}
+
+// plausibleSeq bounds a round number by the last round accepted of the same lease
+// (0 for another lease): one forged Renew at 2^64-1 would otherwise make every later
+// round of the real holder look stale to fresh.
+func (m *Machine) plausibleSeq(epoch uint64, holder string, seq uint64) bool {
+	known := uint64(0)
+	if epoch == m.accEpoch && holder == m.accHolder {
+		known = m.accSeq
+	}
+	return wire.Plausible(known, seq)
 }
 
 func (m *Machine) plausibleSet(mb Membership, epoch uint64) bool {
