@@ -125,6 +125,12 @@ func newMetrics(n *Node) *metrics {
 	for k := swim.EventJoin; k <= swim.EventLeft; k++ {
 		m.memberEvents.WithLabelValues(KindName(k))
 	}
+	insecure := prometheus.NewGauge(prometheus.GaugeOpts{Name: "omnirelay_insecure",
+		Help: "1 when this node runs without packet keys (unauthenticated packets and streams), else 0."})
+	if len(n.cfg.Keys) == 0 {
+		insecure.Set(1)
+	}
+	f(insecure)
 	queueLimit := prometheus.NewGauge(prometheus.GaugeOpts{Name: "omnirelay_gossip_queue_limit",
 		Help: "Bound of each gossip queue (membership, metadata, user) in messages: the length at which broadcasts are dropped."})
 	queueLimit.Set(float64(n.cfg.swimConfig(n.addr).QueueLimit))

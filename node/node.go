@@ -249,6 +249,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go n.loop()
 	n.log.Info("node started", "bind", tr.Addr(), "advertise", n.addr, "control", n.controlAddr,
 		"profile", cfg.Profile, "encrypted", n.kr != nil)
+	if n.kr == nil {
+		n.log.Warn("running without packet keys: anyone who can reach the gossip port can join, impersonate members, declare them dead and forge lease votes",
+			"insecure", cfg.Insecure)
+	}
 
 	if len(cfg.Join) > 0 {
 		if err := n.Join(ctx, cfg.Join...); err != nil {

@@ -57,14 +57,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startAgent runs agent name with dir/config.json and testKey, joining join.
 func startAgent(t *testing.T, bin, dir, name string, join ...string) *agentProc {
 	t.Helper()
-	addrFile := filepath.Join(dir, name+".json")
-	args := []string{"agent", "--config", filepath.Join(dir, "config.json"), "--name", name, "--addr-file", addrFile}
+	extra := []string{"--key-file", keyFile(t, dir)}
 	if len(join) > 0 {
-		args = append(args, "--join", strings.Join(join, ","))
+		extra = append(extra, "--join", strings.Join(join, ","))
 	}
+	return startAgentArgs(t, bin, dir, name, nil, extra...)
+}
+
+// startAgentArgs runs agent name with dir/config.json, the extra flags and the
+// environment variables env (KEY=VALUE) over ours, without an inherited key.
+func startAgentArgs(t *testing.T, bin, dir, name string, env []string, extra ...string) *agentProc {
+	t.Helper()
+	addrFile := filepath.Join(dir, name+".json")
+	args := append([]string{"agent", "--config", filepath.Join(dir, "config.json"), "--name", name, "--addr-file", addrFile}, extra...)
 	p := &agentProc{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Env = append(append(os.Environ(), keyEnv+"="), env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
