@@ -90,6 +90,10 @@ type Node struct {
 	pings  map[uint32]pingSent
 	join   *joinState
 	leaves []chan struct{}
+	// clusterHash is ClusterHash(Config.ClusterLabel): received packets of another
+	// label are not counted as accepted.
+	clusterHash uint32
+	versionLog  versionLog
 
 	packets chan inPacket
 	streams chan inStream
@@ -198,6 +202,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.tr = tr
 	n.addr = cfg.advertiseAddr(tr.Addr())
+	n.clusterHash = wire.ClusterHash(cfg.ClusterLabel)
 	n.log = cfg.Logger.With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	if cfg.AuditLog != nil {
@@ -603,6 +608,9 @@ func (n *Node) handlePacket(p inPacket) {
 	if n.kr != nil {
 		plain, err := wire.Open(n.kr, data)
 		if err != nil {
+			if n.dropVersionMismatch(p.from, err, n.clock.Now()) {
+				return
+			}
 			n.metrics.decryptFailures.Inc()
 			n.log.Debug("dropping a packet that does not open", "from", p.from, "err", err)
 			return
@@ -610,7 +618,9 @@ func (n *Node) handlePacket(p inPacket) {
 		data = plain
 	}
 	now := n.clock.Now()
-	n.countPacket(dirIn, p.from, data, now)
+	if n.dropVersionMismatch(p.from, n.countPacket(dirIn, p.from, data, now), now) {
+		return
+	}
 	n.host.HandlePacket(now, p.from, data)
 }
 

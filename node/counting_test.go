@@ -1,0 +1,110 @@
+package node
+
+import (
+	crand "crypto/rand"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/omnirelay/mesh/wire"
+)
+
+// rawPacket is one plain packet of cluster label carrying m.
+func rawPacket(label string, m wire.Message) []byte {
+	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash(label))
+	p.Add(m)
+	return p.Bytes()
+}
+
+// TestDroppedPacketsAreCountedNotAccepted sends a voter packets it must drop, in the
+// clear and sealed: pings and lease packets of another cluster label are counted as
+// foreign and their messages are not counted as received; packets of protocol
+// version 2 are counted as version mismatches and logged with both versions, once a
+// minute per source host.
+func TestDroppedPacketsAreCountedNotAccepted(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mn := NewMemNetwork()
+				logs := &syncBuffer{}
+				cfg := memConfig(t, mn, "n0", "10.0.0.1:7946")
+				cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+				cfg.Voters, cfg.Voter, cfg.DataDir = []string{"n0", "n1", "n2"}, true, t.TempDir()
+				var kr *wire.Keyring
+				if sealed {
+					cfg.Keys = [][]byte{make([]byte, wire.KeySize)}
+					kr, _ = wire.NewKeyring(cfg.Keys[0])
+				} else {
+					cfg.Insecure = true
+				}
+				n := startMem(t, cfg)
+				defer n.Close()
+				seal := func(b []byte) []byte {
+					if kr == nil {
+						return b
+					}
+					s, err := wire.Seal(kr, b, crand.Reader)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return s
+				}
+				tr, err := mn.Listen("10.0.0.9:7946")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tr.Close()
+				tr2, err := mn.Listen("10.0.0.9:7000") // the same host, another port
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tr2.Close()
+				send := func(tr Transport, b []byte, times int) {
+					for range times {
+						if err := tr.WriteTo(b, n.Addr()); err != nil {
+							t.Fatal(err)
+						}
+					}
+					time.Sleep(10 * time.Millisecond)
+					synctest.Wait()
+				}
+				ping := &wire.Ping{Seq: 1, Target: "n0", Source: "x", SourceAddr: "10.0.0.9:7946"}
+				send(tr, seal(rawPacket("other", ping)), 3)
+				send(tr, seal(rawPacket("other", &wire.LeasePrepare{Epoch: 7, Candidate: "x"})), 2)
+				newer := rawPacket("", ping)
+				newer[2] = 2 // protocol version 2
+				if kr != nil {
+					newer = seal(rawPacket("", ping))
+					newer[2] = 2 // the version is in the clear and checked before opening
+				}
+				send(tr, newer, 4)
+				send(tr2, newer, 1)
+				for prefix, want := range map[string]string{
+					`omnirelay_messages_total{direction="in",type="ping"}`:  "0",
+					`omnirelay_packets_total{direction="in",type="ping"}`:   "0",
+					`omnirelay_messages_total{direction="in",type="other"}`: "0",
+					"omnirelay_foreign_packets_total":                       "5",
+					"omnirelay_version_mismatches_total":                    "5",
+					"omnirelay_malformed_total":                             "0",
+					"omnirelay_decrypt_failures_total":                      "0",
+				} {
+					if got := metricLine(t, n, prefix+" "); got != prefix+" "+want {
+						t.Errorf("%q, want %s", got, want)
+					}
+				}
+				lines := func() int { return strings.Count(logs.String(), "peer_version=2 min_version=1 max_version=1") }
+				if got := lines(); got != 1 {
+					t.Errorf("%d version mismatch log lines for 5 packets from one host, want 1:\n%s", got, logs.String())
+				}
+				time.Sleep(versionLogEvery)
+				send(tr, newer, 1)
+				if got := lines(); got != 2 {
+					t.Errorf("%d version mismatch log lines a minute later, want 2", got)
+				}
+			})
+		})
+	}
+}
