@@ -218,7 +218,8 @@ Summary
   crash -> first suspicion:              %.2f s
   crash -> all survivors agree dead:     %.2f s
   restart -> everyone sees it alive:     %.2f s
-Try it yourself: "omnirelay agent" runs one node; "omnirelay mesh peers list" reads its view.
+Try it yourself: "omnirelay keygen -o mesh.key", then "omnirelay agent --key-file mesh.key" runs
+one node (the README starts three); "omnirelay mesh peers list" reads its view.
 `, since(crashed, firstSuspect), dead.Sub(crashed).Seconds(), back.Sub(restarted).Seconds())
 	return nil
 }
