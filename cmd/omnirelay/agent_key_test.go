@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -106,14 +105,7 @@ func TestKeygenWritesAPrivateFile(t *testing.T) {
 // warns); they form one cluster and export omnirelay_insecure 0. An agent started
 // with --insecure warns and exports omnirelay_insecure 1.
 func TestAgentsWithKeysFromEachSourceAndInsecure(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and starts processes")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "omnirelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildBinary(t)
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(fastConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}

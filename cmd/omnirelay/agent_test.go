@@ -100,6 +100,21 @@ func startAgentArgs(t *testing.T, bin, dir, name string, env []string, extra ...
 	}
 }
 
+// buildBinary builds omnirelay into a new temporary directory and returns both;
+// it skips the test under -short, as the tests that use it start processes.
+func buildBinary(t *testing.T) (dir, bin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary and starts processes")
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "omnirelay")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
+}
+
 // stop sends SIGTERM and waits for a clean exit.
 func (p *agentProc) stop(t *testing.T) {
 	t.Helper()
@@ -141,15 +156,7 @@ func statusOn(p *agentProc, name string) string {
 // reads their control APIs and /metrics, and stops them with SIGTERM: each leaves
 // gracefully and the others see it as "left".
 func TestAgentsInSeparateProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and starts processes")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "omnirelay")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildBinary(t)
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(fastConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
