@@ -59,8 +59,9 @@ type Config struct {
 	MTU int
 	// Keys enables encryption (AES-256-GCM) of packets and stream frames: Keys[0]
 	// seals, every key opens; plain input is then refused. Each key is 32 bytes.
-	// Empty: everything is sent in the clear and sealed input refused. Rotate at
-	// run time through Node.Keyring.
+	// Empty: everything is sent in the clear and sealed input refused, which
+	// leadership and shards allow only with Insecure. Rotate at run time through
+	// Node.Keyring.
 	Keys [][]byte
 	// Insecure lets a node with leadership or shards (Voters or Shards set) run
 	// without Keys. Unauthenticated packets let anyone who reaches Bind forge lease
