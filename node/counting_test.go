@@ -3,6 +3,7 @@ package node
 import (
 	crand "crypto/rand"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
@@ -103,6 +104,65 @@ func TestDroppedPacketsAreCountedNotAccepted(t *testing.T) {
 				send(tr, newer, 1)
 				if got := lines(); got != 2 {
 					t.Errorf("%d version mismatch log lines a minute later, want 2", got)
+				}
+			})
+		})
+	}
+}
+
+// TestVersionMismatchedFramesAreCountedAndLogged sends stream frames of protocol
+// version 2, in the clear and sealed: each is counted as a version mismatch (not as
+// malformed or as a decrypt failure), logged with both versions, and the stream is
+// closed without a reply.
+func TestVersionMismatchedFramesAreCountedAndLogged(t *testing.T) {
+	for _, sealed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sealed=%v", sealed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mn := NewMemNetwork()
+				logs := &syncBuffer{}
+				cfg := memConfig(t, mn, "n0", "10.0.0.1:7946")
+				cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+				frame, err := wire.EncodeFrame(&wire.PushPull{}, wire.ClusterHash(""))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if sealed {
+					cfg.Keys = [][]byte{make([]byte, wire.KeySize)}
+					kr, _ := wire.NewKeyring(cfg.Keys[0])
+					if frame, err = wire.SealFrame(kr, frame, crand.Reader); err != nil {
+						t.Fatal(err)
+					}
+				}
+				frame[6] = 2 // protocol version 2, in the clear in both forms
+				n := startMem(t, cfg)
+				defer n.Close()
+				tr, err := mn.Listen("10.0.0.9:7946")
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tr.Close()
+				for range 2 {
+					conn, err := tr.Dial(t.Context(), n.Addr())
+					if err != nil {
+						t.Fatal(err)
+					}
+					conn.Write(frame)
+					if reply, _ := io.ReadAll(conn); len(reply) != 0 {
+						t.Errorf("a reply of %d bytes to a version 2 frame", len(reply))
+					}
+					conn.Close()
+				}
+				for prefix, want := range map[string]string{
+					"omnirelay_version_mismatches_total": "2",
+					"omnirelay_malformed_total":          "0",
+					"omnirelay_decrypt_failures_total":   "0",
+				} {
+					if got := metricLine(t, n, prefix+" "); got != prefix+" "+want {
+						t.Errorf("%q, want %s", got, want)
+					}
+				}
+				if got := strings.Count(logs.String(), "peer_version=2 min_version=1 max_version=1"); got != 1 {
+					t.Errorf("%d version mismatch log lines for 2 frames from one host, want 1:\n%s", got, logs.String())
 				}
 			})
 		})

@@ -113,7 +113,7 @@ func newMetrics(n *Node) *metrics {
 	m.decryptFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_decrypt_failures_total",
 		Help: "Received packets and stream frames dropped because the keyring did not open them (plain, unknown key, tampered)."})
 	m.versionMismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_version_mismatches_total",
-		Help: "Received packets dropped because their protocol version is outside the range this node speaks (logged with both versions, once a minute per source)."})
+		Help: "Received packets and stream frames dropped because their protocol version is outside the range this node speaks (logged with both versions, once a minute per source)."})
 	m.inboundDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_inbound_packets_dropped_total",
 		Help: "Received packets dropped because the event loop's queue was full."})
 	m.subscriberDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_subscriber_events_dropped_total",

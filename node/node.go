@@ -472,7 +472,7 @@ func (n *Node) serveStream(conn net.Conn) {
 		n.log.Debug("reading a stream request", "from", conn.RemoteAddr(), "err", err)
 		return
 	}
-	if req, err = n.openFrame(req); err != nil {
+	if req, err = n.openFrame(conn.RemoteAddr().String(), req); err != nil {
 		n.log.Debug("dropping a stream request that does not open", "from", conn.RemoteAddr(), "err", err)
 		return
 	}
@@ -526,7 +526,7 @@ func (n *Node) exchange(s host.Stream) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.openFrame(reply)
+	return n.openFrame(s.To, reply)
 }
 
 // sealFrame seals an outbound stream frame when the node has keys: streams are
@@ -542,10 +542,15 @@ func (n *Node) sealFrame(f []byte) []byte {
 	return sealed
 }
 
-// openFrame opens an inbound stream frame when the node has keys; a frame that does
-// not open (plain, unknown key, tampered) is counted as a decrypt failure. Without
-// keys the frame passes as is, and the host refuses it if it is sealed.
-func (n *Node) openFrame(f []byte) ([]byte, error) {
+// openFrame opens an inbound stream frame, from peer from, when the node has keys; a
+// frame that does not open (plain, unknown key, tampered) is counted as a decrypt
+// failure. Without keys the frame passes as is, and the host refuses it if it is
+// sealed. Either way a frame of another protocol version is counted and logged as a
+// version mismatch first. Runs off the loop.
+func (n *Node) openFrame(from string, f []byte) ([]byte, error) {
+	if err := wire.FrameVersion(f); n.dropVersionMismatch(from, err, n.clock.Now()) {
+		return nil, fmt.Errorf("node: stream frame dropped: %w", err)
+	}
 	if n.kr == nil {
 		return f, nil
 	}

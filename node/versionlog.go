@@ -4,6 +4,7 @@ import (
 	"errors"
 	"maps"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/omnirelay/mesh/wire"
@@ -20,8 +21,9 @@ const (
 )
 
 // versionLog remembers when a version mismatch from each source host was last
-// logged. Loop only.
+// logged. Packets reach it on the loop, stream frames on their own goroutines.
 type versionLog struct {
+	mu   sync.Mutex
 	last map[string]time.Time
 }
 
@@ -30,6 +32,8 @@ func (v *versionLog) allow(src string, now time.Time) bool {
 	if host, _, err := net.SplitHostPort(src); err == nil {
 		src = host // a sender's ports vary; its host is the peer to upgrade
 	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
 	t, seen := v.last[src]
 	if seen && now.Sub(t) < versionLogEvery {
 		return false
@@ -47,8 +51,8 @@ func (v *versionLog) allow(src string, now time.Time) bool {
 	return true
 }
 
-// dropVersionMismatch counts and (rate-limited) logs a received packet whose
-// parse error err is a *wire.VersionError, reporting whether it was one. Loop only.
+// dropVersionMismatch counts and (rate-limited) logs a received packet or stream
+// frame whose parse error err is a *wire.VersionError, reporting whether it was one.
 func (n *Node) dropVersionMismatch(from string, err error, now time.Time) bool {
 	var ve *wire.VersionError
 	if !errors.As(err, &ve) {
@@ -56,7 +60,7 @@ func (n *Node) dropVersionMismatch(from string, err error, now time.Time) bool {
 	}
 	n.metrics.versionMismatches.Inc()
 	if n.versionLog.allow(from, now) {
-		n.log.Warn("dropping packets of a protocol version this node does not speak (logged once a minute per source)",
+		n.log.Warn("dropping packets or stream frames of a protocol version this node does not speak (logged once a minute per source)",
 			"from", from, "peer_version", ve.Got, "min_version", ve.Min, "max_version", ve.Max, "err", ve)
 	}
 	return true
