@@ -2,6 +2,8 @@ package deploy_test
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -21,8 +23,10 @@ import (
 // agentConfig gives the agents short timers so probes, acks and push-pulls fill the
 // counters within seconds. All three agents are voters (each gets its own
 // --data-dir), so the leadership metrics are live too, and they route 64 shards
-// so the shard metrics are.
+// so the shard metrics are. The cluster's packet key is in key_file, as an
+// agent needs one (or --insecure).
 const agentConfig = `{
+  "key_file": %q,
   "bind": "127.0.0.1:0",
   "control": "127.0.0.1:0",
   "log_format": "json",
@@ -159,7 +163,13 @@ func startCluster(t *testing.T, dir string) *cluster {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	if err := os.WriteFile(c.cfg, []byte(agentConfig), 0o600); err != nil {
+	key := make([]byte, 32)
+	rand.Read(key)
+	keyFile := filepath.Join(dir, "mesh.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.cfg, fmt.Appendf(nil, agentConfig, keyFile), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range agentNames {

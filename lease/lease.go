@@ -61,6 +61,10 @@ type Event struct {
 	Epoch  uint64
 	Voters []string // EventVotersChanged only
 	At     time.Time
+	// Ended is when the lease ended, EventLostLease only: its deadline when it
+	// expired (At may be later, when the machine was ticked late, say after a
+	// pause), At when it was released.
+	Ended time.Time
 }
 
 // Envelope is a message to send to the node named To.
@@ -635,7 +639,7 @@ func (m *Machine) becomeLeader(now, deadline time.Time) {
 // tickLeader steps down at the deadline and renews on schedule.
 func (m *Machine) tickLeader(now time.Time) {
 	if !now.Before(m.validUntil) {
-		m.emit(Event{Kind: EventLostLease, Holder: m.cfg.Self, Epoch: m.epoch, At: now})
+		m.emit(Event{Kind: EventLostLease, Holder: m.cfg.Self, Epoch: m.epoch, At: now, Ended: m.validUntil})
 		m.failAttempt(now)
 		return
 	}
@@ -686,7 +690,7 @@ func (m *Machine) Release(now time.Time) error {
 }
 
 func (m *Machine) release(now time.Time) {
-	m.emit(Event{Kind: EventLostLease, Holder: m.cfg.Self, Epoch: m.epoch, At: now})
+	m.emit(Event{Kind: EventLostLease, Holder: m.cfg.Self, Epoch: m.epoch, At: now, Ended: now})
 	r := &Release{Epoch: m.epoch, Holder: m.cfg.Self}
 	m.becomeFollower()
 	m.voteRelease(now, r)

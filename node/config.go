@@ -61,9 +61,18 @@ type Config struct {
 	MTU int
 	// Keys enables encryption (AES-256-GCM) of packets and stream frames: Keys[0]
 	// seals, every key opens; plain input is then refused. Each key is 32 bytes.
-	// Empty: everything is sent in the clear and sealed input refused. Rotate at
-	// run time through Node.Keyring.
+	// Empty: everything is sent in the clear and sealed input refused, which
+	// leadership and shards allow only with Insecure. Rotate at run time through
+	// Node.Keyring.
 	Keys [][]byte
+	// Insecure lets a node with leadership or shards (Voters or Shards set) run
+	// without Keys. Unauthenticated packets let anyone who reaches Bind forge lease
+	// votes and shard traffic, declare members dead or impersonate them, so
+	// Validate refuses leadership or shards without Keys unless Insecure is set.
+	// Set it only on a network nobody else can reach. Any node without Keys,
+	// membership-only ones included, logs a warning at start and exports
+	// omnirelay_insecure 1. Ignored when Keys is set.
+	Insecure bool
 	// StreamTimeout bounds one stream exchange (dial, request, reply). Default 10 s.
 	// Lower it to give up sooner on slow peers; push-pulls of big clusters need
 	// more.
@@ -248,6 +257,9 @@ func (c Config) Validate() error {
 		if len(k) != wire.KeySize {
 			return bad(fmt.Sprintf("Keys[%d]", i), "is %d bytes: want %d (AES-256)", len(k), wire.KeySize)
 		}
+	}
+	if len(c.Keys) == 0 && !c.Insecure && (len(c.Voters) > 0 || c.Shards != 0) {
+		return bad("Keys", "is empty while leadership or shards are on: anyone who can reach the gossip port could forge lease votes; set Keys, or Insecure to run unauthenticated")
 	}
 	switch {
 	case c.StreamTimeout < 0:

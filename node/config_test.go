@@ -2,6 +2,7 @@ package node
 
 import (
 	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -87,6 +88,59 @@ func TestSlowSubscriberLosesOldestEventsNotTheLoop(t *testing.T) {
 		sub.Close()
 		if _, ok := <-sub.C; ok {
 			t.Error("C still open after Close")
+		}
+	})
+}
+
+// TestLeadershipWithoutKeysNeedsInsecure: leadership or shards without packet keys
+// are refused, naming Keys and the Insecure opt-out; with the opt-out the node runs,
+// warns and exports omnirelay_insecure 1; with keys it exports 0. A membership-only
+// node without keys is allowed, and flagged the same way.
+func TestLeadershipWithoutKeysNeedsInsecure(t *testing.T) {
+	voters := func(c *Config) { c.Voters, c.Voter, c.DataDir = []string{"a", "b", "c"}, true, t.TempDir() }
+	for name, mod := range map[string]func(*Config){
+		"voters": voters,
+		"shards": func(c *Config) { voters(c); c.Shards = 8 },
+	} {
+		c := Config{Name: "a", Bind: "127.0.0.1:0"}
+		mod(&c)
+		err := c.Validate()
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "Keys is empty") || !strings.Contains(err.Error(), "Insecure") {
+			t.Errorf("%s without keys: %v, want a refusal naming Keys and Insecure", name, err)
+		}
+		c.Insecure = true
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s with Insecure: %v", name, err)
+		}
+		c.Insecure, c.Keys = false, [][]byte{testKey}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s with keys: %v", name, err)
+		}
+	}
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNetwork()
+		for _, tc := range []struct {
+			name string
+			mod  func(*Config)
+			want string
+		}{
+			{"insecure", func(c *Config) { voters(c); c.Insecure = true }, "1"},
+			{"membership only", func(c *Config) {}, "1"},
+			{"keyed", func(c *Config) { voters(c); c.Keys = [][]byte{testKey} }, "0"},
+		} {
+			logs := &syncBuffer{}
+			c := memConfig(t, mn, "a", "10.0.0.1:0")
+			c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+			tc.mod(&c)
+			n := startMem(t, c)
+			if got := metricLine(t, n, "omnirelay_insecure "); got != "omnirelay_insecure "+tc.want {
+				t.Errorf("%s: %q, want %s", tc.name, got, tc.want)
+			}
+			warned := strings.Contains(logs.String(), "level=WARN msg=\"running without packet keys")
+			if warned != (tc.want == "1") {
+				t.Errorf("%s: warned %v; logs:\n%s", tc.name, warned, logs.String())
+			}
+			n.Close()
 		}
 	})
 }

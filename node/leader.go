@@ -166,8 +166,13 @@ func (n *Node) leaseEvent(e lease.Event) {
 	if e.Kind == lease.EventVotersChanged {
 		attrs = append(attrs, "voters", e.Voters)
 	}
+	at := e.At
+	if e.Kind == lease.EventLostLease {
+		at = e.Ended // the lease ended then, however late this node noticed
+		attrs = append(attrs, "ended", e.Ended)
+	}
 	n.log.Log(context.Background(), level, "lease "+kind, attrs...)
-	n.audit(auditRecord{Time: e.At, Event: kind, ID: id, Holder: e.Holder, Epoch: e.Epoch, Voters: e.Voters})
+	n.audit(auditRecord{Time: at, Event: kind, ID: id, Holder: e.Holder, Epoch: e.Epoch, Voters: e.Voters})
 }
 
 // Leader returns the lease this node knows of (see LeaderInfo); the zero

@@ -31,6 +31,12 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // records decodes the audit log, failing on any line that is not a JSON object.
 func (s *syncBuffer) records(t *testing.T) []auditRecord {
 	t.Helper()
@@ -50,6 +56,10 @@ func (s *syncBuffer) records(t *testing.T) []auditRecord {
 
 var leaderVoters = []string{"n0", "n1", "n2"}
 
+// testKey is the packet key of the leadership and shard tests: leadership
+// without keys needs Config.Insecure, and the tests cover the secure path.
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
 // leaderConfig is node i of the leadership tests: n0..n2 voters, others not.
 func leaderConfig(t *testing.T, mn *MemNetwork, i int, dataDir string, audit *syncBuffer) Config {
 	var join []string
@@ -58,6 +68,7 @@ func leaderConfig(t *testing.T, mn *MemNetwork, i int, dataDir string, audit *sy
 	}
 	cfg := memConfig(t, mn, fmt.Sprintf("n%d", i), fmt.Sprintf("10.0.0.%d:7946", i), join...)
 	cfg.Voters = leaderVoters
+	cfg.Keys = [][]byte{testKey}
 	cfg.Voter = i < len(leaderVoters)
 	if cfg.Voter {
 		cfg.DataDir = dataDir
@@ -254,7 +265,7 @@ func TestLeaseSaveFailureDropsPackets(t *testing.T) {
 }
 
 func TestConfigLeadershipValidated(t *testing.T) {
-	base := Config{Name: "a", Bind: "127.0.0.1:0"}
+	base := Config{Name: "a", Bind: "127.0.0.1:0", Keys: [][]byte{testKey}}
 	for _, tc := range []struct {
 		name   string
 		mod    func(*Config)

@@ -24,6 +24,7 @@ type metrics struct {
 	bytesSealedOut    prometheus.Counter
 	decryptFailures   prometheus.Counter
 	replayed          prometheus.Counter
+	versionMismatches prometheus.Counter
 	inboundDropped    prometheus.Counter
 	subscriberDropped prometheus.Counter
 	netErrors         *prometheus.CounterVec
@@ -129,6 +130,8 @@ func newMetrics(n *Node) *metrics {
 		}
 		return float64(n.replay.Evicted())
 	})
+	m.versionMismatches = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_version_mismatches_total",
+		Help: "Received packets and stream frames dropped because their protocol version is outside the range this node speaks (logged with both versions, once a minute per source)."})
 	m.inboundDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_inbound_packets_dropped_total",
 		Help: "Received packets dropped because the event loop's queue was full."})
 	m.subscriberDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_subscriber_events_dropped_total",
@@ -143,6 +146,12 @@ func newMetrics(n *Node) *metrics {
 	for k := swim.EventJoin; k <= swim.EventLeft; k++ {
 		m.memberEvents.WithLabelValues(KindName(k))
 	}
+	insecure := prometheus.NewGauge(prometheus.GaugeOpts{Name: "omnirelay_insecure",
+		Help: "1 when this node runs without packet keys (unauthenticated packets and streams), else 0."})
+	if len(n.cfg.Keys) == 0 {
+		insecure.Set(1)
+	}
+	f(insecure)
 	queueLimit := prometheus.NewGauge(prometheus.GaugeOpts{Name: "omnirelay_gossip_queue_limit",
 		Help: "Bound of each gossip queue (membership, metadata, user) in messages: the length at which broadcasts are dropped."})
 	queueLimit.Set(float64(n.cfg.swimConfig(n.addr).QueueLimit))
@@ -158,6 +167,7 @@ func newMetrics(n *Node) *metrics {
 	f(m.replayed)
 	f(replaySenders)
 	f(replayEvicted)
+	f(m.versionMismatches)
 	f(m.inboundDropped)
 	f(m.subscriberDropped)
 	m.metaChanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_meta_changes_total",
@@ -181,12 +191,18 @@ func (m *metrics) handler() http.Handler {
 }
 
 // countPacket counts a plain packet and its messages, and tracks pings and acks for
-// the round-trip histogram. Runs on the loop. A packet that does not parse is left
-// for the state machine to count as malformed.
-func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) {
+// the round-trip histogram. Runs on the loop. A packet that does not parse (its
+// error is returned), or a received one of another cluster label, is not counted
+// here: the state machine counts it as malformed or foreign, and its messages were
+// never accepted.
+func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) error {
 	m := n.metrics
-	if _, err := n.reader.Reset(data); err != nil {
-		return
+	hdr, err := n.reader.Reset(data)
+	if err != nil {
+		return err
+	}
+	if dir == dirIn && hdr.CheckCluster(n.clusterHash) != nil {
+		return nil
 	}
 	first := true
 	for n.reader.Next() {
@@ -216,6 +232,7 @@ func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) {
 			}
 		}
 	}
+	return nil
 }
 
 // swimCollector exports the membership machine's counters at scrape time.
@@ -248,8 +265,8 @@ var (
 		{prometheus.NewDesc("omnirelay_digest_syncs_total", "Push-pulls started because view digests kept disagreeing.", nil, nil), func(s swim.Stats) uint64 { return s.DigestSyncs }},
 		{prometheus.NewDesc("omnirelay_broadcasts_sent_total", "Broadcast messages piggybacked on packets (one per packet carrying it).", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsSent }},
 		{prometheus.NewDesc("omnirelay_broadcasts_dropped_total", "Broadcasts dropped from a full gossip queue before their retransmit budget.", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsDropped }},
-		{prometheus.NewDesc("omnirelay_malformed_total", "Malformed packets, messages or stream frames dropped.", nil, nil), func(s swim.Stats) uint64 { return s.Malformed }},
-		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets of another cluster label dropped.", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
+		{prometheus.NewDesc("omnirelay_malformed_total", "Malformed packets, messages or stream frames dropped (membership, lease and shard).", nil, nil), func(s swim.Stats) uint64 { return s.Malformed }},
+		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets of another cluster label dropped (membership, lease and shard).", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
 		{prometheus.NewDesc("omnirelay_misdirected_pings_total", "Pings for another node name (the address was reused), unanswered.", nil, nil), func(s swim.Stats) uint64 { return s.MisdirectedPings }},
 		{prometheus.NewDesc("omnirelay_members_refused_total", "New members refused: the member table was at its cap (MaxMembers) with no tombstone to evict.", nil, nil), func(s swim.Stats) uint64 { return s.MembersRefused }},
 		{prometheus.NewDesc("omnirelay_replies_dropped_total", "Answers not sent because one received packet or push-pull had used its answer budget.", nil, nil), func(s swim.Stats) uint64 { return s.RepliesDropped }},
@@ -277,6 +294,10 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 	if !n.do(func() {
 		sw := n.host.Swim()
 		st, health, ms, digest = sw.Stats(), sw.LocalHealth(), sw.Members(), sw.Digest().Hash
+		// Lease and shard packets never reach swim: their drops count in the same series.
+		ls, ss := n.host.LeaseHostStats(), n.host.ShardHostStats()
+		st.ForeignPackets += ls.Foreign + ss.Foreign
+		st.Malformed += ls.Malformed + ss.Malformed
 	}) {
 		n.mu.Lock()
 		st, health, ms, digest = n.stats, n.health, n.members, n.digest

@@ -93,6 +93,10 @@ type Node struct {
 	pings  map[uint32]pingSent
 	join   *joinState
 	leaves []chan struct{}
+	// clusterHash is ClusterHash(Config.ClusterLabel): received packets of another
+	// label are not counted as accepted.
+	clusterHash uint32
+	versionLog  versionLog
 
 	packets chan inPacket
 	streams chan inStream
@@ -210,6 +214,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: resolving the advertised address %s: %w", cfg.advertiseAddr(tr.Addr()), err)
 	}
 	n.addr = adv
+	n.clusterHash = wire.ClusterHash(cfg.ClusterLabel)
 	n.log = cfg.Logger.With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	if cfg.AuditLog != nil {
@@ -261,6 +266,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go n.loop()
 	n.log.Info("node started", "bind", tr.Addr(), "advertise", n.addr, "control", n.controlAddr,
 		"profile", cfg.Profile, "encrypted", n.kr != nil)
+	if n.kr == nil {
+		n.log.Warn("running without packet keys: anyone who can reach the gossip port can join, impersonate members, declare them dead and forge lease votes",
+			"insecure", cfg.Insecure)
+	}
 
 	if len(cfg.Join) > 0 {
 		if err := n.Join(ctx, cfg.Join...); err != nil {
@@ -554,7 +563,7 @@ func (n *Node) serveStream(c *inConn) {
 		n.log.Debug("reading a stream request", "from", conn.RemoteAddr(), "err", err)
 		return
 	}
-	if req, err = n.openFrame(req); err != nil {
+	if req, err = n.openFrame(conn.RemoteAddr().String(), req); err != nil {
 		n.log.Debug("dropping a stream request that does not open", "from", conn.RemoteAddr(), "err", err)
 		return
 	}
@@ -609,7 +618,7 @@ func (n *Node) exchange(s host.Stream) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return n.openFrame(reply)
+	return n.openFrame(s.To, reply)
 }
 
 // sealFrame seals an outbound stream frame when the node has keys: streams are
@@ -625,10 +634,15 @@ func (n *Node) sealFrame(f []byte) []byte {
 	return sealed
 }
 
-// openFrame opens an inbound stream frame when the node has keys; a frame that does
-// not open (plain, unknown key, tampered) is counted as a decrypt failure. Without
-// keys the frame passes as is, and the host refuses it if it is sealed.
-func (n *Node) openFrame(f []byte) ([]byte, error) {
+// openFrame opens an inbound stream frame, from peer from, when the node has keys; a
+// frame that does not open (plain, unknown key, tampered) is counted as a decrypt
+// failure. Without keys the frame passes as is, and the host refuses it if it is
+// sealed. Either way a frame of another protocol version is counted and logged as a
+// version mismatch first. Runs off the loop.
+func (n *Node) openFrame(from string, f []byte) ([]byte, error) {
+	if err := wire.FrameVersion(f); n.dropVersionMismatch(from, err, n.clock.Now()) {
+		return nil, fmt.Errorf("node: stream frame dropped: %w", err)
+	}
 	if n.kr == nil {
 		return f, nil
 	}
@@ -695,6 +709,9 @@ func (n *Node) handlePacket(p inPacket) {
 	if n.kr != nil {
 		plain, err := wire.Open(n.kr, data)
 		if err != nil {
+			if n.dropVersionMismatch(p.from, err, n.clock.Now()) {
+				return
+			}
 			n.metrics.decryptFailures.Inc()
 			n.log.Debug("dropping a packet that does not open", "from", p.from, "err", err)
 			return
@@ -707,7 +724,9 @@ func (n *Node) handlePacket(p inPacket) {
 		data = plain
 	}
 	now := n.clock.Now()
-	n.countPacket(dirIn, p.from, data, now)
+	if n.dropVersionMismatch(p.from, n.countPacket(dirIn, p.from, data, now), now) {
+		return
+	}
 	n.host.HandlePacket(now, p.from, data)
 }
 

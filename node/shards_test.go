@@ -193,6 +193,7 @@ func TestShardConfigValidate(t *testing.T) {
 	mn := NewMemNetwork()
 	cfg := memConfig(t, mn, "a", "10.0.0.1:7946")
 	cfg.Shards = 16
+	cfg.Keys = [][]byte{testKey}
 	if err := cfg.withDefaults().Validate(); err == nil || !strings.Contains(err.Error(), "Shards") {
 		t.Fatalf("shards without voters: %v", err)
 	}

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 
@@ -322,6 +323,21 @@ func EncodeFrame(m Message, clusterHash uint32) ([]byte, error) { return encodeF
 // parsed, for the caller's Header.CheckCluster.
 func DecodeFrame(frame []byte, maxSize int, d *Decoder) (Header, Message, error) {
 	return decodeFrame(frame, maxSize, d)
+}
+
+// FrameVersion returns the *VersionError of a frame (plain or sealed, length prefix
+// included) of a protocol version this node does not speak, and nil otherwise,
+// whatever else may be wrong with it: a receiver tells that drop, which names both
+// versions, from the others before opening or decoding the frame.
+func FrameVersion(frame []byte) error {
+	body, err := frameBody(frame)
+	if err != nil {
+		return nil
+	}
+	if _, err := parseHeader(body); errors.Is(err, ErrUnsupportedVersion) {
+		return err
+	}
+	return nil
 }
 
 // SealFrame seals a plain frame's body as Seal seals a packet (primary key, nonce

@@ -402,6 +402,10 @@ func TestFrameErrors(t *testing.T) {
 	var ve *VersionError
 	check(t, errors.As(err, &ve) && ve.Got == ProtocolVersion+1, "error %v, want a VersionError", err)
 	equal(t, ProtocolVersion+1, h.Version)
+	// FrameVersion tells that drop apart without decoding, and nothing else.
+	check(t, errors.As(FrameVersion(bad), &ve) && ve.Got == ProtocolVersion+1, "FrameVersion: %v, want a VersionError", FrameVersion(bad))
+	noErr(t, FrameVersion(good))
+	noErr(t, FrameVersion(good[:4]))
 
 	bad = bytes.Clone(good)
 	bad[0+4] = 'X'

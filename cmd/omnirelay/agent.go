@@ -26,7 +26,7 @@ import (
 
 const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--advertise HOST:PORT]
        [--join HOST:PORT,...] [--control HOST:PORT] [--config FILE]
-       [--profile lan|memberlist] [--key BASE64 ...] [--cluster-label L]
+       [--profile lan|memberlist] [--key-file FILE | --insecure] [--cluster-label L]
        [--log-format text|json] [--log-level debug|info|warn|error]
        [--addr-file FILE] [--join-timeout D] [--leave-timeout D]
        [--meta KEY=VALUE ...] [--role NAME ...]
@@ -35,6 +35,8 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
 
 Runs one mesh node and its control API until SIGINT or SIGTERM, then leaves the
 cluster gracefully. Flags override the config file (JSON, see docs/configuration.md).
+The agent needs a packet key (--key-file, $` + keyEnv + `, or the config file) unless
+--insecure is given. Make one with: omnirelay keygen -o FILE
 `
 
 // duration is a time.Duration written as a Go duration string in JSON ("250ms").
@@ -107,6 +109,8 @@ type agentFile struct {
 	ClusterLabel string            `json:"cluster_label"`
 	MTU          int               `json:"mtu"`
 	Keys         []string          `json:"keys"`
+	KeyFile      string            `json:"key_file"`
+	Insecure     bool              `json:"insecure"`
 	LogFormat    string            `json:"log_format"`
 	LogLevel     string            `json:"log_level"`
 	AddrFile     string            `json:"addr_file"`
@@ -178,6 +182,7 @@ type agentSettings struct {
 	joinTimeout  time.Duration
 	leaveTimeout time.Duration
 	auditLog     string
+	warnings     []string // logged once the logger exists
 }
 
 // parseAgent merges the config file (if any) and the flags, flags winning.
@@ -202,6 +207,8 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		dataDir    = fs.String("data-dir", "", "directory of durable state (the lease state file); required with --voter")
 		auditLog   = fs.String("audit-log", "", "append JSON-lines audit records (join, leave, dead, leadership) to this file")
 		shards     = fs.Int("shards", 0, "shard count, identical on every node for the cluster's lifetime (enables shard routing; needs --voters)")
+		keyFile    = fs.String("key-file", "", "file of base64 32-byte packet keys, one a line, the first primary (not accessible to other users; make one with: omnirelay keygen -o FILE)")
+		insecure   = fs.Bool("insecure", false, "run without packet keys: anyone who can reach the gossip port can join, impersonate members and forge lease votes")
 		voters     listFlag
 		join, keys listFlag
 		roles      listFlag
@@ -211,7 +218,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	fs.Var(&roles, "role", "role of this node (repeatable, or comma-separated): the \""+node.RolesKey+"\" metadata key, which the control API's role filter matches")
 	fs.Var(&join, "join", "seed host:port (repeatable, or comma-separated)")
 	fs.Var(&voters, "voters", "leader-election voter names, comma-separated, identical on every node (3 or 5; enables leadership)")
-	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary; make one with: omnirelay keygen)")
+	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary); visible to every user of the host in the process list: prefer --key-file or $"+keyEnv)
 	if err := fs.Parse(args); err != nil {
 		return agentSettings{}, err
 	}
@@ -315,21 +322,114 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		}
 		s.cfg.Meta[node.RolesKey] = strings.Join(rs, ",")
 	}
-	keyStrs := f.Keys
+	ks := keySources{file: f.Keys, fileKeyFile: f.KeyFile}
 	if set["key"] {
-		keyStrs = keys
+		ks.flag = keys
+	}
+	if set["key-file"] {
+		ks.flagKeyFile = *keyFile
+	}
+	ks.env, _ = os.LookupEnv(keyEnv)
+	keyStrs, from, err := ks.resolve()
+	if err != nil {
+		return s, err
+	}
+	if from == "--key" {
+		s.warnings = append(s.warnings, "--key puts the packet key in this process's command line, which every user of this host can read (ps, /proc/PID/cmdline): use --key-file or $"+keyEnv)
 	}
 	for i, k := range keyStrs {
 		b, err := base64.StdEncoding.DecodeString(k)
 		if err != nil {
-			return s, fmt.Errorf("key %d: not base64: %w", i+1, err)
+			return s, fmt.Errorf("key %d (%s): not base64: %w", i+1, from, err)
 		}
 		s.cfg.Keys = append(s.cfg.Keys, b)
 	}
-	if err := s.cfg.Validate(); err != nil {
+	s.cfg.Insecure = f.Insecure
+	if set["insecure"] {
+		s.cfg.Insecure = *insecure
+	}
+	check := s.cfg
+	check.Insecure = true // the agent's own rule below names its flags
+	if err := check.Validate(); err != nil {
 		return s, err
 	}
+	if len(s.cfg.Keys) == 0 && !s.cfg.Insecure {
+		return s, errNoKey
+	}
 	return s, nil
+}
+
+// keyEnv is the environment variable packet keys are read from when none is given
+// on the command line: a process's environment, unlike its arguments, is readable
+// only by its own user.
+const keyEnv = "OMNIRELAY_KEY"
+
+// errNoKey refuses an agent without packet keys: every agent needs one, not only
+// those with leadership or shards, because unauthenticated packets let anyone who
+// reaches the gossip port declare members dead, inject fake ones and use the agent
+// as a reflector (docs/configuration.md, "Packet keys").
+var errNoKey = errors.New("no packet key: anyone who can reach the gossip port could join, declare members dead and forge lease votes; " +
+	"set --key-file FILE (make one with: omnirelay keygen -o FILE), $" + keyEnv + " or the config file's key_file, or pass --insecure")
+
+// keySources are the places packet keys may come from.
+type keySources struct {
+	flag        []string // --key
+	flagKeyFile string   // --key-file
+	env         string   // $OMNIRELAY_KEY
+	file        []string // config file "keys"
+	fileKeyFile string   // config file "key_file"
+}
+
+// resolve returns the keys of the first source that is set: the command line, then
+// the environment, then the config file; it names the source for messages. Two
+// sources of one level are an error rather than a guess.
+func (k keySources) resolve() ([]string, string, error) {
+	switch {
+	case len(k.flag) > 0 && k.flagKeyFile != "":
+		return nil, "", errors.New("--key and --key-file: give one of them")
+	case k.flagKeyFile != "":
+		ks, err := readKeyFile(k.flagKeyFile)
+		return ks, "--key-file " + k.flagKeyFile, err
+	case len(k.flag) > 0:
+		return k.flag, "--key", nil
+	case strings.TrimSpace(k.env) != "":
+		var l listFlag
+		l.Set(k.env)
+		return l, "$" + keyEnv, nil
+	case len(k.file) > 0 && k.fileKeyFile != "":
+		return nil, "", errors.New("config file: keys and key_file: give one of them")
+	case k.fileKeyFile != "":
+		ks, err := readKeyFile(k.fileKeyFile)
+		return ks, "key_file " + k.fileKeyFile, err
+	}
+	return k.file, "config file keys", nil
+}
+
+// readKeyFile reads packet keys, one a line (as keygen writes them; blank lines and
+// lines starting with # are skipped). A file other users can access is refused, as
+// ssh refuses such a private key: whoever reads the key can forge any packet.
+func readKeyFile(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return nil, fmt.Errorf("key file %s is accessible to other users (mode %04o): chmod 600 %s", path, perm, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	var keys []string
+	for line := range strings.Lines(string(b)) {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			keys = append(keys, line)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("key file %s holds no key", path)
+	}
+	return keys, nil
 }
 
 func newLogger(w io.Writer, format, level string) *slog.Logger {
@@ -383,6 +483,9 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	base := newLogger(stderr, s.logFormat, s.logLevel)
 	s.cfg.Logger = base // node adds node=NAME itself
 	log := base.With("node", s.cfg.Name)
+	for _, w := range s.warnings {
+		log.Warn(w)
+	}
 	if s.auditLog != "" {
 		af, err := os.OpenFile(s.auditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -439,12 +542,37 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 }
 
 func runKeygen(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		fmt.Fprintln(stderr, "usage: omnirelay keygen\nPrints a new random 32-byte packet key, base64: pass it to agent --key.")
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: omnirelay keygen [-o FILE]\nPrints a new random 32-byte packet key, base64, or writes it to a new file (mode 0600): pass that to agent --key-file.")
+		fs.PrintDefaults()
+	}
+	out := fs.String("o", "", "write the key to this new file, readable only by you, instead of printing it")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fs.Usage()
 		return 2
 	}
 	k := make([]byte, wire.KeySize)
 	rand.Read(k)
-	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(k))
+	line := base64.StdEncoding.EncodeToString(k) + "\n"
+	if *out == "" {
+		fmt.Fprint(stdout, line)
+		return 0
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		_, err = f.WriteString(line)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "omnirelay keygen: %v\n", err)
+		return 1
+	}
 	return 0
 }

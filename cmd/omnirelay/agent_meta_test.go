@@ -23,7 +23,7 @@ func TestAgentMetaAndRoles(t *testing.T) {
 		{[]string{"--meta", "zone=us-2", "--meta", "note=a=b,c", "--role", "api,web", "--role", "edge"},
 			map[string]string{"zone": "us-2", "tier": "gold", "note": "a=b,c", "roles": "api,web,edge"}},
 	} {
-		s, err := parseAgent(append([]string{"--config", path}, tc.args...), io.Discard)
+		s, err := parseAgent(append([]string{"--config", path, "--key-file", keyFile(t, dir)}, tc.args...), io.Discard)
 		if err != nil {
 			t.Fatal(err)
 		}

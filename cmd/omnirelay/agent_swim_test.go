@@ -13,12 +13,13 @@ import (
 func TestAgentMaxMembersSetting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.json")
 	os.WriteFile(path, []byte(`{"swim": {"max_members": 50000}}`), 0o600)
+	key := keyFile(t, filepath.Dir(path))
 	for _, tc := range []struct {
 		args []string
 		want int
 	}{
-		{[]string{"--name", "a", "--bind", "127.0.0.1:0"}, swim.DefaultMaxMembers},
-		{[]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0"}, 50000},
+		{[]string{"--key-file", key, "--name", "a", "--bind", "127.0.0.1:0"}, swim.DefaultMaxMembers},
+		{[]string{"--key-file", key, "--config", path, "--name", "a", "--bind", "127.0.0.1:0"}, 50000},
 	} {
 		s, err := parseAgent(tc.args, io.Discard)
 		if err != nil {

@@ -57,14 +57,24 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// startAgent runs agent name with dir/config.json and testKey, joining join.
 func startAgent(t *testing.T, bin, dir, name string, join ...string) *agentProc {
 	t.Helper()
-	addrFile := filepath.Join(dir, name+".json")
-	args := []string{"agent", "--config", filepath.Join(dir, "config.json"), "--name", name, "--addr-file", addrFile}
+	extra := []string{"--key-file", keyFile(t, dir)}
 	if len(join) > 0 {
-		args = append(args, "--join", strings.Join(join, ","))
+		extra = append(extra, "--join", strings.Join(join, ","))
 	}
+	return startAgentArgs(t, bin, dir, name, nil, extra...)
+}
+
+// startAgentArgs runs agent name with dir/config.json, the extra flags and the
+// environment variables env (KEY=VALUE) over ours, without an inherited key.
+func startAgentArgs(t *testing.T, bin, dir, name string, env []string, extra ...string) *agentProc {
+	t.Helper()
+	addrFile := filepath.Join(dir, name+".json")
+	args := append([]string{"agent", "--config", filepath.Join(dir, "config.json"), "--name", name, "--addr-file", addrFile}, extra...)
 	p := &agentProc{cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Env = append(append(os.Environ(), keyEnv+"="), env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -88,6 +98,21 @@ func startAgent(t *testing.T, bin, dir, name string, join ...string) *agentProc 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// buildBinary builds omnirelay into a new temporary directory and returns both;
+// it skips the test under -short, as the tests that use it start processes.
+func buildBinary(t *testing.T) (dir, bin string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the binary and starts processes")
+	}
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "omnirelay")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return dir, bin
 }
 
 // stop sends SIGTERM and waits for a clean exit.
@@ -131,15 +156,7 @@ func statusOn(p *agentProc, name string) string {
 // reads their control APIs and /metrics, and stops them with SIGTERM: each leaves
 // gracefully and the others see it as "left".
 func TestAgentsInSeparateProcesses(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and starts processes")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "omnirelay")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildBinary(t)
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(fastConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}

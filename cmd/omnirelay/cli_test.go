@@ -26,6 +26,20 @@ func TestKeygenPrintsA32ByteKey(t *testing.T) {
 	}
 }
 
+// testKey is the packet key of the agents the tests start: every agent needs one
+// (or --insecure), and the tests cover the secure path.
+var testKey = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+
+// keyFile writes testKey to dir/key, readable only by its owner, and returns its path.
+func keyFile(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "key")
+	if err := os.WriteFile(path, []byte(testKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 func TestAgentFlagsOverrideConfigFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.json")
@@ -73,7 +87,7 @@ func TestAgentRejectsBadSettingsNamingThem(t *testing.T) {
 
 func TestAgentReportsUnreachableSeeds(t *testing.T) {
 	var errOut bytes.Buffer
-	code := run([]string{"agent", "--name", "x", "--bind", "127.0.0.1:0", "--control", "off",
+	code := run([]string{"agent", "--name", "x", "--bind", "127.0.0.1:0", "--control", "off", "--key-file", keyFile(t, t.TempDir()),
 		"--join", "127.0.0.1:1", "--join-timeout", "500ms", "--log-level", "error"}, io.Discard, &errOut)
 	if code != 1 || !strings.Contains(errOut.String(), "no seed answered") || !strings.Contains(errOut.String(), "127.0.0.1:1") {
 		t.Fatalf("exit %d, stderr %q", code, errOut.String())

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/omnirelay/mesh/node"
 	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
 )
 
 const demoUsage = `usage: omnirelay demo [--nodes N] [--verbose]
@@ -28,6 +30,7 @@ type demo struct {
 	start   time.Time
 	log     *slog.Logger
 	nodes   []*node.Node // index i is node-(i+1); nil while crashed
+	key     []byte       // the packet key every node seals with
 	events  chan seen
 	done    chan struct{}
 	lastRow string
@@ -61,7 +64,8 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	d := &demo{out: stdout, start: time.Now(), events: make(chan seen, 1024), done: make(chan struct{}),
-		log: slog.New(slog.DiscardHandler)}
+		log: slog.New(slog.DiscardHandler), key: make([]byte, wire.KeySize)}
+	rand.Read(d.key)
 	if *verbose {
 		d.log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
@@ -89,7 +93,7 @@ func name(i int) string { return fmt.Sprintf("node-%d", i+1) }
 // startNode starts node i on bind, joining through seed (if any), and forwards its
 // events to d.events.
 func (d *demo) startNode(ctx context.Context, i int, bind, seed string) error {
-	cfg := node.Config{Name: name(i), Bind: bind, Logger: d.log}
+	cfg := node.Config{Name: name(i), Bind: bind, Logger: d.log, Keys: [][]byte{d.key}}
 	if seed != "" {
 		cfg.Join = []string{seed}
 	}
@@ -119,7 +123,9 @@ picks a peer and asks "are you there?". A peer that does not answer is asked abo
 through 3 other nodes; if they cannot reach it either, it becomes "suspect", and
 that news spreads from node to node like gossip. The suspect gets a few seconds to
 say "I'm fine" (it would raise its incarnation number, which beats the rumour).
-If it stays silent, it is declared "dead", and that spreads too.
+If it stays silent, it is declared "dead", and that spreads too. Every packet is
+sealed with one key made for this run (AES-256-GCM; "omnirelay keygen -o FILE" makes
+one for agents): a node without it can neither listen in nor take part.
 
 `, count, swim.LANProfile("", "").ProbeInterval)
 
@@ -212,7 +218,8 @@ Summary
   crash -> first suspicion:              %.2f s
   crash -> all survivors agree dead:     %.2f s
   restart -> everyone sees it alive:     %.2f s
-Try it yourself: "omnirelay agent" runs one node; "omnirelay mesh peers list" reads its view.
+Try it yourself: "omnirelay keygen -o mesh.key", then "omnirelay agent --key-file mesh.key" runs
+one node (the README starts three); "omnirelay mesh peers list" reads its view.
 `, since(crashed, firstSuspect), dead.Sub(crashed).Seconds(), back.Sub(restarted).Seconds())
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,14 +43,7 @@ func agreedVia(agents []*agentProc) (string, uint64) {
 // leader on all three; killing it (SIGKILL) moves the lease to another agent at a
 // higher epoch, which the survivors agree on and audit.
 func TestVoterAgentsElectAndFailOver(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and starts processes")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "omnirelay")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	dir, bin := buildBinary(t)
 	var agents []*agentProc
 	byName := map[string]*agentProc{}
 	for _, name := range []string{"a", "b", "c"} {

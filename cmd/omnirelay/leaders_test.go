@@ -19,7 +19,8 @@ func TestAgentLeadershipSettings(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.json")
 	os.WriteFile(path, []byte(`{"voters": ["a", "b", "c"], "data_dir": "`+dir+`", "audit_log": "/from/file"}`), 0o600)
-	s, err := parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0", "--voter", "--audit-log", "/from/flag"}, io.Discard)
+	s, err := parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0", "--voter", "--audit-log", "/from/flag",
+		"--key-file", keyFile(t, dir)}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

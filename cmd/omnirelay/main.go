@@ -14,7 +14,7 @@ commands:
   demo     run a 5-node mesh on this machine and watch it detect a crash (start here)
   agent    run one mesh node and its control API
   mesh     query an agent's control API (mesh peers, mesh leaders, mesh shards)
-  keygen   print a new base64 packet-encryption key
+  keygen   print a new base64 packet-encryption key, or write it to a file (-o FILE)
   sim      run scenarios (membership, metadata, leadership, shards) in the deterministic simulator
 
 Run "omnirelay <command> --help" for a command's flags.

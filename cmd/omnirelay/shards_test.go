@@ -64,11 +64,12 @@ func TestAgentShardsSetting(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "c.json")
 	os.WriteFile(path, []byte(`{"voters": ["b", "c", "d"], "shards": 256}`), 0o600)
-	s, err := parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0"}, io.Discard)
+	key := keyFile(t, dir)
+	s, err := parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0", "--key-file", key}, io.Discard)
 	if err != nil || s.cfg.Shards != 256 {
 		t.Fatalf("from the file: shards %d, %v", s.cfg.Shards, err)
 	}
-	s, err = parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0", "--shards", "64"}, io.Discard)
+	s, err = parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0", "--shards", "64", "--key-file", key}, io.Discard)
 	if err != nil || s.cfg.Shards != 64 {
 		t.Fatalf("flag over file: shards %d, %v", s.cfg.Shards, err)
 	}
