@@ -8,10 +8,10 @@ import (
 	"github.com/omnirelay/mesh/wire"
 )
 
-// attacker is an address no member holds: the source of forged claims.
-const attacker = "10.0.0.200:7946"
+// forger is an address no member holds: the source of forged claims.
+const forger = "10.0.0.200:7946"
 
-// forge converges a 5-node cluster, hands n0 one packet of msgs from the attacker,
+// forge converges a 5-node cluster, hands n0 one packet of msgs from the forger,
 // runs 30 s and returns the network.
 func forge(t *testing.T, msgs ...wire.Message) *tnet {
 	t.Helper()
@@ -20,7 +20,7 @@ func forge(t *testing.T, msgs ...wire.Message) *tnet {
 	if _, ok := nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged); !ok {
 		t.Fatal("cluster did not converge")
 	}
-	nt.node("n0").m.HandlePacket(nt.now, attacker, packet(t, msgs...))
+	nt.node("n0").m.HandlePacket(nt.now, forger, packet(t, msgs...))
 	nt.run(30 * time.Second)
 	return nt
 }
@@ -50,10 +50,10 @@ func TestDeadAtExhaustedIncarnationIsRefused(t *testing.T) {
 	}
 }
 
-// One Alive(n2) at 2^64-1 with the attacker's address hijacked n2: nobody took its
+// One Alive(n2) at 2^64-1 with the forger's address hijacked n2: nobody took its
 // wrapped refutation. The jump is refused and n2 keeps its address everywhere.
 func TestAliveAtExhaustedIncarnationCannotHijack(t *testing.T) {
-	nt := forge(t, &wire.Alive{Node: "n2", Addr: attacker, Incarnation: math.MaxUint64})
+	nt := forge(t, &wire.Alive{Node: "n2", Addr: forger, Incarnation: math.MaxUint64})
 	if n := n2Elsewhere(t, nt); n > 0 {
 		t.Fatalf("%d of 5 nodes do not see n2 alive at its address 30 s after one forged Alive(2^64-1)", n)
 	}
