@@ -357,21 +357,29 @@ func (h *handler) event(w http.ResponseWriter, id, kind string, data any) bool {
 }
 
 func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
-	probe(w, h.src.Healthy())
+	probe(w, h.src.Health())
 }
 
 func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
-	probe(w, h.src.Ready())
+	probe(w, h.src.Readiness())
 }
 
-func probe(w http.ResponseWriter, err error) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, err.Error())
-		return
+// probe answers 200 when every check is ok and 503 otherwise, naming each check.
+func probe(w http.ResponseWriter, checks []Check) {
+	reply := ProbeReply{Status: CheckOK, Checks: checks}
+	for _, c := range checks {
+		if c.State != CheckOK {
+			reply.Status = CheckFail
+		}
 	}
-	fmt.Fprintln(w, "ok")
+	if reply.Checks == nil {
+		reply.Checks = []Check{}
+	}
+	code := http.StatusOK
+	if reply.Status != CheckOK {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, reply)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -76,6 +76,11 @@ type Config struct {
 	// subscriber falls that far behind, its oldest events are dropped (and
 	// counted). Default 256.
 	EventBuffer int
+	// HealthTimeout bounds how long /healthz and /readyz wait for the event loop
+	// to answer; a loop that does not is reported wedged. Default 1 s. The loop
+	// normally answers in microseconds; lower detects a wedge sooner, higher
+	// tolerates long loop work (push-pulls of very big clusters).
+	HealthTimeout time.Duration
 	// History is how many membership changes are kept for watch streams to resume
 	// from (Last-Event-ID). Default 1024. A client further behind gets a fresh
 	// snapshot.
@@ -177,6 +182,9 @@ func (c Config) withDefaults() Config {
 	if c.History == 0 {
 		c.History = DefaultHistory
 	}
+	if c.HealthTimeout == 0 {
+		c.HealthTimeout = DefaultHealthTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -246,6 +254,8 @@ func (c Config) Validate() error {
 		return bad("EventBuffer", "must be at least 1")
 	case c.History < 1:
 		return bad("History", "must be at least 1")
+	case c.HealthTimeout < 0:
+		return bad("HealthTimeout", "must be positive")
 	}
 	sc := c.swimConfig("127.0.0.1:1")
 	if err := sc.Validate(); err != nil {

@@ -27,7 +27,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -857,29 +856,4 @@ func (c controlSource) Changed() <-chan struct{} {
 	c.n.mu.Lock()
 	defer c.n.mu.Unlock()
 	return c.n.changed
-}
-
-func (c controlSource) Healthy() error {
-	select {
-	case <-c.n.loopEnd:
-		return ErrClosed
-	default:
-		return nil
-	}
-}
-
-func (c controlSource) Ready() error {
-	n := c.n
-	if err := c.Healthy(); err != nil {
-		return err
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	switch {
-	case n.leaving:
-		return errors.New("leaving the cluster")
-	case len(n.cfg.Join) > 0 && !n.joined:
-		return fmt.Errorf("joining: no seed of %s has answered yet", strings.Join(n.cfg.Join, ", "))
-	}
-	return nil
 }
