@@ -221,7 +221,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		tr.Close()
 		return nil, err
 	}
-	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log, Registerer: n.metrics.reg})
+	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
+		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	if cfg.Control != "" {
@@ -232,15 +233,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("node: control API on %s: %w", cfg.Control, err)
 		}
 		n.controlAddr = ln.Addr().String()
-		n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				n.log.Error("control API stopped", "err", err)
-			}
-		}()
+		n.serveControl(ln)
 	}
 	n.wg.Add(3)
 	go n.readPackets()
