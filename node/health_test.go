@@ -37,6 +37,28 @@ func check(t *testing.T, p control.ProbeReply, name string) control.Check {
 	return control.Check{}
 }
 
+// startVoters starts the voters n0..n2 on the in-memory network, n0's config
+// adjusted by tune0 when set, and waits until n1 and n2 agree on a leader. They
+// are closed when the test ends.
+func startVoters(t *testing.T, tune0 func(*Config)) []*Node {
+	t.Helper()
+	mn := NewMemNetwork()
+	nodes := make([]*Node, len(leaderVoters))
+	for i := range nodes {
+		cfg := leaderConfig(t, mn, i, t.TempDir(), nil)
+		if i == 0 && tune0 != nil {
+			tune0(&cfg)
+		}
+		nodes[i] = startMem(t, cfg)
+		t.Cleanup(func() { nodes[i].Close() })
+	}
+	waitFor(t, 10*time.Second, "n1 and n2 agree on a leader", func() bool {
+		h, _ := agreed(nodes[1:])
+		return h != ""
+	})
+	return nodes
+}
+
 // TestHealthzFailsWhenTheLoopIsWedged: a command that never returns blocks the
 // event loop; /healthz and /readyz then fail within HealthTimeout naming the
 // loop, and pass again once it is free.
@@ -75,24 +97,7 @@ func TestHealthzFailsWhenTheLoopIsWedged(t *testing.T) {
 // passes (a restart would not help); a healthy voter is ready.
 func TestVoterWhoseLeaseSaveFailsIsNotReady(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mn := NewMemNetwork()
-		nodes := make([]*Node, 3)
-		for i := range nodes {
-			cfg := leaderConfig(t, mn, i, t.TempDir(), nil)
-			if i == 0 {
-				cfg.DataDir, cfg.LeaseStorage = "", &failingStorage{}
-			}
-			nodes[i] = startMem(t, cfg)
-		}
-		defer func() {
-			for _, n := range nodes {
-				n.Close()
-			}
-		}()
-		waitFor(t, 10*time.Second, "n1 and n2 agree on a leader", func() bool {
-			h, _ := agreed(nodes[1:])
-			return h != ""
-		})
+		nodes := startVoters(t, func(c *Config) { c.DataDir, c.LeaseStorage = "", &failingStorage{} })
 		code, p := probe(t, nodes[0], "/readyz")
 		if c := check(t, p, "lease_state"); code != 503 || c.State != control.CheckFail || !strings.Contains(c.Detail, "disk full") {
 			t.Fatalf("n0 readyz: %d %+v", code, p)
@@ -112,16 +117,7 @@ func TestVoterWhoseLeaseSaveFailsIsNotReady(t *testing.T) {
 // minority partition must not restart its nodes.
 func TestVoterWithoutQuorumIsNotReady(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		mn := NewMemNetwork()
-		nodes := make([]*Node, 3)
-		for i := range nodes {
-			nodes[i] = startMem(t, leaderConfig(t, mn, i, t.TempDir(), nil))
-		}
-		defer nodes[0].Close()
-		waitFor(t, 10*time.Second, "a leader", func() bool {
-			h, _ := agreed(nodes)
-			return h != ""
-		})
+		nodes := startVoters(t, nil)
 		if code, p := probe(t, nodes[0], "/readyz"); code != 200 {
 			t.Fatalf("n0 readyz with a quorum: %d %+v", code, p)
 		}
