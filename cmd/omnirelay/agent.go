@@ -118,6 +118,9 @@ type agentFile struct {
 	DataDir      string            `json:"data_dir"`
 	AuditLog     string            `json:"audit_log"`
 	Shards       int               `json:"shards"`
+	// Control API limits; 0 means node's default.
+	ControlMaxConns    int `json:"control_max_conns"`
+	ControlMaxWatchers int `json:"control_max_watchers"`
 }
 
 // Agent defaults beyond node's.
@@ -200,6 +203,8 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		dataDir    = fs.String("data-dir", "", "directory of durable state (the lease state file); required with --voter")
 		auditLog   = fs.String("audit-log", "", "append JSON-lines audit records (join, leave, dead, leadership) to this file")
 		shards     = fs.Int("shards", 0, "shard count, identical on every node for the cluster's lifetime (enables shard routing; needs --voters)")
+		maxConns   = fs.Int("control-max-conns", 0, "connections open to the control API at once; more are closed at accept (default 256)")
+		maxWatch   = fs.Int("control-max-watchers", 0, "watch streams open at once; more get 503 (default 128, below --control-max-conns)")
 		voters     listFlag
 		join, keys listFlag
 		roles      listFlag
@@ -285,9 +290,18 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		Voter:        f.Voter,
 		DataDir:      pick("data-dir", *dataDir, f.DataDir),
 		Shards:       f.Shards,
+
+		ControlMaxConns:    f.ControlMaxConns,
+		ControlMaxWatchers: f.ControlMaxWatchers,
 	}
 	if set["shards"] {
 		s.cfg.Shards = *shards
+	}
+	if set["control-max-conns"] {
+		s.cfg.ControlMaxConns = *maxConns
+	}
+	if set["control-max-watchers"] {
+		s.cfg.ControlMaxWatchers = *maxWatch
 	}
 	if set["voters"] {
 		s.cfg.Voters = voters
