@@ -75,13 +75,13 @@ func TestWatchersBeyondTheCapGet503(t *testing.T) {
 func TestWatchOutlivesServerTimeouts(t *testing.T) {
 	f := newFake("a")
 	srv := httptest.NewUnstartedServer(NewHandler(f, Options{Heartbeat: 20 * time.Millisecond}))
-	srv.Config.ReadTimeout = 100 * time.Millisecond
-	srv.Config.WriteTimeout = 100 * time.Millisecond
+	srv.Config.ReadTimeout = 250 * time.Millisecond
+	srv.Config.WriteTimeout = 250 * time.Millisecond
 	srv.Start()
 	t.Cleanup(srv.Close)
 	sc := openWatch(t, srv.URL+"/control/v1/peers?watch=true", "")
 	readEvents(t, sc, 1)
-	time.Sleep(300 * time.Millisecond) // past both server timeouts
+	time.Sleep(600 * time.Millisecond) // past both server timeouts
 	f.apply("suspect", Peer{Name: "a", Status: "suspect", Incarnation: 1})
 	if ev := readEvents(t, sc, 1)[0]; ev.event != "suspect" {
 		t.Fatalf("event after the server timeouts: %+v", ev)

@@ -52,7 +52,8 @@ type Config struct {
 	ControlMaxConns int
 	// ControlMaxWatchers caps the watch streams (peers and shards) open at once;
 	// one more gets 503 too_many_watchers. Default control.DefaultMaxWatchers
-	// (128). Must be below ControlMaxConns, so probes and the CLI still get in.
+	// (128), or half of ControlMaxConns if that is less. Must be below
+	// ControlMaxConns, so probes and the CLI still get in.
 	ControlMaxWatchers int
 	// ControlIdleTimeout closes a keep-alive connection of the control API idle
 	// this long. Default 30 s.
