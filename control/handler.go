@@ -14,6 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// DefaultMaxWatchers is Options.MaxWatchers when zero. Each open watch stream
+// holds a goroutine, buffers and a connection (10,000 took 565 MB).
+const DefaultMaxWatchers = 128
+
+// DefaultWatchWriteTimeout is Options.WatchWriteTimeout when zero.
+const DefaultWatchWriteTimeout = 10 * time.Second
+
 // Pagination limits of GET /control/v1/peers.
 const (
 	DefaultLimit = 100  // peers per page when limit is absent
@@ -30,16 +37,31 @@ type Options struct {
 	Heartbeat time.Duration
 	// Logger receives request errors; nil discards them.
 	Logger *slog.Logger
-	// Registerer receives the API's own request metrics
-	// (omnirelay_control_requests_total, omnirelay_control_request_duration_seconds);
+	// Registerer receives the API's own metrics
+	// (omnirelay_control_requests_total, omnirelay_control_request_duration_seconds,
+	// omnirelay_control_watchers, omnirelay_control_watchers_refused_total);
 	// nil records none.
 	Registerer prometheus.Registerer
+	// MaxWatchers caps the watch streams (peers and shards together) open at once;
+	// one more is answered 503 too_many_watchers with Retry-After. Default
+	// DefaultMaxWatchers. Raise it with the server's connection cap.
+	MaxWatchers int
+	// WatchWriteTimeout bounds each write (event or heartbeat) of a watch stream: a
+	// client that stops reading is dropped after it. A watch stream replaces the
+	// server's whole-response WriteTimeout and ReadTimeout with this per-write
+	// deadline, so those can stay short without ending streams. Default
+	// DefaultWatchWriteTimeout.
+	WatchWriteTimeout time.Duration
 }
 
 type handler struct {
 	src  Source
 	opts Options
 	log  *slog.Logger
+	// watchSlots holds one token per open watch stream.
+	watchSlots     chan struct{}
+	watchers       prometheus.Gauge
+	watchesRefused prometheus.Counter
 }
 
 // NewHandler returns the control-plane handler over src.
@@ -51,7 +73,18 @@ func NewHandler(src Source, opts Options) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{src: src, opts: opts, log: log}
+	if opts.MaxWatchers <= 0 {
+		opts.MaxWatchers = DefaultMaxWatchers
+	}
+	if opts.WatchWriteTimeout <= 0 {
+		opts.WatchWriteTimeout = DefaultWatchWriteTimeout
+	}
+	h := &handler{src: src, opts: opts, log: log, watchSlots: make(chan struct{}, opts.MaxWatchers),
+		watchers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "omnirelay_control_watchers",
+			Help: "Watch streams (peers and shards) open on the control API."}),
+		watchesRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_control_watchers_refused_total",
+			Help: "Watch requests answered 503 because MaxWatchers streams were open."}),
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /control/v1/peers", h.peers)
 	mux.HandleFunc("GET /control/v1/peers/{name}", h.peer)
@@ -69,6 +102,7 @@ func NewHandler(src Source, opts Options) http.Handler {
 	if opts.Registerer == nil {
 		return mux
 	}
+	opts.Registerer.MustRegister(h.watchers, h.watchesRefused)
 	return instrument(mux, opts.Registerer)
 }
 
@@ -282,6 +316,11 @@ type WatchSnapshot struct {
 // unless the client resumes (Last-Event-ID header or since=VERSION) from a version
 // still in the source's history, in which case only the missed changes are replayed.
 func (h *handler) watch(w http.ResponseWriter, r *http.Request, f filter) {
+	release, ok := h.admitWatch(w)
+	if !ok {
+		return
+	}
+	defer release()
 	rc := http.NewResponseController(w)
 	resume := r.Header.Get("Last-Event-ID")
 	if s := r.URL.Query().Get("since"); s != "" {
@@ -339,11 +378,47 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request, f filter) {
 		case <-changed:
 			changed = h.src.Changed()
 		case <-heartbeat.C:
-			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
+			if !h.heartbeat(w) {
 				return
 			}
 		}
 	}
+}
+
+// admitWatch takes a watch slot, or answers 503 (counted) when MaxWatchers streams
+// are open. It also lifts the connection's read deadline: the server's ReadTimeout
+// would otherwise fire in its background read and cancel the stream's context.
+func (h *handler) admitWatch(w http.ResponseWriter) (release func(), ok bool) {
+	select {
+	case h.watchSlots <- struct{}{}:
+	default:
+		h.watchesRefused.Inc()
+		w.Header().Set("Retry-After", "5") // seconds: about the time for a watcher to leave
+		writeError(w, http.StatusServiceUnavailable, "too_many_watchers",
+			fmt.Sprintf("this node serves at most %d watch streams at once; retry later or poll", h.opts.MaxWatchers))
+		return nil, false
+	}
+	h.watchers.Inc()
+	http.NewResponseController(w).SetReadDeadline(time.Time{}) // ErrNotSupported: no deadline to lift
+	return func() {
+		h.watchers.Dec()
+		<-h.watchSlots
+	}, true
+}
+
+// streamWrite writes to a watch stream and flushes it under a fresh write deadline,
+// which replaces the server's whole-response WriteTimeout; false means the client
+// is gone or stopped reading.
+func (h *handler) streamWrite(w http.ResponseWriter, format string, args ...any) bool {
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(h.opts.WatchWriteTimeout)) // ErrNotSupported: the server's own timeouts apply
+	_, err := fmt.Fprintf(w, format, args...)
+	return err == nil && rc.Flush() == nil
+}
+
+// heartbeat writes an SSE comment; false means the client is gone.
+func (h *handler) heartbeat(w http.ResponseWriter) bool {
+	return h.streamWrite(w, ": heartbeat\n\n")
 }
 
 // event writes one SSE event; false means the client is gone.
@@ -352,26 +427,33 @@ func (h *handler) event(w http.ResponseWriter, id, kind string, data any) bool {
 	if err != nil {
 		panic("control: encoding our own event: " + err.Error())
 	}
-	_, err = fmt.Fprintf(w, "id: %s\nevent: %s\ndata: %s\n\n", id, kind, b)
-	return err == nil && http.NewResponseController(w).Flush() == nil
+	return h.streamWrite(w, "id: %s\nevent: %s\ndata: %s\n\n", id, kind, b)
 }
 
 func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) {
-	probe(w, h.src.Healthy())
+	probe(w, h.src.Health())
 }
 
 func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) {
-	probe(w, h.src.Ready())
+	probe(w, h.src.Readiness())
 }
 
-func probe(w http.ResponseWriter, err error) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	if err != nil {
-		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintln(w, err.Error())
-		return
+// probe answers 200 when every check is ok and 503 otherwise, naming each check.
+func probe(w http.ResponseWriter, checks []Check) {
+	reply := ProbeReply{Status: CheckOK, Checks: checks}
+	for _, c := range checks {
+		if c.State != CheckOK {
+			reply.Status = CheckFail
+		}
 	}
-	fmt.Fprintln(w, "ok")
+	if reply.Checks == nil {
+		reply.Checks = []Check{}
+	}
+	code := http.StatusOK
+	if reply.Status != CheckOK {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, reply)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -76,8 +76,14 @@ func (f *fakeSource) Changed() <-chan struct{} {
 	return f.changed
 }
 
-func (f *fakeSource) Healthy() error { return nil }
-func (f *fakeSource) Ready() error   { return f.ready }
+func (f *fakeSource) Health() []Check { return []Check{{Name: "loop", State: CheckOK}} }
+
+func (f *fakeSource) Readiness() []Check {
+	if f.ready != nil {
+		return []Check{{Name: "joined", State: CheckFail, Detail: f.ready.Error()}}
+	}
+	return []Check{{Name: "joined", State: CheckOK}}
+}
 
 func get(t *testing.T, h http.Handler, url string, hdr ...string) *httptest.ResponseRecorder {
 	t.Helper()
@@ -224,7 +230,9 @@ func TestProbesAndMetrics(t *testing.T) {
 	if rec := get(t, h, "/healthz"); rec.Code != 200 {
 		t.Errorf("healthz %d", rec.Code)
 	}
-	if rec := get(t, h, "/readyz"); rec.Code != 503 || !strings.Contains(rec.Body.String(), "no seed") {
+	rec := get(t, h, "/readyz")
+	if p := decode[ProbeReply](t, rec); rec.Code != 503 || p.Status != CheckFail || len(p.Checks) != 1 ||
+		p.Checks[0].Name != "joined" || !strings.Contains(p.Checks[0].Detail, "no seed") {
 		t.Errorf("readyz %d %q", rec.Code, rec.Body)
 	}
 	if rec := get(t, h, "/metrics"); rec.Body.String() != "m 1\n" {

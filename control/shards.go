@@ -250,6 +250,11 @@ func (h *handler) shards(w http.ResponseWriter, r *http.Request) {
 // watchShards streams the filtered map as an SSE "map" event (id EPOCH.VERSION)
 // now and at each change; a client resuming with the current id gets no repeat.
 func (h *handler) watchShards(w http.ResponseWriter, r *http.Request, ss ShardSource, f shardFilter) {
+	release, ok := h.admitWatch(w)
+	if !ok {
+		return
+	}
+	defer release()
 	rc := http.NewResponseController(w)
 	last := r.Header.Get("Last-Event-ID")
 	if s := r.URL.Query().Get("since"); s != "" {
@@ -281,7 +286,7 @@ func (h *handler) watchShards(w http.ResponseWriter, r *http.Request, ss ShardSo
 			return
 		case <-changed:
 		case <-heartbeat.C:
-			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
+			if !h.heartbeat(w) {
 				return
 			}
 		}

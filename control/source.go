@@ -87,8 +87,31 @@ type Source interface {
 	// Changed returns a channel closed at the next change. Fetch it before
 	// ChangesSince so no change slips between the two calls.
 	Changed() <-chan struct{}
-	// Healthy is nil while the node's event loop runs.
-	Healthy() error
-	// Ready is nil once the node has joined (or needs no join) and is not leaving.
-	Ready() error
+	// Health lists the checks of GET /healthz: conditions a restart cures (the
+	// node's event loop answers). Each is evaluated when called.
+	Health() []Check
+	// Readiness lists the checks of GET /readyz: whether this node can do its job
+	// now (loop answering, joined, and the voter, leadership and shard conditions
+	// docs/api.md lists).
+	Readiness() []Check
+}
+
+// States of a Check.
+const (
+	CheckOK   = "ok"
+	CheckFail = "fail"
+)
+
+// Check is one named condition of /healthz or /readyz.
+type Check struct {
+	Name   string `json:"name"`
+	State  string `json:"state"`  // CheckOK or CheckFail
+	Detail string `json:"detail"` // what was measured, or why it fails
+}
+
+// ProbeReply is the JSON body of /healthz and /readyz: status "ok" (HTTP 200) when
+// every check is ok, else "fail" (HTTP 503).
+type ProbeReply struct {
+	Status string  `json:"status"`
+	Checks []Check `json:"checks"`
 }

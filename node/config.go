@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
@@ -46,6 +47,24 @@ type Config struct {
 	// Control is the host:port of the HTTP control API (/control/v1, /metrics,
 	// /healthz, /readyz). Empty: not served. Port 0 picks a free port.
 	Control string
+	// ControlMaxConns caps the connections open to the control API server; one
+	// more is accepted and closed at once (counted in
+	// omnirelay_control_connections_refused_total). Default 256. Each idle
+	// connection costs a descriptor and a goroutine.
+	ControlMaxConns int
+	// ControlMaxWatchers caps the watch streams (peers and shards) open at once;
+	// one more gets 503 too_many_watchers. Default control.DefaultMaxWatchers
+	// (128), or half of ControlMaxConns if that is less. Must be below
+	// ControlMaxConns, so probes and the CLI still get in.
+	ControlMaxWatchers int
+	// ControlIdleTimeout closes a keep-alive connection of the control API idle
+	// this long. Default 30 s.
+	ControlIdleTimeout time.Duration
+	// ControlReadTimeout bounds reading one request, headers and body. Default 10 s.
+	ControlReadTimeout time.Duration
+	// ControlWriteTimeout bounds writing one response, and each event of a watch
+	// stream (streams live on: the deadline is renewed per write). Default 30 s.
+	ControlWriteTimeout time.Duration
 	// Profile selects the membership timers: "lan" (default) or "memberlist".
 	Profile string
 	// Tune adjusts the profile's swim.Config (timers, fan-outs) before validation.
@@ -95,6 +114,11 @@ type Config struct {
 	// subscriber falls that far behind, its oldest events are dropped (and
 	// counted). Default 256.
 	EventBuffer int
+	// HealthTimeout bounds how long /healthz and /readyz wait for the event loop
+	// to answer; a loop that does not is reported wedged. Default 1 s. The loop
+	// normally answers in microseconds; lower detects a wedge sooner, higher
+	// tolerates long loop work (push-pulls of very big clusters).
+	HealthTimeout time.Duration
 	// History is how many membership changes are kept for watch streams to resume
 	// from (Last-Event-ID). Default 1024. A client further behind gets a fresh
 	// snapshot.
@@ -200,6 +224,24 @@ func (c Config) withDefaults() Config {
 	if c.History == 0 {
 		c.History = DefaultHistory
 	}
+	if c.ControlMaxConns == 0 {
+		c.ControlMaxConns = DefaultControlMaxConns
+	}
+	if c.ControlMaxWatchers == 0 {
+		c.ControlMaxWatchers = min(control.DefaultMaxWatchers, c.ControlMaxConns/2)
+	}
+	if c.ControlIdleTimeout == 0 {
+		c.ControlIdleTimeout = DefaultControlIdleTimeout
+	}
+	if c.ControlReadTimeout == 0 {
+		c.ControlReadTimeout = DefaultControlReadTimeout
+	}
+	if c.ControlWriteTimeout == 0 {
+		c.ControlWriteTimeout = DefaultControlWriteTimeout
+	}
+	if c.HealthTimeout == 0 {
+		c.HealthTimeout = DefaultHealthTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -274,6 +316,15 @@ func (c Config) Validate() error {
 		return bad("EventBuffer", "must be at least 1")
 	case c.History < 1:
 		return bad("History", "must be at least 1")
+	case c.HealthTimeout < 0:
+		return bad("HealthTimeout", "must be positive")
+	case c.ControlMaxConns < 1:
+		return bad("ControlMaxConns", "is %d: want at least 1", c.ControlMaxConns)
+	case c.ControlMaxWatchers < 1 || c.ControlMaxWatchers >= c.ControlMaxConns:
+		return bad("ControlMaxWatchers", "is %d: want 1..ControlMaxConns-1 (%d), so probes still get a connection",
+			c.ControlMaxWatchers, c.ControlMaxConns-1)
+	case c.ControlIdleTimeout < 0 || c.ControlReadTimeout < 0 || c.ControlWriteTimeout < 0:
+		return bad("ControlIdleTimeout/ControlReadTimeout/ControlWriteTimeout", "must be positive")
 	}
 	sc := c.swimConfig("127.0.0.1:1")
 	if err := sc.Validate(); err != nil {

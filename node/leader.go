@@ -47,6 +47,9 @@ type LeaderInfo struct {
 type leaderState struct {
 	store   lease.Storage
 	unsaved *lease.State // newest state whose save failed; saved before lease packets leave
+	// saveErr is the error of the last save while it keeps failing (nil once one
+	// works), reported by /readyz.
+	saveErr error
 	// counted is the highest epoch counted in omnirelay_leader_changes_total: a
 	// lease at a higher epoch is a new leader, a lapse or a repeat is not.
 	counted uint64
@@ -129,8 +132,9 @@ func (n *Node) driveLease(rd *host.Ready) {
 					"err", err, "packets", len(rd.LeasePackets))
 			}
 			n.lead.unsaved, rd.LeasePackets = st, nil
+			n.lead.saveErr = err
 		} else if n.lead.unsaved != nil {
-			n.lead.unsaved = nil
+			n.lead.unsaved, n.lead.saveErr = nil, nil
 			n.log.Info("saving the lease state works again")
 		}
 	}

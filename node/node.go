@@ -28,7 +28,6 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -239,7 +238,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		tr.Close()
 		return nil, err
 	}
-	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log, Registerer: n.metrics.reg})
+	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
+		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	if cfg.Control != "" {
@@ -250,15 +250,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			return nil, fmt.Errorf("node: control API on %s: %w", cfg.Control, err)
 		}
 		n.controlAddr = ln.Addr().String()
-		n.httpSrv = &http.Server{Handler: n.handler, ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				n.log.Error("control API stopped", "err", err)
-			}
-		}()
+		n.serveControl(ln)
 	}
 	n.wg.Add(3)
 	go n.readPackets()
@@ -979,29 +971,4 @@ func (c controlSource) Changed() <-chan struct{} {
 	c.n.mu.Lock()
 	defer c.n.mu.Unlock()
 	return c.n.changed
-}
-
-func (c controlSource) Healthy() error {
-	select {
-	case <-c.n.loopEnd:
-		return ErrClosed
-	default:
-		return nil
-	}
-}
-
-func (c controlSource) Ready() error {
-	n := c.n
-	if err := c.Healthy(); err != nil {
-		return err
-	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	switch {
-	case n.leaving:
-		return errors.New("leaving the cluster")
-	case len(n.cfg.Join) > 0 && !n.joined:
-		return fmt.Errorf("joining: no seed of %s has answered yet", strings.Join(n.cfg.Join, ", "))
-	}
-	return nil
 }

@@ -124,6 +124,9 @@ type agentFile struct {
 	DataDir      string            `json:"data_dir"`
 	AuditLog     string            `json:"audit_log"`
 	Shards       int               `json:"shards"`
+	// Control API limits; 0 means node's default.
+	ControlMaxConns    int `json:"control_max_conns"`
+	ControlMaxWatchers int `json:"control_max_watchers"`
 }
 
 // Agent defaults beyond node's.
@@ -209,6 +212,8 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		shards     = fs.Int("shards", 0, "shard count, identical on every node for the cluster's lifetime (enables shard routing; needs --voters)")
 		keyFile    = fs.String("key-file", "", "file of base64 32-byte packet keys, one a line, the first primary (not accessible to other users; make one with: omnirelay keygen -o FILE)")
 		insecure   = fs.Bool("insecure", false, "run without packet keys: anyone who can reach the gossip port can join, impersonate members and forge lease votes")
+		maxConns   = fs.Int("control-max-conns", 0, "connections open to the control API at once; more are closed at accept (default 256)")
+		maxWatch   = fs.Int("control-max-watchers", 0, "watch streams open at once; more get 503 (default 128, below --control-max-conns)")
 		voters     listFlag
 		join, keys listFlag
 		roles      listFlag
@@ -294,9 +299,18 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		Voter:        f.Voter,
 		DataDir:      pick("data-dir", *dataDir, f.DataDir),
 		Shards:       f.Shards,
+
+		ControlMaxConns:    f.ControlMaxConns,
+		ControlMaxWatchers: f.ControlMaxWatchers,
 	}
 	if set["shards"] {
 		s.cfg.Shards = *shards
+	}
+	if set["control-max-conns"] {
+		s.cfg.ControlMaxConns = *maxConns
+	}
+	if set["control-max-watchers"] {
+		s.cfg.ControlMaxWatchers = *maxWatch
 	}
 	if set["voters"] {
 		s.cfg.Voters = voters
