@@ -55,11 +55,12 @@ type inConn struct {
 }
 
 // inbound is the table of inbound streams, shared by the accept goroutine and the
-// stream goroutines. When a new stream finds its share full it evicts the oldest
-// idle one of that share instead of being refused: a real peer writes its request as
+// stream goroutines. When a new stream finds its share full it evicts an idle one of
+// that share (victim) instead of being refused: a real peer writes its request as
 // soon as it connects, so only connections that sent nothing are ever evicted, and a
-// joiner gets in however many idle connections an attacker keeps reopening, even
-// from the joiner's own IP.
+// joiner gets in however many idle connections an attacker on other IPs keeps
+// reopening. An attacker on the joiner's own IP can still evict the joiner's stream
+// before its request is read; the joiner's retry then competes again.
 type inbound struct {
 	mu        sync.Mutex
 	conns     map[*inConn]struct{}
@@ -105,12 +106,7 @@ func (in *inbound) admit(c *inConn) (victim *inConn, ok bool) {
 		share = func(*inConn) bool { return true }
 	}
 	if share != nil {
-		for o := range in.conns {
-			if o.idle && share(o) && (victim == nil || o.seq < victim.seq) {
-				victim = o
-			}
-		}
-		if victim == nil {
+		if victim = in.victim(share); victim == nil {
 			return nil, false
 		}
 		in.remove(victim)
@@ -125,6 +121,31 @@ func (in *inbound) admit(c *inConn) (victim *inConn, ok bool) {
 		}
 	}
 	return victim, true
+}
+
+// victim picks the idle stream of share to evict: the oldest of the source that
+// holds the most idle streams of the share. Taking from the biggest holder first
+// means a joiner with one stream is evicted only once every source is down to one,
+// however fast a flood from other IPs reopens its connections; by age alone, a flood
+// opening a share's worth of connections before the joiner's request was read (a
+// few microseconds on a busy machine) evicted the joiner every time. in.mu is held.
+func (in *inbound) victim(share func(*inConn) bool) *inConn {
+	idle := map[netip.Addr]int{}
+	for o := range in.conns {
+		if o.idle && share(o) {
+			idle[o.ip]++
+		}
+	}
+	var victim *inConn
+	for o := range in.conns {
+		if !o.idle || !share(o) {
+			continue
+		}
+		if victim == nil || idle[o.ip] > idle[victim.ip] || idle[o.ip] == idle[victim.ip] && o.seq < victim.seq {
+			victim = o
+		}
+	}
+	return victim
 }
 
 // remove drops c from the table; it must be there. in.mu is held.

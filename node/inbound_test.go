@@ -38,8 +38,8 @@ func netErrorsOf(t *testing.T, n *Node, op string) float64 {
 
 // TestInboundAdmission: no one stranger IP holds more than maxPerSource slots,
 // strangers together no more than maxInbound-memberReserve, and a stream that finds
-// its share full takes the slot of that share's oldest stream that has sent nothing
-// yet, or is refused when every one of them is sending.
+// its share full takes the slot of a stream of that share that has sent nothing yet
+// (the oldest of the source holding most), or is refused when every one is sending.
 func TestInboundAdmission(t *testing.T) {
 	attacker := netip.MustParseAddr("192.0.2.1")
 	member := netip.MustParseAddr("192.0.2.200")
@@ -88,6 +88,22 @@ func TestInboundAdmission(t *testing.T) {
 		}
 		// Another stranger IP is not affected.
 		mustAdmit(t, in, &inConn{ip: stranger(1)})
+	})
+
+	t.Run("biggest holder first", func(t *testing.T) {
+		in := newInbound()
+		joiner := &inConn{ip: stranger(200)}
+		mustAdmit(t, in, joiner) // the oldest idle stream of all
+		for i := 1; in.strangers < maxInbound-memberReserve; i++ {
+			mustAdmit(t, in, &inConn{ip: stranger(i%4 + 1)})
+		}
+		// Four flood IPs hold 47 slots between them: every arrival, however many,
+		// evicts one of theirs, never the joiner's single stream.
+		for i := range 10 * maxInbound {
+			if v := mustAdmit(t, in, &inConn{ip: stranger(i%4 + 1)}); v == nil || v == joiner {
+				t.Fatalf("arrival %d evicted %+v, want a flood stream", i, v)
+			}
+		}
 	})
 
 	t.Run("room kept for members", func(t *testing.T) {
@@ -221,10 +237,10 @@ func TestMemberIPsPublished(t *testing.T) {
 }
 
 // TestJoinThroughIdleConnectionFlood: while the test holds 80 idle connections to
-// the seed's gossip port, all from 127.0.0.1 like the joiner, and reopens each as
-// soon as it is closed, a join through that port still succeeds. Before, 64 idle
-// connections held every inbound slot for the 10 s stream timeout and every join
-// failed while they were held.
+// the seed's gossip port from four other loopback IPs (127.0.0.2-5; the joiner is on
+// 127.0.0.1) and reopens each as soon as it is closed, a join through that port
+// still succeeds. Before, 64 idle connections held every inbound slot for the 10 s
+// stream timeout and every join failed while they were held.
 func TestJoinThroughIdleConnectionFlood(t *testing.T) {
 	seed, err := Start(t.Context(), loopbackConfig("seed", nil))
 	if err != nil {
@@ -238,11 +254,11 @@ func TestJoinThroughIdleConnectionFlood(t *testing.T) {
 	full := make(chan struct{})
 	var fullOnce sync.Once
 	const idle = 80
-	for range idle {
+	for i := range idle {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var d net.Dialer
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%4))}}
 			for ctx.Err() == nil {
 				conn, err := d.DialContext(ctx, "tcp", seed.Addr())
 				if err != nil {

@@ -225,15 +225,16 @@ func TestAgentsInSeparateProcesses(t *testing.T) {
 func TestAgentControlLimitsSetting(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "c.json")
 	os.WriteFile(path, []byte(`{"control_max_conns": 64, "control_max_watchers": 8}`), 0o600)
-	s, err := parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0"}, io.Discard)
+	key := keyFile(t, filepath.Dir(path))
+	s, err := parseAgent([]string{"--key-file", key, "--config", path, "--name", "a", "--bind", "127.0.0.1:0"}, io.Discard)
 	if err != nil || s.cfg.ControlMaxConns != 64 || s.cfg.ControlMaxWatchers != 8 {
 		t.Fatalf("from the file: %d, %d, %v", s.cfg.ControlMaxConns, s.cfg.ControlMaxWatchers, err)
 	}
-	s, err = parseAgent([]string{"--config", path, "--name", "a", "--bind", "127.0.0.1:0", "--control-max-watchers", "16"}, io.Discard)
+	s, err = parseAgent([]string{"--key-file", key, "--config", path, "--name", "a", "--bind", "127.0.0.1:0", "--control-max-watchers", "16"}, io.Discard)
 	if err != nil || s.cfg.ControlMaxWatchers != 16 {
 		t.Fatalf("flag over file: %d, %v", s.cfg.ControlMaxWatchers, err)
 	}
-	_, err = parseAgent([]string{"--name", "a", "--bind", "127.0.0.1:0", "--control-max-conns", "8", "--control-max-watchers", "8"}, io.Discard)
+	_, err = parseAgent([]string{"--key-file", key, "--name", "a", "--bind", "127.0.0.1:0", "--control-max-conns", "8", "--control-max-watchers", "8"}, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "ControlMaxWatchers") {
 		t.Fatalf("as many watchers as connections: %v", err)
 	}
