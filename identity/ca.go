@@ -39,6 +39,8 @@ var (
 	ErrExists = errors.New("identity: file exists (use force to overwrite)")
 	// ErrInvalidPEM means a file is not the PEM content expected of it.
 	ErrInvalidPEM = errors.New("identity: invalid PEM")
+	// ErrFileTooLarge means a file is larger than what it may hold.
+	ErrFileTooLarge = errors.New("identity: file too large")
 	// ErrInvalidTTL means a validity period is not positive or would outlive the CA.
 	ErrInvalidTTL = errors.New("identity: invalid TTL")
 	// ErrNotCA means a certificate loaded as a CA is not one, or does not match its key.
@@ -258,19 +260,20 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 	return s, nil
 }
 
-// readLimited reads a file of at most MaxPEMFile bytes.
-func readLimited(path string) ([]byte, error) {
+// readLimited reads a file of at most max bytes, refusing a larger one before
+// reading it all.
+func readLimited(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxPEMFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > MaxPEMFile {
-		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrInvalidPEM, path, MaxPEMFile)
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%w: %s is larger than %d bytes", ErrFileTooLarge, path, max)
 	}
 	return b, nil
 }
@@ -315,16 +318,25 @@ func writeAtomic(path string, data []byte, mode os.FileMode, force bool) error {
 		return err
 	}
 	if force {
-		return os.Rename(tmp.Name(), path)
+		err = os.Rename(tmp.Name(), path)
+	} else if err = os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		// A link, unlike a rename, fails if path appeared since the check.
+		err = fmt.Errorf("%w: %s", ErrExists, path)
 	}
-	// A link, unlike a rename, fails if path appeared since the check.
-	if err := os.Link(tmp.Name(), path); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("%w: %s", ErrExists, path)
-		}
+	if err != nil {
 		return err
 	}
-	return nil
+	return syncDir(filepath.Dir(path))
+}
+
+// syncDir makes a rename or link in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // CA file names inside a CA directory.
@@ -344,11 +356,11 @@ func (ca *CA) Save(dir string, force bool) error {
 
 // LoadCA reads dir/ca.pem and dir/ca-key.pem and checks they are a CA and its key.
 func LoadCA(dir string) (*CA, error) {
-	cb, err := readLimited(filepath.Join(dir, CACertFile))
+	cb, err := readLimited(filepath.Join(dir, CACertFile), MaxPEMFile)
 	if err != nil {
 		return nil, err
 	}
-	kb, err := readLimited(filepath.Join(dir, CAKeyFile))
+	kb, err := readLimited(filepath.Join(dir, CAKeyFile), MaxPEMFile)
 	if err != nil {
 		return nil, err
 	}

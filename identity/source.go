@@ -108,7 +108,7 @@ func (s *Source) Watch(ctx context.Context, every time.Duration, report func(cha
 func (s *Source) load() (*material, error) {
 	var raw [3][]byte
 	for i, p := range []string{s.files.Cert, s.files.Key, s.files.Bundle} {
-		b, err := readLimited(p)
+		b, err := readLimited(p, MaxPEMFile)
 		if err != nil {
 			return nil, err
 		}
