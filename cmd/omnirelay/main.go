@@ -1,4 +1,4 @@
-// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, keygen and sim
+// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, keygen, cert and sim
 // subcommands. Only this package calls os.Exit.
 package main
 
@@ -15,6 +15,7 @@ commands:
   agent    run one mesh node and its control API
   mesh     query an agent's control API (mesh peers, mesh leaders, mesh shards)
   keygen   print a new base64 packet-encryption key
+  cert     create a CA and issue node and operator certificates (cert ca, cert issue)
   sim      run scenarios (membership, metadata, leadership, shards) in the deterministic simulator
 
 Run "omnirelay <command> --help" for a command's flags.
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runMesh(args[1:], stdout, stderr)
 	case "keygen":
 		return runKeygen(args[1:], stdout, stderr)
+	case "cert":
+		return runCert(args[1:], stdout, stderr)
 	case "sim":
 		return runSim(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
