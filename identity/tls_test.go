@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -430,5 +431,44 @@ func BenchmarkHandshake(b *testing.B) {
 			b.Fatal(err)
 		}
 		a.Close()
+	}
+}
+
+func TestWatchReloadsUntilCancelled(t *testing.T) {
+	ca := newTestCA(t, testTD)
+	dir := t.TempDir()
+	files := writeIdentity(t, dir, ca, IssueRequest{ID: nodeID("prod", "n1")})
+	src, err := NewSource(files, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := src.Certificate()
+	ctx, cancel := context.WithCancel(context.Background())
+	reports := make(chan error, 16)
+	done := make(chan struct{})
+	go func() {
+		src.Watch(ctx, time.Millisecond, func(changed bool, err error) { reports <- err })
+		close(done)
+	}()
+	os.WriteFile(files.Cert, []byte("half written"), 0o644)
+	if err := <-reports; !errors.Is(err, ErrInvalidPEM) {
+		t.Fatalf("first report: %v, want %v", err, ErrInvalidPEM)
+	}
+	writeIdentity(t, dir, ca, IssueRequest{ID: nodeID("prod", "n1")})
+	for err := range reports {
+		if err == nil {
+			break // the change
+		}
+	}
+	if src.Certificate() == old {
+		t.Fatal("Watch reported a change but the certificate is the old one")
+	}
+	cancel()
+	<-done
+}
+
+func TestPeerIdentityWithoutCertificate(t *testing.T) {
+	if _, err := PeerIdentity(tls.ConnectionState{}); !errors.Is(err, ErrNoPeerCertificate) {
+		t.Fatalf("PeerIdentity: %v", err)
 	}
 }

@@ -242,52 +242,67 @@ func (m tokenMap) list() []Token {
 	return slices.SortedFunc(maps.Values(m), func(a, b Token) int { return strings.Compare(a.ID, b.ID) })
 }
 
-// MemTokenStore is a TokenStore in memory.
-type MemTokenStore struct {
-	mu sync.Mutex
-	m  tokenMap
+// tokenStore is a tokenMap behind a lock, saved by persist (if set) after every
+// change; a change that cannot be saved is undone.
+type tokenStore struct {
+	mu      sync.Mutex
+	m       tokenMap
+	persist func(tokenMap) error
 }
 
-// NewMemTokenStore returns an empty in-memory store.
-func NewMemTokenStore() *MemTokenStore { return &MemTokenStore{m: tokenMap{}} }
-
-func (s *MemTokenStore) commit(_ func(), err error) error { return err }
+func (s *tokenStore) commit(undo func(), err error) error {
+	if err != nil {
+		return err
+	}
+	if s.persist != nil {
+		if err := s.persist(s.m); err != nil {
+			undo()
+			return err
+		}
+	}
+	return nil
+}
 
 // Add implements TokenStore.
-func (s *MemTokenStore) Add(t Token) error {
+func (s *tokenStore) Add(t Token) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.commit(s.m.add(t))
 }
 
 // Update implements TokenStore.
-func (s *MemTokenStore) Update(id string, fn func(*Token) error) error {
+func (s *tokenStore) Update(id string, fn func(*Token) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.commit(s.m.update(id, fn))
 }
 
 // Remove implements TokenStore.
-func (s *MemTokenStore) Remove(id string) error {
+func (s *tokenStore) Remove(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.commit(s.m.remove(id))
 }
 
 // List implements TokenStore.
-func (s *MemTokenStore) List() ([]Token, error) {
+func (s *tokenStore) List() ([]Token, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m.list(), nil
 }
 
+// MemTokenStore is a TokenStore in memory.
+type MemTokenStore struct{ tokenStore }
+
+// NewMemTokenStore returns an empty in-memory store.
+func NewMemTokenStore() *MemTokenStore { return &MemTokenStore{tokenStore{m: tokenMap{}}} }
+
 // FileTokenStore is a TokenStore in a JSON file (mode 0600), rewritten atomically
 // and synced on every change, so a crash loses no acknowledged change and a token
 // redeemed once stays redeemed. One process owns the file.
 type FileTokenStore struct {
+	tokenStore
 	path string
-	mu   sync.Mutex
-	m    tokenMap
 }
 
 // tokenFile is the file's layout. Version changes when the layout does.
@@ -302,7 +317,8 @@ const tokenFileVersion = 1
 // or duplicate records and more than MaxTokens records are refused), or starts
 // empty if it does not exist.
 func OpenFileTokenStore(path string) (*FileTokenStore, error) {
-	s := &FileTokenStore{path: path, m: tokenMap{}}
+	s := &FileTokenStore{tokenStore: tokenStore{m: tokenMap{}}, path: path}
+	s.persist = s.save
 	b, err := readLimited(path, maxTokenFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return s, nil
@@ -330,46 +346,14 @@ func OpenFileTokenStore(path string) (*FileTokenStore, error) {
 	return s, nil
 }
 
-// commit saves a change made in memory, or undoes it if it cannot be saved.
-func (s *FileTokenStore) commit(undo func(), err error) error {
-	if err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(tokenFile{Version: tokenFileVersion, Tokens: s.m.list()}, "", "  ")
+// save writes m to the file.
+func (s *FileTokenStore) save(m tokenMap) error {
+	b, err := json.MarshalIndent(tokenFile{Version: tokenFileVersion, Tokens: m.list()}, "", "  ")
 	if err == nil {
 		err = writeAtomic(s.path, append(b, '\n'), 0o600, true)
 	}
 	if err != nil {
-		undo()
 		return fmt.Errorf("identity: saving tokens to %s: %w", s.path, err)
 	}
 	return nil
-}
-
-// Add implements TokenStore.
-func (s *FileTokenStore) Add(t Token) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.commit(s.m.add(t))
-}
-
-// Update implements TokenStore.
-func (s *FileTokenStore) Update(id string, fn func(*Token) error) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.commit(s.m.update(id, fn))
-}
-
-// Remove implements TokenStore.
-func (s *FileTokenStore) Remove(id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.commit(s.m.remove(id))
-}
-
-// List implements TokenStore.
-func (s *FileTokenStore) List() ([]Token, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.m.list(), nil
 }
