@@ -148,14 +148,14 @@ func (ca *CA) Issue(req IssueRequest) (*Leaf, error) {
 	if ttl == 0 {
 		ttl = DefaultLeafTTL
 	}
+	if ttl < 0 {
+		return nil, fmt.Errorf("%w: %v is negative", ErrInvalidTTL, ttl)
+	}
 	now := req.Now
 	if now.IsZero() {
 		now = time.Now()
 	}
 	notAfter := now.Add(ttl)
-	if ttl < 0 {
-		return nil, fmt.Errorf("%w: %v is negative", ErrInvalidTTL, ttl)
-	}
 	if notAfter.After(ca.Cert.NotAfter) {
 		return nil, fmt.Errorf("%w: %v would end at %s, after the CA expires (%s)", ErrInvalidTTL, ttl,
 			notAfter.UTC().Format(time.RFC3339), ca.Cert.NotAfter.UTC().Format(time.RFC3339))

@@ -2,11 +2,13 @@ package identity
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -193,6 +195,27 @@ func TestHandshakeRefusals(t *testing.T) {
 			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
 		}
 	}
+	// A leaf the CA signed outside its URI name constraint, as a stolen CA key used
+	// carelessly would, or a CA whose constraint is wrong.
+	forged := func() *tls.Config {
+		u, _ := url.Parse("spiffe://evil.test/mesh/prod/node/n2")
+		leaf, err := ca.Issue(IssueRequest{ID: nodeID("prod", "n2")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := *leaf.Cert
+		tmpl.URIs = []*url.URL{u}
+		der, err := x509.CreateCertificate(rand.Reader, &tmpl, ca.Cert, leaf.Key.Public(), ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := x509.ParseCertificate(der)
+		cert := &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: leaf.Key, Leaf: c}
+		return &tls.Config{
+			MinVersion: tls.VersionTLS13, InsecureSkipVerify: true,
+			GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil },
+		}
+	}
 	noCert := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true}
 	for _, tc := range []struct {
 		name string
@@ -206,6 +229,7 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"not yet valid", mesh, badClient(ca, IssueRequest{ID: nodeID("prod", "n2"), Now: now.Add(time.Hour)}), ErrNotYetValid},
 		{"wrong cluster", mesh, badClient(ca, IssueRequest{ID: nodeID("staging", "n2")}), ErrWrongCluster},
 		{"operator on mesh channel", mesh, badClient(ca, IssueRequest{ID: ID{testTD, "prod", RoleOperator, "alice"}}), ErrRoleNotAllowed},
+		{"outside the CA's name constraint", mesh, forged(), ErrWrongTrustDomain},
 		{"wrong trust domain", fed, badClient(otherTD, IssueRequest{ID: ID{"other.test", "prod", RoleNode, "n2"}}), ErrWrongTrustDomain},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

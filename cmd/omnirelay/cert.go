@@ -131,6 +131,10 @@ func runCertIssue(args []string, stdout, stderr io.Writer) int {
 		}
 		req.IPAddresses = append(req.IPAddresses, ip)
 	}
+	if *name == "ca" && filepath.Clean(*out) == filepath.Clean(*caDir) {
+		// NAME.pem and NAME-key.pem would be the CA's own files.
+		return fail(2, "--name ca with --out equal to --ca would overwrite the CA")
+	}
 	ca, err := identity.LoadCA(*caDir)
 	if err != nil {
 		return fail(1, "--ca %s: %v", *caDir, err)

@@ -103,6 +103,7 @@ func TestCertRefusesBadInputNamingIt(t *testing.T) {
 		{[]string{"cert", "issue", "--ca", dir, "--name", "n1", "--ip", "10.0.0.x", "--out", dir}, 2, "--ip"},
 		{[]string{"cert", "issue", "--ca", filepath.Join(dir, "none"), "--name", "n1", "--out", dir}, 1, "--ca"},
 		{[]string{"cert", "issue", "--name", "n1", "--out", dir}, 2, "--ca"},
+		{[]string{"cert", "issue", "--ca", dir, "--name", "ca", "--out", dir, "--force"}, 2, "overwrite the CA"},
 		{[]string{"cert", "ca", "--out", filepath.Join(dir, "x"), "--trust-domain", "Bad_TD!"}, 1, "trust domain"},
 		{[]string{"cert", "ca"}, 2, "--out"},
 		{[]string{"cert", "ca", "--out", dir, "extra"}, 2, "extra"},
