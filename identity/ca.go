@@ -71,16 +71,9 @@ func NewCA(opts CAOptions) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: trust domain %q: %v", ErrInvalidID, opts.TrustDomain, err)
 	}
-	ttl := opts.TTL
-	if ttl == 0 {
-		ttl = DefaultCATTL
-	}
-	if ttl < 0 {
-		return nil, fmt.Errorf("%w: CA TTL %v is negative", ErrInvalidTTL, ttl)
-	}
-	now := opts.Now
-	if now.IsZero() {
-		now = time.Now()
+	ttl, now, err := validity(opts.TTL, DefaultCATTL, opts.Now)
+	if err != nil {
+		return nil, err
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -144,16 +137,9 @@ func (ca *CA) Issue(req IssueRequest) (*Leaf, error) {
 	if req.ID.TrustDomain != ca.TrustDomain {
 		return nil, fmt.Errorf("%w: %s is not in the CA's trust domain %q", ErrWrongTrustDomain, sid, ca.TrustDomain)
 	}
-	ttl := req.TTL
-	if ttl == 0 {
-		ttl = DefaultLeafTTL
-	}
-	if ttl < 0 {
-		return nil, fmt.Errorf("%w: %v is negative", ErrInvalidTTL, ttl)
-	}
-	now := req.Now
-	if now.IsZero() {
-		now = time.Now()
+	ttl, now, err := validity(req.TTL, DefaultLeafTTL, req.Now)
+	if err != nil {
+		return nil, err
 	}
 	notAfter := now.Add(ttl)
 	if notAfter.After(ca.Cert.NotAfter) {
@@ -192,6 +178,21 @@ func (ca *CA) Issue(req IssueRequest) (*Leaf, error) {
 		return nil, err
 	}
 	return leaf, nil
+}
+
+// validity applies the defaults of a requested period: def for a zero TTL, the wall
+// clock for a zero now.
+func validity(ttl, def time.Duration, now time.Time) (time.Duration, time.Time, error) {
+	if ttl == 0 {
+		ttl = def
+	}
+	if ttl < 0 {
+		return 0, time.Time{}, fmt.Errorf("%w: %v is negative", ErrInvalidTTL, ttl)
+	}
+	if now.IsZero() {
+		now = time.Now()
+	}
+	return ttl, now, nil
 }
 
 func newSerial() (*big.Int, error) {
