@@ -80,7 +80,9 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
-	for _, pair := range [][2]string{{"node", "sim"}, {"sim", "node"}} {
+	// identity is below the runtime: node, control and the CLI import it, never the
+	// reverse.
+	for _, pair := range [][2]string{{"node", "sim"}, {"sim", "node"}, {"identity", "node"}, {"identity", "control"}, {"identity", "sim"}} {
 		p, ok := pkgs[pair[0]]
 		if !ok {
 			continue

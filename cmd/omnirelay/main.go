@@ -1,4 +1,4 @@
-// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, keygen and sim
+// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, keygen, cert and sim
 // subcommands. Only this package calls os.Exit.
 package main
 
@@ -13,6 +13,7 @@ const usage = `usage: omnirelay <command> [args]
 commands:
   demo     run a 5-node mesh on this machine and watch it detect a crash (start here)
   agent    run one mesh node and its control API
+  cert     create a CA and issue node and operator certificates (cert ca, cert issue)
   mesh     query an agent's control API (mesh peers, mesh leaders, mesh shards)
   keygen   print a new base64 packet-encryption key, or write it to a file (-o FILE)
   sim      run scenarios (membership, metadata, leadership, shards) in the deterministic simulator
@@ -36,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runMesh(args[1:], stdout, stderr)
 	case "keygen":
 		return runKeygen(args[1:], stdout, stderr)
+	case "cert":
+		return runCert(args[1:], stdout, stderr)
 	case "sim":
 		return runSim(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
