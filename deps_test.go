@@ -1,16 +1,18 @@
 package mesh_test
 
-// The architecture rules of DESIGN.md, as tests: which package may import which, and
+// The architecture rules of docs/design.md, as tests: which package may import which, and
 // which calls protocol code may never make.
 
 import (
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,42 +57,90 @@ func listPackages(t *testing.T) map[string]listedPackage {
 }
 
 func TestImportRules(t *testing.T) {
-	pkgs := listPackages(t)
-	for _, name := range leaves {
+	for _, v := range importViolations(listPackages(t)) {
+		t.Error(v)
+	}
+}
+
+// Pairs {a, b}: a must not depend on b nor on any package under b. identity is below
+// the runtime: node, control and the CLI import it, never the reverse.
+var forbiddenPairs = [][2]string{
+	{"node", "sim"}, {"sim", "node"},
+	{"identity", "node"}, {"identity", "control"}, {"identity", "sim"},
+}
+
+// importViolations applies the import rules to the packages go list found. A package
+// a rule names but that does not exist is a violation too: a renamed package must not
+// silently drop out of its rule.
+func importViolations(pkgs map[string]listedPackage) []string {
+	var out []string
+	get := func(name string) (listedPackage, bool) {
 		p, ok := pkgs[name]
 		if !ok {
-			continue
+			out = append(out, fmt.Sprintf("the rules name package %s, which does not exist: update deps_test.go", name))
 		}
+		return p, ok
+	}
+	for _, name := range leaves {
+		p, _ := get(name)
 		for _, d := range p.Deps {
 			if strings.HasPrefix(d, module+"/") {
-				t.Errorf("%s is a leaf but depends on %s", name, d)
+				out = append(out, fmt.Sprintf("%s is a leaf but depends on %s", name, d))
 			}
 		}
 	}
 	for _, name := range protocol {
-		p, ok := pkgs[name]
-		if !ok {
-			continue
-		}
+		p, _ := get(name)
 		for _, d := range p.Deps {
-			for _, f := range forbiddenForProtocol {
-				if d == f {
-					t.Errorf("protocol package %s depends on %s", name, d)
-				}
+			if slices.Contains(forbiddenForProtocol, d) {
+				out = append(out, fmt.Sprintf("protocol package %s depends on %s", name, d))
 			}
 		}
 	}
-	// identity is below the runtime: node, control and the CLI import it, never the
-	// reverse.
-	for _, pair := range [][2]string{{"node", "sim"}, {"sim", "node"}, {"identity", "node"}, {"identity", "control"}, {"identity", "sim"}} {
-		p, ok := pkgs[pair[0]]
-		if !ok {
-			continue
-		}
+	for _, pair := range forbiddenPairs {
+		p, _ := get(pair[0])
 		for _, d := range p.Deps {
 			if d == module+"/"+pair[1] || strings.HasPrefix(d, module+"/"+pair[1]+"/") {
-				t.Errorf("%s depends on %s", pair[0], pair[1])
+				out = append(out, fmt.Sprintf("%s depends on %s (via %s)", pair[0], pair[1], d))
 			}
+		}
+	}
+	return out
+}
+
+// The import checker itself must be able to fail: a clean module passes, and each
+// kind of breach is reported once.
+func TestImportCheckerCatchesViolations(t *testing.T) {
+	clean := func() map[string]listedPackage {
+		pkgs := map[string]listedPackage{}
+		for _, n := range []string{"wire", "crdt", "rendezvous", "swim", "lease", "shard", "internal/host", "node", "sim", "control", "identity"} {
+			pkgs[n] = listedPackage{ImportPath: module + "/" + n, Deps: []string{"fmt", "time"}}
+		}
+		return pkgs
+	}
+	if v := importViolations(clean()); len(v) != 0 {
+		t.Fatalf("a clean module reports violations: %v", v)
+	}
+	bad := clean()
+	bad["crdt"] = listedPackage{Deps: []string{module + "/wire"}}
+	bad["swim"] = listedPackage{Deps: []string{"net"}}
+	bad["identity"] = listedPackage{Deps: []string{module + "/node"}}
+	bad["sim"] = listedPackage{Deps: []string{module + "/node/sub"}}
+	delete(bad, "lease")
+	want := []string{
+		"crdt is a leaf but depends on " + module + "/wire",
+		"protocol package swim depends on net",
+		"identity depends on node",
+		"sim depends on node",
+		"package lease, which does not exist",
+	}
+	got := importViolations(bad)
+	if len(got) != len(want) {
+		t.Fatalf("got %d violations, want %d: %q", len(got), len(want), got)
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(g string) bool { return strings.Contains(g, w) }) {
+			t.Errorf("no violation mentions %q: %q", w, got)
 		}
 	}
 }
@@ -105,23 +155,21 @@ var forbiddenTimeFuncs = map[string]bool{
 // not draw from the global one.
 var allowedRandFuncs = map[string]bool{"New": true, "NewPCG": true, "NewChaCha8": true, "NewZipf": true}
 
+// Every protocol package is checked, file by file; one the rule names but that has no
+// source files fails, so the check never passes vacuously.
 func TestProtocolCodeIsPure(t *testing.T) {
 	pkgs := listPackages(t)
-	checked := 0
 	for _, name := range protocol {
 		p, ok := pkgs[name]
-		if !ok {
+		if !ok || len(p.GoFiles) == 0 {
+			t.Errorf("protocol package %s has no source files: update deps_test.go", name)
 			continue
 		}
 		for _, f := range p.GoFiles {
-			checked++
 			for _, v := range purityViolations(t, filepath.Join(p.Dir, f)) {
 				t.Errorf("%s/%s: %s", name, f, v)
 			}
 		}
-	}
-	if checked == 0 {
-		t.Fatal("no protocol source files found: the check would pass vacuously")
 	}
 }
 
@@ -152,6 +200,10 @@ func purityViolations(t *testing.T, path string) []string {
 		case "math/rand":
 			out = append(out, "imports math/rand (use an injected *rand.Rand from math/rand/v2)")
 		case "time", "math/rand/v2":
+			// A dot import would hide every call from the selector check below.
+			if local == "." {
+				out = append(out, "dot-imports "+ip)
+			}
 			names[local] = ip
 		}
 	}
@@ -213,5 +265,27 @@ func f() {
 	v := purityViolations(t, path)
 	if len(v) != 3 {
 		t.Fatalf("want 3 violations (time.Now, go, rand.IntN), got %d: %v", len(v), v)
+	}
+}
+
+// Imports that would hide calls from the selector check, or draw from v1's global
+// source, are violations by themselves.
+func TestPurityCheckerCatchesImports(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.go")
+	src := `package bad
+
+import (
+	"math/rand"
+	. "time"
+)
+
+func f() { _ = Now(); _ = rand.Intn(3) }
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := purityViolations(t, path)
+	if len(v) != 2 || !strings.Contains(v[0], "math/rand") || !strings.Contains(v[1], "dot-imports time") {
+		t.Fatalf("want the math/rand import and the dot import of time, got %q", v)
 	}
 }

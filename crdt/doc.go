@@ -1,6 +1,7 @@
-// Package crdt holds the replicated peer metadata of OmniRelay Mesh and the hybrid
-// logical clock that orders events across nodes. It is a pure leaf: no goroutines,
-// no clock reads, no I/O, and no import of any other package of the module.
+// Package crdt holds the replicated peer metadata of OmniRelay Mesh, ordered by
+// per-writer versions alone (no clock is compared across nodes). It is a pure leaf:
+// no goroutines, no clock reads, no I/O, and no import of any other package of the
+// module.
 //
 // # Maps and writers
 //

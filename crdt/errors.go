@@ -47,7 +47,3 @@ var (
 	// ErrTruncated: the input ends inside a value.
 	ErrTruncated = errors.New("crdt: truncated metadata")
 )
-
-// ErrClockDrift: a remote HLC timestamp is further ahead of local physical time
-// than ClockConfig.MaxDrift. The clock is left unchanged.
-var ErrClockDrift = errors.New("crdt: remote clock ahead beyond max drift")

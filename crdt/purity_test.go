@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-// TestPurity holds the package to DESIGN.md's rules for a pure leaf: it imports no
+// TestPurity holds the package to docs/design.md's rules for a pure leaf: it imports no
 // other package of the module and nothing that reaches the network, the clock or
 // global randomness, and starts no goroutine.
 func TestPurity(t *testing.T) {

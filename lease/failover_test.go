@@ -15,7 +15,7 @@ import (
 //
 //	go test ./lease/ -run TestFailoverFigures -v
 //
-// and the test fails if p99 reaches 5 s (DESIGN.md's target).
+// and the test fails if p99 reaches 5 s (the failover target in docs/lease.md).
 func TestFailoverFigures(t *testing.T) {
 	for _, n := range []int{3, 5} {
 		var took []time.Duration

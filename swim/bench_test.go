@@ -58,8 +58,8 @@ func BenchmarkHandleAck(b *testing.B) {
 	}
 }
 
-// gossipPackets builds full packets of Alive messages about members 0..k-1 at
-// incarnation inc.
+// gossipPacket builds one full packet of Alive messages about members 0..k-1 at
+// incarnation inc, and returns it with k.
 func gossipPacket(b *testing.B, inc uint64) ([]byte, int) {
 	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash(""))
 	n := 0
