@@ -415,7 +415,7 @@ func runLeaderFlap(r *runner) error {
 		s.RunFor(200*time.Millisecond + time.Duration(r.rng.Int64N(int64(1800*time.Millisecond))))
 	}
 	s.Heal()
-	s.net.overrides = nil
+	s.net.ClearLinks()
 	s.RunFor(10 * time.Second)
 	ls, _ := s.Leaders()
 	r.res.EndLeaders = intp(len(ls))
