@@ -57,7 +57,7 @@ type cluster struct {
 
 // newCluster builds n voters named n0..n{n-1}; tweak edits each node's Config.
 func newCluster(n int, seed uint64, tweak func(*Config)) *cluster {
-	net, err := vnet.NewNet[Message](uniform(500*time.Microsecond, 2*time.Millisecond), rand.New(rand.NewPCG(seed, 0x1ea5e)))
+	net, err := vnet.NewNet[Message](vnet.Uniform(500*time.Microsecond, 2*time.Millisecond), rand.New(rand.NewPCG(seed, 0x1ea5e)))
 	if err != nil {
 		panic(err)
 	}
@@ -88,12 +88,9 @@ func newCluster(n int, seed uint64, tweak func(*Config)) *cluster {
 	return c
 }
 
-// uniform is a link whose one-way delay is uniform in [lo, hi].
-func uniform(lo, hi time.Duration) vnet.Link { return vnet.Link{Latency: lo, Jitter: hi - lo + 1} }
-
 // setLatency makes every one-way delay uniform in [lo, hi], keeping the loss.
 func (c *cluster) setLatency(lo, hi time.Duration) {
-	l := uniform(lo, hi)
+	l := vnet.Uniform(lo, hi)
 	l.Loss = c.net.Default().Loss
 	if err := c.net.SetDefault(l); err != nil {
 		panic(err)

@@ -54,6 +54,10 @@ func DefaultLink() Link {
 	return Link{Latency: 500 * time.Microsecond, Jitter: 1500 * time.Microsecond}
 }
 
+// Uniform is a link whose one-way delay is uniform in [lo, hi] (both included),
+// without loss.
+func Uniform(lo, hi time.Duration) Link { return Link{Latency: lo, Jitter: hi - lo + 1} }
+
 // Model is the link model: a default link, per-link overrides and partitions over
 // endpoints numbered in the order AddEndpoint returned them. Partitions are
 // groups: every endpoint is in one group (0 unless placed), and traffic from group
@@ -109,6 +113,9 @@ func (m *Model) SetLink(a, b int, l Link) error {
 	m.overrides[linkKey(a, b)] = l
 	return nil
 }
+
+// ClearLinks removes every per-link override.
+func (m *Model) ClearLinks() { m.overrides = nil }
 
 // Link is the link from a to b. The pointer is to a copy or to the default: for
 // reading only.

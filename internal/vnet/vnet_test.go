@@ -1,33 +1,50 @@
 package vnet
 
 import (
+	"cmp"
 	"errors"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
+
+	"pgregory.net/rapid"
 )
 
-func TestQueueOrdersByTimeThenFIFO(t *testing.T) {
-	var q Queue[int]
-	rng := rand.New(rand.NewPCG(1, 2))
-	type e struct{ at, v int }
-	var want []e
-	for v := range 500 {
-		at := rng.IntN(50)
-		q.Push(int64(at), v)
-		want = append(want, e{at, v})
-	}
-	slices.SortStableFunc(want, func(a, b e) int { return a.at - b.at })
-	for i, w := range want {
-		at, v := q.Pop()
-		if int(at) != w.at || v != w.v {
-			t.Fatalf("pop %d = (%d, %d), want (%d, %d)", i, at, v, w.at, w.v)
+// Interleaved pushes and pops come out in (time, order pushed) order.
+func TestQueuePopsInTimeThenPushOrder(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		type e struct {
+			at  int64
+			seq int
 		}
-	}
-	if q.Len() != 0 {
-		t.Fatalf("Len = %d after draining", q.Len())
-	}
+		var q Queue[int]
+		var want []e
+		byTime := func(a, b e) int { return cmp.Or(cmp.Compare(a.at, b.at), cmp.Compare(a.seq, b.seq)) }
+		n := rapid.IntRange(0, 300).Draw(t, "n")
+		for i := 0; i < n; i++ {
+			at := rapid.Int64Range(0, 20).Draw(t, "at")
+			q.Push(at, i)
+			want = append(want, e{at, i})
+			if rapid.Bool().Draw(t, "pop") {
+				slices.SortFunc(want, byTime)
+				at, v := q.Pop()
+				if at != want[0].at || v != want[0].seq {
+					t.Fatalf("popped (%d,%d), want (%d,%d)", at, v, want[0].at, want[0].seq)
+				}
+				want = want[1:]
+			}
+		}
+		slices.SortFunc(want, byTime)
+		for _, w := range want {
+			if at, v := q.Pop(); at != w.at || v != w.seq {
+				t.Fatalf("popped (%d,%d), want (%d,%d)", at, v, w.at, w.seq)
+			}
+		}
+		if q.Len() != 0 {
+			t.Fatalf("Len = %d after draining", q.Len())
+		}
+	})
 }
 
 func TestLinkValidateNamesField(t *testing.T) {
