@@ -57,7 +57,9 @@ func NewNet[M any](def Link, rng *rand.Rand) (*Net[M], error) {
 }
 
 // Add adds an endpoint called name and returns its number; a name already added
-// keeps its number (a restarted process on the same address).
+// keeps its number (a restarted process on the same address). Endpoints of a Net
+// are added here only, never by the Model's AddEndpoint, so names and numbers
+// stay in step.
 func (n *Net[M]) Add(name string) int {
 	if i, ok := n.index[name]; ok {
 		return i
