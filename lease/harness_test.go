@@ -1,17 +1,18 @@
 package lease
 
 import (
-	"container/heap"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/omnirelay/mesh/internal/vnet"
 )
 
-// A tiny discrete-event network of lease machines for this package's tests: virtual
-// real time, one local clock per node running at its own rate (drift), per-link
-// partitions, random loss and latency, crashes (storage survives), restarts and
-// pauses. After every event it checks the two safety invariants: at most one node
+// A tiny discrete-event cluster of lease machines for this package's tests, on the
+// shared virtual network (internal/vnet: virtual real time, partitions, random
+// loss and latency): one local clock per node running at its own rate (drift),
+// crashes (storage survives), restarts and pauses. After every event it checks the two safety invariants: at most one node
 // believes it holds a valid lease, and each newly observed (holder, epoch) has a
 // higher epoch than every earlier one. The real simulator lives in sim/.
 
@@ -33,29 +34,6 @@ type tnode struct {
 	wake        time.Duration
 }
 
-type hevent struct {
-	at   time.Duration
-	seq  uint64
-	node int
-	msg  Message // delivery; nil: timer (if at == node.wake) or action
-	fn   func()
-}
-
-type hqueue []hevent
-
-func (q hqueue) Len() int { return len(q) }
-func (q hqueue) Less(i, j int) bool {
-	return q[i].at < q[j].at || (q[i].at == q[j].at && q[i].seq < q[j].seq)
-}
-func (q hqueue) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
-func (q *hqueue) Push(x any)   { *q = append(*q, x.(hevent)) }
-func (q *hqueue) Pop() any {
-	old := *q
-	e := old[len(old)-1]
-	*q = old[:len(old)-1]
-	return e
-}
-
 // acquisition is a (holder, epoch) the checker saw for the first time.
 type acquisition struct {
 	holder string
@@ -65,16 +43,9 @@ type acquisition struct {
 }
 
 type cluster struct {
-	now    time.Duration // real virtual time since start
+	net    *vnet.Net[Message] // endpoint i is node i; its clock is real virtual time
 	nodes  []*tnode
 	byName map[string]int
-	q      hqueue
-	seq    uint64
-	rng    *rand.Rand
-	down   map[[2]int]bool // directed links that drop everything
-	loss   float64
-	latMin time.Duration
-	latMax time.Duration
 
 	sent      uint64 // messages handed to the network
 	violation error  // first safety violation seen
@@ -86,13 +57,13 @@ type cluster struct {
 
 // newCluster builds n voters named n0..n{n-1}; tweak edits each node's Config.
 func newCluster(n int, seed uint64, tweak func(*Config)) *cluster {
-	c := &cluster{
-		byName: map[string]int{},
-		rng:    rand.New(rand.NewPCG(seed, 0x1ea5e)),
-		down:   map[[2]int]bool{},
-		latMin: 500 * time.Microsecond,
-		latMax: 2 * time.Millisecond,
+	net, err := vnet.NewNet[Message](vnet.Uniform(500*time.Microsecond, 2*time.Millisecond), rand.New(rand.NewPCG(seed, 0x1ea5e)))
+	if err != nil {
+		panic(err)
 	}
+	c := &cluster{net: net, byName: map[string]int{}}
+	net.Deliver = c.deliver
+	net.AfterEvent = c.check
 	var names []string
 	for i := range n {
 		names = append(names, fmt.Sprintf("n%d", i))
@@ -108,6 +79,7 @@ func newCluster(n int, seed uint64, tweak func(*Config)) *cluster {
 			rate: 1, anchorLocal: time.Duration(i) * 17 * time.Hour, // unrelated offsets
 		}
 		c.byName[name] = i
+		c.net.Add(name)
 		c.nodes = append(c.nodes, nd)
 	}
 	for i := range c.nodes {
@@ -116,9 +88,27 @@ func newCluster(n int, seed uint64, tweak func(*Config)) *cluster {
 	return c
 }
 
+// setLatency makes every one-way delay uniform in [lo, hi], keeping the loss.
+func (c *cluster) setLatency(lo, hi time.Duration) {
+	l := vnet.Uniform(lo, hi)
+	l.Loss = c.net.Default().Loss
+	if err := c.net.SetDefault(l); err != nil {
+		panic(err)
+	}
+}
+
+// setLoss makes every link drop a message with probability p.
+func (c *cluster) setLoss(p float64) {
+	l := c.net.Default()
+	l.Loss = p
+	if err := c.net.SetDefault(l); err != nil {
+		panic(err)
+	}
+}
+
 func (c *cluster) local(i int) time.Time {
 	nd := c.nodes[i]
-	return origin.Add(nd.anchorLocal + time.Duration(float64(c.now-nd.anchorReal)*nd.rate))
+	return origin.Add(nd.anchorLocal + time.Duration(float64(c.net.Now()-nd.anchorReal)*nd.rate))
 }
 
 // realAt is the first real instant at which node i's clock reads at least t.
@@ -129,7 +119,7 @@ func (c *cluster) realAt(i int, t time.Time) time.Duration {
 	for c.localAt(i, r).Before(t) { // float rounding
 		r++
 	}
-	return max(r, c.now)
+	return max(r, c.net.Now())
 }
 
 func (c *cluster) localAt(i int, r time.Duration) time.Time {
@@ -141,21 +131,19 @@ func (c *cluster) localAt(i int, r time.Duration) time.Time {
 func (c *cluster) setRate(i int, rate float64) {
 	nd := c.nodes[i]
 	nd.anchorLocal = c.local(i).Sub(origin)
-	nd.anchorReal = c.now
+	nd.anchorReal = c.net.Now()
 	nd.rate = rate
 	if nd.m != nil {
 		c.rearm(i)
 	}
 }
 
-func (c *cluster) push(e hevent) {
-	c.seq++
-	e.seq = c.seq
-	heap.Push(&c.q, e)
-}
-
 // at schedules fn at real time t.
-func (c *cluster) at(t time.Duration, fn func()) { c.push(hevent{at: t, node: -1, fn: fn}) }
+func (c *cluster) at(t time.Duration, fn func()) { c.net.At(t, fn) }
+
+// inject delivers msg to node to at real time t, past the network: a forged or
+// replayed message.
+func (c *cluster) inject(t time.Duration, to int, msg Message) { c.net.Inject(t, to, to, msg) }
 
 func (c *cluster) start(i int) {
 	nd := c.nodes[i]
@@ -202,21 +190,9 @@ func (c *cluster) resume(i int) {
 }
 
 // isolate cuts every link between the nodes of a and the rest, both ways.
-func (c *cluster) isolate(a ...int) {
-	in := map[int]bool{}
-	for _, i := range a {
-		in[i] = true
-	}
-	for i := range c.nodes {
-		for j := range c.nodes {
-			if in[i] != in[j] {
-				c.down[[2]int{i, j}] = true
-			}
-		}
-	}
-}
+func (c *cluster) isolate(a ...int) { c.net.Isolate(a...) }
 
-func (c *cluster) heal() { clear(c.down) }
+func (c *cluster) heal() { c.net.Heal() }
 
 // after drains node i's Ready (saving State before sending, as Ready requires),
 // rearms its timer and checks the invariants.
@@ -233,12 +209,7 @@ func (c *cluster) after(i int) {
 		if c.tap != nil {
 			c.tap(i, env)
 		}
-		j, ok := c.byName[env.To]
-		if !ok || c.down[[2]int{i, j}] || (c.loss > 0 && c.rng.Float64() < c.loss) {
-			continue
-		}
-		lat := c.latMin + time.Duration(c.rng.Int64N(int64(c.latMax-c.latMin)+1))
-		c.push(hevent{at: c.now + lat, node: j, msg: env.Msg})
+		c.net.Send(i, env.To, env.Msg)
 	}
 	for _, e := range rd.Events {
 		c.note("%s event %d holder=%s epoch=%d", nd.name, e.Kind, e.Holder, e.Epoch)
@@ -253,54 +224,39 @@ func (c *cluster) rearm(i int) {
 		nd.wake = -1
 		return
 	}
-	nd.wake = c.realAt(i, d)
-	c.push(hevent{at: nd.wake, node: i})
+	wake := c.realAt(i, d)
+	nd.wake = wake
+	c.net.At(wake, func() {
+		if nd.m == nil || nd.paused || wake != nd.wake {
+			return // crashed, paused (resume ticks), or superseded by a later rearm
+		}
+		nd.m.Tick(c.local(i))
+		c.after(i)
+	})
 }
 
 func (c *cluster) note(format string, args ...any) {
 	if c.traceOn {
-		c.trace = append(c.trace, fmt.Sprintf("%d ", c.now)+fmt.Sprintf(format, args...))
+		c.trace = append(c.trace, fmt.Sprintf("%d ", c.net.Now())+fmt.Sprintf(format, args...))
 	}
 }
 
-// run processes events up to real time until.
-func (c *cluster) run(until time.Duration) {
-	same := 0
-	for len(c.q) > 0 && c.q[0].at <= until {
-		e := heap.Pop(&c.q).(hevent)
-		if e.at == c.now {
-			if same++; same > 100000 {
-				panic(fmt.Sprintf("livelock: %d events at %v", same, c.now))
-			}
-		} else {
-			same = 0
-		}
-		c.now = e.at
-		switch {
-		case e.fn != nil:
-			e.fn()
-		case e.msg != nil:
-			nd := c.nodes[e.node]
-			if nd.m == nil {
-				break
-			}
-			if nd.paused {
-				nd.backlog = append(nd.backlog, e.msg)
-				break
-			}
-			nd.m.Step(c.local(e.node), e.msg)
-			c.after(e.node)
-		default:
-			nd := c.nodes[e.node]
-			if nd.m == nil || nd.paused || e.at != nd.wake {
-				break
-			}
-			nd.m.Tick(c.local(e.node))
-			c.after(e.node)
-		}
-		c.check()
+// deliver steps node to with a message that arrived; a paused node queues it.
+func (c *cluster) deliver(_, to int, msg Message) {
+	nd := c.nodes[to]
+	switch {
+	case nd.m == nil:
+	case nd.paused:
+		nd.backlog = append(nd.backlog, msg)
+	default:
+		nd.m.Step(c.local(to), msg)
+		c.after(to)
 	}
-	c.now = until
+}
+
+// run processes events up to real time until, checking the invariants after each.
+func (c *cluster) run(until time.Duration) {
+	c.net.Run(until)
 	c.check()
 }
 
@@ -314,7 +270,7 @@ func (c *cluster) check() {
 		}
 	}
 	if len(holders) > 1 && c.violation == nil {
-		c.violation = fmt.Errorf("at %v: %d nodes believe they hold a valid lease", c.now, len(holders))
+		c.violation = fmt.Errorf("at %v: %d nodes believe they hold a valid lease", c.net.Now(), len(holders))
 	}
 	for _, i := range holders {
 		nd := c.nodes[i]
@@ -323,9 +279,9 @@ func (c *cluster) check() {
 			continue
 		}
 		if n := len(c.acquired); n > 0 && e <= c.acquired[n-1].epoch && c.violation == nil {
-			c.violation = fmt.Errorf("at %v: %s holds epoch %d after %s held epoch %d", c.now, nd.name, e, c.acquired[n-1].holder, c.acquired[n-1].epoch)
+			c.violation = fmt.Errorf("at %v: %s holds epoch %d after %s held epoch %d", c.net.Now(), nd.name, e, c.acquired[n-1].holder, c.acquired[n-1].epoch)
 		}
-		c.acquired = append(c.acquired, acquisition{holder: nd.name, epoch: e, at: c.now, sent: c.sent})
+		c.acquired = append(c.acquired, acquisition{holder: nd.name, epoch: e, at: c.net.Now(), sent: c.sent})
 	}
 }
 

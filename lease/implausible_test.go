@@ -21,11 +21,11 @@ func TestForgedPrepareAtExhaustedEpochIsRefused(t *testing.T) {
 	}
 	c.after(l)
 	for j := range c.nodes {
-		c.push(hevent{at: c.now + 3*time.Millisecond, node: j, msg: &Prepare{Epoch: math.MaxUint64, Candidate: "x"}})
+		c.inject(c.net.Now()+3*time.Millisecond, j, &Prepare{Epoch: math.MaxUint64, Candidate: "x"})
 	}
-	start, led := c.now, time.Duration(0)
-	for c.now < start+30*sec {
-		c.run(c.now + 10*time.Millisecond)
+	start, led := c.net.Now(), time.Duration(0)
+	for c.net.Now() < start+30*sec {
+		c.run(c.net.Now() + 10*time.Millisecond)
 		if c.leader() >= 0 {
 			led += 10 * time.Millisecond
 		}

@@ -237,8 +237,8 @@ func TestReleaseHandsOverQuickly(t *testing.T) {
 	if c.nodes[l].m.IsLeader(c.local(l)) {
 		t.Fatal("still leader after Release")
 	}
-	from := c.now
-	c.run(c.now + sec) // far less than a lease: only Release can explain a new leader
+	from := c.net.Now()
+	c.run(c.net.Now() + sec) // far less than a lease: only Release can explain a new leader
 	noViolation(t, c)
 	if nl := c.leader(); nl < 0 || nl == l {
 		t.Fatalf("no other leader within 1 s of a release (got %d)", nl)

@@ -23,7 +23,7 @@ func TestPropertySafeUnderFaultsWithinDriftBound(t *testing.T) {
 			}
 		})
 		if strict {
-			c.latMin, c.latMax = 10*time.Microsecond, 50*time.Microsecond
+			c.setLatency(10*time.Microsecond, 50*time.Microsecond)
 		}
 		drift := c.nodes[0].cfg.MaxDrift
 		rate := func(label string) float64 { // the bound's edges are where bugs show
@@ -38,7 +38,7 @@ func TestPropertySafeUnderFaultsWithinDriftBound(t *testing.T) {
 		for i := range c.nodes {
 			c.setRate(i, rate("rate"))
 		}
-		c.loss = rapid.Float64Range(0, 0.2).Draw(t, "loss")
+		c.setLoss(rapid.Float64Range(0, 0.2).Draw(t, "loss"))
 		const faultsEnd = 40 * sec
 		for range rapid.IntRange(0, 15).Draw(t, "faults") {
 			at := time.Duration(rapid.Int64Range(int64(sec), int64(faultsEnd)).Draw(t, "at"))
@@ -70,7 +70,7 @@ func TestPropertySafeUnderFaultsWithinDriftBound(t *testing.T) {
 		}
 		c.at(faultsEnd, func() {
 			c.heal()
-			c.loss = 0
+			c.setLoss(0)
 			for i := range c.nodes {
 				c.restart(i)
 				c.resume(i)
@@ -100,7 +100,7 @@ func TestCheckerCatchesDriftBeyondBound(t *testing.T) {
 		}
 	}
 	c.isolate(old)
-	c.run(c.now + 10*sec)
+	c.run(c.net.Now() + 10*sec)
 	if c.violation == nil {
 		t.Fatalf("drift of 30 %% against a 1 %% bound went unnoticed; acquisitions %v", c.acquired)
 	}

@@ -58,18 +58,18 @@ func TestLeaderCrashFailsOverWithHigherEpoch(t *testing.T) {
 	c := newCluster(3, 2, nil)
 	old := stableLeader(t, c, 5*sec)
 	oldEpoch, _ := c.nodes[old].m.Fence(c.local(old))
-	crashAt := c.now
+	crashAt := c.net.Now()
 	c.crash(old)
 	var next int
-	for next = -1; next < 0 && c.now < crashAt+10*sec; {
-		c.run(c.now + 10*time.Millisecond)
+	for next = -1; next < 0 && c.net.Now() < crashAt+10*sec; {
+		c.run(c.net.Now() + 10*time.Millisecond)
 		next = c.leader()
 	}
 	noViolation(t, c)
 	if next < 0 || next == old {
 		t.Fatalf("no new leader after crash (got %d)", next)
 	}
-	if took := c.now - crashAt; took > 5*sec {
+	if took := c.net.Now() - crashAt; took > 5*sec {
 		t.Errorf("failover took %v, want < 5s", took)
 	}
 	if e, _ := c.nodes[next].m.Fence(c.local(next)); e <= oldEpoch {
@@ -81,7 +81,7 @@ func TestLeaderCrashFailsOverWithHigherEpoch(t *testing.T) {
 	if got := c.nodes[old].m.st.Promised; got != promised {
 		t.Fatalf("restart lowered promise: %d -> %d", promised, got)
 	}
-	c.run(c.now + 10*sec)
+	c.run(c.net.Now() + 10*sec)
 	noViolation(t, c)
 	if h, _, _, ok := c.nodes[old].m.Leader(c.local(old)); !ok || h != c.nodes[next].name {
 		t.Errorf("restarted node sees leader %q %v, want %q", h, ok, c.nodes[next].name)
@@ -104,7 +104,7 @@ func TestPartitionedLeaderStopsBeforeMajorityElects(t *testing.T) {
 			n := tc.n
 			c := newCluster(n, 3, tc.tweak)
 			if tc.tweak != nil { // elections as fast as the network allows
-				c.latMin, c.latMax = 10*time.Microsecond, 50*time.Microsecond
+				c.setLatency(10*time.Microsecond, 50*time.Microsecond)
 			}
 			old := stableLeader(t, c, 5*sec)
 			// The old leader's clock runs slow and the others' fast, within the bound.
@@ -116,7 +116,7 @@ func TestPartitionedLeaderStopsBeforeMajorityElects(t *testing.T) {
 				}
 			}
 			c.isolate(old)
-			c.run(c.now + 10*sec)
+			c.run(c.net.Now() + 10*sec)
 			noViolation(t, c)
 			l := c.leader()
 			if l < 0 || l == old {
@@ -127,7 +127,7 @@ func TestPartitionedLeaderStopsBeforeMajorityElects(t *testing.T) {
 				t.Fatalf("want 2 acquisitions, got %v", c.acquired)
 			}
 			c.heal()
-			c.run(c.now + 10*sec)
+			c.run(c.net.Now() + 10*sec)
 			noViolation(t, c)
 			if got := c.leader(); got != l {
 				t.Errorf("healing moved the lease from %d to %d", l, got)
@@ -144,7 +144,7 @@ func TestPausedLeaderWakesUpDeposedAndFenced(t *testing.T) {
 	old := stableLeader(t, c, 5*sec)
 	oldEpoch, _ := c.nodes[old].m.Fence(c.local(old))
 	c.pause(old)
-	c.run(c.now + 6*sec) // longer than a lease
+	c.run(c.net.Now() + 6*sec) // longer than a lease
 	noViolation(t, c)
 	l := c.leader()
 	if l < 0 || l == old {
@@ -165,7 +165,7 @@ func TestPausedLeaderWakesUpDeposedAndFenced(t *testing.T) {
 		t.Fatalf("stale epoch %d accepted after %d (rejected=%d)", oldEpoch, newEpoch, f.Rejected())
 	}
 	c.resume(old)
-	c.run(c.now + 5*sec)
+	c.run(c.net.Now() + 5*sec)
 	noViolation(t, c)
 	if got := c.leader(); got != l {
 		t.Errorf("resumed old leader disturbed the lease: leader %d, want %d", got, l)
@@ -174,7 +174,7 @@ func TestPausedLeaderWakesUpDeposedAndFenced(t *testing.T) {
 
 func TestLossyNetworkStillElectsSafely(t *testing.T) {
 	c := newCluster(5, 5, nil)
-	c.loss = 0.3
+	c.setLoss(0.3)
 	c.run(60 * sec)
 	noViolation(t, c)
 	if len(c.acquired) == 0 {
@@ -189,11 +189,11 @@ func TestWholeClusterRestartKeepsEpochsIncreasing(t *testing.T) {
 		for i := range c.nodes {
 			c.crash(i)
 		}
-		c.run(c.now + sec)
+		c.run(c.net.Now() + sec)
 		for i := range c.nodes {
 			c.restart(i)
 		}
-		c.run(c.now + 10*sec)
+		c.run(c.net.Now() + 10*sec)
 		noViolation(t, c)
 		if c.leader() < 0 {
 			t.Fatalf("round %d: no leader after a full restart", round)
@@ -223,7 +223,7 @@ func TestVoterSetChangeThroughLeader(t *testing.T) {
 	c.after(l)
 	// n3 and n4 started with the cluster, so their quiet period is over; the joint
 	// round needs 2 of {n0,n1,n2} and 3 of all five.
-	c.run(c.now + 5*sec)
+	c.run(c.net.Now() + 5*sec)
 	noViolation(t, c)
 	for i, nd := range c.nodes {
 		mb := nd.m.Membership()
@@ -240,7 +240,7 @@ func TestVoterSetChangeThroughLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.after(l)
-	c.run(c.now + 10*sec)
+	c.run(c.net.Now() + 10*sec)
 	noViolation(t, c)
 	nl := c.leader()
 	if nl < 2 {
@@ -258,7 +258,7 @@ func TestVoterSetChangeThroughLeader(t *testing.T) {
 		}
 	}
 	c.crash(nl)
-	c.run(c.now + 20*sec)
+	c.run(c.net.Now() + 20*sec)
 	noViolation(t, c)
 	if got := c.leader(); got >= 0 {
 		t.Fatalf("%s became leader with the whole new voter set down", c.nodes[got].name)
@@ -292,7 +292,7 @@ func TestDeterministicTrace(t *testing.T) {
 	run := func() [32]byte {
 		c := newCluster(5, 9, nil)
 		c.traceOn = true
-		c.loss = 0.1
+		c.setLoss(0.1)
 		c.run(5 * sec)
 		if l := c.leader(); l >= 0 {
 			c.crash(l)
@@ -327,13 +327,13 @@ func TestReplayedRenewDoesNotKeepDeadLeaderInOffice(t *testing.T) {
 				t.Fatalf("captured no Renew of the leader %d", old)
 			}
 			c.tap = nil
-			crashAt := c.now
+			crashAt := c.net.Now()
 			c.crash(old)
 			const replayFor = 30 * sec
 			for at := crashAt + 500*time.Millisecond; at < crashAt+replayFor; at += 500 * time.Millisecond {
 				for j := range c.nodes {
 					if j != old {
-						c.push(hevent{at: at, node: j, msg: last})
+						c.inject(at, j, last)
 					}
 				}
 			}

@@ -55,7 +55,7 @@ func figureReassign(t *testing.T, detect time.Duration) {
 		w.run(6 * time.Second)
 		at := 6*time.Second + time.Duration(w.rng.Int64N(int64(2*time.Second)))
 		victim := fmt.Sprintf("node-%02d", 1+w.rng.IntN(9))
-		w.at(at-w.now, func() { w.crash(victim) })
+		w.at(at-w.net.Now(), func() { w.crash(victim) })
 		w.run(at + w.detect + 3*cfg.LeaseDuration)
 		w.report(t)
 		l := w.reassignLatencies()

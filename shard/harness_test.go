@@ -1,20 +1,20 @@
 package shard
 
 import (
-	"container/heap"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
 
+	"github.com/omnirelay/mesh/internal/vnet"
 	"github.com/omnirelay/mesh/wire"
 )
 
-// This file is an in-test network of one leader Controller and N Owners in virtual
-// real time. Every node has its own clock (offset and a rate within the drift
-// bound), messages are delayed and lost at random, nodes crash, restart, are cut
-// off and healed, and leadership fails over to a higher epoch. After every event
+// This file is an in-test cluster of one leader Controller and N Owners in virtual
+// real time, on the shared virtual network (internal/vnet). Every node has its own
+// clock (offset and a rate within the drift bound), messages are delayed, held up
+// and lost at random, nodes crash, restart, are cut off and healed, and leadership fails over to a higher epoch. After every event
 // it checks the safety invariant: at that real instant no shard is served by two
 // processes. Serving only starts at events and ends as clocks run, so an overlap
 // would be visible at the event that starts the second lease.
@@ -46,37 +46,15 @@ func (n *simNode) realOf(t time.Time) time.Duration {
 	return r
 }
 
-type simEvent struct {
-	at  time.Duration
-	seq uint64
-	fn  func()
-}
-
-type eventHeap []simEvent
-
-func (h eventHeap) Len() int { return len(h) }
-func (h eventHeap) Less(i, j int) bool {
-	return h[i].at < h[j].at || (h[i].at == h[j].at && h[i].seq < h[j].seq)
-}
-func (h eventHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *eventHeap) Push(x any)   { *h = append(*h, x.(simEvent)) }
-func (h *eventHeap) Pop() any     { o := *h; x := o[len(o)-1]; *h = o[:len(o)-1]; return x }
-
 type world struct {
 	cfg   Config
-	rng   *rand.Rand
-	now   time.Duration
-	q     eventHeap
-	seq   uint64
+	rng   *rand.Rand         // faults, workload and the network's draws
+	net   *vnet.Net[Message] // one endpoint per node name, in order of names
 	nodes map[string]*simNode
 	names []string
 
-	loss           float64
-	latMin, latMax time.Duration
-	spike          float64 // probability that a message is delayed by up to spikeMax more
-	spikeMax       time.Duration
-	detect         time.Duration // membership learns a change this long after it happens
-	drift          float64       // clocks run at rates within 1±drift
+	detect time.Duration // membership learns a change this long after it happens
+	drift  float64       // clocks run at rates within 1±drift
 
 	leader string // node whose Controller leads, "" during an election
 	epoch  uint64
@@ -100,15 +78,22 @@ type death struct {
 }
 
 func newWorld(cfg Config, seed uint64, n int) *world {
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	net, err := vnet.NewNet[Message](vnet.Uniform(time.Millisecond, 5*time.Millisecond), rng)
+	if err != nil {
+		panic(err)
+	}
 	w := &world{
 		cfg:    cfg,
-		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		rng:    rng,
+		net:    net,
 		nodes:  map[string]*simNode{},
-		latMin: time.Millisecond, latMax: 5 * time.Millisecond,
 		detect: time.Second,
 		drift:  cfg.MaxDrift,
 		view:   map[string]Member{},
 	}
+	net.Deliver = w.deliver
+	net.AfterEvent = w.check
 	for i := range n {
 		w.addNode(fmt.Sprintf("node-%02d", i), false)
 	}
@@ -123,6 +108,7 @@ func (w *world) addNode(name string, announce bool) *simNode {
 	}
 	w.nodes[name] = nd
 	w.names = append(w.names, name)
+	w.net.Add(name)
 	w.start(nd)
 	w.view[name] = Member{Name: name, Health: HealthAlive}
 	if announce {
@@ -143,25 +129,52 @@ func (w *world) start(nd *simNode) {
 	}
 	nd.up = true
 	if w.leader != "" {
-		nd.owner.SetLeader(nd.local(w.now), w.leader, w.epoch)
+		nd.owner.SetLeader(nd.local(w.net.Now()), w.leader, w.epoch)
 	}
 	w.flush(nd)
 }
 
-func (w *world) at(d time.Duration, fn func()) {
-	w.seq++
-	heap.Push(&w.q, simEvent{at: w.now + max(d, 0), seq: w.seq, fn: fn})
+// at schedules fn d from now.
+func (w *world) at(d time.Duration, fn func()) { w.net.After(d, fn) }
+
+// run processes events until real time end, checking after each.
+func (w *world) run(end time.Duration) { w.net.Run(end) }
+
+// setLatency makes message delays uniform in [lo, hi], keeping loss and spikes.
+func (w *world) setLatency(lo, hi time.Duration) {
+	l := vnet.Uniform(lo, hi)
+	d := w.net.Default()
+	l.Loss, l.Spike, l.SpikeMax = d.Loss, d.Spike, d.SpikeMax
+	w.setLink(l)
 }
 
-// run processes events until real time end.
-func (w *world) run(end time.Duration) {
-	for len(w.q) > 0 && w.q[0].at <= end {
-		e := heap.Pop(&w.q).(simEvent)
-		w.now = e.at
-		e.fn()
-		w.check()
+// setLoss makes every link lose a message with probability p.
+func (w *world) setLoss(p float64) { l := w.net.Default(); l.Loss = p; w.setLink(l) }
+
+// setSpikes holds up a message with probability p by up to most more.
+func (w *world) setSpikes(p float64, most time.Duration) {
+	l := w.net.Default()
+	l.Spike, l.SpikeMax = p, most
+	w.setLink(l)
+}
+
+func (w *world) setLink(l vnet.Link) {
+	if err := w.net.SetDefault(l); err != nil {
+		panic(err)
 	}
-	w.now = end
+}
+
+// latMax is the longest one-way delay without a spike.
+func (w *world) latMax() time.Duration { l := w.net.Default(); return l.Latency + l.Jitter - 1 }
+
+// cut recomputes the partitions from the isolated flags: each isolated node alone.
+func (w *world) cut() {
+	w.net.Heal()
+	for i, name := range w.names {
+		if w.nodes[name].isolated {
+			w.net.Isolate(i)
+		}
+	}
 }
 
 // elect makes name the leader at the next epoch.
@@ -169,7 +182,7 @@ func (w *world) elect(name string) {
 	nd := w.nodes[name]
 	w.epoch++
 	w.leader = name
-	if err := nd.ctrl.BecomeLeader(nd.local(w.now), w.epoch); err != nil {
+	if err := nd.ctrl.BecomeLeader(nd.local(w.net.Now()), w.epoch); err != nil {
 		panic(err)
 	}
 	w.tellLeader()
@@ -178,9 +191,9 @@ func (w *world) elect(name string) {
 // failover steps the leader down now and elects another live, reachable node
 // after gap (the leader lease guarantees the terms do not overlap).
 func (w *world) failover(gap time.Duration) {
-	w.faults = append(w.faults, w.now)
+	w.faults = append(w.faults, w.net.Now())
 	if old := w.nodes[w.leader]; old != nil && old.up {
-		old.ctrl.StepDown(old.local(w.now))
+		old.ctrl.StepDown(old.local(w.net.Now()))
 	}
 	w.leader = ""
 	w.at(gap, func() {
@@ -205,7 +218,7 @@ func (w *world) tellLeader() {
 	for _, name := range sortedKeys(w.view) {
 		ms = append(ms, w.view[name])
 	}
-	if err := nd.ctrl.SetMembers(nd.local(w.now), ms); err != nil {
+	if err := nd.ctrl.SetMembers(nd.local(w.net.Now()), ms); err != nil {
 		panic(err)
 	}
 	w.flush(nd)
@@ -231,7 +244,7 @@ func (w *world) setHealth(name string, h Health) {
 }
 
 func (w *world) recordDeath(name string) {
-	d := death{node: name, known: w.now, shards: map[uint32]time.Duration{}}
+	d := death{node: name, known: w.net.Now(), shards: map[uint32]time.Duration{}}
 	served := w.serving()
 	for s := range w.cfg.Shards {
 		if served[s] == name || w.ownerInLeaderMap(uint32(s)) == name {
@@ -254,7 +267,7 @@ func (w *world) crash(name string) {
 	if !nd.up {
 		return
 	}
-	w.faults = append(w.faults, w.now)
+	w.faults = append(w.faults, w.net.Now())
 	nd.up = false
 	nd.tickGen++
 	if name == w.leader {
@@ -268,7 +281,7 @@ func (w *world) restart(name string) {
 	if nd.up {
 		return
 	}
-	w.faults = append(w.faults, w.now)
+	w.faults = append(w.faults, w.net.Now())
 	w.start(nd)
 	w.setHealth(name, HealthAlive)
 }
@@ -278,8 +291,9 @@ func (w *world) isolate(name string) {
 	if nd.isolated || !nd.up {
 		return
 	}
-	w.faults = append(w.faults, w.now)
+	w.faults = append(w.faults, w.net.Now())
 	nd.isolated = true
+	w.cut()
 	if name == w.leader {
 		w.failover(time.Duration(w.rng.Int64N(int64(2 * time.Second))))
 	}
@@ -291,13 +305,14 @@ func (w *world) heal(name string) {
 	if !nd.isolated {
 		return
 	}
-	w.faults = append(w.faults, w.now)
+	w.faults = append(w.faults, w.net.Now())
 	nd.isolated = false
+	w.cut()
 	w.setHealth(name, HealthAlive)
 }
 
 func (w *world) setDraining(name string, on bool) {
-	w.faults = append(w.faults, w.now)
+	w.faults = append(w.faults, w.net.Now())
 	m := w.view[name]
 	m.Draining = on
 	w.view[name] = m
@@ -330,11 +345,11 @@ func (w *world) flush(nd *simNode) {
 		return
 	}
 	gen := nd.tickGen
-	w.at(nd.realOf(next)-w.now, func() {
+	w.at(nd.realOf(next)-w.net.Now(), func() {
 		if nd.tickGen != gen || !nd.up {
 			return
 		}
-		now := nd.local(w.now)
+		now := nd.local(w.net.Now())
 		nd.ctrl.Tick(now)
 		nd.owner.Tick(now)
 		w.flush(nd)
@@ -342,29 +357,25 @@ func (w *world) flush(nd *simNode) {
 }
 
 func (w *world) send(from *simNode, e Envelope) {
-	if from.isolated || w.rng.Float64() < w.loss {
+	i, _ := w.net.Index(from.name)
+	// Every message crosses the real codec, as it would the network.
+	w.net.Send(i, e.To, viaWire(e.Msg))
+}
+
+// deliver steps the machine a message is for, on a running node.
+func (w *world) deliver(_, to int, msg Message) {
+	nd := w.nodes[w.net.Name(to)]
+	if !nd.up {
 		return
 	}
-	lat := w.latMin + time.Duration(w.rng.Int64N(int64(w.latMax-w.latMin)+1))
-	if w.spike > 0 && w.rng.Float64() < w.spike {
-		lat += time.Duration(w.rng.Int64N(int64(w.spikeMax) + 1))
+	now := nd.local(w.net.Now())
+	switch msg.(type) {
+	case *Renew, *MapRequest:
+		nd.ctrl.Step(now, msg)
+	default:
+		nd.owner.Step(now, msg)
 	}
-	// Every message crosses the real codec, as it would the network.
-	msg := viaWire(e.Msg)
-	w.at(lat, func() {
-		to := w.nodes[e.To]
-		if to == nil || !to.up || to.isolated {
-			return
-		}
-		now := to.local(w.now)
-		switch msg.(type) {
-		case *Renew, *MapRequest:
-			to.ctrl.Step(now, msg)
-		default:
-			to.owner.Step(now, msg)
-		}
-		w.flush(to)
-	})
+	w.flush(nd)
 }
 
 // serving returns, per shard, the one live process serving it now ("" if none),
@@ -380,13 +391,13 @@ func (w *world) serving() []string {
 		if !nd.up {
 			continue
 		}
-		now := nd.local(w.now)
+		now := nd.local(w.net.Now())
 		for s, exp := range nd.owner.held {
 			if !now.Before(exp) {
 				continue
 			}
 			if who := w.served[s]; who != "" {
-				w.violate("shard %d served by %s and %s at %v", s, who, name, w.now)
+				w.violate("shard %d served by %s and %s at %v", s, who, name, w.net.Now())
 			}
 			w.served[s] = name
 		}
@@ -411,7 +422,7 @@ func (w *world) check() {
 		for s, t := range d.shards {
 			who := served[s]
 			if t < 0 && who != "" && who != d.node && !w.nodes[who].isolated && w.view[who].Health == HealthAlive {
-				d.shards[s] = w.now - d.known
+				d.shards[s] = w.net.Now() - d.known
 				d.pending--
 			}
 		}
@@ -436,7 +447,7 @@ func (w *world) reassignLatencies() []time.Duration {
 	var out []time.Duration
 	window := 2 * w.cfg.LeaseDuration
 	for _, d := range w.deaths {
-		if !w.calm(d.known-w.detect, d.known+window, w.cfg.LeaseDuration) || d.known+window > w.now {
+		if !w.calm(d.known-w.detect, d.known+window, w.cfg.LeaseDuration) || d.known+window > w.net.Now() {
 			continue
 		}
 		worst := time.Duration(0)
@@ -523,10 +534,12 @@ func (w *world) sendClient(k, i int, think time.Duration) {
 		retry()
 		return
 	}
-	lat := w.latMin + time.Duration(w.rng.Int64N(int64(w.latMax-w.latMin)+1))
+	// Client links are reliable and never held up: the default link's delay only.
+	d := w.net.Default()
+	lat := w.net.Delay(&vnet.Link{Latency: d.Latency, Jitter: d.Jitter})
 	w.at(lat, func() {
 		nd := w.nodes[to]
-		if !nd.up || nd.isolated || !nd.owner.Serving(nd.local(w.now), s) {
+		if !nd.up || nd.isolated || !nd.owner.Serving(nd.local(w.net.Now()), s) {
 			c.rejected++
 			retry()
 			return

@@ -37,9 +37,9 @@ func TestForgedShardCountersAreRefused(t *testing.T) {
 			msg := tc.msg(w)
 			w.at(0, func() {
 				if _, ok := msg.(*MapRequest); ok {
-					nd.ctrl.Step(nd.local(w.now), msg)
+					nd.ctrl.Step(nd.local(w.net.Now()), msg)
 				} else {
-					nd.owner.Step(nd.local(w.now), msg)
+					nd.owner.Step(nd.local(w.net.Now()), msg)
 				}
 				w.flush(nd)
 			})

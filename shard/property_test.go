@@ -65,7 +65,7 @@ func (w *world) apply(a action) {
 		w.setDraining(name, true)
 		w.at(a.after, func() { w.setDraining(name, false) })
 	case 4:
-		w.faults = append(w.faults, w.now)
+		w.faults = append(w.faults, w.net.Now())
 		w.addNode(fmt.Sprintf("node-j%02d", len(w.names)), true)
 	case 5:
 		w.setDraining(name, true)
@@ -74,7 +74,7 @@ func (w *world) apply(a action) {
 			m.Health = HealthLeft
 			w.view[name] = m
 			w.nodes[name].up = false
-			w.faults = append(w.faults, w.now)
+			w.faults = append(w.faults, w.net.Now())
 			if name == w.leader {
 				w.failover(time.Second)
 			}
@@ -95,13 +95,12 @@ func TestPropertySafetyAndReassignment(t *testing.T) {
 		cfg := testConfig(rapid.IntRange(4, 40).Draw(rt, "shards"))
 		cfg.MaxMoves = rapid.IntRange(1, 8).Draw(rt, "maxMoves")
 		w := newWorld(cfg, rapid.Uint64().Draw(rt, "seed"), n)
-		w.loss = rapid.SampledFrom([]float64{0, 0, 0.05, 0.3}).Draw(rt, "loss")
-		w.latMax = time.Duration(rapid.IntRange(1, 80).Draw(rt, "latMaxMs")) * time.Millisecond
+		w.setLoss(rapid.SampledFrom([]float64{0, 0, 0.05, 0.3}).Draw(rt, "loss"))
+		w.setLatency(time.Millisecond, time.Duration(rapid.IntRange(1, 80).Draw(rt, "latMaxMs"))*time.Millisecond)
 		w.detect = time.Duration(rapid.IntRange(100, 1500).Draw(rt, "detectMs")) * time.Millisecond
 		// Rare long delays reorder messages by up to a lease length. They also make
 		// the timing property unmeasurable, so it is only checked without them.
-		w.spike = rapid.SampledFrom([]float64{0, 0, 0.02, 0.1}).Draw(rt, "spike")
-		w.spikeMax = 3 * time.Second
+		w.setSpikes(rapid.SampledFrom([]float64{0, 0, 0.02, 0.1}).Draw(rt, "spike"), 3*time.Second)
 		w.elect("node-00")
 		w.startClients(4, 25, 300*time.Millisecond)
 		for i, a := range rapid.SliceOfN(rapid.Custom(func(rt *rapid.T) action { return drawAction(rt, "a") }), 0, 6).Draw(rt, "actions") {
@@ -118,7 +117,7 @@ func TestPropertySafetyAndReassignment(t *testing.T) {
 		if lost := w.clients.lost(); len(lost) > 0 {
 			rt.Fatalf("%d messages never processed, e.g. %v", len(lost), lost[0])
 		}
-		if w.loss > 0 || w.spike > 0 {
+		if l := w.net.Default(); l.Loss > 0 || l.Spike > 0 {
 			return
 		}
 		for _, d := range w.reassignLatencies() {

@@ -103,7 +103,7 @@ func TestDrainMovesEverythingAtMostKAtOnce(t *testing.T) {
 // and rejected ones are retried. None is processed twice and none is lost.
 func TestWorkloadExactlyOnceAcrossReshards(t *testing.T) {
 	w := newWorld(testConfig(64), 5, 6)
-	w.latMax = 20 * time.Millisecond
+	w.setLatency(time.Millisecond, 20*time.Millisecond)
 	w.elect("node-00")
 	w.startClients(8, 80, 100*time.Millisecond)
 	w.at(4*time.Second, func() { w.addNode("node-06", true) })
@@ -141,7 +141,7 @@ func TestCutOffMemberCatchesUpWithinRetryAfterHeal(t *testing.T) {
 		sentBefore := cut.owner.Stats().Renewals
 		w.isolate("node-03")
 		isolated := 5 * time.Second
-		w.run(w.now + isolated)
+		w.run(w.net.Now() + isolated)
 		if !stale(cut, w.nodes[w.leader]) {
 			t.Fatalf("seed %d: the cut-off member already has the new map; the test shows nothing", seed)
 		}
@@ -150,12 +150,12 @@ func TestCutOffMemberCatchesUpWithinRetryAfterHeal(t *testing.T) {
 			t.Errorf("seed %d: %d renewals in %v cut off, want <= %d", seed, n, isolated, isolated/w.cfg.RetryInterval+1)
 		}
 		w.heal("node-03")
-		healed := w.now
-		bound := w.cfg.RetryInterval + 4*w.latMax // retry wait, then renewal, grant, request, map
-		for w.now < healed+w.detect && stale(cut, w.nodes[w.leader]) {
-			w.run(w.now + time.Millisecond)
+		healed := w.net.Now()
+		bound := w.cfg.RetryInterval + 4*w.latMax() // retry wait, then renewal, grant, request, map
+		for w.net.Now() < healed+w.detect && stale(cut, w.nodes[w.leader]) {
+			w.run(w.net.Now() + time.Millisecond)
 		}
-		if took := w.now - healed; took > bound {
+		if took := w.net.Now() - healed; took > bound {
 			t.Errorf("seed %d: the healed member held the leader's map version %v after the heal, want <= %v", seed, took, bound)
 		}
 		w.report(t)

@@ -14,20 +14,22 @@ func (w *world) unservedNow() (leader, truth int) {
 		}
 	}
 	nd := w.nodes[w.leader]
-	return nd.ctrl.Unserved(nd.local(w.now)), truth
+	return nd.ctrl.Unserved(nd.local(w.net.Now())), truth
 }
 
 // Draining every node one after the other leaves the shards that were in flight
 // with nowhere to go: released, no owner, not forced, so nothing counted them as
-// parked. Unserved counts them, and drops to 0 once drains are lifted.
+// parked. Unserved counts them, and drops to 0 once drains are lifted. Whether
+// shards are in flight at the last drain depends on the seed's delays: seed 1
+// strands 16 (so do 5, 17, 22 and 23).
 func TestUnservedCountsShardsLeftOwnerlessByDrainingEveryNode(t *testing.T) {
-	w := newWorld(testConfig(64), 7, 5)
+	w := newWorld(testConfig(64), 1, 5)
 	w.elect("node-00")
 	w.run(10 * time.Second)
 	if l, tr := w.unservedNow(); l != 0 || tr != 0 {
 		t.Fatalf("settled: Unserved %d, truly unserved %d; want 0, 0", l, tr)
 	}
-	end := w.now
+	end := w.net.Now()
 	for _, name := range w.names {
 		w.setDraining(name, true)
 		end += 200 * time.Millisecond
@@ -45,7 +47,7 @@ func TestUnservedCountsShardsLeftOwnerlessByDrainingEveryNode(t *testing.T) {
 	for _, name := range w.names {
 		w.setDraining(name, false)
 	}
-	w.run(w.now + 30*time.Second)
+	w.run(w.net.Now() + 30*time.Second)
 	if l, tr := w.unservedNow(); l != 0 || tr != 0 {
 		t.Fatalf("drains lifted: Unserved %d, truly unserved %d; want 0, 0", l, tr)
 	}
@@ -63,24 +65,24 @@ func TestUnservedCountsShardsOfFencedOutOwners(t *testing.T) {
 	w.run(10 * time.Second)
 	for _, name := range w.names {
 		nd := w.nodes[name]
-		nd.owner.SetLeader(nd.local(w.now), "node-ghost", w.epoch+1)
+		nd.owner.SetLeader(nd.local(w.net.Now()), "node-ghost", w.epoch+1)
 		w.flush(nd)
 	}
-	w.run(w.now + 3*w.cfg.LeaseDuration)
+	w.run(w.net.Now() + 3*w.cfg.LeaseDuration)
 	if l, tr := w.unservedNow(); l != 64 || tr != 64 {
 		t.Fatalf("owners fenced out: Unserved %d, truly unserved %d; want 64, 64", l, tr)
 	}
 	w.epoch++ // the ghost's term: the next leader's is above it
 	w.failover(100 * time.Millisecond)
-	w.run(w.now + 30*time.Second)
+	w.run(w.net.Now() + 30*time.Second)
 	if l, tr := w.unservedNow(); l != 0 || tr != 0 {
 		t.Fatalf("new leader at the owners' epoch: Unserved %d, truly unserved %d; want 0, 0", l, tr)
 	}
 	w.report(t)
 
 	nd := w.nodes[w.leader]
-	nd.ctrl.Step(nd.local(w.now), &Renew{Epoch: w.epoch + 1, Node: "node-01", Boot: 1, Seq: 1 << 40})
-	if got := nd.ctrl.Unserved(nd.local(w.now)); got != 64 {
+	nd.ctrl.Step(nd.local(w.net.Now()), &Renew{Epoch: w.epoch + 1, Node: "node-01", Boot: 1, Seq: 1 << 40})
+	if got := nd.ctrl.Unserved(nd.local(w.net.Now())); got != 64 {
 		t.Fatalf("fenced Controller: Unserved %d, want 64", got)
 	}
 }

@@ -6,8 +6,8 @@
 //
 // # Engine
 //
-// A 4-ary heap of plain event values ordered by (time, sequence) drives everything;
-// equal times fire in scheduling order, so a run is a pure function of its inputs.
+// A queue of plain event values ordered by (time, sequence) drives everything
+// (internal/vnet.Queue, a 4-ary heap); equal times fire in scheduling order, so a run is a pure function of its inputs.
 // Virtual time starts at Epoch. Randomness comes from named streams derived from the
 // master seed (Stream): "network" for delays, loss and duplication, "formation",
 // "scenario/NAME" and "schedule" for faults, and "node/NAME/RESTARTS" for each node
@@ -17,6 +17,9 @@
 // every membership event is folded into TraceHash: equal seeds give equal hashes.
 //
 // # Network model (Link, Config)
+//
+// The link model is internal/vnet's, the one the swim, lease and shard tests run
+// their machines on too; sim adds node slots, streams and the MTU around it.
 //
 //   - one-way delay Latency + uniform [0, Jitter) per datagram (default 0.5–2 ms);
 //     reordering falls out of jitter
@@ -65,7 +68,10 @@
 //
 // # Scenarios (Run, `omnirelay sim run`)
 //
-// Each scenario first forms a stable cluster (Form: doubling waves of joins through
+// A scenario is a value in one table (Scenarios): its name, description, default
+// duration and loss, the stack its nodes run (StackSwim, StackLease, StackShard),
+// how many nodes join in the measured phase, its fault program and the figures it
+// reports. Run runs the same engine for all of them. Each scenario first forms a stable cluster (Form: doubling waves of joins through
 // three random earlier nodes, then settle until converged, at most 120 s), then
 // measures. Knobs: Options.Nodes (default 100), Seed, Duration (measured phase),
 // Loss (every link, measured phase), Profile (lan | memberlist), NoLifeguard,

@@ -9,46 +9,7 @@ import (
 
 	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/swim"
-	"pgregory.net/rapid"
 )
-
-func TestHeapPopsInTimeThenSequenceOrder(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) {
-		var h eventHeap
-		var want []event
-		n := rapid.IntRange(0, 300).Draw(t, "n")
-		for i := 0; i < n; i++ {
-			e := event{at: rapid.Int64Range(0, 20).Draw(t, "at"), seq: uint64(i)}
-			h.push(e)
-			want = append(want, e)
-			if rapid.Bool().Draw(t, "pop") && h.len() > 0 {
-				got := h.pop()
-				slices.SortFunc(want, func(a, b event) int {
-					if a.before(&b) {
-						return -1
-					}
-					return 1
-				})
-				if got.at != want[0].at || got.seq != want[0].seq {
-					t.Fatalf("popped (%d,%d), want (%d,%d)", got.at, got.seq, want[0].at, want[0].seq)
-				}
-				want = want[1:]
-			}
-		}
-		slices.SortFunc(want, func(a, b event) int {
-			if a.before(&b) {
-				return -1
-			}
-			return 1
-		})
-		for _, w := range want {
-			got := h.pop()
-			if got.at != w.at || got.seq != w.seq {
-				t.Fatalf("popped (%d,%d), want (%d,%d)", got.at, got.seq, w.at, w.seq)
-			}
-		}
-	})
-}
 
 func TestStreamsAreStableAndIndependent(t *testing.T) {
 	a, b := Stream(7, "network"), Stream(7, "network")

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/omnirelay/mesh/internal/host"
@@ -152,40 +153,108 @@ type Result struct {
 	RetriesDuring       *int     `json:"retries_during,omitempty"`       // drain: the same while the shards move
 }
 
-// Scenario is a named experiment.
+// Scenario is one experiment as data: what it is, its defaults, the stack its
+// nodes run, its fault program and the figures it reports. Run looks it up by
+// name and runs the same engine for every scenario; nothing else in the engine
+// knows scenarios by name.
 type Scenario struct {
-	Name     string
-	About    string
-	Duration time.Duration // default measured-phase length
-	run      func(r *runner) error
+	Name  string
+	About string
+	// Duration is the default measured-phase length.
+	Duration time.Duration
+	// Loss is the default datagram loss on every link in the measured phase.
+	Loss float64
+	// Stack is the protocol stack every node runs.
+	Stack StackKind
+	// Joiners is how many of Options.Nodes stay out of formation for the
+	// measured phase to add.
+	Joiners int
+	// Figures are the JSON names of the Result fields the scenario reports on top
+	// of the counters every run has (TestScenariosSmall checks that it does).
+	Figures []string
+	// run is the fault program of the measured phase, with its checks; it fills
+	// the figures.
+	run func(r *runner) error
+}
+
+// StackKind is the protocol stack of a scenario's nodes.
+type StackKind uint8
+
+const (
+	// StackSwim is membership and metadata only (internal/host without
+	// leadership).
+	StackSwim StackKind = iota
+	// StackLease adds leader election among the voters (Options.Voters, Lease).
+	StackLease
+	// StackShard adds leadership and shard ownership (Options.Shard).
+	StackShard
+)
+
+var (
+	leaseFigures = []string{"failover_ms", "elections", "safety_violations", "election_messages"}
+	shardFigures = []string{"moved_fraction", "duplicate_deliveries", "lost_messages", "client_messages", "shard_violations", "shard_events", "safety_violations"}
+)
+
+// scenarios is the table Run and `omnirelay sim list` read, in list order.
+var scenarios = []Scenario{
+	{Name: "join", About: "stable cluster of nodes-1, then one node joins; join_*_ms: when each other node first learns it",
+		Duration: 30 * time.Second, Joiners: 1, run: runJoin,
+		Figures: []string{"join_p50_ms", "join_p95_ms", "join_p99_ms", "join_max_ms", "missing"}},
+	{Name: "crash", About: "stable cluster, one node crashes; detect_*_ms: when each other node declares it dead",
+		Duration: 90 * time.Second, run: runCrash,
+		Figures: []string{"suspect_first_ms", "detect_p50_ms", "detect_p95_ms", "detect_p99_ms", "detect_max_ms", "missing"}},
+	{Name: "leave", About: "stable cluster, one node leaves gracefully; leave_*_ms: when each other node learns it left",
+		Duration: 30 * time.Second, run: runLeave,
+		Figures: []string{"leave_p50_ms", "leave_p95_ms", "leave_max_ms", "missing"}},
+	{Name: "churn", About: "joins, crashes and restarts (some on new addresses) every second, then quiet until converged",
+		Duration: 60 * time.Second, run: runChurn,
+		Figures: []string{"crashes", "restarts", "joins", "quiet_agree_ms", "quiet_convergence_ms"}},
+	{Name: "loss", About: "steady cluster under --loss (default 0.1) on every link; counts false suspicions and deaths",
+		Duration: 60 * time.Second, Loss: 0.1, run: runLoss,
+		Figures: []string{"false_suspicions", "false_deaths", "dropped_loss"}},
+	{Name: "pause", About: "2% of nodes (at least one) repeatedly stop processing messages for 1/6 to all of --pause-max (default 24 probe intervals: 6 s lan) while their timers run, as in the Lifeguard experiments; false positives",
+		Duration: 120 * time.Second, run: runPause,
+		Figures: []string{"pauses", "suspected_paused", "dead_paused", "false_suspicions", "false_deaths"}},
+	{Name: "gc-pause", About: "2% of nodes (at least one) repeatedly freeze as in pause, but stop-the-world: timers stop too, and at the wake they run before the queued inputs; false positives",
+		Duration: 120 * time.Second, run: runGCPause,
+		Figures: []string{"pauses", "suspected_paused", "dead_paused", "false_suspicions", "false_deaths"}},
+	{Name: "slow", About: "2% of nodes (at least one) spend 100 ms on every input (CPU-starved, inputs queue up) for the duration; false positives about healthy nodes",
+		Duration: 120 * time.Second, run: runSlow,
+		Figures: []string{"slow_nodes", "suspected_slow", "dead_slow", "false_suspicions", "false_deaths"}},
+	{Name: "partition-heal", About: "split in two halves for --duration (longer than the dead timeout), heal; heal_convergence_ms",
+		Duration: 90 * time.Second, run: runPartitionHeal,
+		Figures: []string{"heal_convergence_ms", "dropped_partition"}},
+	{Name: "leader-crash", About: "voters elect a leader; it crashes; failover_ms until another node holds a valid lease (clock drift within the bound)",
+		Duration: 15 * time.Second, Stack: StackLease, run: runLeaderCrash, Figures: leaseFigures},
+	{Name: "leader-partition", About: "the leader is cut off alone for --duration, then healed; failover_ms on the majority side, safety throughout",
+		Duration: 15 * time.Second, Stack: StackLease, run: runLeaderPartition,
+		Figures: append([]string{"end_leaders"}, leaseFigures...)},
+	{Name: "leader-pause", About: "the leader pauses twice its lease length; failover_ms, and whether Fence refuses when it wakes (stale_fence_refused)",
+		Duration: 15 * time.Second, Stack: StackLease, run: runLeaderPause,
+		Figures: append([]string{"stale_fence_refused"}, leaseFigures...)},
+	{Name: "leader-flap", About: "the links of random voters flap (lossy, cut off, healthy) every 0.2-2 s; elections and safety",
+		Duration: 60 * time.Second, Stack: StackLease, run: runLeaderFlap,
+		Figures: []string{"elections", "safety_violations", "end_leaders"}},
+	{Name: "reshard-join", About: "shards on (1024 by default), one node joins under a client workload; moved_fraction, reshard_ms, duplicate_deliveries, lost_messages, shard_violations",
+		Duration: 60 * time.Second, Stack: StackShard, Joiners: 1, run: runReshardJoin,
+		Figures: append([]string{"reshard_ms"}, shardFigures...)},
+	{Name: "reshard-crash", About: "shards on, a non-leader crashes under the workload (reassign_ms until its shards are served elsewhere), then another is partitioned 5 s and healed (map_convergence_ms)",
+		Duration: 60 * time.Second, Stack: StackShard, run: runReshardCrash,
+		Figures: append([]string{"reassign_ms", "map_convergence_ms"}, shardFigures...)},
+	{Name: "drain", About: "shards on, the leader drains a node under the workload; throughput_before/during/after, moved_fraction, reshard_ms",
+		Duration: 60 * time.Second, Stack: StackShard, run: runDrain,
+		Figures: append([]string{"reshard_ms", "throughput_before", "throughput_during", "throughput_after", "retries_before", "retries_during"}, shardFigures...)},
+	{Name: "meta", About: "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests",
+		Duration: 15 * time.Second, run: runMeta,
+		Figures: []string{"meta_p50_ms", "meta_p99_ms", "meta_max_ms", "meta_bytes_per_node", "meta_delta_bytes", "meta_converged", "missing"}},
 }
 
 // Scenarios lists every scenario, in the order `omnirelay sim list` prints them.
-func Scenarios() []Scenario {
-	return []Scenario{
-		{"join", "stable cluster of nodes-1, then one node joins; join_*_ms: when each other node first learns it", 30 * time.Second, runJoin},
-		{"crash", "stable cluster, one node crashes; detect_*_ms: when each other node declares it dead", 90 * time.Second, runCrash},
-		{"leave", "stable cluster, one node leaves gracefully; leave_*_ms: when each other node learns it left", 30 * time.Second, runLeave},
-		{"churn", "joins, crashes and restarts (some on new addresses) every second, then quiet until converged", 60 * time.Second, runChurn},
-		{"loss", "steady cluster under --loss (default 0.1) on every link; counts false suspicions and deaths", 60 * time.Second, runLoss},
-		{"pause", "2% of nodes (at least one) repeatedly stop processing messages for 1/6 to all of --pause-max (default 24 probe intervals: 6 s lan) while their timers run, as in the Lifeguard experiments; false positives", 120 * time.Second, runPause},
-		{"gc-pause", "2% of nodes (at least one) repeatedly freeze as in pause, but stop-the-world: timers stop too, and at the wake they run before the queued inputs; false positives", 120 * time.Second, runGCPause},
-		{"slow", "2% of nodes (at least one) spend 100 ms on every input (CPU-starved, inputs queue up) for the duration; false positives about healthy nodes", 120 * time.Second, runSlow},
-		{"partition-heal", "split in two halves for --duration (longer than the dead timeout), heal; heal_convergence_ms", 90 * time.Second, runPartitionHeal},
-		{"leader-crash", "voters elect a leader; it crashes; failover_ms until another node holds a valid lease (clock drift within the bound)", 15 * time.Second, runLeaderCrash},
-		{"leader-partition", "the leader is cut off alone for --duration, then healed; failover_ms on the majority side, safety throughout", 15 * time.Second, runLeaderPartition},
-		{"leader-pause", "the leader pauses twice its lease length; failover_ms, and whether Fence refuses when it wakes (stale_fence_refused)", 15 * time.Second, runLeaderPause},
-		{"leader-flap", "the links of random voters flap (lossy, cut off, healthy) every 0.2-2 s; elections and safety", 60 * time.Second, runLeaderFlap},
-		{"reshard-join", "shards on (1024 by default), one node joins under a client workload; moved_fraction, reshard_ms, duplicate_deliveries, lost_messages, shard_violations", 60 * time.Second, runReshardJoin},
-		{"reshard-crash", "shards on, a non-leader crashes under the workload (reassign_ms until its shards are served elsewhere), then another is partitioned 5 s and healed (map_convergence_ms)", 60 * time.Second, runReshardCrash},
-		{"drain", "shards on, the leader drains a node under the workload; throughput_before/during/after, moved_fraction, reshard_ms", 60 * time.Second, runDrain},
-		{"meta", "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests", 15 * time.Second, runMeta},
-	}
-}
+func Scenarios() []Scenario { return slices.Clone(scenarios) }
 
 // Lookup finds a scenario by name.
 func Lookup(name string) (Scenario, bool) {
-	for _, sc := range Scenarios() {
+	for _, sc := range scenarios {
 		if sc.Name == name {
 			return sc, true
 		}
@@ -245,8 +314,8 @@ func Run(o Options) (*Result, error) {
 	if o.Duration == 0 {
 		o.Duration = sc.Duration
 	}
-	if o.Loss == 0 && sc.Name == "loss" {
-		o.Loss = 0.1
+	if o.Loss == 0 {
+		o.Loss = sc.Loss
 	}
 	switch {
 	case o.Nodes < 3:
@@ -268,28 +337,26 @@ func Run(o Options) (*Result, error) {
 	factory := o.NewStack
 	var watch *leaseWatch
 	var sw *shardWatch
-	if shardScenario(sc.Name) {
+	if sc.Stack != StackSwim {
+		if factory != nil {
+			return nil, fmt.Errorf("%w: scenario %s needs its own stack (NewStack must be nil)", ErrConfig, sc.Name)
+		}
 		if err := o.fillLease(); err != nil {
 			return nil, err
 		}
+	}
+	switch sc.Stack {
+	case StackShard:
 		if err := o.fillShard(); err != nil {
 			return nil, err
 		}
-		if factory != nil {
-			return nil, fmt.Errorf("%w: shard scenarios need the shard stack (NewStack must be nil)", ErrConfig)
-		}
 		factory, watch, sw = shardFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease, o.Shard)
-	}
-	if leaderScenario(sc.Name) {
-		if err := o.fillLease(); err != nil {
-			return nil, err
-		}
+	case StackLease:
+		factory, watch = leaseFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease)
+	default:
 		if factory == nil {
-			factory, watch = leaseFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease)
+			factory = hostFactory(o.Profile, !o.NoLifeguard)
 		}
-	}
-	if factory == nil {
-		factory = hostFactory(o.Profile, !o.NoLifeguard)
 	}
 	s, err := New(Config{Seed: o.Seed, NewStack: factory})
 	if err != nil {
@@ -297,15 +364,13 @@ func Run(o Options) (*Result, error) {
 	}
 	if watch != nil {
 		s.watchLeases(watch)
-	} else if leaderScenario(sc.Name) {
-		return nil, fmt.Errorf("%w: leader scenarios need the lease stack (NewStack must be nil)", ErrConfig)
 	}
 	r := &runner{s: s, o: o, rng: Stream(o.Seed, "scenario/"+sc.Name), wall: time.Now(), shards: sw}
 	r.res = &Result{
 		Scenario: sc.Name, Nodes: o.Nodes, Seed: o.Seed, Profile: o.Profile,
 		Lifeguard: !o.NoLifeguard, Loss: o.Loss,
 	}
-	if leaderScenario(sc.Name) {
+	if sc.Stack == StackLease {
 		r.res.Voters = o.Voters
 	}
 	if sw != nil {
@@ -313,11 +378,7 @@ func Run(o Options) (*Result, error) {
 		r.res.Voters, r.res.Shards = o.Voters, o.Shard.Shards
 	}
 	s.progress("formation", o.Progress)
-	formN := o.Nodes
-	if sc.Name == "join" || sc.Name == "reshard-join" {
-		formN--
-	}
-	conv, _, err := s.Form(formN, 120*time.Second)
+	conv, _, err := s.Form(o.Nodes-sc.Joiners, 120*time.Second)
 	if err != nil {
 		return nil, err
 	}

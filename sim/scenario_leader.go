@@ -249,15 +249,6 @@ func (s *Sim) ChangeVoters(i int, voters []string) error {
 
 // --- scenarios ---
 
-// leaderScenario reports whether a scenario runs with leadership on.
-func leaderScenario(name string) bool {
-	switch name {
-	case "leader-crash", "leader-partition", "leader-pause", "leader-flap":
-		return true
-	}
-	return false
-}
-
 // leaderIndex waits (at most max) for a node to hold a valid lease and returns it.
 func (r *runner) leaderIndex(max time.Duration) (int, error) {
 	var ls []string
@@ -415,7 +406,7 @@ func runLeaderFlap(r *runner) error {
 		s.RunFor(200*time.Millisecond + time.Duration(r.rng.Int64N(int64(1800*time.Millisecond))))
 	}
 	s.Heal()
-	s.net.overrides = nil
+	s.net.ClearLinks()
 	s.RunFor(10 * time.Second)
 	ls, _ := s.Leaders()
 	r.res.EndLeaders = intp(len(ls))

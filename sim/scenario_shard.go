@@ -139,15 +139,6 @@ func shardFactory(profile string, lifeguard bool, voters []string, lc lease.Conf
 	}, lw, sw
 }
 
-// shardScenario reports whether a scenario runs with shards on.
-func shardScenario(name string) bool {
-	switch name {
-	case "reshard-join", "reshard-crash", "drain":
-		return true
-	}
-	return false
-}
-
 // fillShard applies the shard defaults of Options and checks them.
 func (o *Options) fillShard() error {
 	if o.Shard.Shards == 0 {

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"encoding/json"
 	"os"
 	"testing"
 	"time"
@@ -42,6 +43,19 @@ func TestScenariosSmall(t *testing.T) {
 			}
 			if !res.FormationConverged || res.MessagesSent == 0 || res.TraceHash == "" {
 				t.Fatalf("result %+v", res)
+			}
+			b, err := json.Marshal(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var fields map[string]any
+			if err := json.Unmarshal(b, &fields); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range sc.Figures {
+				if _, ok := fields[f]; !ok {
+					t.Errorf("figure %s, which the table promises, is not in the result", f)
+				}
 			}
 			check := func(name string, v *float64) {
 				if v == nil || *v <= 0 {

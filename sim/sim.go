@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/omnirelay/mesh/internal/vnet"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -69,7 +70,10 @@ func (c *Config) fill() error {
 	case c.NewStack == nil:
 		return fmt.Errorf("%w: NewStack is nil", ErrConfig)
 	}
-	return c.Link.Validate()
+	if err := c.Link.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return nil
 }
 
 // node is one simulated process slot. A restart keeps the slot (and name) and
@@ -121,14 +125,13 @@ func (n *node) virtual(l int64) int64 {
 type Sim struct {
 	cfg        Config
 	now        int64
-	seq        uint64
-	q          eventHeap
+	q          vnet.Queue[event]
 	nodes      []*node
 	addrs      []string         // address slot → "10.a.b.c:7946"
 	owner      []int32          // address slot → node index, -1 once retired
 	slotOf     map[string]int32 // address → slot
 	byName     map[string]int32
-	net        network
+	net        *vnet.Model // one endpoint per node index
 	actions    []func(*Sim)
 	trace      *xxhash.Digest
 	buf        [40]byte
@@ -152,8 +155,12 @@ func New(cfg Config) (*Sim, error) {
 		trace:  xxhash.New(),
 		epoch:  Epoch(),
 	}
-	s.net = network{def: cfg.Link, mtu: cfg.MTU, rng: Stream(cfg.Seed, "network")}
-	s.q.ev = make([]event, 0, 1024)
+	net, err := vnet.NewModel(cfg.Link, Stream(cfg.Seed, "network"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	s.net = net
+	s.q.Grow(1024)
 	return s, nil
 }
 
@@ -220,7 +227,7 @@ func (s *Sim) AddNode() (int, error) {
 	i := int32(len(s.nodes))
 	n := &node{name: fmt.Sprintf("node-%05d", i), slow: 1}
 	s.nodes = append(s.nodes, n)
-	s.net.group = append(s.net.group, 0)
+	s.net.AddEndpoint()
 	s.byName[n.name] = i
 	n.addr = s.newSlot(i)
 	if err := s.start(i); err != nil {
@@ -339,69 +346,33 @@ func (s *Sim) SetDrift(i int, drift float64) {
 }
 
 // SetDefaultLink replaces the link used between nodes without an override.
-func (s *Sim) SetDefaultLink(l Link) error {
-	if err := l.Validate(); err != nil {
-		return err
-	}
-	s.net.def = l
-	return nil
-}
+func (s *Sim) SetDefaultLink(l Link) error { return configErr(s.net.SetDefault(l)) }
 
 // DefaultLink is the link in force between nodes without an override.
-func (s *Sim) DefaultLink() Link { return s.net.def }
+func (s *Sim) DefaultLink() Link { return s.net.Default() }
 
 // SetLink overrides the link from node a to node b (one direction).
-func (s *Sim) SetLink(a, b int, l Link) error {
-	if err := l.Validate(); err != nil {
-		return err
+func (s *Sim) SetLink(a, b int, l Link) error { return configErr(s.net.SetLink(a, b, l)) }
+
+// configErr marks a refused link as a configuration error of the simulation.
+func configErr(err error) error {
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
-	if s.net.overrides == nil {
-		s.net.overrides = make(map[uint64]Link)
-	}
-	s.net.overrides[linkKey(int32(a), int32(b))] = l
 	return nil
 }
 
 // Partition splits the cluster symmetrically: each listed side can talk only
 // within itself; nodes not listed form one more side. It replaces any partition
 // in force.
-func (s *Sim) Partition(sides ...[]int) {
-	s.Heal()
-	for g, side := range sides {
-		for _, i := range side {
-			s.net.group[i] = uint16(g + 1)
-		}
-	}
-	s.net.blocked = make(map[uint32]bool)
-	for a := 0; a <= len(sides); a++ {
-		for b := 0; b <= len(sides); b++ {
-			if a != b {
-				s.net.blocked[uint32(a)<<16|uint32(b)] = true
-			}
-		}
-	}
-}
+func (s *Sim) Partition(sides ...[]int) { s.net.Partition(sides...) }
 
 // PartitionOneWay drops traffic from the nodes in from to the nodes in to, but not
 // back. It replaces any partition in force.
-func (s *Sim) PartitionOneWay(from, to []int) {
-	s.Heal()
-	for _, i := range from {
-		s.net.group[i] = 1
-	}
-	for _, i := range to {
-		s.net.group[i] = 2
-	}
-	s.net.blocked = map[uint32]bool{1<<16 | 2: true}
-}
+func (s *Sim) PartitionOneWay(from, to []int) { s.net.PartitionOneWay(from, to) }
 
 // Heal removes every partition.
-func (s *Sim) Heal() {
-	s.net.blocked = nil
-	for i := range s.net.group {
-		s.net.group[i] = 0
-	}
-}
+func (s *Sim) Heal() { s.net.Heal() }
 
 // At schedules f to run at virtual time now+d, in order with the other events.
 func (s *Sim) At(d time.Duration, f func(*Sim)) {
@@ -409,19 +380,15 @@ func (s *Sim) At(d time.Duration, f func(*Sim)) {
 	s.push(event{at: s.now + int64(d), kind: evAction, node: int32(len(s.actions) - 1)})
 }
 
-func (s *Sim) push(e event) {
-	s.seq++
-	e.seq = s.seq
-	s.q.push(e)
-}
+func (s *Sim) push(e event) { s.q.Push(e.at, e) }
 
 // RunFor advances virtual time by d, firing every event due.
 func (s *Sim) RunFor(d time.Duration) { s.RunUntil(s.now + int64(d)) }
 
 // RunUntil fires every event due at or before virtual time t (ns since Epoch).
 func (s *Sim) RunUntil(t int64) {
-	for s.q.len() > 0 && s.q.peek().at <= t {
-		e := s.q.pop()
+	for s.q.Len() > 0 && s.q.NextAt() <= t {
+		_, e := s.q.Pop()
 		s.now = e.at
 		s.m.Events++
 		s.fire(&e)
@@ -626,7 +593,7 @@ func (s *Sim) deliver(i int32, n *node, e *event) {
 func (s *Sim) refuse(e *event) {
 	s.m.StreamsFailed++
 	s.push(event{
-		at:   s.now + s.net.delay(s.net.link(e.node, e.node)),
+		at:   s.now + s.delay(s.net.Link(int(e.node), int(e.node))),
 		kind: evStreamFail, node: e.node, gen: e.gen, from: e.to,
 	})
 }
@@ -639,9 +606,9 @@ func (s *Sim) serveStream(i int32, n *node, e *event) {
 	s.record(evStreamReq, e.from, e.to, e.data)
 	reply := n.stack.HandleStream(s.localTime(n), s.addrs[e.from], e.data)
 	depart := s.afterInput(i, s.now)
-	if reply == nil || !s.net.reachable(i, req) {
+	if reply == nil || !s.net.Reachable(int(i), int(req)) {
 		if reply == nil {
-			fail.at = depart + s.net.delay(s.net.link(i, req))
+			fail.at = depart + s.delay(s.net.Link(int(i), int(req)))
 		} else {
 			fail.at = depart + int64(s.cfg.StreamTimeout)
 		}
@@ -651,10 +618,13 @@ func (s *Sim) serveStream(i int32, n *node, e *event) {
 	}
 	s.m.StreamBytes += uint64(len(reply))
 	s.push(event{
-		at:   depart + s.net.delay(s.net.link(i, req)) + s.transfer(len(reply)),
+		at:   depart + s.delay(s.net.Link(int(i), int(req))) + s.transfer(len(reply)),
 		kind: evStreamReply, node: req, gen: e.gen, from: e.to, data: reply,
 	})
 }
+
+// delay draws one one-way delay on l, in virtual nanoseconds.
+func (s *Sim) delay(l *Link) int64 { return int64(s.net.Delay(l)) }
 
 func (s *Sim) transfer(n int) int64 { return int64(n) * int64(time.Second) / s.cfg.Bandwidth }
 
@@ -712,25 +682,25 @@ func (s *Sim) send(i int32, depart int64, to string, data []byte) {
 		s.m.DroppedDown++
 		return
 	}
-	if len(data) > s.net.mtu {
+	if len(data) > s.cfg.MTU {
 		s.m.DroppedMTU++
 		return
 	}
-	if !s.net.reachable(i, j) {
+	if !s.net.Reachable(int(i), int(j)) {
 		s.m.DroppedPartition++
 		return
 	}
-	l := s.net.link(i, j)
-	if s.net.lost(l) {
+	l := s.net.Link(int(i), int(j))
+	if s.net.Lost(l) {
 		s.m.DroppedLoss++
 		return
 	}
 	from := s.nodes[i].addr
-	s.push(event{at: depart + s.net.delay(l), kind: evPacket, to: slot, from: from, data: data})
-	if s.net.duplicated(l) {
+	s.push(event{at: depart + s.delay(l), kind: evPacket, to: slot, from: from, data: data})
+	if s.net.Duplicated(l) {
 		s.m.Duplicated++
 		dup := append([]byte(nil), data...)
-		s.push(event{at: depart + s.net.delay(l), kind: evPacket, to: slot, from: from, data: dup})
+		s.push(event{at: depart + s.delay(l), kind: evPacket, to: slot, from: from, data: dup})
 	}
 }
 
@@ -753,13 +723,13 @@ func (s *Sim) openStream(i int32, depart int64, to string, data []byte) {
 	j := s.owner[slot]
 	switch {
 	case j < 0 || !s.nodes[j].up:
-		l := s.net.link(i, i)
-		fail.at = depart + 2*s.net.delay(l)
-	case !s.net.reachable(i, j) || !s.net.reachable(j, i):
+		l := s.net.Link(int(i), int(i))
+		fail.at = depart + 2*s.delay(l)
+	case !s.net.Reachable(int(i), int(j)) || !s.net.Reachable(int(j), int(i)):
 		fail.at = depart + int64(s.cfg.StreamTimeout)
 	default:
-		l := s.net.link(i, j)
-		at := depart + s.net.delay(l) + s.net.delay(l) + s.net.delay(l) + s.transfer(len(data))
+		l := s.net.Link(int(i), int(j))
+		at := depart + s.delay(l) + s.delay(l) + s.delay(l) + s.transfer(len(data))
 		s.push(event{at: at, kind: evStreamReq, node: i, gen: n.gen, to: slot, from: n.addr, data: data})
 		return
 	}

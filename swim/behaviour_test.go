@@ -587,14 +587,20 @@ func TestLocalHealthRisesWhenDeafAndRecovers(t *testing.T) {
 		nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
 		deaf := nt.node("n1")
 		// n1 hears nothing, but others hear it: it is the slow one.
-		nt.cut = func(from, to string) bool { return to == deaf.addr }
+		var others []*tnode
+		for _, nd := range nt.nodes {
+			if nd != deaf {
+				others = append(others, nd)
+			}
+		}
+		nt.net.PartitionOneWay(nt.ep(others...), nt.ep(deaf))
 		nt.run(3 * time.Second)
 		h := deaf.m.LocalHealth()
 		if on && h < 3 || !on && h != 0 {
 			t.Fatalf("LocalHealth=%v: health %d while deaf", on, h)
 		}
 		if on {
-			nt.cut = nil
+			nt.net.Heal()
 			nt.run(20 * time.Second)
 			if h := deaf.m.LocalHealth(); h != 0 {
 				t.Fatalf("health %d after recovery", h)
@@ -725,7 +731,7 @@ func TestLongPartitionHealsIntoOneCluster(t *testing.T) {
 		nt.joinAll()
 		nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
 		side := func(addr string) bool { return addr < addrOf(4) }
-		nt.cut = func(from, to string) bool { return side(from) != side(to) }
+		nt.net.Partition(nt.ep(nt.nodes[:4]...))
 		nt.run(60 * time.Second)
 		for _, nd := range nt.nodes {
 			for _, o := range nt.nodes {
@@ -734,7 +740,7 @@ func TestLongPartitionHealsIntoOneCluster(t *testing.T) {
 				}
 			}
 		}
-		nt.cut = nil
+		nt.net.Heal()
 		var reconnects uint64
 		for _, nd := range nt.nodes {
 			reconnects += nd.m.Stats().Reconnects

@@ -9,23 +9,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omnirelay/mesh/internal/vnet"
 	"github.com/omnirelay/mesh/wire"
 )
 
-// tnet is a tiny in-test network of Machines in virtual time: packets arrive after a
-// fixed delay, push-pull streams complete instantly (through the real frame codec),
-// and links can be cut. Everything happens in a fixed order, so a run is a function
+// tnet is a tiny in-test network of Machines in virtual time, on the shared
+// virtual network (internal/vnet): packets arrive after a fixed delay, links are
+// cut by its partitions, and push-pull streams complete instantly (through the
+// real frame codec). Everything happens in a fixed order, so a run is a function
 // of its seed.
 type tnet struct {
-	t        testing.TB
-	now      time.Time
-	delay    time.Duration
-	nodes    []*tnode
-	byAddr   map[string]*tnode
-	inflight []flight
-	seq      uint64
-	cut      func(from, to string) bool // true: the link drops everything
-	trace    hash.Hash64                // when set, every packet and event is written to it
+	t      testing.TB
+	now    time.Time // epoch + net.Now()
+	net    *vnet.Net[[]byte]
+	nodes  []*tnode
+	byAddr map[string]*tnode
+	trace  hash.Hash64 // when set, every packet and event is written to it
 }
 
 type tnode struct {
@@ -38,13 +37,6 @@ type tnode struct {
 	meta   []Payload
 }
 
-type flight struct {
-	at       time.Time
-	seq      uint64
-	from, to string
-	data     []byte
-}
-
 var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func addrOf(i int) string { return fmt.Sprintf("10.0.0.%d:7946", i) }
@@ -52,7 +44,13 @@ func addrOf(i int) string { return fmt.Sprintf("10.0.0.%d:7946", i) }
 // newNet starts n nodes named n0..n(n-1); mod adjusts each config. Nothing joins yet.
 func newNet(t testing.TB, n int, seed uint64, mod func(*Config)) *tnet {
 	t.Helper()
-	nt := &tnet{t: t, now: epoch, delay: time.Millisecond, byAddr: map[string]*tnode{}}
+	// A fixed delay and no loss: the links' draws never touch the random source.
+	net, err := vnet.NewNet[[]byte](vnet.Link{Latency: time.Millisecond}, rand.New(rand.NewPCG(seed, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nt := &tnet{t: t, now: epoch, net: net, byAddr: map[string]*tnode{}}
+	net.Deliver = nt.deliver
 	for i := range n {
 		nt.add(fmt.Sprintf("n%d", i), addrOf(i), seed+uint64(i), mod)
 	}
@@ -83,7 +81,18 @@ func (nt *tnet) add(name, addr string, seed uint64, mod func(*Config)) *tnode {
 		nt.nodes = append(nt.nodes, nd)
 	}
 	nt.byAddr[addr] = nd
+	nt.net.Add(addr)
 	return nd
+}
+
+// ep is the network endpoint of the nodes' addresses, for partitions.
+func (nt *tnet) ep(nds ...*tnode) []int {
+	var out []int
+	for _, nd := range nds {
+		i, _ := nt.net.Index(nd.addr)
+		out = append(out, i)
+	}
+	return out
 }
 
 func (nt *tnet) node(name string) *tnode {
@@ -103,9 +112,22 @@ func (nt *tnet) joinAll() {
 	}
 }
 
+// reachable reports whether a stream from from gets to a running to.
 func (nt *tnet) reachable(from, to string) bool {
 	dst := nt.byAddr[to]
-	return dst != nil && !dst.down && (nt.cut == nil || !nt.cut(from, to))
+	if dst == nil || dst.down {
+		return false
+	}
+	a, _ := nt.net.Index(from)
+	b, _ := nt.net.Index(to)
+	return nt.net.Reachable(a, b)
+}
+
+// deliver hands an arrived packet to the node now at its address, unless it is down.
+func (nt *tnet) deliver(from, to int, data []byte) {
+	if dst := nt.byAddr[nt.net.Name(to)]; !dst.down {
+		dst.m.HandlePacket(nt.now, nt.net.Name(from), data)
+	}
 }
 
 // drain collects every node's outputs until none is left.
@@ -125,8 +147,8 @@ func (nt *tnet) drain() {
 			nd.meta = append(nd.meta, r.Meta...)
 			for _, p := range r.Packets {
 				nt.record("p", nd.addr, p.To, p.Data)
-				nt.seq++
-				nt.inflight = append(nt.inflight, flight{at: nt.now.Add(nt.delay), seq: nt.seq, from: nd.addr, to: p.To, data: p.Data})
+				src, _ := nt.net.Index(nd.addr)
+				nt.net.Send(src, p.To, p.Data)
 			}
 			for _, e := range r.Events {
 				nt.record("e", nd.name, e.Member.Name, []byte{byte(e.Kind), byte(e.Member.Status), byte(e.Member.Incarnation)})
@@ -180,10 +202,8 @@ func (nt *tnet) run(d time.Duration) {
 	for {
 		nt.drain()
 		next := until
-		for _, f := range nt.inflight {
-			if f.at.Before(next) {
-				next = f.at
-			}
+		if at, ok := nt.net.NextAt(); ok && epoch.Add(at).Before(next) {
+			next = epoch.Add(at)
 		}
 		for _, nd := range nt.nodes {
 			if dl := nd.m.NextDeadline(); !nd.down && !dl.IsZero() && dl.Before(next) {
@@ -195,25 +215,11 @@ func (nt *tnet) run(d time.Duration) {
 		}
 		if next.After(until) || (next.Equal(until) && nt.now.Equal(until)) {
 			nt.now = until
+			nt.net.Run(until.Sub(epoch)) // nothing is due: this only moves its clock
 			return
 		}
 		nt.now = next
-		var due []flight
-		rest := nt.inflight[:0]
-		for _, f := range nt.inflight {
-			if !f.at.After(nt.now) {
-				due = append(due, f)
-			} else {
-				rest = append(rest, f)
-			}
-		}
-		nt.inflight = rest
-		slices.SortFunc(due, func(a, b flight) int { return int(a.seq - b.seq) })
-		for _, f := range due {
-			if nt.reachable(f.from, f.to) {
-				nt.byAddr[f.to].m.HandlePacket(nt.now, f.from, f.data)
-			}
-		}
+		nt.net.Run(next.Sub(epoch)) // the packets due, in the order they were sent
 		for _, nd := range nt.nodes {
 			if dl := nd.m.NextDeadline(); !nd.down && !dl.After(nt.now) {
 				nd.m.Tick(nt.now)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/omnirelay/mesh/shard"
@@ -30,7 +31,7 @@ func runSim(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "list":
 		for _, sc := range sim.Scenarios() {
-			fmt.Fprintf(stdout, "%-15s %s (default duration %v)\n", sc.Name, sc.About, sc.Duration)
+			fmt.Fprintf(stdout, "%-15s %s (default duration %v; reports %s)\n", sc.Name, sc.About, sc.Duration, strings.Join(sc.Figures, ", "))
 		}
 		return 0
 	case "run":
