@@ -22,7 +22,7 @@ const module = "github.com/omnirelay/mesh"
 var leaves = []string{"wire", "crdt", "rendezvous"}
 
 // Protocol packages are pure: no clock, no goroutines, no sockets, no global random.
-var protocol = []string{"wire", "crdt", "rendezvous", "swim", "lease", "shard", "internal/host"}
+var protocol = []string{"wire", "crdt", "rendezvous", "swim", "lease", "shard", "stack"}
 
 // Packages protocol code must never depend on, directly or not.
 var forbiddenForProtocol = []string{module + "/node", module + "/sim", module + "/control", "net"}

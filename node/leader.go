@@ -15,8 +15,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/omnirelay/mesh/control"
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -91,7 +91,7 @@ func leaseKindName(k lease.EventKind) string {
 }
 
 // leaseHostConfig fills the lease part of the host config; leadership off: no-op.
-func (n *Node) leaseHostConfig(hc *host.Config) error {
+func (n *Node) leaseHostConfig(hc *stack.Config) error {
 	lc, ok := n.cfg.leaseConfig()
 	if !ok {
 		return nil
@@ -116,7 +116,7 @@ func (n *Node) leaseHostConfig(hc *host.Config) error {
 // first and, if saving fails, the batch's lease packets are dropped (they may carry
 // promises the disk does not hold); the others go out. Then the lease packets
 // join rd.Packets, and events are counted, logged and audited. Loop only.
-func (n *Node) driveLease(rd *host.Ready) {
+func (n *Node) driveLease(rd *stack.Ready) {
 	if n.lead == nil {
 		return
 	}
@@ -187,7 +187,7 @@ func (n *Node) Leader() LeaderInfo {
 		return li
 	}
 	n.do(func() {
-		if h, e, until, ok := n.host.Leader(n.clock.Now()); ok {
+		if h, e, until, ok := n.stack.Leader(n.clock.Now()); ok {
 			li = LeaderInfo{Holder: h, Epoch: e, ValidUntil: until}
 		}
 	})
@@ -206,7 +206,7 @@ func (n *Node) Fence() (uint64, error) {
 	}
 	var e uint64
 	var err error
-	if !n.do(func() { e, err = n.host.Fence(n.clock.Now()) }) {
+	if !n.do(func() { e, err = n.stack.Fence(n.clock.Now()) }) {
 		return 0, ErrClosed
 	}
 	if err != nil {
@@ -225,7 +225,7 @@ func (n *Node) CheckFence(epoch uint64) error {
 		return ErrNoLeadership
 	}
 	var err error
-	if !n.do(func() { err = n.host.CheckFence(epoch) }) {
+	if !n.do(func() { err = n.stack.CheckFence(epoch) }) {
 		return ErrClosed
 	}
 	if errors.Is(err, lease.ErrStaleEpoch) {
@@ -249,7 +249,7 @@ func (n *Node) ChangeVoters(voters []string) error {
 		return ErrNoLeadership
 	}
 	var err error
-	if !n.do(func() { err = n.host.ChangeVoters(n.clock.Now(), voters) }) {
+	if !n.do(func() { err = n.stack.ChangeVoters(n.clock.Now(), voters) }) {
 		return ErrClosed
 	}
 	return err
@@ -264,7 +264,7 @@ func (c controlSource) Leaders() (control.Leaders, error) {
 	var li LeaderInfo
 	var ok bool
 	if !n.do(func() {
-		h, e, until, valid := n.host.Leader(n.clock.Now())
+		h, e, until, valid := n.stack.Leader(n.clock.Now())
 		li, ok = LeaderInfo{Holder: h, Epoch: e, ValidUntil: until}, valid
 	}) {
 		return control.Leaders{}, ErrClosed
@@ -377,8 +377,8 @@ func (c *leaderCollector) Collect(ch chan<- prometheus.Metric) {
 	var epoch uint64
 	var ok bool
 	if !n.do(func() {
-		st = n.host.LeaseStats()
-		holder, epoch, _, ok = n.host.Leader(n.clock.Now())
+		st = n.stack.LeaseStats()
+		holder, epoch, _, ok = n.stack.Leader(n.clock.Now())
 	}) {
 		return
 	}

@@ -14,8 +14,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 )
 
@@ -312,14 +312,14 @@ func TestDriveLeaseHoldsLeasePacketsUntilSaved(t *testing.T) {
 	store := &flakyStorage{broken: true}
 	n := &Node{lead: &leaderState{store: store}, log: slog.New(slog.DiscardHandler)}
 	n.metrics = newMetrics(n)
-	to := func(rd host.Ready) []string {
+	to := func(rd stack.Ready) []string {
 		var out []string
 		for _, p := range rd.Packets {
 			out = append(out, p.To)
 		}
 		return out
 	}
-	step := func(rd host.Ready, want ...string) {
+	step := func(rd stack.Ready, want ...string) {
 		t.Helper()
 		n.driveLease(&rd)
 		if got := to(rd); !slices.Equal(got, want) {
@@ -327,22 +327,22 @@ func TestDriveLeaseHoldsLeasePacketsUntilSaved(t *testing.T) {
 		}
 	}
 	pk := func(to string) []swim.Packet { return []swim.Packet{{To: to}} }
-	step(host.Ready{LeaseState: &lease.State{Promised: 5}, LeasePackets: pk("promise"), Packets: pk("ping")}, "ping")
-	step(host.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "ack")
-	step(host.Ready{Packets: pk("gossip")}, "gossip")
+	step(stack.Ready{LeaseState: &lease.State{Promised: 5}, LeasePackets: pk("promise"), Packets: pk("ping")}, "ping")
+	step(stack.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "ack")
+	step(stack.Ready{Packets: pk("gossip")}, "gossip")
 	if len(store.saved) != 0 {
 		t.Fatalf("saved %v while broken", store.saved)
 	}
 	store.broken = false
-	step(host.Ready{Packets: pk("gossip")}, "gossip") // nothing waits on the state: no save
+	step(stack.Ready{Packets: pk("gossip")}, "gossip") // nothing waits on the state: no save
 	if len(store.saved) != 0 {
 		t.Fatalf("saved %v with no lease packet waiting", store.saved)
 	}
-	step(host.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "promise-again", "ack")
+	step(stack.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "promise-again", "ack")
 	if len(store.saved) != 1 || store.saved[0].Promised != 5 {
 		t.Fatalf("saved %v, want the unsaved promise of 5", store.saved)
 	}
-	step(host.Ready{LeasePackets: pk("renew")}, "renew")
+	step(stack.Ready{LeasePackets: pk("renew")}, "renew")
 	if len(store.saved) != 1 {
 		t.Fatalf("saved again (%v) with nothing unsaved", store.saved)
 	}

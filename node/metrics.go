@@ -292,10 +292,10 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 	var ms []Member
 	var digest uint64
 	if !n.do(func() {
-		sw := n.host.Swim()
+		sw := n.stack.Swim()
 		st, health, ms, digest = sw.Stats(), sw.LocalHealth(), sw.Members(), sw.Digest().Hash
 		// Lease and shard packets never reach swim: their drops count in the same series.
-		ls, ss := n.host.LeaseHostStats(), n.host.ShardHostStats()
+		ls, ss := n.stack.LeaseHostStats(), n.stack.ShardHostStats()
 		st.ForeignPackets += ls.Foreign + ss.Foreign
 		st.Malformed += ls.Malformed + ss.Malformed
 	}) {

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -22,7 +22,7 @@ type toy struct {
 	addrOf     map[string]string
 	next       time.Time
 	ticks      int
-	out        host.Ready
+	out        stack.Ready
 }
 
 const toyPeriod = 200 * time.Millisecond
@@ -96,7 +96,7 @@ func (t *toy) Tick(now time.Time) {
 	t.ticks++
 	if to, ok := t.randomPeer(); ok {
 		if t.ticks%5 == 0 {
-			t.out.Streams = append(t.out.Streams, host.Stream{To: to, Data: t.encode()})
+			t.out.Streams = append(t.out.Streams, stack.Stream{To: to, Data: t.encode()})
 		} else {
 			t.out.Packets = append(t.out.Packets, swim.Packet{To: to, Data: t.encode()})
 		}
@@ -104,14 +104,14 @@ func (t *toy) Tick(now time.Time) {
 }
 func (t *toy) Join(now time.Time, seeds []string) {
 	for _, s := range seeds {
-		t.out.Streams = append(t.out.Streams, host.Stream{To: s, Data: t.encode()})
+		t.out.Streams = append(t.out.Streams, stack.Stream{To: s, Data: t.encode()})
 	}
 }
 func (t *toy) Leave(now time.Time)     {}
 func (t *toy) NextDeadline() time.Time { return t.next }
-func (t *toy) Ready() host.Ready {
+func (t *toy) Ready() stack.Ready {
 	r := t.out
-	t.out = host.Ready{}
+	t.out = stack.Ready{}
 	return r
 }
 func (t *toy) Members() []swim.Member {
@@ -138,7 +138,7 @@ type call struct {
 type recorder struct {
 	calls    []call
 	deadline time.Time
-	out      host.Ready
+	out      stack.Ready
 	reply    []byte
 }
 
@@ -163,9 +163,9 @@ func (r *recorder) Tick(now time.Time) {
 func (r *recorder) Join(now time.Time, seeds []string) { r.log("join", now, "", nil) }
 func (r *recorder) Leave(now time.Time)                { r.log("leave", now, "", nil) }
 func (r *recorder) NextDeadline() time.Time            { return r.deadline }
-func (r *recorder) Ready() host.Ready {
+func (r *recorder) Ready() stack.Ready {
 	o := r.out
-	r.out = host.Ready{}
+	r.out = stack.Ready{}
 	return o
 }
 func (r *recorder) Members() []swim.Member { return nil }

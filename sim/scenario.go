@@ -5,9 +5,9 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -43,7 +43,7 @@ type Options struct {
 	// virtual time and the events so far (the CLI prints it).
 	Progress func(phase string, virtual time.Duration, events uint64)
 	// NewStack replaces the production stack (engine tests); nil means
-	// internal/host.Host configured by Profile and NoLifeguard.
+	// internal/stack.Stack configured by Profile and NoLifeguard.
 	NewStack StackFactory
 	// Voters is the number of voters of the leader-* scenarios (the first nodes);
 	// default DefaultVoters (3). At most Nodes.
@@ -213,10 +213,10 @@ func SwimConfig(profile, name, addr string, lifeguard bool) (swim.Config, error)
 // run instead of one per node (half the heap at 500 nodes).
 func hostFactory(profile string, lifeguard bool) StackFactory {
 	in := wire.NewInterner(1 << 22)
-	return HostFactory(func(name, addr string) host.Config {
+	return HostFactory(func(name, addr string) stack.Config {
 		c, _ := SwimConfig(profile, name, addr, lifeguard)
 		c.Interner = in
-		return host.Config{Swim: c}
+		return stack.Config{Swim: c}
 	})
 }
 

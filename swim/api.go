@@ -1,7 +1,7 @@
 // Package swim is SWIM membership with the Lifeguard extensions as a pure,
 // deterministic state machine: no goroutines, no sockets, no wall clock, no global
 // randomness. Every input carries `now`; outputs pile up until the host drains them
-// with Ready. The host (internal/host, driven by node or sim) sleeps until
+// with Ready. The host (stack, driven by node or sim) sleeps until
 // NextDeadline and then calls Tick.
 package swim
 

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"math/rand/v2"
@@ -12,14 +12,14 @@ import (
 // over packets; everything crosses the real codec.
 func TestTwoHostsJoinAndProbe(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	mk := func(name, addr string, seed uint64) *Host {
+	mk := func(name, addr string, seed uint64) *Stack {
 		h, err := New(Config{Swim: swim.LANProfile(name, addr)}, rand.New(rand.NewPCG(seed, 0)), now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return h
 	}
-	hosts := map[string]*Host{"a:1": mk("a", "a:1", 1), "b:1": mk("b", "b:1", 2)}
+	hosts := map[string]*Stack{"a:1": mk("a", "a:1", 1), "b:1": mk("b", "b:1", 2)}
 	hosts["b:1"].Join(now, []string{"a:1"})
 	var events []swim.Event
 	for range 2000 {

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"errors"
@@ -17,13 +17,13 @@ import (
 type cluster struct {
 	t      *testing.T
 	now    time.Time
-	hosts  map[string]*Host // by address
+	hosts  map[string]*Stack // by address
 	addrs  []string
 	events map[string][]MetaEvent
 }
 
 func newCluster(t *testing.T, n int, cfg func(*Config)) *cluster {
-	c := &cluster{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
+	c := &cluster{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Stack{},
 		events: map[string][]MetaEvent{}}
 	for i := range n {
 		name, addr := fmt.Sprintf("n%d", i), fmt.Sprintf("n%d:1", i)
@@ -41,7 +41,7 @@ func newCluster(t *testing.T, n int, cfg func(*Config)) *cluster {
 	return c
 }
 
-func (c *cluster) h(i int) *Host { return c.hosts[c.addrs[i]] }
+func (c *cluster) h(i int) *Stack { return c.hosts[c.addrs[i]] }
 
 // drain delivers outputs until nothing is left to deliver at this instant.
 func (c *cluster) drain() {
@@ -259,7 +259,7 @@ func TestMetaTooLargeToGossipSpreadsByPushPull(t *testing.T) {
 func TestPushPullSnapshotLeavesOutEmptyMaps(t *testing.T) {
 	c := newCluster(t, 4, nil)
 	c.form()
-	maps := func(h *Host) []string {
+	maps := func(h *Stack) []string {
 		s, err := crdt.DecodeSnapshot(h.snapshot(), crdt.DefaultLimits())
 		if err != nil {
 			t.Fatal(err)

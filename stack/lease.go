@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"fmt"
@@ -62,9 +62,9 @@ func (c Config) validateLease() error {
 	case c.Lease == nil:
 		return nil
 	case c.LeaseStorage == nil:
-		return fmt.Errorf("host: LeaseStorage is nil while Lease is set")
+		return fmt.Errorf("stack: LeaseStorage is nil while Lease is set")
 	case c.Lease.Self != c.Swim.Name:
-		return fmt.Errorf("host: Lease.Self %q differs from Swim.Name %q", c.Lease.Self, c.Swim.Name)
+		return fmt.Errorf("stack: Lease.Self %q differs from Swim.Name %q", c.Lease.Self, c.Swim.Name)
 	}
 	return nil
 }
@@ -90,7 +90,7 @@ func isLeasePacket(data []byte) bool {
 }
 
 // handleLeasePacket steps the machine with every lease message of a packet.
-func (h *Host) handleLeasePacket(now time.Time, data []byte) {
+func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
 	ls := h.lease
 	hdr, err := ls.reader.Reset(data)
 	if err != nil {
@@ -135,7 +135,7 @@ func (ls *leaseState) trackAddrs(evs []swim.Event) {
 
 // drainLease moves the machine's outputs into out: state and events as they are,
 // messages encoded into packets. A holder that just won publishes itself.
-func (h *Host) drainLease(now time.Time, out *Ready) {
+func (h *Stack) drainLease(now time.Time, out *Ready) {
 	ls := h.lease
 	r := ls.m.Ready()
 	if r.State != nil {
@@ -169,7 +169,7 @@ func (h *Host) drainLease(now time.Time, out *Ready) {
 // publishLeader writes our name under epoch in the cluster map, for non-voters.
 // An epoch the map has already moved past is refused by the crdt (ErrFenced): a
 // newer holder published since, and nothing needs doing.
-func (h *Host) publishLeader(now time.Time, epoch uint64) {
+func (h *Stack) publishLeader(now time.Time, epoch uint64) {
 	ls := h.lease
 	if epoch <= ls.published {
 		return
@@ -191,7 +191,7 @@ func (h *Host) publishLeader(now time.Time, epoch uint64) {
 
 // observeClusterLeader follows LeaderKey in the cluster map: it raises the fence
 // and, on a node that is not a voter, reports the holder as EventLeaderChanged.
-func (h *Host) observeClusterLeader(now time.Time, evs []MetaEvent) {
+func (h *Stack) observeClusterLeader(now time.Time, evs []MetaEvent) {
 	ls := h.lease
 	for _, e := range evs {
 		if e.Node != crdt.Cluster || e.Key != LeaderKey || e.Deleted {
@@ -221,7 +221,7 @@ func (ls *leaseState) voter() bool {
 // expiry). A non-voter knows it from the cluster map while swim sees the holder
 // alive; validUntil is then zero (unknown). ok is false when none is known, and
 // always when Lease is nil.
-func (h *Host) Leader(now time.Time) (holder string, epoch uint64, validUntil time.Time, ok bool) {
+func (h *Stack) Leader(now time.Time) (holder string, epoch uint64, validUntil time.Time, ok bool) {
 	ls := h.lease
 	if ls == nil {
 		return "", 0, time.Time{}, false
@@ -239,11 +239,11 @@ func (h *Host) Leader(now time.Time) (holder string, epoch uint64, validUntil ti
 }
 
 // IsLeader reports whether this node holds a valid lease at now.
-func (h *Host) IsLeader(now time.Time) bool { return h.lease != nil && h.lease.m.IsLeader(now) }
+func (h *Stack) IsLeader(now time.Time) bool { return h.lease != nil && h.lease.m.IsLeader(now) }
 
 // Fence returns the fencing token (the lease epoch) while this node holds a valid
 // lease at now; lease.ErrNotLeader otherwise, and always when Lease is nil.
-func (h *Host) Fence(now time.Time) (uint64, error) {
+func (h *Stack) Fence(now time.Time) (uint64, error) {
 	if h.lease == nil {
 		return 0, lease.ErrNotLeader
 	}
@@ -251,7 +251,7 @@ func (h *Host) Fence(now time.Time) (uint64, error) {
 }
 
 // LeaseStats returns the machine's counters; zero when Lease is nil.
-func (h *Host) LeaseStats() lease.Stats {
+func (h *Stack) LeaseStats() lease.Stats {
 	if h.lease == nil {
 		return lease.Stats{}
 	}
@@ -259,7 +259,7 @@ func (h *Host) LeaseStats() lease.Stats {
 }
 
 // LeaseHostStats returns the host's lease glue counters.
-func (h *Host) LeaseHostStats() LeaseHostStats {
+func (h *Stack) LeaseHostStats() LeaseHostStats {
 	var st LeaseHostStats
 	if h.lease != nil {
 		st = h.lease.stats
@@ -270,7 +270,7 @@ func (h *Host) LeaseHostStats() LeaseHostStats {
 
 // ChangeVoters moves the cluster to a new voter set through this node, which must
 // hold a valid lease (lease.ErrNotLeader otherwise, and when Lease is nil).
-func (h *Host) ChangeVoters(now time.Time, voters []string) error {
+func (h *Stack) ChangeVoters(now time.Time, voters []string) error {
 	if h.lease == nil {
 		return lease.ErrNotLeader
 	}
@@ -282,4 +282,4 @@ func (h *Host) ChangeVoters(now time.Time, voters []string) error {
 // it (LeaseHostStats.Fenced) with lease.ErrStaleEpoch when a higher epoch has been
 // seen: in a lease event, in the cluster map, or in an earlier CheckFence. Without
 // Lease only the epochs checked before count.
-func (h *Host) CheckFence(epoch uint64) error { return h.fence.CheckFence(epoch) }
+func (h *Stack) CheckFence(epoch uint64) error { return h.fence.CheckFence(epoch) }

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"errors"
@@ -16,7 +16,7 @@ import (
 type leaseNet struct {
 	t        *testing.T
 	now      time.Time
-	hosts    map[string]*Host
+	hosts    map[string]*Stack
 	order    []string
 	storages map[string]*lease.MemoryStorage
 	inflight []flight
@@ -31,7 +31,7 @@ type flight struct {
 }
 
 func newLeaseNet(t *testing.T, names []string, voters int) *leaseNet {
-	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
+	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Stack{},
 		storages: map[string]*lease.MemoryStorage{}, events: map[string][]lease.Event{}, down: map[string]bool{}}
 	for i, name := range names {
 		st := &lease.MemoryStorage{}

@@ -1,8 +1,7 @@
-// Package host assembles one process's protocol stack (swim today; lease and shard
-// plug in the same way) as pure glue, so node and sim drive the same code. Like the
-// machines it wraps it is not safe for concurrent use, reads no clock and starts no
-// goroutine.
-package host
+// Package stack assembles one process's protocol stack (swim, metadata, lease and
+// shard) as pure glue, so node and sim drive the same code. Like the machines it
+// wraps it is not safe for concurrent use, reads no clock and starts no goroutine.
+package stack
 
 import (
 	"math/rand/v2"
@@ -15,7 +14,7 @@ import (
 	"github.com/omnirelay/mesh/wire"
 )
 
-// Config configures a Host.
+// Config configures a Stack.
 type Config struct {
 	Swim swim.Config
 	// MaxFrame bounds stream frames after decompression (bytes).
@@ -82,8 +81,8 @@ type Ready struct {
 	ShardEvents []shard.Event
 }
 
-// Host is one process's protocol stack.
-type Host struct {
+// Stack is one process's protocol stack.
+type Stack struct {
 	cfg     Config
 	cluster uint32 // wire.ClusterHash(cfg.Swim.ClusterLabel), stamped on every frame
 	swim    *swim.Machine
@@ -94,8 +93,8 @@ type Host struct {
 	shard   *shardState // nil when Config.Shard is nil
 }
 
-// New builds a Host. rng is the only randomness the stack uses.
-func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
+// New builds a Stack. rng is the only randomness the stack uses.
+func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -111,7 +110,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Host{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms}
+	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
 	if cfg.Lease != nil {
 		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
@@ -129,10 +128,10 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Host, error) {
 }
 
 // Swim exposes the membership machine for reads (Members, Digest, ...).
-func (h *Host) Swim() *swim.Machine { return h.swim }
+func (h *Stack) Swim() *swim.Machine { return h.swim }
 
 // HandlePacket feeds a received datagram to every machine.
-func (h *Host) HandlePacket(now time.Time, from string, data []byte) {
+func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
 	h.meta.now = now
 	if h.lease != nil && isLeasePacket(data) {
 		h.handleLeasePacket(now, data)
@@ -148,7 +147,7 @@ func (h *Host) HandlePacket(now time.Time, from string, data []byte) {
 // HandleStream answers a plain stream request frame; a nil reply means close
 // without one. Malformed frames and frames of another cluster are dropped and
 // counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
-func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
+func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 	h.meta.now = now
 	msg, ok := h.decodeFrame(req)
 	if !ok {
@@ -168,7 +167,7 @@ func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 	reply.Meta = h.snapshot()
 	b, err := wire.EncodeFrame(reply, h.cluster)
 	if err != nil {
-		panic("host: encoding our own push-pull: " + err.Error())
+		panic("stack: encoding our own push-pull: " + err.Error())
 	}
 	return b
 }
@@ -176,7 +175,7 @@ func (h *Host) HandleStream(now time.Time, from string, req []byte) []byte {
 // HandleStreamReply feeds the plain reply frame to a stream this host asked for. A
 // malformed or foreign reply is counted as HandleStream counts it and fails the
 // push-pull.
-func (h *Host) HandleStreamReply(now time.Time, from string, reply []byte) {
+func (h *Stack) HandleStreamReply(now time.Time, from string, reply []byte) {
 	h.meta.now = now
 	msg, ok := h.decodeFrame(reply)
 	if h.shard != nil && (!ok || msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst) && h.shard.shardStreamDone(from) {
@@ -195,7 +194,7 @@ func (h *Host) HandleStreamReply(now time.Time, from string, reply []byte) {
 }
 
 // decodeFrame decodes a plain frame of our cluster, counting what it drops.
-func (h *Host) decodeFrame(frame []byte) (wire.Message, bool) {
+func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
 	hdr, msg, err := wire.DecodeFrame(frame, h.cfg.MaxFrame, &h.dec)
 	if err == nil {
 		err = hdr.CheckCluster(h.cluster)
@@ -208,7 +207,7 @@ func (h *Host) decodeFrame(frame []byte) (wire.Message, bool) {
 }
 
 // StreamFailed reports that a stream this host asked for could not complete.
-func (h *Host) StreamFailed(now time.Time, to string) {
+func (h *Stack) StreamFailed(now time.Time, to string) {
 	if h.shard != nil && h.shard.shardStreamDone(to) {
 		return // a map fetch or one-way shard frame: the Owner asks again
 	}
@@ -216,7 +215,7 @@ func (h *Host) StreamFailed(now time.Time, to string) {
 }
 
 // Tick advances timers to now.
-func (h *Host) Tick(now time.Time) {
+func (h *Stack) Tick(now time.Time) {
 	h.swim.Tick(now)
 	h.tickMeta(now)
 	if h.lease != nil {
@@ -230,7 +229,7 @@ func (h *Host) Tick(now time.Time) {
 
 // Join starts joining through seed addresses, and gossips our metadata so the
 // cluster learns it without waiting for push-pulls.
-func (h *Host) Join(now time.Time, seeds []string) {
+func (h *Stack) Join(now time.Time, seeds []string) {
 	h.meta.now = now
 	h.swim.Join(now, seeds)
 	h.announceMeta(now)
@@ -238,7 +237,7 @@ func (h *Host) Join(now time.Time, seeds []string) {
 
 // Leave starts a graceful leave; a lease holder first releases its lease, so the
 // next leader need not wait for it to expire.
-func (h *Host) Leave(now time.Time) {
+func (h *Stack) Leave(now time.Time) {
 	if h.lease != nil && h.lease.m.IsLeader(now) {
 		h.meta.now = now
 		_ = h.lease.m.Release(now) // it leads: cannot fail
@@ -247,7 +246,7 @@ func (h *Host) Leave(now time.Time) {
 }
 
 // NextDeadline is when Tick must next be called.
-func (h *Host) NextDeadline() time.Time {
+func (h *Stack) NextDeadline() time.Time {
 	d := h.swim.NextDeadline()
 	if h.lease != nil {
 		if l := h.lease.m.NextDeadline(); !l.IsZero() && (d.IsZero() || l.Before(d)) {
@@ -266,7 +265,7 @@ func (h *Host) NextDeadline() time.Time {
 
 // Ready drains the outputs of every machine. Received metadata is merged here;
 // deltas it gossips on produce more swim output, drained in the same call.
-func (h *Host) Ready() Ready {
+func (h *Stack) Ready() Ready {
 	var out Ready
 	if h.lease != nil {
 		h.drainLease(h.meta.now, &out) // first: a new holder's cluster-map write is gossiped below
@@ -284,7 +283,7 @@ func (h *Host) Ready() Ready {
 			s.Msg.Meta = h.snapshot()
 			b, err := wire.EncodeFrame(s.Msg, h.cluster)
 			if err != nil {
-				panic("host: encoding our own push-pull: " + err.Error())
+				panic("stack: encoding our own push-pull: " + err.Error())
 			}
 			out.Streams = append(out.Streams, Stream{To: s.To, Data: b})
 		}

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"errors"
@@ -22,7 +22,7 @@ func testShardConfig() shard.Config {
 // newShardNet is newLeaseNet with Config.Shard set on every host; opts adjust
 // each host's Config.
 func newShardNet(t *testing.T, names []string, voters int, opts ...func(*Config)) *leaseNet {
-	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
+	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Stack{},
 		storages: map[string]*lease.MemoryStorage{}, events: map[string][]lease.Event{}, down: map[string]bool{}}
 	for i, name := range names {
 		st := &lease.MemoryStorage{}
@@ -208,7 +208,7 @@ func TestHostDrainOnlyMembersAndCollectsDeparted(t *testing.T) {
 	}
 	leader := n.hosts[ls[0]]
 	store := leader.Meta()
-	marked := func(h *Host, name string) bool {
+	marked := func(h *Stack, name string) bool {
 		_, ok := h.Meta().Get(crdt.Cluster, DrainKeyPrefix+name)
 		return ok
 	}
@@ -232,7 +232,7 @@ func TestHostDrainOnlyMembersAndCollectsDeparted(t *testing.T) {
 			t.Fatalf("planting made-up mark %d: %v", i, err)
 		}
 	}
-	var victim *Host
+	var victim *Stack
 	for _, addr := range n.order {
 		if addr != ls[0] {
 			victim = n.hosts[addr]

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"math/rand/v2"
@@ -13,7 +13,7 @@ import (
 // of an exchange: no reply, no merged view, the asking side's push-pull failed.
 func TestForeignStreamFramesAreDropped(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	mk := func(name, addr, label string) *Host {
+	mk := func(name, addr, label string) *Stack {
 		cfg := swim.LANProfile(name, addr)
 		cfg.ClusterLabel = label
 		h, err := New(Config{Swim: cfg}, rand.New(rand.NewPCG(1, 0)), now)
