@@ -45,8 +45,7 @@ type LeaderInfo struct {
 // leaderState is the leadership part of a Node. The loop owns the fields above
 // mu; mu guards the published view below it.
 type leaderState struct {
-	store   lease.Storage
-	unsaved *lease.State // newest state whose save failed; saved before lease packets leave
+	store lease.Storage
 	// saveErr is the error of the last save while it keeps failing (nil once one
 	// works), reported by /readyz.
 	saveErr error
@@ -112,33 +111,28 @@ func (n *Node) leaseHostConfig(hc *stack.Config) error {
 }
 
 // driveLease applies the lease part of a Ready, before its packets leave: the
-// newest lease state (this batch's, or an earlier one whose save failed) is saved
-// first and, if saving fails, the batch's lease packets are dropped (they may carry
-// promises the disk does not hold); the others go out. Then the lease packets
-// join rd.Packets, and events are counted, logged and audited. Loop only.
+// state the stack offers is saved and the result reported (the stack holds the
+// lease packets that depend on it until a save works, and offers the state again
+// after a failure), then events are counted, logged and audited. Loop only.
 func (n *Node) driveLease(rd *stack.Ready) {
 	if n.lead == nil {
 		return
 	}
-	st := rd.LeaseState
-	if st == nil && len(rd.LeasePackets) > 0 {
-		st = n.lead.unsaved // retried only when lease packets wait on it
-	}
-	if st != nil {
-		if err := n.lead.store.Save(*st); err != nil {
+	if rd.LeaseState != nil {
+		err := n.lead.store.Save(*rd.LeaseState)
+		n.stack.Saved(n.clock.Now(), rd.LeaseVersion, err)
+		switch {
+		case err != nil:
 			n.metrics.leaseSaveFailures.Inc()
-			if n.lead.unsaved == nil {
-				n.log.Error("saving the lease state failed: lease packets are dropped until a save works",
-					"err", err, "packets", len(rd.LeasePackets))
+			if n.lead.saveErr == nil {
+				n.log.Error("saving the lease state failed: lease packets are held until a save works", "err", err)
 			}
-			n.lead.unsaved, rd.LeasePackets = st, nil
 			n.lead.saveErr = err
-		} else if n.lead.unsaved != nil {
-			n.lead.unsaved, n.lead.saveErr = nil, nil
+		case n.lead.saveErr != nil:
+			n.lead.saveErr = nil
 			n.log.Info("saving the lease state works again")
 		}
 	}
-	rd.Packets = append(rd.LeasePackets, rd.Packets...)
 	for _, e := range rd.LeaseEvents {
 		n.leaseEvent(e)
 	}

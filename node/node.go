@@ -735,9 +735,21 @@ func (n *Node) handleResult(r streamResult) {
 	n.joinResult(now, r)
 }
 
-// flush drains the host's outputs: packets sent, streams started, events published,
-// then waiting Leave calls released once the leave has been gossiped.
+// flushRounds bounds the Ready rounds of one flush: the second sends the lease
+// packets a successful save released; anything later waits for the next turn.
+const flushRounds = 2
+
+// flush drains the stack's outputs, as many rounds as it has them (flushRounds).
 func (n *Node) flush() {
+	for round := 0; round < flushRounds && (round == 0 || n.stack.HasReady()); round++ {
+		n.flushOnce()
+	}
+}
+
+// flushOnce handles one Ready in the order its type documents: lease state saved,
+// packets sent, streams started, events published, then Advance; waiting Leave
+// calls are released once the leave has been gossiped.
+func (n *Node) flushOnce() {
 	rd := n.stack.Ready()
 	n.driveLease(&rd) // saves the lease state before any packet of rd leaves
 	now := n.clock.Now()
@@ -778,6 +790,7 @@ func (n *Node) flush() {
 		}
 		n.leaves = nil
 	}
+	n.stack.Advance()
 }
 
 func (n *Node) anyLivePeer() bool {

@@ -107,13 +107,12 @@ func (t *toy) Join(now time.Time, seeds []string) {
 		t.out.Streams = append(t.out.Streams, stack.Stream{To: s, Data: t.encode()})
 	}
 }
-func (t *toy) Leave(now time.Time)     {}
-func (t *toy) NextDeadline() time.Time { return t.next }
-func (t *toy) Ready() stack.Ready {
-	r := t.out
-	t.out = stack.Ready{}
-	return r
-}
+func (t *toy) Leave(now time.Time)                            {}
+func (t *toy) NextDeadline() time.Time                        { return t.next }
+func (t *toy) Ready() stack.Ready                             { return t.out }
+func (t *toy) HasReady() bool                                 { return false }
+func (t *toy) Saved(now time.Time, version uint64, err error) {}
+func (t *toy) Advance()                                       { t.out = stack.Ready{} }
 func (t *toy) Members() []swim.Member {
 	var out []swim.Member
 	for _, n := range t.sorted() {
@@ -160,13 +159,12 @@ func (r *recorder) Tick(now time.Time) {
 	r.log("tick", now, "", nil)
 	r.deadline = time.Time{}
 }
-func (r *recorder) Join(now time.Time, seeds []string) { r.log("join", now, "", nil) }
-func (r *recorder) Leave(now time.Time)                { r.log("leave", now, "", nil) }
-func (r *recorder) NextDeadline() time.Time            { return r.deadline }
-func (r *recorder) Ready() stack.Ready {
-	o := r.out
-	r.out = stack.Ready{}
-	return o
-}
-func (r *recorder) Members() []swim.Member { return nil }
-func (r *recorder) Digest() wire.Digest    { return wire.Digest{} }
+func (r *recorder) Join(now time.Time, seeds []string)             { r.log("join", now, "", nil) }
+func (r *recorder) Leave(now time.Time)                            { r.log("leave", now, "", nil) }
+func (r *recorder) NextDeadline() time.Time                        { return r.deadline }
+func (r *recorder) Ready() stack.Ready                             { return r.out }
+func (r *recorder) HasReady() bool                                 { return false }
+func (r *recorder) Saved(now time.Time, version uint64, err error) {}
+func (r *recorder) Advance()                                       { r.out = stack.Ready{} }
+func (r *recorder) Members() []swim.Member                         { return nil }
+func (r *recorder) Digest() wire.Digest                            { return wire.Digest{} }

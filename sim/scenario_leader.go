@@ -15,9 +15,10 @@ import (
 // Leadership in the simulator. Every node runs a host with lease.Config set; the
 // first Options.Voters nodes (node-00000, ...) are the voters, the same bootstrap
 // list on every node. Each node name keeps one lease.MemoryStorage for the whole
-// run, so a restarted voter finds its promises again. leaseStack saves Ready's
-// LeaseState to it before the simulator sends a single packet of that Ready (the
-// order rule of stack.Ready), and lets the run's leaseWatch check safety.
+// run, so a restarted voter finds its promises again. The simulator saves Ready's
+// LeaseState to it and reports the result with Saved before it sends a packet of
+// that Ready (stack.Ready's order rule; FailDisk makes saves fail), and the run's
+// leaseWatch checks safety.
 //
 // The safety check is exact, not sampled: whether a node believes it holds a valid
 // lease (IsLeader on its own clock) can only turn true, or be extended, while it
@@ -49,19 +50,15 @@ type leaseStack struct {
 	watch   *leaseWatch
 }
 
-// Ready saves the lease state first and sends the lease packets only if that
-// worked (stack.Ready's rule; MemoryStorage does not fail, so no retry is kept).
+// Ready lets the watch see each batch: the simulator reads it once per round.
 func (l *leaseStack) Ready() stack.Ready {
 	r := l.Stack.Ready()
-	if r.LeaseState != nil {
-		if err := l.storage.Save(*r.LeaseState); err != nil {
-			panic("sim: MemoryStorage.Save failed: " + err.Error())
-		}
-	}
-	r.Packets, r.LeasePackets = append(r.LeasePackets, r.Packets...), nil
 	l.watch.observe(l, r)
 	return r
 }
+
+// saveLease keeps the state in the storage that outlives restarts of this name.
+func (l *leaseStack) saveLease(st lease.State) error { return l.storage.Save(st) }
 
 // LeaderHolding is one lease won, as the watch saw it.
 type LeaderHolding struct {

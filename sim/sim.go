@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -85,6 +87,7 @@ type node struct {
 	paused   int64   // virtual time the current pause ends; inputs wait until then
 	tickDue  bool    // a timer fell due during the pause: it runs first at the wake
 	stall    int64   // virtual time a message-processing stall ends (Stall)
+	diskFail int64   // virtual time the node's saves start working again (FailDisk)
 	busy     int64   // virtual time the node finishes its current input
 	slow     float64 // multiplier on ProcDelay
 	drift    float64 // clock rate error: local time runs (1+drift) times virtual time
@@ -323,6 +326,20 @@ func (s *Sim) Stall(i int, d time.Duration) {
 	n := s.nodes[i]
 	if end := s.now + int64(d); end > n.stall {
 		n.stall = end
+	}
+}
+
+// ErrDiskFailed is the error a save returns while FailDisk holds.
+var ErrDiskFailed = errors.New("sim: simulated disk failure")
+
+// FailDisk makes node i's saves fail for d (a full or broken disk): the stack is
+// told (Saved with ErrDiskFailed), holds the lease packets that depend on the
+// unsaved state and offers the state again, until a save works. It outlives a
+// restart: the disk is the machine's, not the process's.
+func (s *Sim) FailDisk(i int, d time.Duration) {
+	n := s.nodes[i]
+	if end := s.now + int64(d); end > n.diskFail {
+		n.diskFail = end
 	}
 }
 
@@ -670,15 +687,22 @@ func (s *Sim) afterInput(i int32, t int64) int64 {
 		// A timer can run while inputs are queued: its work adds to the backlog.
 		n.busy = max(n.busy, t) + cost
 	}
-	r := n.stack.Ready()
-	for _, p := range r.Packets {
-		s.send(i, depart, p.To, p.Data)
-	}
-	for _, st := range r.Streams {
-		s.openStream(i, depart, st.To, st.Data)
-	}
-	for _, ev := range r.Events {
-		s.account(i, ev)
+	// A second round sends the lease packets a successful save released.
+	for round := 0; round < 2 && (round == 0 || n.stack.HasReady()); round++ {
+		r := n.stack.Ready()
+		if r.LeaseState != nil {
+			n.stack.Saved(s.localTime(n), r.LeaseVersion, s.save(n, r))
+		}
+		for _, p := range r.Packets {
+			s.send(i, depart, p.To, p.Data)
+		}
+		for _, st := range r.Streams {
+			s.openStream(i, depart, st.To, st.Data)
+		}
+		for _, ev := range r.Events {
+			s.account(i, ev)
+		}
+		n.stack.Advance()
 	}
 	if dl := n.stack.NextDeadline(); !dl.IsZero() {
 		v := n.virtual(int64(dl.Sub(s.epoch)))
@@ -689,6 +713,20 @@ func (s *Sim) afterInput(i int32, t int64) int64 {
 	}
 	return depart
 }
+
+// save saves r's lease state on node n's disk, which fails while FailDisk holds.
+func (s *Sim) save(n *node, r stack.Ready) error {
+	if s.now < n.diskFail {
+		return ErrDiskFailed
+	}
+	if d, ok := n.stack.(disk); ok {
+		return d.saveLease(*r.LeaseState)
+	}
+	return nil
+}
+
+// disk is a stack whose lease state the simulator keeps across restarts.
+type disk interface{ saveLease(lease.State) error }
 
 func (s *Sim) schedTick(i int32, n *node, v int64) {
 	if n.tickAt != 0 && n.tickAt <= v {

@@ -21,7 +21,12 @@ type Stack interface {
 	Join(now time.Time, seeds []string)
 	Leave(now time.Time)
 	NextDeadline() time.Time
+	// Ready, HasReady, Saved and Advance follow stack.Ready's contract; the
+	// simulator calls Ready once per round.
 	Ready() stack.Ready
+	HasReady() bool
+	Saved(now time.Time, version uint64, err error)
+	Advance()
 	Members() []swim.Member
 	Digest() wire.Digest
 }

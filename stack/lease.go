@@ -133,13 +133,15 @@ func (ls *leaseState) trackAddrs(evs []swim.Event) {
 	}
 }
 
-// drainLease moves the machine's outputs into out: state and events as they are,
-// messages encoded into packets. A holder that just won publishes itself.
+// drainLease moves the machine's outputs into out: a new state to persist, events
+// as they are, messages encoded into packets (held while a state is unsaved). A holder that just won publishes itself.
 func (h *Stack) drainLease(now time.Time, out *Ready) {
 	ls := h.lease
 	r := ls.m.Ready()
+	ps := &h.persist
 	if r.State != nil {
-		out.LeaseState = r.State
+		ps.newest++
+		ps.unsaved = r.State
 	}
 	for _, e := range r.Events {
 		switch e.Kind {
@@ -162,7 +164,12 @@ func (h *Stack) drainLease(now time.Time, out *Ready) {
 			ls.stats.Oversized++
 			continue
 		}
-		out.LeasePackets = append(out.LeasePackets, swim.Packet{To: addr, Data: slices.Clone(ls.packer.Bytes())})
+		p := swim.Packet{To: addr, Data: slices.Clone(ls.packer.Bytes())}
+		if ps.saved < ps.newest {
+			ps.held = append(ps.held, p) // may reveal the unsaved state
+		} else {
+			out.Packets = append(out.Packets, p)
+		}
 	}
 }
 
@@ -274,7 +281,7 @@ func (h *Stack) ChangeVoters(now time.Time, voters []string) error {
 	if h.lease == nil {
 		return lease.ErrNotLeader
 	}
-	h.meta.now = now
+	defer h.process(now)
 	return h.lease.m.ChangeVoters(now, voters)
 }
 

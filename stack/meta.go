@@ -75,7 +75,6 @@ type metaState struct {
 	nextGC    time.Time
 	events    []MetaEvent
 	stats     MetaStats
-	now       time.Time // time of the last input, for outputs built in Ready
 	pieceSize int
 }
 
@@ -125,7 +124,7 @@ func newMetaState(cfg Config, now time.Time) (*metaState, error) {
 		mtu = wire.DefaultMTU
 	}
 	return &metaState{store: st, dirty: true, gone: map[string]time.Time{},
-		nextGC: now.Add(cfg.MetaGCInterval), now: now, pieceSize: mtu - metaPacketOverhead}, nil
+		nextGC: now.Add(cfg.MetaGCInterval), pieceSize: mtu - metaPacketOverhead}, nil
 }
 
 // Meta is the metadata store, for reads (Get, NodeMap, Digest). Write through
@@ -139,7 +138,7 @@ func (h *Stack) MetaStats() MetaStats { return h.meta.stats }
 // errors (crdt.ErrKeyTooLong, ErrValueTooLarge, ErrTooManyKeys, ErrMapTooLarge,
 // ErrEmptyKey) come back unchanged and change nothing.
 func (h *Stack) SetMeta(now time.Time, key string, value []byte) error {
-	h.meta.now = now
+	defer h.process(now)
 	d, err := h.meta.store.Set(key, value)
 	if err != nil {
 		return err
@@ -150,7 +149,7 @@ func (h *Stack) SetMeta(now time.Time, key string, value []byte) error {
 // DeleteMeta deletes key from this node's metadata and gossips the deletion;
 // crdt.ErrNotFound if it has no value.
 func (h *Stack) DeleteMeta(now time.Time, key string) error {
-	h.meta.now = now
+	defer h.process(now)
 	d, err := h.meta.store.Delete(key)
 	if err != nil {
 		return err
@@ -207,7 +206,7 @@ func (h *Stack) announceMeta(now time.Time) {
 }
 
 // receiveMeta merges what swim delivered in Ready.Meta.
-func (h *Stack) receiveMeta(p swim.Payload) {
+func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 	ms := h.meta
 	lim := ms.store.Limits()
 	var a crdt.Applied
@@ -236,15 +235,15 @@ func (h *Stack) receiveMeta(p swim.Payload) {
 	ms.dirty = true
 	for _, c := range a.Changes {
 		ms.events = append(ms.events, MetaEvent{Node: c.Node, Key: c.Key, Value: slices.Clone(c.Value),
-			Deleted: c.Deleted, Version: c.Version, At: ms.now})
+			Deleted: c.Deleted, Version: c.Version, At: now})
 	}
 	if a.Reissue != nil {
 		ms.stats.Reissues++
-		h.gossipDelta(ms.now, *a.Reissue)
+		h.gossipDelta(now, *a.Reissue)
 	}
 	if !p.Snapshot && len(a.Changes) > 0 {
 		ms.stats.Rebroadcasts++
-		if err := h.swim.BroadcastMeta(ms.now, metaKey(&d), p.Data); err != nil {
+		if err := h.swim.BroadcastMeta(now, metaKey(&d), p.Data); err != nil {
 			ms.stats.GossipErrors++
 		}
 	}
@@ -292,7 +291,6 @@ func (h *Stack) trackMembers(evs []swim.Event) {
 // tombstones, at most every MetaGCInterval.
 func (h *Stack) tickMeta(now time.Time) {
 	ms := h.meta
-	ms.now = now
 	if now.Before(ms.nextGC) {
 		return
 	}

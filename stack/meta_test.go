@@ -50,6 +50,7 @@ func (c *cluster) drain() {
 		for _, addr := range c.addrs {
 			h := c.hosts[addr]
 			r := h.Ready()
+			h.Advance()
 			c.events[addr] = append(c.events[addr], r.Meta...)
 			for _, s := range r.Streams {
 				busy = true
@@ -198,8 +199,8 @@ func TestMetaLimitsAreErrors(t *testing.T) {
 func TestMetaMalformedPayloadsAreCounted(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	h := c.h(0)
-	h.receiveMeta(swim.Payload{From: "x:1", Data: []byte{0xc1, 0x00}})
-	h.receiveMeta(swim.Payload{From: "x:1", Data: []byte("junk"), Snapshot: true})
+	h.receiveMeta(time.Time{}, swim.Payload{From: "x:1", Data: []byte{0xc1, 0x00}})
+	h.receiveMeta(time.Time{}, swim.Payload{From: "x:1", Data: []byte("junk"), Snapshot: true})
 	if st := h.MetaStats(); st.Rejected != 2 || st.DeltasIn != 1 || st.SnapshotsIn != 1 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -381,7 +381,7 @@ func (h *Stack) DrainNode(now time.Time, node string, on bool) error {
 	if err != nil {
 		return err
 	}
-	h.meta.now = now
+	defer h.process(now)
 	key := DrainKeyPrefix + node
 	if !on {
 		if _, ok := h.meta.store.Get(crdt.Cluster, key); !ok {
@@ -476,7 +476,7 @@ func (h *Stack) Rebalance(now time.Time) error {
 	if h.shard == nil || !h.shard.ctl.Leading() || !h.IsLeader(now) {
 		return lease.ErrNotLeader
 	}
-	h.meta.now = now
+	defer h.process(now)
 	if err := h.shard.ctl.SetMembers(now, h.shardMembers()); err != nil {
 		return err
 	}

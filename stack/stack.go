@@ -4,7 +4,9 @@
 package stack
 
 import (
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/omnirelay/mesh/crdt"
@@ -47,31 +49,43 @@ type Config struct {
 	Shard *shard.Config
 }
 
-// Stream asks the host driver to send Data (one wire stream frame) to To, and to hand
+// Stream asks the driver to send Data (one wire stream frame) to To, and to hand
 // the reply frame to HandleStreamReply, or call StreamFailed.
 type Stream struct {
 	To   string
 	Data []byte
 }
 
-// Ready is the host's batch of outputs, in the same order rules as swim.Ready.
+// Ready is what the stack produced since the last Advance: reading it changes
+// nothing (two calls return the same batch) and Advance acknowledges it. The
+// driver handles a Ready in this order, as etcd-io/raft's RawNode asks:
+//
+//  1. LeaseState, when non-nil, is saved durably (Config.LeaseStorage.Save) and the
+//     result reported with Saved(now, LeaseVersion, err) BEFORE anything else. No
+//     packet of this batch depends on it: lease packets that may reveal an unsaved
+//     state are held inside the stack and appear in a later Ready once Saved
+//     confirms the version they depend on. A failed save keeps them held, and the
+//     state is offered again by every later Ready until a save works.
+//  2. Packets, Streams and Replies may then leave in any order: the network
+//     reorders them anyway. Packets never wait for a disk: membership must not
+//     stop because a disk did.
+//  3. Events, Meta, User, LeaseEvents and ShardEvents are published in their own
+//     order (each slice is in observation order; Meta follows the Events of the
+//     same batch).
+//  4. Advance; then, while HasReady, another round (Saved may have released
+//     packets).
+//
+// The slices stay valid until Advance; the driver must not modify them.
 type Ready struct {
-	Packets []swim.Packet // membership, metadata and shard packets
-	// LeasePackets carry lease messages. They may reveal LeaseState, so the
-	// driver sends them only once the newest state is saved: LeaseState, when
-	// non-nil, is saved (LeaseStorage.Save) BEFORE any LeasePackets leave; if the
-	// save fails, LeasePackets are dropped and the driver retries the save before
-	// it sends any later LeasePackets (a later Ready may repeat a promise without
-	// carrying the state again). Packets do not wait: membership must not stop
-	// because a disk did.
-	LeasePackets []swim.Packet
-	Streams      []Stream
-	Events       []swim.Event
-	Meta         []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
-	User         []swim.Payload // application messages received by gossip
-	// LeaseState is the lease state to save before LeasePackets leave; nil when
-	// unchanged.
-	LeaseState *lease.State
+	Packets []swim.Packet // membership, metadata, shard and (once saved) lease packets
+	Streams []Stream
+	Events  []swim.Event
+	Meta    []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
+	User    []swim.Payload // application messages received by gossip
+	// LeaseState is the newest lease state not yet confirmed saved, nil when all
+	// is saved; LeaseVersion names it for Saved.
+	LeaseState   *lease.State
+	LeaseVersion uint64
 	// LeaseEvents are leadership changes (became leader, lost lease, leader
 	// changed, voters changed), in observation order.
 	LeaseEvents []lease.Event
@@ -79,6 +93,20 @@ type Ready struct {
 	// draining/rebalancing/steady moves; as member, map changes and ownership
 	// acquired, released or expired.
 	ShardEvents []shard.Event
+	// Deadline is when Tick must next be called (NextDeadline); zero: never.
+	Deadline time.Time
+}
+
+// persistState is persist-before-send: lease packets wait here until the state
+// they may reveal is confirmed saved.
+type persistState struct {
+	newest  uint64       // version of the newest lease state the machine produced
+	saved   uint64       // newest version Saved confirmed
+	unsaved *lease.State // the state of version newest while saved < newest
+	// held are lease packets produced while saved < newest. They are released
+	// together once the newest version is saved: a lease state only grows
+	// (promises and epochs never go back), so the newest covers every older one.
+	held []swim.Packet
 }
 
 // Stack is one process's protocol stack.
@@ -91,6 +119,11 @@ type Stack struct {
 	lease   *leaseState // nil when Config.Lease is nil
 	fence   lease.FenceChecker
 	shard   *shardState // nil when Config.Shard is nil
+	persist persistState
+	// pending piles up outputs until Advance; handed is how much of it the last
+	// Ready returned, which is what Advance clears.
+	pending Ready
+	handed  Ready
 }
 
 // New builds a Stack. rng is the only randomness the stack uses.
@@ -132,23 +165,22 @@ func (h *Stack) Swim() *swim.Machine { return h.swim }
 
 // HandlePacket feeds a received datagram to every machine.
 func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
-	h.meta.now = now
-	if h.lease != nil && isLeasePacket(data) {
+	switch {
+	case h.lease != nil && isLeasePacket(data):
 		h.handleLeasePacket(now, data)
-		return
-	}
-	if h.shard != nil && isShardPacket(data) {
+	case h.shard != nil && isShardPacket(data):
 		h.handleShardPacket(now, data)
-		return
+	default:
+		h.swim.HandlePacket(now, from, data)
 	}
-	h.swim.HandlePacket(now, from, data)
+	h.process(now)
 }
 
 // HandleStream answers a plain stream request frame; a nil reply means close
 // without one. Malformed frames and frames of another cluster are dropped and
 // counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
 func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
-	h.meta.now = now
+	defer h.process(now)
 	msg, ok := h.decodeFrame(req)
 	if !ok {
 		return nil
@@ -176,7 +208,7 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 // malformed or foreign reply is counted as HandleStream counts it and fails the
 // push-pull.
 func (h *Stack) HandleStreamReply(now time.Time, from string, reply []byte) {
-	h.meta.now = now
+	defer h.process(now)
 	msg, ok := h.decodeFrame(reply)
 	if h.shard != nil && (!ok || msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst) && h.shard.shardStreamDone(from) {
 		if ok {
@@ -208,6 +240,7 @@ func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
 
 // StreamFailed reports that a stream this host asked for could not complete.
 func (h *Stack) StreamFailed(now time.Time, to string) {
+	defer h.process(now)
 	if h.shard != nil && h.shard.shardStreamDone(to) {
 		return // a map fetch or one-way shard frame: the Owner asks again
 	}
@@ -225,24 +258,25 @@ func (h *Stack) Tick(now time.Time) {
 		h.shard.ctl.Tick(now)
 		h.shard.owner.Tick(now)
 	}
+	h.process(now)
 }
 
 // Join starts joining through seed addresses, and gossips our metadata so the
 // cluster learns it without waiting for push-pulls.
 func (h *Stack) Join(now time.Time, seeds []string) {
-	h.meta.now = now
 	h.swim.Join(now, seeds)
 	h.announceMeta(now)
+	h.process(now)
 }
 
 // Leave starts a graceful leave; a lease holder first releases its lease, so the
 // next leader need not wait for it to expire.
 func (h *Stack) Leave(now time.Time) {
 	if h.lease != nil && h.lease.m.IsLeader(now) {
-		h.meta.now = now
 		_ = h.lease.m.Release(now) // it leads: cannot fail
 	}
 	h.swim.Leave(now)
+	h.process(now)
 }
 
 // NextDeadline is when Tick must next be called.
@@ -263,12 +297,16 @@ func (h *Stack) NextDeadline() time.Time {
 	return d
 }
 
-// Ready drains the outputs of every machine. Received metadata is merged here;
-// deltas it gossips on produce more swim output, drained in the same call.
-func (h *Stack) Ready() Ready {
-	var out Ready
+// process moves what the machines produced during an input into pending, and does
+// the work that follows from it at the same now: received metadata is merged
+// (deltas gossiped on produce more swim output, drained in the same pass),
+// leadership changes start or stop the shard Controller, and shard messages to
+// this node are handed over. Every input method ends with it.
+func (h *Stack) process(now time.Time) {
+	out := &h.pending
+	evFrom, metaFrom, leaseFrom := len(out.Events), len(out.Meta), len(out.LeaseEvents)
 	if h.lease != nil {
-		h.drainLease(h.meta.now, &out) // first: a new holder's cluster-map write is gossiped below
+		h.drainLease(now, out) // first: a new holder's cluster-map write is gossiped below
 	}
 	for {
 		r := h.swim.Ready()
@@ -291,18 +329,82 @@ func (h *Stack) Ready() Ready {
 			break
 		}
 		for _, p := range r.Meta {
-			h.receiveMeta(p)
+			h.receiveMeta(now, p)
 		}
 	}
-	out.Meta, h.meta.events = h.meta.events, nil
+	out.Meta, h.meta.events = append(out.Meta, h.meta.events...), nil
 	if h.lease != nil {
-		h.observeClusterLeader(h.meta.now, out.Meta)
+		h.observeClusterLeader(now, out.Meta[metaFrom:])
 		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
 		h.lease.events = nil
 	}
 	if h.shard != nil {
-		h.observeShardInputs(h.meta.now, out.Events, out.Meta, out.LeaseEvents)
-		h.drainShard(h.meta.now, &out)
+		h.observeShardInputs(now, out.Events[evFrom:], out.Meta[metaFrom:], out.LeaseEvents[leaseFrom:])
+		h.drainShard(now, out)
 	}
-	return out
+}
+
+// Ready returns the outputs piled up since the last Advance, in the order rules of
+// the Ready type. It changes nothing: calling it twice returns the same batch.
+func (h *Stack) Ready() Ready {
+	rd := h.pending
+	if h.persist.saved < h.persist.newest {
+		rd.LeaseState, rd.LeaseVersion = h.persist.unsaved, h.persist.newest
+	}
+	rd.Deadline = h.NextDeadline()
+	h.handed = rd
+	return rd
+}
+
+// HasReady reports whether Ready holds anything the driver has not been handed:
+// an output, or a lease state never offered. A state whose save failed is offered
+// again by every Ready but does not count here, so a driver that loops while
+// HasReady stops while the disk is failing.
+func (h *Stack) HasReady() bool {
+	p := &h.pending
+	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+
+		len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
+}
+
+// Advance acknowledges the last Ready: what it handed out is cleared; what piled
+// up since (packets Saved released, outputs of inputs made in between) stays.
+func (h *Stack) Advance() {
+	p, d := &h.pending, &h.handed
+	p.Packets = acknowledge(p.Packets, len(d.Packets))
+	p.Streams = acknowledge(p.Streams, len(d.Streams))
+	p.Events = acknowledge(p.Events, len(d.Events))
+	p.Meta = acknowledge(p.Meta, len(d.Meta))
+	p.User = acknowledge(p.User, len(d.User))
+	p.LeaseEvents = acknowledge(p.LeaseEvents, len(d.LeaseEvents))
+	p.ShardEvents = acknowledge(p.ShardEvents, len(d.ShardEvents))
+	*d = Ready{LeaseVersion: d.LeaseVersion}
+}
+
+// acknowledge drops the first n outputs of s. A fully handed-out slice becomes
+// nil rather than being reused: the driver may still hold the batch it was given.
+func acknowledge[T any](s []T, n int) []T {
+	if n >= len(s) {
+		return nil
+	}
+	return slices.Clone(s[n:])
+}
+
+// Saved reports the result of saving the lease state of version (Ready.LeaseState
+// and LeaseVersion). Once the newest version is saved, the lease packets held for
+// it join the pending packets; on err they stay held and the state is offered
+// again. A version the stack never offered is a driver bug and panics.
+func (h *Stack) Saved(now time.Time, version uint64, err error) {
+	ps := &h.persist
+	if version > ps.newest {
+		panic(fmt.Sprintf("stack: Saved(%d) for a lease state never offered (newest %d)", version, ps.newest))
+	}
+	if err != nil || version <= ps.saved {
+		return
+	}
+	ps.saved = version
+	if ps.saved == ps.newest {
+		ps.unsaved = nil
+		h.pending.Packets = append(h.pending.Packets, ps.held...)
+		ps.held = nil
+	}
 }

@@ -26,6 +26,7 @@ func TestTwoHostsJoinAndProbe(t *testing.T) {
 		for _, addr := range []string{"a:1", "b:1"} {
 			h := hosts[addr]
 			r := h.Ready()
+			h.Advance()
 			events = append(events, r.Events...)
 			for _, s := range r.Streams {
 				reply := hosts[s.To].HandleStream(now, addr, s.Data)

@@ -25,6 +25,7 @@ func TestForeignStreamFramesAreDropped(t *testing.T) {
 	a, b := mk("a", "a:1", "prod"), mk("b", "b:1", "staging")
 	b.Join(now, []string{"a:1"})
 	r := b.Ready()
+	b.Advance()
 	if len(r.Streams) != 1 {
 		t.Fatalf("join sent %d streams", len(r.Streams))
 	}
@@ -39,6 +40,7 @@ func TestForeignStreamFramesAreDropped(t *testing.T) {
 	// push-pull instead of merging.
 	a.Join(now, []string{"b:1"})
 	ra := a.Ready()
+	a.Advance()
 	if len(ra.Streams) != 1 {
 		t.Fatalf("a's join sent %d streams", len(ra.Streams))
 	}
