@@ -3,6 +3,7 @@ package stack
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,9 +94,11 @@ func (c Config) validateShard() error {
 }
 
 // newShardState builds the Owner and Controller. boot identifies this process to
-// the leader: the start time in nanoseconds, which grows across restarts.
-func newShardState(cfg Config, cluster uint32, now time.Time) (*shardState, error) {
-	boot := uint64(max(now.UnixNano(), 1))
+// the leader: drawn from the stack's rng, never from the clock, so a restarted
+// process whose clock stepped back is still a new process (the Controller takes
+// any boot it has not seen replaced as one). Zero means "none" to the Controller.
+func newShardState(cfg Config, cluster uint32, rng *rand.Rand) (*shardState, error) {
+	boot := max(rng.Uint64(), 1)
 	o, err := shard.NewOwner(*cfg.Shard, cfg.Swim.Name, boot)
 	if err != nil {
 		return nil, err

@@ -279,3 +279,26 @@ func TestHostDrainOnlyMembersAndCollectsDeparted(t *testing.T) {
 		t.Fatalf("mark of %s, gone for longer than TombstoneTTL, not collected", vname)
 	}
 }
+
+// The shard boot id comes from the injected rng, not the clock: a process
+// restarted with its clock stepped back an hour draws the same id from the same
+// seed, and another seed gives another id.
+func TestShardBootFromRNG(t *testing.T) {
+	boot := func(seed uint64, now time.Time) uint64 {
+		lc := lease.DefaultConfig("a", []string{"a"})
+		sc := testShardConfig()
+		h, err := New(Config{Swim: swim.LANProfile("a", "a:1"), Lease: &lc, LeaseStorage: &lease.MemoryStorage{}, Shard: &sc},
+			rand.New(rand.NewPCG(seed, 1)), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.shard.owner.Boot()
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if a, b := boot(1, t0), boot(1, t0.Add(-time.Hour)); a != b {
+		t.Fatalf("boot depends on the clock: %d at t0, %d an hour earlier", a, b)
+	}
+	if a, b := boot(1, t0), boot(2, t0); a == b {
+		t.Fatalf("seeds 1 and 2 drew the same boot %d", a)
+	}
+}

@@ -153,7 +153,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 		h.lease = newLeaseState(cfg, h.cluster, lm)
 	}
 	if cfg.Shard != nil {
-		if h.shard, err = newShardState(cfg, h.cluster, now); err != nil {
+		if h.shard, err = newShardState(cfg, h.cluster, rng); err != nil {
 			return nil, err
 		}
 	}
