@@ -143,6 +143,7 @@ type inStream struct {
 }
 
 type streamResult struct {
+	id    uint64 // the stack's id of the stream
 	to    string
 	reply []byte
 	err   error
@@ -586,7 +587,7 @@ func (n *Node) runStream(s stack.Stream) {
 	defer n.wg.Done()
 	start := n.clock.Now()
 	reply, err := n.exchange(s)
-	r := streamResult{to: s.To, reply: reply, err: err, took: n.clock.Now().Sub(start)}
+	r := streamResult{id: s.ID, to: s.To, reply: reply, err: err, took: n.clock.Now().Sub(start)}
 	select {
 	case n.results <- r:
 	case <-n.ctx.Done():
@@ -728,9 +729,9 @@ func (n *Node) handleResult(r streamResult) {
 	if r.err != nil {
 		n.metrics.netErrors.WithLabelValues("stream").Inc()
 		n.log.Debug("stream failed", "to", r.to, "err", r.err)
-		n.stack.StreamFailed(now, r.to)
+		n.stack.StreamFailed(now, r.id)
 	} else {
-		n.stack.HandleStreamReply(now, r.to, r.reply)
+		n.stack.StreamReply(now, r.id, r.reply)
 	}
 	n.joinResult(now, r)
 }

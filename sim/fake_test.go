@@ -86,8 +86,8 @@ func (t *toy) HandleStream(now time.Time, from string, req []byte) []byte {
 	t.merge(now, req)
 	return t.encode()
 }
-func (t *toy) HandleStreamReply(now time.Time, from string, reply []byte) { t.merge(now, reply) }
-func (t *toy) StreamFailed(now time.Time, to string)                      {}
+func (t *toy) StreamReply(now time.Time, id uint64, reply []byte) { t.merge(now, reply) }
+func (t *toy) StreamFailed(now time.Time, id uint64)              {}
 func (t *toy) Tick(now time.Time) {
 	if now.Before(t.next) {
 		return
@@ -139,6 +139,7 @@ type recorder struct {
 	deadline time.Time
 	out      stack.Ready
 	reply    []byte
+	opened   map[uint64]string // stream id → peer, so replies and failures log the peer
 }
 
 func (r *recorder) log(what string, now time.Time, from string, data []byte) {
@@ -151,18 +152,30 @@ func (r *recorder) HandleStream(now time.Time, from string, req []byte) []byte {
 	r.log("stream", now, from, req)
 	return r.reply
 }
-func (r *recorder) HandleStreamReply(now time.Time, from string, reply []byte) {
-	r.log("reply", now, from, reply)
+func (r *recorder) StreamReply(now time.Time, id uint64, reply []byte) {
+	r.log("reply", now, r.opened[id], reply)
 }
-func (r *recorder) StreamFailed(now time.Time, to string) { r.log("failed", now, to, nil) }
+func (r *recorder) StreamFailed(now time.Time, id uint64) { r.log("failed", now, r.opened[id], nil) }
 func (r *recorder) Tick(now time.Time) {
 	r.log("tick", now, "", nil)
 	r.deadline = time.Time{}
 }
-func (r *recorder) Join(now time.Time, seeds []string)             { r.log("join", now, "", nil) }
-func (r *recorder) Leave(now time.Time)                            { r.log("leave", now, "", nil) }
-func (r *recorder) NextDeadline() time.Time                        { return r.deadline }
-func (r *recorder) Ready() stack.Ready                             { return r.out }
+func (r *recorder) Join(now time.Time, seeds []string) { r.log("join", now, "", nil) }
+func (r *recorder) Leave(now time.Time)                { r.log("leave", now, "", nil) }
+func (r *recorder) NextDeadline() time.Time            { return r.deadline }
+func (r *recorder) Ready() stack.Ready {
+	// The test queues streams without ids: number them (once) as a stack would.
+	for i := range r.out.Streams {
+		if s := &r.out.Streams[i]; s.ID == 0 {
+			if r.opened == nil {
+				r.opened = map[uint64]string{}
+			}
+			s.ID = uint64(len(r.opened) + 1)
+			r.opened[s.ID] = s.To
+		}
+	}
+	return r.out
+}
 func (r *recorder) HasReady() bool                                 { return false }
 func (r *recorder) Saved(now time.Time, version uint64, err error) {}
 func (r *recorder) Advance()                                       { r.out = stack.Ready{} }

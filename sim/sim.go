@@ -630,9 +630,9 @@ func (s *Sim) deliver(i int32, n *node, e *event) {
 		}
 		s.record(e.kind, e.from, n.addr, e.data)
 		if e.kind == evStreamReply {
-			n.stack.HandleStreamReply(s.localTime(n), s.addrs[e.from], e.data)
+			n.stack.StreamReply(s.localTime(n), e.sid, e.data)
 		} else {
-			n.stack.StreamFailed(s.localTime(n), s.addrs[e.from])
+			n.stack.StreamFailed(s.localTime(n), e.sid)
 		}
 		s.afterInput(i, s.now)
 	}
@@ -644,7 +644,7 @@ func (s *Sim) refuse(e *event) {
 	s.m.StreamsFailed++
 	s.push(event{
 		at:   s.now + s.net.delay(s.net.link(e.node, e.node)),
-		kind: evStreamFail, node: e.node, gen: e.gen, from: e.to,
+		kind: evStreamFail, node: e.node, gen: e.gen, from: e.to, sid: e.sid,
 	})
 }
 
@@ -652,7 +652,7 @@ func (s *Sim) refuse(e *event) {
 // (or the failure) back to the requester, e.node of generation e.gen.
 func (s *Sim) serveStream(i int32, n *node, e *event) {
 	req := e.node
-	fail := event{kind: evStreamFail, node: req, gen: e.gen, from: e.to}
+	fail := event{kind: evStreamFail, node: req, gen: e.gen, from: e.to, sid: e.sid}
 	s.record(evStreamReq, e.from, e.to, e.data)
 	reply := n.stack.HandleStream(s.localTime(n), s.addrs[e.from], e.data)
 	depart := s.afterInput(i, s.now)
@@ -669,7 +669,7 @@ func (s *Sim) serveStream(i int32, n *node, e *event) {
 	s.m.StreamBytes += uint64(len(reply))
 	s.push(event{
 		at:   depart + s.net.delay(s.net.link(i, req)) + s.transfer(len(reply)),
-		kind: evStreamReply, node: req, gen: e.gen, from: e.to, data: reply,
+		kind: evStreamReply, node: req, gen: e.gen, from: e.to, data: reply, sid: e.sid,
 	})
 }
 
@@ -697,7 +697,7 @@ func (s *Sim) afterInput(i int32, t int64) int64 {
 			s.send(i, depart, p.To, p.Data)
 		}
 		for _, st := range r.Streams {
-			s.openStream(i, depart, st.To, st.Data)
+			s.openStream(i, depart, st)
 		}
 		for _, ev := range r.Events {
 			s.account(i, ev)
@@ -775,12 +775,13 @@ func (s *Sim) send(i int32, depart int64, to string, data []byte) {
 // openStream starts a stream from node i: connection setup and request take three
 // one-way delays plus transfer time; a crashed target refuses after a round trip,
 // a partitioned one times out.
-func (s *Sim) openStream(i int32, depart int64, to string, data []byte) {
+func (s *Sim) openStream(i int32, depart int64, st stack.Stream) {
+	to, data := st.To, st.Data
 	s.m.StreamsOpened++
 	s.m.StreamBytes += uint64(len(data))
 	n := s.nodes[i]
 	slot, ok := s.slotOf[to]
-	fail := event{kind: evStreamFail, node: i, gen: n.gen, from: slot}
+	fail := event{kind: evStreamFail, node: i, gen: n.gen, from: slot, sid: st.ID}
 	if !ok {
 		fail.at = depart + int64(s.cfg.StreamTimeout)
 		fail.from = -1
@@ -798,7 +799,7 @@ func (s *Sim) openStream(i int32, depart int64, to string, data []byte) {
 	default:
 		l := s.net.link(i, j)
 		at := depart + s.net.delay(l) + s.net.delay(l) + s.net.delay(l) + s.transfer(len(data))
-		s.push(event{at: at, kind: evStreamReq, node: i, gen: n.gen, to: slot, from: n.addr, data: data})
+		s.push(event{at: at, kind: evStreamReq, node: i, gen: n.gen, to: slot, from: n.addr, data: data, sid: st.ID})
 		return
 	}
 	s.m.StreamsFailed++

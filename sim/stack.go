@@ -15,8 +15,8 @@ import (
 type Stack interface {
 	HandlePacket(now time.Time, from string, data []byte)
 	HandleStream(now time.Time, from string, req []byte) []byte
-	HandleStreamReply(now time.Time, from string, reply []byte)
-	StreamFailed(now time.Time, to string)
+	StreamReply(now time.Time, id uint64, reply []byte)
+	StreamFailed(now time.Time, id uint64)
 	Tick(now time.Time)
 	Join(now time.Time, seeds []string)
 	Leave(now time.Time)

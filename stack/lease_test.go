@@ -84,11 +84,11 @@ func (n *leaseNet) flushOne(addr string, h *Stack) {
 	n.events[addr] = append(n.events[addr], r.LeaseEvents...)
 	for _, s := range r.Streams {
 		if n.down[s.To] {
-			h.StreamFailed(n.now, s.To)
+			h.StreamFailed(n.now, s.ID)
 			continue
 		}
 		reply := n.hosts[s.To].HandleStream(n.now, addr, s.Data)
-		h.HandleStreamReply(n.now, s.To, reply)
+		h.StreamReply(n.now, s.ID, reply)
 	}
 	n.send(addr, r.Packets)
 	h.Advance()

@@ -60,10 +60,10 @@ func (c *cluster) drain() {
 					reply = dst.HandleStream(c.now, addr, s.Data)
 				}
 				if reply == nil {
-					h.StreamFailed(c.now, s.To)
+					h.StreamFailed(c.now, s.ID)
 					continue
 				}
-				h.HandleStreamReply(c.now, s.To, reply)
+				h.StreamReply(c.now, s.ID, reply)
 			}
 			for _, p := range r.Packets {
 				if dst, ok := c.hosts[p.To]; ok { // a crashed node's packets are lost

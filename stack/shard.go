@@ -29,8 +29,8 @@ import (
 //   - A full map (MapState) does not fit a packet, so a member fetches it over a
 //     stream: its MapRequest is the request frame, and the leader answers with its
 //     current map. Any other message too large for a packet also goes as a
-//     one-way stream frame. HandleStreamReply and StreamFailed tell shard streams
-//     from swim push-pulls by a per-peer count of open shard streams.
+//     one-way stream frame. StreamReply and StreamFailed tell shard streams
+//     from swim push-pulls by the stream's id.
 //   - Leadership: lease events start (BecomeLeader with the epoch as fencing token)
 //     and stop (StepDown) the Controller and tell the Owner who leads; Ready also
 //     steps the Controller down as soon as IsLeader turns false, event or not.
@@ -70,13 +70,10 @@ type shardState struct {
 	ctl    *shard.Controller
 	packer *wire.Packer
 	reader wire.PacketReader
-	// streams counts open shard streams per peer address, so their replies and
-	// failures are not taken for swim push-pulls.
-	streams map[string]int
-	addrs   map[string]string // member name → last address swim saw it at; dropped on a leave
-	dirty   bool              // the membership snapshot must be rebuilt
-	events  []shard.Event
-	stats   ShardHostStats
+	addrs  map[string]string // member name → last address swim saw it at; dropped on a leave
+	dirty  bool              // the membership snapshot must be rebuilt
+	events []shard.Event
+	stats  ShardHostStats
 }
 
 // validateShard checks the shard fields of Config (shard.Config checks itself).
@@ -108,7 +105,7 @@ func newShardState(cfg Config, cluster uint32, rng *rand.Rand) (*shardState, err
 		return nil, err
 	}
 	return &shardState{cfg: *cfg.Shard, self: cfg.Swim.Name, owner: o, ctl: c,
-		packer: wire.NewPacker(cfg.Swim.MTU, cluster), streams: map[string]int{}, addrs: map[string]string{}, dirty: true}, nil
+		packer: wire.NewPacker(cfg.Swim.MTU, cluster), addrs: map[string]string{}, dirty: true}, nil
 }
 
 // isShardPacket reports whether a plain packet carries shard messages (the type of
@@ -179,21 +176,6 @@ func (h *Stack) handleShardStream(now time.Time, msg wire.Message) []byte {
 	}
 	h.stepShard(now, msg)
 	return nil
-}
-
-// shardStreamDone reports whether a reply or failure from addr belongs to a shard
-// stream (and closes it).
-func (ss *shardState) shardStreamDone(addr string) bool {
-	n := ss.streams[addr]
-	if n == 0 {
-		return false
-	}
-	if n == 1 {
-		delete(ss.streams, addr)
-	} else {
-		ss.streams[addr] = n - 1
-	}
-	return true
 }
 
 // shardMembers builds the Controller's membership snapshot from swim's view, the
@@ -316,8 +298,7 @@ func (h *Stack) sendShard(env shard.Envelope, out *Ready) {
 		return
 	}
 	ss.stats.Streamed++
-	ss.streams[addr]++
-	out.Streams = append(out.Streams, Stream{To: addr, Data: b})
+	h.stream(addr, b, true)
 }
 
 // ShardMap is the latest map this node holds (the Controller's while it leads),

@@ -49,11 +49,20 @@ type Config struct {
 	Shard *shard.Config
 }
 
-// Stream asks the driver to send Data (one wire stream frame) to To, and to hand
-// the reply frame to HandleStreamReply, or call StreamFailed.
+// Stream asks the driver to open a stream to To, send Data (one wire stream
+// frame) and hand the reply frame to StreamReply with ID, or call StreamFailed with
+// ID: exactly one of them for every Stream.
 type Stream struct {
+	ID   uint64 // chosen by the stack, unique within it
 	To   string
 	Data []byte
+}
+
+// openStream is what the stack knows of one outbound stream until its reply or
+// failure: a push-pull of swim's (to the address swim asked for) or a shard frame.
+type openStream struct {
+	to    string
+	shard bool
 }
 
 // Ready is what the stack produced since the last Advance: reading it changes
@@ -120,6 +129,11 @@ type Stack struct {
 	fence   lease.FenceChecker
 	shard   *shardState // nil when Config.Shard is nil
 	persist persistState
+	// streams are the outbound streams not yet answered or failed, by id: a
+	// failure is charged to the stream it happened on, never to another stream
+	// to the same peer.
+	streams    map[uint64]openStream
+	lastStream uint64
 	// pending piles up outputs until Advance; handed is how much of it the last
 	// Ready returned, which is what Advance clears.
 	pending Ready
@@ -143,7 +157,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms}
+	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
 	if cfg.Lease != nil {
 		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
@@ -204,25 +218,36 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 	return b
 }
 
-// HandleStreamReply feeds the plain reply frame to a stream this host asked for. A
-// malformed or foreign reply is counted as HandleStream counts it and fails the
-// push-pull.
-func (h *Stack) HandleStreamReply(now time.Time, from string, reply []byte) {
+// StreamReply feeds the plain reply frame of stream id (a Stream of an earlier
+// Ready) to the machine that opened it. A malformed or foreign reply is counted as
+// HandleStream counts it; on a push-pull it, or a reply of another type, fails the
+// push-pull. An id that is not open (answered already) is ignored.
+func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
+	s, ok := h.streams[id]
+	if !ok {
+		return
+	}
+	delete(h.streams, id)
 	defer h.process(now)
 	msg, ok := h.decodeFrame(reply)
-	if h.shard != nil && (!ok || msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst) && h.shard.shardStreamDone(from) {
-		if ok {
+	if s.shard {
+		if ok && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
 			h.stepShard(now, msg)
 		}
 		return
 	}
-	if !ok {
-		h.swim.PushPullFailed(now, from)
+	if pp, isPP := msg.(*wire.PushPull); ok && isPP {
+		h.swim.HandlePushPullReply(now, s.to, pp)
 		return
 	}
-	if pp, ok := msg.(*wire.PushPull); ok {
-		h.swim.HandlePushPullReply(now, from, pp)
-	}
+	h.swim.PushPullFailed(now, s.to)
+}
+
+// stream queues an outbound stream and remembers what it is for.
+func (h *Stack) stream(to string, data []byte, shard bool) {
+	h.lastStream++
+	h.streams[h.lastStream] = openStream{to: to, shard: shard}
+	h.pending.Streams = append(h.pending.Streams, Stream{ID: h.lastStream, To: to, Data: data})
 }
 
 // decodeFrame decodes a plain frame of our cluster, counting what it drops.
@@ -238,13 +263,19 @@ func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
 	return msg, true
 }
 
-// StreamFailed reports that a stream this host asked for could not complete.
-func (h *Stack) StreamFailed(now time.Time, to string) {
+// StreamFailed reports that stream id could not complete. An id that is not open
+// is ignored.
+func (h *Stack) StreamFailed(now time.Time, id uint64) {
+	s, ok := h.streams[id]
+	if !ok {
+		return
+	}
+	delete(h.streams, id)
 	defer h.process(now)
-	if h.shard != nil && h.shard.shardStreamDone(to) {
+	if s.shard {
 		return // a map fetch or one-way shard frame: the Owner asks again
 	}
-	h.swim.PushPullFailed(now, to)
+	h.swim.PushPullFailed(now, s.to)
 }
 
 // Tick advances timers to now.
@@ -323,7 +354,7 @@ func (h *Stack) process(now time.Time) {
 			if err != nil {
 				panic("stack: encoding our own push-pull: " + err.Error())
 			}
-			out.Streams = append(out.Streams, Stream{To: s.To, Data: b})
+			h.stream(s.To, b, false)
 		}
 		if len(r.Meta) == 0 {
 			break

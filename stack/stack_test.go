@@ -33,7 +33,7 @@ func TestTwoHostsJoinAndProbe(t *testing.T) {
 				if reply == nil {
 					t.Fatal("no stream reply")
 				}
-				h.HandleStreamReply(now, s.To, reply)
+				h.StreamReply(now, s.ID, reply)
 			}
 			for _, p := range r.Packets {
 				hosts[p.To].HandlePacket(now, addr, p.Data)
@@ -73,7 +73,8 @@ func TestMalformedStreamFramesAreCounted(t *testing.T) {
 	if reply := h.HandleStream(now, "x:1", []byte{0, 0, 0, 9, 1, 2}); reply != nil {
 		t.Fatal("replied to garbage")
 	}
-	h.HandleStreamReply(now, "x:1", []byte("junk"))
+	h.Join(now, []string{"x:1"})
+	h.StreamReply(now, h.Ready().Streams[0].ID, []byte("junk"))
 	st := h.Swim().Stats()
 	if st.Malformed != 2 || st.PushPullsFailed != 1 {
 		t.Fatalf("stats %+v", st)
