@@ -14,10 +14,11 @@ import (
 // Leadership glue: the host owns the lease.Machine and is its only caller.
 //
 //   - Lease messages travel in packets of their own (one message each, wire types
-//     32..63), addressed by node name; the name is resolved to the address swim
-//     last saw it at. A message to a name swim does not know alive or suspect is
-//     dropped and counted (LeaseHostStats.Unroutable): a voter that is gone would
-//     not answer anyway, and the machine's timeouts cover the loss.
+//     32..63), addressed by node name; the name is resolved through the stack's
+//     one address directory (Stack.addrs: the address swim last saw, dead or not,
+//     until a graceful leave). A message to a name with no address is dropped and
+//     counted (LeaseHostStats.Unroutable); one to a dead voter is harmless (it is
+//     one of 3 or 5) and reaches it the moment it is back.
 //   - A received packet whose first message is a lease type is the lease's alone;
 //     swim never sees it (it would skip every message in it anyway).
 //   - Non-voters get no lease messages (holders broadcast only to voters), so the
@@ -44,7 +45,6 @@ type LeaseHostStats struct {
 type leaseState struct {
 	m      *lease.Machine
 	self   string
-	addrs  map[string]string // member name → address, for members swim sees alive or suspect
 	packer *wire.Packer
 	reader wire.PacketReader
 	stats  LeaseHostStats
@@ -73,7 +73,6 @@ func newLeaseState(cfg Config, cluster uint32, m *lease.Machine) *leaseState {
 	return &leaseState{
 		m:      m,
 		self:   cfg.Swim.Name,
-		addrs:  map[string]string{},
 		packer: wire.NewPacker(cfg.Swim.MTU, cluster),
 	}
 }
@@ -121,18 +120,6 @@ func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
 	}
 }
 
-// trackAddrs keeps the name → address map lease messages are routed by.
-func (ls *leaseState) trackAddrs(evs []swim.Event) {
-	for _, e := range evs {
-		switch e.Kind {
-		case swim.EventDead, swim.EventLeft:
-			delete(ls.addrs, e.Member.Name)
-		default:
-			ls.addrs[e.Member.Name] = e.Member.Addr
-		}
-	}
-}
-
 // drainLease moves the machine's outputs into out: a new state to persist, events
 // as they are, messages encoded into packets (held while a state is unsaved). A holder that just won publishes itself.
 func (h *Stack) drainLease(now time.Time, out *Ready) {
@@ -154,7 +141,7 @@ func (h *Stack) drainLease(now time.Time, out *Ready) {
 	}
 	out.LeaseEvents = append(out.LeaseEvents, r.Events...)
 	for _, env := range r.Messages {
-		addr, ok := ls.addrs[env.To]
+		addr, ok := h.addrs.lookup(env.To)
 		if !ok {
 			ls.stats.Unroutable++
 			continue
@@ -239,7 +226,7 @@ func (h *Stack) Leader(now time.Time) (holder string, epoch uint64, validUntil t
 	if ls.clusterHolder == "" || ls.clusterHolder == ls.self {
 		return "", 0, time.Time{}, false
 	}
-	if _, alive := ls.addrs[ls.clusterHolder]; !alive {
+	if !h.addrs.live(ls.clusterHolder) {
 		return "", 0, time.Time{}, false
 	}
 	return ls.clusterHolder, ls.clusterEpoch, time.Time{}, true

@@ -20,10 +20,8 @@ import (
 // (driven only while this node holds the leader lease), and is their only caller.
 //
 //   - Shard messages are wire types 64..95 (the shard package aliases them). They
-//     travel one per packet, addressed by node name and resolved to the address
-//     swim last saw the node at, dead or not (only a graceful leave forgets it):
-//     after a partition heals, renewals and grants flow at once instead of
-//     waiting for swim to re-admit the other side, so maps agree sooner. A
+//     travel one per packet, addressed by node name and resolved through the
+//     stack's address directory (Stack.addrs), like lease messages. A
 //     message to the node itself (the leader is a member too) is handed over
 //     locally, never sent.
 //   - A full map (MapState) does not fit a packet, so a member fetches it over a
@@ -70,8 +68,7 @@ type shardState struct {
 	ctl    *shard.Controller
 	packer *wire.Packer
 	reader wire.PacketReader
-	addrs  map[string]string // member name → last address swim saw it at; dropped on a leave
-	dirty  bool              // the membership snapshot must be rebuilt
+	dirty  bool // the membership snapshot must be rebuilt
 	events []shard.Event
 	stats  ShardHostStats
 }
@@ -105,7 +102,7 @@ func newShardState(cfg Config, cluster uint32, rng *rand.Rand) (*shardState, err
 		return nil, err
 	}
 	return &shardState{cfg: *cfg.Shard, self: cfg.Swim.Name, owner: o, ctl: c,
-		packer: wire.NewPacker(cfg.Swim.MTU, cluster), addrs: map[string]string{}, dirty: true}, nil
+		packer: wire.NewPacker(cfg.Swim.MTU, cluster), dirty: true}, nil
 }
 
 // isShardPacket reports whether a plain packet carries shard messages (the type of
@@ -212,13 +209,8 @@ func (h *Stack) shardMembers() []shard.Member {
 // change of a weight or drain key, and follows leadership changes.
 func (h *Stack) observeShardInputs(now time.Time, evs []swim.Event, meta []MetaEvent, lev []lease.Event) {
 	ss := h.shard
-	for _, e := range evs {
+	if len(evs) > 0 {
 		ss.dirty = true
-		if e.Kind == swim.EventLeft {
-			delete(ss.addrs, e.Member.Name)
-		} else {
-			ss.addrs[e.Member.Name] = e.Member.Addr
-		}
 	}
 	for _, e := range meta {
 		if e.Key == WeightKey || (e.Node == crdt.Cluster && len(e.Key) > len(DrainKeyPrefix) && e.Key[:len(DrainKeyPrefix)] == DrainKeyPrefix) {
@@ -281,7 +273,7 @@ func (h *Stack) drainShard(now time.Time, out *Ready) {
 // sendShard encodes one message to a peer.
 func (h *Stack) sendShard(env shard.Envelope, out *Ready) {
 	ss := h.shard
-	addr, ok := ss.addrs[env.To]
+	addr, ok := h.addrs.lookup(env.To)
 	if !ok {
 		ss.stats.Unroutable++
 		return

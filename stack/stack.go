@@ -134,6 +134,7 @@ type Stack struct {
 	// to the same peer.
 	streams    map[uint64]openStream
 	lastStream uint64
+	addrs      directory
 	// pending piles up outputs until Advance; handed is how much of it the last
 	// Ready returned, which is what Advance clears.
 	pending Ready
@@ -157,7 +158,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}}
+	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}, addrs: directory{}}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
 	if cfg.Lease != nil {
 		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
@@ -345,9 +346,7 @@ func (h *Stack) process(now time.Time) {
 		out.Events = append(out.Events, r.Events...)
 		out.User = append(out.User, r.User...)
 		h.trackMembers(r.Events)
-		if h.lease != nil {
-			h.lease.trackAddrs(r.Events)
-		}
+		h.addrs.track(r.Events)
 		for _, s := range r.Streams {
 			s.Msg.Meta = h.snapshot()
 			b, err := wire.EncodeFrame(s.Msg, h.cluster)
