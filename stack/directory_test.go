@@ -12,23 +12,12 @@ import (
 // (not counted unroutable) and reach it the moment it is back; a graceful leave
 // forgets it.
 func TestDirectoryKeepsTheDeadUntilLeave(t *testing.T) {
-	n := newLeaseNet(t, []string{"a", "b", "c"}, 3)
-	n.run(10 * time.Second)
-	ls := n.leaders()
-	if len(ls) != 1 {
-		t.Fatalf("leaders %v, want one", ls)
-	}
-	var gone string
-	for _, addr := range n.order {
-		if addr != ls[0] {
-			gone = addr
-			break
-		}
-	}
+	n, leader, others := formLeaseNet(t)
+	gone := others[0]
 	name := n.hosts[gone].cfg.Swim.Name
 	n.down[gone] = true
 	n.run(30 * time.Second)
-	h := n.hosts[ls[0]]
+	h := n.hosts[leader]
 	dead := false
 	for _, m := range h.Swim().Members() {
 		dead = dead || m.Name == name && m.Status == swim.StatusDead

@@ -6,6 +6,23 @@ import (
 	"time"
 )
 
+// formLeaseNet forms three voters a, b, c with one leader, and returns the
+// network, the leader's address and the others'.
+func formLeaseNet(t *testing.T) (n *leaseNet, leader string, others []string) {
+	n = newLeaseNet(t, []string{"a", "b", "c"}, 3)
+	n.run(10 * time.Second)
+	ls := n.leaders()
+	if len(ls) != 1 {
+		t.Fatalf("leaders %v, want one", ls)
+	}
+	for _, addr := range n.order {
+		if addr != ls[0] {
+			others = append(others, addr)
+		}
+	}
+	return n, ls[0], others
+}
+
 // Ready is a read: two calls return the same batch, and only Advance clears it.
 func TestReadyIsAReadAdvanceClears(t *testing.T) {
 	n := newLeaseNet(t, []string{"a", "b"}, 1)
@@ -30,24 +47,10 @@ func TestReadyIsAReadAdvanceClears(t *testing.T) {
 // third voter alone is no majority, so nobody leads. Once the disk works, the held
 // packets leave and a leader is elected.
 func TestLeasePacketsHeldWhileSavesFail(t *testing.T) {
-	n := newLeaseNet(t, []string{"a", "b", "c"}, 3)
-	n.run(10 * time.Second)
-	ls := n.leaders()
-	if len(ls) != 1 {
-		t.Fatalf("leaders %v, want one", ls)
-	}
-	var sick, other string
-	for _, addr := range n.order {
-		if addr != ls[0] {
-			if sick == "" {
-				sick = addr
-			} else {
-				other = addr
-			}
-		}
-	}
+	n, leader, others := formLeaseNet(t)
+	sick, other := others[0], others[1]
 	n.diskFails = map[string]bool{n.hosts[sick].cfg.Swim.Name: true}
-	n.down[ls[0]] = true
+	n.down[leader] = true
 	before := n.leaseSent[sick]
 	n.run(15 * time.Second)
 	if got := n.leaseSent[sick]; got != before {
