@@ -89,7 +89,6 @@ type Node struct {
 	rng    *rand.Rand // join jitter; the host has its own
 	reader wire.PacketReader
 	dec    wire.Decoder
-	pings  map[uint32]pingSent
 	join   *joinState
 	leaves []chan struct{}
 	// clusterHash is ClusterHash(Config.ClusterLabel): received packets of another
@@ -150,16 +149,10 @@ type streamResult struct {
 	took  time.Duration
 }
 
-type pingSent struct {
-	to string
-	at time.Time
-}
-
 // Queue sizes between the I/O goroutines and the loop.
 const (
 	packetQueue   = 1024 // datagrams waiting for the loop; more are dropped
 	maxPacketSize = 65536
-	pingTrack     = 256 // outstanding pings remembered for round-trip times
 )
 
 // Start binds the transport, starts the loop and the control API, and joins
@@ -177,7 +170,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, clock: cfg.Clock,
-		pings:   map[uint32]pingSent{},
 		packets: make(chan inPacket, packetQueue),
 		streams: make(chan inStream),
 		results: make(chan streamResult),
@@ -717,7 +709,7 @@ func (n *Node) handlePacket(p inPacket) {
 		data = plain
 	}
 	now := n.clock.Now()
-	if n.dropVersionMismatch(p.from, n.countPacket(dirIn, p.from, data, now), now) {
+	if n.dropVersionMismatch(p.from, n.countPacket(dirIn, data), now) {
 		return
 	}
 	n.stack.HandlePacket(now, p.from, data)
@@ -756,7 +748,7 @@ func (n *Node) flushOnce() {
 	now := n.clock.Now()
 	n.driveShards(&rd, now)
 	for _, p := range rd.Packets {
-		n.countPacket(dirOut, p.To, p.Data, now)
+		n.countPacket(dirOut, p.Data)
 		data := p.Data
 		if n.kr != nil {
 			sealed, err := wire.Seal(n.kr, data, crand.Reader)
@@ -774,6 +766,9 @@ func (n *Node) flushOnce() {
 	for _, s := range rd.Streams {
 		n.wg.Add(1)
 		go n.runStream(s)
+	}
+	for _, r := range rd.RTTs {
+		n.metrics.probeRTT.Observe(r.Sample.Seconds())
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()

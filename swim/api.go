@@ -97,4 +97,13 @@ type Ready struct {
 	Meta []Payload
 	// User holds application messages received by gossip.
 	User []Payload
+	// RTTs are round-trip times of direct probes acked by the target's own
+	// address, in the order the acks arrived.
+	RTTs []RTT
+}
+
+// RTT is one round-trip sample: a ping to Member and its direct ack.
+type RTT struct {
+	Member string
+	Sample time.Duration
 }
