@@ -26,7 +26,7 @@ var leaves = []string{"wire", "crdt", "rendezvous"}
 // Protocol packages are pure: no clock, no goroutines, no sockets, no global random.
 // internal/vnet, the virtual network that sim and the protocols' tests share, is
 // held to the same rules: a run on it must be a function of its seed.
-var protocol = []string{"wire", "crdt", "rendezvous", "swim", "lease", "shard", "internal/host", "internal/vnet"}
+var protocol = []string{"wire", "crdt", "rendezvous", "swim", "lease", "shard", "stack", "internal/vnet"}
 
 // Packages protocol code must never depend on, directly or not.
 var forbiddenForProtocol = []string{module + "/node", module + "/sim", module + "/control", "net"}

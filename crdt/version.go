@@ -42,7 +42,7 @@ func maxVersion(a, b Version) Version {
 // the receiver holds: its epochs by at most this, and its counters by at most this
 // above ours in the same epoch (above 0 in a newer one). It is wire.MaxJump
 // (PROTOCOL.md 4.1; crdt imports no other package of the module, and
-// internal/host checks that the two agree). Honest versions grow by one per write,
+// stack checks that the two agree). Honest versions grow by one per write,
 // refutation or lease epoch; one forged delta at epoch 2^64-1 would otherwise
 // freeze a node's map (its refutation has no epoch left) or fence every later
 // leader out of the cluster map.

@@ -37,7 +37,7 @@ func TestLostLeaseAuditedAtLeaseEnd(t *testing.T) {
 		var ended time.Time
 		const stall = 10 * time.Second
 		leader.do(func() {
-			_, _, ended, _ = leader.host.Leader(leader.clock.Now())
+			_, _, ended, _ = leader.stack.Leader(leader.clock.Now())
 			time.Sleep(stall) // the loop is stalled: no renewal, no tick
 		})
 		waitFor(t, time.Second, "lost_lease audited", func() bool {

@@ -97,7 +97,7 @@ func (n *Node) readinessFacts() loopFacts {
 		voters := slices.Clone(l.voters)
 		l.mu.Unlock()
 		f.voters = len(voters)
-		for _, m := range n.host.Swim().Members() {
+		for _, m := range n.stack.Swim().Members() {
 			if _, ok := slices.BinarySearch(voters, m.Name); ok &&
 				(m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect) {
 				f.votersUp++
@@ -105,7 +105,7 @@ func (n *Node) readinessFacts() loopFacts {
 		}
 	}
 	if n.shards != nil {
-		if m := n.host.ShardMap(); m != nil {
+		if m := n.stack.ShardMap(); m != nil {
 			f.shardMap, f.mapEpoch, f.mapVersion = true, m.Epoch(), m.Version()
 		}
 	}

@@ -132,7 +132,7 @@ func (n *Node) retryJoin(now time.Time) {
 	if j.rounds > 1 {
 		n.log.Info("retrying join", "round", j.rounds, "seeds", strings.Join(j.seeds, ","))
 	}
-	n.host.Join(now, j.seeds)
+	n.stack.Join(now, j.seeds)
 }
 
 // joinResult notes the outcome of a stream that may belong to the join in progress.

@@ -15,8 +15,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/omnirelay/mesh/control"
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -45,8 +45,7 @@ type LeaderInfo struct {
 // leaderState is the leadership part of a Node. The loop owns the fields above
 // mu; mu guards the published view below it.
 type leaderState struct {
-	store   lease.Storage
-	unsaved *lease.State // newest state whose save failed; saved before lease packets leave
+	store lease.Storage
 	// saveErr is the error of the last save while it keeps failing (nil once one
 	// works), reported by /readyz.
 	saveErr error
@@ -91,7 +90,7 @@ func leaseKindName(k lease.EventKind) string {
 }
 
 // leaseHostConfig fills the lease part of the host config; leadership off: no-op.
-func (n *Node) leaseHostConfig(hc *host.Config) error {
+func (n *Node) leaseHostConfig(hc *stack.Config) error {
 	lc, ok := n.cfg.leaseConfig()
 	if !ok {
 		return nil
@@ -112,33 +111,28 @@ func (n *Node) leaseHostConfig(hc *host.Config) error {
 }
 
 // driveLease applies the lease part of a Ready, before its packets leave: the
-// newest lease state (this batch's, or an earlier one whose save failed) is saved
-// first and, if saving fails, the batch's lease packets are dropped (they may carry
-// promises the disk does not hold); the others go out. Then the lease packets
-// join rd.Packets, and events are counted, logged and audited. Loop only.
-func (n *Node) driveLease(rd *host.Ready) {
+// state the stack offers is saved and the result reported (the stack holds the
+// lease packets that depend on it until a save works, and offers the state again
+// after a failure), then events are counted, logged and audited. Loop only.
+func (n *Node) driveLease(rd *stack.Ready) {
 	if n.lead == nil {
 		return
 	}
-	st := rd.LeaseState
-	if st == nil && len(rd.LeasePackets) > 0 {
-		st = n.lead.unsaved // retried only when lease packets wait on it
-	}
-	if st != nil {
-		if err := n.lead.store.Save(*st); err != nil {
+	if rd.LeaseState != nil {
+		err := n.lead.store.Save(*rd.LeaseState)
+		n.stack.Saved(n.clock.Now(), rd.LeaseVersion, err)
+		switch {
+		case err != nil:
 			n.metrics.leaseSaveFailures.Inc()
-			if n.lead.unsaved == nil {
-				n.log.Error("saving the lease state failed: lease packets are dropped until a save works",
-					"err", err, "packets", len(rd.LeasePackets))
+			if n.lead.saveErr == nil {
+				n.log.Error("saving the lease state failed: lease packets are held until a save works", "err", err)
 			}
-			n.lead.unsaved, rd.LeasePackets = st, nil
 			n.lead.saveErr = err
-		} else if n.lead.unsaved != nil {
-			n.lead.unsaved, n.lead.saveErr = nil, nil
+		case n.lead.saveErr != nil:
+			n.lead.saveErr = nil
 			n.log.Info("saving the lease state works again")
 		}
 	}
-	rd.Packets = append(rd.LeasePackets, rd.Packets...)
 	for _, e := range rd.LeaseEvents {
 		n.leaseEvent(e)
 	}
@@ -187,7 +181,7 @@ func (n *Node) Leader() LeaderInfo {
 		return li
 	}
 	n.do(func() {
-		if h, e, until, ok := n.host.Leader(n.clock.Now()); ok {
+		if h, e, until, ok := n.stack.Leader(n.clock.Now()); ok {
 			li = LeaderInfo{Holder: h, Epoch: e, ValidUntil: until}
 		}
 	})
@@ -206,7 +200,7 @@ func (n *Node) Fence() (uint64, error) {
 	}
 	var e uint64
 	var err error
-	if !n.do(func() { e, err = n.host.Fence(n.clock.Now()) }) {
+	if !n.do(func() { e, err = n.stack.Fence(n.clock.Now()) }) {
 		return 0, ErrClosed
 	}
 	if err != nil {
@@ -225,7 +219,7 @@ func (n *Node) CheckFence(epoch uint64) error {
 		return ErrNoLeadership
 	}
 	var err error
-	if !n.do(func() { err = n.host.CheckFence(epoch) }) {
+	if !n.do(func() { err = n.stack.CheckFence(epoch) }) {
 		return ErrClosed
 	}
 	if errors.Is(err, lease.ErrStaleEpoch) {
@@ -249,7 +243,7 @@ func (n *Node) ChangeVoters(voters []string) error {
 		return ErrNoLeadership
 	}
 	var err error
-	if !n.do(func() { err = n.host.ChangeVoters(n.clock.Now(), voters) }) {
+	if !n.do(func() { err = n.stack.ChangeVoters(n.clock.Now(), voters) }) {
 		return ErrClosed
 	}
 	return err
@@ -264,7 +258,7 @@ func (c controlSource) Leaders() (control.Leaders, error) {
 	var li LeaderInfo
 	var ok bool
 	if !n.do(func() {
-		h, e, until, valid := n.host.Leader(n.clock.Now())
+		h, e, until, valid := n.stack.Leader(n.clock.Now())
 		li, ok = LeaderInfo{Holder: h, Epoch: e, ValidUntil: until}, valid
 	}) {
 		return control.Leaders{}, ErrClosed
@@ -377,8 +371,8 @@ func (c *leaderCollector) Collect(ch chan<- prometheus.Metric) {
 	var epoch uint64
 	var ok bool
 	if !n.do(func() {
-		st = n.host.LeaseStats()
-		holder, epoch, _, ok = n.host.Leader(n.clock.Now())
+		st = n.stack.LeaseStats()
+		holder, epoch, _, ok = n.stack.Leader(n.clock.Now())
 	}) {
 		return
 	}

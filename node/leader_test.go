@@ -6,15 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/swim"
 )
@@ -287,63 +284,5 @@ func TestConfigLeadershipValidated(t *testing.T) {
 	ok.Voters, ok.Voter, ok.DataDir = []string{"a", "b", "c"}, true, t.TempDir()
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid voter config: %v", err)
-	}
-}
-
-// flakyStorage fails while broken is set and records what it saved.
-type flakyStorage struct {
-	broken bool
-	saved  []lease.State
-}
-
-func (s *flakyStorage) Load() (lease.State, error) { return lease.State{}, nil }
-func (s *flakyStorage) Save(st lease.State) error {
-	if s.broken {
-		return errors.New("disk full")
-	}
-	s.saved = append(s.saved, st)
-	return nil
-}
-
-// TestDriveLeaseHoldsLeasePacketsUntilSaved: after a failed save, no lease packet
-// leaves until the unsaved state is saved (a later batch may repeat a promise
-// without carrying the state again); other packets are never held.
-func TestDriveLeaseHoldsLeasePacketsUntilSaved(t *testing.T) {
-	store := &flakyStorage{broken: true}
-	n := &Node{lead: &leaderState{store: store}, log: slog.New(slog.DiscardHandler)}
-	n.metrics = newMetrics(n)
-	to := func(rd host.Ready) []string {
-		var out []string
-		for _, p := range rd.Packets {
-			out = append(out, p.To)
-		}
-		return out
-	}
-	step := func(rd host.Ready, want ...string) {
-		t.Helper()
-		n.driveLease(&rd)
-		if got := to(rd); !slices.Equal(got, want) {
-			t.Fatalf("sent %v, want %v", got, want)
-		}
-	}
-	pk := func(to string) []swim.Packet { return []swim.Packet{{To: to}} }
-	step(host.Ready{LeaseState: &lease.State{Promised: 5}, LeasePackets: pk("promise"), Packets: pk("ping")}, "ping")
-	step(host.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "ack")
-	step(host.Ready{Packets: pk("gossip")}, "gossip")
-	if len(store.saved) != 0 {
-		t.Fatalf("saved %v while broken", store.saved)
-	}
-	store.broken = false
-	step(host.Ready{Packets: pk("gossip")}, "gossip") // nothing waits on the state: no save
-	if len(store.saved) != 0 {
-		t.Fatalf("saved %v with no lease packet waiting", store.saved)
-	}
-	step(host.Ready{LeasePackets: pk("promise-again"), Packets: pk("ack")}, "promise-again", "ack")
-	if len(store.saved) != 1 || store.saved[0].Promised != 5 {
-		t.Fatalf("saved %v, want the unsaved promise of 5", store.saved)
-	}
-	step(host.Ready{LeasePackets: pk("renew")}, "renew")
-	if len(store.saved) != 1 {
-		t.Fatalf("saved again (%v) with nothing unsaved", store.saved)
 	}
 }

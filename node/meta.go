@@ -14,7 +14,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/crdt"
-	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -44,7 +44,7 @@ type MetaChange struct {
 // ErrMapTooLarge and changes nothing. ErrClosed once the node is closed.
 func (n *Node) SetMeta(key, value string) error {
 	var err error
-	if !n.do(func() { err = n.host.SetMeta(n.clock.Now(), key, []byte(value)) }) {
+	if !n.do(func() { err = n.stack.SetMeta(n.clock.Now(), key, []byte(value)) }) {
 		return ErrClosed
 	}
 	return n.stored(key, err)
@@ -53,7 +53,7 @@ func (n *Node) SetMeta(key, value string) error {
 // stored turns a write that was stored but could not be gossiped (a delta too big
 // for a packet at a small MTU) into success with a warning: push-pulls carry it.
 func (n *Node) stored(key string, err error) error {
-	if errors.Is(err, host.ErrMetaGossip) {
+	if errors.Is(err, stack.ErrMetaGossip) {
 		n.log.Warn("metadata write too large to gossip; peers get it by push-pull", "key", key, "err", err)
 		return nil
 	}
@@ -64,7 +64,7 @@ func (n *Node) stored(key string, err error) error {
 // no value.
 func (n *Node) DeleteMeta(key string) error {
 	var err error
-	if !n.do(func() { err = n.host.DeleteMeta(n.clock.Now(), key) }) {
+	if !n.do(func() { err = n.stack.DeleteMeta(n.clock.Now(), key) }) {
 		return ErrClosed
 	}
 	return n.stored(key, err)
@@ -90,7 +90,7 @@ func (n *Node) Meta(name string) map[string]string {
 
 // metaOf is name's metadata from the store; loop only. Never nil.
 func (n *Node) metaOf(name string) map[string]string {
-	raw := n.host.Meta().NodeMap(name)
+	raw := n.stack.Meta().NodeMap(name)
 	m := make(map[string]string, len(raw))
 	for k, v := range raw {
 		m[k] = string(v)
@@ -101,7 +101,7 @@ func (n *Node) metaOf(name string) map[string]string {
 // allMeta is every member's metadata, for the view kept after the loop stops.
 func (n *Node) allMeta() map[string]map[string]string {
 	out := map[string]map[string]string{}
-	for _, name := range n.host.Meta().Names() {
+	for _, name := range n.stack.Meta().Names() {
 		if name != crdt.Cluster {
 			out[name] = n.metaOf(name)
 		}
@@ -114,12 +114,12 @@ func (n *Node) allMeta() map[string]map[string]string {
 func (n *Node) setInitialMeta() error {
 	now := n.clock.Now()
 	for _, k := range slices.Sorted(maps.Keys(n.cfg.Meta)) {
-		if err := n.host.SetMeta(now, k, []byte(n.cfg.Meta[k])); err != nil {
+		if err := n.stack.SetMeta(now, k, []byte(n.cfg.Meta[k])); err != nil {
 			return fmt.Errorf("node: Meta[%q]: %w", k, err)
 		}
 	}
-	rd := n.host.Ready() // nobody to send to yet; the events of our own writes are not news
-	n.driveLease(&rd)    // but a lease state must still be saved
+	rd := n.stack.Ready() // nobody to send to yet; the events of our own writes are not news
+	n.driveLease(&rd)     // but a lease state must still be saved
 	return nil
 }
 
@@ -175,7 +175,7 @@ func metaCorrelationID(node, key string, v crdt.Version) string {
 // publishMeta records metadata events like membership events: version, history
 // for watch streams, debug log, subscribers. Loop only. Cluster-map changes are
 // not published (no member to attach them to).
-func (n *Node) publishMeta(evs []host.MetaEvent, members []Member) {
+func (n *Node) publishMeta(evs []stack.MetaEvent, members []Member) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	published := false
@@ -218,13 +218,13 @@ var (
 	descMetaDigest = prometheus.NewDesc("omnirelay_meta_digest", "Digest of this node's metadata store (low 52 bits, exact in a float): equal on every node once metadata has converged.", nil, nil)
 	metaCounters   = []struct {
 		desc *prometheus.Desc
-		get  func(host.MetaStats) uint64
+		get  func(stack.MetaStats) uint64
 	}{
-		{prometheus.NewDesc("omnirelay_meta_rejected_total", "Metadata deltas or snapshots from peers dropped: malformed or over the limits.", nil, nil), func(s host.MetaStats) uint64 { return s.Rejected }},
-		{prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "meta"}), func(s host.MetaStats) uint64 { return s.Implausible }},
-		{prometheus.NewDesc("omnirelay_meta_rebroadcasts_total", "Received metadata deltas gossiped on because they changed this node's store.", nil, nil), func(s host.MetaStats) uint64 { return s.Rebroadcasts }},
-		{prometheus.NewDesc("omnirelay_meta_reissues_total", "Times this node re-issued its metadata under a new incarnation after seeing a previous life of itself.", nil, nil), func(s host.MetaStats) uint64 { return s.Reissues }},
-		{prometheus.NewDesc("omnirelay_meta_gossip_errors_total", "Metadata deltas that could not be queued for gossip (peers get them by push-pull).", nil, nil), func(s host.MetaStats) uint64 { return s.GossipErrors }},
+		{prometheus.NewDesc("omnirelay_meta_rejected_total", "Metadata deltas or snapshots from peers dropped: malformed or over the limits.", nil, nil), func(s stack.MetaStats) uint64 { return s.Rejected }},
+		{prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "meta"}), func(s stack.MetaStats) uint64 { return s.Implausible }},
+		{prometheus.NewDesc("omnirelay_meta_rebroadcasts_total", "Received metadata deltas gossiped on because they changed this node's store.", nil, nil), func(s stack.MetaStats) uint64 { return s.Rebroadcasts }},
+		{prometheus.NewDesc("omnirelay_meta_reissues_total", "Times this node re-issued its metadata under a new incarnation after seeing a previous life of itself.", nil, nil), func(s stack.MetaStats) uint64 { return s.Reissues }},
+		{prometheus.NewDesc("omnirelay_meta_gossip_errors_total", "Metadata deltas that could not be queued for gossip (peers get them by push-pull).", nil, nil), func(s stack.MetaStats) uint64 { return s.GossipErrors }},
 	}
 )
 
@@ -237,9 +237,9 @@ func (c *metaCollector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect exports nothing once the loop has stopped: the store is no longer read.
 func (c *metaCollector) Collect(ch chan<- prometheus.Metric) {
-	var st host.MetaStats
+	var st stack.MetaStats
 	var digest uint64
-	if !c.n.do(func() { st, digest = c.n.host.MetaStats(), c.n.host.Meta().Digest() }) {
+	if !c.n.do(func() { st, digest = c.n.stack.MetaStats(), c.n.stack.Meta().Digest() }) {
 		return
 	}
 	ch <- prometheus.MustNewConstMetric(descMetaDigest, prometheus.GaugeValue, float64(digest&(1<<52-1)))

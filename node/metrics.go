@@ -2,7 +2,6 @@ package node
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
@@ -190,12 +189,11 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
 
-// countPacket counts a plain packet and its messages, and tracks pings and acks for
-// the round-trip histogram. Runs on the loop. A packet that does not parse (its
-// error is returned), or a received one of another cluster label, is not counted
-// here: the state machine counts it as malformed or foreign, and its messages were
+// countPacket counts a plain packet and its messages. Runs on the loop. A packet
+// that does not parse (its error is returned), or a received one of another
+// cluster label, is not counted here: the state machine counts it as malformed or foreign, and its messages were
 // never accepted.
-func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) error {
+func (n *Node) countPacket(dir int, data []byte) error {
 	m := n.metrics
 	hdr, err := n.reader.Reset(data)
 	if err != nil {
@@ -213,24 +211,6 @@ func (n *Node) countPacket(dir int, peer string, data []byte, now time.Time) err
 			first = false
 		}
 		m.messages[dir][t].Inc()
-		switch {
-		case dir == dirOut && t == wire.TypePing:
-			var p wire.Ping
-			if n.dec.Decode(n.reader.Body(), &p) == nil {
-				if len(n.pings) >= pingTrack {
-					clear(n.pings)
-				}
-				n.pings[p.Seq] = pingSent{to: peer, at: now}
-			}
-		case dir == dirIn && t == wire.TypeAck:
-			var a wire.Ack
-			if n.dec.Decode(n.reader.Body(), &a) == nil {
-				if ps, ok := n.pings[a.Seq]; ok && ps.to == peer {
-					m.probeRTT.Observe(now.Sub(ps.at).Seconds())
-					delete(n.pings, a.Seq)
-				}
-			}
-		}
 	}
 	return nil
 }
@@ -292,10 +272,10 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 	var ms []Member
 	var digest uint64
 	if !n.do(func() {
-		sw := n.host.Swim()
+		sw := n.stack.Swim()
 		st, health, ms, digest = sw.Stats(), sw.LocalHealth(), sw.Members(), sw.Digest().Hash
 		// Lease and shard packets never reach swim: their drops count in the same series.
-		ls, ss := n.host.LeaseHostStats(), n.host.ShardHostStats()
+		ls, ss := n.stack.LeaseHostStats(), n.stack.ShardHostStats()
 		st.ForeignPackets += ls.Foreign + ss.Foreign
 		st.Malformed += ls.Malformed + ss.Malformed
 	}) {

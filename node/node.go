@@ -5,7 +5,7 @@
 //	defer n.Leave(ctx)
 //	for ev := range n.Subscribe().C { ... }
 //
-// One goroutine, the loop, owns the protocol stack (internal/host: the swim state
+// One goroutine, the loop, owns the protocol stack (stack: the swim state
 // machine); it is the only code that touches it. Around it: a goroutine reading
 // datagrams, one accepting streams and one per stream in flight, and the control API's
 // HTTP server when configured. They talk to the loop through channels and never
@@ -34,7 +34,7 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/omnirelay/mesh/control"
-	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -85,11 +85,10 @@ type Node struct {
 	auditLog *auditLog    // nil: no Config.AuditLog
 
 	// Owned by the loop goroutine.
-	host   *host.Host
+	stack  *stack.Stack
 	rng    *rand.Rand // join jitter; the host has its own
 	reader wire.PacketReader
 	dec    wire.Decoder
-	pings  map[uint32]pingSent
 	join   *joinState
 	leaves []chan struct{}
 	// clusterHash is ClusterHash(Config.ClusterLabel): received packets of another
@@ -143,22 +142,17 @@ type inStream struct {
 }
 
 type streamResult struct {
+	id    uint64 // the stack's id of the stream
 	to    string
 	reply []byte
 	err   error
 	took  time.Duration
 }
 
-type pingSent struct {
-	to string
-	at time.Time
-}
-
 // Queue sizes between the I/O goroutines and the loop.
 const (
 	packetQueue   = 1024 // datagrams waiting for the loop; more are dropped
 	maxPacketSize = 65536
-	pingTrack     = 256 // outstanding pings remembered for round-trip times
 )
 
 // Start binds the transport, starts the loop and the control API, and joins
@@ -176,7 +170,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, clock: cfg.Clock,
-		pings:   map[uint32]pingSent{},
 		packets: make(chan inPacket, packetQueue),
 		streams: make(chan inStream),
 		results: make(chan streamResult),
@@ -219,18 +212,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.AuditLog != nil {
 		n.auditLog = &auditLog{w: cfg.AuditLog}
 	}
-	hc := host.Config{Swim: cfg.swimConfig(n.addr)}
+	hc := stack.Config{Swim: cfg.swimConfig(n.addr)}
 	if err := n.leaseHostConfig(&hc); err != nil {
 		tr.Close()
 		return nil, err
 	}
 	n.shardHostConfig(&hc)
-	h, err := host.New(hc, rng, n.clock.Now())
+	h, err := stack.New(hc, rng, n.clock.Now())
 	if err != nil {
 		tr.Close()
 		return nil, fmt.Errorf("node: %w", err)
 	}
-	n.host = h
+	n.stack = h
 	n.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[8:]), binary.LittleEndian.Uint64(seed[:8])))
 	n.members = h.Swim().Members()
 	n.metrics = newMetrics(n)
@@ -311,7 +304,7 @@ func (n *Node) do(f func()) bool {
 // remembered dead or left ones. After Close it returns the last view.
 func (n *Node) Members() []Member {
 	var ms []Member
-	if n.do(func() { ms = n.host.Swim().Members() }) {
+	if n.do(func() { ms = n.stack.Swim().Members() }) {
 		return ms
 	}
 	n.mu.Lock()
@@ -322,7 +315,7 @@ func (n *Node) Members() []Member {
 // Local is this node as it sees itself (its incarnation grows as it refutes).
 func (n *Node) Local() Member {
 	var m Member
-	if n.do(func() { m = n.host.Swim().Local() }) {
+	if n.do(func() { m = n.stack.Swim().Local() }) {
 		return m
 	}
 	n.mu.Lock()
@@ -338,7 +331,7 @@ func (n *Node) Local() Member {
 // Stats returns the membership machine's counters.
 func (n *Node) Stats() swim.Stats {
 	var s swim.Stats
-	if n.do(func() { s = n.host.Swim().Stats() }) {
+	if n.do(func() { s = n.stack.Swim().Stats() }) {
 		return s
 	}
 	n.mu.Lock()
@@ -355,7 +348,7 @@ func (n *Node) Leave(ctx context.Context) error {
 		n.mu.Lock()
 		n.leaving = true
 		n.mu.Unlock()
-		n.host.Leave(n.clock.Now())
+		n.stack.Leave(n.clock.Now())
 		n.leaves = append(n.leaves, done)
 	}) {
 		return ErrClosed
@@ -582,18 +575,18 @@ func (n *Node) serveStream(c *inConn) {
 }
 
 // runStream carries one outbound stream and hands the result to the loop.
-func (n *Node) runStream(s host.Stream) {
+func (n *Node) runStream(s stack.Stream) {
 	defer n.wg.Done()
 	start := n.clock.Now()
 	reply, err := n.exchange(s)
-	r := streamResult{to: s.To, reply: reply, err: err, took: n.clock.Now().Sub(start)}
+	r := streamResult{id: s.ID, to: s.To, reply: reply, err: err, took: n.clock.Now().Sub(start)}
 	select {
 	case n.results <- r:
 	case <-n.ctx.Done():
 	}
 }
 
-func (n *Node) exchange(s host.Stream) ([]byte, error) {
+func (n *Node) exchange(s stack.Stream) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StreamTimeout)
 	defer cancel()
 	conn, err := n.tr.Dial(ctx, s.To)
@@ -658,8 +651,8 @@ func (n *Node) loop() {
 	defer timer.Stop()
 	for {
 		now := n.clock.Now()
-		if d := n.host.NextDeadline(); !d.IsZero() && !d.After(now) {
-			n.host.Tick(now)
+		if d := n.stack.NextDeadline(); !d.IsZero() && !d.After(now) {
+			n.stack.Tick(now)
 		}
 		if j := n.join; j != nil && !j.retryAt.IsZero() && !j.retryAt.After(now) {
 			n.retryJoin(now)
@@ -673,7 +666,7 @@ func (n *Node) loop() {
 		case p := <-n.packets:
 			n.handlePacket(p)
 		case s := <-n.streams:
-			s.reply <- n.host.HandleStream(n.clock.Now(), s.from, s.req)
+			s.reply <- n.stack.HandleStream(n.clock.Now(), s.from, s.req)
 		case r := <-n.results:
 			n.handleResult(r)
 		case f := <-n.cmds:
@@ -685,7 +678,7 @@ func (n *Node) loop() {
 
 // sleep is how long the loop may wait for input before a deadline is due.
 func (n *Node) sleep(now time.Time) time.Duration {
-	next := n.host.NextDeadline()
+	next := n.stack.NextDeadline()
 	if j := n.join; j != nil && !j.retryAt.IsZero() && (next.IsZero() || j.retryAt.Before(next)) {
 		next = j.retryAt
 	}
@@ -716,10 +709,10 @@ func (n *Node) handlePacket(p inPacket) {
 		data = plain
 	}
 	now := n.clock.Now()
-	if n.dropVersionMismatch(p.from, n.countPacket(dirIn, p.from, data, now), now) {
+	if n.dropVersionMismatch(p.from, n.countPacket(dirIn, data), now) {
 		return
 	}
-	n.host.HandlePacket(now, p.from, data)
+	n.stack.HandlePacket(now, p.from, data)
 }
 
 func (n *Node) handleResult(r streamResult) {
@@ -728,22 +721,34 @@ func (n *Node) handleResult(r streamResult) {
 	if r.err != nil {
 		n.metrics.netErrors.WithLabelValues("stream").Inc()
 		n.log.Debug("stream failed", "to", r.to, "err", r.err)
-		n.host.StreamFailed(now, r.to)
+		n.stack.StreamFailed(now, r.id)
 	} else {
-		n.host.HandleStreamReply(now, r.to, r.reply)
+		n.stack.StreamReply(now, r.id, r.reply)
 	}
 	n.joinResult(now, r)
 }
 
-// flush drains the host's outputs: packets sent, streams started, events published,
-// then waiting Leave calls released once the leave has been gossiped.
+// flushRounds bounds the Ready rounds of one flush: the second sends the lease
+// packets a successful save released; anything later waits for the next turn.
+const flushRounds = 2
+
+// flush drains the stack's outputs, as many rounds as it has them (flushRounds).
 func (n *Node) flush() {
-	rd := n.host.Ready()
+	for round := 0; round < flushRounds && (round == 0 || n.stack.HasReady()); round++ {
+		n.flushOnce()
+	}
+}
+
+// flushOnce handles one Ready in the order its type documents: lease state saved,
+// packets sent, streams started, events published, then Advance; waiting Leave
+// calls are released once the leave has been gossiped.
+func (n *Node) flushOnce() {
+	rd := n.stack.Ready()
 	n.driveLease(&rd) // saves the lease state before any packet of rd leaves
 	now := n.clock.Now()
 	n.driveShards(&rd, now)
 	for _, p := range rd.Packets {
-		n.countPacket(dirOut, p.To, p.Data, now)
+		n.countPacket(dirOut, p.Data)
 		data := p.Data
 		if n.kr != nil {
 			sealed, err := wire.Seal(n.kr, data, crand.Reader)
@@ -762,7 +767,10 @@ func (n *Node) flush() {
 		n.wg.Add(1)
 		go n.runStream(s)
 	}
-	sw := n.host.Swim()
+	for _, r := range rd.RTTs {
+		n.metrics.probeRTT.Observe(r.Sample.Seconds())
+	}
+	sw := n.stack.Swim()
 	st := sw.Stats()
 	if len(rd.Events) > 0 {
 		members := sw.Members()
@@ -778,10 +786,11 @@ func (n *Node) flush() {
 		}
 		n.leaves = nil
 	}
+	n.stack.Advance()
 }
 
 func (n *Node) anyLivePeer() bool {
-	for _, m := range n.host.Swim().Members() {
+	for _, m := range n.stack.Swim().Members() {
 		if m.Name != n.cfg.Name && (m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect) {
 			return true
 		}
@@ -791,7 +800,7 @@ func (n *Node) anyLivePeer() bool {
 
 // publishFinal keeps the last view readable after the loop stops.
 func (n *Node) publishFinal() {
-	sw := n.host.Swim()
+	sw := n.stack.Swim()
 	n.mu.Lock()
 	n.members, n.stats, n.health, n.digest = sw.Members(), sw.Stats(), sw.LocalHealth(), sw.Digest().Hash
 	n.finalMeta = n.allMeta()
@@ -930,7 +939,7 @@ func (c controlSource) Snapshot() control.Snapshot {
 	n := c.n
 	var s control.Snapshot
 	if !n.do(func() {
-		ms := n.host.Swim().Members()
+		ms := n.stack.Swim().Members()
 		n.mu.Lock()
 		s.Version = control.Version{Epoch: n.epoch, N: n.version}
 		n.mu.Unlock()

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/control"
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,7 +22,7 @@ var ErrNoShards = errors.New("node: shard routing is not configured (Config.Shar
 
 // ErrUnknownNode is wrapped by DrainShards for a name that is not a member this
 // node (the leader) holds alive or suspect: only members can be drained.
-var ErrUnknownNode = host.ErrUnknownNode
+var ErrUnknownNode = stack.ErrUnknownNode
 
 // ControlMetaKey is the metadata key under which an agent publishes its control
 // API URL, so a non-leader can tell the CLI where the leader's API is.
@@ -73,7 +73,7 @@ type movingShard struct {
 }
 
 // shardHostConfig fills the shard part of the host config; shards off: no-op.
-func (n *Node) shardHostConfig(hc *host.Config) {
+func (n *Node) shardHostConfig(hc *stack.Config) {
 	sc, ok := n.cfg.shardConfig()
 	if !ok {
 		return
@@ -85,13 +85,13 @@ func (n *Node) shardHostConfig(hc *host.Config) {
 // driveShards applies the shard part of a Ready: logs and counts every
 // transition, tracks the leader's moves, delivers ownership changes to watches
 // and publishes a new map. Loop only.
-func (n *Node) driveShards(rd *host.Ready, now time.Time) {
+func (n *Node) driveShards(rd *stack.Ready, now time.Time) {
 	s := n.shards
 	if s == nil {
 		return
 	}
-	m := n.host.ShardMap()
-	leading := n.host.IsLeader(now)
+	m := n.stack.ShardMap()
+	leading := n.stack.IsLeader(now)
 	if len(rd.ShardEvents) == 0 && m == s.m && (leading || len(s.moving) == 0) {
 		return
 	}
@@ -262,7 +262,7 @@ func (n *Node) OwnedShards() []uint32 {
 		return nil
 	}
 	var out []uint32
-	n.do(func() { out = n.host.OwnedShards(n.clock.Now()) })
+	n.do(func() { out = n.stack.OwnedShards(n.clock.Now()) })
 	return out
 }
 
@@ -274,7 +274,7 @@ func (n *Node) Serving(s uint32) bool {
 		return false
 	}
 	var ok bool
-	n.do(func() { ok = n.host.Serving(n.clock.Now(), s) })
+	n.do(func() { ok = n.stack.Serving(n.clock.Now(), s) })
 	return ok
 }
 
@@ -289,7 +289,7 @@ func (n *Node) DrainShards(node string, on bool) error {
 		return ErrNoShards
 	}
 	var err error
-	if !n.do(func() { err = n.host.DrainNode(n.clock.Now(), node, on) }) {
+	if !n.do(func() { err = n.stack.DrainNode(n.clock.Now(), node, on) }) {
 		return ErrClosed
 	}
 	if err != nil {
@@ -309,7 +309,7 @@ func (n *Node) Rebalance() error {
 		return ErrNoShards
 	}
 	var err error
-	if !n.do(func() { err = n.host.Rebalance(n.clock.Now()) }) {
+	if !n.do(func() { err = n.stack.Rebalance(n.clock.Now()) }) {
 		return ErrClosed
 	}
 	if err != nil {
@@ -433,9 +433,9 @@ func (c *shardCollector) Collect(ch chan<- prometheus.Metric) {
 	var ctrlStats shard.ControllerStats
 	if !n.do(func() {
 		now = n.clock.Now()
-		owned = len(n.host.OwnedShards(now))
-		unowned, leading = n.host.UnservedShards(now)
-		ownerStats, ctrlStats = n.host.ShardStats()
+		owned = len(n.stack.OwnedShards(now))
+		unowned, leading = n.stack.UnservedShards(now)
+		ownerStats, ctrlStats = n.stack.ShardStats()
 	}) {
 		return
 	}

@@ -278,9 +278,9 @@ func TestShardsUnownedMetricSeesDrainedCluster(t *testing.T) {
 		var err error
 		leader.do(func() {
 			now := leader.clock.Now()
-			err = errors.Join(leader.host.DrainNode(now, nodes[0].Name(), true), leader.host.Rebalance(now))
+			err = errors.Join(leader.stack.DrainNode(now, nodes[0].Name(), true), leader.stack.Rebalance(now))
 			for _, n := range nodes[1:] {
-				err = errors.Join(err, leader.host.DrainNode(now, n.Name(), true))
+				err = errors.Join(err, leader.stack.DrainNode(now, n.Name(), true))
 			}
 		})
 		if err != nil {

@@ -83,13 +83,19 @@ type shardRec struct {
 	granted time.Time
 }
 
+// retiredBoots bounds the replaced owner processes remembered per member: more
+// restarts than this while renewals of the oldest are still in flight is beyond
+// what a network delays a datagram by.
+const retiredBoots = 4
+
 // peer is what the leader knows of one member's owner process.
 type peer struct {
 	member   Member
-	inView   bool   // present in the last membership snapshot
-	boot     uint64 // owner process; a higher one resets the counters below
-	lastSeq  uint64 // highest renewal processed
-	answered uint64 // highest renewal answered with a Grant
+	inView   bool     // present in the last membership snapshot
+	boot     uint64   // owner process; another one, not retired, resets the counters below
+	retired  []uint64 // processes boot replaced, newest last (retiredBoots): their renewals are stale
+	lastSeq  uint64   // highest renewal processed
+	answered uint64   // highest renewal answered with a Grant
 	// heard: when its last renewal arrived (our clock). A member that renews is
 	// reachable, whatever the membership says, so it gets announcements too.
 	heard time.Time
@@ -164,7 +170,7 @@ func (c *Controller) BecomeLeader(now time.Time, epoch uint64) error {
 			delete(c.peers, name)
 			continue
 		}
-		p.boot, p.lastSeq, p.answered, p.owns, p.heard = 0, 0, 0, nil, time.Time{}
+		p.boot, p.lastSeq, p.answered, p.owns, p.heard, p.retired = 0, 0, 0, nil, time.Time{}, nil
 	}
 	c.changed, c.stale = true, true
 	c.nextAnnounce = now
@@ -399,12 +405,21 @@ func (c *Controller) targetOf(s uint32) string {
 func (c *Controller) stepRenew(now time.Time, r *Renew) {
 	p := c.peer(r.Node)
 	switch {
-	case r.Boot < p.boot:
+	case r.Boot == p.boot:
+	case slices.Contains(p.retired, r.Boot):
 		c.stats.StaleRenews++
 		return
-	case r.Boot > p.boot:
+	default:
+		// Boot ids are random, not ordered (a clock that stepped back must not
+		// make a restart look older), so any boot not retired is a new process.
 		// A restarted owner process holds nothing and ignores grants made to the
 		// old one, so whatever was being released from it is released.
+		if p.boot != 0 {
+			p.retired = append(p.retired, p.boot)
+			if len(p.retired) > retiredBoots {
+				p.retired = slices.Delete(p.retired, 0, 1)
+			}
+		}
 		p.boot, p.lastSeq, p.answered = r.Boot, 0, 0
 		for s := range p.owns {
 			c.recs[s].relSeq = 0

@@ -78,16 +78,18 @@ func TestControllerFailoverReconfirmsThenWaits(t *testing.T) {
 	}
 }
 
-// Renewals older than one processed, or from an older process, are dropped and
-// counted; a newer process resets the sequence.
+// Renewals older than one processed, or from a process that was replaced, are
+// dropped and counted; a new process, whatever its (random) boot id, resets the
+// sequence.
 func TestControllerDropsStaleRenewals(t *testing.T) {
 	t0 := simBase
 	c := newLeader(t, testConfig(4), 1, t0, "a")
+	grantFor(t, c, t0, &Renew{Epoch: 1, Node: "a", Boot: 1, Seq: 9})
 	grantFor(t, c, t0, &Renew{Epoch: 1, Node: "a", Boot: 2, Seq: 5})
 	for _, r := range []*Renew{
-		{Epoch: 1, Node: "a", Boot: 2, Seq: 5}, // duplicate
-		{Epoch: 1, Node: "a", Boot: 2, Seq: 4}, // reordered
-		{Epoch: 1, Node: "a", Boot: 1, Seq: 9}, // previous process
+		{Epoch: 1, Node: "a", Boot: 2, Seq: 5},  // duplicate
+		{Epoch: 1, Node: "a", Boot: 2, Seq: 4},  // reordered
+		{Epoch: 1, Node: "a", Boot: 1, Seq: 10}, // previous process
 	} {
 		c.Step(t0, r)
 		if n := len(c.Ready().Messages); n != 0 {
@@ -101,6 +103,18 @@ func TestControllerDropsStaleRenewals(t *testing.T) {
 	c.Step(t0, &Renew{Epoch: 1, Node: "a", Boot: 3, Seq: 2, Held: []uint32{9}})
 	if c.Stats().Malformed != 1 {
 		t.Fatal("a renewal naming a shard out of range was not counted as malformed")
+	}
+}
+
+// A restarted owner whose boot id is lower than its previous one (boot ids are
+// random) is a new process: its renewals are answered, not dropped as stale.
+func TestControllerAcceptsRestartWithLowerBoot(t *testing.T) {
+	t0 := simBase
+	c := newLeader(t, testConfig(4), 1, t0, "a")
+	grantFor(t, c, t0, &Renew{Epoch: 1, Node: "a", Boot: 1 << 60, Seq: 7})
+	grantFor(t, c, t0, &Renew{Epoch: 1, Node: "a", Boot: 5, Seq: 1}) // restarted
+	if c.Stats().StaleRenews != 0 {
+		t.Fatalf("StaleRenews = %d, want 0", c.Stats().StaleRenews)
 	}
 }
 

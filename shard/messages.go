@@ -28,8 +28,8 @@ type (
 	NodeWeight = wire.ShardNode
 	// Renew is an owner's one message per RenewInterval to the leader. Held lists
 	// the shards it serves at the moment of sending, ascending; Applied is the Seq
-	// of the last Grant it applied. Boot identifies the owner process (it grows
-	// across restarts), Seq the renewal (it grows within a process). Epoch is the
+	// of the last Grant it applied. Boot identifies the owner process (a random
+	// id drawn at start, so a restart is new whatever its clock says), Seq the renewal (it grows within a process). Epoch is the
 	// highest epoch the owner has seen.
 	Renew = wire.ShardRenew
 	// Grant answers a Renew: Node (of process Boot) may serve Shards and, if it

@@ -61,9 +61,9 @@ type Owner struct {
 }
 
 // NewOwner returns the Owner of node self. boot identifies this process: it must
-// be higher than that of any earlier process of the same node (a restart counter,
-// the swim incarnation at start, or the start time in ms), so the leader never
-// confuses a restarted owner with its previous life.
+// differ from that of every earlier process of the same node (a random 64-bit
+// draw; not the clock, which can step back), so the leader never confuses a
+// restarted owner with its previous life.
 func NewOwner(cfg Config, self string, boot uint64) (*Owner, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -147,6 +147,9 @@ func (o *Owner) Held(now time.Time) []uint32 {
 
 // Map is the latest map received, nil before the first.
 func (o *Owner) Map() *Map { return o.m }
+
+// Boot is the id of this owner process, as its renewals carry it.
+func (o *Owner) Boot() uint64 { return o.boot }
 
 // Leader is the leader renewals go to and its epoch ("" and 0 if unknown).
 func (o *Owner) Leader() (string, uint64) { return o.leader, o.leaderEpoch }

@@ -1,5 +1,5 @@
 // Package sim is a deterministic discrete-event simulator that runs the production
-// protocol stack (internal/host.Host: swim, metadata, lease and shard) for thousands
+// protocol stack (stack.Stack: swim, metadata, lease and shard) for thousands
 // of nodes in one process, in the style of CockroachDB's asim: the seed is a
 // first-class setting, virtual time only moves when the simulator jumps to the next
 // event, and the code under test is the code we ship.

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 )
 
@@ -162,7 +162,7 @@ func TestCrashDropsEverythingAndRestartIsFresh(t *testing.T) {
 func TestStreamsReplyOrFail(t *testing.T) {
 	s, recs := newRecSim(t, 3, Config{Link: fixed, ProcDelay: time.Nanosecond, StreamTimeout: 5 * time.Second})
 	recs[1].reply = []byte("pong")
-	recs[0].out.Streams = []host.Stream{{To: s.Addr(1), Data: []byte("ping")}, {To: s.Addr(2), Data: []byte("ping")}}
+	recs[0].out.Streams = []stack.Stream{{To: s.Addr(1), Data: []byte("ping")}, {To: s.Addr(2), Data: []byte("ping")}}
 	s.Crash(2)
 	s.afterInput(0, s.now)
 	s.RunFor(time.Second)
@@ -176,7 +176,7 @@ func TestStreamsReplyOrFail(t *testing.T) {
 		t.Fatalf("calls = %+v, want %+v", recs[0].calls, want)
 	}
 	s.Partition([]int{0})
-	recs[0].out.Streams = []host.Stream{{To: s.Addr(1), Data: []byte("ping")}}
+	recs[0].out.Streams = []stack.Stream{{To: s.Addr(1), Data: []byte("ping")}}
 	s.afterInput(0, s.now)
 	s.RunFor(10 * time.Second)
 	last := recs[0].calls[len(recs[0].calls)-1]

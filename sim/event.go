@@ -23,5 +23,6 @@ type event struct {
 	to   int32  // evPacket, evStreamReq: destination address slot
 	from int32  // address slot of the sender (evStreamFail: of the peer that failed)
 	gen  uint32 // generation of node when scheduled; a restarted node ignores older events
+	sid  uint64 // evStream*: the requester's stream id (Stream.ID)
 	kind evKind
 }

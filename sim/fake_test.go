@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -22,7 +22,7 @@ type toy struct {
 	addrOf     map[string]string
 	next       time.Time
 	ticks      int
-	out        host.Ready
+	out        stack.Ready
 }
 
 const toyPeriod = 200 * time.Millisecond
@@ -86,8 +86,8 @@ func (t *toy) HandleStream(now time.Time, from string, req []byte) []byte {
 	t.merge(now, req)
 	return t.encode()
 }
-func (t *toy) HandleStreamReply(now time.Time, from string, reply []byte) { t.merge(now, reply) }
-func (t *toy) StreamFailed(now time.Time, to string)                      {}
+func (t *toy) StreamReply(now time.Time, id uint64, reply []byte) { t.merge(now, reply) }
+func (t *toy) StreamFailed(now time.Time, id uint64)              {}
 func (t *toy) Tick(now time.Time) {
 	if now.Before(t.next) {
 		return
@@ -96,7 +96,7 @@ func (t *toy) Tick(now time.Time) {
 	t.ticks++
 	if to, ok := t.randomPeer(); ok {
 		if t.ticks%5 == 0 {
-			t.out.Streams = append(t.out.Streams, host.Stream{To: to, Data: t.encode()})
+			t.out.Streams = append(t.out.Streams, stack.Stream{To: to, Data: t.encode()})
 		} else {
 			t.out.Packets = append(t.out.Packets, swim.Packet{To: to, Data: t.encode()})
 		}
@@ -104,16 +104,15 @@ func (t *toy) Tick(now time.Time) {
 }
 func (t *toy) Join(now time.Time, seeds []string) {
 	for _, s := range seeds {
-		t.out.Streams = append(t.out.Streams, host.Stream{To: s, Data: t.encode()})
+		t.out.Streams = append(t.out.Streams, stack.Stream{To: s, Data: t.encode()})
 	}
 }
-func (t *toy) Leave(now time.Time)     {}
-func (t *toy) NextDeadline() time.Time { return t.next }
-func (t *toy) Ready() host.Ready {
-	r := t.out
-	t.out = host.Ready{}
-	return r
-}
+func (t *toy) Leave(now time.Time)                            {}
+func (t *toy) NextDeadline() time.Time                        { return t.next }
+func (t *toy) Ready() stack.Ready                             { return t.out }
+func (t *toy) HasReady() bool                                 { return false }
+func (t *toy) Saved(now time.Time, version uint64, err error) {}
+func (t *toy) Advance()                                       { t.out = stack.Ready{} }
 func (t *toy) Members() []swim.Member {
 	var out []swim.Member
 	for _, n := range t.sorted() {
@@ -138,8 +137,9 @@ type call struct {
 type recorder struct {
 	calls    []call
 	deadline time.Time
-	out      host.Ready
+	out      stack.Ready
 	reply    []byte
+	opened   map[uint64]string // stream id → peer, so replies and failures log the peer
 }
 
 func (r *recorder) log(what string, now time.Time, from string, data []byte) {
@@ -152,10 +152,10 @@ func (r *recorder) HandleStream(now time.Time, from string, req []byte) []byte {
 	r.log("stream", now, from, req)
 	return r.reply
 }
-func (r *recorder) HandleStreamReply(now time.Time, from string, reply []byte) {
-	r.log("reply", now, from, reply)
+func (r *recorder) StreamReply(now time.Time, id uint64, reply []byte) {
+	r.log("reply", now, r.opened[id], reply)
 }
-func (r *recorder) StreamFailed(now time.Time, to string) { r.log("failed", now, to, nil) }
+func (r *recorder) StreamFailed(now time.Time, id uint64) { r.log("failed", now, r.opened[id], nil) }
 func (r *recorder) Tick(now time.Time) {
 	r.log("tick", now, "", nil)
 	r.deadline = time.Time{}
@@ -163,10 +163,21 @@ func (r *recorder) Tick(now time.Time) {
 func (r *recorder) Join(now time.Time, seeds []string) { r.log("join", now, "", nil) }
 func (r *recorder) Leave(now time.Time)                { r.log("leave", now, "", nil) }
 func (r *recorder) NextDeadline() time.Time            { return r.deadline }
-func (r *recorder) Ready() host.Ready {
-	o := r.out
-	r.out = host.Ready{}
-	return o
+func (r *recorder) Ready() stack.Ready {
+	// The test queues streams without ids: number them (once) as a stack would.
+	for i := range r.out.Streams {
+		if s := &r.out.Streams[i]; s.ID == 0 {
+			if r.opened == nil {
+				r.opened = map[uint64]string{}
+			}
+			s.ID = uint64(len(r.opened) + 1)
+			r.opened[s.ID] = s.To
+		}
+	}
+	return r.out
 }
-func (r *recorder) Members() []swim.Member { return nil }
-func (r *recorder) Digest() wire.Digest    { return wire.Digest{} }
+func (r *recorder) HasReady() bool                                 { return false }
+func (r *recorder) Saved(now time.Time, version uint64, err error) {}
+func (r *recorder) Advance()                                       { r.out = stack.Ready{} }
+func (r *recorder) Members() []swim.Member                         { return nil }
+func (r *recorder) Digest() wire.Digest                            { return wire.Digest{} }

@@ -6,9 +6,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -44,7 +44,7 @@ type Options struct {
 	// virtual time and the events so far (the CLI prints it).
 	Progress func(phase string, virtual time.Duration, events uint64)
 	// NewStack replaces the production stack (engine tests); nil means
-	// internal/host.Host configured by Profile and NoLifeguard.
+	// internal/stack.Stack configured by Profile and NoLifeguard.
 	NewStack StackFactory
 	// Voters is the number of voters of the leader-* scenarios (the first nodes);
 	// default DefaultVoters (3). At most Nodes.
@@ -181,7 +181,7 @@ type Scenario struct {
 type StackKind uint8
 
 const (
-	// StackSwim is membership and metadata only (internal/host without
+	// StackSwim is membership and metadata only (stack without
 	// leadership).
 	StackSwim StackKind = iota
 	// StackLease adds leader election among the voters (Options.Voters, Lease).
@@ -282,10 +282,10 @@ func SwimConfig(profile, name, addr string, lifeguard bool) (swim.Config, error)
 // run instead of one per node (half the heap at 500 nodes).
 func hostFactory(profile string, lifeguard bool) StackFactory {
 	in := wire.NewInterner(1 << 22)
-	return HostFactory(func(name, addr string) host.Config {
+	return HostFactory(func(name, addr string) stack.Config {
 		c, _ := SwimConfig(profile, name, addr, lifeguard)
 		c.Interner = in
-		return host.Config{Swim: c}
+		return stack.Config{Swim: c}
 	})
 }
 

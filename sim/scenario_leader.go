@@ -7,17 +7,18 @@ import (
 	"slices"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/wire"
 )
 
 // Leadership in the simulator. Every node runs a host with lease.Config set; the
 // first Options.Voters nodes (node-00000, ...) are the voters, the same bootstrap
 // list on every node. Each node name keeps one lease.MemoryStorage for the whole
-// run, so a restarted voter finds its promises again. leaseStack saves Ready's
-// LeaseState to it before the simulator sends a single packet of that Ready (the
-// order rule of host.Ready), and lets the run's leaseWatch check safety.
+// run, so a restarted voter finds its promises again. The simulator saves Ready's
+// LeaseState to it and reports the result with Saved before it sends a packet of
+// that Ready (stack.Ready's order rule; FailDisk makes saves fail), and the run's
+// leaseWatch checks safety.
 //
 // The safety check is exact, not sampled: whether a node believes it holds a valid
 // lease (IsLeader on its own clock) can only turn true, or be extended, while it
@@ -31,7 +32,7 @@ var ErrNoLease = errors.New("sim: stack has no lease machine")
 // DefaultVoters is the number of voters when Options.Voters is zero.
 const DefaultVoters = 3
 
-// leaseHost is the leadership side of internal/host.Host.
+// leaseHost is the leadership side of internal/stack.Stack.
 type leaseHost interface {
 	IsLeader(now time.Time) bool
 	Fence(now time.Time) (uint64, error)
@@ -49,19 +50,15 @@ type leaseStack struct {
 	watch   *leaseWatch
 }
 
-// Ready saves the lease state first and sends the lease packets only if that
-// worked (host.Ready's rule; MemoryStorage does not fail, so no retry is kept).
-func (l *leaseStack) Ready() host.Ready {
-	r := l.Host.Ready()
-	if r.LeaseState != nil {
-		if err := l.storage.Save(*r.LeaseState); err != nil {
-			panic("sim: MemoryStorage.Save failed: " + err.Error())
-		}
-	}
-	r.Packets, r.LeasePackets = append(r.LeasePackets, r.Packets...), nil
+// Ready lets the watch see each batch: the simulator reads it once per round.
+func (l *leaseStack) Ready() stack.Ready {
+	r := l.Stack.Ready()
 	l.watch.observe(l, r)
 	return r
 }
+
+// saveLease keeps the state in the storage that outlives restarts of this name.
+func (l *leaseStack) saveLease(st lease.State) error { return l.storage.Save(st) }
 
 // LeaderHolding is one lease won, as the watch saw it.
 type LeaderHolding struct {
@@ -87,7 +84,7 @@ func (w *leaseWatch) violate(format string, args ...any) {
 	}
 }
 
-func (w *leaseWatch) observe(l *leaseStack, r host.Ready) {
+func (w *leaseWatch) observe(l *leaseStack, r stack.Ready) {
 	if w.s == nil {
 		return // the stack is being built inside New; nothing runs before the sim exists
 	}
@@ -175,7 +172,7 @@ func leaseFactory(profile string, lifeguard bool, voters []string, cfg lease.Con
 			st = &lease.MemoryStorage{} // kept across restarts: a voter never forgets a promise
 			w.storages[name] = st
 		}
-		h, err := host.New(host.Config{Swim: sc, Lease: &lc, LeaseStorage: st}, rng, now)
+		h, err := stack.New(stack.Config{Swim: sc, Lease: &lc, LeaseStorage: st}, rng, now)
 		if err != nil {
 			return nil, err
 		}

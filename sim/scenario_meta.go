@@ -13,7 +13,7 @@ import (
 // ErrNoMeta means a node's stack has no metadata layer (an engine-test fake).
 var ErrNoMeta = errors.New("sim: stack has no metadata store")
 
-// metaStack is the metadata side of internal/host.Host.
+// metaStack is the metadata side of stack.Stack.
 type metaStack interface {
 	SetMeta(now time.Time, key string, value []byte) error
 	DeleteMeta(now time.Time, key string) error

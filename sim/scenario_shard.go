@@ -6,9 +6,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/wire"
 )
 
@@ -17,7 +17,7 @@ import (
 // Controller.
 //
 // The safety check is exact in the way the leader check is: a node's belief that it
-// may serve a shard (host.Serving on its own clock) only turns true or is extended
+// may serve a shard (stack.Serving on its own clock) only turns true or is extended
 // while it handles an input, and turns false only by time passing. So checking,
 // after every input of a node, each shard it serves against every other running
 // node's belief on that node's own clock sees every instant two beliefs overlap.
@@ -48,7 +48,7 @@ const (
 	nodeDeadline = clientTimeout - 3*clientStep
 )
 
-// shardHost is the shard side of internal/host.Host.
+// shardHost is the shard side of internal/stack.Stack.
 type shardHost interface {
 	ShardMap() *shard.Map
 	Serving(now time.Time, s uint32) bool
@@ -63,7 +63,7 @@ type shardStack struct {
 	watch *shardWatch
 }
 
-func (st *shardStack) Ready() host.Ready {
+func (st *shardStack) Ready() stack.Ready {
 	r := st.leaseStack.Ready()
 	st.watch.observe(st, r)
 	return r
@@ -77,7 +77,7 @@ type shardWatch struct {
 	events     int // shard events seen, all nodes
 }
 
-func (w *shardWatch) observe(st *shardStack, r host.Ready) {
+func (w *shardWatch) observe(st *shardStack, r stack.Ready) {
 	if w.s == nil {
 		return
 	}
@@ -130,7 +130,7 @@ func shardFactory(profile string, lifeguard bool, voters []string, lc lease.Conf
 			lw.storages[name] = st
 		}
 		s := sc
-		h, err := host.New(host.Config{Swim: swc, Lease: &l, LeaseStorage: st, Shard: &s}, rng, now)
+		h, err := stack.New(stack.Config{Swim: swc, Lease: &l, LeaseStorage: st, Shard: &s}, rng, now)
 		if err != nil {
 			return nil, err
 		}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/omnirelay/mesh/internal/host"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -172,10 +172,10 @@ func TestHeavyPauseLifeguardParts(t *testing.T) {
 	for _, profile := range []string{"lan", "memberlist"} {
 		run := func(lg swim.Lifeguard) uint64 {
 			in := wire.NewInterner(1 << 22)
-			f := HostFactory(func(name, addr string) host.Config {
+			f := HostFactory(func(name, addr string) stack.Config {
 				c, _ := SwimConfig(profile, name, addr, false)
 				c.Lifeguard, c.Interner = lg, in
-				return host.Config{Swim: c}
+				return stack.Config{Swim: c}
 			})
 			res, err := Run(Options{Scenario: "pause", Nodes: 200, Seed: 1, Profile: profile, NewStack: f})
 			if err != nil {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/omnirelay/mesh/internal/vnet"
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -89,6 +91,7 @@ type node struct {
 	paused   int64   // virtual time the current pause ends; inputs wait until then
 	tickDue  bool    // a timer fell due during the pause: it runs first at the wake
 	stall    int64   // virtual time a message-processing stall ends (Stall)
+	diskFail int64   // virtual time the node's saves start working again (FailDisk)
 	busy     int64   // virtual time the node finishes its current input
 	slow     float64 // multiplier on ProcDelay
 	drift    float64 // clock rate error: local time runs (1+drift) times virtual time
@@ -330,6 +333,20 @@ func (s *Sim) Stall(i int, d time.Duration) {
 	n := s.nodes[i]
 	if end := s.now + int64(d); end > n.stall {
 		n.stall = end
+	}
+}
+
+// ErrDiskFailed is the error a save returns while FailDisk holds.
+var ErrDiskFailed = errors.New("sim: simulated disk failure")
+
+// FailDisk makes node i's saves fail for d (a full or broken disk): the stack is
+// told (Saved with ErrDiskFailed), holds the lease packets that depend on the
+// unsaved state and offers the state again, until a save works. It outlives a
+// restart: the disk is the machine's, not the process's.
+func (s *Sim) FailDisk(i int, d time.Duration) {
+	n := s.nodes[i]
+	if end := s.now + int64(d); end > n.diskFail {
+		n.diskFail = end
 	}
 }
 
@@ -580,9 +597,9 @@ func (s *Sim) deliver(i int32, n *node, e *event) {
 		}
 		s.record(e.kind, e.from, n.addr, e.data)
 		if e.kind == evStreamReply {
-			n.stack.HandleStreamReply(s.localTime(n), s.addrs[e.from], e.data)
+			n.stack.StreamReply(s.localTime(n), e.sid, e.data)
 		} else {
-			n.stack.StreamFailed(s.localTime(n), s.addrs[e.from])
+			n.stack.StreamFailed(s.localTime(n), e.sid)
 		}
 		s.afterInput(i, s.now)
 	}
@@ -594,7 +611,7 @@ func (s *Sim) refuse(e *event) {
 	s.m.StreamsFailed++
 	s.push(event{
 		at:   s.now + s.delay(s.net.Link(int(e.node), int(e.node))),
-		kind: evStreamFail, node: e.node, gen: e.gen, from: e.to,
+		kind: evStreamFail, node: e.node, gen: e.gen, from: e.to, sid: e.sid,
 	})
 }
 
@@ -602,7 +619,7 @@ func (s *Sim) refuse(e *event) {
 // (or the failure) back to the requester, e.node of generation e.gen.
 func (s *Sim) serveStream(i int32, n *node, e *event) {
 	req := e.node
-	fail := event{kind: evStreamFail, node: req, gen: e.gen, from: e.to}
+	fail := event{kind: evStreamFail, node: req, gen: e.gen, from: e.to, sid: e.sid}
 	s.record(evStreamReq, e.from, e.to, e.data)
 	reply := n.stack.HandleStream(s.localTime(n), s.addrs[e.from], e.data)
 	depart := s.afterInput(i, s.now)
@@ -619,7 +636,7 @@ func (s *Sim) serveStream(i int32, n *node, e *event) {
 	s.m.StreamBytes += uint64(len(reply))
 	s.push(event{
 		at:   depart + s.delay(s.net.Link(int(i), int(req))) + s.transfer(len(reply)),
-		kind: evStreamReply, node: req, gen: e.gen, from: e.to, data: reply,
+		kind: evStreamReply, node: req, gen: e.gen, from: e.to, data: reply, sid: e.sid,
 	})
 }
 
@@ -640,15 +657,22 @@ func (s *Sim) afterInput(i int32, t int64) int64 {
 		// A timer can run while inputs are queued: its work adds to the backlog.
 		n.busy = max(n.busy, t) + cost
 	}
-	r := n.stack.Ready()
-	for _, p := range r.Packets {
-		s.send(i, depart, p.To, p.Data)
-	}
-	for _, st := range r.Streams {
-		s.openStream(i, depart, st.To, st.Data)
-	}
-	for _, ev := range r.Events {
-		s.account(i, ev)
+	// A second round sends the lease packets a successful save released.
+	for round := 0; round < 2 && (round == 0 || n.stack.HasReady()); round++ {
+		r := n.stack.Ready()
+		if r.LeaseState != nil {
+			n.stack.Saved(s.localTime(n), r.LeaseVersion, s.save(n, r))
+		}
+		for _, p := range r.Packets {
+			s.send(i, depart, p.To, p.Data)
+		}
+		for _, st := range r.Streams {
+			s.openStream(i, depart, st)
+		}
+		for _, ev := range r.Events {
+			s.account(i, ev)
+		}
+		n.stack.Advance()
 	}
 	if dl := n.stack.NextDeadline(); !dl.IsZero() {
 		v := n.virtual(int64(dl.Sub(s.epoch)))
@@ -659,6 +683,20 @@ func (s *Sim) afterInput(i int32, t int64) int64 {
 	}
 	return depart
 }
+
+// save saves r's lease state on node n's disk, which fails while FailDisk holds.
+func (s *Sim) save(n *node, r stack.Ready) error {
+	if s.now < n.diskFail {
+		return ErrDiskFailed
+	}
+	if d, ok := n.stack.(disk); ok {
+		return d.saveLease(*r.LeaseState)
+	}
+	return nil
+}
+
+// disk is a stack whose lease state the simulator keeps across restarts.
+type disk interface{ saveLease(lease.State) error }
 
 func (s *Sim) schedTick(i int32, n *node, v int64) {
 	if n.tickAt != 0 && n.tickAt <= v {
@@ -707,12 +745,13 @@ func (s *Sim) send(i int32, depart int64, to string, data []byte) {
 // openStream starts a stream from node i: connection setup and request take three
 // one-way delays plus transfer time; a crashed target refuses after a round trip,
 // a partitioned one times out.
-func (s *Sim) openStream(i int32, depart int64, to string, data []byte) {
+func (s *Sim) openStream(i int32, depart int64, st stack.Stream) {
+	to, data := st.To, st.Data
 	s.m.StreamsOpened++
 	s.m.StreamBytes += uint64(len(data))
 	n := s.nodes[i]
 	slot, ok := s.slotOf[to]
-	fail := event{kind: evStreamFail, node: i, gen: n.gen, from: slot}
+	fail := event{kind: evStreamFail, node: i, gen: n.gen, from: slot, sid: st.ID}
 	if !ok {
 		fail.at = depart + int64(s.cfg.StreamTimeout)
 		fail.from = -1
@@ -730,7 +769,7 @@ func (s *Sim) openStream(i int32, depart int64, to string, data []byte) {
 	default:
 		l := s.net.Link(int(i), int(j))
 		at := depart + s.delay(l) + s.delay(l) + s.delay(l) + s.transfer(len(data))
-		s.push(event{at: at, kind: evStreamReq, node: i, gen: n.gen, to: slot, from: n.addr, data: data})
+		s.push(event{at: at, kind: evStreamReq, node: i, gen: n.gen, to: slot, from: n.addr, data: data, sid: st.ID})
 		return
 	}
 	s.m.StreamsFailed++

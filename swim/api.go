@@ -1,7 +1,7 @@
 // Package swim is SWIM membership with the Lifeguard extensions as a pure,
 // deterministic state machine: no goroutines, no sockets, no wall clock, no global
 // randomness. Every input carries `now`; outputs pile up until the host drains them
-// with Ready. The host (internal/host, driven by node or sim) sleeps until
+// with Ready. The host (stack, driven by node or sim) sleeps until
 // NextDeadline and then calls Tick.
 package swim
 
@@ -97,4 +97,13 @@ type Ready struct {
 	Meta []Payload
 	// User holds application messages received by gossip.
 	User []Payload
+	// RTTs are round-trip times of direct probes acked by the target's own
+	// address, in the order the acks arrived.
+	RTTs []RTT
+}
+
+// RTT is one round-trip sample: a ping to Member and its direct ack.
+type RTT struct {
+	Member string
+	Sample time.Duration
 }

@@ -110,6 +110,7 @@ type probeState struct {
 	active        bool
 	target        *member
 	seq           uint32
+	sent          time.Time // when the ping left, for Ready.RTTs
 	indirectAt    time.Time // direct ack deadline: indirect probes go out
 	indirectSent  bool
 	end           time.Time // the probe fails if no ack by then

@@ -63,7 +63,7 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 		if err := m.dec.Decode(body, &in.ack); err != nil {
 			return err
 		}
-		m.onAck(now, in.ack.Seq)
+		m.onAck(now, from, in.ack.Seq)
 	case wire.TypeNack:
 		if err := m.dec.Decode(body, &in.nack); err != nil {
 			return err
@@ -201,7 +201,7 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 }
 
 // onAck completes our probe, or relays the ack of an indirect probe we ran.
-func (m *Machine) onAck(now time.Time, seq uint32) {
+func (m *Machine) onAck(now time.Time, from string, seq uint32) {
 	for i := range m.finals {
 		if f := m.finals[i]; f.seq == seq {
 			m.finals = slices.Delete(m.finals, i, i+1)
@@ -210,6 +210,9 @@ func (m *Machine) onAck(now time.Time, seq uint32) {
 		}
 	}
 	if m.probe.active && seq == m.probe.seq {
+		if from == m.probe.target.Addr { // direct: a relayed ack times the helper's path too
+			m.out.RTTs = append(m.out.RTTs, RTT{Member: m.probe.target.Name, Sample: now.Sub(m.probe.sent)})
+		}
 		m.probe = probeState{}
 		if m.cfg.Lifeguard.LocalHealth {
 			m.health = ApplyHealthDelta(m.health, -1, m.cfg.AwarenessMaxMultiplier)
@@ -342,7 +345,7 @@ func (m *Machine) startProbe(now time.Time) {
 	}
 	m.seq++
 	m.probe = probeState{
-		active: true, target: t, seq: m.seq,
+		active: true, target: t, seq: m.seq, sent: now,
 		indirectAt: now.Add(ScaleByHealth(m.cfg.ProbeTimeout, m.healthScore())),
 		end:        now.Add(interval),
 	}

@@ -9,7 +9,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// This file pins the codec API that swim, internal/host, node and sim code against.
+// This file pins the codec API that swim, stack, node and sim code against.
 // Signatures here may gain siblings but do not change without updating every caller.
 
 // Protocol versions this implementation speaks.

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"errors"
@@ -26,7 +26,7 @@ import (
 
 // ErrMetaGossip means a metadata write was stored but its delta could not be
 // queued for gossip (it does not fit a packet). Peers still get it by push-pull.
-var ErrMetaGossip = errors.New("host: metadata delta not gossiped")
+var ErrMetaGossip = errors.New("stack: metadata delta not gossiped")
 
 // Defaults of the metadata fields of Config.
 const (
@@ -75,7 +75,6 @@ type metaState struct {
 	nextGC    time.Time
 	events    []MetaEvent
 	stats     MetaStats
-	now       time.Time // time of the last input, for outputs built in Ready
 	pieceSize int
 }
 
@@ -95,11 +94,11 @@ func (c *Config) metaDefaults() {
 func (c Config) Validate() error {
 	switch {
 	case c.MaxFrame < 0:
-		return fmt.Errorf("host: MaxFrame %d is negative", c.MaxFrame)
+		return fmt.Errorf("stack: MaxFrame %d is negative", c.MaxFrame)
 	case c.MetaGCHorizon < 0:
-		return fmt.Errorf("host: MetaGCHorizon %v is negative", c.MetaGCHorizon)
+		return fmt.Errorf("stack: MetaGCHorizon %v is negative", c.MetaGCHorizon)
 	case c.MetaGCInterval < 0:
-		return fmt.Errorf("host: MetaGCInterval %v is negative", c.MetaGCInterval)
+		return fmt.Errorf("stack: MetaGCInterval %v is negative", c.MetaGCInterval)
 	}
 	if err := c.validateLease(); err != nil {
 		return err
@@ -109,7 +108,7 @@ func (c Config) Validate() error {
 	}
 	if c.Meta != (crdt.Limits{}) {
 		if err := c.Meta.Validate(); err != nil {
-			return fmt.Errorf("host: Meta: %w", err)
+			return fmt.Errorf("stack: Meta: %w", err)
 		}
 	}
 	return nil
@@ -118,28 +117,28 @@ func (c Config) Validate() error {
 func newMetaState(cfg Config, now time.Time) (*metaState, error) {
 	st, err := crdt.NewStore(cfg.Swim.Name, cfg.Meta)
 	if err != nil {
-		return nil, fmt.Errorf("host: metadata store: %w", err)
+		return nil, fmt.Errorf("stack: metadata store: %w", err)
 	}
 	mtu := cfg.Swim.MTU
 	if mtu == 0 {
 		mtu = wire.DefaultMTU
 	}
 	return &metaState{store: st, dirty: true, gone: map[string]time.Time{},
-		nextGC: now.Add(cfg.MetaGCInterval), now: now, pieceSize: mtu - metaPacketOverhead}, nil
+		nextGC: now.Add(cfg.MetaGCInterval), pieceSize: mtu - metaPacketOverhead}, nil
 }
 
 // Meta is the metadata store, for reads (Get, NodeMap, Digest). Write through
 // SetMeta and DeleteMeta: a write made on the store directly is not gossiped.
-func (h *Host) Meta() *crdt.Store { return h.meta.store }
+func (h *Stack) Meta() *crdt.Store { return h.meta.store }
 
 // MetaStats returns the metadata layer's counters.
-func (h *Host) MetaStats() MetaStats { return h.meta.stats }
+func (h *Stack) MetaStats() MetaStats { return h.meta.stats }
 
 // SetMeta sets key = value in this node's metadata and gossips it. The crdt limit
 // errors (crdt.ErrKeyTooLong, ErrValueTooLarge, ErrTooManyKeys, ErrMapTooLarge,
 // ErrEmptyKey) come back unchanged and change nothing.
-func (h *Host) SetMeta(now time.Time, key string, value []byte) error {
-	h.meta.now = now
+func (h *Stack) SetMeta(now time.Time, key string, value []byte) error {
+	defer h.process(now)
 	d, err := h.meta.store.Set(key, value)
 	if err != nil {
 		return err
@@ -149,8 +148,8 @@ func (h *Host) SetMeta(now time.Time, key string, value []byte) error {
 
 // DeleteMeta deletes key from this node's metadata and gossips the deletion;
 // crdt.ErrNotFound if it has no value.
-func (h *Host) DeleteMeta(now time.Time, key string) error {
-	h.meta.now = now
+func (h *Stack) DeleteMeta(now time.Time, key string) error {
+	defer h.process(now)
 	d, err := h.meta.store.Delete(key)
 	if err != nil {
 		return err
@@ -158,7 +157,7 @@ func (h *Host) DeleteMeta(now time.Time, key string) error {
 	return h.localMeta(now, d, key, nil, true)
 }
 
-func (h *Host) localMeta(now time.Time, d crdt.Delta, key string, value []byte, deleted bool) error {
+func (h *Stack) localMeta(now time.Time, d crdt.Delta, key string, value []byte, deleted bool) error {
 	ms := h.meta
 	ms.dirty = true
 	var v crdt.Version
@@ -174,7 +173,7 @@ func (h *Host) localMeta(now time.Time, d crdt.Delta, key string, value []byte, 
 }
 
 // gossipDelta queues d, split into packet-sized pieces if needed.
-func (h *Host) gossipDelta(now time.Time, d crdt.Delta) error {
+func (h *Stack) gossipDelta(now time.Time, d crdt.Delta) error {
 	var first error
 	for _, p := range d.Split(h.meta.pieceSize) {
 		if err := h.swim.BroadcastMeta(now, metaKey(&p), crdt.AppendDelta(nil, p)); err != nil {
@@ -199,7 +198,7 @@ func metaKey(d *crdt.Delta) string {
 
 // announceMeta gossips our whole map, so members we join learn our metadata by
 // gossip rather than only by later push-pulls.
-func (h *Host) announceMeta(now time.Time) {
+func (h *Stack) announceMeta(now time.Time) {
 	d, ok := h.meta.store.DeltaSince(h.meta.store.Self(), crdt.Version{})
 	if ok && len(d.Entries) > 0 {
 		h.gossipDelta(now, d)
@@ -207,7 +206,7 @@ func (h *Host) announceMeta(now time.Time) {
 }
 
 // receiveMeta merges what swim delivered in Ready.Meta.
-func (h *Host) receiveMeta(p swim.Payload) {
+func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 	ms := h.meta
 	lim := ms.store.Limits()
 	var a crdt.Applied
@@ -236,15 +235,15 @@ func (h *Host) receiveMeta(p swim.Payload) {
 	ms.dirty = true
 	for _, c := range a.Changes {
 		ms.events = append(ms.events, MetaEvent{Node: c.Node, Key: c.Key, Value: slices.Clone(c.Value),
-			Deleted: c.Deleted, Version: c.Version, At: ms.now})
+			Deleted: c.Deleted, Version: c.Version, At: now})
 	}
 	if a.Reissue != nil {
 		ms.stats.Reissues++
-		h.gossipDelta(ms.now, *a.Reissue)
+		h.gossipDelta(now, *a.Reissue)
 	}
 	if !p.Snapshot && len(a.Changes) > 0 {
 		ms.stats.Rebroadcasts++
-		if err := h.swim.BroadcastMeta(ms.now, metaKey(&d), p.Data); err != nil {
+		if err := h.swim.BroadcastMeta(now, metaKey(&d), p.Data); err != nil {
 			ms.stats.GossipErrors++
 		}
 	}
@@ -256,7 +255,7 @@ func (h *Host) receiveMeta(p swim.Payload) {
 // member that ever sent its own, so without this a cluster that uses no metadata
 // sent 8 B per member in every push-pull (about 530 B of a compressed 128-member
 // exchange direction of 2,220 B).
-func (h *Host) snapshot() []byte {
+func (h *Stack) snapshot() []byte {
 	ms := h.meta
 	if ms.dirty {
 		snap := ms.store.Snapshot()
@@ -273,7 +272,7 @@ func emptyMap(d crdt.Delta) bool {
 }
 
 // trackMembers notes which members swim will forget, and when.
-func (h *Host) trackMembers(evs []swim.Event) {
+func (h *Stack) trackMembers(evs []swim.Event) {
 	self := h.meta.store.Self()
 	for _, e := range evs {
 		if e.Member.Name == self {
@@ -290,9 +289,8 @@ func (h *Host) trackMembers(evs []swim.Event) {
 
 // tickMeta removes the maps of members swim has forgotten and collects old
 // tombstones, at most every MetaGCInterval.
-func (h *Host) tickMeta(now time.Time) {
+func (h *Stack) tickMeta(now time.Time) {
 	ms := h.meta
-	ms.now = now
 	if now.Before(ms.nextGC) {
 		return
 	}

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"errors"
@@ -17,13 +17,13 @@ import (
 type cluster struct {
 	t      *testing.T
 	now    time.Time
-	hosts  map[string]*Host // by address
+	hosts  map[string]*Stack // by address
 	addrs  []string
 	events map[string][]MetaEvent
 }
 
 func newCluster(t *testing.T, n int, cfg func(*Config)) *cluster {
-	c := &cluster{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
+	c := &cluster{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Stack{},
 		events: map[string][]MetaEvent{}}
 	for i := range n {
 		name, addr := fmt.Sprintf("n%d", i), fmt.Sprintf("n%d:1", i)
@@ -41,7 +41,7 @@ func newCluster(t *testing.T, n int, cfg func(*Config)) *cluster {
 	return c
 }
 
-func (c *cluster) h(i int) *Host { return c.hosts[c.addrs[i]] }
+func (c *cluster) h(i int) *Stack { return c.hosts[c.addrs[i]] }
 
 // drain delivers outputs until nothing is left to deliver at this instant.
 func (c *cluster) drain() {
@@ -50,6 +50,7 @@ func (c *cluster) drain() {
 		for _, addr := range c.addrs {
 			h := c.hosts[addr]
 			r := h.Ready()
+			h.Advance()
 			c.events[addr] = append(c.events[addr], r.Meta...)
 			for _, s := range r.Streams {
 				busy = true
@@ -59,10 +60,10 @@ func (c *cluster) drain() {
 					reply = dst.HandleStream(c.now, addr, s.Data)
 				}
 				if reply == nil {
-					h.StreamFailed(c.now, s.To)
+					h.StreamFailed(c.now, s.ID)
 					continue
 				}
-				h.HandleStreamReply(c.now, s.To, reply)
+				h.StreamReply(c.now, s.ID, reply)
 			}
 			for _, p := range r.Packets {
 				if dst, ok := c.hosts[p.To]; ok { // a crashed node's packets are lost
@@ -198,8 +199,8 @@ func TestMetaLimitsAreErrors(t *testing.T) {
 func TestMetaMalformedPayloadsAreCounted(t *testing.T) {
 	c := newCluster(t, 1, nil)
 	h := c.h(0)
-	h.receiveMeta(swim.Payload{From: "x:1", Data: []byte{0xc1, 0x00}})
-	h.receiveMeta(swim.Payload{From: "x:1", Data: []byte("junk"), Snapshot: true})
+	h.receiveMeta(time.Time{}, swim.Payload{From: "x:1", Data: []byte{0xc1, 0x00}})
+	h.receiveMeta(time.Time{}, swim.Payload{From: "x:1", Data: []byte("junk"), Snapshot: true})
 	if st := h.MetaStats(); st.Rejected != 2 || st.DeltasIn != 1 || st.SnapshotsIn != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -259,7 +260,7 @@ func TestMetaTooLargeToGossipSpreadsByPushPull(t *testing.T) {
 func TestPushPullSnapshotLeavesOutEmptyMaps(t *testing.T) {
 	c := newCluster(t, 4, nil)
 	c.form()
-	maps := func(h *Host) []string {
+	maps := func(h *Stack) []string {
 		s, err := crdt.DecodeSnapshot(h.snapshot(), crdt.DefaultLimits())
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"errors"
@@ -22,7 +22,7 @@ func testShardConfig() shard.Config {
 // newShardNet is newLeaseNet with Config.Shard set on every host; opts adjust
 // each host's Config.
 func newShardNet(t *testing.T, names []string, voters int, opts ...func(*Config)) *leaseNet {
-	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
+	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Stack{},
 		storages: map[string]*lease.MemoryStorage{}, events: map[string][]lease.Event{}, down: map[string]bool{}}
 	for i, name := range names {
 		st := &lease.MemoryStorage{}
@@ -208,7 +208,7 @@ func TestHostDrainOnlyMembersAndCollectsDeparted(t *testing.T) {
 	}
 	leader := n.hosts[ls[0]]
 	store := leader.Meta()
-	marked := func(h *Host, name string) bool {
+	marked := func(h *Stack, name string) bool {
 		_, ok := h.Meta().Get(crdt.Cluster, DrainKeyPrefix+name)
 		return ok
 	}
@@ -232,7 +232,7 @@ func TestHostDrainOnlyMembersAndCollectsDeparted(t *testing.T) {
 			t.Fatalf("planting made-up mark %d: %v", i, err)
 		}
 	}
-	var victim *Host
+	var victim *Stack
 	for _, addr := range n.order {
 		if addr != ls[0] {
 			victim = n.hosts[addr]
@@ -277,5 +277,28 @@ func TestHostDrainOnlyMembersAndCollectsDeparted(t *testing.T) {
 	n.run(30*time.Second + 2*DefaultMetaGCInterval)
 	if marked(leader, vname) {
 		t.Fatalf("mark of %s, gone for longer than TombstoneTTL, not collected", vname)
+	}
+}
+
+// The shard boot id comes from the injected rng, not the clock: a process
+// restarted with its clock stepped back an hour draws the same id from the same
+// seed, and another seed gives another id.
+func TestShardBootFromRNG(t *testing.T) {
+	boot := func(seed uint64, now time.Time) uint64 {
+		lc := lease.DefaultConfig("a", []string{"a"})
+		sc := testShardConfig()
+		h, err := New(Config{Swim: swim.LANProfile("a", "a:1"), Lease: &lc, LeaseStorage: &lease.MemoryStorage{}, Shard: &sc},
+			rand.New(rand.NewPCG(seed, 1)), now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h.shard.owner.Boot()
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if a, b := boot(1, t0), boot(1, t0.Add(-time.Hour)); a != b {
+		t.Fatalf("boot depends on the clock: %d at t0, %d an hour earlier", a, b)
+	}
+	if a, b := boot(1, t0), boot(2, t0); a == b {
+		t.Fatalf("seeds 1 and 2 drew the same boot %d", a)
 	}
 }

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"errors"
@@ -16,12 +16,16 @@ import (
 type leaseNet struct {
 	t        *testing.T
 	now      time.Time
-	hosts    map[string]*Host
+	hosts    map[string]*Stack
 	order    []string
 	storages map[string]*lease.MemoryStorage
 	inflight []flight
 	events   map[string][]lease.Event
 	down     map[string]bool
+	// diskFails names the nodes whose saves fail; leaseSent counts the lease
+	// packets each address sent.
+	diskFails map[string]bool
+	leaseSent map[string]int
 }
 
 type flight struct {
@@ -31,7 +35,7 @@ type flight struct {
 }
 
 func newLeaseNet(t *testing.T, names []string, voters int) *leaseNet {
-	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Host{},
+	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Stack{},
 		storages: map[string]*lease.MemoryStorage{}, events: map[string][]lease.Event{}, down: map[string]bool{}}
 	for i, name := range names {
 		st := &lease.MemoryStorage{}
@@ -57,24 +61,50 @@ func (n *leaseNet) flush() {
 			continue
 		}
 		h := n.hosts[addr]
-		r := h.Ready()
-		if r.LeaseState != nil {
-			if err := n.storages[h.cfg.Swim.Name].Save(*r.LeaseState); err != nil {
+		// A second round sends what Saved released; more is left for the next flush.
+		for round := 0; round < 2 && (round == 0 || h.HasReady()); round++ {
+			n.flushOne(addr, h)
+		}
+	}
+}
+
+func (n *leaseNet) flushOne(addr string, h *Stack) {
+	r := h.Ready()
+	if r.LeaseState != nil {
+		name := h.cfg.Swim.Name
+		if n.diskFails[name] {
+			h.Saved(n.now, r.LeaseVersion, errDiskFull)
+		} else {
+			if err := n.storages[name].Save(*r.LeaseState); err != nil {
 				n.t.Fatal(err)
 			}
+			h.Saved(n.now, r.LeaseVersion, nil)
 		}
-		n.events[addr] = append(n.events[addr], r.LeaseEvents...)
-		for _, s := range r.Streams {
-			if n.down[s.To] {
-				h.StreamFailed(n.now, s.To)
-				continue
+	}
+	n.events[addr] = append(n.events[addr], r.LeaseEvents...)
+	for _, s := range r.Streams {
+		if n.down[s.To] {
+			h.StreamFailed(n.now, s.ID)
+			continue
+		}
+		reply := n.hosts[s.To].HandleStream(n.now, addr, s.Data)
+		h.StreamReply(n.now, s.ID, reply)
+	}
+	n.send(addr, r.Packets)
+	h.Advance()
+}
+
+var errDiskFull = errors.New("disk full")
+
+func (n *leaseNet) send(from string, ps []swim.Packet) {
+	for _, p := range ps {
+		if isLeasePacket(p.Data) {
+			if n.leaseSent == nil {
+				n.leaseSent = map[string]int{}
 			}
-			reply := n.hosts[s.To].HandleStream(n.now, addr, s.Data)
-			h.HandleStreamReply(n.now, s.To, reply)
+			n.leaseSent[from]++
 		}
-		for _, p := range append(r.LeasePackets, r.Packets...) {
-			n.inflight = append(n.inflight, flight{at: n.now.Add(time.Millisecond), from: addr, to: p.To, data: p.Data})
-		}
+		n.inflight = append(n.inflight, flight{at: n.now.Add(time.Millisecond), from: from, to: p.To, data: p.Data})
 	}
 }
 
@@ -204,12 +234,13 @@ func TestHostLeaseUnroutableCounted(t *testing.T) {
 	for range 200 {
 		now = h.NextDeadline()
 		h.Tick(now)
-		r := h.Ready()
-		for _, p := range append(r.LeasePackets, r.Packets...) {
+		h.Saved(now, h.Ready().LeaseVersion, nil) // releases the held lease packets
+		for _, p := range h.Ready().Packets {
 			if isLeasePacket(p.Data) {
 				t.Fatalf("lease packet to %s with no known address", p.To)
 			}
 		}
+		h.Advance()
 	}
 	if h.LeaseStats().Campaigns == 0 || h.LeaseHostStats().Unroutable == 0 || h.IsLeader(now) {
 		t.Fatalf("campaigns %d unroutable %d leader %v", h.LeaseStats().Campaigns, h.LeaseHostStats().Unroutable, h.IsLeader(now))

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"fmt"

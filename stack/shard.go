@@ -1,8 +1,9 @@
-package host
+package stack
 
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,17 +20,15 @@ import (
 // (driven only while this node holds the leader lease), and is their only caller.
 //
 //   - Shard messages are wire types 64..95 (the shard package aliases them). They
-//     travel one per packet, addressed by node name and resolved to the address
-//     swim last saw the node at, dead or not (only a graceful leave forgets it):
-//     after a partition heals, renewals and grants flow at once instead of
-//     waiting for swim to re-admit the other side, so maps agree sooner. A
+//     travel one per packet, addressed by node name and resolved through the
+//     stack's address directory (Stack.addrs), like lease messages. A
 //     message to the node itself (the leader is a member too) is handed over
 //     locally, never sent.
 //   - A full map (MapState) does not fit a packet, so a member fetches it over a
 //     stream: its MapRequest is the request frame, and the leader answers with its
 //     current map. Any other message too large for a packet also goes as a
-//     one-way stream frame. HandleStreamReply and StreamFailed tell shard streams
-//     from swim push-pulls by a per-peer count of open shard streams.
+//     one-way stream frame. StreamReply and StreamFailed tell shard streams
+//     from swim push-pulls by the stream's id.
 //   - Leadership: lease events start (BecomeLeader with the epoch as fencing token)
 //     and stop (StepDown) the Controller and tell the Owner who leads; Ready also
 //     steps the Controller down as soon as IsLeader turns false, event or not.
@@ -69,13 +68,9 @@ type shardState struct {
 	ctl    *shard.Controller
 	packer *wire.Packer
 	reader wire.PacketReader
-	// streams counts open shard streams per peer address, so their replies and
-	// failures are not taken for swim push-pulls.
-	streams map[string]int
-	addrs   map[string]string // member name → last address swim saw it at; dropped on a leave
-	dirty   bool              // the membership snapshot must be rebuilt
-	events  []shard.Event
-	stats   ShardHostStats
+	dirty  bool // the membership snapshot must be rebuilt
+	events []shard.Event
+	stats  ShardHostStats
 }
 
 // validateShard checks the shard fields of Config (shard.Config checks itself).
@@ -84,18 +79,20 @@ func (c Config) validateShard() error {
 	case c.Shard == nil:
 		return nil
 	case c.Lease == nil:
-		return fmt.Errorf("host: Shard is set but Lease is nil (the shard leader is the lease holder)")
+		return fmt.Errorf("stack: Shard is set but Lease is nil (the shard leader is the lease holder)")
 	}
 	if err := c.Shard.Validate(); err != nil {
-		return fmt.Errorf("host: Shard: %w", err)
+		return fmt.Errorf("stack: Shard: %w", err)
 	}
 	return nil
 }
 
 // newShardState builds the Owner and Controller. boot identifies this process to
-// the leader: the start time in nanoseconds, which grows across restarts.
-func newShardState(cfg Config, cluster uint32, now time.Time) (*shardState, error) {
-	boot := uint64(max(now.UnixNano(), 1))
+// the leader: drawn from the stack's rng, never from the clock, so a restarted
+// process whose clock stepped back is still a new process (the Controller takes
+// any boot it has not seen replaced as one). Zero means "none" to the Controller.
+func newShardState(cfg Config, cluster uint32, rng *rand.Rand) (*shardState, error) {
+	boot := max(rng.Uint64(), 1)
 	o, err := shard.NewOwner(*cfg.Shard, cfg.Swim.Name, boot)
 	if err != nil {
 		return nil, err
@@ -105,7 +102,7 @@ func newShardState(cfg Config, cluster uint32, now time.Time) (*shardState, erro
 		return nil, err
 	}
 	return &shardState{cfg: *cfg.Shard, self: cfg.Swim.Name, owner: o, ctl: c,
-		packer: wire.NewPacker(cfg.Swim.MTU, cluster), streams: map[string]int{}, addrs: map[string]string{}, dirty: true}, nil
+		packer: wire.NewPacker(cfg.Swim.MTU, cluster), dirty: true}, nil
 }
 
 // isShardPacket reports whether a plain packet carries shard messages (the type of
@@ -119,7 +116,7 @@ func isShardPacket(data []byte) bool {
 }
 
 // handleShardPacket steps the machines with every shard message of a packet.
-func (h *Host) handleShardPacket(now time.Time, data []byte) {
+func (h *Stack) handleShardPacket(now time.Time, data []byte) {
 	ss := h.shard
 	hdr, err := ss.reader.Reset(data)
 	if err != nil {
@@ -152,14 +149,14 @@ func (h *Host) handleShardPacket(now time.Time, data []byte) {
 
 // stepShard hands one decoded message to both machines: each ignores the types
 // that are not addressed to its side.
-func (h *Host) stepShard(now time.Time, m shard.Message) {
+func (h *Stack) stepShard(now time.Time, m shard.Message) {
 	h.shard.ctl.Step(now, m)
 	h.shard.owner.Step(now, m)
 }
 
 // handleShardStream answers a shard stream frame: a MapRequest gets the current
 // map while this node leads, anything else is stepped and gets no reply.
-func (h *Host) handleShardStream(now time.Time, msg wire.Message) []byte {
+func (h *Stack) handleShardStream(now time.Time, msg wire.Message) []byte {
 	ss := h.shard
 	if req, ok := msg.(*shard.MapRequest); ok {
 		if !ss.ctl.Leading() || ss.ctl.Map() == nil || req.Node == "" || req.Epoch > ss.ctl.Epoch() {
@@ -178,24 +175,9 @@ func (h *Host) handleShardStream(now time.Time, msg wire.Message) []byte {
 	return nil
 }
 
-// shardStreamDone reports whether a reply or failure from addr belongs to a shard
-// stream (and closes it).
-func (ss *shardState) shardStreamDone(addr string) bool {
-	n := ss.streams[addr]
-	if n == 0 {
-		return false
-	}
-	if n == 1 {
-		delete(ss.streams, addr)
-	} else {
-		ss.streams[addr] = n - 1
-	}
-	return true
-}
-
 // shardMembers builds the Controller's membership snapshot from swim's view, the
 // weight metadata and the drain keys of the cluster map.
-func (h *Host) shardMembers() []shard.Member {
+func (h *Stack) shardMembers() []shard.Member {
 	ms := h.swim.Members()
 	out := make([]shard.Member, 0, len(ms))
 	for _, m := range ms {
@@ -225,15 +207,10 @@ func (h *Host) shardMembers() []shard.Member {
 
 // observeShardInputs marks the membership snapshot stale on a swim event or a
 // change of a weight or drain key, and follows leadership changes.
-func (h *Host) observeShardInputs(now time.Time, evs []swim.Event, meta []MetaEvent, lev []lease.Event) {
+func (h *Stack) observeShardInputs(now time.Time, evs []swim.Event, meta []MetaEvent, lev []lease.Event) {
 	ss := h.shard
-	for _, e := range evs {
+	if len(evs) > 0 {
 		ss.dirty = true
-		if e.Kind == swim.EventLeft {
-			delete(ss.addrs, e.Member.Name)
-		} else {
-			ss.addrs[e.Member.Name] = e.Member.Addr
-		}
 	}
 	for _, e := range meta {
 		if e.Key == WeightKey || (e.Node == crdt.Cluster && len(e.Key) > len(DrainKeyPrefix) && e.Key[:len(DrainKeyPrefix)] == DrainKeyPrefix) {
@@ -269,7 +246,7 @@ func (h *Host) observeShardInputs(now time.Time, evs []swim.Event, meta []MetaEv
 // drainShard moves both machines' outputs into out: events as they are, messages
 // to this node handed over locally, others packed one per packet (or streamed
 // when too large).
-func (h *Host) drainShard(now time.Time, out *Ready) {
+func (h *Stack) drainShard(now time.Time, out *Ready) {
 	ss := h.shard
 	for round := 0; round < shardLocalRounds; round++ {
 		var local []shard.Message
@@ -294,9 +271,9 @@ func (h *Host) drainShard(now time.Time, out *Ready) {
 }
 
 // sendShard encodes one message to a peer.
-func (h *Host) sendShard(env shard.Envelope, out *Ready) {
+func (h *Stack) sendShard(env shard.Envelope, out *Ready) {
 	ss := h.shard
-	addr, ok := ss.addrs[env.To]
+	addr, ok := h.addrs.lookup(env.To)
 	if !ok {
 		ss.stats.Unroutable++
 		return
@@ -313,13 +290,12 @@ func (h *Host) sendShard(env shard.Envelope, out *Ready) {
 		return
 	}
 	ss.stats.Streamed++
-	ss.streams[addr]++
-	out.Streams = append(out.Streams, Stream{To: addr, Data: b})
+	h.stream(addr, b, true)
 }
 
 // ShardMap is the latest map this node holds (the Controller's while it leads),
 // nil before the first or without Config.Shard.
-func (h *Host) ShardMap() *shard.Map {
+func (h *Stack) ShardMap() *shard.Map {
 	if h.shard == nil {
 		return nil
 	}
@@ -330,7 +306,7 @@ func (h *Host) ShardMap() *shard.Map {
 }
 
 // ShardFor maps a key to its shard; false until a map is known.
-func (h *Host) ShardFor(key []byte) (uint32, bool) {
+func (h *Stack) ShardFor(key []byte) (uint32, bool) {
 	m := h.ShardMap()
 	if m == nil {
 		return 0, false
@@ -339,7 +315,7 @@ func (h *Host) ShardFor(key []byte) (uint32, bool) {
 }
 
 // ShardOwner is who serves shard s per this node's map; false if nobody or no map.
-func (h *Host) ShardOwner(s uint32) (string, bool) {
+func (h *Stack) ShardOwner(s uint32) (string, bool) {
 	m := h.ShardMap()
 	if m == nil || int(s) >= m.Shards() {
 		return "", false
@@ -350,7 +326,7 @@ func (h *Host) ShardOwner(s uint32) (string, bool) {
 
 // OwnedShards are the shards this node may serve at now (a valid ownership lease
 // by its own clock), ascending.
-func (h *Host) OwnedShards(now time.Time) []uint32 {
+func (h *Stack) OwnedShards(now time.Time) []uint32 {
 	if h.shard == nil {
 		return nil
 	}
@@ -359,13 +335,13 @@ func (h *Host) OwnedShards(now time.Time) []uint32 {
 
 // Serving is the check a worker makes, with the time the work happens, before
 // processing a message of shard s.
-func (h *Host) Serving(now time.Time, s uint32) bool {
+func (h *Stack) Serving(now time.Time, s uint32) bool {
 	return h.shard != nil && h.shard.owner.Serving(now, s)
 }
 
 // ErrUnknownNode is returned by DrainNode for a name that is not a live
 // member: a mark for it would only take a key of the cluster map.
-var ErrUnknownNode = errors.New("host: not a member (alive or suspect) of this node's view")
+var ErrUnknownNode = errors.New("stack: not a member (alive or suspect) of this node's view")
 
 // DrainNode marks (on) or unmarks node as draining in the cluster map, under this
 // node's lease epoch so the mark survives failover and a deposed leader's write
@@ -373,7 +349,7 @@ var ErrUnknownNode = errors.New("host: not a member (alive or suspect) of this n
 // Config.Shard), and only a member swim holds alive or suspect can be marked
 // (ErrUnknownNode); lifting a mark works for any name. The Controller moves the
 // node's shards away, MaxMoves at once.
-func (h *Host) DrainNode(now time.Time, node string, on bool) error {
+func (h *Stack) DrainNode(now time.Time, node string, on bool) error {
 	if h.shard == nil {
 		return lease.ErrNotLeader
 	}
@@ -381,7 +357,7 @@ func (h *Host) DrainNode(now time.Time, node string, on bool) error {
 	if err != nil {
 		return err
 	}
-	h.meta.now = now
+	defer h.process(now)
 	key := DrainKeyPrefix + node
 	if !on {
 		if _, ok := h.meta.store.Get(crdt.Cluster, key); !ok {
@@ -399,7 +375,7 @@ func (h *Host) DrainNode(now time.Time, node string, on bool) error {
 }
 
 // liveMember reports whether swim holds name alive or suspect.
-func (h *Host) liveMember(name string) bool {
+func (h *Stack) liveMember(name string) bool {
 	for _, m := range h.swim.Members() {
 		if m.Name == name {
 			return m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect
@@ -414,7 +390,7 @@ func (h *Host) liveMember(name string) bool {
 // never members (marks written before DrainNode checked). The cluster map holds
 // few keys (crdt.Limits.MaxKeys), so the pass is cheap; it runs with the metadata
 // GC and before every drain.
-func (h *Host) collectDrainMarks(now time.Time) {
+func (h *Stack) collectDrainMarks(now time.Time) {
 	if h.shard == nil {
 		return
 	}
@@ -444,7 +420,7 @@ func (h *Host) collectDrainMarks(now time.Time) {
 }
 
 // writeDrainMark sets (on) or deletes a drain key under epoch and gossips it.
-func (h *Host) writeDrainMark(now time.Time, epoch uint64, key string, on bool) error {
+func (h *Stack) writeDrainMark(now time.Time, epoch uint64, key string, on bool) error {
 	var d crdt.Delta
 	var err error
 	if on {
@@ -472,11 +448,11 @@ func (h *Host) writeDrainMark(now time.Time, epoch uint64, key string, on bool) 
 
 // Rebalance recomputes placement now from the current membership (leader only:
 // lease.ErrNotLeader otherwise).
-func (h *Host) Rebalance(now time.Time) error {
+func (h *Stack) Rebalance(now time.Time) error {
 	if h.shard == nil || !h.shard.ctl.Leading() || !h.IsLeader(now) {
 		return lease.ErrNotLeader
 	}
-	h.meta.now = now
+	defer h.process(now)
 	if err := h.shard.ctl.SetMembers(now, h.shardMembers()); err != nil {
 		return err
 	}
@@ -487,7 +463,7 @@ func (h *Host) Rebalance(now time.Time) error {
 // UnservedShards is how many shards have no serving owner by the Controller's
 // knowledge (shard.Controller.Unserved), while this node holds the leader lease;
 // false elsewhere: only the leader knows, and one reporter means no double count.
-func (h *Host) UnservedShards(now time.Time) (int, bool) {
+func (h *Stack) UnservedShards(now time.Time) (int, bool) {
 	if h.shard == nil || !h.IsLeader(now) {
 		return 0, false
 	}
@@ -496,7 +472,7 @@ func (h *Host) UnservedShards(now time.Time) (int, bool) {
 
 // ShardStats returns the Owner's and the Controller's counters; zero without
 // Config.Shard.
-func (h *Host) ShardStats() (shard.OwnerStats, shard.ControllerStats) {
+func (h *Stack) ShardStats() (shard.OwnerStats, shard.ControllerStats) {
 	if h.shard == nil {
 		return shard.OwnerStats{}, shard.ControllerStats{}
 	}
@@ -504,7 +480,7 @@ func (h *Host) ShardStats() (shard.OwnerStats, shard.ControllerStats) {
 }
 
 // ShardHostStats returns the host's shard glue counters.
-func (h *Host) ShardHostStats() ShardHostStats {
+func (h *Stack) ShardHostStats() ShardHostStats {
 	if h.shard == nil {
 		return ShardHostStats{}
 	}

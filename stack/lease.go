@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"fmt"
@@ -14,10 +14,11 @@ import (
 // Leadership glue: the host owns the lease.Machine and is its only caller.
 //
 //   - Lease messages travel in packets of their own (one message each, wire types
-//     32..63), addressed by node name; the name is resolved to the address swim
-//     last saw it at. A message to a name swim does not know alive or suspect is
-//     dropped and counted (LeaseHostStats.Unroutable): a voter that is gone would
-//     not answer anyway, and the machine's timeouts cover the loss.
+//     32..63), addressed by node name; the name is resolved through the stack's
+//     one address directory (Stack.addrs: the address swim last saw, dead or not,
+//     until a graceful leave). A message to a name with no address is dropped and
+//     counted (LeaseHostStats.Unroutable); one to a dead voter is harmless (it is
+//     one of 3 or 5) and reaches it the moment it is back.
 //   - A received packet whose first message is a lease type is the lease's alone;
 //     swim never sees it (it would skip every message in it anyway).
 //   - Non-voters get no lease messages (holders broadcast only to voters), so the
@@ -44,7 +45,6 @@ type LeaseHostStats struct {
 type leaseState struct {
 	m      *lease.Machine
 	self   string
-	addrs  map[string]string // member name → address, for members swim sees alive or suspect
 	packer *wire.Packer
 	reader wire.PacketReader
 	stats  LeaseHostStats
@@ -62,9 +62,9 @@ func (c Config) validateLease() error {
 	case c.Lease == nil:
 		return nil
 	case c.LeaseStorage == nil:
-		return fmt.Errorf("host: LeaseStorage is nil while Lease is set")
+		return fmt.Errorf("stack: LeaseStorage is nil while Lease is set")
 	case c.Lease.Self != c.Swim.Name:
-		return fmt.Errorf("host: Lease.Self %q differs from Swim.Name %q", c.Lease.Self, c.Swim.Name)
+		return fmt.Errorf("stack: Lease.Self %q differs from Swim.Name %q", c.Lease.Self, c.Swim.Name)
 	}
 	return nil
 }
@@ -73,7 +73,6 @@ func newLeaseState(cfg Config, cluster uint32, m *lease.Machine) *leaseState {
 	return &leaseState{
 		m:      m,
 		self:   cfg.Swim.Name,
-		addrs:  map[string]string{},
 		packer: wire.NewPacker(cfg.Swim.MTU, cluster),
 	}
 }
@@ -90,7 +89,7 @@ func isLeasePacket(data []byte) bool {
 }
 
 // handleLeasePacket steps the machine with every lease message of a packet.
-func (h *Host) handleLeasePacket(now time.Time, data []byte) {
+func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
 	ls := h.lease
 	hdr, err := ls.reader.Reset(data)
 	if err != nil {
@@ -121,25 +120,15 @@ func (h *Host) handleLeasePacket(now time.Time, data []byte) {
 	}
 }
 
-// trackAddrs keeps the name → address map lease messages are routed by.
-func (ls *leaseState) trackAddrs(evs []swim.Event) {
-	for _, e := range evs {
-		switch e.Kind {
-		case swim.EventDead, swim.EventLeft:
-			delete(ls.addrs, e.Member.Name)
-		default:
-			ls.addrs[e.Member.Name] = e.Member.Addr
-		}
-	}
-}
-
-// drainLease moves the machine's outputs into out: state and events as they are,
-// messages encoded into packets. A holder that just won publishes itself.
-func (h *Host) drainLease(now time.Time, out *Ready) {
+// drainLease moves the machine's outputs into out: a new state to persist, events
+// as they are, messages encoded into packets (held while a state is unsaved). A holder that just won publishes itself.
+func (h *Stack) drainLease(now time.Time, out *Ready) {
 	ls := h.lease
 	r := ls.m.Ready()
+	ps := &h.persist
 	if r.State != nil {
-		out.LeaseState = r.State
+		ps.newest++
+		ps.unsaved = r.State
 	}
 	for _, e := range r.Events {
 		switch e.Kind {
@@ -152,7 +141,7 @@ func (h *Host) drainLease(now time.Time, out *Ready) {
 	}
 	out.LeaseEvents = append(out.LeaseEvents, r.Events...)
 	for _, env := range r.Messages {
-		addr, ok := ls.addrs[env.To]
+		addr, ok := h.addrs.lookup(env.To)
 		if !ok {
 			ls.stats.Unroutable++
 			continue
@@ -162,14 +151,19 @@ func (h *Host) drainLease(now time.Time, out *Ready) {
 			ls.stats.Oversized++
 			continue
 		}
-		out.LeasePackets = append(out.LeasePackets, swim.Packet{To: addr, Data: slices.Clone(ls.packer.Bytes())})
+		p := swim.Packet{To: addr, Data: slices.Clone(ls.packer.Bytes())}
+		if ps.saved < ps.newest {
+			ps.held = append(ps.held, p) // may reveal the unsaved state
+		} else {
+			out.Packets = append(out.Packets, p)
+		}
 	}
 }
 
 // publishLeader writes our name under epoch in the cluster map, for non-voters.
 // An epoch the map has already moved past is refused by the crdt (ErrFenced): a
 // newer holder published since, and nothing needs doing.
-func (h *Host) publishLeader(now time.Time, epoch uint64) {
+func (h *Stack) publishLeader(now time.Time, epoch uint64) {
 	ls := h.lease
 	if epoch <= ls.published {
 		return
@@ -191,7 +185,7 @@ func (h *Host) publishLeader(now time.Time, epoch uint64) {
 
 // observeClusterLeader follows LeaderKey in the cluster map: it raises the fence
 // and, on a node that is not a voter, reports the holder as EventLeaderChanged.
-func (h *Host) observeClusterLeader(now time.Time, evs []MetaEvent) {
+func (h *Stack) observeClusterLeader(now time.Time, evs []MetaEvent) {
 	ls := h.lease
 	for _, e := range evs {
 		if e.Node != crdt.Cluster || e.Key != LeaderKey || e.Deleted {
@@ -221,7 +215,7 @@ func (ls *leaseState) voter() bool {
 // expiry). A non-voter knows it from the cluster map while swim sees the holder
 // alive; validUntil is then zero (unknown). ok is false when none is known, and
 // always when Lease is nil.
-func (h *Host) Leader(now time.Time) (holder string, epoch uint64, validUntil time.Time, ok bool) {
+func (h *Stack) Leader(now time.Time) (holder string, epoch uint64, validUntil time.Time, ok bool) {
 	ls := h.lease
 	if ls == nil {
 		return "", 0, time.Time{}, false
@@ -232,18 +226,18 @@ func (h *Host) Leader(now time.Time) (holder string, epoch uint64, validUntil ti
 	if ls.clusterHolder == "" || ls.clusterHolder == ls.self {
 		return "", 0, time.Time{}, false
 	}
-	if _, alive := ls.addrs[ls.clusterHolder]; !alive {
+	if !h.addrs.live(ls.clusterHolder) {
 		return "", 0, time.Time{}, false
 	}
 	return ls.clusterHolder, ls.clusterEpoch, time.Time{}, true
 }
 
 // IsLeader reports whether this node holds a valid lease at now.
-func (h *Host) IsLeader(now time.Time) bool { return h.lease != nil && h.lease.m.IsLeader(now) }
+func (h *Stack) IsLeader(now time.Time) bool { return h.lease != nil && h.lease.m.IsLeader(now) }
 
 // Fence returns the fencing token (the lease epoch) while this node holds a valid
 // lease at now; lease.ErrNotLeader otherwise, and always when Lease is nil.
-func (h *Host) Fence(now time.Time) (uint64, error) {
+func (h *Stack) Fence(now time.Time) (uint64, error) {
 	if h.lease == nil {
 		return 0, lease.ErrNotLeader
 	}
@@ -251,7 +245,7 @@ func (h *Host) Fence(now time.Time) (uint64, error) {
 }
 
 // LeaseStats returns the machine's counters; zero when Lease is nil.
-func (h *Host) LeaseStats() lease.Stats {
+func (h *Stack) LeaseStats() lease.Stats {
 	if h.lease == nil {
 		return lease.Stats{}
 	}
@@ -259,7 +253,7 @@ func (h *Host) LeaseStats() lease.Stats {
 }
 
 // LeaseHostStats returns the host's lease glue counters.
-func (h *Host) LeaseHostStats() LeaseHostStats {
+func (h *Stack) LeaseHostStats() LeaseHostStats {
 	var st LeaseHostStats
 	if h.lease != nil {
 		st = h.lease.stats
@@ -270,11 +264,11 @@ func (h *Host) LeaseHostStats() LeaseHostStats {
 
 // ChangeVoters moves the cluster to a new voter set through this node, which must
 // hold a valid lease (lease.ErrNotLeader otherwise, and when Lease is nil).
-func (h *Host) ChangeVoters(now time.Time, voters []string) error {
+func (h *Stack) ChangeVoters(now time.Time, voters []string) error {
 	if h.lease == nil {
 		return lease.ErrNotLeader
 	}
-	h.meta.now = now
+	defer h.process(now)
 	return h.lease.m.ChangeVoters(now, voters)
 }
 
@@ -282,4 +276,4 @@ func (h *Host) ChangeVoters(now time.Time, voters []string) error {
 // it (LeaseHostStats.Fenced) with lease.ErrStaleEpoch when a higher epoch has been
 // seen: in a lease event, in the cluster map, or in an earlier CheckFence. Without
 // Lease only the epochs checked before count.
-func (h *Host) CheckFence(epoch uint64) error { return h.fence.CheckFence(epoch) }
+func (h *Stack) CheckFence(epoch uint64) error { return h.fence.CheckFence(epoch) }

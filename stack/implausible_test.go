@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"math"
@@ -23,7 +23,7 @@ func TestMetaImplausibleVersionIsCounted(t *testing.T) {
 	v := crdt.Version{Epoch: math.MaxUint64, Counter: 1}
 	d := crdt.Delta{Node: "x", Since: crdt.Version{Epoch: v.Epoch}, Have: v, Floor: crdt.Version{Epoch: v.Epoch},
 		Entries: []crdt.Entry{{Key: "zone", Value: []byte("evil"), Version: v}}}
-	h.receiveMeta(swim.Payload{From: "10.0.0.9:1", Data: crdt.AppendDelta(nil, d)})
+	h.receiveMeta(c.now, swim.Payload{From: "10.0.0.9:1", Data: crdt.AppendDelta(nil, d)})
 	if st := h.MetaStats(); st.Rejected != 1 || st.Implausible != 1 {
 		t.Fatalf("stats %+v", st)
 	}

@@ -1,4 +1,4 @@
-package host
+package stack
 
 import (
 	"math/rand/v2"
@@ -12,27 +12,28 @@ import (
 // over packets; everything crosses the real codec.
 func TestTwoHostsJoinAndProbe(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	mk := func(name, addr string, seed uint64) *Host {
+	mk := func(name, addr string, seed uint64) *Stack {
 		h, err := New(Config{Swim: swim.LANProfile(name, addr)}, rand.New(rand.NewPCG(seed, 0)), now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return h
 	}
-	hosts := map[string]*Host{"a:1": mk("a", "a:1", 1), "b:1": mk("b", "b:1", 2)}
+	hosts := map[string]*Stack{"a:1": mk("a", "a:1", 1), "b:1": mk("b", "b:1", 2)}
 	hosts["b:1"].Join(now, []string{"a:1"})
 	var events []swim.Event
 	for range 2000 {
 		for _, addr := range []string{"a:1", "b:1"} {
 			h := hosts[addr]
 			r := h.Ready()
+			h.Advance()
 			events = append(events, r.Events...)
 			for _, s := range r.Streams {
 				reply := hosts[s.To].HandleStream(now, addr, s.Data)
 				if reply == nil {
 					t.Fatal("no stream reply")
 				}
-				h.HandleStreamReply(now, s.To, reply)
+				h.StreamReply(now, s.ID, reply)
 			}
 			for _, p := range r.Packets {
 				hosts[p.To].HandlePacket(now, addr, p.Data)
@@ -72,7 +73,8 @@ func TestMalformedStreamFramesAreCounted(t *testing.T) {
 	if reply := h.HandleStream(now, "x:1", []byte{0, 0, 0, 9, 1, 2}); reply != nil {
 		t.Fatal("replied to garbage")
 	}
-	h.HandleStreamReply(now, "x:1", []byte("junk"))
+	h.Join(now, []string{"x:1"})
+	h.StreamReply(now, h.Ready().Streams[0].ID, []byte("junk"))
 	st := h.Swim().Stats()
 	if st.Malformed != 2 || st.PushPullsFailed != 1 {
 		t.Fatalf("stats %+v", st)

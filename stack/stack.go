@@ -1,0 +1,443 @@
+// Package stack assembles one process's protocol stack (swim, metadata, lease and
+// shard) as pure glue, so node and sim drive the same code. Like the machines it
+// wraps it is not safe for concurrent use, reads no clock and starts no goroutine.
+package stack
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/omnirelay/mesh/crdt"
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/shard"
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// Config configures a Stack.
+type Config struct {
+	Swim swim.Config
+	// MaxFrame bounds stream frames after decompression (bytes).
+	MaxFrame int
+	// Meta are the metadata limits (per key, value, map, cluster). Zero means
+	// crdt.DefaultLimits(). Every node of a cluster must use the same limits: a
+	// peer's map over ours is rejected whole.
+	Meta crdt.Limits
+	// MetaGCHorizon is how long a metadata tombstone (a deleted key) is kept
+	// before GC forgets it. Default 5 min. It must exceed the time a write takes
+	// to reach every node (gossip plus a few push-pull intervals): raising it costs
+	// memory and push-pull bytes per deleted key; lowering it below that time lets
+	// a late delta of a removed node recreate its map.
+	MetaGCHorizon time.Duration
+	// MetaGCInterval is how often the metadata store is garbage-collected and the
+	// maps of forgotten members removed. Default 10 s. Lowering it collects sooner
+	// at the cost of a pass over every map each time.
+	MetaGCInterval time.Duration
+	// Lease makes this process take part in leadership (lease.Machine; voters are
+	// Lease.Voters). nil: no Machine, Leader reports none and Fence ErrNotLeader.
+	// Lease.Self must equal Swim.Name.
+	Lease *lease.Config
+	// LeaseStorage keeps the voter's promises across restarts; required when Lease
+	// is set. node: an atomically replaced fsynced file; sim: memory that survives a
+	// simulated restart. The host only loads it; the driver saves Ready.LeaseState.
+	LeaseStorage lease.Storage
+	// Shard makes this process route keys to shards and take part in shard
+	// ownership (a shard.Owner; a shard.Controller while it holds the lease). nil:
+	// no shard routing, ShardMap is nil and Serving false. Requires Lease.
+	Shard *shard.Config
+}
+
+// Stream asks the driver to open a stream to To, send Data (one wire stream
+// frame) and hand the reply frame to StreamReply with ID, or call StreamFailed with
+// ID: exactly one of them for every Stream.
+type Stream struct {
+	ID   uint64 // chosen by the stack, unique within it
+	To   string
+	Data []byte
+}
+
+// openStream is what the stack knows of one outbound stream until its reply or
+// failure: a push-pull of swim's (to the address swim asked for) or a shard frame.
+type openStream struct {
+	to    string
+	shard bool
+}
+
+// Ready is what the stack produced since the last Advance: reading it changes
+// nothing (two calls return the same batch) and Advance acknowledges it. The
+// driver handles a Ready in this order, as etcd-io/raft's RawNode asks:
+//
+//  1. LeaseState, when non-nil, is saved durably (Config.LeaseStorage.Save) and the
+//     result reported with Saved(now, LeaseVersion, err) BEFORE anything else. No
+//     packet of this batch depends on it: lease packets that may reveal an unsaved
+//     state are held inside the stack and appear in a later Ready once Saved
+//     confirms the version they depend on. A failed save keeps them held, and the
+//     state is offered again by every later Ready until a save works.
+//  2. Packets, Streams and Replies may then leave in any order: the network
+//     reorders them anyway. Packets never wait for a disk: membership must not
+//     stop because a disk did.
+//  3. Events, Meta, User, RTTs, LeaseEvents and ShardEvents are published in their own
+//     order (each slice is in observation order; Meta follows the Events of the
+//     same batch).
+//  4. Advance; then, while HasReady, another round (Saved may have released
+//     packets).
+//
+// The slices stay valid until Advance; the driver must not modify them.
+type Ready struct {
+	Packets []swim.Packet // membership, metadata, shard and (once saved) lease packets
+	Streams []Stream
+	Events  []swim.Event
+	Meta    []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
+	User    []swim.Payload // application messages received by gossip
+	RTTs    []swim.RTT     // round trips of direct probes, in the order acks arrived
+	// LeaseState is the newest lease state not yet confirmed saved, nil when all
+	// is saved; LeaseVersion names it for Saved.
+	LeaseState   *lease.State
+	LeaseVersion uint64
+	// LeaseEvents are leadership changes (became leader, lost lease, leader
+	// changed, voters changed), in observation order.
+	LeaseEvents []lease.Event
+	// ShardEvents are shard transitions seen by this node, in order: as leader,
+	// draining/rebalancing/steady moves; as member, map changes and ownership
+	// acquired, released or expired.
+	ShardEvents []shard.Event
+	// Deadline is when Tick must next be called (NextDeadline); zero: never.
+	Deadline time.Time
+}
+
+// persistState is persist-before-send: lease packets wait here until the state
+// they may reveal is confirmed saved.
+type persistState struct {
+	newest  uint64       // version of the newest lease state the machine produced
+	saved   uint64       // newest version Saved confirmed
+	unsaved *lease.State // the state of version newest while saved < newest
+	// held are lease packets produced while saved < newest. They are released
+	// together once the newest version is saved: a lease state only grows
+	// (promises and epochs never go back), so the newest covers every older one.
+	held []swim.Packet
+}
+
+// Stack is one process's protocol stack.
+type Stack struct {
+	cfg     Config
+	cluster uint32 // wire.ClusterHash(cfg.Swim.ClusterLabel), stamped on every frame
+	swim    *swim.Machine
+	meta    *metaState
+	dec     wire.Decoder
+	lease   *leaseState // nil when Config.Lease is nil
+	fence   lease.FenceChecker
+	shard   *shardState // nil when Config.Shard is nil
+	persist persistState
+	// streams are the outbound streams not yet answered or failed, by id: a
+	// failure is charged to the stream it happened on, never to another stream
+	// to the same peer.
+	streams    map[uint64]openStream
+	lastStream uint64
+	addrs      directory
+	// pending piles up outputs until Advance; handed is how much of it the last
+	// Ready returned, which is what Advance clears.
+	pending Ready
+	handed  Ready
+}
+
+// New builds a Stack. rng is the only randomness the stack uses.
+func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxFrame == 0 {
+		cfg.MaxFrame = wire.DefaultMaxFrame
+	}
+	cfg.metaDefaults()
+	m, err := swim.New(cfg.Swim, rng, now)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := newMetaState(cfg, now)
+	if err != nil {
+		return nil, err
+	}
+	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}, addrs: directory{}}
+	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
+	if cfg.Lease != nil {
+		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
+		if err != nil {
+			return nil, err
+		}
+		h.lease = newLeaseState(cfg, h.cluster, lm)
+	}
+	if cfg.Shard != nil {
+		if h.shard, err = newShardState(cfg, h.cluster, rng); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// Swim exposes the membership machine for reads (Members, Digest, ...).
+func (h *Stack) Swim() *swim.Machine { return h.swim }
+
+// HandlePacket feeds a received datagram to every machine.
+func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
+	switch {
+	case h.lease != nil && isLeasePacket(data):
+		h.handleLeasePacket(now, data)
+	case h.shard != nil && isShardPacket(data):
+		h.handleShardPacket(now, data)
+	default:
+		h.swim.HandlePacket(now, from, data)
+	}
+	h.process(now)
+}
+
+// HandleStream answers a plain stream request frame; a nil reply means close
+// without one. Malformed frames and frames of another cluster are dropped and
+// counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
+func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
+	defer h.process(now)
+	msg, ok := h.decodeFrame(req)
+	if !ok {
+		return nil
+	}
+	if h.shard != nil && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
+		return h.handleShardStream(now, msg)
+	}
+	pp, ok := msg.(*wire.PushPull)
+	if !ok {
+		return nil
+	}
+	reply := h.swim.HandlePushPull(now, from, pp)
+	if reply == nil {
+		return nil
+	}
+	reply.Meta = h.snapshot()
+	b, err := wire.EncodeFrame(reply, h.cluster)
+	if err != nil {
+		panic("stack: encoding our own push-pull: " + err.Error())
+	}
+	return b
+}
+
+// StreamReply feeds the plain reply frame of stream id (a Stream of an earlier
+// Ready) to the machine that opened it. A malformed or foreign reply is counted as
+// HandleStream counts it; on a push-pull it, or a reply of another type, fails the
+// push-pull. An id that is not open (answered already) is ignored.
+func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
+	s, ok := h.streams[id]
+	if !ok {
+		return
+	}
+	delete(h.streams, id)
+	defer h.process(now)
+	msg, ok := h.decodeFrame(reply)
+	if s.shard {
+		if ok && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
+			h.stepShard(now, msg)
+		}
+		return
+	}
+	if pp, isPP := msg.(*wire.PushPull); ok && isPP {
+		h.swim.HandlePushPullReply(now, s.to, pp)
+		return
+	}
+	h.swim.PushPullFailed(now, s.to)
+}
+
+// stream queues an outbound stream and remembers what it is for.
+func (h *Stack) stream(to string, data []byte, shard bool) {
+	h.lastStream++
+	h.streams[h.lastStream] = openStream{to: to, shard: shard}
+	h.pending.Streams = append(h.pending.Streams, Stream{ID: h.lastStream, To: to, Data: data})
+}
+
+// decodeFrame decodes a plain frame of our cluster, counting what it drops.
+func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
+	hdr, msg, err := wire.DecodeFrame(frame, h.cfg.MaxFrame, &h.dec)
+	if err == nil {
+		err = hdr.CheckCluster(h.cluster)
+	}
+	if err != nil {
+		h.swim.CountMalformed()
+		return nil, false
+	}
+	return msg, true
+}
+
+// StreamFailed reports that stream id could not complete. An id that is not open
+// is ignored.
+func (h *Stack) StreamFailed(now time.Time, id uint64) {
+	s, ok := h.streams[id]
+	if !ok {
+		return
+	}
+	delete(h.streams, id)
+	defer h.process(now)
+	if s.shard {
+		return // a map fetch or one-way shard frame: the Owner asks again
+	}
+	h.swim.PushPullFailed(now, s.to)
+}
+
+// Tick advances timers to now.
+func (h *Stack) Tick(now time.Time) {
+	h.swim.Tick(now)
+	h.tickMeta(now)
+	if h.lease != nil {
+		h.lease.m.Tick(now)
+	}
+	if h.shard != nil {
+		h.shard.ctl.Tick(now)
+		h.shard.owner.Tick(now)
+	}
+	h.process(now)
+}
+
+// Join starts joining through seed addresses, and gossips our metadata so the
+// cluster learns it without waiting for push-pulls.
+func (h *Stack) Join(now time.Time, seeds []string) {
+	h.swim.Join(now, seeds)
+	h.announceMeta(now)
+	h.process(now)
+}
+
+// Leave starts a graceful leave; a lease holder first releases its lease, so the
+// next leader need not wait for it to expire.
+func (h *Stack) Leave(now time.Time) {
+	if h.lease != nil && h.lease.m.IsLeader(now) {
+		_ = h.lease.m.Release(now) // it leads: cannot fail
+	}
+	h.swim.Leave(now)
+	h.process(now)
+}
+
+// NextDeadline is when Tick must next be called.
+func (h *Stack) NextDeadline() time.Time {
+	d := h.swim.NextDeadline()
+	if h.lease != nil {
+		if l := h.lease.m.NextDeadline(); !l.IsZero() && (d.IsZero() || l.Before(d)) {
+			d = l
+		}
+	}
+	if h.shard != nil {
+		for _, l := range [2]time.Time{h.shard.ctl.NextDeadline(), h.shard.owner.NextDeadline()} {
+			if !l.IsZero() && (d.IsZero() || l.Before(d)) {
+				d = l
+			}
+		}
+	}
+	return d
+}
+
+// process moves what the machines produced during an input into pending, and does
+// the work that follows from it at the same now: received metadata is merged
+// (deltas gossiped on produce more swim output, drained in the same pass),
+// leadership changes start or stop the shard Controller, and shard messages to
+// this node are handed over. Every input method ends with it.
+func (h *Stack) process(now time.Time) {
+	out := &h.pending
+	evFrom, metaFrom, leaseFrom := len(out.Events), len(out.Meta), len(out.LeaseEvents)
+	if h.lease != nil {
+		h.drainLease(now, out) // first: a new holder's cluster-map write is gossiped below
+	}
+	for {
+		r := h.swim.Ready()
+		out.Packets = append(out.Packets, r.Packets...)
+		out.Events = append(out.Events, r.Events...)
+		out.User = append(out.User, r.User...)
+		out.RTTs = append(out.RTTs, r.RTTs...)
+		h.trackMembers(r.Events)
+		h.addrs.track(r.Events)
+		for _, s := range r.Streams {
+			s.Msg.Meta = h.snapshot()
+			b, err := wire.EncodeFrame(s.Msg, h.cluster)
+			if err != nil {
+				panic("stack: encoding our own push-pull: " + err.Error())
+			}
+			h.stream(s.To, b, false)
+		}
+		if len(r.Meta) == 0 {
+			break
+		}
+		for _, p := range r.Meta {
+			h.receiveMeta(now, p)
+		}
+	}
+	out.Meta, h.meta.events = append(out.Meta, h.meta.events...), nil
+	if h.lease != nil {
+		h.observeClusterLeader(now, out.Meta[metaFrom:])
+		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
+		h.lease.events = nil
+	}
+	if h.shard != nil {
+		h.observeShardInputs(now, out.Events[evFrom:], out.Meta[metaFrom:], out.LeaseEvents[leaseFrom:])
+		h.drainShard(now, out)
+	}
+}
+
+// Ready returns the outputs piled up since the last Advance, in the order rules of
+// the Ready type. It changes nothing: calling it twice returns the same batch.
+func (h *Stack) Ready() Ready {
+	rd := h.pending
+	if h.persist.saved < h.persist.newest {
+		rd.LeaseState, rd.LeaseVersion = h.persist.unsaved, h.persist.newest
+	}
+	rd.Deadline = h.NextDeadline()
+	h.handed = rd
+	return rd
+}
+
+// HasReady reports whether Ready holds anything the driver has not been handed:
+// an output, or a lease state never offered. A state whose save failed is offered
+// again by every Ready but does not count here, so a driver that loops while
+// HasReady stops while the disk is failing.
+func (h *Stack) HasReady() bool {
+	p := &h.pending
+	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+
+		len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
+}
+
+// Advance acknowledges the last Ready: what it handed out is cleared; what piled
+// up since (packets Saved released, outputs of inputs made in between) stays.
+func (h *Stack) Advance() {
+	p, d := &h.pending, &h.handed
+	p.Packets = acknowledge(p.Packets, len(d.Packets))
+	p.Streams = acknowledge(p.Streams, len(d.Streams))
+	p.Events = acknowledge(p.Events, len(d.Events))
+	p.Meta = acknowledge(p.Meta, len(d.Meta))
+	p.User = acknowledge(p.User, len(d.User))
+	p.RTTs = acknowledge(p.RTTs, len(d.RTTs))
+	p.LeaseEvents = acknowledge(p.LeaseEvents, len(d.LeaseEvents))
+	p.ShardEvents = acknowledge(p.ShardEvents, len(d.ShardEvents))
+	*d = Ready{LeaseVersion: d.LeaseVersion}
+}
+
+// acknowledge drops the first n outputs of s. A fully handed-out slice becomes
+// nil rather than being reused: the driver may still hold the batch it was given.
+func acknowledge[T any](s []T, n int) []T {
+	if n >= len(s) {
+		return nil
+	}
+	return slices.Clone(s[n:])
+}
+
+// Saved reports the result of saving the lease state of version (Ready.LeaseState
+// and LeaseVersion). Once the newest version is saved, the lease packets held for
+// it join the pending packets; on err they stay held and the state is offered
+// again. A version the stack never offered is a driver bug and panics.
+func (h *Stack) Saved(now time.Time, version uint64, err error) {
+	ps := &h.persist
+	if version > ps.newest {
+		panic(fmt.Sprintf("stack: Saved(%d) for a lease state never offered (newest %d)", version, ps.newest))
+	}
+	if err != nil || version <= ps.saved {
+		return
+	}
+	ps.saved = version
+	if ps.saved == ps.newest {
+		ps.unsaved = nil
+		h.pending.Packets = append(h.pending.Packets, ps.held...)
+		ps.held = nil
+	}
+}
