@@ -72,12 +72,28 @@ type member struct {
 	susp               *suspicion
 	gen                uint32 // bumped on every status change and on reuse; stale timers compare it
 	probeIdx           int32  // index in Machine.plist; -1 for ourselves
-	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
+	tombIdx            int32  // index in Machine.tombs while dead or left, in Machine.vlist while live and verified; else -1
 	Status             Status
 	protoMin, protoMax uint8
-	verified           bool // Addr has answered as this member (Machine.verify)
-	pushed             bool // unverified, it got its one eager push (flushEager)
+	addr               addrState
 }
+
+// addrState is what a member's held address has shown (PROTOCOL.md 10.9): the
+// number of unsolicited packets (eager pushes, gossip) it got while unverified,
+// up to maxUnverifiedPushes, or addrVerified.
+type addrState uint8
+
+const (
+	addrUnverified addrState = 0
+	addrVerified   addrState = 255 // it answered as the member (Machine.verify)
+)
+
+// maxUnverifiedPushes is how many eager-push or gossip packets a member gets
+// while its address is unverified. Formation needs one: a new member is
+// unverified almost everywhere at first, and with none the sim's join-1000
+// formation took 19.75 s instead of 10.75 s (8.25 s with one). A forged Alive
+// draws that many packets per node holding it, beside its probes.
+const maxUnverifiedPushes = 1
 
 // incarnation is the member's incarnation, 0 for an unknown (nil) member.
 func (mem *member) incarnation() uint64 {
@@ -155,6 +171,7 @@ type Machine struct {
 	plist   []*member // probe order, everyone but us; reshuffled each round
 	pidx    int
 	tombs   []*member // dead and left members: reconnect candidates
+	vlist   []*member // live members whose address is verified: whom we gossip to
 	seeds   []string
 	live    int // alive and suspect members, us included
 	digest  viewDigest
@@ -198,7 +215,6 @@ type Machine struct {
 		dig   wire.Digest
 	}
 	peers []*member // scratch for randomPeers
-	once  bool      // randomPeers may pick an unverified member not yet pushed to, once
 
 	out   Ready
 	stats Stats
@@ -425,7 +441,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !now.Before(m.nextGossip) && m.queues.Len() > 0 {
 		m.nextGossip = now.Add(m.cfg.GossipInterval)
-		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil) {
+		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil, true) {
 			m.packer.Reset()
 			m.queues.fill(m.packer)
 			if m.packer.Count() > 0 {
@@ -435,7 +451,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
 		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
-		if p := m.randomPeers(1, "", nil); len(p) == 1 {
+		if p := m.randomPeers(1, "", nil, false); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
@@ -464,7 +480,7 @@ func (m *Machine) reconnect() {
 	} else {
 		addr = m.seeds[i-len(m.tombs)]
 	}
-	if addr == "" || addr == m.cfg.Addr || i < len(m.tombs) && !m.tombs[i].verified {
+	if addr == "" || addr == m.cfg.Addr || i < len(m.tombs) && m.tombs[i].addr != addrVerified {
 		return // a tombstone's address never answered as it: likely a fake member's
 	}
 	for _, p := range m.plist {
@@ -619,25 +635,32 @@ func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
 }
 
 // randomPeers picks up to k distinct random alive or suspect members other than us
-// whose address is verified, skipping address exclude and member skip. It draws at random a bounded number of
-// times, so it costs O(k) whatever the cluster size (and may return fewer than k
-// when most of the view is dead).
-func (m *Machine) randomPeers(k int, exclude string, skip *member) []*member {
+// whose address is verified, skipping address exclude and member skip; with once,
+// one more may be a live unverified member that has not had maxUnverifiedPushes
+// yet (it is counted as pushed). It draws
+// at random a bounded number of times, so it costs O(k) whatever the cluster size
+// (and may return fewer than k).
+func (m *Machine) randomPeers(k int, exclude string, skip *member, once bool) []*member {
 	m.peers = m.peers[:0]
-	n := len(m.plist)
-	if n == 0 || k <= 0 {
+	if k <= 0 {
 		return m.peers
 	}
-	for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
-		p := m.plist[m.rng.IntN(n)]
-		if (p.Status != StatusAlive && p.Status != StatusSuspect) || !p.verified && (!m.once || p.pushed) || p == skip ||
-			(exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) {
-			continue
+	if n := len(m.vlist); n > 0 {
+		for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
+			p := m.vlist[m.rng.IntN(n)]
+			if p == skip || (exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) {
+				continue
+			}
+			m.peers = append(m.peers, p)
 		}
-		if !p.verified {
-			p.pushed = true
+	}
+	for tries := 4; once && tries > 0 && len(m.plist) > 0; tries-- {
+		p := m.plist[m.rng.IntN(len(m.plist))]
+		if isLive(p.Status) && p.addr < maxUnverifiedPushes && p != skip && (exclude == "" || p.Addr != exclude) {
+			p.addr++
+			m.peers = append(m.peers, p)
+			break
 		}
-		m.peers = append(m.peers, p)
 	}
 	return m.peers
 }
@@ -662,8 +685,12 @@ func (m *Machine) mayAnswer() bool {
 // the only packets sent to it are our probes, so a forged Alive naming a victim's
 // address draws probes, not gossip, eager pushes, relayed probes or streams.
 func (m *Machine) verify(mem *member, addr string) {
-	if mem != nil && mem != m.self && mem.Addr == addr {
-		mem.verified = true
+	if mem == nil || mem == m.self || mem.Addr != addr || mem.addr == addrVerified {
+		return
+	}
+	mem.addr = addrVerified
+	if isLive(mem.Status) {
+		m.vlistAdd(mem)
 	}
 }
 
@@ -698,20 +725,14 @@ func (m *Machine) send(to string) {
 // flushEager pushes the facts learned by the current input to EagerFanout random
 // members at once (one packet each, topped up with queued gossip), skipping the
 // address they came from. Facts that do not fit stay queued for the gossip tick.
-// A member whose address is not verified may be picked once: during formation
-// most of a node's view is too new to be verified, and pushes only to the
-// verified few doubled formation time (sim join 1000: 10.75 s to 20.75 s; crash
-// 200: 4.25 s to 10.25 s, and 9.25 s if that push did not carry queued gossip
-// too). A forged Alive draws one packet of it per node.
+// One more may go to a member whose address is not verified (maxUnverifiedPushes):
+// during formation most of a node's view is too new to be verified.
 func (m *Machine) flushEager(exclude string) {
 	if len(m.eager) == 0 {
 		return
 	}
 	if m.cfg.EagerFanout > 0 {
-		m.once = true
-		peers := m.randomPeers(m.cfg.EagerFanout, exclude, nil)
-		m.once = false
-		for _, p := range peers {
+		for _, p := range m.randomPeers(m.cfg.EagerFanout, exclude, nil, true) {
 			m.packer.Reset()
 			for _, b := range m.eager {
 				m.queues.add(m.packer, b)

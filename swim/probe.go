@@ -131,7 +131,7 @@ var errBadAddr = errors.New("swim: address refused by Config.CheckAddr")
 // a reflector.
 func (m *Machine) replyAddr(from, name, addr string) string {
 	if addr != "" && addr != from {
-		if mem := m.members.get(name); mem != nil && mem != m.self && mem.Addr == addr && mem.verified {
+		if mem := m.members.get(name); mem != nil && mem != m.self && mem.Addr == addr && mem.addr == addrVerified {
 			return addr
 		}
 	}
@@ -189,7 +189,7 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 		return
 	}
 	t := m.members.get(ip.Target)
-	if t == nil || !t.verified {
+	if t == nil || t.addr != addrVerified {
 		m.stats.IndirectRefused++
 		if t != nil && ip.WantNack && m.mayAnswer() {
 			// A member whose address we have not verified is not probed for
@@ -351,9 +351,9 @@ func (m *Machine) healthScore() int {
 
 // startProbe pings the next member. The ping carries gossip, and our digest when
 // digestDue; with the buddy system, a suspect target also gets its suspicion first
-// so it can refute. A target whose address is not verified gets the ping alone
-// (with the buddy suspicion): a forged Alive then draws one small packet per probe
-// round to the address it names, not our gossip.
+// so it can refute. A probe is all a target whose address is not verified gets
+// from us, beside one push (maxUnverifiedPushes): a forged Alive then draws one
+// packet per probe round to the address it names.
 func (m *Machine) startProbe(now time.Time) {
 	interval := ScaleByHealth(m.cfg.ProbeInterval, m.healthScore())
 	t := m.nextTarget()
@@ -369,7 +369,7 @@ func (m *Machine) startProbe(now time.Time) {
 	}
 	m.nextProbe = m.probe.end
 	m.packer.Reset()
-	if t.verified && m.digestDue(now) {
+	if m.digestDue(now) {
 		// Before the ping: the target has compared it by the time it acks, and
 		// echoes its own digest in the ack if they disagree (onPing).
 		d := m.digest.d
@@ -382,14 +382,13 @@ func (m *Machine) startProbe(now time.Time) {
 	if m.cfg.Lifeguard.Buddy && t.Status == StatusSuspect {
 		m.packer.Add(&wire.Suspect{Node: t.Name, Incarnation: t.Incarnation, From: m.self.Name})
 	}
-	if t.verified {
-		m.queues.fill(m.packer)
-	} else {
-		// Not our gossip, but our own Alive: a member that does not know us yet is
-		// the likeliest reason it is unverified (its view is where ours was), and
-		// it learns and verifies us from this packet (handleMessage).
+	if t.addr != addrVerified {
+		// Our own Alive first: a member that does not know us yet is the
+		// likeliest reason it is unverified (its view is where ours was), and it
+		// learns and verifies us from this packet (handleMessage).
 		m.packer.Add(m.aliveMsg(m.self))
 	}
+	m.queues.fill(m.packer)
 	m.stats.ProbesSent++
 	m.send(t.Addr)
 }
@@ -413,7 +412,7 @@ func (m *Machine) sendIndirect() {
 	p := &m.probe
 	p.indirectSent = true
 	t := p.target
-	peers := m.randomPeers(m.cfg.IndirectChecks, "", t)
+	peers := m.randomPeers(m.cfg.IndirectChecks, "", t, false)
 	wantNack := m.cfg.Lifeguard.LocalHealth
 	for _, peer := range peers {
 		m.packer.Reset()
@@ -467,7 +466,7 @@ func (m *Machine) startFinalProbe(now time.Time, t *member) {
 	// Twice the usual witnesses: this probe decides a death, and under loss a
 	// node that missed a refutation for a whole suspicion timeout is not rare
 	// (sim loss 200/0.1/300 s, lan, seed 5: one false death with IndirectChecks).
-	for _, peer := range m.randomPeers(2*m.cfg.IndirectChecks, "", t) {
+	for _, peer := range m.randomPeers(2*m.cfg.IndirectChecks, "", t, false) {
 		m.packer.Reset()
 		m.packer.Add(&wire.IndirectPing{
 			Seq: m.seq, Target: t.Name, TargetAddr: t.Addr,
