@@ -41,7 +41,7 @@ type Stats struct {
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
-	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
+	IndirectRefused    uint64 // indirect-probe requests for a member we do not know or have not verified, not run
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
