@@ -92,15 +92,20 @@ func TestAPIDocRoutesMatchTheServer(t *testing.T) {
 	for _, m := range regexp.MustCompile("`((?:GET|POST|PUT|PATCH|DELETE) /[^`?\\s]*)").FindAllStringSubmatch(doc, -1) {
 		documented[m[1]] = true
 	}
-	routes := serverRoutes(t)
-	for _, r := range routes {
-		if !documented[r] {
-			t.Errorf("the server serves %s; docs/api.md does not document it", r)
+	bothWays(t, "route", serverRoutes(t), documented)
+}
+
+// bothWays reports what the server has that the doc lacks, and the reverse.
+func bothWays(t *testing.T, what string, server []string, doc map[string]bool) {
+	t.Helper()
+	for _, x := range server {
+		if !doc[x] {
+			t.Errorf("the server has %s %q; docs/api.md does not document it", what, x)
 		}
 	}
-	for r := range documented {
-		if !slices.Contains(routes, r) {
-			t.Errorf("docs/api.md documents %s; the server has no such route", r)
+	for x := range doc {
+		if !slices.Contains(server, x) {
+			t.Errorf("docs/api.md documents %s %q; the server has no such %s", what, x, what)
 		}
 	}
 }
@@ -113,16 +118,7 @@ func TestAPIDocErrorCodesMatchTheServer(t *testing.T) {
 		table[m[1]] = true
 	}
 	codes := serverCodes(t)
-	for _, c := range codes {
-		if !table[c] {
-			t.Errorf("the server answers code %q; docs/api.md's error table lacks it", c)
-		}
-	}
-	for c := range table {
-		if !slices.Contains(codes, c) {
-			t.Errorf("docs/api.md's error table has %q; the server has no such code", c)
-		}
-	}
+	bothWays(t, "error code", codes, table)
 	// Codes named anywhere else in the page, as in `404 unknown_peer` or an example body.
 	for _, m := range regexp.MustCompile("`[1-5][0-9][0-9] ([a-z_]+)`|\"code\": \"([a-z_]+)\"").FindAllStringSubmatch(doc, -1) {
 		if c := m[1] + m[2]; !slices.Contains(codes, c) {

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -75,13 +74,8 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	}
 	fs := flag.NewFlagSet("mesh shards "+c.sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	defAddr := os.Getenv("OMNIRELAY_ADDR")
-	if defAddr == "" {
-		defAddr = "http://" + defaultControl
-	}
-	fs.StringVar(&c.addr, "addr", defAddr, "control API URL of an agent")
-	fs.StringVar(&c.out, "o", "table", "output: table or json")
-	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "give up after this long")
+	var a apiFlags
+	a.register(fs)
 	if c.sub == "list" {
 		fs.StringVar(&c.owner, "owner", "", "only shards this node owns")
 	}
@@ -101,9 +95,11 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 		return c, fmt.Errorf("unexpected argument %q", pos[0])
 	case argName != "" && len(pos) != 1:
 		return c, fmt.Errorf("want exactly one %s", argName)
-	case c.out != "table" && c.out != "json":
-		return c, fmt.Errorf("-o %q: want table or json", c.out)
 	}
+	if err := a.check(); err != nil {
+		return c, err
+	}
+	c.addr, c.out, c.timeout = a.addr, a.out, a.timeout
 	for _, s := range states {
 		if !slices.Contains(control.ShardStates, s) {
 			return c, fmt.Errorf("--state %q: want one of %s", s, strings.Join(control.ShardStates, ", "))
@@ -112,9 +108,6 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	c.states = states
 	if len(pos) == 1 {
 		c.arg = pos[0]
-	}
-	if !strings.Contains(c.addr, "://") {
-		c.addr = "http://" + c.addr
 	}
 	return c, nil
 }
