@@ -66,11 +66,11 @@ func (c *Client) ListPeers(ctx context.Context, o ListOptions) ([]Peer, string, 
 	}
 }
 
-// GetPeer fetches one peer by name.
-func (c *Client) GetPeer(ctx context.Context, name string) (Peer, error) {
+// GetPeer fetches one peer by name, with the version of the view it was read from.
+func (c *Client) GetPeer(ctx context.Context, name string) (PeerReply, error) {
 	var r PeerReply
 	err := c.get(ctx, "/control/v1/peers/"+url.PathEscape(name), &r)
-	return r.Peer, err
+	return r, err
 }
 
 func (c *Client) get(ctx context.Context, path string, into any) error {

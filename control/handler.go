@@ -100,16 +100,47 @@ func NewHandler(src Source, opts Options) http.Handler {
 		mux.Handle("GET /metrics", opts.Metrics)
 	}
 	if opts.Registerer == nil {
-		return mux
+		return jsonErrors(mux)
 	}
 	opts.Registerer.MustRegister(h.watchers, h.watchesRefused)
-	return instrument(mux, opts.Registerer)
+	return instrument(jsonErrors(mux), opts.Registerer)
 }
+
+// jsonErrors answers what no route serves (the mux's own plain-text 404 and 405)
+// in the JSON error envelope, keeping the mux's status and Allow header.
+func jsonErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		cw := &codeWriter{header: w.Header()}
+		h.ServeHTTP(cw, r)
+		w.Header().Del("X-Content-Type-Options")
+		if cw.code == http.StatusMethodNotAllowed {
+			writeError(w, cw.code, CodeMethodNotAllowed, fmt.Sprintf("%s %s: allowed methods are %s", r.Method, r.URL.Path, w.Header().Get("Allow")))
+			return
+		}
+		writeError(w, http.StatusNotFound, CodeNotFound, fmt.Sprintf("no route %s %s (routes: docs/api.md)", r.Method, r.URL.Path))
+	})
+}
+
+// codeWriter keeps the status code and headers of the mux's error handler and
+// drops its plain-text body.
+type codeWriter struct {
+	header http.Header
+	code   int
+}
+
+func (c *codeWriter) Header() http.Header         { return c.header }
+func (c *codeWriter) WriteHeader(code int)        { c.code = code }
+func (c *codeWriter) Write(b []byte) (int, error) { return len(b), nil }
 
 // instrument counts every request by route pattern and status code, and times all
 // but watch streams (which last as long as the client wants). The route label is the
 // mux pattern, never the raw path, so a scanner cannot grow the label set.
-func instrument(mux *http.ServeMux, reg prometheus.Registerer) http.Handler {
+func instrument(mux http.Handler, reg prometheus.Registerer) http.Handler {
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_control_requests_total",
 		Help: "Control API requests, by route pattern and HTTP status code."}, []string{"route", "code"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "omnirelay_control_request_duration_seconds",
@@ -233,7 +264,7 @@ func (h *handler) peers(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f, err := parseFilter(q)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_filter", err.Error())
+		writeError(w, http.StatusBadRequest, CodeBadFilter, err.Error())
 		return
 	}
 	if q.Get("watch") == "true" {
@@ -244,7 +275,7 @@ func (h *handler) peers(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		limit, err = strconv.Atoi(s)
 		if err != nil || limit < 1 || limit > MaxLimit {
-			writeError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit %q: want 1..%d", s, MaxLimit))
+			writeError(w, http.StatusBadRequest, CodeBadLimit, fmt.Sprintf("limit %q: want 1..%d", s, MaxLimit))
 			return
 		}
 	}
@@ -252,7 +283,7 @@ func (h *handler) peers(w http.ResponseWriter, r *http.Request) {
 	if tok := q.Get("page_token"); tok != "" {
 		b, err := base64.RawURLEncoding.DecodeString(tok)
 		if err != nil || len(b) == 0 {
-			writeError(w, http.StatusBadRequest, "bad_page_token", "page_token is not one this server issued")
+			writeError(w, http.StatusBadRequest, CodeBadPageToken, "page_token is not one this server issued")
 			return
 		}
 		after = string(b)
@@ -283,7 +314,7 @@ func (h *handler) peer(w http.ResponseWriter, r *http.Request) {
 	snap := h.src.Snapshot()
 	i, ok := slices.BinarySearchFunc(snap.Peers, name, func(p Peer, n string) int { return strings.Compare(p.Name, n) })
 	if !ok {
-		writeError(w, http.StatusNotFound, "unknown_peer", fmt.Sprintf("no peer named %q in this node's view", name))
+		writeError(w, http.StatusNotFound, CodeUnknownPeer, fmt.Sprintf("no peer named %q in this node's view", name))
 		return
 	}
 	etag := `"` + snap.Version.String() + `"`
@@ -394,7 +425,7 @@ func (h *handler) admitWatch(w http.ResponseWriter) (release func(), ok bool) {
 	default:
 		h.watchesRefused.Inc()
 		w.Header().Set("Retry-After", "5") // seconds: about the time for a watcher to leave
-		writeError(w, http.StatusServiceUnavailable, "too_many_watchers",
+		writeError(w, http.StatusServiceUnavailable, CodeTooManyWatchers,
 			fmt.Sprintf("this node serves at most %d watch streams at once; retry later or poll", h.opts.MaxWatchers))
 		return nil, false
 	}

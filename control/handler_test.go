@@ -362,3 +362,33 @@ func TestClientFollowsPages(t *testing.T) {
 		t.Fatalf("GetPeer error %v", err)
 	}
 }
+
+// Paths and methods no route serves answer in the JSON error envelope too, with the
+// mux's status and Allow header.
+func TestUnroutedRequestsAnswerTheErrorEnvelope(t *testing.T) {
+	srv := httptest.NewServer(NewHandler(newFake("a"), Options{}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		method, path, code, allow string
+		status                    int
+	}{
+		{"GET", "/control/v1/nope", CodeNotFound, "", 404},
+		{"GET", "/", CodeNotFound, "", 404},
+		{"DELETE", "/control/v1/peers", CodeMethodNotAllowed, "GET, HEAD", 405},
+		{"POST", "/healthz", CodeMethodNotAllowed, "GET, HEAD", 405},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var er ErrorReply
+		err = json.NewDecoder(resp.Body).Decode(&er)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || err != nil || er.Error.Code != tc.code || er.Error.Message == "" ||
+			resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Allow") != tc.allow {
+			t.Errorf("%s %s: %d %s allow %q, body %+v (%v)", tc.method, tc.path, resp.StatusCode,
+				resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), er, err)
+		}
+	}
+}

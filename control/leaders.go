@@ -60,15 +60,15 @@ type LocalLeadership struct {
 func (h *handler) leaders(w http.ResponseWriter, r *http.Request) {
 	ls, ok := h.src.(LeaderSource)
 	if !ok {
-		writeError(w, http.StatusNotFound, "leadership_off", ErrLeadershipOff.Error())
+		writeError(w, http.StatusNotFound, CodeLeadershipOff, ErrLeadershipOff.Error())
 		return
 	}
 	l, err := ls.Leaders()
 	if err != nil {
 		if errors.Is(err, ErrLeadershipOff) {
-			writeError(w, http.StatusNotFound, "leadership_off", err.Error())
+			writeError(w, http.StatusNotFound, CodeLeadershipOff, err.Error())
 		} else {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 		}
 		return
 	}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/omnirelay/mesh/crdt"
 )
 
 // ErrShardsOff is what a ShardSource returns when the node runs no shard routing
@@ -126,7 +128,7 @@ func shardsETag(m ShardMap) string {
 func (h *handler) shardSource(w http.ResponseWriter) (ShardSource, bool) {
 	ss, ok := h.src.(ShardSource)
 	if !ok {
-		writeError(w, http.StatusNotFound, "shards_off", ErrShardsOff.Error())
+		writeError(w, http.StatusNotFound, CodeShardsOff, ErrShardsOff.Error())
 	}
 	return ss, ok
 }
@@ -136,16 +138,16 @@ func shardError(w http.ResponseWriter, err error) {
 	var nl *NotLeaderError
 	switch {
 	case errors.As(err, &nl):
-		writeJSON(w, http.StatusConflict, NotLeaderReply{Error: ErrorBody{Code: "not_leader", Message: nl.Error()},
+		writeJSON(w, http.StatusConflict, NotLeaderReply{Error: ErrorBody{Code: CodeNotLeader, Message: nl.Error()},
 			Leader: nl.Leader, LeaderControl: nl.Control})
 	case errors.Is(err, ErrShardsOff):
-		writeError(w, http.StatusNotFound, "shards_off", err.Error())
+		writeError(w, http.StatusNotFound, CodeShardsOff, err.Error())
 	case errors.Is(err, ErrNoShardMap):
-		writeError(w, http.StatusServiceUnavailable, "no_shard_map", err.Error())
+		writeError(w, http.StatusServiceUnavailable, CodeNoShardMap, err.Error())
 	case errors.Is(err, ErrUnknownNode):
-		writeError(w, http.StatusNotFound, "unknown_node", err.Error())
+		writeError(w, http.StatusNotFound, CodeUnknownNode, err.Error())
 	default:
-		writeError(w, http.StatusServiceUnavailable, "unavailable", err.Error())
+		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
 	}
 }
 
@@ -198,7 +200,7 @@ func (h *handler) shards(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f, err := parseShardFilter(q)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_filter", err.Error())
+		writeError(w, http.StatusBadRequest, CodeBadFilter, err.Error())
 		return
 	}
 	if q.Get("watch") == "true" {
@@ -209,7 +211,7 @@ func (h *handler) shards(w http.ResponseWriter, r *http.Request) {
 	if s := q.Get("limit"); s != "" {
 		limit, err = strconv.Atoi(s)
 		if err != nil || limit < 1 || limit > MaxLimit {
-			writeError(w, http.StatusBadRequest, "bad_limit", fmt.Sprintf("limit %q: want 1..%d", s, MaxLimit))
+			writeError(w, http.StatusBadRequest, CodeBadLimit, fmt.Sprintf("limit %q: want 1..%d", s, MaxLimit))
 			return
 		}
 	}
@@ -217,7 +219,7 @@ func (h *handler) shards(w http.ResponseWriter, r *http.Request) {
 	if tok := q.Get("page_token"); tok != "" {
 		after, err = strconv.ParseInt(tok, 10, 64)
 		if err != nil || after < 0 {
-			writeError(w, http.StatusBadRequest, "bad_page_token", "page_token is not one this server issued")
+			writeError(w, http.StatusBadRequest, CodeBadPageToken, "page_token is not one this server issued")
 			return
 		}
 	}
@@ -301,7 +303,7 @@ func (h *handler) shard(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := strconv.ParseUint(r.PathValue("id"), 10, 32)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_shard", fmt.Sprintf("shard %q: want a shard number", r.PathValue("id")))
+		writeError(w, http.StatusBadRequest, CodeBadShard, fmt.Sprintf("shard %q: want a shard number", r.PathValue("id")))
 		return
 	}
 	m, err := ss.ShardMap()
@@ -311,7 +313,7 @@ func (h *handler) shard(w http.ResponseWriter, r *http.Request) {
 	}
 	i, found := slices.BinarySearchFunc(m.Shards, uint32(id), func(s Shard, id uint32) int { return int(int64(s.ID) - int64(id)) })
 	if !found {
-		writeError(w, http.StatusNotFound, "unknown_shard", fmt.Sprintf("shard %d: the cluster has %d shards (0..%d)", id, m.Count, m.Count-1))
+		writeError(w, http.StatusNotFound, CodeUnknownShard, fmt.Sprintf("shard %d: the cluster has %d shards (0..%d)", id, m.Count, m.Count-1))
 		return
 	}
 	etag := shardsETag(m)
@@ -331,7 +333,7 @@ func (h *handler) lookupShard(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	if !q.Has("key") {
-		writeError(w, http.StatusBadRequest, "bad_key", "key is required")
+		writeError(w, http.StatusBadRequest, CodeBadKey, "key is required")
 		return
 	}
 	l, err := ss.LookupShard(q.Get("key"))
@@ -348,11 +350,9 @@ func (h *handler) drainShards(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req DrainRequest
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<16))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || req.Node == "" {
-		writeError(w, http.StatusBadRequest, "bad_request", `want {"node": NAME, "drain": true|false}`)
+	req, err := decodeDrain(r.Body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, err.Error())
 		return
 	}
 	if err := ss.DrainNode(req.Node, req.Drain); err != nil {
@@ -360,6 +360,33 @@ func (h *handler) drainShards(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, req)
+}
+
+// decodeDrain reads a drain body: exactly one JSON object with both fields (a
+// missing "drain" must not read as false, which would lift a drain).
+func decodeDrain(body io.Reader) (DrainRequest, error) {
+	var req struct {
+		Node  *string `json:"node"`
+		Drain *bool   `json:"drain"`
+	}
+	const want = `want {"node": NAME, "drain": true|false}`
+	dec := json.NewDecoder(io.LimitReader(body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return DrainRequest{}, fmt.Errorf("%s: %v", want, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return DrainRequest{}, fmt.Errorf("%s: data after the object", want)
+	}
+	switch {
+	case req.Node == nil || *req.Node == "":
+		return DrainRequest{}, fmt.Errorf(`%s: "node" is required`, want)
+	case len(*req.Node) > crdt.DefaultLimits().MaxNameBytes: // no member can have a longer name
+		return DrainRequest{}, fmt.Errorf(`"node": %d bytes, more than %d`, len(*req.Node), crdt.DefaultLimits().MaxNameBytes)
+	case req.Drain == nil:
+		return DrainRequest{}, fmt.Errorf(`%s: "drain" is required (false lifts a drain)`, want)
+	}
+	return DrainRequest{Node: *req.Node, Drain: *req.Drain}, nil
 }
 
 // rebalanceShards serves POST /control/v1/shards/rebalance (leader only).
@@ -463,7 +490,7 @@ func (c *Client) post(ctx context.Context, path string, body any) error {
 	}
 	if resp.StatusCode == http.StatusConflict {
 		var nl NotLeaderReply
-		if json.Unmarshal(rb, &nl) == nil && nl.Error.Code == "not_leader" {
+		if json.Unmarshal(rb, &nl) == nil && nl.Error.Code == CodeNotLeader {
 			return &NotLeaderError{Leader: nl.Leader, Control: nl.LeaderControl}
 		}
 	}

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -232,5 +233,36 @@ func TestShardsWatchSendsEachMap(t *testing.T) {
 	ev = readEvents(t, sc, 1)
 	if ev[0].id != "3.2" || strings.Count(ev[0].data, `"owner":"b"`) != 4 {
 		t.Fatalf("second event %+v", ev[0])
+	}
+}
+
+// A drain body must name the node and say which way: {"node":"b"} alone used to
+// read as drain=false and lift b's drain. Each refusal is 400 bad_request naming
+// what is wrong, and nothing reaches the source.
+func TestDrainBodyNeedsNodeAndDrain(t *testing.T) {
+	f := newShardFake(4, "a", "b")
+	srv := httptest.NewServer(NewHandler(f, Options{}))
+	defer srv.Close()
+	for body, want := range map[string]string{
+		`{"node":"b"}`:                 `"drain" is required`,
+		`{"drain":true}`:               `"node" is required`,
+		`{"node":"","drain":true}`:     `"node" is required`,
+		`{"node":"b","drain":true} {}`: "data after the object",
+		`{"node":"b","drain":"yes"}`:   "cannot unmarshal",
+		`{"node":"` + strings.Repeat("n", 256) + `","drain":true}`: "more than 255",
+	} {
+		resp, err := http.Post(srv.URL+"/control/v1/shards/drain", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var er ErrorReply
+		json.NewDecoder(resp.Body).Decode(&er)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || er.Error.Code != CodeBadRequest || !strings.Contains(er.Error.Message, want) {
+			t.Errorf("%.40s: %d %+v, want 400 bad_request naming %q", body, resp.StatusCode, er.Error, want)
+		}
+	}
+	if len(f.drains) != 0 {
+		t.Fatalf("refused drains reached the source: %v", f.drains)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -15,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
@@ -43,13 +43,15 @@ The agent needs a packet key (--key-file, $` + keyEnv + `, or the config file) u
 type duration time.Duration
 
 func (d *duration) UnmarshalJSON(b []byte) error {
+	// A type error lets the decoder name the key (decodeConfig words it).
+	bad := &json.UnmarshalTypeError{Value: string(b), Type: reflect.TypeFor[duration]()}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("want a duration string like \"250ms\": %w", err)
+		return bad
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return err
+		return bad
 	}
 	*d = duration(v)
 	return nil
@@ -142,9 +144,7 @@ func loadAgentFile(path string) (agentFile, error) {
 	if err != nil {
 		return f, err
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&f); err != nil {
+	if err := decodeConfig(b, &f); err != nil {
 		return f, fmt.Errorf("config file %s: %w", path, err)
 	}
 	return f, nil
@@ -192,7 +192,6 @@ type agentSettings struct {
 func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, agentUsage); fs.PrintDefaults() }
 	var (
 		configPath = fs.String("config", "", "JSON config file (docs/configuration.md)")
 		name       = fs.String("name", "", "unique node name (required)")
@@ -224,11 +223,12 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	fs.Var(&join, "join", "seed host:port (repeatable, or comma-separated)")
 	fs.Var(&voters, "voters", "leader-election voter names, comma-separated, identical on every node (3 or 5; enables leadership)")
 	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary); visible to every user of the host in the process list: prefer --key-file or $"+keyEnv)
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, agentUsage, args)
+	if err != nil {
 		return agentSettings{}, err
 	}
-	if fs.NArg() > 0 {
-		return agentSettings{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	if len(pos) > 0 {
+		return agentSettings{}, fmt.Errorf("unexpected argument %q", pos[0])
 	}
 	var f agentFile
 	if *configPath != "" {
@@ -488,7 +488,7 @@ func writeFileAtomic(path string, b []byte) error {
 func runAgent(args []string, stdout, stderr io.Writer) int {
 	s, err := parseAgent(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return parseExit(err, stdout)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "omnirelay agent: %v\n", err)
@@ -520,7 +520,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	n, err := node.Start(startCtx, s.cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "omnirelay agent: %v\n", err)
+		fmt.Fprintf(stderr, "omnirelay agent: %s\n", joinFailure(err, ctx.Err(), startCtx.Err(), s.joinTimeout))
 		return 1
 	}
 	defer n.Close()
@@ -555,19 +555,32 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+const keygenUsage = "usage: omnirelay keygen [-o FILE]\nPrints a new random 32-byte packet key, base64, or writes it to a new file (mode 0600): pass that to agent --key-file.\n"
+
+// joinFailure words a failed start whose join was cut short in the operator's
+// terms: "interrupted" (a signal) or "timed out after D", never the context's own
+// "context canceled" or "context deadline exceeded".
+func joinFailure(err, signalled, started error, timeout time.Duration) string {
+	msg := err.Error()
+	switch {
+	case signalled != nil:
+		return strings.Replace(msg, "("+signalled.Error()+")", "(interrupted while joining)", 1)
+	case errors.Is(started, context.DeadlineExceeded):
+		return strings.Replace(msg, "("+started.Error()+")", fmt.Sprintf("(timed out after %s, --join-timeout)", timeout), 1)
+	}
+	return msg
+}
+
 func runKeygen(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: omnirelay keygen [-o FILE]\nPrints a new random 32-byte packet key, base64, or writes it to a new file (mode 0600): pass that to agent --key-file.")
-		fs.PrintDefaults()
-	}
 	out := fs.String("o", "", "write the key to this new file, readable only by you, instead of printing it")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		fs.Usage()
+	pos, err := parseArgs(fs, keygenUsage, args)
+	if err != nil {
+		return parseExit(err, stdout)
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "omnirelay keygen: unexpected argument %q\n%s", pos[0], keygenUsage)
 		return 2
 	}
 	k := make([]byte, wire.KeySize)

@@ -145,11 +145,11 @@ func statusOn(p *agentProc, name string) string {
 	c := &control.Client{Base: p.addrs.Control}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	peer, err := c.GetPeer(ctx, name)
+	r, err := c.GetPeer(ctx, name)
 	if err != nil {
 		return "error: " + err.Error()
 	}
-	return peer.Status
+	return r.Peer.Status
 }
 
 // TestAgentsInSeparateProcesses builds the binary, runs three agents on loopback,
@@ -175,8 +175,8 @@ func TestAgentsInSeparateProcesses(t *testing.T) {
 	if code := run([]string{"mesh", "peers", "list", "--addr", b.addrs.Control, "-o", "json"}, &out, &errOut); code != 0 {
 		t.Fatalf("mesh peers list: %d %s", code, errOut.String())
 	}
-	var peers []control.Peer
-	if err := json.Unmarshal(out.Bytes(), &peers); err != nil || len(peers) != 3 {
+	var peers control.PeerList
+	if err := json.Unmarshal(out.Bytes(), &peers); err != nil || len(peers.Peers) != 3 {
 		t.Fatalf("mesh peers list -o json: %v %s", err, out.String())
 	}
 

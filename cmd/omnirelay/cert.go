@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,40 +27,24 @@ the CA key off the mesh's nodes. Existing files are never overwritten without --
 // defaultTrustDomain is the trust domain of a CA made without --trust-domain.
 const defaultTrustDomain = "omnirelay.local"
 
-func runCert(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		switch args[0] {
-		case "ca":
-			return runCertCA(args[1:], stdout, stderr)
-		case "issue":
-			return runCertIssue(args[1:], stdout, stderr)
-		case "-h", "--help", "help":
-			fmt.Fprint(stdout, certUsage)
-			return 0
-		}
-	}
-	fmt.Fprint(stderr, certUsage)
-	return 2
+// certCommand is `omnirelay cert`.
+func certCommand() command {
+	return command{name: "cert", usage: certUsage, subs: []command{
+		{name: "ca", run: runCertCA},
+		{name: "issue", run: runCertIssue},
+	}}
 }
 
-// parseCertFlags parses args; --help prints the usage and flags to stdout. It
-// returns the exit code to stop with, or -1 to go on.
+// parseCertFlags parses args, which hold no positional argument. It returns the
+// exit code to stop with, or -1 to go on.
 func parseCertFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
-	fs.Usage = func() {} // printed below, to the stream that fits
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprint(stdout, certUsage)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
-		return 0
-	}
-	if err == nil && fs.NArg() > 0 {
-		err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
-		fmt.Fprintf(stderr, "omnirelay %s: %v\n", fs.Name(), err)
-	}
+	pos, err := parseArgs(fs, certUsage, args)
 	if err != nil {
-		fmt.Fprint(stderr, certUsage)
+		return parseExit(err, stdout)
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "omnirelay %s: unexpected argument %q\n%s", fs.Name(), pos[0], certUsage)
 		return 2
 	}
 	return -1

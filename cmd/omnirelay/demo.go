@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -49,14 +48,15 @@ func (d *demo) say(format string, args ...any) {
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, demoUsage); fs.PrintDefaults() }
 	count := fs.Int("nodes", 5, "how many nodes (3..20)")
 	verbose := fs.Bool("verbose", false, "also print every node's structured logs to stderr")
 	limit := fs.Duration("timeout", 45*time.Second, "give up if a stage takes longer than this in total")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
+	pos, err := parseArgs(fs, demoUsage, args)
+	if err != nil {
+		return parseExit(err, stdout)
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "omnirelay demo: unexpected argument %q\n", pos[0])
 		return 2
 	}
 	if *count < 3 || *count > 20 {

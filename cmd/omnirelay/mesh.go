@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,108 +18,137 @@ import (
 )
 
 const meshUsage = `usage:
-  omnirelay mesh peers list [--addr URL] [--status S[,S]] [--role R] [--meta K:V]
-                            [--limit N] [-o table|json]
-  omnirelay mesh peers get NAME [--addr URL] [-o table|json]
-  omnirelay mesh leaders status [--addr URL] [-o table|json]
+  omnirelay mesh peers list [--addr URL] [--status S[,S]] [--role R] [--meta K:V ...]
+                            [--limit N] [-o table|json] [--timeout D]
+  omnirelay mesh peers get NAME [--addr URL] [-o table|json] [--timeout D]
+  omnirelay mesh leaders status [--addr URL] [-o table|json] [--timeout D]
   omnirelay mesh shards list|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
 
 Reads an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
-http://127.0.0.1:7070. Statuses: alive, suspect, dead, left.
+http://127.0.0.1:7070. --timeout (default 10s) bounds the whole command.
+Statuses: alive, suspect, dead, left. -o json prints the API's answer.
 `
 
-func runMesh(args []string, stdout, stderr io.Writer) int {
-	if len(args) >= 1 && args[0] == "shards" {
-		return runShards(args[1:], stdout, stderr)
+// repeatFlag collects a repeatable flag whose values are kept whole: a --meta
+// filter's value may hold commas (the API takes one key:value per meta parameter).
+type repeatFlag []string
+
+func (r *repeatFlag) String() string     { return strings.Join(*r, " ") }
+func (r *repeatFlag) Set(s string) error { *r = append(*r, s); return nil }
+
+// meshCommand is `omnirelay mesh`: every subcommand reads an agent's control API.
+func meshCommand() command {
+	return command{name: "mesh", usage: meshUsage, subs: []command{
+		{name: "peers", usage: meshUsage, subs: []command{
+			{name: "list", run: runPeersList},
+			{name: "get", run: runPeersGet},
+		}},
+		{name: "leaders", usage: meshUsage, subs: []command{
+			{name: "status", run: runLeadersStatus},
+		}},
+		shardsCommand(),
+	}}
+}
+
+// apiFlags are the flags every mesh command has.
+type apiFlags struct {
+	addr    string
+	out     string
+	timeout time.Duration
+}
+
+func (a *apiFlags) register(fs *flag.FlagSet) {
+	def := os.Getenv("OMNIRELAY_ADDR")
+	if def == "" {
+		def = "http://" + defaultControl
 	}
-	if len(args) >= 2 && args[0] == "leaders" && args[1] == "status" {
-		return runLeadersStatus(args[2:], stdout, stderr)
+	fs.StringVar(&a.addr, "addr", def, "control API URL of an agent")
+	fs.StringVar(&a.out, "o", "table", "output: table or json")
+	fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "give up after this long")
+}
+
+// check validates the flags and makes addr a URL.
+func (a *apiFlags) check() error {
+	if a.out != "table" && a.out != "json" {
+		return fmt.Errorf("-o %q: want table or json", a.out)
 	}
-	if len(args) < 2 || args[0] != "peers" || (args[1] != "list" && args[1] != "get") {
-		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-			fmt.Fprint(stdout, meshUsage)
-			return 0
-		}
-		fmt.Fprint(stderr, meshUsage)
-		return 2
+	if !strings.Contains(a.addr, "://") {
+		a.addr = "http://" + a.addr
 	}
-	fs := flag.NewFlagSet("mesh peers "+args[1], flag.ContinueOnError)
+	return nil
+}
+
+func (a *apiFlags) client() *control.Client {
+	return &control.Client{Base: a.addr, HTTP: &http.Client{Timeout: a.timeout}}
+}
+
+// parseMesh parses a mesh command's flags and wantArgs positional arguments; code
+// is -1 to go on, else the exit code (help and errors already printed).
+func parseMesh(fs *flag.FlagSet, a *apiFlags, args []string, wantArgs int, stdout, stderr io.Writer) ([]string, int) {
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, meshUsage) }
-	defAddr := os.Getenv("OMNIRELAY_ADDR")
-	if defAddr == "" {
-		defAddr = "http://" + defaultControl
+	a.register(fs)
+	pos, err := parseArgs(fs, meshUsage, args)
+	if err != nil {
+		return nil, parseExit(err, stdout)
 	}
-	addr := fs.String("addr", defAddr, "control API URL of an agent")
-	out := fs.String("o", "table", "output: table or json")
+	if len(pos) != wantArgs {
+		err = fmt.Errorf("want %d argument(s), got %d", wantArgs, len(pos))
+	} else {
+		err = a.check()
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "omnirelay %s: %v\n", fs.Name(), err)
+		return nil, 2
+	}
+	return pos, -1
+}
+
+func runPeersList(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mesh peers list", flag.ContinueOnError)
+	var a apiFlags
 	status := fs.String("status", "", "only peers with these statuses (comma-separated)")
 	role := fs.String("role", "", "only peers with this role (metadata key role, or listed in roles)")
 	limit := fs.Int("limit", 0, "page size used while fetching (all pages are fetched)")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	var meta listFlag
-	fs.Var(&meta, "meta", "only peers with this key:value metadata (repeatable)")
-	// Flags may come before or after the positional NAME.
-	rest := args[2:]
-	if err := fs.Parse(rest); err != nil {
-		return 2
+	var meta repeatFlag
+	fs.Var(&meta, "meta", "only peers with this key:value metadata (repeatable; the value may hold commas)")
+	if _, code := parseMesh(fs, &a, args, 0, stdout, stderr); code >= 0 {
+		return code
 	}
-	var pos []string
-	for fs.NArg() > 0 {
-		pos = append(pos, fs.Arg(0))
-		if err := fs.Parse(fs.Args()[1:]); err != nil {
-			return 2
-		}
-	}
-	if *out != "table" && *out != "json" {
-		fmt.Fprintf(stderr, "omnirelay mesh: -o %q: want table or json\n", *out)
-		return 2
-	}
-	base := *addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	c := &control.Client{Base: base, HTTP: &http.Client{Timeout: *timeout}}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 	defer cancel()
+	var st []string
+	if *status != "" {
+		st = strings.Split(*status, ",")
+	}
+	ps, version, err := a.client().ListPeers(ctx, control.ListOptions{Status: st, Role: *role, Meta: meta, Limit: *limit})
+	if err != nil {
+		return meshError(stderr, a.addr, err)
+	}
+	if a.out == "json" {
+		// All pages in one answer of the API's own shape, so json output is the API's.
+		return writeJSONOut(stdout, control.PeerList{Version: version, Peers: ps})
+	}
+	printPeers(stdout, ps, time.Now())
+	return 0
+}
 
-	var peers []control.Peer
-	switch args[1] {
-	case "list":
-		if len(pos) > 0 {
-			fmt.Fprintf(stderr, "omnirelay mesh peers list: unexpected argument %q\n", pos[0])
-			return 2
-		}
-		var st []string
-		if *status != "" {
-			st = strings.Split(*status, ",")
-		}
-		ps, _, err := c.ListPeers(ctx, control.ListOptions{Status: st, Role: *role, Meta: meta, Limit: *limit})
-		if err != nil {
-			return meshError(stderr, base, err)
-		}
-		peers = ps
-	case "get":
-		if len(pos) != 1 {
-			fmt.Fprintln(stderr, "omnirelay mesh peers get: want exactly one NAME")
-			return 2
-		}
-		p, err := c.GetPeer(ctx, pos[0])
-		if err != nil {
-			return meshError(stderr, base, err)
-		}
-		peers = []control.Peer{p}
+func runPeersGet(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("mesh peers get", flag.ContinueOnError)
+	var a apiFlags
+	pos, code := parseMesh(fs, &a, args, 1, stdout, stderr)
+	if code >= 0 {
+		return code
 	}
-	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if args[1] == "get" {
-			enc.Encode(peers[0])
-		} else {
-			enc.Encode(peers)
-		}
-		return 0
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+	defer cancel()
+	r, err := a.client().GetPeer(ctx, pos[0])
+	if err != nil {
+		return meshError(stderr, a.addr, err)
 	}
-	printPeers(stdout, peers, time.Now())
+	if a.out == "json" {
+		return writeJSONOut(stdout, r)
+	}
+	printPeers(stdout, []control.Peer{r.Peer}, time.Now())
 	return 0
 }
 
@@ -171,42 +199,18 @@ func age(now, since time.Time) string {
 // runLeadersStatus prints GET /control/v1/leaders of one agent.
 func runLeadersStatus(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("mesh leaders status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, meshUsage) }
-	defAddr := os.Getenv("OMNIRELAY_ADDR")
-	if defAddr == "" {
-		defAddr = "http://" + defaultControl
+	var a apiFlags
+	if _, code := parseMesh(fs, &a, args, 0, stdout, stderr); code >= 0 {
+		return code
 	}
-	addr := fs.String("addr", defAddr, "control API URL of an agent")
-	out := fs.String("o", "table", "output: table or json")
-	timeout := fs.Duration("timeout", 10*time.Second, "give up after this long")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "omnirelay mesh leaders status: unexpected argument %q\n", fs.Arg(0))
-		return 2
-	}
-	if *out != "table" && *out != "json" {
-		fmt.Fprintf(stderr, "omnirelay mesh: -o %q: want table or json\n", *out)
-		return 2
-	}
-	base := *addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	c := &control.Client{Base: base, HTTP: &http.Client{Timeout: *timeout}}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
 	defer cancel()
-	l, err := c.GetLeaders(ctx)
+	l, err := a.client().GetLeaders(ctx)
 	if err != nil {
-		return meshError(stderr, base, err)
+		return meshError(stderr, a.addr, err)
 	}
-	if *out == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		enc.Encode(l)
-		return 0
+	if a.out == "json" {
+		return writeJSONOut(stdout, l)
 	}
 	printLeaders(stdout, l, time.Now())
 	return 0
@@ -224,7 +228,7 @@ func printLeaders(w io.Writer, l control.Leaders, now time.Time) {
 		}
 		fmt.Fprintf(tw, "LEADER\t%s\n", holder)
 		fmt.Fprintf(tw, "EPOCH\t%d\n", l.Leader.Epoch)
-		fmt.Fprintf(tw, "VALID FOR\t%s\n", l.Leader.ValidUntil.Sub(now).Round(100*time.Millisecond))
+		fmt.Fprintf(tw, "VALID FOR\t%s\n", validFor(l.Leader.ValidUntil, now))
 	}
 	fmt.Fprintf(tw, "VOTERS\t%s\n", strings.Join(l.Voters, ","))
 	role := "non-voter"
@@ -237,4 +241,14 @@ func printLeaders(w io.Writer, l control.Leaders, now time.Time) {
 	fmt.Fprintf(tw, "LOCAL\t%s (%s, epoch seen %d)\n", l.Local.Name, role, l.Local.EpochSeen)
 	fmt.Fprintf(tw, "VERSION\t%s\n", l.Version)
 	tw.Flush()
+}
+
+// validFor is how long the serving node still believes in a lease. A node that has
+// not learned the deadline (zero time) or whose belief has lapsed prints "unknown"
+// rather than a negative duration.
+func validFor(until, now time.Time) string {
+	if d := until.Sub(now); !until.IsZero() && d > 0 {
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return "unknown"
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -23,6 +22,7 @@ const shardsUsage = `usage:
   omnirelay mesh shards owner KEY [--addr URL] [-o table|json]
   omnirelay mesh shards drain NODE [--undo] [--addr URL]
   omnirelay mesh shards rebalance [--addr URL]
+Every subcommand also takes --timeout D (default 10s).
 
 States: steady, draining, rebalancing. drain and rebalance are served by the
 leader: asked of another agent, they follow its answer to the leader's control
@@ -74,14 +74,8 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	}
 	fs := flag.NewFlagSet("mesh shards "+c.sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, shardsUsage) }
-	defAddr := os.Getenv("OMNIRELAY_ADDR")
-	if defAddr == "" {
-		defAddr = "http://" + defaultControl
-	}
-	fs.StringVar(&c.addr, "addr", defAddr, "control API URL of an agent")
-	fs.StringVar(&c.out, "o", "table", "output: table or json")
-	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "give up after this long")
+	var a apiFlags
+	a.register(fs)
 	if c.sub == "list" {
 		fs.StringVar(&c.owner, "owner", "", "only shards this node owns")
 	}
@@ -92,26 +86,20 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	if c.sub == "drain" {
 		fs.BoolVar(&c.undo, "undo", false, "lift the drain")
 	}
-	var pos []string
-	rest := args[1:]
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return c, err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseArgs(fs, shardsUsage, args[1:])
+	if err != nil {
+		return c, err
 	}
 	switch {
 	case argName == "" && len(pos) > 0:
 		return c, fmt.Errorf("unexpected argument %q", pos[0])
 	case argName != "" && len(pos) != 1:
 		return c, fmt.Errorf("want exactly one %s", argName)
-	case c.out != "table" && c.out != "json":
-		return c, fmt.Errorf("-o %q: want table or json", c.out)
 	}
+	if err := a.check(); err != nil {
+		return c, err
+	}
+	c.addr, c.out, c.timeout = a.addr, a.out, a.timeout
 	for _, s := range states {
 		if !slices.Contains(control.ShardStates, s) {
 			return c, fmt.Errorf("--state %q: want one of %s", s, strings.Join(control.ShardStates, ", "))
@@ -121,24 +109,28 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	if len(pos) == 1 {
 		c.arg = pos[0]
 	}
-	if !strings.Contains(c.addr, "://") {
-		c.addr = "http://" + c.addr
-	}
 	return c, nil
 }
 
-// runShards runs `omnirelay mesh shards ...`.
-func runShards(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
-		fmt.Fprint(stdout, shardsUsage)
-		return 0
+// shardsCommand is `omnirelay mesh shards`.
+func shardsCommand() command {
+	c := command{name: "shards", usage: shardsUsage}
+	for _, sub := range []string{"list", "owner", "drain", "rebalance"} {
+		c.subs = append(c.subs, command{name: sub, run: func(args []string, stdout, stderr io.Writer) int {
+			return runShards(append([]string{sub}, args...), stdout, stderr)
+		}})
 	}
+	return c
+}
+
+// runShards runs `omnirelay mesh shards SUB ...`.
+func runShards(args []string, stdout, stderr io.Writer) int {
 	c, err := parseShards(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return parseExit(err, stdout)
+	}
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintf(stderr, "omnirelay mesh shards: %v\n", err)
-			fmt.Fprint(stderr, shardsUsage)
-		}
+		fmt.Fprintf(stderr, "omnirelay mesh shards: %v\n", err)
 		return 2
 	}
 	client := &control.Client{Base: c.addr, HTTP: &http.Client{Timeout: c.timeout}}

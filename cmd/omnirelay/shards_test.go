@@ -109,7 +109,7 @@ func TestShardsDrainFollowsTheLeader(t *testing.T) {
 	}))
 	defer follower.Close()
 	var out, errb bytes.Buffer
-	if code := runMesh([]string{"shards", "drain", "n3", "--addr", follower.URL}, &out, &errb); code != 0 {
+	if code := run([]string{"mesh", "shards", "drain", "n3", "--addr", follower.URL}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	if len(got) != 1 || got[0] != (control.DrainRequest{Node: "n3", Drain: true}) || !strings.Contains(errb.String(), "asking n0") {
@@ -127,7 +127,7 @@ func TestShardsOwnerPrintsOwnerAndLeader(t *testing.T) {
 	}))
 	defer srv.Close()
 	var out, errb bytes.Buffer
-	if code := runMesh([]string{"shards", "owner", "user 42", "--addr", srv.URL}, &out, &errb); code != 0 {
+	if code := run([]string{"mesh", "shards", "owner", "user 42", "--addr", srv.URL}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
 	for _, w := range []string{"SHARD   12", "OWNER   node-b (steady)", "LEADER  node-a", "epoch 7 version 3"} {

@@ -22,28 +22,35 @@ const simUsage = `usage:
   omnirelay sim replay FILE   (a schedule printed by a failing property test)
 `
 
+// simCommand is `omnirelay sim`.
+func simCommand() command {
+	return command{name: "sim", usage: simUsage, subs: []command{
+		{name: "list", run: runSimList},
+		{name: "run", run: runSimRun},
+		{name: "replay", run: runSimReplay},
+	}}
+}
+
 // runSim is the `omnirelay sim` subcommand; it returns the exit status.
 func runSim(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, simUsage)
+	return simCommand().dispatch(args, stdout, stderr)
+}
+
+func runSimList(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sim list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pos, err := parseArgs(fs, simUsage, args)
+	if err != nil {
+		return parseExit(err, stdout)
+	}
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "omnirelay sim list: unexpected argument %q\n", pos[0])
 		return 2
 	}
-	switch args[0] {
-	case "list":
-		for _, sc := range sim.Scenarios() {
-			fmt.Fprintf(stdout, "%-15s %s (default duration %v; reports %s)\n", sc.Name, sc.About, sc.Duration, strings.Join(sc.Figures, ", "))
-		}
-		return 0
-	case "run":
-		return runSimRun(args[1:], stdout, stderr)
-	case "replay":
-		return runSimReplay(args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, simUsage)
-		return 0
+	for _, sc := range sim.Scenarios() {
+		fmt.Fprintf(stdout, "%-15s %s (default duration %v; reports %s)\n", sc.Name, sc.About, sc.Duration, strings.Join(sc.Figures, ", "))
 	}
-	fmt.Fprintf(stderr, "omnirelay sim: unknown command %q\n%s", args[0], simUsage)
-	return 2
+	return 0
 }
 
 func runSimRun(args []string, stdout, stderr io.Writer) int {
@@ -61,14 +68,12 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	voters := fs.Int("voters", 0, "leader-* scenarios: voters, the first nodes (3 or 5; 0: 3)")
 	shards := fs.Int("shards", 0, "reshard-* and drain scenarios: shard count (0: 1024)")
 	maxMoves := fs.Int("max-moves", 0, "reshard-* and drain scenarios: shards moved at once, K (0: 16)")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	pos, err := parseArgs(fs, simUsage, args)
+	if err != nil {
+		return parseExit(err, stdout)
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "omnirelay sim run: unexpected argument %q\n", fs.Arg(0))
+	if len(pos) > 0 {
+		fmt.Fprintf(stderr, "omnirelay sim run: unexpected argument %q\n", pos[0])
 		return 2
 	}
 	if *scenario == "" {
@@ -127,11 +132,17 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 // every live node agreed with ground truth after its quiet period: exit 0 if so,
 // 1 if not.
 func runSimReplay(args []string, stdout, stderr io.Writer) int {
-	if len(args) != 1 {
+	fs := flag.NewFlagSet("sim replay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pos, err := parseArgs(fs, simUsage, args)
+	if err != nil {
+		return parseExit(err, stdout)
+	}
+	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "omnirelay sim replay: want one schedule file\n%s", simUsage)
 		return 2
 	}
-	text, err := os.ReadFile(args[0])
+	text, err := os.ReadFile(pos[0])
 	if err != nil {
 		fmt.Fprintf(stderr, "omnirelay sim replay: %v\n", err)
 		return 2

@@ -1,0 +1,128 @@
+package control
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// The routes and error codes of docs/api.md against the server's own: the routes
+// are the mux registrations of handler.go, the codes the Code constants of
+// codes.go, both read from the source so a new one cannot be left undocumented.
+
+// apiDoc reads docs/api.md.
+func apiDoc(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// serverRoutes returns the patterns handler.go registers ("GET /healthz").
+func serverRoutes(t *testing.T) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "handler.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var routes []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		call, ok := n.(*ast.CallExpr)
+		if !ok || len(call.Args) == 0 {
+			return true
+		}
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if !ok || (sel.Sel.Name != "HandleFunc" && sel.Sel.Name != "Handle") {
+			return true
+		}
+		if id, ok := sel.X.(*ast.Ident); !ok || id.Name != "mux" {
+			return true
+		}
+		lit, ok := call.Args[0].(*ast.BasicLit)
+		if !ok {
+			t.Fatalf("handler.go: a mux registration whose pattern is not a literal: the docs test cannot read it")
+		}
+		p, _ := strconv.Unquote(lit.Value)
+		routes = append(routes, p)
+		return true
+	})
+	if len(routes) < 10 {
+		t.Fatalf("found only %d routes in handler.go: %v", len(routes), routes)
+	}
+	return routes
+}
+
+// serverCodes returns the values of codes.go's Code constants.
+func serverCodes(t *testing.T) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "codes.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, d := range f.Decls {
+		g, ok := d.(*ast.GenDecl)
+		if !ok || g.Tok != token.CONST {
+			continue
+		}
+		for _, s := range g.Specs {
+			vs := s.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if lit, ok := vs.Values[i].(*ast.BasicLit); ok && strings.HasPrefix(name.Name, "Code") {
+					c, _ := strconv.Unquote(lit.Value)
+					codes = append(codes, c)
+				}
+			}
+		}
+	}
+	return codes
+}
+
+func TestAPIDocRoutesMatchTheServer(t *testing.T) {
+	doc := apiDoc(t)
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("`((?:GET|POST|PUT|PATCH|DELETE) /[^`?\\s]*)").FindAllStringSubmatch(doc, -1) {
+		documented[m[1]] = true
+	}
+	bothWays(t, "route", serverRoutes(t), documented)
+}
+
+// bothWays reports what the server has that the doc lacks, and the reverse.
+func bothWays(t *testing.T, what string, server []string, doc map[string]bool) {
+	t.Helper()
+	for _, x := range server {
+		if !doc[x] {
+			t.Errorf("the server has %s %q; docs/api.md does not document it", what, x)
+		}
+	}
+	for x := range doc {
+		if !slices.Contains(server, x) {
+			t.Errorf("docs/api.md documents %s %q; the server has no such %s", what, x, what)
+		}
+	}
+}
+
+func TestAPIDocErrorCodesMatchTheServer(t *testing.T) {
+	doc := apiDoc(t)
+	// The error table: rows "| `code` | status | when |".
+	table := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| [1-5][0-9][0-9] \\|").FindAllStringSubmatch(doc, -1) {
+		table[m[1]] = true
+	}
+	codes := serverCodes(t)
+	bothWays(t, "error code", codes, table)
+	// Codes named anywhere else in the page, as in `404 unknown_peer` or an example body.
+	for _, m := range regexp.MustCompile("`[1-5][0-9][0-9] ([a-z_]+)`|\"code\": \"([a-z_]+)\"").FindAllStringSubmatch(doc, -1) {
+		if c := m[1] + m[2]; !slices.Contains(codes, c) {
+			t.Errorf("docs/api.md names error code %q; the server has no such code", c)
+		}
+	}
+}
