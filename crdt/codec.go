@@ -106,29 +106,27 @@ func AppendSnapshot(dst []byte, s Snapshot) []byte {
 
 // DecodeDelta decodes one delta, checked against lim.
 func DecodeDelta(b []byte, lim Limits) (Delta, error) {
-	r := msgp.NewReader(b, msgp.NilRefused)
-	d, err := decodeDelta(&r, lim)
-	if err != nil {
-		return Delta{}, codecErr(err)
-	}
-	if r.Remaining() != 0 {
-		return Delta{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Remaining())
-	}
-	return d, nil
+	return decodeAll(b, lim, decodeDelta)
 }
 
 // DecodeSnapshot decodes a snapshot, checked against lim; its maps must be sorted
 // by name, each once, as Snapshot makes them.
 func DecodeSnapshot(b []byte, lim Limits) (Snapshot, error) {
+	return decodeAll(b, lim, decodeSnapshot)
+}
+
+// decodeAll decodes b, which must hold one value and nothing after it, with dec.
+func decodeAll[T any](b []byte, lim Limits, dec func(*msgp.Reader, Limits) (T, error)) (T, error) {
+	var zero T
 	r := msgp.NewReader(b, msgp.NilRefused)
-	s, err := decodeSnapshot(&r, lim)
+	v, err := dec(&r, lim)
 	if err != nil {
-		return Snapshot{}, codecErr(err)
+		return zero, codecErr(err)
 	}
 	if r.Remaining() != 0 {
-		return Snapshot{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Remaining())
+		return zero, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Remaining())
 	}
-	return s, nil
+	return v, nil
 }
 
 // codecErr gives the codec's errors this package's sentinels, keeping what they

@@ -61,26 +61,21 @@ func (e refusal) Error() string { return "msgpack: " + string(e) }
 func (e refusal) Is(target error) bool { return target == ErrMalformed }
 
 // AppendMapHeader appends the header of a map of n entries.
-func AppendMapHeader(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, 0x80|byte(n))
-	case n <= math.MaxUint16:
-		return append(b, 0xde, byte(n>>8), byte(n))
-	default:
-		return binary.BigEndian.AppendUint32(append(b, 0xdf), uint32(n))
-	}
-}
+func AppendMapHeader(b []byte, n int) []byte { return appendHeader(b, n, 0x80, 0xde) }
 
 // AppendArrayHeader appends the header of an array of n elements.
-func AppendArrayHeader(b []byte, n int) []byte {
+func AppendArrayHeader(b []byte, n int) []byte { return appendHeader(b, n, 0x90, 0xdc) }
+
+// appendHeader appends a map or array header: fix is its fix form's high nibble,
+// c16 its 16-bit type byte (the 32-bit one follows).
+func appendHeader(b []byte, n int, fix, c16 byte) []byte {
 	switch {
 	case n < 16:
-		return append(b, 0x90|byte(n))
+		return append(b, fix|byte(n))
 	case n <= math.MaxUint16:
-		return append(b, 0xdc, byte(n>>8), byte(n))
+		return append(b, c16, byte(n>>8), byte(n))
 	default:
-		return binary.BigEndian.AppendUint32(append(b, 0xdd), uint32(n))
+		return binary.BigEndian.AppendUint32(append(b, c16+1), uint32(n))
 	}
 }
 
@@ -224,57 +219,37 @@ func (r *Reader) Nil() bool {
 
 // MapLen reads a map header and returns its number of entries, which the input
 // left can hold (each entry takes at least two bytes).
-func (r *Reader) MapLen() (int, error) {
-	c, err := r.byte1()
-	if err != nil {
-		return 0, err
-	}
-	var n uint64
-	switch {
-	case c&0xf0 == 0x80:
-		return int(c & 0x0f), nil
-	case c == 0xc0:
-		return 0, r.nilValue(errWantMap)
-	case c == 0xde:
-		n, err = r.uintN(2)
-	case c == 0xdf:
-		n, err = r.uintN(4)
-	default:
-		return 0, errWantMap
-	}
-	if err != nil {
-		return 0, err
-	}
-	if n > uint64(r.Remaining())/2 {
-		return 0, ErrTruncated // a longer claim cannot be honest
-	}
-	return int(n), nil
-}
+func (r *Reader) MapLen() (int, error) { return r.header(0x80, 0xde, 2, errWantMap) }
 
 // ArrayLen reads an array header and returns its number of elements, which the
 // input left can hold (each element takes at least one byte).
-func (r *Reader) ArrayLen() (int, error) {
+func (r *Reader) ArrayLen() (int, error) { return r.header(0x90, 0xdc, 1, errWantArray) }
+
+// header reads a map or array header: fix is the high nibble of its fix form, c16
+// its 16-bit type byte (the 32-bit one follows), min the bytes an element takes at
+// least, so that a count the input cannot hold is refused before anyone loops on it.
+func (r *Reader) header(fix, c16 byte, min uint64, errWant error) (int, error) {
 	c, err := r.byte1()
 	if err != nil {
 		return 0, err
 	}
 	var n uint64
 	switch {
-	case c&0xf0 == 0x90:
+	case c&0xf0 == fix:
 		return int(c & 0x0f), nil
 	case c == 0xc0:
-		return 0, r.nilValue(errWantArray)
-	case c == 0xdc:
+		return 0, r.nilValue(errWant)
+	case c == c16:
 		n, err = r.uintN(2)
-	case c == 0xdd:
+	case c == c16+1:
 		n, err = r.uintN(4)
 	default:
-		return 0, errWantArray
+		return 0, errWant
 	}
 	if err != nil {
 		return 0, err
 	}
-	if n > uint64(r.Remaining()) {
+	if n*min > uint64(r.Remaining()) { // n < 2^32: no overflow
 		return 0, ErrTruncated
 	}
 	return int(n), nil
