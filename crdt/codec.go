@@ -106,27 +106,36 @@ func AppendSnapshot(dst []byte, s Snapshot) []byte {
 
 // DecodeDelta decodes one delta, checked against lim.
 func DecodeDelta(b []byte, lim Limits) (Delta, error) {
-	return decodeAll(b, lim, decodeDelta)
+	r := msgp.NewReader(b, msgp.NilRefused)
+	d, err := decodeDelta(&r, lim)
+	if err = done(&r, err); err != nil {
+		return Delta{}, err
+	}
+	return d, nil
 }
 
 // DecodeSnapshot decodes a snapshot, checked against lim; its maps must be sorted
 // by name, each once, as Snapshot makes them.
 func DecodeSnapshot(b []byte, lim Limits) (Snapshot, error) {
-	return decodeAll(b, lim, decodeSnapshot)
+	r := msgp.NewReader(b, msgp.NilRefused)
+	s, err := decodeSnapshot(&r, lim)
+	if err = done(&r, err); err != nil {
+		return Snapshot{}, err
+	}
+	return s, nil
 }
 
-// decodeAll decodes b, which must hold one value and nothing after it, with dec.
-func decodeAll[T any](b []byte, lim Limits, dec func(*msgp.Reader, Limits) (T, error)) (T, error) {
-	var zero T
-	r := msgp.NewReader(b, msgp.NilRefused)
-	v, err := dec(&r, lim)
+// done ends a decode that returned err: the codec's errors get this package's
+// sentinels, and bytes left after the value are malformed. (A generic decodeAll
+// taking the decoder as a func value would move the Reader to the heap.)
+func done(r *msgp.Reader, err error) error {
 	if err != nil {
-		return zero, codecErr(err)
+		return codecErr(err)
 	}
 	if r.Remaining() != 0 {
-		return zero, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Remaining())
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Remaining())
 	}
-	return v, nil
+	return nil
 }
 
 // codecErr gives the codec's errors this package's sentinels, keeping what they
