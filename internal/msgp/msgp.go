@@ -19,7 +19,7 @@ import (
 	"math"
 )
 
-// MaxDepth is the nesting a skipped value may have (PROTOCOL.md: unknown keys);
+// MaxDepth is the nesting a skipped value may have (PROTOCOL.md 3.3: unknown keys);
 // deeper is ErrMalformed, so hostile input cannot recurse without bound.
 const MaxDepth = 16
 
@@ -149,7 +149,7 @@ const (
 	// encoding leaves zero fields out and never writes nil).
 	NilRefused NilRule = false
 	// NilIsZero reads nil as the zero value of the type asked for: an empty map,
-	// array, string or binary, 0 or false (PROTOCOL.md, "Bodies").
+	// array, string or binary, 0 or false (PROTOCOL.md 3.3).
 	NilIsZero NilRule = true
 )
 

@@ -289,7 +289,7 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
-// Under NilIsZero a nil is a missing field (PROTOCOL.md, "Bodies"): it reads as
+// Under NilIsZero a nil is a missing field (PROTOCOL.md 3.3): it reads as
 // the zero value of whatever is asked, and consumes its one byte.
 func TestNilIsZero(t *testing.T) {
 	for name, read := range map[string]func(r *Reader) (any, error){
