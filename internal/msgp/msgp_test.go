@@ -243,6 +243,8 @@ func TestRefusals(t *testing.T) {
 		{"map as array", "MapLen", []byte{0x91, 0x01}, both, ErrMalformed},
 		{"map claims 4G entries", "MapLen", []byte{0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'q'}, both, ErrTruncated},
 		{"map16 header cut", "MapLen", []byte{0xde, 0x00}, both, ErrTruncated},
+		{"map of 2 entries in 2 bytes", "MapLen", []byte{0xde, 0x00, 0x02, 0xa1, 'q'}, both, ErrTruncated},
+		{"array of 3 elements in 2 bytes", "ArrayLen", []byte{0xdc, 0x00, 0x03, 0x01, 0x01}, both, ErrTruncated},
 		{"nil map", "MapLen", []byte{0xc0}, strict, ErrMalformed},
 		{"array as map", "ArrayLen", []byte{0x80}, both, ErrMalformed},
 		{"array claims 4G elements", "ArrayLen", []byte{0xdd, 0xff, 0xff, 0xff, 0xff, 0x80}, both, ErrTruncated},
