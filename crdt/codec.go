@@ -1,14 +1,17 @@
 package crdt
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/omnirelay/mesh/internal/msgp"
 )
 
 // The encoding is MessagePack restricted to maps with short string field names,
 // unsigned integers, strings, binaries, booleans and arrays, so any MessagePack
-// library can read it (docs/metadata.md has the schema). Fields at their zero value
+// library can read it (docs/metadata.md has the schema); internal/msgp, the codec
+// wire uses too, reads and writes it, refusing nil. Fields at their zero value
 // are left out; a decoder skips fields it does not know, which is how a later
 // version adds one. Decoding checks every length against the input left and the
 // Limits before allocating, and reports failures as ErrMalformed, ErrTruncated or a
@@ -21,9 +24,6 @@ import (
 //	          "e": epoch (uint, omitted when equal to Have's), "d": deleted (true)}
 //	Snapshot {"m": [Delta]}
 
-// maxSkipDepth bounds the nesting of unknown fields a decoder skips.
-const maxSkipDepth = 16
-
 // AppendDelta appends the encoding of d to dst.
 func AppendDelta(dst []byte, d Delta) []byte {
 	n := 0
@@ -32,20 +32,20 @@ func AppendDelta(dst []byte, d Delta) []byte {
 			n++
 		}
 	}
-	dst = appendMapLen(dst, n)
+	dst = msgp.AppendMapHeader(dst, n)
 	if d.Node != "" {
-		dst = appendStr(appendStr(dst, "n"), d.Node)
+		dst = msgp.AppendStr(msgp.AppendStr(dst, "n"), d.Node)
 	}
 	for _, f := range []struct {
 		name string
 		v    Version
 	}{{"s", d.Since}, {"h", d.Have}, {"f", d.Floor}} {
 		if !f.v.IsZero() {
-			dst = appendVersion(appendStr(dst, f.name), f.v)
+			dst = appendVersion(msgp.AppendStr(dst, f.name), f.v)
 		}
 	}
 	if len(d.Entries) > 0 {
-		dst = appendArrayLen(appendStr(dst, "x"), len(d.Entries))
+		dst = msgp.AppendArrayHeader(msgp.AppendStr(dst, "x"), len(d.Entries))
 		for i := range d.Entries {
 			dst = appendEntry(dst, &d.Entries[i], d.Have.Epoch)
 		}
@@ -61,12 +61,12 @@ func appendVersion(dst []byte, v Version) []byte {
 	if v.Counter != 0 {
 		n++
 	}
-	dst = appendMapLen(dst, n)
+	dst = msgp.AppendMapHeader(dst, n)
 	if v.Epoch != 0 {
-		dst = appendUint(appendStr(dst, "e"), v.Epoch)
+		dst = msgp.AppendUint(msgp.AppendStr(dst, "e"), v.Epoch)
 	}
 	if v.Counter != 0 {
-		dst = appendUint(appendStr(dst, "c"), v.Counter)
+		dst = msgp.AppendUint(msgp.AppendStr(dst, "c"), v.Counter)
 	}
 	return dst
 }
@@ -79,25 +79,25 @@ func appendEntry(dst []byte, e *Entry, epoch uint64) []byte {
 			n++
 		}
 	}
-	dst = appendStr(appendStr(appendMapLen(dst, n), "k"), e.Key)
+	dst = msgp.AppendStr(msgp.AppendStr(msgp.AppendMapHeader(dst, n), "k"), e.Key)
 	if hasValue {
-		dst = appendBin(appendStr(dst, "v"), e.Value)
+		dst = msgp.AppendBin(msgp.AppendStr(dst, "v"), e.Value)
 	}
 	if e.Version.Counter != 0 {
-		dst = appendUint(appendStr(dst, "c"), e.Version.Counter)
+		dst = msgp.AppendUint(msgp.AppendStr(dst, "c"), e.Version.Counter)
 	}
 	if e.Version.Epoch != epoch {
-		dst = appendUint(appendStr(dst, "e"), e.Version.Epoch)
+		dst = msgp.AppendUint(msgp.AppendStr(dst, "e"), e.Version.Epoch)
 	}
 	if e.Deleted {
-		dst = append(appendStr(dst, "d"), 0xc3)
+		dst = msgp.AppendBool(msgp.AppendStr(dst, "d"), true)
 	}
 	return dst
 }
 
 // AppendSnapshot appends the encoding of s to dst.
 func AppendSnapshot(dst []byte, s Snapshot) []byte {
-	dst = appendArrayLen(appendStr(appendMapLen(dst, 1), "m"), len(s.Maps))
+	dst = msgp.AppendArrayHeader(msgp.AppendStr(msgp.AppendMapHeader(dst, 1), "m"), len(s.Maps))
 	for i := range s.Maps {
 		dst = AppendDelta(dst, s.Maps[i])
 	}
@@ -106,13 +106,10 @@ func AppendSnapshot(dst []byte, s Snapshot) []byte {
 
 // DecodeDelta decodes one delta, checked against lim.
 func DecodeDelta(b []byte, lim Limits) (Delta, error) {
-	r := reader{b: b}
-	d, err := r.delta(lim)
-	if err != nil {
+	r := msgp.NewReader(b, msgp.NilRefused)
+	d, err := decodeDelta(&r, lim)
+	if err = done(&r, err); err != nil {
 		return Delta{}, err
-	}
-	if r.off != len(b) {
-		return Delta{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-r.off)
 	}
 	return d, nil
 }
@@ -120,20 +117,53 @@ func DecodeDelta(b []byte, lim Limits) (Delta, error) {
 // DecodeSnapshot decodes a snapshot, checked against lim; its maps must be sorted
 // by name, each once, as Snapshot makes them.
 func DecodeSnapshot(b []byte, lim Limits) (Snapshot, error) {
-	r := reader{b: b}
-	n, err := r.mapLen()
+	r := msgp.NewReader(b, msgp.NilRefused)
+	s, err := decodeSnapshot(&r, lim)
+	if err = done(&r, err); err != nil {
+		return Snapshot{}, err
+	}
+	return s, nil
+}
+
+// done ends a decode that returned err: the codec's errors get this package's
+// sentinels, and bytes left after the value are malformed. (A generic decodeAll
+// taking the decoder as a func value would move the Reader to the heap.)
+func done(r *msgp.Reader, err error) error {
+	if err != nil {
+		return codecErr(err)
+	}
+	if r.Remaining() != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrMalformed, r.Remaining())
+	}
+	return nil
+}
+
+// codecErr gives the codec's errors this package's sentinels, keeping what they
+// say was refused.
+func codecErr(err error) error {
+	switch {
+	case errors.Is(err, msgp.ErrTruncated):
+		return fmt.Errorf("%w: %w", ErrTruncated, err)
+	case errors.Is(err, msgp.ErrMalformed):
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return err
+}
+
+func decodeSnapshot(r *msgp.Reader, lim Limits) (Snapshot, error) {
+	n, err := r.MapLen()
 	if err != nil {
 		return Snapshot{}, err
 	}
 	var s Snapshot
 	seen := false
 	for range n {
-		k, err := r.str()
+		k, err := r.Key()
 		if err != nil {
 			return Snapshot{}, err
 		}
 		if string(k) != "m" {
-			if err := r.skip(0); err != nil {
+			if err := r.Skip(); err != nil {
 				return Snapshot{}, err
 			}
 			continue
@@ -142,7 +172,7 @@ func DecodeSnapshot(b []byte, lim Limits) (Snapshot, error) {
 			return Snapshot{}, fmt.Errorf("%w: field %q repeated", ErrMalformed, k)
 		}
 		seen = true
-		cnt, err := r.arrayLen()
+		cnt, err := r.ArrayLen()
 		if err != nil {
 			return Snapshot{}, err
 		}
@@ -153,7 +183,7 @@ func DecodeSnapshot(b []byte, lim Limits) (Snapshot, error) {
 			s.Maps = make([]Delta, cnt)
 		}
 		for i := range s.Maps {
-			if s.Maps[i], err = r.delta(lim); err != nil {
+			if s.Maps[i], err = decodeDelta(r, lim); err != nil {
 				return Snapshot{}, err
 			}
 			if i > 0 && strings.Compare(s.Maps[i-1].Node, s.Maps[i].Node) >= 0 {
@@ -161,269 +191,18 @@ func DecodeSnapshot(b []byte, lim Limits) (Snapshot, error) {
 			}
 		}
 	}
-	if r.off != len(b) {
-		return Snapshot{}, fmt.Errorf("%w: %d trailing bytes", ErrMalformed, len(b)-r.off)
-	}
 	return s, nil
 }
 
-// reader decodes the MessagePack subset over b.
-type reader struct {
-	b   []byte
-	off int
-}
-
-func (r *reader) left() int { return len(r.b) - r.off }
-
-func (r *reader) next(n int) ([]byte, error) {
-	if n < 0 || n > r.left() {
-		return nil, ErrTruncated
-	}
-	p := r.b[r.off : r.off+n]
-	r.off += n
-	return p, nil
-}
-
-func (r *reader) byte() (byte, error) {
-	p, err := r.next(1)
-	if err != nil {
-		return 0, err
-	}
-	return p[0], nil
-}
-
-// be reads an n-byte big-endian unsigned integer, n in {1, 2, 4, 8}.
-func (r *reader) be(n int) (uint64, error) {
-	p, err := r.next(n)
-	if err != nil {
-		return 0, err
-	}
-	switch n {
-	case 1:
-		return uint64(p[0]), nil
-	case 2:
-		return uint64(binary.BigEndian.Uint16(p)), nil
-	case 4:
-		return uint64(binary.BigEndian.Uint32(p)), nil
-	}
-	return binary.BigEndian.Uint64(p), nil
-}
-
-// length reads the n-byte length following a type byte, as an int that fits.
-func (r *reader) length(n int) (int, error) {
-	v, err := r.be(n)
-	if err != nil {
-		return 0, err
-	}
-	if v > uint64(len(r.b)) {
-		return 0, ErrTruncated // no length can exceed the input
-	}
-	return int(v), nil
-}
-
-func (r *reader) mapLen() (int, error) {
-	t, err := r.byte()
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	switch {
-	case t >= 0x80 && t <= 0x8f:
-		n = int(t & 0x0f)
-	case t == 0xde:
-		n, err = r.length(2)
-	case t == 0xdf:
-		n, err = r.length(4)
-	default:
-		return 0, fmt.Errorf("%w: want a map, got type 0x%02x", ErrMalformed, t)
-	}
-	if err == nil && n > r.left()/2 {
-		err = ErrTruncated // each pair takes at least two bytes
-	}
-	return n, err
-}
-
-func (r *reader) arrayLen() (int, error) {
-	t, err := r.byte()
-	if err != nil {
-		return 0, err
-	}
-	var n int
-	switch {
-	case t >= 0x90 && t <= 0x9f:
-		n = int(t & 0x0f)
-	case t == 0xdc:
-		n, err = r.length(2)
-	case t == 0xdd:
-		n, err = r.length(4)
-	default:
-		return 0, fmt.Errorf("%w: want an array, got type 0x%02x", ErrMalformed, t)
-	}
-	if err == nil && n > r.left() {
-		err = ErrTruncated // each element takes at least a byte
-	}
-	return n, err
-}
-
-// str returns a string's bytes, aliasing the input.
-func (r *reader) str() ([]byte, error) {
-	t, err := r.byte()
-	if err != nil {
-		return nil, err
-	}
-	var n int
-	switch {
-	case t >= 0xa0 && t <= 0xbf:
-		n = int(t & 0x1f)
-	case t == 0xd9:
-		n, err = r.length(1)
-	case t == 0xda:
-		n, err = r.length(2)
-	case t == 0xdb:
-		n, err = r.length(4)
-	default:
-		return nil, fmt.Errorf("%w: want a string, got type 0x%02x", ErrMalformed, t)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return r.next(n)
-}
-
-// bin returns a binary's bytes, aliasing the input.
-func (r *reader) bin() ([]byte, error) {
-	t, err := r.byte()
-	if err != nil {
-		return nil, err
-	}
-	var n int
-	switch t {
-	case 0xc4:
-		n, err = r.length(1)
-	case 0xc5:
-		n, err = r.length(2)
-	case 0xc6:
-		n, err = r.length(4)
-	default:
-		return nil, fmt.Errorf("%w: want a binary, got type 0x%02x", ErrMalformed, t)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return r.next(n)
-}
-
-// uint reads a non-negative integer in any MessagePack integer encoding.
-func (r *reader) uint() (uint64, error) {
-	t, err := r.byte()
-	if err != nil {
-		return 0, err
-	}
-	switch {
-	case t <= 0x7f:
-		return uint64(t), nil
-	case t >= 0xcc && t <= 0xcf:
-		return r.be(1 << (t - 0xcc))
-	case t >= 0xd0 && t <= 0xd3:
-		v, err := r.be(1 << (t - 0xd0))
-		if err == nil && v>>(8<<(t-0xd0)-1) != 0 {
-			err = fmt.Errorf("%w: negative integer", ErrMalformed)
-		}
-		return v, err
-	}
-	return 0, fmt.Errorf("%w: want an unsigned integer, got type 0x%02x", ErrMalformed, t)
-}
-
-func (r *reader) bool() (bool, error) {
-	t, err := r.byte()
-	if err != nil {
-		return false, err
-	}
-	switch t {
-	case 0xc2:
-		return false, nil
-	case 0xc3:
-		return true, nil
-	}
-	return false, fmt.Errorf("%w: want a boolean, got type 0x%02x", ErrMalformed, t)
-}
-
-// skip passes over one value of any MessagePack type.
-func (r *reader) skip(depth int) error {
-	if depth > maxSkipDepth {
-		return fmt.Errorf("%w: nesting deeper than %d", ErrMalformed, maxSkipDepth)
-	}
-	t, err := r.byte()
-	if err != nil {
-		return err
-	}
-	var n, items int // bytes to pass, then values to skip
-	switch {
-	case t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3:
-	case t >= 0x80 && t <= 0x8f:
-		items = 2 * int(t&0x0f)
-	case t >= 0x90 && t <= 0x9f:
-		items = int(t & 0x0f)
-	case t >= 0xa0 && t <= 0xbf:
-		n = int(t & 0x1f)
-	case t == 0xc4 || t == 0xd9:
-		n, err = r.length(1)
-	case t == 0xc5 || t == 0xda:
-		n, err = r.length(2)
-	case t == 0xc6 || t == 0xdb:
-		n, err = r.length(4)
-	case t >= 0xc7 && t <= 0xc9: // ext 8/16/32: length, type, data
-		n, err = r.length(1 << (t - 0xc7))
-		n++
-	case t == 0xca:
-		n = 4
-	case t == 0xcb:
-		n = 8
-	case t >= 0xcc && t <= 0xcf:
-		n = 1 << (t - 0xcc)
-	case t >= 0xd0 && t <= 0xd3:
-		n = 1 << (t - 0xd0)
-	case t >= 0xd4 && t <= 0xd8: // fixext: type, 1..16 bytes
-		n = 1 + 1<<(t-0xd4)
-	case t == 0xdc:
-		items, err = r.length(2)
-	case t == 0xdd:
-		items, err = r.length(4)
-	case t == 0xde:
-		items, err = r.length(2)
-		items *= 2
-	case t == 0xdf:
-		items, err = r.length(4)
-		items *= 2
-	default: // 0xc1, never used
-		return fmt.Errorf("%w: type 0x%02x", ErrMalformed, t)
-	}
-	if err != nil {
-		return err
-	}
-	if _, err := r.next(n); err != nil {
-		return err
-	}
-	if items > r.left() {
-		return ErrTruncated
-	}
-	for range items {
-		if err := r.skip(depth + 1); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (r *reader) version() (Version, error) {
-	n, err := r.mapLen()
+func decodeVersion(r *msgp.Reader) (Version, error) {
+	n, err := r.MapLen()
 	if err != nil {
 		return Version{}, err
 	}
 	var v Version
 	var seen uint8
 	for range n {
-		k, err := r.str()
+		k, err := r.Key()
 		if err != nil {
 			return Version{}, err
 		}
@@ -435,7 +214,7 @@ func (r *reader) version() (Version, error) {
 		case "c":
 			bit, dst = 2, &v.Counter
 		default:
-			if err := r.skip(0); err != nil {
+			if err := r.Skip(); err != nil {
 				return Version{}, err
 			}
 			continue
@@ -444,23 +223,23 @@ func (r *reader) version() (Version, error) {
 			return Version{}, fmt.Errorf("%w: field %q repeated", ErrMalformed, k)
 		}
 		seen |= bit
-		if *dst, err = r.uint(); err != nil {
+		if *dst, err = r.Uint(); err != nil {
 			return Version{}, err
 		}
 	}
 	return v, nil
 }
 
-func (r *reader) delta(lim Limits) (Delta, error) {
-	n, err := r.mapLen()
+func decodeDelta(r *msgp.Reader, lim Limits) (Delta, error) {
+	n, err := r.MapLen()
 	if err != nil {
 		return Delta{}, err
 	}
 	var d Delta
 	var seen uint8
-	entriesAt := -1 // entries are decoded last: their default epoch is Have's
+	var entries []byte // decoded last: their default epoch is Have's
 	for range n {
-		k, err := r.str()
+		k, err := r.Key()
 		if err != nil {
 			return Delta{}, err
 		}
@@ -477,7 +256,7 @@ func (r *reader) delta(lim Limits) (Delta, error) {
 		case "x":
 			bit = 16
 		default:
-			if err := r.skip(0); err != nil {
+			if err := r.Skip(); err != nil {
 				return Delta{}, err
 			}
 			continue
@@ -488,7 +267,7 @@ func (r *reader) delta(lim Limits) (Delta, error) {
 		seen |= bit
 		switch bit {
 		case 1:
-			name, err := r.str()
+			name, err := r.Str()
 			if err != nil {
 				return Delta{}, err
 			}
@@ -497,26 +276,23 @@ func (r *reader) delta(lim Limits) (Delta, error) {
 			}
 			d.Node = string(name)
 		case 2:
-			d.Since, err = r.version()
+			d.Since, err = decodeVersion(r)
 		case 4:
-			d.Have, err = r.version()
+			d.Have, err = decodeVersion(r)
 		case 8:
-			d.Floor, err = r.version()
+			d.Floor, err = decodeVersion(r)
 		case 16:
-			entriesAt = r.off
-			err = r.skip(0)
+			entries, err = r.Raw()
 		}
 		if err != nil {
 			return Delta{}, err
 		}
 	}
-	if entriesAt >= 0 {
-		end := r.off
-		r.off = entriesAt
-		if d.Entries, err = r.entries(lim, d.Have.Epoch); err != nil {
+	if entries != nil {
+		er := msgp.NewReader(entries, msgp.NilRefused)
+		if d.Entries, err = decodeEntries(&er, lim, d.Have.Epoch); err != nil {
 			return Delta{}, err
 		}
-		r.off = end
 	}
 	if err := d.validate(lim); err != nil {
 		return Delta{}, err
@@ -524,8 +300,8 @@ func (r *reader) delta(lim Limits) (Delta, error) {
 	return d, nil
 }
 
-func (r *reader) entries(lim Limits, epoch uint64) ([]Entry, error) {
-	n, err := r.arrayLen()
+func decodeEntries(r *msgp.Reader, lim Limits, epoch uint64) ([]Entry, error) {
+	n, err := r.ArrayLen()
 	if err != nil {
 		return nil, err
 	}
@@ -537,22 +313,22 @@ func (r *reader) entries(lim Limits, epoch uint64) ([]Entry, error) {
 	}
 	out := make([]Entry, n)
 	for i := range out {
-		if out[i], err = r.entry(lim, epoch); err != nil {
+		if out[i], err = decodeEntry(r, lim, epoch); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func (r *reader) entry(lim Limits, epoch uint64) (Entry, error) {
-	n, err := r.mapLen()
+func decodeEntry(r *msgp.Reader, lim Limits, epoch uint64) (Entry, error) {
+	n, err := r.MapLen()
 	if err != nil {
 		return Entry{}, err
 	}
 	e := Entry{Version: Version{Epoch: epoch}}
 	var seen uint8
 	for range n {
-		k, err := r.str()
+		k, err := r.Key()
 		if err != nil {
 			return Entry{}, err
 		}
@@ -569,7 +345,7 @@ func (r *reader) entry(lim Limits, epoch uint64) (Entry, error) {
 		case "d":
 			bit = 16
 		default:
-			if err := r.skip(0); err != nil {
+			if err := r.Skip(); err != nil {
 				return Entry{}, err
 			}
 			continue
@@ -580,7 +356,7 @@ func (r *reader) entry(lim Limits, epoch uint64) (Entry, error) {
 		seen |= bit
 		switch bit {
 		case 1:
-			key, err := r.str()
+			key, err := r.Str()
 			if err != nil {
 				return Entry{}, err
 			}
@@ -589,7 +365,7 @@ func (r *reader) entry(lim Limits, epoch uint64) (Entry, error) {
 			}
 			e.Key = string(key)
 		case 2:
-			v, err := r.bin()
+			v, err := r.Bin()
 			if err != nil {
 				return Entry{}, err
 			}
@@ -598,11 +374,11 @@ func (r *reader) entry(lim Limits, epoch uint64) (Entry, error) {
 			}
 			e.Value = append([]byte(nil), v...)
 		case 4:
-			e.Version.Counter, err = r.uint()
+			e.Version.Counter, err = r.Uint()
 		case 8:
-			e.Version.Epoch, err = r.uint()
+			e.Version.Epoch, err = r.Uint()
 		case 16:
-			e.Deleted, err = r.bool()
+			e.Deleted, err = r.Bool()
 		}
 		if err != nil {
 			return Entry{}, err
@@ -612,64 +388,4 @@ func (r *reader) entry(lim Limits, epoch uint64) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: entry without a key", ErrMalformed)
 	}
 	return e, nil
-}
-
-func appendMapLen(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, 0x80|byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(b, 0xde), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(b, 0xdf), uint32(n))
-}
-
-func appendArrayLen(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, 0x90|byte(n))
-	case n < 1<<16:
-		return binary.BigEndian.AppendUint16(append(b, 0xdc), uint16(n))
-	}
-	return binary.BigEndian.AppendUint32(append(b, 0xdd), uint32(n))
-}
-
-func appendStr(b []byte, s string) []byte {
-	switch n := len(s); {
-	case n < 32:
-		b = append(b, 0xa0|byte(n))
-	case n < 1<<8:
-		b = append(b, 0xd9, byte(n))
-	case n < 1<<16:
-		b = binary.BigEndian.AppendUint16(append(b, 0xda), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint32(append(b, 0xdb), uint32(n))
-	}
-	return append(b, s...)
-}
-
-func appendBin(b []byte, v []byte) []byte {
-	switch n := len(v); {
-	case n < 1<<8:
-		b = append(b, 0xc4, byte(n))
-	case n < 1<<16:
-		b = binary.BigEndian.AppendUint16(append(b, 0xc5), uint16(n))
-	default:
-		b = binary.BigEndian.AppendUint32(append(b, 0xc6), uint32(n))
-	}
-	return append(b, v...)
-}
-
-func appendUint(b []byte, v uint64) []byte {
-	switch {
-	case v < 0x80:
-		return append(b, byte(v))
-	case v < 1<<8:
-		return append(b, 0xcc, byte(v))
-	case v < 1<<16:
-		return binary.BigEndian.AppendUint16(append(b, 0xcd), uint16(v))
-	case v < 1<<32:
-		return binary.BigEndian.AppendUint32(append(b, 0xce), uint32(v))
-	}
-	return binary.BigEndian.AppendUint64(append(b, 0xcf), v)
 }

@@ -287,3 +287,19 @@ func TestVectors(t *testing.T) {
 		}
 	}
 }
+
+// Decoding a delta allocates its result only (the node name, the entries, each key
+// and value): gossip decodes one per MetaDelta, so the decoder's own state stays on
+// the stack.
+func TestDecodeDeltaAllocatesOnlyItsResult(t *testing.T) {
+	b := AppendDelta(nil, Delta{Node: "node-17", Since: Version{3, 41}, Have: Version{3, 42},
+		Entries: []Entry{{Key: "zone", Value: []byte("eu-west-1a"), Version: Version{3, 42}}}})
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := DecodeDelta(b, DefaultLimits()); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 4 {
+		t.Fatalf("%v allocations, want at most 4", allocs)
+	}
+}

@@ -1,8 +1,11 @@
 package wire
 
 import (
+	"errors"
 	"fmt"
 	"math"
+
+	"github.com/omnirelay/mesh/internal/msgp"
 )
 
 // Limits on decoded fields, checked before anything is allocated.
@@ -44,72 +47,72 @@ const (
 func appendBody(b []byte, m Message) []byte {
 	switch m := m.(type) {
 	case *Ping:
-		b = appendMapHeader(b, 4)
-		b = appendUint(appendStr(b, keySeq), uint64(m.Seq))
-		b = appendStr(appendStr(b, keyTarget), m.Target)
-		b = appendStr(appendStr(b, keySource), m.Source)
-		b = appendStr(appendStr(b, keySourceAddr), m.SourceAddr)
+		b = msgp.AppendMapHeader(b, 4)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
+		b = msgp.AppendStr(msgp.AppendStr(b, keyTarget), m.Target)
+		b = msgp.AppendStr(msgp.AppendStr(b, keySource), m.Source)
+		b = msgp.AppendStr(msgp.AppendStr(b, keySourceAddr), m.SourceAddr)
 	case *IndirectPing:
-		b = appendMapHeader(b, 6)
-		b = appendUint(appendStr(b, keySeq), uint64(m.Seq))
-		b = appendStr(appendStr(b, keyTarget), m.Target)
-		b = appendStr(appendStr(b, keyTargetAddr), m.TargetAddr)
-		b = appendStr(appendStr(b, keySource), m.Source)
-		b = appendStr(appendStr(b, keySourceAddr), m.SourceAddr)
-		b = appendBool(appendStr(b, keyWantNack), m.WantNack)
+		b = msgp.AppendMapHeader(b, 6)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
+		b = msgp.AppendStr(msgp.AppendStr(b, keyTarget), m.Target)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyTargetAddr), m.TargetAddr)
+		b = msgp.AppendStr(msgp.AppendStr(b, keySource), m.Source)
+		b = msgp.AppendStr(msgp.AppendStr(b, keySourceAddr), m.SourceAddr)
+		b = msgp.AppendBool(msgp.AppendStr(b, keyWantNack), m.WantNack)
 	case *Ack:
 		// An empty payload (the usual case) is left out: 4 bytes of every ack,
 		// and a receiver reads a missing key as empty anyway.
 		if len(m.Payload) == 0 {
-			b = appendMapHeader(b, 1)
-			b = appendUint(appendStr(b, keySeq), uint64(m.Seq))
+			b = msgp.AppendMapHeader(b, 1)
+			b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
 			break
 		}
-		b = appendMapHeader(b, 2)
-		b = appendUint(appendStr(b, keySeq), uint64(m.Seq))
-		b = appendBin(appendStr(b, keyPayload), m.Payload)
+		b = msgp.AppendMapHeader(b, 2)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
+		b = msgp.AppendBin(msgp.AppendStr(b, keyPayload), m.Payload)
 	case *Nack:
-		b = appendMapHeader(b, 1)
-		b = appendUint(appendStr(b, keySeq), uint64(m.Seq))
+		b = msgp.AppendMapHeader(b, 1)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
 	case *Alive:
-		b = appendMapHeader(b, 5)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendStr(appendStr(b, keyAddr), m.Addr)
-		b = appendUint(appendStr(b, keyIncarnation), m.Incarnation)
-		b = appendUint(appendStr(b, keyProtoMin), uint64(m.ProtoMin))
-		b = appendUint(appendStr(b, keyProtoMax), uint64(m.ProtoMax))
+		b = msgp.AppendMapHeader(b, 5)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyAddr), m.Addr)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMin), uint64(m.ProtoMin))
+		b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMax), uint64(m.ProtoMax))
 	case *Suspect:
-		b = appendMapHeader(b, 3)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendUint(appendStr(b, keyIncarnation), m.Incarnation)
-		b = appendStr(appendStr(b, keyFrom), m.From)
+		b = msgp.AppendMapHeader(b, 3)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyFrom), m.From)
 	case *Dead:
-		b = appendMapHeader(b, 3)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendUint(appendStr(b, keyIncarnation), m.Incarnation)
-		b = appendStr(appendStr(b, keyFrom), m.From)
+		b = msgp.AppendMapHeader(b, 3)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyFrom), m.From)
 	case *Leave:
-		b = appendMapHeader(b, 2)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendUint(appendStr(b, keyIncarnation), m.Incarnation)
+		b = msgp.AppendMapHeader(b, 2)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
 	case *PushPull:
-		b = appendMapHeader(b, 3)
-		b = appendBool(appendStr(b, keyJoin), m.Join)
-		b = appendArrayHeader(appendStr(b, keyNodes), len(m.Nodes))
+		b = msgp.AppendMapHeader(b, 3)
+		b = msgp.AppendBool(msgp.AppendStr(b, keyJoin), m.Join)
+		b = msgp.AppendArrayHeader(msgp.AppendStr(b, keyNodes), len(m.Nodes))
 		for i := range m.Nodes {
 			b = appendNodeState(b, &m.Nodes[i])
 		}
-		b = appendBin(appendStr(b, keyMeta), m.Meta)
+		b = msgp.AppendBin(msgp.AppendStr(b, keyMeta), m.Meta)
 	case *User:
-		b = appendMapHeader(b, 1)
-		b = appendBin(appendStr(b, keyPayload), m.Payload)
+		b = msgp.AppendMapHeader(b, 1)
+		b = msgp.AppendBin(msgp.AppendStr(b, keyPayload), m.Payload)
 	case *MetaDelta:
-		b = appendMapHeader(b, 1)
-		b = appendBin(appendStr(b, keyPayload), m.Payload)
+		b = msgp.AppendMapHeader(b, 1)
+		b = msgp.AppendBin(msgp.AppendStr(b, keyPayload), m.Payload)
 	case *Digest:
-		b = appendMapHeader(b, 2)
-		b = appendUint(appendStr(b, keyHash), m.Hash)
-		b = appendUint(appendStr(b, keyMembers), uint64(m.Members))
+		b = msgp.AppendMapHeader(b, 2)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyHash), m.Hash)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyMembers), uint64(m.Members))
 	default:
 		if lb, ok := appendLeaseBody(b, m); ok { // lease.go
 			return lb
@@ -125,13 +128,13 @@ func appendBody(b []byte, m Message) []byte {
 }
 
 func appendNodeState(b []byte, s *NodeState) []byte {
-	b = appendMapHeader(b, 6)
-	b = appendStr(appendStr(b, keyNode), s.Name)
-	b = appendStr(appendStr(b, keyAddr), s.Addr)
-	b = appendUint(appendStr(b, keyIncarnation), s.Incarnation)
-	b = appendUint(appendStr(b, keyStatus), uint64(s.Status))
-	b = appendUint(appendStr(b, keyProtoMin), uint64(s.ProtoMin))
-	b = appendUint(appendStr(b, keyProtoMax), uint64(s.ProtoMax))
+	b = msgp.AppendMapHeader(b, 6)
+	b = msgp.AppendStr(msgp.AppendStr(b, keyNode), s.Name)
+	b = msgp.AppendStr(msgp.AppendStr(b, keyAddr), s.Addr)
+	b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), s.Incarnation)
+	b = msgp.AppendUint(msgp.AppendStr(b, keyStatus), uint64(s.Status))
+	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMin), uint64(s.ProtoMin))
+	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMax), uint64(s.ProtoMax))
 	return b
 }
 
@@ -171,8 +174,8 @@ func NewMessage(t MsgType) Message {
 }
 
 // str reads a string field of at most MaxString bytes and interns it.
-func (d *Decoder) str(r *mpReader) (string, error) {
-	b, err := r.bytesVal()
+func (d *Decoder) str(r *msgp.Reader) (string, error) {
+	b, err := r.Bytes()
 	if err != nil {
 		return "", err
 	}
@@ -217,32 +220,19 @@ func (in *Interner) intern(b []byte) string {
 }
 
 // bytesInto reads a byte field into buf's capacity; an empty field reads as nil.
-func bytesInto(r *mpReader, buf []byte) ([]byte, error) {
-	b, err := r.bytesVal()
+func bytesInto(r *msgp.Reader, buf []byte) ([]byte, error) {
+	b, err := r.Bytes()
 	if err != nil || len(b) == 0 {
 		return nil, err
 	}
 	return append(buf[:0], b...), nil
 }
 
-// key reads a map key, which must be a string.
-func (r *mpReader) key() ([]byte, error) {
-	c, err := r.byte1()
-	if err != nil {
-		return nil, err
-	}
-	r.i-- // let bytesVal read the header again
-	if c&0xe0 != 0xa0 && (c < 0xd9 || c > 0xdb) {
-		return nil, ErrMalformed
-	}
-	return r.bytesVal()
-}
-
 func (d *Decoder) decode(body []byte, m Message) error {
-	r := mpReader{b: body}
-	n, err := r.mapLen()
+	r := msgp.NewReader(body, msgp.NilIsZero)
+	n, err := r.MapLen()
 	if err != nil {
-		return err
+		return codecErr(err)
 	}
 	switch m := m.(type) {
 	case *Ping:
@@ -280,19 +270,33 @@ func (d *Decoder) decode(body []byte, m Message) error {
 			}
 		}
 	}
-	if err == nil && r.remaining() != 0 {
+	if err == nil && r.Remaining() != 0 {
 		err = ErrMalformed // trailing bytes after the body's map
+	}
+	return codecErr(err)
+}
+
+// codecErr turns the codec's errors into this package's, which callers count by.
+// It wraps nothing: refusing hostile input must allocate nothing.
+func codecErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, msgp.ErrTruncated):
+		return ErrTruncated
+	case errors.Is(err, msgp.ErrMalformed):
+		return ErrMalformed
 	}
 	return err
 }
 
-func (d *Decoder) decodePing(r *mpReader, n int, m *Ping) error {
+func (d *Decoder) decodePing(r *msgp.Reader, n int, m *Ping) error {
 	*m = Ping{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
-			v, err = r.uintMax(math.MaxUint32)
+			v, err = r.UintMax(math.MaxUint32)
 			m.Seq = uint32(v)
 		case keyTarget:
 			m.Target, err = d.str(r)
@@ -301,19 +305,19 @@ func (d *Decoder) decodePing(r *mpReader, n int, m *Ping) error {
 		case keySourceAddr:
 			m.SourceAddr, err = d.str(r)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func (d *Decoder) decodeIndirectPing(r *mpReader, n int, m *IndirectPing) error {
+func (d *Decoder) decodeIndirectPing(r *msgp.Reader, n int, m *IndirectPing) error {
 	*m = IndirectPing{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
-			v, err = r.uintMax(math.MaxUint32)
+			v, err = r.UintMax(math.MaxUint32)
 			m.Seq = uint32(v)
 		case keyTarget:
 			m.Target, err = d.str(r)
@@ -324,50 +328,50 @@ func (d *Decoder) decodeIndirectPing(r *mpReader, n int, m *IndirectPing) error 
 		case keySourceAddr:
 			m.SourceAddr, err = d.str(r)
 		case keyWantNack:
-			m.WantNack, err = r.boolVal()
+			m.WantNack, err = r.Bool()
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func decodeAck(r *mpReader, n int, m *Ack) error {
+func decodeAck(r *msgp.Reader, n int, m *Ack) error {
 	buf := m.Payload
 	*m = Ack{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
-			v, err = r.uintMax(math.MaxUint32)
+			v, err = r.UintMax(math.MaxUint32)
 			m.Seq = uint32(v)
 		case keyPayload:
 			m.Payload, err = bytesInto(r, buf)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func decodeNack(r *mpReader, n int, m *Nack) error {
+func decodeNack(r *msgp.Reader, n int, m *Nack) error {
 	*m = Nack{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keySeq:
-			v, err = r.uintMax(math.MaxUint32)
+			v, err = r.UintMax(math.MaxUint32)
 			m.Seq = uint32(v)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func (d *Decoder) decodeAlive(r *mpReader, n int, m *Alive) error {
+func (d *Decoder) decodeAlive(r *msgp.Reader, n int, m *Alive) error {
 	*m = Alive{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keyNode:
@@ -375,15 +379,15 @@ func (d *Decoder) decodeAlive(r *mpReader, n int, m *Alive) error {
 		case keyAddr:
 			m.Addr, err = d.str(r)
 		case keyIncarnation:
-			m.Incarnation, err = r.uintVal()
+			m.Incarnation, err = r.Uint()
 		case keyProtoMin:
-			v, err = r.uintMax(math.MaxUint8)
+			v, err = r.UintMax(math.MaxUint8)
 			m.ProtoMin = uint8(v)
 		case keyProtoMax:
-			v, err = r.uintMax(math.MaxUint8)
+			v, err = r.UintMax(math.MaxUint8)
 			m.ProtoMax = uint8(v)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
@@ -391,42 +395,42 @@ func (d *Decoder) decodeAlive(r *mpReader, n int, m *Alive) error {
 
 // decodeNodeFrom decodes the shared shape of Suspect, Dead and Leave (from is nil
 // for Leave, which has no From: a "f" key is then skipped like any unknown key).
-func (d *Decoder) decodeNodeFrom(r *mpReader, n int, node *string, inc *uint64, from *string) error {
-	return eachKey(r, n, func(k []byte) (err error) {
+func (d *Decoder) decodeNodeFrom(r *msgp.Reader, n int, node *string, inc *uint64, from *string) error {
+	return r.EachKey(n, func(k []byte) (err error) {
 		switch {
 		case string(k) == keyNode:
 			*node, err = d.str(r)
 		case string(k) == keyIncarnation:
-			*inc, err = r.uintVal()
+			*inc, err = r.Uint()
 		case string(k) == keyFrom && from != nil:
 			*from, err = d.str(r)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func (d *Decoder) decodePushPull(r *mpReader, n int, m *PushPull) error {
+func (d *Decoder) decodePushPull(r *msgp.Reader, n int, m *PushPull) error {
 	nodes, meta := m.Nodes[:0], m.Meta
 	*m = PushPull{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyJoin:
-			m.Join, err = r.boolVal()
+			m.Join, err = r.Bool()
 		case keyNodes:
 			m.Nodes, err = d.decodeNodeStates(r, nodes)
 		case keyMeta:
 			m.Meta, err = bytesInto(r, meta)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func (d *Decoder) decodeNodeStates(r *mpReader, buf []NodeState) ([]NodeState, error) {
-	count, err := r.arrayLen() // bounded by the remaining bytes
+func (d *Decoder) decodeNodeStates(r *msgp.Reader, buf []NodeState) ([]NodeState, error) {
+	count, err := r.ArrayLen() // bounded by the remaining bytes
 	if err != nil {
 		return nil, err
 	}
@@ -450,12 +454,12 @@ func (d *Decoder) decodeNodeStates(r *mpReader, buf []NodeState) ([]NodeState, e
 	return nodes, nil
 }
 
-func (d *Decoder) decodeNodeState(r *mpReader, s *NodeState) error {
-	n, err := r.mapLen()
+func (d *Decoder) decodeNodeState(r *msgp.Reader, s *NodeState) error {
+	n, err := r.MapLen()
 	if err != nil {
 		return err
 	}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keyNode:
@@ -463,35 +467,35 @@ func (d *Decoder) decodeNodeState(r *mpReader, s *NodeState) error {
 		case keyAddr:
 			s.Addr, err = d.str(r)
 		case keyIncarnation:
-			s.Incarnation, err = r.uintVal()
+			s.Incarnation, err = r.Uint()
 		case keyStatus:
-			v, err = r.uintMax(math.MaxUint8)
+			v, err = r.UintMax(math.MaxUint8)
 			s.Status = NodeStatus(v)
 		case keyProtoMin:
-			v, err = r.uintMax(math.MaxUint8)
+			v, err = r.UintMax(math.MaxUint8)
 			s.ProtoMin = uint8(v)
 		case keyProtoMax:
-			v, err = r.uintMax(math.MaxUint8)
+			v, err = r.UintMax(math.MaxUint8)
 			s.ProtoMax = uint8(v)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
 // decodePayload decodes the body shared by User and MetaDelta.
-func decodePayload(r *mpReader, n int, buf []byte) ([]byte, error) {
+func decodePayload(r *msgp.Reader, n int, buf []byte) ([]byte, error) {
 	var out []byte
 	for ; n > 0; n-- {
-		k, err := r.key()
+		k, err := r.Key()
 		if err != nil {
 			return nil, err
 		}
 		if string(k) == keyPayload {
 			out, err = bytesInto(r, buf)
 		} else {
-			err = r.skip()
+			err = r.Skip()
 		}
 		if err != nil {
 			return nil, err
@@ -500,18 +504,18 @@ func decodePayload(r *mpReader, n int, buf []byte) ([]byte, error) {
 	return out, nil
 }
 
-func decodeDigest(r *mpReader, n int, m *Digest) error {
+func decodeDigest(r *msgp.Reader, n int, m *Digest) error {
 	*m = Digest{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keyHash:
-			m.Hash, err = r.uintVal()
+			m.Hash, err = r.Uint()
 		case keyMembers:
-			v, err = r.uintMax(math.MaxUint32)
+			v, err = r.UintMax(math.MaxUint32)
 			m.Members = uint32(v)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})

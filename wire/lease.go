@@ -3,6 +3,8 @@ package wire
 import (
 	"math"
 	"time"
+
+	"github.com/omnirelay/mesh/internal/msgp"
 )
 
 // Lease messages (PROTOCOL.md, "Lease messages"): the leadership protocol of package
@@ -140,25 +142,25 @@ func newLeaseMessage(t MsgType) Message {
 func appendLeaseBody(b []byte, m Message) ([]byte, bool) {
 	switch m := m.(type) {
 	case *LeasePrepare:
-		b = appendMapHeader(b, 4)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendStr(appendStr(b, keyCandidate), m.Candidate)
-		b = appendUint(appendStr(b, keyMemberEpoch), m.MemberEpoch)
-		b = appendUint(appendStr(b, keyMemberSeq), m.MemberSeq)
+		b = msgp.AppendMapHeader(b, 4)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyCandidate), m.Candidate)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyMemberEpoch), m.MemberEpoch)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyMemberSeq), m.MemberSeq)
 	case *LeasePromise:
-		b = appendMapHeader(b, 2)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendStr(appendStr(b, keyVoter), m.Voter)
+		b = msgp.AppendMapHeader(b, 2)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyVoter), m.Voter)
 	case *LeaseReject:
-		b = appendMapHeader(b, 6)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendUint(appendStr(b, keySeq), m.Seq)
-		b = appendStr(appendStr(b, keyVoter), m.Voter)
-		b = appendUint(appendStr(b, keyHighest), m.Highest)
-		b = appendStr(appendStr(b, keyHolder), m.Holder)
-		b = appendStr(b, keyMembership)
+		b = msgp.AppendMapHeader(b, 6)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), m.Seq)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyVoter), m.Voter)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyHighest), m.Highest)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyHolder), m.Holder)
+		b = msgp.AppendStr(b, keyMembership)
 		if m.Membership == nil {
-			b = append(b, 0xc0)
+			b = msgp.AppendNil(b)
 		} else {
 			b = appendLeaseMembership(b, m.Membership)
 		}
@@ -167,14 +169,14 @@ func appendLeaseBody(b []byte, m Message) ([]byte, bool) {
 	case *LeaseRenew:
 		b = appendLeaseGrant(b, m.Epoch, m.Seq, m.Holder, m.Duration, &m.Membership)
 	case *LeaseAccept:
-		b = appendMapHeader(b, 3)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendUint(appendStr(b, keySeq), m.Seq)
-		b = appendStr(appendStr(b, keyVoter), m.Voter)
+		b = msgp.AppendMapHeader(b, 3)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), m.Seq)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyVoter), m.Voter)
 	case *LeaseRelease:
-		b = appendMapHeader(b, 2)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendStr(appendStr(b, keyHolder), m.Holder)
+		b = msgp.AppendMapHeader(b, 2)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyHolder), m.Holder)
 	default:
 		return b, false
 	}
@@ -184,33 +186,33 @@ func appendLeaseBody(b []byte, m Message) ([]byte, bool) {
 // appendLeaseGrant appends the body shared by LeasePropose and LeaseRenew. A
 // negative duration, which no sender means, is written as 0.
 func appendLeaseGrant(b []byte, epoch, seq uint64, holder string, d time.Duration, mb *LeaseMembership) []byte {
-	b = appendMapHeader(b, 5)
-	b = appendUint(appendStr(b, keyEpoch), epoch)
-	b = appendUint(appendStr(b, keySeq), seq)
-	b = appendStr(appendStr(b, keyHolder), holder)
-	b = appendUint(appendStr(b, keyDuration), uint64(max(d, 0)))
-	return appendLeaseMembership(appendStr(b, keyMembership), mb)
+	b = msgp.AppendMapHeader(b, 5)
+	b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), epoch)
+	b = msgp.AppendUint(msgp.AppendStr(b, keySeq), seq)
+	b = msgp.AppendStr(msgp.AppendStr(b, keyHolder), holder)
+	b = msgp.AppendUint(msgp.AppendStr(b, keyDuration), uint64(max(d, 0)))
+	return appendLeaseMembership(msgp.AppendStr(b, keyMembership), mb)
 }
 
 func appendLeaseMembership(b []byte, mb *LeaseMembership) []byte {
-	b = appendMapHeader(b, 4)
-	b = appendUint(appendStr(b, keyEpoch), mb.Epoch)
-	b = appendUint(appendStr(b, keySeq), mb.Seq)
-	b = appendStrings(appendStr(b, keyVoters), mb.Voters)
-	return appendStrings(appendStr(b, keyJoint), mb.Joint)
+	b = msgp.AppendMapHeader(b, 4)
+	b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), mb.Epoch)
+	b = msgp.AppendUint(msgp.AppendStr(b, keySeq), mb.Seq)
+	b = appendStrings(msgp.AppendStr(b, keyVoters), mb.Voters)
+	return appendStrings(msgp.AppendStr(b, keyJoint), mb.Joint)
 }
 
 func appendStrings(b []byte, ss []string) []byte {
-	b = appendArrayHeader(b, len(ss))
+	b = msgp.AppendArrayHeader(b, len(ss))
 	for _, s := range ss {
-		b = appendStr(b, s)
+		b = msgp.AppendStr(b, s)
 	}
 	return b
 }
 
 // decodeLease decodes a lease message body whose map header (n entries) was read;
 // ok is false if m is not a lease message.
-func (d *Decoder) decodeLease(r *mpReader, n int, m Message) (ok bool, err error) {
+func (d *Decoder) decodeLease(r *msgp.Reader, n int, m Message) (ok bool, err error) {
 	switch m := m.(type) {
 	case *LeasePrepare:
 		err = d.decodeLeasePrepare(r, n, m)
@@ -237,20 +239,20 @@ func (d *Decoder) decodeLease(r *mpReader, n int, m Message) (ok bool, err error
 	return true, err
 }
 
-func (d *Decoder) decodeLeasePrepare(r *mpReader, n int, m *LeasePrepare) error {
+func (d *Decoder) decodeLeasePrepare(r *msgp.Reader, n int, m *LeasePrepare) error {
 	*m = LeasePrepare{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyEpoch:
-			m.Epoch, err = r.uintVal()
+			m.Epoch, err = r.Uint()
 		case keyCandidate:
 			m.Candidate, err = d.str(r)
 		case keyMemberEpoch:
-			m.MemberEpoch, err = r.uintVal()
+			m.MemberEpoch, err = r.Uint()
 		case keyMemberSeq:
-			m.MemberSeq, err = r.uintVal()
+			m.MemberSeq, err = r.Uint()
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
@@ -258,46 +260,45 @@ func (d *Decoder) decodeLeasePrepare(r *mpReader, n int, m *LeasePrepare) error 
 
 // decodeLeaseVote decodes the shared shape of LeasePromise (seq nil: a "q" key is
 // skipped like any unknown key) and LeaseAccept.
-func (d *Decoder) decodeLeaseVote(r *mpReader, n int, epoch, seq *uint64, voter *string) error {
-	return eachKey(r, n, func(k []byte) (err error) {
+func (d *Decoder) decodeLeaseVote(r *msgp.Reader, n int, epoch, seq *uint64, voter *string) error {
+	return r.EachKey(n, func(k []byte) (err error) {
 		switch {
 		case string(k) == keyEpoch:
-			*epoch, err = r.uintVal()
+			*epoch, err = r.Uint()
 		case string(k) == keySeq && seq != nil:
-			*seq, err = r.uintVal()
+			*seq, err = r.Uint()
 		case string(k) == keyVoter:
 			*voter, err = d.str(r)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func (d *Decoder) decodeLeaseReject(r *mpReader, n int, m *LeaseReject) error {
+func (d *Decoder) decodeLeaseReject(r *msgp.Reader, n int, m *LeaseReject) error {
 	*m = LeaseReject{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyEpoch:
-			m.Epoch, err = r.uintVal()
+			m.Epoch, err = r.Uint()
 		case keySeq:
-			m.Seq, err = r.uintVal()
+			m.Seq, err = r.Uint()
 		case keyVoter:
 			m.Voter, err = d.str(r)
 		case keyHighest:
-			m.Highest, err = r.uintVal()
+			m.Highest, err = r.Uint()
 		case keyHolder:
 			m.Holder, err = d.str(r)
 		case keyMembership:
-			if r.remaining() > 0 && r.b[r.i] == 0xc0 { // nil: no voter set
-				r.i++
+			if r.Nil() { // no voter set
 				m.Membership = nil
 				break
 			}
 			m.Membership = new(LeaseMembership)
 			err = d.decodeLeaseMembership(r, m.Membership)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
@@ -305,54 +306,54 @@ func (d *Decoder) decodeLeaseReject(r *mpReader, n int, m *LeaseReject) error {
 
 // decodeLeaseGrant decodes the shared shape of LeasePropose, LeaseRenew and
 // LeaseRelease (seq, dur and mb nil: those keys are skipped like unknown ones).
-func (d *Decoder) decodeLeaseGrant(r *mpReader, n int, epoch, seq *uint64, holder *string, dur *time.Duration, mb *LeaseMembership) error {
-	return eachKey(r, n, func(k []byte) (err error) {
+func (d *Decoder) decodeLeaseGrant(r *msgp.Reader, n int, epoch, seq *uint64, holder *string, dur *time.Duration, mb *LeaseMembership) error {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch {
 		case string(k) == keyEpoch:
-			*epoch, err = r.uintVal()
+			*epoch, err = r.Uint()
 		case string(k) == keySeq && seq != nil:
-			*seq, err = r.uintVal()
+			*seq, err = r.Uint()
 		case string(k) == keyHolder:
 			*holder, err = d.str(r)
 		case string(k) == keyDuration && dur != nil:
-			v, err = r.uintMax(math.MaxInt64)
+			v, err = r.UintMax(math.MaxInt64)
 			*dur = time.Duration(v)
 		case string(k) == keyMembership && mb != nil:
 			err = d.decodeLeaseMembership(r, mb)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func (d *Decoder) decodeLeaseMembership(r *mpReader, mb *LeaseMembership) error {
+func (d *Decoder) decodeLeaseMembership(r *msgp.Reader, mb *LeaseMembership) error {
 	*mb = LeaseMembership{}
-	n, err := r.mapLen()
+	n, err := r.MapLen()
 	if err != nil {
 		return err
 	}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		switch string(k) {
 		case keyEpoch:
-			mb.Epoch, err = r.uintVal()
+			mb.Epoch, err = r.Uint()
 		case keySeq:
-			mb.Seq, err = r.uintVal()
+			mb.Seq, err = r.Uint()
 		case keyVoters:
 			mb.Voters, err = d.decodeStrings(r)
 		case keyJoint:
 			mb.Joint, err = d.decodeStrings(r)
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
 // decodeStrings reads an array of at most MaxLeaseVoters strings; empty reads as nil.
-func (d *Decoder) decodeStrings(r *mpReader) ([]string, error) {
-	count, err := r.arrayLen()
+func (d *Decoder) decodeStrings(r *msgp.Reader) ([]string, error) {
+	count, err := r.ArrayLen()
 	if err != nil || count == 0 {
 		return nil, err
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/omnirelay/mesh/internal/msgp"
 )
 
 // Shard messages (PROTOCOL.md, "Shard messages"): the shard map and ownership
@@ -128,56 +130,56 @@ const (
 func appendShardBody(b []byte, m Message) (_ []byte, ok bool) {
 	switch m := m.(type) {
 	case *ShardAnnounce:
-		b = appendMapHeader(b, 4)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendStr(appendStr(b, keyShardLeader), m.Leader)
-		b = appendUint(appendStr(b, keyShardVersion), m.Version)
-		b = appendUint(appendStr(b, keyShardChecksum), m.Checksum)
+		b = msgp.AppendMapHeader(b, 4)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyShardLeader), m.Leader)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardVersion), m.Version)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardChecksum), m.Checksum)
 	case *ShardMapRequest:
-		b = appendMapHeader(b, 3)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendUint(appendStr(b, keyShardVersion), m.Version)
+		b = msgp.AppendMapHeader(b, 3)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardVersion), m.Version)
 	case *ShardMap:
-		b = appendMapHeader(b, 9)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendUint(appendStr(b, keyShardVersion), m.Version)
-		b = appendUint(appendStr(b, keyShardChecksum), m.Checksum)
-		b = appendUint(appendStr(b, keyShardCount), uint64(m.Shards))
-		b = appendUint(appendStr(b, keyShardReplicas), uint64(m.Replicas))
-		b = appendArrayHeader(appendStr(b, keyShardNodes), len(m.Nodes))
+		b = msgp.AppendMapHeader(b, 9)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardVersion), m.Version)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardChecksum), m.Checksum)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardCount), uint64(m.Shards))
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardReplicas), uint64(m.Replicas))
+		b = msgp.AppendArrayHeader(msgp.AppendStr(b, keyShardNodes), len(m.Nodes))
 		for _, n := range m.Nodes {
-			b = appendMapHeader(b, 2)
-			b = appendStr(appendStr(b, keyNode), n.Name)
-			b = appendFloat64(appendStr(b, keyShardWeight), n.Weight)
+			b = msgp.AppendMapHeader(b, 2)
+			b = msgp.AppendStr(msgp.AppendStr(b, keyNode), n.Name)
+			b = msgp.AppendFloat64(msgp.AppendStr(b, keyShardWeight), n.Weight)
 		}
-		b = appendStrings(appendStr(b, keyShardNames), m.Names) // lease.go
-		b = appendUvarints(appendStr(b, keyShardOwners), m.Owners)
-		b = appendBin(appendStr(b, keyShardStates), m.States)
+		b = appendStrings(msgp.AppendStr(b, keyShardNames), m.Names) // lease.go
+		b = appendUvarints(msgp.AppendStr(b, keyShardOwners), m.Owners)
+		b = msgp.AppendBin(msgp.AppendStr(b, keyShardStates), m.States)
 	case *ShardRenew:
-		b = appendMapHeader(b, 6)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendUint(appendStr(b, keyShardBoot), m.Boot)
-		b = appendUint(appendStr(b, keySeq), m.Seq)
-		b = appendUint(appendStr(b, keyShardApplied), m.Applied)
-		b = appendShardSet(appendStr(b, keyShardHeld), m.Held)
+		b = msgp.AppendMapHeader(b, 6)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardBoot), m.Boot)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), m.Seq)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardApplied), m.Applied)
+		b = appendShardSet(msgp.AppendStr(b, keyShardHeld), m.Held)
 	case *ShardGrant:
-		b = appendMapHeader(b, 9)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendUint(appendStr(b, keyShardBoot), m.Boot)
-		b = appendUint(appendStr(b, keySeq), m.Seq)
-		b = appendUint(appendStr(b, keyDuration), uint64(max(m.Duration, 0)))
-		b = appendShardSet(appendStr(b, keyShardShards), m.Shards)
-		b = appendShardSet(appendStr(b, keyShardConfirm), m.Confirm)
-		b = appendUint(appendStr(b, keyShardVersion), m.Version)
-		b = appendUint(appendStr(b, keyShardChecksum), m.Checksum)
+		b = msgp.AppendMapHeader(b, 9)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardBoot), m.Boot)
+		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), m.Seq)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyDuration), uint64(max(m.Duration, 0)))
+		b = appendShardSet(msgp.AppendStr(b, keyShardShards), m.Shards)
+		b = appendShardSet(msgp.AppendStr(b, keyShardConfirm), m.Confirm)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardVersion), m.Version)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyShardChecksum), m.Checksum)
 	case *ShardRelease:
-		b = appendMapHeader(b, 3)
-		b = appendUint(appendStr(b, keyEpoch), m.Epoch)
-		b = appendStr(appendStr(b, keyNode), m.Node)
-		b = appendShardSet(appendStr(b, keyShardShards), m.Shards)
+		b = msgp.AppendMapHeader(b, 3)
+		b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), m.Epoch)
+		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
+		b = appendShardSet(msgp.AppendStr(b, keyShardShards), m.Shards)
 	default:
 		return b, false
 	}
@@ -205,37 +207,37 @@ func newShardMessage(t MsgType) Message {
 
 // decodeShard decodes the body of a shard message (whose map header, n entries,
 // is read); ok is false for any other message.
-func (d *Decoder) decodeShard(r *mpReader, n int, m Message) (ok bool, err error) {
+func (d *Decoder) decodeShard(r *msgp.Reader, n int, m Message) (ok bool, err error) {
 	switch m := m.(type) {
 	case *ShardAnnounce:
 		*m = ShardAnnounce{}
-		err = eachKey(r, n, func(k []byte) (err error) {
+		err = r.EachKey(n, func(k []byte) (err error) {
 			switch string(k) {
 			case keyEpoch:
-				m.Epoch, err = r.uintVal()
+				m.Epoch, err = r.Uint()
 			case keyShardLeader:
 				m.Leader, err = d.str(r)
 			case keyShardVersion:
-				m.Version, err = r.uintVal()
+				m.Version, err = r.Uint()
 			case keyShardChecksum:
-				m.Checksum, err = r.uintVal()
+				m.Checksum, err = r.Uint()
 			default:
-				err = r.skip()
+				err = r.Skip()
 			}
 			return err
 		})
 	case *ShardMapRequest:
 		*m = ShardMapRequest{}
-		err = eachKey(r, n, func(k []byte) (err error) {
+		err = r.EachKey(n, func(k []byte) (err error) {
 			switch string(k) {
 			case keyNode:
 				m.Node, err = d.str(r)
 			case keyEpoch:
-				m.Epoch, err = r.uintVal()
+				m.Epoch, err = r.Uint()
 			case keyShardVersion:
-				m.Version, err = r.uintVal()
+				m.Version, err = r.Uint()
 			default:
-				err = r.skip()
+				err = r.Skip()
 			}
 			return err
 		})
@@ -244,68 +246,68 @@ func (d *Decoder) decodeShard(r *mpReader, n int, m Message) (ok bool, err error
 	case *ShardRenew:
 		held := m.Held
 		*m = ShardRenew{}
-		err = eachKey(r, n, func(k []byte) (err error) {
+		err = r.EachKey(n, func(k []byte) (err error) {
 			switch string(k) {
 			case keyEpoch:
-				m.Epoch, err = r.uintVal()
+				m.Epoch, err = r.Uint()
 			case keyNode:
 				m.Node, err = d.str(r)
 			case keyShardBoot:
-				m.Boot, err = r.uintVal()
+				m.Boot, err = r.Uint()
 			case keySeq:
-				m.Seq, err = r.uintVal()
+				m.Seq, err = r.Uint()
 			case keyShardApplied:
-				m.Applied, err = r.uintVal()
+				m.Applied, err = r.Uint()
 			case keyShardHeld:
 				m.Held, err = shardSetInto(r, held)
 			default:
-				err = r.skip()
+				err = r.Skip()
 			}
 			return err
 		})
 	case *ShardGrant:
 		shards, confirm := m.Shards, m.Confirm
 		*m = ShardGrant{}
-		err = eachKey(r, n, func(k []byte) (err error) {
+		err = r.EachKey(n, func(k []byte) (err error) {
 			var v uint64
 			switch string(k) {
 			case keyEpoch:
-				m.Epoch, err = r.uintVal()
+				m.Epoch, err = r.Uint()
 			case keyNode:
 				m.Node, err = d.str(r)
 			case keyShardBoot:
-				m.Boot, err = r.uintVal()
+				m.Boot, err = r.Uint()
 			case keySeq:
-				m.Seq, err = r.uintVal()
+				m.Seq, err = r.Uint()
 			case keyDuration:
-				v, err = r.uintMax(math.MaxInt64)
+				v, err = r.UintMax(math.MaxInt64)
 				m.Duration = time.Duration(v)
 			case keyShardShards:
 				m.Shards, err = shardSetInto(r, shards)
 			case keyShardConfirm:
 				m.Confirm, err = shardSetInto(r, confirm)
 			case keyShardVersion:
-				m.Version, err = r.uintVal()
+				m.Version, err = r.Uint()
 			case keyShardChecksum:
-				m.Checksum, err = r.uintVal()
+				m.Checksum, err = r.Uint()
 			default:
-				err = r.skip()
+				err = r.Skip()
 			}
 			return err
 		})
 	case *ShardRelease:
 		shards := m.Shards
 		*m = ShardRelease{}
-		err = eachKey(r, n, func(k []byte) (err error) {
+		err = r.EachKey(n, func(k []byte) (err error) {
 			switch string(k) {
 			case keyEpoch:
-				m.Epoch, err = r.uintVal()
+				m.Epoch, err = r.Uint()
 			case keyNode:
 				m.Node, err = d.str(r)
 			case keyShardShards:
 				m.Shards, err = shardSetInto(r, shards)
 			default:
-				err = r.skip()
+				err = r.Skip()
 			}
 			return err
 		})
@@ -315,22 +317,22 @@ func (d *Decoder) decodeShard(r *mpReader, n int, m Message) (ok bool, err error
 	return true, err
 }
 
-func (d *Decoder) decodeShardMap(r *mpReader, n int, m *ShardMap) error {
+func (d *Decoder) decodeShardMap(r *msgp.Reader, n int, m *ShardMap) error {
 	*m = ShardMap{}
-	return eachKey(r, n, func(k []byte) (err error) {
+	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
 		switch string(k) {
 		case keyEpoch:
-			m.Epoch, err = r.uintVal()
+			m.Epoch, err = r.Uint()
 		case keyShardVersion:
-			m.Version, err = r.uintVal()
+			m.Version, err = r.Uint()
 		case keyShardChecksum:
-			m.Checksum, err = r.uintVal()
+			m.Checksum, err = r.Uint()
 		case keyShardCount:
-			v, err = r.uintMax(MaxShardCount)
+			v, err = r.UintMax(MaxShardCount)
 			m.Shards = uint32(v)
 		case keyShardReplicas:
-			v, err = r.uintMax(math.MaxUint32)
+			v, err = r.UintMax(math.MaxUint32)
 			m.Replicas = uint32(v)
 		case keyShardNodes:
 			m.Nodes, err = d.decodeShardNodes(r)
@@ -340,21 +342,21 @@ func (d *Decoder) decodeShardMap(r *mpReader, n int, m *ShardMap) error {
 			m.Owners, err = uvarintsInto(r, MaxShardCount)
 		case keyShardStates:
 			var b []byte
-			if b, err = r.bytesVal(); err == nil && len(b) > MaxShardCount {
+			if b, err = r.Bytes(); err == nil && len(b) > MaxShardCount {
 				err = ErrOversized
 			}
 			if err == nil && len(b) > 0 {
 				m.States = append([]uint8(nil), b...)
 			}
 		default:
-			err = r.skip()
+			err = r.Skip()
 		}
 		return err
 	})
 }
 
-func (d *Decoder) decodeShardNodes(r *mpReader) ([]ShardNode, error) {
-	count, err := r.arrayLen() // bounded by the remaining bytes
+func (d *Decoder) decodeShardNodes(r *msgp.Reader) ([]ShardNode, error) {
+	count, err := r.ArrayLen() // bounded by the remaining bytes
 	if err != nil || count == 0 {
 		return nil, err
 	}
@@ -363,18 +365,18 @@ func (d *Decoder) decodeShardNodes(r *mpReader) ([]ShardNode, error) {
 	}
 	nodes := make([]ShardNode, count)
 	for i := range nodes {
-		n, err := r.mapLen()
+		n, err := r.MapLen()
 		if err != nil {
 			return nil, err
 		}
-		err = eachKey(r, n, func(k []byte) (err error) {
+		err = r.EachKey(n, func(k []byte) (err error) {
 			switch string(k) {
 			case keyNode:
 				nodes[i].Name, err = d.str(r)
 			case keyShardWeight:
-				nodes[i].Weight, err = r.float64Val()
+				nodes[i].Weight, err = r.Float64()
 			default:
-				err = r.skip()
+				err = r.Skip()
 			}
 			return err
 		})
@@ -387,8 +389,8 @@ func (d *Decoder) decodeShardNodes(r *mpReader) ([]ShardNode, error) {
 
 // decodeShardNames reads an array of at most MaxShardMapNodes strings; empty reads
 // as nil.
-func (d *Decoder) decodeShardNames(r *mpReader) ([]string, error) {
-	count, err := r.arrayLen()
+func (d *Decoder) decodeShardNames(r *msgp.Reader) ([]string, error) {
+	count, err := r.ArrayLen()
 	if err != nil || count == 0 {
 		return nil, err
 	}
@@ -402,43 +404,6 @@ func (d *Decoder) decodeShardNames(r *mpReader) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// appendFloat64 appends v as a msgpack float 64.
-func appendFloat64(b []byte, v float64) []byte {
-	return binary.BigEndian.AppendUint64(append(b, 0xcb), math.Float64bits(v))
-}
-
-// float64Val reads a msgpack float 64 or float 32, or a non-negative integer; nil
-// reads as 0. NaN and infinities are malformed: no field accepts them.
-func (r *mpReader) float64Val() (float64, error) {
-	if r.remaining() == 0 {
-		return 0, ErrTruncated
-	}
-	var f float64
-	switch r.b[r.i] {
-	case 0xcb:
-		r.i++
-		v, err := r.uintN(8)
-		if err != nil {
-			return 0, err
-		}
-		f = math.Float64frombits(v)
-	case 0xca:
-		r.i++
-		v, err := r.uintN(4)
-		if err != nil {
-			return 0, err
-		}
-		f = float64(math.Float32frombits(uint32(v)))
-	default:
-		v, err := r.uintVal()
-		return float64(v), err
-	}
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return 0, ErrMalformed
-	}
-	return f, nil
 }
 
 // appendShardSet appends a strictly ascending shard list as bytes: the first
@@ -455,13 +420,13 @@ func appendShardSet(b []byte, l []uint32) []byte {
 		buf = binary.AppendUvarint(buf, uint64(s-prev))
 		prev = s
 	}
-	return appendBin(b, buf)
+	return msgp.AppendBin(b, buf)
 }
 
 // shardSetInto reads a shard list written by appendShardSet into buf's capacity,
 // checking that it is strictly ascending and below MaxShardCount.
-func shardSetInto(r *mpReader, buf []uint32) ([]uint32, error) {
-	b, err := r.bytesVal()
+func shardSetInto(r *msgp.Reader, buf []uint32) ([]uint32, error) {
+	b, err := r.Bytes()
 	if err != nil || len(b) == 0 {
 		return nil, err
 	}
@@ -490,12 +455,12 @@ func appendUvarints(b []byte, l []uint32) []byte {
 	for _, v := range l {
 		buf = binary.AppendUvarint(buf, uint64(v))
 	}
-	return appendBin(b, buf)
+	return msgp.AppendBin(b, buf)
 }
 
 // uvarintsInto reads at most limit uint32 uvarints written by appendUvarints.
-func uvarintsInto(r *mpReader, limit int) ([]uint32, error) {
-	b, err := r.bytesVal()
+func uvarintsInto(r *msgp.Reader, limit int) ([]uint32, error) {
+	b, err := r.Bytes()
 	if err != nil || len(b) == 0 {
 		return nil, err
 	}

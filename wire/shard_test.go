@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/mesh/internal/msgp"
 )
 
 // sampleShardMessages has one shard message of every type, with every field set.
@@ -78,9 +80,9 @@ func decodeBody(t *testing.T, m Message, body []byte) error {
 
 func TestShardDecodeRejectsMalformed(t *testing.T) {
 	held := func(set ...byte) []byte {
-		b := appendMapHeader(nil, 1)
-		b = appendStr(b, keyShardHeld)
-		return appendBin(b, set)
+		b := msgp.AppendMapHeader(nil, 1)
+		b = msgp.AppendStr(b, keyShardHeld)
+		return msgp.AppendBin(b, set)
 	}
 	isErr(t, decodeBody(t, new(ShardRenew), held(3, 0)), ErrMalformed)             // repeated shard
 	isErr(t, decodeBody(t, new(ShardRenew), held(0x80, 0x80, 0x40)), ErrMalformed) // 2^20
@@ -90,24 +92,24 @@ func TestShardDecodeRejectsMalformed(t *testing.T) {
 	equal(t, []uint32{0, 1, 1<<20 - 1}, r.Held)
 
 	weight := func(w []byte) []byte {
-		b := appendMapHeader(nil, 1)
-		b = appendArrayHeader(appendStr(b, keyShardNodes), 1)
-		b = appendMapHeader(b, 1)
-		return append(appendStr(b, keyShardWeight), w...)
+		b := msgp.AppendMapHeader(nil, 1)
+		b = msgp.AppendArrayHeader(msgp.AppendStr(b, keyShardNodes), 1)
+		b = msgp.AppendMapHeader(b, 1)
+		return append(msgp.AppendStr(b, keyShardWeight), w...)
 	}
 	var m ShardMap
 	noErr(t, decodeBody(t, &m, weight([]byte{0xca, 0x40, 0x20, 0, 0}))) // float 32 2.5
 	equal(t, 2.5, m.Nodes[0].Weight)
 	noErr(t, decodeBody(t, &m, weight([]byte{3}))) // integer
 	equal(t, 3.0, m.Nodes[0].Weight)
-	isErr(t, decodeBody(t, &m, weight(appendFloat64(nil, math.NaN()))), ErrMalformed)
-	isErr(t, decodeBody(t, &m, weight(appendFloat64(nil, math.Inf(1)))), ErrMalformed)
+	isErr(t, decodeBody(t, &m, weight(msgp.AppendFloat64(nil, math.NaN()))), ErrMalformed)
+	isErr(t, decodeBody(t, &m, weight(msgp.AppendFloat64(nil, math.Inf(1)))), ErrMalformed)
 
-	count := appendUint(appendStr(appendMapHeader(nil, 1), keyShardCount), MaxShardCount+1)
+	count := msgp.AppendUint(msgp.AppendStr(msgp.AppendMapHeader(nil, 1), keyShardCount), MaxShardCount+1)
 	isErr(t, decodeBody(t, &m, count), ErrMalformed)
-	dur := appendUint(appendStr(appendMapHeader(nil, 1), keyDuration), math.MaxUint64)
+	dur := msgp.AppendUint(msgp.AppendStr(msgp.AppendMapHeader(nil, 1), keyDuration), math.MaxUint64)
 	isErr(t, decodeBody(t, new(ShardGrant), dur), ErrMalformed)
-	nodes := appendArrayHeader(appendStr(appendMapHeader(nil, 1), keyShardNodes), MaxShardMapNodes+1)
+	nodes := msgp.AppendArrayHeader(msgp.AppendStr(msgp.AppendMapHeader(nil, 1), keyShardNodes), MaxShardMapNodes+1)
 	for range MaxShardMapNodes + 1 {
 		nodes = append(nodes, 0x80)
 	}
@@ -116,9 +118,9 @@ func TestShardDecodeRejectsMalformed(t *testing.T) {
 
 // Unknown keys are skipped and missing ones read as zero, as for every message.
 func TestShardDecodeSkipsUnknownKeys(t *testing.T) {
-	b := appendMapHeader(nil, 2)
-	b = appendUint(appendStr(b, "zz"), 9)
-	b = appendUint(appendStr(b, keyEpoch), 4)
+	b := msgp.AppendMapHeader(nil, 2)
+	b = msgp.AppendUint(msgp.AppendStr(b, "zz"), 9)
+	b = msgp.AppendUint(msgp.AppendStr(b, keyEpoch), 4)
 	var a ShardAnnounce
 	noErr(t, decodeBody(t, &a, b))
 	equal(t, ShardAnnounce{Epoch: 4}, a)
