@@ -37,6 +37,7 @@ const (
 	keyStatus      = "st"
 	keyHash        = "h"
 	keyMembers     = "c"
+	keyVerified    = "v"
 )
 
 // appendBody appends m's msgpack body. Every field is always written, in a fixed
@@ -125,13 +126,22 @@ func appendBody(b []byte, m Message) []byte {
 }
 
 func appendNodeState(b []byte, s *NodeState) []byte {
-	b = appendMapHeader(b, 6)
+	// Verified is left out when false (the usual case in a request): a receiver
+	// reads a missing key as false, and an old one skips an unknown key.
+	if s.Verified {
+		b = appendMapHeader(b, 7)
+	} else {
+		b = appendMapHeader(b, 6)
+	}
 	b = appendStr(appendStr(b, keyNode), s.Name)
 	b = appendStr(appendStr(b, keyAddr), s.Addr)
 	b = appendUint(appendStr(b, keyIncarnation), s.Incarnation)
 	b = appendUint(appendStr(b, keyStatus), uint64(s.Status))
 	b = appendUint(appendStr(b, keyProtoMin), uint64(s.ProtoMin))
 	b = appendUint(appendStr(b, keyProtoMax), uint64(s.ProtoMax))
+	if s.Verified {
+		b = appendBool(appendStr(b, keyVerified), true)
+	}
 	return b
 }
 
@@ -473,6 +483,8 @@ func (d *Decoder) decodeNodeState(r *mpReader, s *NodeState) error {
 		case keyProtoMax:
 			v, err = r.uintMax(math.MaxUint8)
 			s.ProtoMax = uint8(v)
+		case keyVerified:
+			s.Verified, err = r.boolVal()
 		default:
 			err = r.skip()
 		}
