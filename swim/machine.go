@@ -76,12 +76,6 @@ type member struct {
 	Status             Status
 	protoMin, protoMax uint8
 	addr               addrState
-	// introduce: the address was verified on another's word (a push-pull, rules 3
-	// to 5 of PROTOCOL.md 10.9), not by the member speaking to us, so it may not
-	// know us: our next gossip or eager push to it carries our own Alive, which
-	// verifies us there (rule 2). Without it two joiners that each verified the
-	// other through the seed wait for a probe to hear each other.
-	introduce bool
 }
 
 // addrState is what a member's held address has shown (PROTOCOL.md 10.9): the
@@ -459,7 +453,6 @@ func (m *Machine) Tick(now time.Time) {
 		m.nextGossip = now.Add(m.cfg.GossipInterval)
 		for _, p := range m.randomPeers(now, m.cfg.GossipNodes, "", nil, true) {
 			m.packer.Reset()
-			m.introduceTo(p)
 			m.queues.fill(m.packer)
 			if m.packer.Count() > 0 {
 				m.send(p.Addr)
@@ -552,7 +545,6 @@ func (m *Machine) localState(join bool) *wire.PushPull {
 		pp.Nodes[i] = wire.NodeState{
 			Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
 			Status: wire.NodeStatus(mem.Status), ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
-			Verified: mem.addr == addrVerified,
 		}
 	}
 	return pp // the host fills pp.Meta when it encodes the frame: snapshots are built lazily
@@ -577,7 +569,7 @@ func (m *Machine) HandlePushPull(now time.Time, from string, pp *wire.PushPull) 
 	if host := hostOf(from); host != "" {
 		for i := range pp.Nodes {
 			if ns := &pp.Nodes[i]; hostOf(ns.Addr) == host {
-				m.vouch(m.members.get(ns.Name), ns.Addr)
+				m.verify(m.members.get(ns.Name), ns.Addr)
 			}
 		}
 	}
@@ -593,7 +585,6 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 		return
 	}
 	m.eagerOK = false
-	trusted := m.trustedReply(from, pp)
 	m.curFrom = from // the address we dialed: where a refutation must go
 	m.limited, m.budget = true, maxRepliesPerInput
 	m.merge(now, from, pp)
@@ -601,36 +592,13 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 	m.curFrom = ""
 	// A TCP reply from the address we dialed cannot come from a blind spoofer, and
 	// proves a node of ours answers there: what it says is held at that address
-	// is verified (at worst it names itself twice). When we dialled a seed or an
-	// address we had verified, the peer there is one we trust, and the addresses
-	// it says it verified itself are verified here too (rule 5): a joiner so
-	// verifies, in one exchange, the cluster its seed knows, instead of one
-	// member per probe period.
+	// is verified (at worst it names itself twice).
 	for i := range pp.Nodes {
-		if ns := &pp.Nodes[i]; ns.Addr == from || trusted && ns.Verified {
-			m.vouch(m.members.get(ns.Name), ns.Addr)
+		if ns := &pp.Nodes[i]; ns.Addr == from {
+			m.verify(m.members.get(ns.Name), from)
 		}
 	}
 	m.flushEager(now, "")
-}
-
-// trustedReply says whether the push-pull reply pp, on a stream we dialled to from,
-// comes from a peer whose word on verified addresses we take: from is a seed we
-// were given, or the address we hold, verified, for the member the reply lists
-// there. Judged before the reply is merged, so the reply cannot vouch for itself.
-// A digest sync dials whoever sent the mismatching digest, which may be unverified.
-func (m *Machine) trustedReply(from string, pp *wire.PushPull) bool {
-	if slices.Contains(m.seeds, from) {
-		return true
-	}
-	for i := range pp.Nodes {
-		if ns := &pp.Nodes[i]; ns.Addr == from {
-			if mem := m.members.get(ns.Name); mem != nil && mem != m.self && mem.Addr == from && mem.addr == addrVerified {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // PushPullFailed notes that a push-pull we started did not complete. Nothing else
@@ -736,24 +704,6 @@ func (m *Machine) verify(mem *member, addr string) {
 	}
 }
 
-// vouch is verify on evidence other than mem speaking to us (a push-pull): mem is
-// then introduced to us by our next unsolicited packet to it (member.introduce).
-func (m *Machine) vouch(mem *member, addr string) {
-	if mem != nil && mem.addr != addrVerified {
-		m.verify(mem, addr)
-		mem.introduce = mem.addr == addrVerified
-	}
-}
-
-// introduceTo adds our own Alive to the packet being built for p when p was
-// verified on another's word and has not had it yet.
-func (m *Machine) introduceTo(p *member) {
-	if p.introduce {
-		p.introduce = false
-		m.packer.Add(m.aliveMsg(m.self))
-	}
-}
-
 // hostOf is the host part of a host:port address ("[v6]" keeps its brackets),
 // or "" when there is no port.
 func hostOf(addr string) string {
@@ -800,7 +750,6 @@ func (m *Machine) flushEager(now time.Time, exclude string) {
 			if m.packer.Count() == 0 {
 				break
 			}
-			m.introduceTo(p)
 			m.queues.fill(m.packer)
 			m.send(p.Addr)
 		}

@@ -40,7 +40,6 @@ const (
 	keyStatus      = "st"
 	keyHash        = "h"
 	keyMembers     = "c"
-	keyVerified    = "v"
 )
 
 // appendBody appends m's msgpack body. Every field is always written, in a fixed
@@ -129,22 +128,13 @@ func appendBody(b []byte, m Message) []byte {
 }
 
 func appendNodeState(b []byte, s *NodeState) []byte {
-	// Verified is left out when false (the usual case in a request): a receiver
-	// reads a missing key as false, and an old one skips an unknown key.
-	if s.Verified {
-		b = msgp.AppendMapHeader(b, 7)
-	} else {
-		b = msgp.AppendMapHeader(b, 6)
-	}
+	b = msgp.AppendMapHeader(b, 6)
 	b = msgp.AppendStr(msgp.AppendStr(b, keyNode), s.Name)
 	b = msgp.AppendStr(msgp.AppendStr(b, keyAddr), s.Addr)
 	b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), s.Incarnation)
 	b = msgp.AppendUint(msgp.AppendStr(b, keyStatus), uint64(s.Status))
 	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMin), uint64(s.ProtoMin))
 	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMax), uint64(s.ProtoMax))
-	if s.Verified {
-		b = msgp.AppendBool(msgp.AppendStr(b, keyVerified), true)
-	}
 	return b
 }
 
@@ -487,8 +477,6 @@ func (d *Decoder) decodeNodeState(r *msgp.Reader, s *NodeState) error {
 		case keyProtoMax:
 			v, err = r.UintMax(math.MaxUint8)
 			s.ProtoMax = uint8(v)
-		case keyVerified:
-			s.Verified, err = r.Bool()
 		default:
 			err = r.Skip()
 		}

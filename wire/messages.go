@@ -123,10 +123,6 @@ type NodeState struct {
 	Status      NodeStatus
 	ProtoMin    uint8
 	ProtoMax    uint8
-	// Verified says the sender has itself verified Addr as Name's (PROTOCOL.md
-	// 10.9). Sent only when true; a receiver takes it as evidence only from the
-	// reply to a push-pull it dialled to a verified address or a seed.
-	Verified bool
 }
 
 // PushPull is the full-state exchange of anti-entropy and joins, carried on streams.

@@ -32,7 +32,6 @@ func genNodeState(t *rapid.T) NodeState {
 		Status:      NodeStatus(rapid.Uint8().Draw(t, "status")),
 		ProtoMin:    rapid.Uint8().Draw(t, "pmin"),
 		ProtoMax:    rapid.Uint8().Draw(t, "pmax"),
-		Verified:    rapid.Bool().Draw(t, "verified"),
 	}
 }
 

@@ -74,7 +74,7 @@ var wireKeys = map[string]string{
 	"Seq": "q", "Target": "t", "TargetAddr": "ta", "Source": "s", "SourceAddr": "sa",
 	"WantNack": "wn", "Payload": "p", "Node": "n", "Addr": "a", "Incarnation": "i",
 	"ProtoMin": "pn", "ProtoMax": "px", "From": "f", "Join": "j", "Nodes": "ns",
-	"Meta": "m", "Hash": "h", "Members": "c", "Name": "n", "Status": "st", "Verified": "v",
+	"Meta": "m", "Hash": "h", "Members": "c", "Name": "n", "Status": "st",
 }
 
 var msgNames = map[MsgType]string{
@@ -170,7 +170,7 @@ type vectorDef struct {
 
 func vectorDefs() []vectorDef {
 	pp := &PushPull{Join: true, Nodes: []NodeState{
-		{Name: "node-a", Addr: "10.0.0.1:7946", Incarnation: 3, Status: StatusAlive, ProtoMin: 1, ProtoMax: 1, Verified: true},
+		{Name: "node-a", Addr: "10.0.0.1:7946", Incarnation: 3, Status: StatusAlive, ProtoMin: 1, ProtoMax: 1},
 		{Name: "node-b", Addr: "10.0.0.2:7946", Incarnation: 9, Status: StatusSuspect, ProtoMin: 1, ProtoMax: 1},
 	}, Meta: []byte{0x01, 0x02}}
 	compound := []Message{
