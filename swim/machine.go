@@ -152,10 +152,6 @@ type relay struct {
 // costs bounded memory.
 const maxRelays = 256
 
-// maxUnverifiedAddrs bounds Machine.unverifiedSent; past it the memory is
-// cleared, which at worst lets each address one more relayed probe early.
-const maxUnverifiedAddrs = 1024
-
 // maxRepliesPerInput bounds the packets one received packet or push-pull can make
 // us send as answers (acks, relayed probes and acks, refutation Alives, buddy
 // suspicions), whatever it carries: without it a 65 KB datagram of 1,900 pings
@@ -185,19 +181,14 @@ type Machine struct {
 	seq     uint32
 	probe   probeState
 	relays  []relay
-	// unverifiedSent is when we last sent an unsolicited packet (a relayed probe, an
-	// eager push or gossip) to each unverified address: at most one a ProbeInterval
-	// per address, so fakes sharing a victim's address draw one such packet each
-	// interval, not one per fake.
-	unverifiedSent map[string]time.Time
-	finals         []finalProbe
-	timers         timers
-	queues         queues
-	eager          []*broadcast // facts learned by the current input, pushed at its end
-	eagerOK        bool         // facts of the current input are pushed eagerly
-	curFrom        string       // source address of the packet being handled, else ""
-	limited        bool         // an input is being handled: answers spend budget
-	budget         int          // answers the input being handled may still send
+	finals  []finalProbe
+	timers  timers
+	queues  queues
+	eager   []*broadcast // facts learned by the current input, pushed at its end
+	eagerOK bool         // facts of the current input are pushed eagerly
+	curFrom string       // source address of the packet being handled, else ""
+	limited bool         // an input is being handled: answers spend budget
+	budget  int          // answers the input being handled may still send
 
 	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
 
@@ -341,16 +332,16 @@ func (m *Machine) CountMalformed() { m.stats.Malformed++ }
 // received delta in Ready.Meta and re-broadcasts those that changed its state, which
 // is what makes them spread by infection.
 func (m *Machine) BroadcastMeta(now time.Time, key string, payload []byte) error {
-	return m.broadcastPayload(now, kindMeta, key, &wire.MetaDelta{Payload: payload})
+	return m.broadcastPayload(kindMeta, key, &wire.MetaDelta{Payload: payload})
 }
 
 // BroadcastUser gossips an opaque application message, delivered to peers in
 // Ready.User; pushed eagerly and queued, like BroadcastMeta. Receivers do not re-broadcast it unless the application does.
 func (m *Machine) BroadcastUser(now time.Time, payload []byte) error {
-	return m.broadcastPayload(now, kindUser, "", &wire.User{Payload: payload})
+	return m.broadcastPayload(kindUser, "", &wire.User{Payload: payload})
 }
 
-func (m *Machine) broadcastPayload(now time.Time, kind bcastKind, key string, msg wire.Message) error {
+func (m *Machine) broadcastPayload(kind bcastKind, key string, msg wire.Message) error {
 	b := &broadcast{kind: kind, key: key, msg: wire.AppendMessage(nil, msg)}
 	m.packer.Reset()
 	if len(b.msg) > m.packer.Room() {
@@ -359,7 +350,7 @@ func (m *Machine) broadcastPayload(now time.Time, kind bcastKind, key string, ms
 	m.queues.push(b)
 	m.eagerOK = true
 	m.eager = append(m.eager, b)
-	m.flushEager(now, "")
+	m.flushEager("")
 	return nil
 }
 
@@ -393,7 +384,7 @@ func (m *Machine) Leave(now time.Time) {
 	m.event(now, EventLeft, m.self)
 	m.eagerOK = true
 	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
-	m.flushEager(now, "")
+	m.flushEager("")
 }
 
 // NextDeadline is when Tick must next be called; it may be in the past (call Tick
@@ -451,7 +442,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !now.Before(m.nextGossip) && m.queues.Len() > 0 {
 		m.nextGossip = now.Add(m.cfg.GossipInterval)
-		for _, p := range m.randomPeers(now, m.cfg.GossipNodes, "", nil, true) {
+		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil, true) {
 			m.packer.Reset()
 			m.queues.fill(m.packer)
 			if m.packer.Count() > 0 {
@@ -461,7 +452,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
 		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
-		if p := m.randomPeers(now, 1, "", nil, false); len(p) == 1 {
+		if p := m.randomPeers(1, "", nil, false); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
@@ -469,7 +460,7 @@ func (m *Machine) Tick(now time.Time) {
 		m.nextReconnect = now.Add(PushPullScale(m.cfg.ReconnectInterval, m.live))
 		m.reconnect()
 	}
-	m.flushEager(now, "")
+	m.flushEager("")
 }
 
 // reconnect push-pulls with a random departed member's address or seed. Two
@@ -574,7 +565,7 @@ func (m *Machine) HandlePushPull(now time.Time, from string, pp *wire.PushPull) 
 		}
 	}
 	reply := m.localState(false)
-	m.flushEager(now, "")
+	m.flushEager("")
 	return reply
 }
 
@@ -598,7 +589,7 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 			m.verify(m.members.get(ns.Name), from)
 		}
 	}
-	m.flushEager(now, "")
+	m.flushEager("")
 }
 
 // PushPullFailed notes that a push-pull we started did not complete. Nothing else
@@ -650,7 +641,7 @@ func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
 // yet (it is counted as pushed). It draws
 // at random a bounded number of times, so it costs O(k) whatever the cluster size
 // (and may return fewer than k).
-func (m *Machine) randomPeers(now time.Time, k int, exclude string, skip *member, once bool) []*member {
+func (m *Machine) randomPeers(k int, exclude string, skip *member, once bool) []*member {
 	m.peers = m.peers[:0]
 	if k <= 0 {
 		return m.peers
@@ -666,7 +657,7 @@ func (m *Machine) randomPeers(now time.Time, k int, exclude string, skip *member
 	}
 	for tries := 4; once && tries > 0 && len(m.plist) > 0; tries-- {
 		p := m.plist[m.rng.IntN(len(m.plist))]
-		if isLive(p.Status) && p.addr < maxUnverifiedPushes && p != skip && (exclude == "" || p.Addr != exclude) && m.mayReachUnverified(now, p.Addr) {
+		if isLive(p.Status) && p.addr < maxUnverifiedPushes && p != skip && (exclude == "" || p.Addr != exclude) {
 			p.addr++
 			m.peers = append(m.peers, p)
 			break
@@ -737,12 +728,12 @@ func (m *Machine) send(to string) {
 // address they came from. Facts that do not fit stay queued for the gossip tick.
 // One more may go to a member whose address is not verified (maxUnverifiedPushes):
 // during formation most of a node's view is too new to be verified.
-func (m *Machine) flushEager(now time.Time, exclude string) {
+func (m *Machine) flushEager(exclude string) {
 	if len(m.eager) == 0 {
 		return
 	}
 	if m.cfg.EagerFanout > 0 {
-		for _, p := range m.randomPeers(now, m.cfg.EagerFanout, exclude, nil, true) {
+		for _, p := range m.randomPeers(m.cfg.EagerFanout, exclude, nil, true) {
 			m.packer.Reset()
 			for _, b := range m.eager {
 				m.queues.add(m.packer, b)

@@ -37,7 +37,7 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 	if m.reader.Err() != nil {
 		m.stats.Malformed++
 	}
-	m.flushEager(now, from)
+	m.flushEager(from)
 }
 
 func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, body []byte) error {
@@ -189,11 +189,12 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 		return
 	}
 	t := m.members.get(ip.Target)
-	if t == nil || t.addr != addrVerified && !m.mayReachUnverified(now, t.Addr) {
+	if t == nil || t.addr != addrVerified {
 		m.stats.IndirectRefused++
 		if t != nil && ip.WantNack && m.mayAnswer() {
-			// The nack at once still tells the requester that we hear it
-			// (Lifeguard): fake members must not make it think it is the slow one.
+			// A member whose address we have not verified is not probed for
+			// others, but the nack at once still tells the requester that we hear
+			// it (Lifeguard): fake members must not make it think it is the slow one.
 			m.packer.Reset()
 			m.packer.Add(&wire.Nack{Seq: ip.Seq})
 			m.send(replyTo)
@@ -313,7 +314,7 @@ func (m *Machine) tickRelays(now time.Time) {
 func (m *Machine) tickProbe(now time.Time) {
 	p := &m.probe
 	if p.active && !p.indirectSent && !now.Before(p.indirectAt) {
-		m.sendIndirect(now)
+		m.sendIndirect()
 	}
 	if p.active && !now.Before(p.end) {
 		m.probeFailed(now)
@@ -395,24 +396,6 @@ func (m *Machine) startProbe(now time.Time) {
 	m.send(t.Addr)
 }
 
-// mayReachUnverified says whether an unsolicited packet (a probe relayed for another
-// member, an eager push, gossip) may go to an address we have not verified, and
-// spends the chance: once a ProbeInterval per address. Refusing relays to unverified
-// members altogether made a 200-node cluster under 10% loss raise five times the
-// false suspicions while views formed, since a relayed probe is what verifies a
-// member we have not probed ourselves; one packet per interval per address keeps
-// that, and bounds what any number of fake members at one victim's address draw.
-func (m *Machine) mayReachUnverified(now time.Time, addr string) bool {
-	if last, ok := m.unverifiedSent[addr]; ok && now.Sub(last) < m.cfg.ProbeInterval {
-		return false
-	}
-	if m.unverifiedSent == nil || len(m.unverifiedSent) >= maxUnverifiedAddrs {
-		m.unverifiedSent = make(map[string]time.Time)
-	}
-	m.unverifiedSent[addr] = now
-	return true
-}
-
 // digestDue says whether the probe being sent carries our digest: always while a
 // divergence is possible (our view changed, or a peer's digest disagreed, within
 // two DigestSyncIntervals: long enough for onDigest's wait to run out), else on
@@ -428,11 +411,11 @@ func (m *Machine) digestDue(now time.Time) bool {
 }
 
 // sendIndirect asks IndirectChecks random members to probe the silent target.
-func (m *Machine) sendIndirect(now time.Time) {
+func (m *Machine) sendIndirect() {
 	p := &m.probe
 	p.indirectSent = true
 	t := p.target
-	peers := m.randomPeers(now, m.cfg.IndirectChecks, "", t, false)
+	peers := m.randomPeers(m.cfg.IndirectChecks, "", t, false)
 	wantNack := m.cfg.Lifeguard.LocalHealth
 	for _, peer := range peers {
 		m.packer.Reset()
@@ -486,7 +469,7 @@ func (m *Machine) startFinalProbe(now time.Time, t *member) {
 	// Twice the usual witnesses: this probe decides a death, and under loss a
 	// node that missed a refutation for a whole suspicion timeout is not rare
 	// (sim loss 200/0.1/300 s, lan, seed 5: one false death with IndirectChecks).
-	for _, peer := range m.randomPeers(now, 2*m.cfg.IndirectChecks, "", t, false) {
+	for _, peer := range m.randomPeers(2*m.cfg.IndirectChecks, "", t, false) {
 		m.packer.Reset()
 		m.packer.Add(&wire.IndirectPing{
 			Seq: m.seq, Target: t.Name, TargetAddr: t.Addr,
