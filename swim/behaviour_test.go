@@ -386,7 +386,7 @@ func TestNewFactIsPushedEagerly(t *testing.T) {
 	for _, fanout := range []int{0, 3} {
 		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
 		for i := range 6 {
-			m.HandlePushPullReply(epoch, fmt.Sprintf("p%d:1", i), &wire.PushPull{Nodes: []wire.NodeState{
+			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
 				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
 			}})
 		}
@@ -415,7 +415,7 @@ func TestPayloadIsPushedEagerly(t *testing.T) {
 	for _, fanout := range []int{0, 3} {
 		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
 		for i := range 6 {
-			m.HandlePushPullReply(epoch, fmt.Sprintf("p%d:1", i), &wire.PushPull{Nodes: []wire.NodeState{
+			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
 				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
 			}})
 		}
@@ -1011,7 +1011,7 @@ func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
 			c.Lifeguard.Buddy = buddy
 			c.IndirectChecks, c.EagerFanout, c.GossipInterval = 0, 0, 24*time.Hour
 		})
-		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
 		m.Ready()
 		told := false
 		for i := 0; i < 50 && memberOf(t, m, "b").Status == StatusAlive; i++ {
@@ -1188,7 +1188,7 @@ func TestFinalProbeAsksTwiceTheWitnesses(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	for i := range 10 {
 		n := fmt.Sprintf("p%d", i)
-		m.HandlePacket(epoch, n+":1", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p0", Incarnation: 0, From: "p1"}))
 	m.Ready()

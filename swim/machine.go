@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/omnirelay/mesh/wire"
@@ -41,7 +40,7 @@ type Stats struct {
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
-	IndirectRefused    uint64 // indirect-probe requests for a member we do not know or have not verified, not run
+	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
@@ -72,28 +71,10 @@ type member struct {
 	susp               *suspicion
 	gen                uint32 // bumped on every status change and on reuse; stale timers compare it
 	probeIdx           int32  // index in Machine.plist; -1 for ourselves
-	tombIdx            int32  // index in Machine.tombs while dead or left, in Machine.vlist while live and verified; else -1
+	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
 	Status             Status
 	protoMin, protoMax uint8
-	addr               addrState
 }
-
-// addrState is what a member's held address has shown (PROTOCOL.md 10.9): the
-// number of unsolicited packets (eager pushes, gossip) it got while unverified,
-// up to maxUnverifiedPushes, or addrVerified.
-type addrState uint8
-
-const (
-	addrUnverified addrState = 0
-	addrVerified   addrState = 255 // it answered as the member (Machine.verify)
-)
-
-// maxUnverifiedPushes is how many eager-push or gossip packets a member gets
-// while its address is unverified. Formation needs one: a new member is
-// unverified almost everywhere at first, and with none the sim's join-1000
-// formation took 19.75 s instead of 10.75 s (8.25 s with one). A forged Alive
-// draws that many packets per node holding it, beside its probes.
-const maxUnverifiedPushes = 1
 
 // incarnation is the member's incarnation, 0 for an unknown (nil) member.
 func (mem *member) incarnation() uint64 {
@@ -172,7 +153,6 @@ type Machine struct {
 	plist   []*member // probe order, everyone but us; reshuffled each round
 	pidx    int
 	tombs   []*member // dead and left members: reconnect candidates
-	vlist   []*member // live members whose address is verified: whom we gossip to
 	seeds   []string
 	live    int // alive and suspect members, us included
 	digest  viewDigest
@@ -442,7 +422,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !now.Before(m.nextGossip) && m.queues.Len() > 0 {
 		m.nextGossip = now.Add(m.cfg.GossipInterval)
-		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil, true) {
+		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil) {
 			m.packer.Reset()
 			m.queues.fill(m.packer)
 			if m.packer.Count() > 0 {
@@ -452,7 +432,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
 		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
-		if p := m.randomPeers(1, "", nil, false); len(p) == 1 {
+		if p := m.randomPeers(1, "", nil); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
@@ -481,8 +461,8 @@ func (m *Machine) reconnect() {
 	} else {
 		addr = m.seeds[i-len(m.tombs)]
 	}
-	if addr == "" || addr == m.cfg.Addr || i < len(m.tombs) && m.tombs[i].addr != addrVerified {
-		return // a tombstone's address never answered as it: likely a fake member's
+	if addr == "" || addr == m.cfg.Addr {
+		return
 	}
 	for _, p := range m.plist {
 		if p.Addr == addr && (p.Status == StatusAlive || p.Status == StatusSuspect) {
@@ -553,17 +533,6 @@ func (m *Machine) HandlePushPull(now time.Time, from string, pp *wire.PushPull) 
 	m.limited, m.budget = true, maxRepliesPerInput
 	m.merge(now, from, pp)
 	m.limited = false
-	// The requester reached us over TCP from its own IP (a handshake a blind
-	// spoofer cannot complete) and from an ephemeral port: members it lists at
-	// that IP are verified, so a joiner gets our pushes at once. At worst an
-	// attacker so verifies addresses of its own host.
-	if host := hostOf(from); host != "" {
-		for i := range pp.Nodes {
-			if ns := &pp.Nodes[i]; hostOf(ns.Addr) == host {
-				m.verify(m.members.get(ns.Name), ns.Addr)
-			}
-		}
-	}
 	reply := m.localState(false)
 	m.flushEager("")
 	return reply
@@ -581,14 +550,6 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 	m.merge(now, from, pp)
 	m.limited = false
 	m.curFrom = ""
-	// A TCP reply from the address we dialed cannot come from a blind spoofer, and
-	// proves a node of ours answers there: what it says is held at that address
-	// is verified (at worst it names itself twice).
-	for i := range pp.Nodes {
-		if ns := &pp.Nodes[i]; ns.Addr == from {
-			m.verify(m.members.get(ns.Name), from)
-		}
-	}
 	m.flushEager("")
 }
 
@@ -635,33 +596,23 @@ func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
 	m.out.Events = append(m.out.Events, Event{Kind: kind, Member: m.public(mem), At: now})
 }
 
-// randomPeers picks up to k distinct random alive or suspect members other than us
-// whose address is verified, skipping address exclude and member skip; with once,
-// one more may be a live unverified member that has not had maxUnverifiedPushes
-// yet (it is counted as pushed). It draws
-// at random a bounded number of times, so it costs O(k) whatever the cluster size
-// (and may return fewer than k).
-func (m *Machine) randomPeers(k int, exclude string, skip *member, once bool) []*member {
+// randomPeers picks up to k distinct random alive or suspect members other than us,
+// skipping address exclude and member skip. It draws at random a bounded number of
+// times, so it costs O(k) whatever the cluster size (and may return fewer than k
+// when most of the view is dead).
+func (m *Machine) randomPeers(k int, exclude string, skip *member) []*member {
 	m.peers = m.peers[:0]
-	if k <= 0 {
+	n := len(m.plist)
+	if n == 0 || k <= 0 {
 		return m.peers
 	}
-	if n := len(m.vlist); n > 0 {
-		for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
-			p := m.vlist[m.rng.IntN(n)]
-			if p == skip || (exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) {
-				continue
-			}
-			m.peers = append(m.peers, p)
+	for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
+		p := m.plist[m.rng.IntN(n)]
+		if (p.Status != StatusAlive && p.Status != StatusSuspect) || p == skip ||
+			(exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) {
+			continue
 		}
-	}
-	for tries := 4; once && tries > 0 && len(m.plist) > 0; tries-- {
-		p := m.plist[m.rng.IntN(len(m.plist))]
-		if isLive(p.Status) && p.addr < maxUnverifiedPushes && p != skip && (exclude == "" || p.Addr != exclude) {
-			p.addr++
-			m.peers = append(m.peers, p)
-			break
-		}
+		m.peers = append(m.peers, p)
 	}
 	return m.peers
 }
@@ -679,30 +630,6 @@ func (m *Machine) mayAnswer() bool {
 	}
 	m.budget--
 	return true
-}
-
-// verify marks mem's held address verified when it is addr, the address that
-// just answered as mem (PROTOCOL.md 10.9, "Verified addresses"). Until then
-// the only packets sent to it are our probes, so a forged Alive naming a victim's
-// address draws probes, not gossip, eager pushes, relayed probes or streams.
-func (m *Machine) verify(mem *member, addr string) {
-	if mem == nil || mem == m.self || mem.Addr != addr || mem.addr == addrVerified {
-		return
-	}
-	mem.addr = addrVerified
-	if isLive(mem.Status) {
-		m.vlistAdd(mem)
-	}
-}
-
-// hostOf is the host part of a host:port address ("[v6]" keeps its brackets),
-// or "" when there is no port.
-func hostOf(addr string) string {
-	i := strings.LastIndexByte(addr, ':')
-	if i <= 0 {
-		return ""
-	}
-	return addr[:i]
 }
 
 // addrOK says whether an address read from a message passes Config.CheckAddr;
@@ -726,14 +653,12 @@ func (m *Machine) send(to string) {
 // flushEager pushes the facts learned by the current input to EagerFanout random
 // members at once (one packet each, topped up with queued gossip), skipping the
 // address they came from. Facts that do not fit stay queued for the gossip tick.
-// One more may go to a member whose address is not verified (maxUnverifiedPushes):
-// during formation most of a node's view is too new to be verified.
 func (m *Machine) flushEager(exclude string) {
 	if len(m.eager) == 0 {
 		return
 	}
 	if m.cfg.EagerFanout > 0 {
-		for _, p := range m.randomPeers(m.cfg.EagerFanout, exclude, nil, true) {
+		for _, p := range m.randomPeers(m.cfg.EagerFanout, exclude, nil) {
 			m.packer.Reset()
 			for _, b := range m.eager {
 				m.queues.add(m.packer, b)

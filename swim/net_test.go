@@ -25,8 +25,6 @@ type tnet struct {
 	nodes  []*tnode
 	byAddr map[string]*tnode
 	trace  hash.Hash64 // when set, every packet and event is written to it
-	// onStream, when set, sees every push-pull a node starts, before it runs.
-	onStream func(from, to string)
 }
 
 type tnode struct {
@@ -164,9 +162,6 @@ func (nt *tnet) drain() {
 
 // stream runs one push-pull exchange through the frame codec.
 func (nt *tnet) stream(src *tnode, s Stream) {
-	if nt.onStream != nil {
-		nt.onStream(src.addr, s.To)
-	}
 	if !nt.reachable(src.addr, s.To) || !nt.reachable(s.To, src.addr) {
 		src.m.PushPullFailed(nt.now, s.To)
 		return

@@ -81,9 +81,6 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 			return errBadAddr
 		}
 		m.applyAlive(now, a.Node, a.Addr, a.Incarnation, a.ProtoMin, a.ProtoMax)
-		if a.Addr == from {
-			m.verify(m.members.get(a.Node), from) // a member announcing itself
-		}
 	case wire.TypeSuspect:
 		if err := m.dec.Decode(body, &in.susp); err != nil {
 			return err
@@ -126,12 +123,12 @@ var errBadAddr = errors.New("swim: address refused by Config.CheckAddr")
 
 // replyAddr is where an answer to a request that arrived from the packet source
 // from goes: the address the request names (addr, for member name) only when the
-// view already holds it, verified, as that member's address, else from. An address taken from
+// view already holds it as that member's address, else from. An address taken from
 // the body alone is never sent to: anyone could name a victim there and use us as
 // a reflector.
 func (m *Machine) replyAddr(from, name, addr string) string {
 	if addr != "" && addr != from {
-		if mem := m.members.get(name); mem != nil && mem != m.self && mem.Addr == addr && mem.addr == addrVerified {
+		if mem := m.members.get(name); mem != nil && mem != m.self && mem.Addr == addr {
 			return addr
 		}
 	}
@@ -146,7 +143,6 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 		m.stats.MisdirectedPings++
 		return
 	}
-	m.verify(m.members.get(p.Source), from)
 	if !m.mayAnswer() {
 		return
 	}
@@ -172,11 +168,9 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 }
 
 // onIndirectPing probes the target on the requester's behalf (SWIM §4.3): only a
-// member we know, at the address we hold for it and have verified, never the
-// request's TargetAddr (which could name anyone); the answer goes where replyAddr
-// says.
+// member we know, at the address we hold for it, never the request's TargetAddr
+// (which could name anyone); the answer goes where replyAddr says.
 func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPing) {
-	m.verify(m.members.get(ip.Source), from)
 	replyTo := m.replyAddr(from, ip.Source, ip.SourceAddr)
 	if ip.Target == m.self.Name {
 		// Asked to probe ourselves: we are evidently alive.
@@ -189,16 +183,8 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 		return
 	}
 	t := m.members.get(ip.Target)
-	if t == nil || t.addr != addrVerified {
+	if t == nil {
 		m.stats.IndirectRefused++
-		if t != nil && ip.WantNack && m.mayAnswer() {
-			// A member whose address we have not verified is not probed for
-			// others, but the nack at once still tells the requester that we hear
-			// it (Lifeguard): fake members must not make it think it is the slow one.
-			m.packer.Reset()
-			m.packer.Add(&wire.Nack{Seq: ip.Seq})
-			m.send(replyTo)
-		}
 		return
 	}
 	if len(m.relays) >= maxRelays || !m.mayAnswer() {
@@ -214,15 +200,11 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 	m.send(t.Addr)
 }
 
-// onAck completes our probe, or relays the ack of an indirect probe we ran. An ack
-// of our own direct ping from the address we pinged verifies the target there.
+// onAck completes our probe, or relays the ack of an indirect probe we ran.
 func (m *Machine) onAck(now time.Time, from string, seq uint32) {
 	for i := range m.finals {
 		if f := m.finals[i]; f.seq == seq {
 			m.finals = slices.Delete(m.finals, i, i+1)
-			if f.target.gen == f.gen {
-				m.verify(f.target, from)
-			}
 			m.finalAnswered(now, f)
 			return
 		}
@@ -231,7 +213,6 @@ func (m *Machine) onAck(now time.Time, from string, seq uint32) {
 		if from == m.probe.target.Addr { // direct: a relayed ack times the helper's path too
 			m.out.RTTs = append(m.out.RTTs, RTT{Member: m.probe.target.Name, Sample: now.Sub(m.probe.sent)})
 		}
-		m.verify(m.probe.target, from)
 		m.probe = probeState{}
 		if m.cfg.Lifeguard.LocalHealth {
 			m.health = ApplyHealthDelta(m.health, -1, m.cfg.AwarenessMaxMultiplier)
@@ -354,9 +335,7 @@ func (m *Machine) healthScore() int {
 
 // startProbe pings the next member. The ping carries gossip, and our digest when
 // digestDue; with the buddy system, a suspect target also gets its suspicion first
-// so it can refute. A probe is all a target whose address is not verified gets
-// from us, beside one push (maxUnverifiedPushes): a forged Alive then draws one
-// packet per probe round to the address it names.
+// so it can refute.
 func (m *Machine) startProbe(now time.Time) {
 	interval := ScaleByHealth(m.cfg.ProbeInterval, m.healthScore())
 	t := m.nextTarget()
@@ -385,12 +364,6 @@ func (m *Machine) startProbe(now time.Time) {
 	if m.cfg.Lifeguard.Buddy && t.Status == StatusSuspect {
 		m.packer.Add(&wire.Suspect{Node: t.Name, Incarnation: t.Incarnation, From: m.self.Name})
 	}
-	if t.addr != addrVerified {
-		// Our own Alive first: a member that does not know us yet is the
-		// likeliest reason it is unverified (its view is where ours was), and it
-		// learns and verifies us from this packet (handleMessage).
-		m.packer.Add(m.aliveMsg(m.self))
-	}
 	m.queues.fill(m.packer)
 	m.stats.ProbesSent++
 	m.send(t.Addr)
@@ -415,7 +388,7 @@ func (m *Machine) sendIndirect() {
 	p := &m.probe
 	p.indirectSent = true
 	t := p.target
-	peers := m.randomPeers(m.cfg.IndirectChecks, "", t, false)
+	peers := m.randomPeers(m.cfg.IndirectChecks, "", t)
 	wantNack := m.cfg.Lifeguard.LocalHealth
 	for _, peer := range peers {
 		m.packer.Reset()
@@ -469,7 +442,7 @@ func (m *Machine) startFinalProbe(now time.Time, t *member) {
 	// Twice the usual witnesses: this probe decides a death, and under loss a
 	// node that missed a refutation for a whole suspicion timeout is not rare
 	// (sim loss 200/0.1/300 s, lan, seed 5: one false death with IndirectChecks).
-	for _, peer := range m.randomPeers(2*m.cfg.IndirectChecks, "", t, false) {
+	for _, peer := range m.randomPeers(2*m.cfg.IndirectChecks, "", t) {
 		m.packer.Reset()
 		m.packer.Add(&wire.IndirectPing{
 			Seq: m.seq, Target: t.Name, TargetAddr: t.Addr,

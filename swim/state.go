@@ -73,13 +73,6 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 	}
 	old := mem.Status
 	addrChanged := mem.Addr != addr || mem.protoMin != pmin || mem.protoMax != pmax
-	if mem.Addr != addr {
-		// The new address has not answered as the member yet.
-		if mem.addr == addrVerified && isLive(mem.Status) {
-			m.vlistDrop(mem)
-		}
-		mem.addr = addrUnverified
-	}
 	mem.Addr, mem.protoMin, mem.protoMax = addr, pmin, pmax
 	m.setState(now, mem, inc, StatusAlive)
 	switch {
@@ -110,10 +103,9 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		m.stats.Suspicions++
 		m.event(now, EventSuspect, mem)
 		m.queueFact(&wire.Suspect{Node: name, Incarnation: inc, From: from}, name)
-		if from == m.self.Name && m.cfg.Lifeguard.Buddy && mem.addr == addrVerified && m.mayAnswer() {
+		if from == m.self.Name && m.cfg.Lifeguard.Buddy && m.mayAnswer() {
 			// Our own probe failed: tell the suspect first-hand, so a live one
-			// refutes within a round trip instead of when gossip reaches it (an
-			// unverified one gets the suspicion on our next probe).
+			// refutes within a round trip instead of when gossip reaches it.
 			m.packer.Reset()
 			m.packer.Add(&wire.Suspect{Node: name, Incarnation: inc, From: from})
 			m.send(mem.Addr)
@@ -273,9 +265,6 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 	switch wasLive, nowLive := isLive(old), isLive(status); {
 	case wasLive && !nowLive:
 		m.live--
-		if mem.addr == addrVerified {
-			m.vlistDrop(mem)
-		}
 		if mem != m.self {
 			mem.tombIdx = int32(len(m.tombs))
 			m.tombs = append(m.tombs, mem)
@@ -284,36 +273,20 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 	case !wasLive && nowLive:
 		m.live++
 		m.dropTomb(mem)
-		if mem.addr == addrVerified {
-			m.vlistAdd(mem)
-		}
 	}
 }
 
-func (m *Machine) dropTomb(mem *member) { m.tombs = dropAt(m.tombs, mem) }
-
-// vlistAdd and vlistDrop keep vlist, the live verified members, in step; a member
-// is never in tombs and vlist at once, so both use tombIdx.
-func (m *Machine) vlistAdd(mem *member) {
-	mem.tombIdx = int32(len(m.vlist))
-	m.vlist = append(m.vlist, mem)
-}
-
-func (m *Machine) vlistDrop(mem *member) { m.vlist = dropAt(m.vlist, mem) }
-
-// dropAt removes mem from list, where it sits at mem.tombIdx (nothing if -1), by
-// moving the last entry into its place.
-func dropAt(list []*member, mem *member) []*member {
+func (m *Machine) dropTomb(mem *member) {
 	i := mem.tombIdx
 	if i < 0 {
-		return list
+		return
 	}
-	last := int32(len(list) - 1)
-	list[i] = list[last]
-	list[i].tombIdx = i
-	list[last] = nil
+	last := int32(len(m.tombs) - 1)
+	m.tombs[i] = m.tombs[last]
+	m.tombs[i].tombIdx = i
+	m.tombs[last] = nil
+	m.tombs = m.tombs[:last]
 	mem.tombIdx = -1
-	return list[:last]
 }
 
 // forget collects a tombstone whose TTL ended. Tombstones are not in the digest,
