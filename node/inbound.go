@@ -31,6 +31,12 @@ const (
 	// would otherwise hold 512 MiB (0.9 GB RSS measured) before anything was
 	// authenticated.
 	frameBudget = 4 * (wire.DefaultMaxFrame + 1<<10)
+	// maxWaiting is how many accepted streams may wait for a slot at once when
+	// every slot of their share is taken by streams already being read or served. A
+	// burst of joins (a deploy starting 100 nodes) would otherwise be refused and
+	// retry after a backoff; waiting, each is served as soon as one before it ends.
+	// A waiter gives up after FirstFrameTimeout.
+	maxWaiting = maxInbound
 	// budgetWait is how long a frame waits for room in frameBudget before it is
 	// refused: long enough to ride out a burst of large push-pulls, short enough that
 	// a refused peer retries well within its stream timeout.
@@ -49,15 +55,22 @@ type inConn struct {
 	ip     netip.Addr // source IP; invalid for transports without one (MemNetwork pipes)
 	member bool       // ip belonged to a current member when accepted
 	seq    uint64     // order of admission: lower is older
-	// idle is true until the request's length prefix has arrived; only idle
-	// streams are evicted. Guarded by inbound.mu.
+	// idle is true until the request's length prefix has arrived. Guarded by
+	// inbound.mu.
 	idle bool
+	// reading is true once the stream's goroutine waits for the request. Only
+	// streams both idle and reading are evicted: one whose goroutine has not run yet
+	// may have its request waiting in the socket (a burst of joins arrives faster
+	// than their goroutines start; evicting those made 127 loopback joins retry, and
+	// formation took seconds). Guarded by inbound.mu.
+	reading bool
 }
 
 // inbound is the table of inbound streams, shared by the accept goroutine and the
 // stream goroutines. When a new stream finds its share full it evicts an idle one of
 // that share (victim) instead of being refused: a real peer writes its request as
-// soon as it connects, so only connections that sent nothing are ever evicted, and a
+// soon as it connects, so only connections found to have sent nothing when read are
+// ever evicted, and a
 // joiner gets in however many idle connections an attacker on other IPs keeps
 // reopening. An attacker on the joiner's own IP can still evict the joiner's stream
 // before its request is read; the joiner's retry then competes again.
@@ -68,11 +81,24 @@ type inbound struct {
 	strangers int
 	seq       uint64
 	closed    bool
+	waiting   int           // accepted streams waiting for a slot, at most maxWaiting
+	changed   chan struct{} // closed, and replaced, when a slot frees or a stream becomes evictable
 }
 
 func newInbound() *inbound {
-	return &inbound{conns: map[*inConn]struct{}{}, perSource: map[netip.Addr]int{}}
+	return &inbound{conns: map[*inConn]struct{}{}, perSource: map[netip.Addr]int{}, changed: make(chan struct{})}
 }
+
+// verdict is what admit decided for a stream.
+type verdict int
+
+const (
+	admitted verdict = iota
+	// mustWait: every slot of the stream's share is busy with streams being read or
+	// served; wait on the room channel admit returned, then call admit again.
+	mustWait
+	refused
+)
 
 // sourceIP is the IP of a stream's remote address (the port is the peer's ephemeral
 // one, so only the IP identifies it); invalid when the address is not IP:port.
@@ -88,13 +114,18 @@ func sourceIP(a net.Addr) netip.Addr {
 }
 
 // admit takes c into the table. When c's share is full it evicts the oldest idle
-// stream of that share and returns it for the caller to close; when there is none it
-// refuses c (ok false). It also refuses everything once the table is closed.
-func (in *inbound) admit(c *inConn) (victim *inConn, ok bool) {
+// stream of that share and returns it for the caller to close; when there is none, c
+// must wait on room for a change and try again (waiting true), or is refused once
+// maxWaiting others wait. A waiter that gives up calls giveUp. Everything is
+// refused once the table is closed.
+func (in *inbound) admit(c *inConn, waiting bool) (victim *inConn, v verdict, room <-chan struct{}) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.closed {
-		return nil, false
+		if waiting {
+			in.waiting--
+		}
+		return nil, refused, nil
 	}
 	var share func(*inConn) bool // the streams c competes with for the full slots
 	switch {
@@ -107,9 +138,19 @@ func (in *inbound) admit(c *inConn) (victim *inConn, ok bool) {
 	}
 	if share != nil {
 		if victim = in.victim(share); victim == nil {
-			return nil, false
+			switch {
+			case waiting:
+			case in.waiting < maxWaiting:
+				in.waiting++
+			default:
+				return nil, refused, nil
+			}
+			return nil, mustWait, in.changed
 		}
 		in.remove(victim)
+	}
+	if waiting {
+		in.waiting--
 	}
 	in.seq++
 	c.seq, c.idle = in.seq, true
@@ -120,7 +161,20 @@ func (in *inbound) admit(c *inConn) (victim *inConn, ok bool) {
 			in.perSource[c.ip]++
 		}
 	}
-	return victim, true
+	return victim, admitted, nil
+}
+
+// giveUp ends the wait of a stream that admit told to wait.
+func (in *inbound) giveUp() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.waiting--
+}
+
+// signal wakes the waiters. in.mu is held.
+func (in *inbound) signal() {
+	close(in.changed)
+	in.changed = make(chan struct{})
 }
 
 // victim picks the idle stream of share to evict: the oldest of the source that
@@ -131,14 +185,15 @@ func (in *inbound) admit(c *inConn) (victim *inConn, ok bool) {
 // few microseconds on a busy machine) evicted the joiner every time. in.mu is held.
 func (in *inbound) victim(share func(*inConn) bool) *inConn {
 	idle := map[netip.Addr]int{}
+	evictable := func(o *inConn) bool { return o.idle && o.reading && share(o) }
 	for o := range in.conns {
-		if o.idle && share(o) {
+		if evictable(o) {
 			idle[o.ip]++
 		}
 	}
 	var victim *inConn
 	for o := range in.conns {
-		if !o.idle || !share(o) {
+		if !evictable(o) {
 			continue
 		}
 		if victim == nil || idle[o.ip] > idle[victim.ip] || idle[o.ip] == idle[victim.ip] && o.seq < victim.seq {
@@ -151,6 +206,7 @@ func (in *inbound) victim(share func(*inConn) bool) *inConn {
 // remove drops c from the table; it must be there. in.mu is held.
 func (in *inbound) remove(c *inConn) {
 	delete(in.conns, c)
+	in.signal()
 	if c.member {
 		return
 	}
@@ -169,6 +225,15 @@ func (in *inbound) release(c *inConn) {
 	if _, ok := in.conns[c]; ok {
 		in.remove(c)
 	}
+}
+
+// startRead records that c's goroutine now waits for its request, which makes c
+// evictable while idle. Nothing evicts c before this, so c is still in the table.
+func (in *inbound) startRead(c *inConn) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	c.reading = true
+	in.signal()
 }
 
 // markActive records that c's request has begun to arrive, so it is no longer

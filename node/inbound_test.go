@@ -44,12 +44,14 @@ func TestInboundAdmission(t *testing.T) {
 	attacker := netip.MustParseAddr("192.0.2.1")
 	member := netip.MustParseAddr("192.0.2.200")
 	stranger := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}) }
+	// mustAdmit admits c and starts its read, as its goroutine would.
 	mustAdmit := func(t *testing.T, in *inbound, c *inConn) *inConn {
 		t.Helper()
-		victim, ok := in.admit(c)
-		if !ok {
-			t.Fatalf("stream from %v (member %v) refused", c.ip, c.member)
+		victim, v, _ := in.admit(c, false)
+		if v != admitted {
+			t.Fatalf("stream from %v (member %v) not admitted: verdict %d", c.ip, c.member, v)
 		}
+		in.startRead(c)
 		return victim
 	}
 
@@ -79,15 +81,47 @@ func TestInboundAdmission(t *testing.T) {
 				t.Fatalf("arrival %d evicted the active joiner", i)
 			}
 		}
-		// Every slot sending: the next one is refused, not let over the cap.
+		// Every slot sending: the next one waits, not let over the cap.
 		for c := range in.conns {
 			in.markActive(c)
 		}
-		if _, ok := in.admit(&inConn{ip: attacker}); ok {
-			t.Fatal("admitted a 17th stream from one source while 16 are sending")
+		if _, v, _ := in.admit(&inConn{ip: attacker}, false); v != mustWait {
+			t.Fatalf("verdict %d for a 17th stream from one source while 16 are sending, want to wait", v)
 		}
+		in.giveUp()
 		// Another stranger IP is not affected.
 		mustAdmit(t, in, &inConn{ip: stranger(1)})
+	})
+
+	t.Run("burst before the reads begin", func(t *testing.T) {
+		// Joins arriving faster than their goroutines start: a stream not yet read
+		// may have its request waiting in the socket, so it is never the victim.
+		in := newInbound()
+		var unread []*inConn
+		for range maxPerSource {
+			c := &inConn{ip: attacker}
+			if _, v, _ := in.admit(c, false); v != admitted {
+				t.Fatal("not admitted below the per-source cap")
+			}
+			unread = append(unread, c)
+		}
+		next := &inConn{ip: attacker}
+		victim, v, room := in.admit(next, false)
+		if v != mustWait {
+			t.Fatalf("verdict %d (evicted %+v, whose request was never read), want to wait", v, victim)
+		}
+		in.startRead(unread[3])
+		select {
+		case <-room:
+		default:
+			t.Fatal("a stream became evictable and the waiter was not woken")
+		}
+		if victim, v, _ := in.admit(next, true); v != admitted || victim != unread[3] {
+			t.Fatalf("verdict %d evicting %+v, want admitted evicting the one stream that waited for its request", v, victim)
+		}
+		if in.waiting != 0 {
+			t.Fatalf("%d waiting after the waiter got in", in.waiting)
+		}
 	})
 
 	t.Run("biggest holder first", func(t *testing.T) {
@@ -113,9 +147,10 @@ func TestInboundAdmission(t *testing.T) {
 			mustAdmit(t, in, c)
 			in.markActive(c)
 		}
-		if _, ok := in.admit(&inConn{ip: stranger(250)}); ok {
+		if _, v, _ := in.admit(&inConn{ip: stranger(250)}, false); v != mustWait {
 			t.Fatal("strangers took more than their share")
 		}
+		in.giveUp()
 		for range memberReserve {
 			c := &inConn{ip: member, member: true}
 			if v := mustAdmit(t, in, c); v != nil {
@@ -123,11 +158,40 @@ func TestInboundAdmission(t *testing.T) {
 			}
 			in.markActive(c)
 		}
-		if _, ok := in.admit(&inConn{ip: member, member: true}); ok {
+		if _, v, _ := in.admit(&inConn{ip: member, member: true}, false); v != mustWait {
 			t.Fatalf("admitted a stream beyond %d", maxInbound)
 		}
+		in.giveUp()
 		if got := len(in.conns); got != maxInbound {
 			t.Fatalf("%d streams held, want %d", got, maxInbound)
+		}
+	})
+
+	t.Run("waiters bounded", func(t *testing.T) {
+		in := newInbound()
+		for range maxInbound {
+			c := &inConn{ip: member, member: true}
+			mustAdmit(t, in, c)
+			in.markActive(c)
+		}
+		var room <-chan struct{}
+		for i := range maxWaiting {
+			var v verdict
+			if _, v, room = in.admit(&inConn{ip: member, member: true}, false); v != mustWait {
+				t.Fatalf("waiter %d: verdict %d, want to wait", i, v)
+			}
+		}
+		if _, v, _ := in.admit(&inConn{ip: member, member: true}, false); v != refused {
+			t.Fatalf("verdict %d with %d waiting, want refused", v, maxWaiting)
+		}
+		for c := range in.conns {
+			in.release(c)
+			break
+		}
+		select {
+		case <-room:
+		default:
+			t.Fatal("a slot freed and the waiters were not woken")
 		}
 	})
 
@@ -141,7 +205,7 @@ func TestInboundAdmission(t *testing.T) {
 	t.Run("closed", func(t *testing.T) {
 		in := newInbound()
 		in.close()
-		if _, ok := in.admit(&inConn{ip: attacker}); ok {
+		if _, v, _ := in.admit(&inConn{ip: attacker}, false); v != refused {
 			t.Fatal("admitted a stream after close")
 		}
 	})

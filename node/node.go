@@ -442,27 +442,69 @@ func (n *Node) acceptStreams() {
 		backoff = 0
 		ip := sourceIP(conn.RemoteAddr())
 		c := &inConn{conn: conn, ip: ip, member: n.isMemberIP(ip)}
-		victim, ok := n.in.admit(c)
-		if !ok {
+		victim, v, room := n.in.admit(c, false)
+		switch v {
+		case refused:
 			conn.Close()
 			if n.ctx.Err() != nil {
 				return
 			}
 			n.metrics.netErrors.WithLabelValues("stream_refused").Inc()
-			continue
+		case mustWait:
+			n.wg.Add(1)
+			go n.awaitSlot(c, room)
+		case admitted:
+			n.serve(c, victim)
 		}
-		if victim != nil {
-			n.metrics.netErrors.WithLabelValues("stream_evicted").Inc()
-			victim.conn.Close()
-		}
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			defer n.in.release(c)
-			defer conn.Close()
-			n.serveStream(c)
-		}()
 	}
+}
+
+// awaitSlot waits, at most FirstFrameTimeout, for a slot for c, then serves it or
+// refuses it.
+func (n *Node) awaitSlot(c *inConn, room <-chan struct{}) {
+	defer n.wg.Done()
+	t := time.NewTimer(n.cfg.FirstFrameTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case <-room:
+		case <-t.C:
+			n.in.giveUp()
+			c.conn.Close()
+			n.metrics.netErrors.WithLabelValues("stream_refused").Inc()
+			return
+		case <-n.ctx.Done():
+			n.in.giveUp()
+			c.conn.Close()
+			return
+		}
+		var v verdict
+		var victim *inConn
+		switch victim, v, room = n.in.admit(c, true); v {
+		case refused: // the node is closing
+			c.conn.Close()
+			return
+		case admitted:
+			n.serve(c, victim)
+			return
+		}
+	}
+}
+
+// serve closes the stream c's admission evicted, if any, and serves c in its own
+// goroutine.
+func (n *Node) serve(c *inConn, victim *inConn) {
+	if victim != nil {
+		n.metrics.netErrors.WithLabelValues("stream_evicted").Inc()
+		victim.conn.Close()
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.in.release(c)
+		defer c.conn.Close()
+		n.serveStream(c)
+	}()
 }
 
 // pause waits d, or less if the node closes (false then).
@@ -521,6 +563,7 @@ func (n *Node) serveStream(c *inConn) {
 		}
 	}
 	defer release()
+	n.in.startRead(c)
 	started := false
 	req, err := wire.ReadFrameReserve(conn, wire.DefaultMaxFrame, func(size int) error {
 		if !n.in.markActive(c) {
