@@ -179,6 +179,7 @@ func newMetrics(n *Node) *metrics {
 	f(m.pushPullDuration)
 	f(m.probeRTT)
 	f(&swimCollector{n: n})
+	f(buildInfoMetric())
 	f(&metaCollector{n: n})
 	m.leaderMetrics(n)
 	m.shardMetrics(n)

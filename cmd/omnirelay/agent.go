@@ -131,6 +131,12 @@ type agentFile struct {
 	ControlMaxWatchers int `json:"control_max_watchers"`
 }
 
+// Metadata keys the agent publishes about its binary (unless meta sets them).
+const (
+	buildMetaKey    = "version"  // node.BuildInfo().Version
+	protocolMetaKey = "protocol" // wire protocol range accepted, "MIN-MAX"
+)
+
 // Agent defaults beyond node's.
 const (
 	defaultControl      = "127.0.0.1:7070"
@@ -533,6 +539,15 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		// Peers name it when they refuse a leader-only request, so the CLI can follow.
 		if err := n.SetMeta(node.ControlMetaKey, u); err != nil {
 			log.Warn("publishing the control URL in metadata failed", "err", err)
+		}
+	}
+	// Peers read these for `mesh status --cluster`; an operator's own meta wins.
+	b := node.BuildInfo()
+	for k, v := range map[string]string{buildMetaKey: b.Version, protocolMetaKey: b.Protocol()} {
+		if _, own := s.cfg.Meta[k]; !own {
+			if err := n.SetMeta(k, v); err != nil {
+				log.Warn("publishing the build in metadata failed", "key", k, "err", err)
+			}
 		}
 	}
 	if s.addrFile != "" {

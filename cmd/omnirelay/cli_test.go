@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -170,5 +172,18 @@ func TestDemoNarratesCrashAndRestart(t *testing.T) {
 			t.Fatalf("demo output lacks %q after offset %d:\n%s", want, last, s)
 		}
 		last += i
+	}
+}
+
+func TestVersionPrintsBuildAndProtocol(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"version"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "omnirelay ") ||
+		!strings.Contains(out.String(), "protocol 1-1") || !strings.Contains(out.String(), runtime.Version()) {
+		t.Fatalf("exit %d, printed %q", code, out.String())
+	}
+	out.Reset()
+	var b node.Build
+	if code := run([]string{"version", "-o", "json"}, &out, io.Discard); code != 0 || json.Unmarshal(out.Bytes(), &b) != nil || b.ProtocolMax != 1 {
+		t.Fatalf("exit %d, printed %q", code, out.String())
 	}
 }
