@@ -86,18 +86,11 @@ func NewHandler(src Source, opts Options) http.Handler {
 			Help: "Watch requests answered 503 because MaxWatchers streams were open."}),
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /control/v1/peers", h.peers)
-	mux.HandleFunc("GET /control/v1/peers/{name}", h.peer)
-	mux.HandleFunc("GET /control/v1/leaders", h.leaders)
-	mux.HandleFunc("GET /control/v1/shards", h.shards)
-	mux.HandleFunc("GET /control/v1/shards/lookup", h.lookupShard)
-	mux.HandleFunc("GET /control/v1/shards/{id}", h.shard)
-	mux.HandleFunc("POST /control/v1/shards/drain", h.drainShards)
-	mux.HandleFunc("POST /control/v1/shards/rebalance", h.rebalanceShards)
-	mux.HandleFunc("GET /healthz", h.healthz)
-	mux.HandleFunc("GET /readyz", h.readyz)
-	if opts.Metrics != nil {
-		mux.Handle("GET /metrics", opts.Metrics)
+	for _, rt := range h.routes() {
+		if rt.Path == "/metrics" && opts.Metrics == nil {
+			continue
+		}
+		mux.HandleFunc(rt.Pattern(), rt.serve)
 	}
 	if opts.Registerer == nil {
 		return jsonErrors(mux)

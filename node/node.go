@@ -128,6 +128,11 @@ type Node struct {
 	httpSrv     *http.Server
 	controlAddr string
 	closeOnce   sync.Once
+	left        chan struct{} // closed by the first Leave that completes
+	leftOnce    sync.Once
+
+	warnMu sync.Mutex
+	warned map[string]string // misconfigurations detected, by kind (see warn)
 }
 
 type inPacket struct {
@@ -168,6 +173,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Voter {
 		cfg.Meta = withRole(cfg.Meta, VoterRole)
 	}
+	cfg.Meta = withClusterSettings(cfg.Meta, cfg)
 	n := &Node{
 		cfg: cfg, clock: cfg.Clock,
 		packets: make(chan inPacket, packetQueue),
@@ -179,6 +185,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		budget:  newByteBudget(frameBudget),
 		changed: make(chan struct{}),
 		subs:    map[*Subscription]struct{}{},
+		left:    make(chan struct{}),
 	}
 	var seed [16]byte
 	crand.Read(seed[:])
@@ -356,6 +363,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	select {
 	case <-done:
 		n.log.Info("left the cluster gracefully")
+		n.leftOnce.Do(func() { close(n.left) })
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("node: leave not fully gossiped: %w", ctx.Err())
@@ -779,6 +787,7 @@ func (n *Node) flushOnce() {
 	}
 	if len(rd.Meta) > 0 {
 		n.publishMeta(rd.Meta, sw.Members())
+		n.checkSettings(rd.Meta)
 	}
 	if len(n.leaves) > 0 && (st.QueueLen == 0 || !n.anyLivePeer()) {
 		for _, c := range n.leaves {

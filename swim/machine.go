@@ -3,6 +3,7 @@ package swim
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -365,6 +366,37 @@ func (m *Machine) Leave(now time.Time) {
 	m.eagerOK = true
 	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
 	m.flushEager("")
+}
+
+// Errors of ForceLeave.
+var (
+	ErrUnknownMember = errors.New("swim: no such member")
+	ErrMemberLive    = errors.New("swim: member is alive or suspect: only a dead member can be forced out (a live one leaves itself)")
+)
+
+// ForceLeave is the operator's removal of a dead member: this node records it as
+// left, and gossips the Leave, which members still holding it alive or suspect
+// take (those holding it dead keep that). With prune its tombstone, a reconnect
+// candidate, is also dropped from this node's table now rather than after
+// TombstoneTTL; other nodes keep theirs. A live member is refused: it would
+// refute the claim at once.
+func (m *Machine) ForceLeave(now time.Time, name string, prune bool) error {
+	mem := m.members.get(name)
+	switch {
+	case mem == nil || mem == m.self:
+		return fmt.Errorf("%w: %q", ErrUnknownMember, name)
+	case isLive(mem.Status):
+		return fmt.Errorf("%w: %q is %s", ErrMemberLive, name, mem.Status)
+	}
+	if mem.Status == StatusDead {
+		m.setState(now, mem, mem.Incarnation, StatusLeft)
+		m.event(now, EventLeft, mem)
+		m.queueFact(&wire.Leave{Node: mem.Name, Incarnation: mem.Incarnation}, mem.Name)
+	}
+	if prune {
+		m.forget(now, mem)
+	}
+	return nil
 }
 
 // NextDeadline is when Tick must next be called; it may be in the past (call Tick

@@ -557,13 +557,17 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	<-ctx.Done()
-	stop() // a second signal now kills the process the default way
-	log.Info("shutting down: leaving the cluster", "timeout", s.leaveTimeout.String())
-	lctx, cancel := context.WithTimeout(context.Background(), s.leaveTimeout)
-	defer cancel()
-	if err := n.Leave(lctx); err != nil {
-		log.Warn("leave incomplete; peers will detect the departure by probing", "err", err)
+	select {
+	case <-ctx.Done():
+		stop() // a second signal now kills the process the default way
+		log.Info("shutting down: leaving the cluster", "timeout", s.leaveTimeout.String())
+		lctx, cancel := context.WithTimeout(context.Background(), s.leaveTimeout)
+		defer cancel()
+		if err := n.Leave(lctx); err != nil {
+			log.Warn("leave incomplete; peers will detect the departure by probing", "err", err)
+		}
+	case <-n.Left():
+		log.Info("shutting down: left the cluster on request (mesh leave)")
 	}
 	n.Close()
 	log.Info("agent stopped")
