@@ -142,6 +142,17 @@ func (n *Node) joinResult(now time.Time, r streamResult) {
 		return
 	}
 	delete(j.pending, r.to)
+	if r.err == nil && n.stack.Swim().NameConflict() != "" {
+		// The seed's view holds a live member of our name elsewhere: refuse to
+		// take its place (memberlist refuses such a join too).
+		err := n.nameInUse(n.stack.Swim().NameConflict())
+		n.log.Error("join refused: "+err.Error(), "seed", r.to)
+		for _, w := range j.waiters {
+			w <- err
+		}
+		n.join = nil
+		return
+	}
 	if r.err == nil {
 		n.log.Info("joined the cluster", "seed", r.to, "rounds", j.rounds)
 		for _, w := range j.waiters {
@@ -171,4 +182,11 @@ func JoinBackoff(base, maxWait time.Duration, rounds int, u float64) time.Durati
 	}
 	d = min(d, maxWait)
 	return time.Duration(float64(d) * (0.75 + u/2))
+}
+
+// nameInUse is the join error for a live member of our name at addr.
+func (n *Node) nameInUse(addr string) error {
+	return fmt.Errorf("%w: %q is a live member at %s, and this node is at %s: give this node another name, "+
+		"or if %s was this node's previous run, wait until the cluster declares it dead (a few probe rounds) and start again",
+		ErrNameInUse, n.cfg.Name, addr, n.addr, addr)
 }

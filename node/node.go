@@ -47,6 +47,9 @@ var (
 	ErrNoSeedAnswered = errors.New("node: no seed answered")
 	// ErrClosed means the node was closed.
 	ErrClosed = errors.New("node: closed")
+	// ErrNameInUse means Join (or Start) found a live member of this node's name at
+	// another address in the cluster; the node joined nothing and should stop.
+	ErrNameInUse = errors.New("node: name already in use")
 )
 
 // Member is one node as the local node sees it.
@@ -95,6 +98,8 @@ type Node struct {
 	// label are not counted as accepted.
 	clusterHash uint32
 	versionLog  versionLog
+	// nameConflicts is swim's NameConflicts count last looked at.
+	nameConflicts uint64
 
 	packets chan inPacket
 	streams chan inStream
@@ -780,6 +785,12 @@ func (n *Node) flushOnce() {
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()
+	if st.NameConflicts != n.nameConflicts && n.join == nil {
+		n.nameConflicts = st.NameConflicts
+		if addr := sw.NameConflict(); addr != "" {
+			n.warn("name/"+addr, "name", fmt.Sprintf("another node at %s claims this node's name %q (this node refutes it; stop the other one or rename it)", addr, n.cfg.Name))
+		}
+	}
 	if len(rd.Events) > 0 {
 		members := sw.Members()
 		n.publish(rd.Events, members, st, sw.LocalHealth(), sw.Digest().Hash)

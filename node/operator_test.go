@@ -2,6 +2,7 @@ package node
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http/httptest"
 	"os"
@@ -204,5 +205,61 @@ func TestSettingMismatchNamed(t *testing.T) {
 		waitFor(t, 5*time.Second, "n1 counts the voter mismatch", func() bool {
 			return metricLine(t, nodes[1], `omnirelay_config_mismatches{setting="voters"}`) == `omnirelay_config_mismatches{setting="voters"} 1`
 		})
+	})
+}
+
+// TestDuplicateNameRefused: a second node started with a live member's name at
+// another address fails to start with ErrNameInUse naming both addresses, and the
+// cluster keeps the incumbent at its address. Two running nodes of one name that
+// meet (a node joins through both) name each other: status warning, ERROR log,
+// gauge.
+func TestDuplicateNameRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNetwork()
+		a := startMem(t, memConfig(t, mn, "a", "10.0.0.1:7946"))
+		defer a.Close()
+		b := startMem(t, memConfig(t, mn, "b", "10.0.0.2:7946", "10.0.0.1:7946"))
+		defer b.Close()
+		waitFor(t, 5*time.Second, "a sees b", func() bool { s, _ := statusOf(a, "b"); return s == swim.StatusAlive })
+
+		_, err := Start(t.Context(), memConfig(t, mn, "b", "10.0.0.3:7946", "10.0.0.1:7946"))
+		if !errors.Is(err, ErrNameInUse) || !strings.Contains(err.Error(), "10.0.0.2:7946") || !strings.Contains(err.Error(), "10.0.0.3:7946") {
+			t.Fatalf("second b: %v, want ErrNameInUse naming both addresses", err)
+		}
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		for _, m := range a.Members() {
+			if m.Name == "b" && (m.Addr != "10.0.0.2:7946" || m.Status != swim.StatusAlive || m.Incarnation > 1) {
+				t.Errorf("a holds b at %s %v incarnation %d after the newcomer was refused", m.Addr, m.Status, m.Incarnation)
+			}
+		}
+
+		logs := &syncBuffer{}
+		c1cfg := memConfig(t, mn, "c", "10.0.0.4:7946")
+		c1cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+		c1 := startMem(t, c1cfg)
+		defer c1.Close()
+		c2 := startMem(t, memConfig(t, mn, "c", "10.0.0.5:7946"))
+		defer c2.Close()
+		d := startMem(t, memConfig(t, mn, "d", "10.0.0.6:7946", "10.0.0.4:7946", "10.0.0.5:7946"))
+		defer d.Close()
+		for _, c := range []*Node{c1, c2} {
+			var st control.NodeStatus
+			// They meet by d's gossip and push-pulls (PushPullInterval).
+			waitFor(t, time.Minute, c.AdvertiseAddr()+" warns", func() bool {
+				call(t, c, "GET", "/control/v1/status", "", &st)
+				return len(st.Warnings) == 1
+			})
+			other := map[*Node]*Node{c1: c2, c2: c1}[c].AdvertiseAddr()
+			if !strings.Contains(st.Warnings[0], other) || !strings.Contains(st.Warnings[0], `name "c"`) {
+				t.Errorf("%s's warning: %q", c.AdvertiseAddr(), st.Warnings[0])
+			}
+		}
+		if !strings.Contains(logs.String(), `level=ERROR msg="misconfiguration: another node at 10.0.0.5:7946 claims this node's name`) {
+			t.Errorf("no error line on c1:\n%s", logs.String())
+		}
+		if got := metricLine(t, c1, `omnirelay_config_mismatches{setting="name"}`); got != `omnirelay_config_mismatches{setting="name"} 1` {
+			t.Errorf("gauge %q", got)
+		}
 	})
 }

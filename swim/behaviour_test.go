@@ -1247,3 +1247,23 @@ func TestForceLeave(t *testing.T) {
 		t.Fatal("n1 forgot n3: prune is local")
 	}
 }
+
+// TestNameConflictIsReported: a second node with n1's name at another address
+// joining makes both the newcomer and n1 report the other's address.
+func TestNameConflictIsReported(t *testing.T) {
+	nt := newNet(t, 3, 11, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	dup := nt.add("n1", addrOf(50), 99, nil)
+	dup.m.Join(nt.now, []string{addrOf(0)})
+	nt.run(2 * time.Second)
+	if got := dup.m.NameConflict(); got != addrOf(1) || dup.m.Stats().NameConflicts == 0 {
+		t.Errorf("newcomer: conflict %q (%d), want %s", got, dup.m.Stats().NameConflicts, addrOf(1))
+	}
+	if got := nt.node("n1").m.NameConflict(); got != addrOf(50) {
+		t.Errorf("incumbent: conflict %q, want %s", got, addrOf(50))
+	}
+	if got := nt.node("n2").m.NameConflict(); got != "" {
+		t.Errorf("bystander reports a conflict %q", got)
+	}
+}

@@ -42,6 +42,7 @@ type Stats struct {
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
 	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
+	NameConflicts      uint64 // current claims that a node at another address is us (NameConflict names it)
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
@@ -159,6 +160,8 @@ type Machine struct {
 	digest  viewDigest
 	health  int // local health score, 0..AwarenessMaxMultiplier-1
 	leaving bool
+	// conflictAddr is the address of the last claim of our name elsewhere (NameConflict).
+	conflictAddr string
 	seq     uint32
 	probe   probeState
 	relays  []relay
@@ -367,6 +370,12 @@ func (m *Machine) Leave(now time.Time) {
 	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
 	m.flushEager("")
 }
+
+// NameConflict is the address of the last node claimed alive under our name at
+// another address with an incarnation at least ours ("" if none): another node
+// uses our name, or a previous run of ours at another address still lives in the
+// cluster's view. Stats.NameConflicts counts such claims; we refute each.
+func (m *Machine) NameConflict() string { return m.conflictAddr }
 
 // Errors of ForceLeave.
 var (
