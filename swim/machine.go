@@ -160,8 +160,6 @@ type Machine struct {
 	digest  viewDigest
 	health  int // local health score, 0..AwarenessMaxMultiplier-1
 	leaving bool
-	// conflictAddr is the address of the last claim of our name elsewhere (NameConflict).
-	conflictAddr string
 	seq     uint32
 	probe   probeState
 	relays  []relay
@@ -182,6 +180,9 @@ type Machine struct {
 	probesNoDigest int       // probes sent without our digest since the last with it
 	echoDigest     bool      // the packet being handled carried a disagreeing digest
 	lastDigestSync time.Time
+
+	// conflictAddr is the address of the last claim of our name elsewhere (NameConflict).
+	conflictAddr string
 
 	packer *wire.Packer
 	reader wire.PacketReader
