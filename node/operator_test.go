@@ -263,3 +263,51 @@ func TestDuplicateNameRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestShardFormationLogsOneLinePerChange: a 256-shard formation on three nodes
+// writes its per-shard transitions at DEBUG only, and a few INFO summary lines.
+func TestShardFormationLogsOneLinePerChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNetwork()
+		logs := &syncBuffer{}
+		var nodes []*Node
+		for i := range 3 {
+			cfg := leaderConfig(t, mn, i, t.TempDir(), nil)
+			cfg.Shards = 256
+			cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			nodes = append(nodes, startMem(t, cfg))
+		}
+		defer func() {
+			for _, n := range nodes {
+				n.Close()
+			}
+		}()
+		waitFor(t, 20*time.Second, "every shard owned", func() bool {
+			total := 0
+			for _, n := range nodes {
+				total += len(n.OwnedShards())
+			}
+			return total == 256
+		})
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		info, debug, summaries := 0, 0, 0
+		for line := range strings.Lines(logs.String()) {
+			isShard := strings.Contains(line, "msg=\"shard ") || strings.Contains(line, "msg=\"shards changed")
+			switch {
+			case !isShard:
+			case strings.Contains(line, "level=DEBUG"):
+				debug++
+			case strings.Contains(line, "msg=\"shards changed"):
+				summaries++
+			default:
+				info++
+				t.Logf("per-shard line above DEBUG: %s", line)
+			}
+		}
+		t.Logf("%d per-shard DEBUG lines, %d summary lines", debug, summaries)
+		if info != 0 || debug < 256 || summaries == 0 || summaries > 60 {
+			t.Errorf("%d per-shard lines above DEBUG, %d DEBUG, %d summaries; want 0, >= 256, 1..60", info, debug, summaries)
+		}
+	})
+}
