@@ -33,8 +33,9 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
        [--voters A,B,C [--voter --data-dir DIR]] [--audit-log FILE]
        [--shards N]
 
-Runs one mesh node and its control API until SIGINT or SIGTERM, then leaves the
-cluster gracefully. Flags override the config file (JSON, see docs/configuration.md).
+Runs one mesh node and its control API until SIGINT, SIGTERM or "mesh leave", then
+leaves the cluster gracefully. SIGHUP reloads the log level and metadata from the
+config file and flags (docs/configuration.md, "Reloading"). Flags override the config file (JSON, see docs/configuration.md).
 The agent needs a packet key (--key-file, $` + keyEnv + `, or the config file) unless
 --insecure is given. Make one with: omnirelay keygen -o FILE
 `
@@ -191,6 +192,7 @@ type agentSettings struct {
 	joinTimeout  time.Duration
 	leaveTimeout time.Duration
 	auditLog     string
+	swim         string   // the config file's "swim" object, for reload comparisons
 	warnings     []string // logged once the logger exists
 }
 
@@ -258,6 +260,9 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		auditLog:     pick("audit-log", *auditLog, f.AuditLog),
 		joinTimeout:  defaultJoinTimeout,
 		leaveTimeout: defaultLeaveTimeout,
+	}
+	if b, err := json.Marshal(f.Swim); err == nil {
+		s.swim = string(b)
 	}
 	if f.JoinTimeout != nil {
 		s.joinTimeout = time.Duration(*f.JoinTimeout)
@@ -452,10 +457,10 @@ func readKeyFile(path string) ([]string, error) {
 	return keys, nil
 }
 
-func newLogger(w io.Writer, format, level string) *slog.Logger {
-	var lvl slog.Level
-	lvl.UnmarshalText([]byte(level)) // validated by parseAgent
-	opts := &slog.HandlerOptions{Level: lvl}
+// newLogger builds the agent's logger; level may be changed while it runs
+// (SIGHUP reload).
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -500,7 +505,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "omnirelay agent: %v\n", err)
 		return 2
 	}
-	base := newLogger(stderr, s.logFormat, s.logLevel)
+	level := new(slog.LevelVar)
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(s.logLevel)) // validated by parseAgent
+	level.Set(lvl)
+	base := newLogger(stderr, s.logFormat, level)
 	s.cfg.Logger = base // node adds node=NAME itself
 	log := base.With("node", s.cfg.Name)
 	for _, w := range s.warnings {
@@ -517,6 +526,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads (reload.go); without this it would end the process without
+	// a leave, which peers see as a crash.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	startCtx := ctx
 	if s.joinTimeout > 0 {
@@ -557,8 +571,20 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	for running := true; running; {
+		select {
+		case <-hup:
+			reloadAgent(args, &s, level, n, log)
+		case <-ctx.Done():
+			running = false
+		case <-n.Left():
+			running = false
+		}
+	}
 	select {
-	case <-ctx.Done():
+	case <-n.Left():
+		log.Info("shutting down: left the cluster on request (mesh leave)")
+	default:
 		stop() // a second signal now kills the process the default way
 		log.Info("shutting down: leaving the cluster", "timeout", s.leaveTimeout.String())
 		lctx, cancel := context.WithTimeout(context.Background(), s.leaveTimeout)
@@ -566,8 +592,6 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		if err := n.Leave(lctx); err != nil {
 			log.Warn("leave incomplete; peers will detect the departure by probing", "err", err)
 		}
-	case <-n.Left():
-		log.Info("shutting down: left the cluster on request (mesh leave)")
 	}
 	n.Close()
 	log.Info("agent stopped")
