@@ -15,12 +15,14 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -98,6 +100,8 @@ type Node struct {
 	// label are not counted as accepted.
 	clusterHash uint32
 	versionLog  versionLog
+	// refusedLog rate-limits the lines of refused inbound streams.
+	refusedLog rateLog
 	// nameConflicts is swim's NameConflicts count last looked at.
 	nameConflicts uint64
 
@@ -562,8 +566,14 @@ func (n *Node) serveStream(c *inConn) {
 		return
 	}
 	if req, err = n.openFrame(conn.RemoteAddr().String(), req); err != nil {
-		n.log.Debug("dropping a stream request that does not open", "from", conn.RemoteAddr(), "err", err)
+		n.refusedLog.log(n.log, n.clock.Now(), slog.LevelWarn, "refusing a stream that does not open: the peer's packet key differs from this node's keys (or it is not a mesh node)",
+			"from", conn.RemoteAddr().String(), "err", err)
 		return
+	}
+	if err := wire.FrameCluster(req, n.clusterHash); err != nil {
+		// The stack drops and counts it; the joiner sees only a closed stream.
+		n.refusedLog.log(n.log, n.clock.Now(), slog.LevelWarn, "refusing a stream of another cluster label: the peer's --cluster-label differs from this node's",
+			"from", conn.RemoteAddr().String(), "cluster_label", n.cfg.ClusterLabel)
 	}
 	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
 	select {
@@ -612,12 +622,27 @@ func (n *Node) exchange(s stack.Stream) ([]byte, error) {
 	if _, err := conn.Write(n.sealFrame(s.Data)); err != nil {
 		return nil, err
 	}
-	reply, err := wire.ReadFrame(conn, wire.DefaultMaxFrame)
+	br := bufio.NewReader(conn)
+	if p, err := br.Peek(len("HTTP/")); err == nil && string(p) == "HTTP/" {
+		return nil, errHTTPPeer
+	}
+	reply, err := wire.ReadFrame(br, wire.DefaultMaxFrame)
+	if errors.Is(err, io.EOF) {
+		return nil, errNoAnswer
+	}
 	if err != nil {
 		return nil, err
 	}
 	return n.openFrame(s.To, reply)
 }
+
+// Stream failures worded for the operator: a peer that closes without a reply is,
+// in practice, a misconfiguration on one side, which the peer names in its own log.
+var (
+	errNoAnswer = errors.New("closed the stream without answering (EOF): its packet key or cluster label " +
+		"most likely differs from this node's (it logs which), or it speaks another protocol version")
+	errHTTPPeer = errors.New("answered in HTTP: this address is an HTTP port (a control API?), not a gossip port")
+)
 
 // sealFrame seals an outbound stream frame when the node has keys: streams are
 // encrypted and authenticated like packets.
