@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -140,7 +141,11 @@ const (
 
 // Agent defaults beyond node's.
 const (
-	defaultControl      = "127.0.0.1:7070"
+	defaultControl = "127.0.0.1:7070"
+	// defaultBind is loopback so that an agent started with no address runs on a
+	// laptop as is; reaching other hosts takes --bind (and --advertise for a
+	// wildcard such as 0.0.0.0).
+	defaultBind         = "127.0.0.1:7946"
 	defaultJoinTimeout  = 30 * time.Second
 	defaultLeaveTimeout = 5 * time.Second
 )
@@ -203,7 +208,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	var (
 		configPath = fs.String("config", "", "JSON config file (docs/configuration.md)")
 		name       = fs.String("name", "", "unique node name (required)")
-		bind       = fs.String("bind", "", "UDP+TCP host:port to listen on (port 0: any free port; default "+node.DefaultBind+")")
+		bind       = fs.String("bind", "", "UDP+TCP host:port to listen on (port 0: any free port; default "+defaultBind+": this machine only)")
 		advertise  = fs.String("advertise", "", "host:port peers reach this node at (default: the bound address)")
 		control    = fs.String("control", "", "control API host:port (default "+defaultControl+"; \"off\" disables)")
 		profile    = fs.String("profile", "", "membership timers: lan (default) or memberlist")
@@ -298,7 +303,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	}
 	s.cfg = node.Config{
 		Name:         pick("name", *name, f.Name),
-		Bind:         pick("bind", *bind, f.Bind),
+		Bind:         cmp.Or(pick("bind", *bind, f.Bind), defaultBind),
 		Advertise:    pick("advertise", *advertise, f.Advertise),
 		Control:      ctl,
 		Profile:      pick("profile", *profile, f.Profile),

@@ -146,7 +146,8 @@ func TestMeshPeersAgainstARealNode(t *testing.T) {
 }
 
 // TestDemoNarratesCrashAndRestart runs the demo with three nodes and checks the
-// story it tells, in order.
+// story it tells, in order: formation, leader, shards, crash, failover or not,
+// shards moved, restart.
 func TestDemoNarratesCrashAndRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a real-time demo")
@@ -159,10 +160,13 @@ func TestDemoNarratesCrashAndRestart(t *testing.T) {
 	last := 0
 	for _, want := range []string{
 		"Every node now sees all 3 nodes alive",
+		"holds the lease at epoch",
+		"SHARDS: all 64 placed",
 		"CRASH: node-2",
 		"suspects node-2",
 		"All 2 survivors agree node-2 is dead",
 		"node-2  127.0.0.1:",
+		"SHARDS: all 64 served again",
 		"RESTART: node-2",
 		"All 3 nodes agree node-2 is back",
 		"Summary",
