@@ -286,17 +286,13 @@ func printClusterStatus(w io.Writer, rows []ClusterRow) {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t-\t-\t-\t-\t%s\n", p.Name, p.Status, orDash(p.Meta["version"]), orDash(p.Meta["protocol"]), p.Incarnation, r.Error)
 			continue
 		}
-		role := ""
-		if st.IsLeader {
-			role = " (self)"
-		}
 		note := strings.Join(st.Warnings, "; ")
 		shards := "-"
 		if st.Shards > 0 {
 			shards = fmt.Sprintf("%d/%d", st.Owned, st.Shards)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s%s\t%d\t%s\t%s\n", st.Name, st.Status, st.Version, st.Protocol,
-			st.Incarnation, st.Health, orNone(st.Leader), role, st.Epoch, shards, orDash(note))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%s\t%s\n", st.Name, st.Status, st.Version, st.Protocol,
+			st.Incarnation, st.Health, orNone(st.Leader), st.Epoch, shards, orDash(note))
 	}
 	tw.Flush()
 }

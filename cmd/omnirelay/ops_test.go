@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"strings"
 	"testing"
@@ -97,5 +98,31 @@ func TestShardSummaryCounts(t *testing.T) {
 	printSummary(&out, s)
 	if !strings.Contains(out.String(), "2 moving, 1 parked") || !strings.Contains(out.String(), "draining") {
 		t.Fatalf("printed:\n%s", out.String())
+	}
+}
+
+// TestWatchPeersPrintsChanges: the --watch printer writes the snapshot line, then
+// one line per membership change, until its context ends.
+func TestWatchPeersPrintsChanges(t *testing.T) {
+	quiet := slog.New(slog.DiscardHandler)
+	a, err := node.Start(t.Context(), node.Config{Name: "alpha", Bind: "127.0.0.1:0", Control: "127.0.0.1:0", Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- watchPeers(ctx, &control.Client{Base: "http://" + a.ControlAddr()}, "", out, "") }()
+	poll(t, 5*time.Second, "snapshot line", func() bool { return strings.Contains(out.String(), "snapshot: 1 peers") })
+	b, err := node.Start(t.Context(), node.Config{Name: "beta", Bind: "127.0.0.1:0", Join: []string{a.AdvertiseAddr()}, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	poll(t, 5*time.Second, "join line", func() bool { return strings.Contains(out.String(), " join beta "+b.AdvertiseAddr()) })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("watch ended with %v", err)
 	}
 }
