@@ -130,6 +130,9 @@ func (c *codeWriter) Header() http.Header         { return c.header }
 func (c *codeWriter) WriteHeader(code int)        { c.code = code }
 func (c *codeWriter) Write(b []byte) (int, error) { return len(b), nil }
 
+// logsRoute is always a stream, so instrument does not time it.
+const logsRoute = "GET /control/v1/logs"
+
 // instrument counts every request by route pattern and status code, and times all
 // but watch streams (which last as long as the client wants). The route label is the
 // mux pattern, never the raw path, so a scanner cannot grow the label set.
@@ -154,7 +157,7 @@ func instrument(mux http.Handler, reg prometheus.Registerer) http.Handler {
 			route = "unmatched"
 		}
 		requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		if r.URL.Query().Get("watch") != "true" {
+		if r.URL.Query().Get("watch") != "true" && route != logsRoute {
 			duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		}
 	})

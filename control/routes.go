@@ -44,6 +44,7 @@ func (h *handler) routes() []route {
 		r(get, "/control/v1/peers/{name}", RoleReader, h.peer),
 		r(post, "/control/v1/peers/{name}/force-leave", RoleAdmin, h.forceLeave),
 		r(get, "/control/v1/status", RoleReader, h.status),
+		r(get, "/control/v1/logs", RoleOperator, h.logs),
 		r(put, "/control/v1/meta/{key}", RoleOperator, h.setMeta),
 		r(del, "/control/v1/meta/{key}", RoleOperator, h.deleteMeta),
 		r(post, "/control/v1/join", RoleOperator, h.join),

@@ -77,6 +77,7 @@ type Event struct {
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
+	logs     *logHub // log records for the control API's log watchers
 	clock    Clock
 	tr       Transport
 	kr       *wire.Keyring
@@ -223,7 +224,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.addr = adv
 	n.clusterHash = wire.ClusterHash(cfg.ClusterLabel)
-	n.log = cfg.Logger.With("node", cfg.Name)
+	n.logs = newLogHub()
+	n.log = slog.New(&teeHandler{inner: cfg.Logger.Handler(), hub: n.logs}).With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	if cfg.AuditLog != nil {
 		n.auditLog = &auditLog{w: cfg.AuditLog}

@@ -22,7 +22,7 @@ const meshUsage = `usage:
   omnirelay mesh peers list [--status S[,S]] [--role R] [--meta K:V ...] [--limit N] [--watch]
   omnirelay mesh peers get NAME
   omnirelay mesh status [--cluster]
-  omnirelay mesh monitor
+  omnirelay mesh monitor [--log-level L|off]
   omnirelay mesh members force-leave NAME [--prune]
   omnirelay mesh meta set KEY=VALUE | meta delete KEY
   omnirelay mesh join HOST:PORT ... | leave

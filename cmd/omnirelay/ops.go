@@ -459,13 +459,19 @@ func watchLeaders(ctx context.Context, c *control.Client, w io.Writer, prefix st
 }
 
 func monitorCommand() command {
-	return leaf("monitor", 0, 0, nil, func(_ context.Context, a *apiFlags, _ []string, stdout, stderr io.Writer) int {
+	var level string
+	return leaf("monitor", 0, 0, func(fs *flag.FlagSet) {
+		fs.StringVar(&level, "log-level", "info", "agent log lines at this level and above: debug, info, warn, error, or off")
+	}, func(_ context.Context, a *apiFlags, _ []string, stdout, stderr io.Writer) int {
 		ctx, stop := untilSignal()
 		defer stop()
 		out := &lockedWriter{w: stdout}
 		c := a.client()
 		var wg sync.WaitGroup
-		errs := make(chan error, 3)
+		errs := make(chan error, 4)
+		if level != "off" {
+			wg.Go(func() { errs <- watchLogs(ctx, c, level, out, "[log]     ") })
+		}
 		wg.Go(func() { errs <- watchPeers(ctx, c, "", out, "[members] ") })
 		wg.Go(func() {
 			err := watchShardMaps(ctx, c, "", out, "[shards]  ", false)
@@ -497,4 +503,26 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(b)
+}
+
+// watchLogs prints the agent's log records, one line each.
+func watchLogs(ctx context.Context, c *control.Client, level string, w io.Writer, prefix string) error {
+	return c.WatchLogs(ctx, level, func(ev control.Event) error {
+		if ev.Kind == "dropped" {
+			fmt.Fprintf(w, "%s(some log lines were dropped: this monitor fell behind)\n", prefix)
+			return nil
+		}
+		var r control.LogRecord
+		if err := json.Unmarshal(ev.Data, &r); err != nil {
+			return err
+		}
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(r.Attrs)) {
+			if k != "node" {
+				kv = append(kv, k+"="+r.Attrs[k])
+			}
+		}
+		fmt.Fprintf(w, "%s%s %-5s %s %s\n", prefix, r.Time.Local().Format(time.TimeOnly), r.Level, r.Msg, strings.Join(kv, " "))
+		return nil
+	})
 }
