@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -99,4 +100,76 @@ func (c *Client) get(ctx context.Context, path string, into any) error {
 		return &APIError{Status: resp.StatusCode, Body: er.Error}
 	}
 	return json.Unmarshal(body, into)
+}
+
+// Event is one Server-Sent Event of a watch stream.
+type Event struct {
+	ID   string
+	Kind string // the SSE event name: snapshot, join, ..., map, reset
+	Data []byte // JSON
+}
+
+// maxEventBytes bounds one event's data line as the client reads it.
+const maxEventBytes = 16 << 20
+
+// Watch opens a watch stream (path with watch=true in its query) and calls f for
+// each event until ctx ends, the stream ends, or f returns an error.
+func (c *Client) Watch(ctx context.Context, path string, f func(Event) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.Base, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	// A watch lasts as long as the caller wants: the client's overall timeout must
+	// not cut it (ctx bounds it instead).
+	if hc.Timeout != 0 {
+		nc := *hc
+		nc.Timeout = 0
+		hc = &nc
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var er ErrorReply
+		if json.Unmarshal(body, &er) != nil || er.Error.Code == "" {
+			er.Error = ErrorBody{Code: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(body))}
+		}
+		return &APIError{Status: resp.StatusCode, Body: er.Error}
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), maxEventBytes)
+	var ev Event
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.Kind != "" {
+				if err := f(ev); err != nil {
+					return err
+				}
+			}
+			ev = Event{}
+		case strings.HasPrefix(line, "id: "):
+			ev.ID = line[4:]
+		case strings.HasPrefix(line, "event: "):
+			ev.Kind = line[7:]
+		case strings.HasPrefix(line, "data: "):
+			ev.Data = []byte(line[6:])
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return io.ErrUnexpectedEOF
 }

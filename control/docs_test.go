@@ -13,8 +13,8 @@ import (
 )
 
 // The routes and error codes of docs/api.md against the server's own: the routes
-// are the mux registrations of handler.go, the codes the Code constants of
-// codes.go, both read from the source so a new one cannot be left undocumented.
+// are the route table (routes.go, which the handler registers), the codes the Code
+// constants of codes.go, read from the source: a new one cannot be left undocumented.
 
 // apiDoc reads docs/api.md.
 func apiDoc(t *testing.T) string {
@@ -26,36 +26,12 @@ func apiDoc(t *testing.T) string {
 	return string(b)
 }
 
-// serverRoutes returns the patterns handler.go registers ("GET /healthz").
+// serverRoutes returns the patterns of the route table ("GET /healthz").
 func serverRoutes(t *testing.T) []string {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "handler.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var routes []string
-	ast.Inspect(f, func(n ast.Node) bool {
-		call, ok := n.(*ast.CallExpr)
-		if !ok || len(call.Args) == 0 {
-			return true
-		}
-		sel, ok := call.Fun.(*ast.SelectorExpr)
-		if !ok || (sel.Sel.Name != "HandleFunc" && sel.Sel.Name != "Handle") {
-			return true
-		}
-		if id, ok := sel.X.(*ast.Ident); !ok || id.Name != "mux" {
-			return true
-		}
-		lit, ok := call.Args[0].(*ast.BasicLit)
-		if !ok {
-			t.Fatalf("handler.go: a mux registration whose pattern is not a literal: the docs test cannot read it")
-		}
-		p, _ := strconv.Unquote(lit.Value)
-		routes = append(routes, p)
-		return true
-	})
-	if len(routes) < 10 {
-		t.Fatalf("found only %d routes in handler.go: %v", len(routes), routes)
+	for _, r := range Routes() {
+		routes = append(routes, r.Pattern())
 	}
 	return routes
 }
@@ -124,5 +100,31 @@ func TestAPIDocErrorCodesMatchTheServer(t *testing.T) {
 		if c := m[1] + m[2]; !slices.Contains(codes, c) {
 			t.Errorf("docs/api.md names error code %q; the server has no such code", c)
 		}
+	}
+}
+
+// TestAPIDocRolesMatchTheRouteTable: the "Routes and roles" table of docs/api.md,
+// rows "| `METHOD PATH` | role |", names every route with the role the table gives it.
+func TestAPIDocRolesMatchTheRouteTable(t *testing.T) {
+	doc := apiDoc(t)
+	documented := map[string]string{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `((?:GET|POST|PUT|DELETE) /[^`]*)` \\| ([a-z]+) \\|").FindAllStringSubmatch(doc, -1) {
+		documented[m[1]] = m[2]
+	}
+	for _, r := range Routes() {
+		switch r.Role {
+		case RoleReader, RoleOperator, RoleAdmin:
+		default:
+			t.Errorf("route %s has no valid role (%q)", r.Pattern(), r.Role)
+		}
+		if got, ok := documented[r.Pattern()]; !ok {
+			t.Errorf("docs/api.md's roles table lacks %s (role %s)", r.Pattern(), r.Role)
+		} else if got != string(r.Role) {
+			t.Errorf("docs/api.md gives %s role %s; the route table %s", r.Pattern(), got, r.Role)
+		}
+		delete(documented, r.Pattern())
+	}
+	for p := range documented {
+		t.Errorf("docs/api.md's roles table names %s, which is no route", p)
 	}
 }

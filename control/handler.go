@@ -86,18 +86,11 @@ func NewHandler(src Source, opts Options) http.Handler {
 			Help: "Watch requests answered 503 because MaxWatchers streams were open."}),
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /control/v1/peers", h.peers)
-	mux.HandleFunc("GET /control/v1/peers/{name}", h.peer)
-	mux.HandleFunc("GET /control/v1/leaders", h.leaders)
-	mux.HandleFunc("GET /control/v1/shards", h.shards)
-	mux.HandleFunc("GET /control/v1/shards/lookup", h.lookupShard)
-	mux.HandleFunc("GET /control/v1/shards/{id}", h.shard)
-	mux.HandleFunc("POST /control/v1/shards/drain", h.drainShards)
-	mux.HandleFunc("POST /control/v1/shards/rebalance", h.rebalanceShards)
-	mux.HandleFunc("GET /healthz", h.healthz)
-	mux.HandleFunc("GET /readyz", h.readyz)
-	if opts.Metrics != nil {
-		mux.Handle("GET /metrics", opts.Metrics)
+	for _, rt := range h.routes() {
+		if rt.Path == "/metrics" && opts.Metrics == nil {
+			continue
+		}
+		mux.HandleFunc(rt.Pattern(), rt.serve)
 	}
 	if opts.Registerer == nil {
 		return jsonErrors(mux)
@@ -137,6 +130,9 @@ func (c *codeWriter) Header() http.Header         { return c.header }
 func (c *codeWriter) WriteHeader(code int)        { c.code = code }
 func (c *codeWriter) Write(b []byte) (int, error) { return len(b), nil }
 
+// logsRoute is always a stream, so instrument does not time it.
+const logsRoute = "GET /control/v1/logs"
+
 // instrument counts every request by route pattern and status code, and times all
 // but watch streams (which last as long as the client wants). The route label is the
 // mux pattern, never the raw path, so a scanner cannot grow the label set.
@@ -161,7 +157,7 @@ func instrument(mux http.Handler, reg prometheus.Registerer) http.Handler {
 			route = "unmatched"
 		}
 		requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		if r.URL.Query().Get("watch") != "true" {
+		if r.URL.Query().Get("watch") != "true" && route != logsRoute {
 			duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
 		}
 	})

@@ -392,3 +392,42 @@ func TestUnroutedRequestsAnswerTheErrorEnvelope(t *testing.T) {
 		}
 	}
 }
+
+// keyFake is a fakeSource with a keyring.
+type keyFake struct {
+	*fakeSource
+	installed [][]byte
+}
+
+func (k *keyFake) Keyring() ([]KeyInfo, error) {
+	return []KeyInfo{{Fingerprint: "ab", Primary: true}}, nil
+}
+func (k *keyFake) InstallKey(key []byte) error { k.installed = append(k.installed, key); return nil }
+func (k *keyFake) UseKey(string) error         { return nil }
+func (k *keyFake) RemoveKey(string) error      { return nil }
+
+// TestKeyInstallRefusesPlainHTTPFromAnotherHost: a packet key is a secret, taken
+// in the clear only from loopback.
+func TestKeyInstallRefusesPlainHTTPFromAnotherHost(t *testing.T) {
+	src := &keyFake{fakeSource: newFake("a")}
+	h := NewHandler(src, Options{})
+	body := `{"key": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="}`
+	for _, tc := range []struct {
+		remote string
+		want   int
+	}{{"192.0.2.7:5000", http.StatusForbidden}, {"127.0.0.1:5000", http.StatusOK}, {"[::1]:5000", http.StatusOK}} {
+		req := httptest.NewRequest("POST", "/control/v1/keyring/install", strings.NewReader(body))
+		req.RemoteAddr = tc.remote
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("from %s: %d %s, want %d", tc.remote, rec.Code, rec.Body, tc.want)
+		}
+		if tc.want == http.StatusForbidden && !strings.Contains(rec.Body.String(), CodeInsecureTransport) {
+			t.Errorf("from %s: %s", tc.remote, rec.Body)
+		}
+	}
+	if len(src.installed) != 2 {
+		t.Fatalf("%d installs, want the 2 from loopback", len(src.installed))
+	}
+}

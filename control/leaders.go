@@ -31,8 +31,18 @@ type Leaders struct {
 	Leader *Lease `json:"leader"`
 	// Voters is the voter set in force as the serving node knows it, sorted.
 	Voters []string `json:"voters"`
+	// VoterStatus is each voter's membership status in the serving node's view,
+	// in Voters order: liveness, and since when (the last change the node saw).
+	VoterStatus []VoterStatus `json:"voter_status"`
 	// Local describes the serving node.
 	Local LocalLeadership `json:"local"`
+}
+
+// VoterStatus is one voter as the serving node's membership sees it.
+type VoterStatus struct {
+	Name   string    `json:"name"`
+	Status string    `json:"status"` // alive, suspect, dead, left, or unknown (never seen)
+	Since  time.Time `json:"since"`  // when Status last changed, serving node's clock; zero if unknown
 }
 
 // Lease is one standing lease.
@@ -74,6 +84,9 @@ func (h *handler) leaders(w http.ResponseWriter, r *http.Request) {
 	}
 	if l.Voters == nil {
 		l.Voters = []string{}
+	}
+	if l.VoterStatus == nil {
+		l.VoterStatus = []VoterStatus{}
 	}
 	b, err := json.Marshal(l)
 	if err != nil {

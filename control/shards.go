@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -133,24 +134,6 @@ func (h *handler) shardSource(w http.ResponseWriter) (ShardSource, bool) {
 	return ss, ok
 }
 
-// shardError answers a ShardSource error.
-func shardError(w http.ResponseWriter, err error) {
-	var nl *NotLeaderError
-	switch {
-	case errors.As(err, &nl):
-		writeJSON(w, http.StatusConflict, NotLeaderReply{Error: ErrorBody{Code: CodeNotLeader, Message: nl.Error()},
-			Leader: nl.Leader, LeaderControl: nl.Control})
-	case errors.Is(err, ErrShardsOff):
-		writeError(w, http.StatusNotFound, CodeShardsOff, err.Error())
-	case errors.Is(err, ErrNoShardMap):
-		writeError(w, http.StatusServiceUnavailable, CodeNoShardMap, err.Error())
-	case errors.Is(err, ErrUnknownNode):
-		writeError(w, http.StatusNotFound, CodeUnknownNode, err.Error())
-	default:
-		writeError(w, http.StatusServiceUnavailable, CodeUnavailable, err.Error())
-	}
-}
-
 // shardFilter is the parsed owner/state query of a shards request.
 type shardFilter struct {
 	owner string          // "" any
@@ -225,7 +208,7 @@ func (h *handler) shards(w http.ResponseWriter, r *http.Request) {
 	}
 	m, err := ss.ShardMap()
 	if err != nil {
-		shardError(w, err)
+		sourceError(w, err)
 		return
 	}
 	etag := shardsETag(m)
@@ -308,7 +291,7 @@ func (h *handler) shard(w http.ResponseWriter, r *http.Request) {
 	}
 	m, err := ss.ShardMap()
 	if err != nil {
-		shardError(w, err)
+		sourceError(w, err)
 		return
 	}
 	i, found := slices.BinarySearchFunc(m.Shards, uint32(id), func(s Shard, id uint32) int { return int(int64(s.ID) - int64(id)) })
@@ -338,7 +321,7 @@ func (h *handler) lookupShard(w http.ResponseWriter, r *http.Request) {
 	}
 	l, err := ss.LookupShard(q.Get("key"))
 	if err != nil {
-		shardError(w, err)
+		sourceError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, l)
@@ -356,7 +339,7 @@ func (h *handler) drainShards(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := ss.DrainNode(req.Node, req.Drain); err != nil {
-		shardError(w, err)
+		sourceError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, req)
@@ -369,22 +352,17 @@ func decodeDrain(body io.Reader) (DrainRequest, error) {
 		Node  *string `json:"node"`
 		Drain *bool   `json:"drain"`
 	}
-	const want = `want {"node": NAME, "drain": true|false}`
-	dec := json.NewDecoder(io.LimitReader(body, 1<<16))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return DrainRequest{}, fmt.Errorf("%s: %v", want, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return DrainRequest{}, fmt.Errorf("%s: data after the object", want)
+	const want = `{"node": NAME, "drain": true|false}`
+	if err := readBody(body, &req, false, want); err != nil {
+		return DrainRequest{}, err
 	}
 	switch {
 	case req.Node == nil || *req.Node == "":
-		return DrainRequest{}, fmt.Errorf(`%s: "node" is required`, want)
+		return DrainRequest{}, fmt.Errorf(`want %s: "node" is required`, want)
 	case len(*req.Node) > crdt.DefaultLimits().MaxNameBytes: // no member can have a longer name
 		return DrainRequest{}, fmt.Errorf(`"node": %d bytes, more than %d`, len(*req.Node), crdt.DefaultLimits().MaxNameBytes)
 	case req.Drain == nil:
-		return DrainRequest{}, fmt.Errorf(`%s: "drain" is required (false lifts a drain)`, want)
+		return DrainRequest{}, fmt.Errorf(`want %s: "drain" is required (false lifts a drain)`, want)
 	}
 	return DrainRequest{Node: *req.Node, Drain: *req.Drain}, nil
 }
@@ -396,7 +374,7 @@ func (h *handler) rebalanceShards(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	if err := ss.Rebalance(); err != nil {
-		shardError(w, err)
+		sourceError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, struct {
@@ -463,15 +441,27 @@ func (c *Client) Rebalance(ctx context.Context) error {
 }
 
 func (c *Client) post(ctx context.Context, path string, body any) error {
-	b, err := json.Marshal(body)
+	return c.send(ctx, http.MethodPost, path, body, nil)
+}
+
+// send makes a request with a JSON body (none when body is nil) and decodes a 200
+// answer into into (unless nil). A 409 not_leader is a *NotLeaderError.
+func (c *Client) send(ctx context.Context, method, path string, body, into any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.Base, "/")+path, rd)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(c.Base, "/")+path, strings.NewReader(string(b)))
-	if err != nil {
-		return err
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Content-Type", "application/json")
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient
@@ -486,7 +476,10 @@ func (c *Client) post(ctx context.Context, path string, body any) error {
 		return err
 	}
 	if resp.StatusCode == http.StatusOK {
-		return nil
+		if into == nil {
+			return nil
+		}
+		return json.Unmarshal(rb, into)
 	}
 	if resp.StatusCode == http.StatusConflict {
 		var nl NotLeaderReply

@@ -347,6 +347,9 @@ func (c Config) validateLease(bad func(field, why string, args ...any) error) er
 		}
 		return nil
 	}
+	if n := len(c.Voters); n%2 == 0 {
+		return bad("Voters", "has %d names %v: use an odd number, 3 or 5 (%d voters need a quorum of %d, so they survive no more failures than %d would, with more ways to split)", n, c.Voters, n, n/2+1, n-1)
+	}
 	if !c.Voter && slices.Contains(c.Voters, c.Name) {
 		return bad("Voter", "is not set but this node's name %q is in Voters: set Voter (and DataDir) or drop the name", c.Name)
 	}

@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -64,11 +67,19 @@ func (n *Node) Join(ctx context.Context, seeds ...string) error {
 	case <-ctx.Done():
 	}
 	var summary string
+	var silent []string
 	if !n.do(func() {
 		if n.join == nil { // answered while we gave up
 			return
 		}
 		summary = n.join.summary()
+		for _, s := range n.join.seeds {
+			err := n.join.errs[s] // nil: still waiting for an answer
+			var ne net.Error
+			if err == nil || errors.Is(err, errNoAnswer) || (errors.As(err, &ne) && ne.Timeout()) {
+				silent = append(silent, s)
+			}
+		}
 		n.join.waiters = slices.DeleteFunc(n.join.waiters, func(c chan error) bool { return c == done })
 		if len(n.join.waiters) == 0 {
 			n.join = nil // nobody waits: stop retrying (swim still reconnects to seeds)
@@ -80,6 +91,11 @@ func (n *Node) Join(ctx context.Context, seeds ...string) error {
 	case err := <-done:
 		return err
 	default:
+	}
+	for _, s := range silent {
+		if n.speaksHTTP(s) {
+			summary += fmt.Sprintf("; %s %v", s, errHTTPPeer)
+		}
 	}
 	n.log.Error("join failed", "seeds", strings.Join(seeds, ","), "why", summary)
 	return fmt.Errorf("%w (%v): %s", ErrNoSeedAnswered, ctx.Err(), summary)
@@ -142,6 +158,17 @@ func (n *Node) joinResult(now time.Time, r streamResult) {
 		return
 	}
 	delete(j.pending, r.to)
+	if r.err == nil && n.stack.Swim().NameConflict() != "" {
+		// The seed's view holds a live member of our name elsewhere: refuse to
+		// take its place (memberlist refuses such a join too).
+		err := n.nameInUse(n.stack.Swim().NameConflict())
+		n.log.Error("join refused: "+err.Error(), "seed", r.to)
+		for _, w := range j.waiters {
+			w <- err
+		}
+		n.join = nil
+		return
+	}
 	if r.err == nil {
 		n.log.Info("joined the cluster", "seed", r.to, "rounds", j.rounds)
 		for _, w := range j.waiters {
@@ -171,4 +198,32 @@ func JoinBackoff(base, maxWait time.Duration, rounds int, u float64) time.Durati
 	}
 	d = min(d, maxWait)
 	return time.Duration(float64(d) * (0.75 + u/2))
+}
+
+// nameInUse is the join error for a live member of our name at addr.
+func (n *Node) nameInUse(addr string) error {
+	return fmt.Errorf("%w: %q is a live member at %s, and this node is at %s: give this node another name, "+
+		"or if %s was this node's previous run, wait until the cluster declares it dead (a few probe rounds) and start again",
+		ErrNameInUse, n.cfg.Name, addr, n.addr, addr)
+}
+
+// speaksHTTP reports whether an HTTP server answers at addr: a seed that never
+// answered a join may be an HTTP port given by mistake (the control API's), whose
+// server can wait for the end of a request line that a binary frame never sends.
+// Asked only after a join failed, within a second.
+func (n *Node) speaksHTTP(addr string) bool {
+	ctx, cancel := context.WithTimeout(n.ctx, time.Second)
+	defer cancel()
+	conn, err := n.tr.Dial(ctx, addr)
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := io.WriteString(conn, "HEAD / HTTP/1.0\r\n\r\n"); err != nil {
+		return false
+	}
+	var b [5]byte
+	_, err = io.ReadFull(conn, b[:])
+	return err == nil && string(b[:]) == "HTTP/"
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -257,9 +258,11 @@ func (c controlSource) Leaders() (control.Leaders, error) {
 	}
 	var li LeaderInfo
 	var ok bool
+	var members []Member
 	if !n.do(func() {
 		h, e, until, valid := n.stack.Leader(n.clock.Now())
 		li, ok = LeaderInfo{Holder: h, Epoch: e, ValidUntil: until}, valid
+		members = n.stack.Swim().Members()
 	}) {
 		return control.Leaders{}, ErrClosed
 	}
@@ -269,6 +272,13 @@ func (c controlSource) Leaders() (control.Leaders, error) {
 		Voters: slices.Clone(l.voters),
 		Local:  control.LocalLeadership{Name: n.cfg.Name, IsVoter: slices.Contains(l.voters, n.cfg.Name), EpochSeen: max(l.highest, li.Epoch)}}
 	l.mu.Unlock()
+	for _, v := range out.Voters {
+		vs := control.VoterStatus{Name: v, Status: "unknown"}
+		if i, found := slices.BinarySearchFunc(members, v, func(m Member, name string) int { return strings.Compare(m.Name, name) }); found {
+			vs.Status, vs.Since = members[i].Status.String(), members[i].Since
+		}
+		out.VoterStatus = append(out.VoterStatus, vs)
+	}
 	if ok {
 		out.Leader = &control.Lease{Holder: li.Holder, Epoch: li.Epoch, ValidUntil: li.ValidUntil, IsLocal: li.Holder == n.cfg.Name}
 		out.Local.IsLeader = out.Leader.IsLocal

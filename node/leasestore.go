@@ -37,10 +37,19 @@ type FileLeaseStorage struct {
 }
 
 // NewFileLeaseStorage keeps the lease state in dir/lease-state.json, creating dir
-// (mode 0700) if needed.
+// (mode 0700) if needed; a dir it cannot write to is an ErrInvalidConfig.
 func NewFileLeaseStorage(dir string) (*FileLeaseStorage, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	// Found now rather than at the first promise, which would fail every election.
+	probe, err := os.CreateTemp(dir, ".write-check-*")
+	if err == nil {
+		os.Remove(probe.Name())
+		err = probe.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: data dir %s is not writable (a voter saves its lease promises there): %w", ErrInvalidConfig, dir, err)
 	}
 	return &FileLeaseStorage{path: filepath.Join(dir, leaseStateFile)}, nil
 }

@@ -13,7 +13,8 @@ import (
 // global one), so several nodes in one process each export their own.
 // docs/observability.md lists them.
 type metrics struct {
-	reg *prometheus.Registry
+	mismatches *prometheus.GaugeVec // omnirelay_config_mismatches
+	reg        *prometheus.Registry
 
 	packets  [2][256]prometheus.Counter // [dir][first message type]
 	pbytes   [2][256]prometheus.Counter
@@ -179,6 +180,9 @@ func newMetrics(n *Node) *metrics {
 	f(m.pushPullDuration)
 	f(m.probeRTT)
 	f(&swimCollector{n: n})
+	f(buildInfoMetric())
+	m.mismatches = newMismatchGauge()
+	f(m.mismatches)
 	f(&metaCollector{n: n})
 	m.leaderMetrics(n)
 	m.shardMetrics(n)

@@ -15,12 +15,14 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -47,6 +49,9 @@ var (
 	ErrNoSeedAnswered = errors.New("node: no seed answered")
 	// ErrClosed means the node was closed.
 	ErrClosed = errors.New("node: closed")
+	// ErrNameInUse means Join (or Start) found a live member of this node's name at
+	// another address in the cluster; the node joined nothing and should stop.
+	ErrNameInUse = errors.New("node: name already in use")
 )
 
 // Member is one node as the local node sees it.
@@ -72,6 +77,7 @@ type Event struct {
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
+	logs     *logHub // log records for the control API's log watchers
 	clock    Clock
 	tr       Transport
 	kr       *wire.Keyring
@@ -95,6 +101,10 @@ type Node struct {
 	// label are not counted as accepted.
 	clusterHash uint32
 	versionLog  versionLog
+	// refusedLog rate-limits the lines of refused inbound streams.
+	refusedLog rateLog
+	// nameConflicts is swim's NameConflicts count last looked at.
+	nameConflicts uint64
 
 	packets chan inPacket
 	streams chan inStream
@@ -128,6 +138,11 @@ type Node struct {
 	httpSrv     *http.Server
 	controlAddr string
 	closeOnce   sync.Once
+	left        chan struct{} // closed by the first Leave that completes
+	leftOnce    sync.Once
+
+	warnMu sync.Mutex
+	warned map[string]string // misconfigurations detected, by kind (see warn)
 }
 
 type inPacket struct {
@@ -168,6 +183,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Voter {
 		cfg.Meta = withRole(cfg.Meta, VoterRole)
 	}
+	cfg.Meta = withClusterSettings(cfg.Meta, cfg)
 	n := &Node{
 		cfg: cfg, clock: cfg.Clock,
 		packets: make(chan inPacket, packetQueue),
@@ -179,6 +195,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		budget:  newByteBudget(frameBudget),
 		changed: make(chan struct{}),
 		subs:    map[*Subscription]struct{}{},
+		left:    make(chan struct{}),
 	}
 	var seed [16]byte
 	crand.Read(seed[:])
@@ -207,7 +224,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.addr = adv
 	n.clusterHash = wire.ClusterHash(cfg.ClusterLabel)
-	n.log = cfg.Logger.With("node", cfg.Name)
+	n.logs = newLogHub()
+	n.log = slog.New(&teeHandler{inner: cfg.Logger.Handler(), hub: n.logs}).With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	if cfg.AuditLog != nil {
 		n.auditLog = &auditLog{w: cfg.AuditLog}
@@ -356,6 +374,7 @@ func (n *Node) Leave(ctx context.Context) error {
 	select {
 	case <-done:
 		n.log.Info("left the cluster gracefully")
+		n.leftOnce.Do(func() { close(n.left) })
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("node: leave not fully gossiped: %w", ctx.Err())
@@ -592,8 +611,14 @@ func (n *Node) serveStream(c *inConn) {
 		return
 	}
 	if req, err = n.openFrame(conn.RemoteAddr().String(), req); err != nil {
-		n.log.Debug("dropping a stream request that does not open", "from", conn.RemoteAddr(), "err", err)
+		n.refusedLog.log(n.log, n.clock.Now(), slog.LevelWarn, "refusing a stream that does not open: the peer's packet key differs from this node's keys (or it is not a mesh node)",
+			"from", conn.RemoteAddr().String(), "err", err)
 		return
+	}
+	if err := wire.FrameCluster(req, n.clusterHash); err != nil {
+		// The stack drops and counts it; the joiner sees only a closed stream.
+		n.refusedLog.log(n.log, n.clock.Now(), slog.LevelWarn, "refusing a stream of another cluster label: the peer's --cluster-label differs from this node's",
+			"from", conn.RemoteAddr().String(), "cluster_label", n.cfg.ClusterLabel)
 	}
 	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
 	select {
@@ -642,12 +667,27 @@ func (n *Node) exchange(s stack.Stream) ([]byte, error) {
 	if _, err := conn.Write(n.sealFrame(s.Data)); err != nil {
 		return nil, err
 	}
-	reply, err := wire.ReadFrame(conn, wire.DefaultMaxFrame)
+	br := bufio.NewReader(conn)
+	if p, err := br.Peek(len("HTTP/")); err == nil && string(p) == "HTTP/" {
+		return nil, errHTTPPeer
+	}
+	reply, err := wire.ReadFrame(br, wire.DefaultMaxFrame)
+	if errors.Is(err, io.EOF) {
+		return nil, errNoAnswer
+	}
 	if err != nil {
 		return nil, err
 	}
 	return n.openFrame(s.To, reply)
 }
+
+// Stream failures worded for the operator: a peer that closes without a reply is,
+// in practice, a misconfiguration on one side, which the peer names in its own log.
+var (
+	errNoAnswer = errors.New("closed the stream without answering (EOF): its packet key or cluster label " +
+		"most likely differs from this node's (it logs which), or it speaks another protocol version")
+	errHTTPPeer = errors.New("answered in HTTP: this address is an HTTP port (a control API?), not a gossip port")
+)
 
 // sealFrame seals an outbound stream frame when the node has keys: streams are
 // encrypted and authenticated like packets.
@@ -815,6 +855,12 @@ func (n *Node) flushOnce() {
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()
+	if st.NameConflicts != n.nameConflicts && n.join == nil {
+		n.nameConflicts = st.NameConflicts
+		if addr := sw.NameConflict(); addr != "" {
+			n.warn("name/"+addr, "name", fmt.Sprintf("another node at %s claims this node's name %q (this node refutes it; stop the other one or rename it)", addr, n.cfg.Name))
+		}
+	}
 	if len(rd.Events) > 0 {
 		members := sw.Members()
 		n.publish(rd.Events, members, st, sw.LocalHealth(), sw.Digest().Hash)
@@ -822,6 +868,7 @@ func (n *Node) flushOnce() {
 	}
 	if len(rd.Meta) > 0 {
 		n.publishMeta(rd.Meta, sw.Members())
+		n.checkSettings(rd.Meta)
 	}
 	if len(n.leaves) > 0 && (st.QueueLen == 0 || !n.anyLivePeer()) {
 		for _, c := range n.leaves {

@@ -97,9 +97,12 @@ func (n *Node) driveShards(rd *stack.Ready, now time.Time) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var t shardTally
 	for _, e := range rd.ShardEvents {
 		n.shardEvent(e)
+		t.count(e)
 	}
+	n.logShardTally(t, m, now)
 	if !leading {
 		clear(s.moving)
 	}
@@ -110,10 +113,54 @@ func (n *Node) driveShards(rd *stack.Ready, now time.Time) {
 	}
 }
 
-// shardEvent handles one transition; the caller holds n.shards.mu.
+// shardTally counts the shard events of one Ready, for its one summary line.
+type shardTally struct {
+	kinds  [shard.EventMapChanged + 1]int
+	forced int
+}
+
+func (t *shardTally) count(e shard.Event) {
+	if int(e.Kind) < len(t.kinds) {
+		t.kinds[e.Kind]++
+	}
+	if e.Forced {
+		t.forced++
+	}
+}
+
+// logShardTally writes one line for a batch of shard events: INFO, or WARN when
+// leases expired or moves were forced; the per-shard lines are DEBUG. A
+// 256-shard formation writes a handful of lines instead of one per transition.
+func (n *Node) logShardTally(t shardTally, m *shard.Map, now time.Time) {
+	level := slog.LevelInfo
+	var attrs []any
+	for k, c := range t.kinds {
+		if c > 0 && shard.EventKind(k) != shard.EventMapChanged && shard.EventKind(k) != shard.EventFenced && shard.EventKind(k) != shard.EventStaleEpoch {
+			attrs = append(attrs, shard.EventKind(k).String(), c)
+		}
+	}
+	if t.forced > 0 {
+		attrs = append(attrs, "forced", t.forced)
+		level = slog.LevelWarn
+	}
+	if t.kinds[shard.EventExpired] > 0 {
+		level = slog.LevelWarn
+	}
+	if len(attrs) == 0 && t.kinds[shard.EventMapChanged] == 0 {
+		return
+	}
+	if m != nil {
+		attrs = append(attrs, "epoch", m.Epoch(), "version", m.Version())
+	}
+	attrs = append(attrs, "owned", len(n.stack.OwnedShards(now)))
+	n.log.Log(context.Background(), level, "shards changed", attrs...)
+}
+
+// shardEvent handles one transition; the caller holds n.shards.mu. Its log line
+// is DEBUG but for fencing (WARN): logShardTally summarizes the rest.
 func (n *Node) shardEvent(e shard.Event) {
 	s := n.shards
-	level := slog.LevelInfo
+	level := slog.LevelDebug
 	attrs := []any{"shard", e.Shard, "epoch", e.Epoch}
 	switch e.Kind {
 	case shard.EventDraining, shard.EventRebalancing, shard.EventSteady:
@@ -134,20 +181,13 @@ func (n *Node) shardEvent(e shard.Event) {
 			mv.parkedAt = time.Time{} // granted to a live node: no longer parked
 		}
 		s.moving[e.Shard] = mv
-		if e.Forced {
-			level = slog.LevelWarn
-		}
 	case shard.EventAcquired, shard.EventReleased, shard.EventExpired:
-		if e.Kind == shard.EventExpired {
-			level = slog.LevelWarn
-		}
 		c := ShardChange{Shard: e.Shard, Gained: e.Kind == shard.EventAcquired, Epoch: e.Epoch, At: e.At}
 		for w := range s.watches {
 			w.send(c)
 		}
 	case shard.EventMapChanged:
 		attrs = []any{"epoch", e.Epoch, "version", e.Version}
-		level = slog.LevelDebug
 	case shard.EventFenced, shard.EventStaleEpoch:
 		attrs = []any{"epoch", e.Epoch, "from", e.From}
 		level = slog.LevelWarn

@@ -272,6 +272,17 @@ func (h *Stack) ChangeVoters(now time.Time, voters []string) error {
 	return h.lease.m.ChangeVoters(now, voters)
 }
 
+// StepDown releases this node's lease now, so another voter wins the next
+// election (this one waits a LeaseDuration before it stands again);
+// lease.ErrNotLeader unless it holds a valid lease.
+func (h *Stack) StepDown(now time.Time) error {
+	if h.lease == nil {
+		return lease.ErrNotLeader
+	}
+	defer h.process(now)
+	return h.lease.m.Release(now)
+}
+
 // CheckFence accepts a leader-issued message carrying epoch, or rejects and counts
 // it (LeaseHostStats.Fenced) with lease.ErrStaleEpoch when a higher epoch has been
 // seen: in a lease event, in the cluster map, or in an earlier CheckFence. Without

@@ -312,6 +312,12 @@ func (h *Stack) Leave(now time.Time) {
 	h.process(now)
 }
 
+// ForceLeave removes a dead member at the operator's request (swim.ForceLeave).
+func (h *Stack) ForceLeave(now time.Time, name string, prune bool) error {
+	defer h.process(now)
+	return h.swim.ForceLeave(now, name, prune)
+}
+
 // NextDeadline is when Tick must next be called.
 func (h *Stack) NextDeadline() time.Time {
 	d := h.swim.NextDeadline()

@@ -1,6 +1,7 @@
 package swim
 
 import (
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
@@ -1201,5 +1202,68 @@ func TestFinalProbeAsksTwiceTheWitnesses(t *testing.T) {
 	}
 	if want := 2 * LANProfile("a", "a:1").IndirectChecks; witnesses != want {
 		t.Fatalf("final probe asked %d witnesses, want %d", witnesses, want)
+	}
+}
+
+// TestForceLeave: a live member is refused; a dead one becomes left, with a left
+// event, and pruning drops it from the forcing node's table only.
+func TestForceLeave(t *testing.T) {
+	nt := newNet(t, 5, 9, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	n0 := nt.node("n0")
+	if err := n0.m.ForceLeave(nt.now, "n3", false); !errors.Is(err, ErrMemberLive) {
+		t.Fatalf("force-leave of a live member: %v, want ErrMemberLive", err)
+	}
+	if err := n0.m.ForceLeave(nt.now, "nope", false); !errors.Is(err, ErrUnknownMember) {
+		t.Fatalf("force-leave of an unknown member: %v", err)
+	}
+	if err := n0.m.ForceLeave(nt.now, "n0", false); !errors.Is(err, ErrUnknownMember) {
+		t.Fatalf("force-leave of itself: %v", err)
+	}
+	nt.node("n3").down = true
+	nt.runUntil(30*time.Second, 50*time.Millisecond, func() bool {
+		mem, _ := statusOf(n0, "n3")
+		return mem.Status == StatusDead
+	})
+	if err := n0.m.ForceLeave(nt.now, "n3", false); err != nil {
+		t.Fatal(err)
+	}
+	nt.drain()
+	if mem, _ := statusOf(n0, "n3"); mem.Status != StatusLeft || !hasEvent(n0.events, EventLeft, "n3") {
+		t.Fatalf("after force-leave n0 holds n3 %v", mem.Status)
+	}
+	if err := n0.m.ForceLeave(nt.now, "n3", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := statusOf(n0, "n3"); ok {
+		t.Fatal("pruned n3 is still in n0's table")
+	}
+	nt.run(5 * time.Second) // push-pulls from peers that hold the tombstone do not bring it back
+	if _, ok := statusOf(n0, "n3"); ok {
+		t.Fatal("pruned n3 came back")
+	}
+	if _, ok := statusOf(nt.node("n1"), "n3"); !ok {
+		t.Fatal("n1 forgot n3: prune is local")
+	}
+}
+
+// TestNameConflictIsReported: a second node with n1's name at another address
+// joining makes both the newcomer and n1 report the other's address.
+func TestNameConflictIsReported(t *testing.T) {
+	nt := newNet(t, 3, 11, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	dup := nt.add("n1", addrOf(50), 99, nil)
+	dup.m.Join(nt.now, []string{addrOf(0)})
+	nt.run(2 * time.Second)
+	if got := dup.m.NameConflict(); got != addrOf(1) || dup.m.Stats().NameConflicts == 0 {
+		t.Errorf("newcomer: conflict %q (%d), want %s", got, dup.m.Stats().NameConflicts, addrOf(1))
+	}
+	if got := nt.node("n1").m.NameConflict(); got != addrOf(50) {
+		t.Errorf("incumbent: conflict %q, want %s", got, addrOf(50))
+	}
+	if got := nt.node("n2").m.NameConflict(); got != "" {
+		t.Errorf("bystander reports a conflict %q", got)
 	}
 }

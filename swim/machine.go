@@ -3,6 +3,7 @@ package swim
 import (
 	"cmp"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -41,6 +42,7 @@ type Stats struct {
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
 	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
+	NameConflicts      uint64 // current claims that a node at another address is us (NameConflict names it)
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
@@ -178,6 +180,9 @@ type Machine struct {
 	probesNoDigest int       // probes sent without our digest since the last with it
 	echoDigest     bool      // the packet being handled carried a disagreeing digest
 	lastDigestSync time.Time
+
+	// conflictAddr is the address of the last claim of our name elsewhere (NameConflict).
+	conflictAddr string
 
 	packer *wire.Packer
 	reader wire.PacketReader
@@ -365,6 +370,43 @@ func (m *Machine) Leave(now time.Time) {
 	m.eagerOK = true
 	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
 	m.flushEager("")
+}
+
+// NameConflict is the address of the last node claimed alive under our name at
+// another address with an incarnation at least ours ("" if none): another node
+// uses our name, or a previous run of ours at another address still lives in the
+// cluster's view. Stats.NameConflicts counts such claims; we refute each.
+func (m *Machine) NameConflict() string { return m.conflictAddr }
+
+// Errors of ForceLeave.
+var (
+	ErrUnknownMember = errors.New("swim: no such member")
+	ErrMemberLive    = errors.New("swim: member is alive or suspect: only a dead member can be forced out (a live one leaves itself)")
+)
+
+// ForceLeave is the operator's removal of a dead member: this node records it as
+// left, and gossips the Leave, which members still holding it alive or suspect
+// take (those holding it dead keep that). With prune its tombstone, a reconnect
+// candidate, is also dropped from this node's table now rather than after
+// TombstoneTTL; other nodes keep theirs. A live member is refused: it would
+// refute the claim at once.
+func (m *Machine) ForceLeave(now time.Time, name string, prune bool) error {
+	mem := m.members.get(name)
+	switch {
+	case mem == nil || mem == m.self:
+		return fmt.Errorf("%w: %q", ErrUnknownMember, name)
+	case isLive(mem.Status):
+		return fmt.Errorf("%w: %q is %s", ErrMemberLive, name, mem.Status)
+	}
+	if mem.Status == StatusDead {
+		m.setState(now, mem, mem.Incarnation, StatusLeft)
+		m.event(now, EventLeft, mem)
+		m.queueFact(&wire.Leave{Node: mem.Name, Incarnation: mem.Incarnation}, mem.Name)
+	}
+	if prune {
+		m.forget(now, mem)
+	}
+	return nil
 }
 
 // NextDeadline is when Tick must next be called; it may be in the past (call Tick

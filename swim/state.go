@@ -38,7 +38,12 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 			return
 		}
 		// Someone holds a newer or conflicting claim about us: a previous life of
-		// this node, or another node using our name. Out-bid it.
+		// this node, or another node using our name. Out-bid it; at another
+		// address it is a conflict the host should name (NameConflict).
+		if addr != m.self.Addr {
+			m.stats.NameConflicts++
+			m.conflictAddr = addr
+		}
 		m.refute(now, inc)
 		return
 	}

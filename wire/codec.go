@@ -340,6 +340,20 @@ func FrameVersion(frame []byte) error {
 	return nil
 }
 
+// FrameCluster returns ErrCluster when a frame's header (plain or sealed, length
+// prefix included) parses and carries a cluster hash other than want; nil
+// otherwise. A receiver names a cluster-label mismatch with it before decoding.
+func FrameCluster(frame []byte, want uint32) error {
+	body, err := frameBody(frame)
+	if err != nil {
+		return nil
+	}
+	if h, err := parseHeader(body); err == nil {
+		return h.CheckCluster(want)
+	}
+	return nil
+}
+
 // SealFrame seals a plain frame's body as Seal seals a packet (primary key, nonce
 // read from rand) and returns the sealed frame, SealOverhead bytes longer.
 func SealFrame(k *Keyring, frame []byte, rand io.Reader) ([]byte, error) {

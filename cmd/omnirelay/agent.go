@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -33,8 +34,9 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
        [--voters A,B,C [--voter --data-dir DIR]] [--audit-log FILE]
        [--shards N]
 
-Runs one mesh node and its control API until SIGINT or SIGTERM, then leaves the
-cluster gracefully. Flags override the config file (JSON, see docs/configuration.md).
+Runs one mesh node and its control API until SIGINT, SIGTERM or "mesh leave", then
+leaves the cluster gracefully. SIGHUP reloads the log level and metadata from the
+config file and flags (docs/configuration.md, "Reloading"). Flags override the config file (JSON, see docs/configuration.md).
 The agent needs a packet key (--key-file, $` + keyEnv + `, or the config file) unless
 --insecure is given. Make one with: omnirelay keygen -o FILE
 `
@@ -131,9 +133,19 @@ type agentFile struct {
 	ControlMaxWatchers int `json:"control_max_watchers"`
 }
 
+// Metadata keys the agent publishes about its binary (unless meta sets them).
+const (
+	buildMetaKey    = "version"  // node.BuildInfo().Version
+	protocolMetaKey = "protocol" // wire protocol range accepted, "MIN-MAX"
+)
+
 // Agent defaults beyond node's.
 const (
-	defaultControl      = "127.0.0.1:7070"
+	defaultControl = "127.0.0.1:7070"
+	// defaultBind is loopback so that an agent started with no address runs on a
+	// laptop as is; reaching other hosts takes --bind (and --advertise for a
+	// wildcard such as 0.0.0.0).
+	defaultBind         = "127.0.0.1:7946"
 	defaultJoinTimeout  = 30 * time.Second
 	defaultLeaveTimeout = 5 * time.Second
 )
@@ -185,6 +197,7 @@ type agentSettings struct {
 	joinTimeout  time.Duration
 	leaveTimeout time.Duration
 	auditLog     string
+	swim         string   // the config file's "swim" object, for reload comparisons
 	warnings     []string // logged once the logger exists
 }
 
@@ -195,7 +208,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	var (
 		configPath = fs.String("config", "", "JSON config file (docs/configuration.md)")
 		name       = fs.String("name", "", "unique node name (required)")
-		bind       = fs.String("bind", "", "UDP+TCP host:port to listen on (port 0: any free port; default "+node.DefaultBind+")")
+		bind       = fs.String("bind", "", "UDP+TCP host:port to listen on (port 0: any free port; default "+defaultBind+": this machine only)")
 		advertise  = fs.String("advertise", "", "host:port peers reach this node at (default: the bound address)")
 		control    = fs.String("control", "", "control API host:port (default "+defaultControl+"; \"off\" disables)")
 		profile    = fs.String("profile", "", "membership timers: lan (default) or memberlist")
@@ -253,6 +266,9 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		joinTimeout:  defaultJoinTimeout,
 		leaveTimeout: defaultLeaveTimeout,
 	}
+	if b, err := json.Marshal(f.Swim); err == nil {
+		s.swim = string(b)
+	}
 	if f.JoinTimeout != nil {
 		s.joinTimeout = time.Duration(*f.JoinTimeout)
 	}
@@ -287,7 +303,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	}
 	s.cfg = node.Config{
 		Name:         pick("name", *name, f.Name),
-		Bind:         pick("bind", *bind, f.Bind),
+		Bind:         cmp.Or(pick("bind", *bind, f.Bind), defaultBind),
 		Advertise:    pick("advertise", *advertise, f.Advertise),
 		Control:      ctl,
 		Profile:      pick("profile", *profile, f.Profile),
@@ -446,10 +462,10 @@ func readKeyFile(path string) ([]string, error) {
 	return keys, nil
 }
 
-func newLogger(w io.Writer, format, level string) *slog.Logger {
-	var lvl slog.Level
-	lvl.UnmarshalText([]byte(level)) // validated by parseAgent
-	opts := &slog.HandlerOptions{Level: lvl}
+// newLogger builds the agent's logger; level may be changed while it runs
+// (SIGHUP reload).
+func newLogger(w io.Writer, format string, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -494,7 +510,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "omnirelay agent: %v\n", err)
 		return 2
 	}
-	base := newLogger(stderr, s.logFormat, s.logLevel)
+	level := new(slog.LevelVar)
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(s.logLevel)) // validated by parseAgent
+	level.Set(lvl)
+	base := newLogger(stderr, s.logFormat, level)
 	s.cfg.Logger = base // node adds node=NAME itself
 	log := base.With("node", s.cfg.Name)
 	for _, w := range s.warnings {
@@ -511,6 +531,11 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP reloads (reload.go); without this it would end the process without
+	// a leave, which peers see as a crash.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	startCtx := ctx
 	if s.joinTimeout > 0 {
@@ -535,6 +560,15 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			log.Warn("publishing the control URL in metadata failed", "err", err)
 		}
 	}
+	// Peers read these for `mesh status --cluster`; an operator's own meta wins.
+	b := node.BuildInfo()
+	for k, v := range map[string]string{buildMetaKey: b.Version, protocolMetaKey: b.Protocol()} {
+		if _, own := s.cfg.Meta[k]; !own {
+			if err := n.SetMeta(k, v); err != nil {
+				log.Warn("publishing the build in metadata failed", "key", k, "err", err)
+			}
+		}
+	}
 	if s.addrFile != "" {
 		b, _ := json.Marshal(AddrFile{Name: n.Name(), Bind: n.Addr(), Advertise: n.AdvertiseAddr(), Control: ctlURL, PID: os.Getpid()})
 		if err := writeFileAtomic(s.addrFile, b); err != nil {
@@ -542,13 +576,27 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	<-ctx.Done()
-	stop() // a second signal now kills the process the default way
-	log.Info("shutting down: leaving the cluster", "timeout", s.leaveTimeout.String())
-	lctx, cancel := context.WithTimeout(context.Background(), s.leaveTimeout)
-	defer cancel()
-	if err := n.Leave(lctx); err != nil {
-		log.Warn("leave incomplete; peers will detect the departure by probing", "err", err)
+	for running := true; running; {
+		select {
+		case <-hup:
+			reloadAgent(args, &s, level, n, log)
+		case <-ctx.Done():
+			running = false
+		case <-n.Left():
+			running = false
+		}
+	}
+	select {
+	case <-n.Left():
+		log.Info("shutting down: left the cluster on request (mesh leave)")
+	default:
+		stop() // a second signal now kills the process the default way
+		log.Info("shutting down: leaving the cluster", "timeout", s.leaveTimeout.String())
+		lctx, cancel := context.WithTimeout(context.Background(), s.leaveTimeout)
+		defer cancel()
+		if err := n.Leave(lctx); err != nil {
+			log.Warn("leave incomplete; peers will detect the departure by probing", "err", err)
+		}
 	}
 	n.Close()
 	log.Info("agent stopped")

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +146,8 @@ func TestMeshPeersAgainstARealNode(t *testing.T) {
 }
 
 // TestDemoNarratesCrashAndRestart runs the demo with three nodes and checks the
-// story it tells, in order.
+// story it tells, in order: formation, leader, shards, crash, failover or not,
+// shards moved, restart.
 func TestDemoNarratesCrashAndRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a real-time demo")
@@ -157,10 +160,13 @@ func TestDemoNarratesCrashAndRestart(t *testing.T) {
 	last := 0
 	for _, want := range []string{
 		"Every node now sees all 3 nodes alive",
+		"holds the lease at epoch",
+		"SHARDS: all 64 placed",
 		"CRASH: node-2",
 		"suspects node-2",
 		"All 2 survivors agree node-2 is dead",
 		"node-2  127.0.0.1:",
+		"SHARDS: all 64 served again",
 		"RESTART: node-2",
 		"All 3 nodes agree node-2 is back",
 		"Summary",
@@ -170,5 +176,18 @@ func TestDemoNarratesCrashAndRestart(t *testing.T) {
 			t.Fatalf("demo output lacks %q after offset %d:\n%s", want, last, s)
 		}
 		last += i
+	}
+}
+
+func TestVersionPrintsBuildAndProtocol(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"version"}, &out, io.Discard); code != 0 || !strings.Contains(out.String(), "omnirelay ") ||
+		!strings.Contains(out.String(), "protocol 1-1") || !strings.Contains(out.String(), runtime.Version()) {
+		t.Fatalf("exit %d, printed %q", code, out.String())
+	}
+	out.Reset()
+	var b node.Build
+	if code := run([]string{"version", "-o", "json"}, &out, io.Discard); code != 0 || json.Unmarshal(out.Bytes(), &b) != nil || b.ProtocolMax != 1 {
+		t.Fatalf("exit %d, printed %q", code, out.String())
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,9 +21,16 @@ import (
 const demoUsage = `usage: omnirelay demo [--nodes N] [--verbose]
 
 Starts N mesh nodes (default 5) in this process, talking over loopback UDP and TCP
-with the default LAN timers; crashes one, restarts it, and narrates what the mesh
-saw and when. Finishes by itself in a few seconds.
+with the default LAN timers; the first three are voters that elect a leader, which
+places 64 shards on the nodes. Crashes one, restarts it, and narrates what the mesh
+saw and when: membership, leadership and shards. Finishes by itself in a few seconds.
 `
+
+// The demo's leadership and shards: the first demoVoters nodes vote.
+const (
+	demoVoters = 3
+	demoShards = 64
+)
 
 // demo narrates one run: every line is stamped with the time since the start.
 type demo struct {
@@ -30,6 +39,7 @@ type demo struct {
 	log     *slog.Logger
 	nodes   []*node.Node // index i is node-(i+1); nil while crashed
 	key     []byte       // the packet key every node seals with
+	dataDir string       // the voters' lease state, removed at the end
 	events  chan seen
 	done    chan struct{}
 	lastRow string
@@ -69,6 +79,11 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		d.log = slog.New(slog.NewTextHandler(stderr, nil))
 	}
+	if d.dataDir, err = os.MkdirTemp("", "omnirelay-demo-*"); err != nil {
+		fmt.Fprintf(stderr, "omnirelay demo: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(d.dataDir)
 	ctx, cancel := context.WithTimeout(context.Background(), *limit)
 	defer cancel()
 	defer close(d.done)
@@ -93,7 +108,13 @@ func name(i int) string { return fmt.Sprintf("node-%d", i+1) }
 // startNode starts node i on bind, joining through seed (if any), and forwards its
 // events to d.events.
 func (d *demo) startNode(ctx context.Context, i int, bind, seed string) error {
-	cfg := node.Config{Name: name(i), Bind: bind, Logger: d.log, Keys: [][]byte{d.key}}
+	cfg := node.Config{Name: name(i), Bind: bind, Logger: d.log, Keys: [][]byte{d.key}, Shards: demoShards}
+	for v := range demoVoters {
+		cfg.Voters = append(cfg.Voters, name(v))
+	}
+	if i < demoVoters {
+		cfg.Voter, cfg.DataDir = true, filepath.Join(d.dataDir, name(i))
+	}
 	if seed != "" {
 		cfg.Join = []string{seed}
 	}
@@ -126,8 +147,11 @@ say "I'm fine" (it would raise its incarnation number, which beats the rumour).
 If it stays silent, it is declared "dead", and that spreads too. Every packet is
 sealed with one key made for this run (AES-256-GCM; "omnirelay keygen -o FILE" makes
 one for agents): a node without it can neither listen in nor take part.
+The first %d nodes are voters: a majority of them grants one node a lease, the
+leader, whose epoch number fences out any older leader. The leader places %d
+shards on the live nodes; each serves only the shards it holds a lease for.
 
-`, count, swim.LANProfile("", "").ProbeInterval)
+`, count, swim.LANProfile("", "").ProbeInterval, demoVoters, demoShards)
 
 	d.nodes = make([]*node.Node, count)
 	if err := d.startNode(ctx, 0, "127.0.0.1:0", ""); err != nil {
@@ -147,6 +171,13 @@ one for agents): a node without it can neither listen in nor take part.
 	}
 	d.say("Every node now sees all %d nodes alive (%.2f s after the first started).", count, formed.Sub(d.start).Seconds())
 	d.table(0)
+	leader, err := d.leadership(ctx, d.nodes, "")
+	if err != nil {
+		return err
+	}
+	if _, err := d.shards(ctx, d.nodes, "placed"); err != nil {
+		return err
+	}
 
 	victim := count / 2
 	vname := name(victim)
@@ -184,6 +215,16 @@ one for agents): a node without it can neither listen in nor take part.
 	d.say("All %d survivors agree %s is dead, %.2f s after it crashed (first suspicion after %.2f s).",
 		len(survivors), vname, dead.Sub(crashed).Seconds(), since(crashed, firstSuspect))
 	d.table(0)
+	if leader == vname {
+		if _, err := d.leadership(ctx, survivors, vname); err != nil {
+			return err
+		}
+	} else {
+		d.say("LEADER: %s was not the leader; %s still is, and the remaining voters are a majority.", vname, leader)
+	}
+	if _, err := d.shards(ctx, survivors, "served again"); err != nil {
+		return err
+	}
 
 	fmt.Fprintln(d.out)
 	d.say("RESTART: %s comes back on the same address (%s) and asks %s to let it in.", vname, bind, name(0))
@@ -218,8 +259,11 @@ Summary
   crash -> first suspicion:              %.2f s
   crash -> all survivors agree dead:     %.2f s
   restart -> everyone sees it alive:     %.2f s
-Try it yourself: "omnirelay keygen -o mesh.key", then "omnirelay agent --key-file mesh.key" runs
-one node (the README starts three); "omnirelay mesh peers list" reads its view.
+Try it yourself: build once with "go build -o omnirelay ./cmd/omnirelay", make a key
+once with "./omnirelay keygen -o mesh.key", then
+  ./omnirelay agent --name a --key-file mesh.key
+runs one node on 127.0.0.1:7946; in another terminal "./omnirelay mesh status"
+reads it, and Ctrl-C stops it. The README starts three with leadership and shards.
 `, since(crashed, firstSuspect), dead.Sub(crashed).Seconds(), back.Sub(restarted).Seconds())
 	return nil
 }
@@ -360,4 +404,57 @@ func (d *demo) table(i int) {
 	}
 	tw.Flush()
 	fmt.Fprintln(d.out)
+}
+
+// leadership waits until every node in nodes names one leader other than gone and
+// narrates it; it returns the leader's name.
+func (d *demo) leadership(ctx context.Context, nodes []*node.Node, gone string) (string, error) {
+	start := time.Now()
+	var li node.LeaderInfo
+	_, err := d.until(ctx, func() bool {
+		li = nodes[0].Leader()
+		if li.Holder == "" || li.Holder == gone {
+			return false
+		}
+		for _, n := range nodes[1:] {
+			if l := n.Leader(); l.Holder != li.Holder || l.Epoch != li.Epoch {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return "", fmt.Errorf("no leader agreed on: %w", err)
+	}
+	if gone == "" {
+		d.say("LEADER: %s holds the lease at epoch %d, and every node agrees; epoch %d is the fencing token it attaches to its writes.", li.Holder, li.Epoch, li.Epoch)
+	} else {
+		d.say("FAILOVER: %s led; its lease ran out and %s won the election at epoch %d, %.2f s later. A write %s made at the old epoch would now be refused.",
+			gone, li.Holder, li.Epoch, time.Since(start).Seconds(), gone)
+	}
+	return li.Holder, nil
+}
+
+// shards waits until every shard is served by one of nodes and narrates who serves
+// how many.
+func (d *demo) shards(ctx context.Context, nodes []*node.Node, what string) (time.Time, error) {
+	start := time.Now()
+	counts := make([]int, len(nodes))
+	at, err := d.until(ctx, func() bool {
+		total := 0
+		for i, n := range nodes {
+			counts[i] = len(n.OwnedShards())
+			total += counts[i]
+		}
+		return total == demoShards
+	})
+	if err != nil {
+		return at, fmt.Errorf("the shards were not all served: %w", err)
+	}
+	var parts []string
+	for i, n := range nodes {
+		parts = append(parts, fmt.Sprintf("%s %d", n.Name(), counts[i]))
+	}
+	d.say("SHARDS: all %d %s (%.2f s), one owner each: %s.", demoShards, what, at.Sub(start).Seconds(), strings.Join(parts, ", "))
+	return at, nil
 }

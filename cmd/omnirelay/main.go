@@ -1,4 +1,4 @@
-// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, keygen, cert and sim
+// Command omnirelay is the OmniRelay Mesh binary: agent, demo, mesh, keygen, cert, sim and version
 // subcommands. Only this package calls os.Exit.
 package main
 
@@ -20,6 +20,7 @@ commands:
   mesh     query an agent's control API (mesh peers, mesh leaders, mesh shards)
   keygen   print a new base64 packet-encryption key, or write it to a file (-o FILE)
   sim      run scenarios (membership, metadata, leadership, shards) in the deterministic simulator
+  version  print this binary's version, Go release and wire protocol range
 
 Run "omnirelay <command> --help" for a command's flags.
 `
@@ -47,6 +48,7 @@ func commandTree() command {
 		{name: "keygen", run: runKeygen},
 		certCommand(),
 		simCommand(),
+		{name: "version", run: runVersion},
 	}}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -18,15 +19,24 @@ import (
 )
 
 const meshUsage = `usage:
-  omnirelay mesh peers list [--addr URL] [--status S[,S]] [--role R] [--meta K:V ...]
-                            [--limit N] [-o table|json] [--timeout D]
-  omnirelay mesh peers get NAME [--addr URL] [-o table|json] [--timeout D]
-  omnirelay mesh leaders status [--addr URL] [-o table|json] [--timeout D]
-  omnirelay mesh shards list|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
+  omnirelay mesh peers list [--status S[,S]] [--role R] [--meta K:V ...] [--limit N] [--watch]
+  omnirelay mesh peers get NAME
+  omnirelay mesh status [--cluster]
+  omnirelay mesh monitor [--log-level L|off]
+  omnirelay mesh members force-leave NAME [--prune]
+  omnirelay mesh meta set KEY=VALUE | meta delete KEY
+  omnirelay mesh join HOST:PORT ... | leave
+  omnirelay mesh leaders status | leaders step-down
+  omnirelay mesh voters add NAME ... | voters remove NAME ...
+  omnirelay mesh keyring list | install --key-file FILE | use FP | remove FP  [--cluster]
+  omnirelay mesh shards list|summary|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
+Every command also takes [--addr URL] [-o table|json] [--timeout D].
 
-Reads an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
-http://127.0.0.1:7070. --timeout (default 10s) bounds the whole command.
-Statuses: alive, suspect, dead, left. -o json prints the API's answer.
+Talks to an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
+http://127.0.0.1:7070. --timeout (default 10s) bounds the whole command (--watch and
+monitor run until interrupted). Statuses: alive, suspect, dead, left. -o json prints
+the API's answer. step-down and voters are served by the leader: asked of another
+agent they follow its answer to the leader's control URL once.
 `
 
 // repeatFlag collects a repeatable flag whose values are kept whole: a --meta
@@ -43,9 +53,18 @@ func meshCommand() command {
 			{name: "list", run: runPeersList},
 			{name: "get", run: runPeersGet},
 		}},
+		statusCommand(),
+		monitorCommand(),
+		membersCommand(),
+		metaCommand(),
+		joinCommand(),
+		leaveCommand(),
 		{name: "leaders", usage: meshUsage, subs: []command{
 			{name: "status", run: runLeadersStatus},
+			stepDownCommand(),
 		}},
+		votersCommand(),
+		keyringCommand(),
 		shardsCommand(),
 	}}
 }
@@ -111,15 +130,34 @@ func runPeersList(args []string, stdout, stderr io.Writer) int {
 	limit := fs.Int("limit", 0, "page size used while fetching (all pages are fetched)")
 	var meta repeatFlag
 	fs.Var(&meta, "meta", "only peers with this key:value metadata (repeatable; the value may hold commas)")
+	watch := fs.Bool("watch", false, "print the list's changes as they happen, until interrupted")
 	if _, code := parseMesh(fs, &a, args, 0, stdout, stderr); code >= 0 {
 		return code
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
-	defer cancel()
 	var st []string
 	if *status != "" {
 		st = strings.Split(*status, ",")
 	}
+	if *watch {
+		ctx, stop := untilSignal()
+		defer stop()
+		q := url.Values{}
+		if *status != "" {
+			q.Set("status", *status)
+		}
+		if *role != "" {
+			q.Set("role", *role)
+		}
+		for _, m := range meta {
+			q.Add("meta", m)
+		}
+		if err := watchPeers(ctx, a.client(), "&"+q.Encode(), stdout, ""); err != nil && ctx.Err() == nil {
+			return meshError(stderr, a.addr, err)
+		}
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.timeout)
+	defer cancel()
 	ps, version, err := a.client().ListPeers(ctx, control.ListOptions{Status: st, Role: *role, Meta: meta, Limit: *limit})
 	if err != nil {
 		return meshError(stderr, a.addr, err)
@@ -231,6 +269,9 @@ func printLeaders(w io.Writer, l control.Leaders, now time.Time) {
 		fmt.Fprintf(tw, "VALID FOR\t%s\n", validFor(l.Leader.ValidUntil, now))
 	}
 	fmt.Fprintf(tw, "VOTERS\t%s\n", strings.Join(l.Voters, ","))
+	for _, v := range l.VoterStatus {
+		fmt.Fprintf(tw, "  %s\t%s for %s\n", v.Name, v.Status, age(now, v.Since))
+	}
 	role := "non-voter"
 	if l.Local.IsVoter {
 		role = "voter"

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -18,7 +19,8 @@ import (
 )
 
 const shardsUsage = `usage:
-  omnirelay mesh shards list [--addr URL] [--owner NODE] [--state S[,S]] [-o table|json]
+  omnirelay mesh shards list [--addr URL] [--owner NODE] [--state S[,S]] [--watch] [-o table|json]
+  omnirelay mesh shards summary [--addr URL] [-o table|json]
   omnirelay mesh shards owner KEY [--addr URL] [-o table|json]
   omnirelay mesh shards drain NODE [--undo] [--addr URL]
   omnirelay mesh shards rebalance [--addr URL]
@@ -56,6 +58,7 @@ type shardsCmd struct {
 	owner   string
 	states  []string
 	undo    bool
+	watch   bool
 	timeout time.Duration
 }
 
@@ -64,10 +67,10 @@ type shardsCmd struct {
 func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	var c shardsCmd
 	if len(args) == 0 {
-		return c, errors.New("want a subcommand: list, owner, drain or rebalance")
+		return c, errors.New("want a subcommand: list, summary, owner, drain or rebalance")
 	}
 	c.sub = args[0]
-	wantArg := map[string]string{"list": "", "rebalance": "", "owner": "KEY", "drain": "NODE"}
+	wantArg := map[string]string{"list": "", "summary": "", "rebalance": "", "owner": "KEY", "drain": "NODE"}
 	argName, ok := wantArg[c.sub]
 	if !ok {
 		return c, fmt.Errorf("unknown subcommand %q", c.sub)
@@ -78,6 +81,7 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	a.register(fs)
 	if c.sub == "list" {
 		fs.StringVar(&c.owner, "owner", "", "only shards this node owns")
+		fs.BoolVar(&c.watch, "watch", false, "print the map again at each change, until interrupted")
 	}
 	var states listFlag
 	if c.sub == "list" {
@@ -115,7 +119,7 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 // shardsCommand is `omnirelay mesh shards`.
 func shardsCommand() command {
 	c := command{name: "shards", usage: shardsUsage}
-	for _, sub := range []string{"list", "owner", "drain", "rebalance"} {
+	for _, sub := range []string{"list", "summary", "owner", "drain", "rebalance"} {
 		c.subs = append(c.subs, command{name: sub, run: func(args []string, stdout, stderr io.Writer) int {
 			return runShards(append([]string{sub}, args...), stdout, stderr)
 		}})
@@ -138,6 +142,21 @@ func runShards(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 	switch c.sub {
 	case "list":
+		if c.watch {
+			wctx, stop := untilSignal()
+			defer stop()
+			q := url.Values{}
+			if c.owner != "" {
+				q.Set("owner", c.owner)
+			}
+			if len(c.states) > 0 {
+				q.Set("state", strings.Join(c.states, ","))
+			}
+			if err := watchShardMaps(wctx, client, "&"+q.Encode(), stdout, "", true); err != nil && wctx.Err() == nil {
+				return meshError(stderr, c.addr, err)
+			}
+			return 0
+		}
 		m, err := client.ListShards(ctx, control.ShardListOptions{Owner: c.owner, State: c.states})
 		if err != nil {
 			return meshError(stderr, c.addr, err)
@@ -146,6 +165,15 @@ func runShards(args []string, stdout, stderr io.Writer) int {
 			return writeJSONOut(stdout, m)
 		}
 		printShards(stdout, m)
+	case "summary":
+		m, err := client.ListShards(ctx, control.ShardListOptions{})
+		if err != nil {
+			return meshError(stderr, c.addr, err)
+		}
+		if c.out == "json" {
+			return writeJSONOut(stdout, summarize(m))
+		}
+		printSummary(stdout, summarize(m))
 	case "owner":
 		l, err := client.LookupShard(ctx, c.arg)
 		if err != nil {
@@ -162,20 +190,9 @@ func runShards(args []string, stdout, stderr io.Writer) int {
 			}
 			return cl.Rebalance(ctx)
 		}
-		base := c.addr
-		err := op(client)
-		var nl *control.NotLeaderError
-		if errors.As(err, &nl) && nl.Control != "" && nl.Control != base {
-			fmt.Fprintf(stderr, "omnirelay mesh shards: %s is not the leader; asking %s at %s\n", base, nl.Leader, nl.Control)
-			base = nl.Control
-			err = op(&control.Client{Base: base, HTTP: client.HTTP})
-		}
-		if errors.As(err, &nl) {
-			fmt.Fprintf(stderr, "omnirelay mesh shards: not_leader: %v\n", nl)
-			return 1
-		}
-		if err != nil {
-			return meshError(stderr, base, err)
+		a := &apiFlags{addr: c.addr, timeout: c.timeout}
+		if base, err := atLeader(ctx, a, stderr, op); err != nil {
+			return leaderError(stderr, base, err)
 		}
 		switch {
 		case c.sub == "rebalance":

@@ -1,0 +1,79 @@
+package control
+
+import "net/http"
+
+// Role is what a caller must be granted to use a route, in increasing power:
+// a reader reads, an operator changes this node or routine cluster state (metadata,
+// joins, drains, leadership hand-over), an admin changes who is in the cluster
+// (forced removals, the voter set). Each role includes the ones before it.
+type Role string
+
+// Roles of the control API, weakest first.
+const (
+	RoleReader   Role = "reader"
+	RoleOperator Role = "operator"
+	RoleAdmin    Role = "admin"
+)
+
+// Route is one route of the control API: its method, mux path pattern and the role
+// it needs. Routes lists them all; it is the one table the handler registers and
+// docs/api.md ("Routes and roles") is tested against.
+type Route struct {
+	Method string
+	Path   string
+	Role   Role
+}
+
+// Pattern is the route's http.ServeMux pattern ("GET /control/v1/peers").
+func (r Route) Pattern() string { return r.Method + " " + r.Path }
+
+type route struct {
+	Route
+	serve http.HandlerFunc
+}
+
+// routes is the table of every route with its handler. /metrics is served only
+// when Options.Metrics is set.
+func (h *handler) routes() []route {
+	r := func(method, path string, role Role, serve http.HandlerFunc) route {
+		return route{Route{method, path, role}, serve}
+	}
+	const get, post, put, del = http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	return []route{
+		r(get, "/control/v1/peers", RoleReader, h.peers),
+		r(get, "/control/v1/peers/{name}", RoleReader, h.peer),
+		r(post, "/control/v1/peers/{name}/force-leave", RoleAdmin, h.forceLeave),
+		r(get, "/control/v1/status", RoleReader, h.status),
+		r(get, "/control/v1/logs", RoleOperator, h.logs),
+		r(put, "/control/v1/meta/{key}", RoleOperator, h.setMeta),
+		r(del, "/control/v1/meta/{key}", RoleOperator, h.deleteMeta),
+		r(post, "/control/v1/join", RoleOperator, h.join),
+		r(post, "/control/v1/leave", RoleOperator, h.leave),
+		r(get, "/control/v1/keyring", RoleOperator, h.keyring),
+		r(post, "/control/v1/keyring/install", RoleAdmin, h.keyInstall),
+		r(post, "/control/v1/keyring/use", RoleAdmin, h.keyUse),
+		r(post, "/control/v1/keyring/remove", RoleAdmin, h.keyRemove),
+		r(get, "/control/v1/leaders", RoleReader, h.leaders),
+		r(post, "/control/v1/leaders/step-down", RoleOperator, h.stepDown),
+		r(post, "/control/v1/voters", RoleAdmin, h.changeVoters),
+		r(get, "/control/v1/shards", RoleReader, h.shards),
+		r(get, "/control/v1/shards/lookup", RoleReader, h.lookupShard),
+		r(get, "/control/v1/shards/{id}", RoleReader, h.shard),
+		r(post, "/control/v1/shards/drain", RoleOperator, h.drainShards),
+		r(post, "/control/v1/shards/rebalance", RoleOperator, h.rebalanceShards),
+		r(get, "/healthz", RoleReader, h.healthz),
+		r(get, "/readyz", RoleReader, h.readyz),
+		r(get, "/metrics", RoleReader, h.metrics),
+	}
+}
+
+// Routes lists every route of the control API with the role it needs.
+func Routes() []Route {
+	var out []Route
+	for _, r := range (&handler{}).routes() {
+		out = append(out, r.Route)
+	}
+	return out
+}
+
+func (h *handler) metrics(w http.ResponseWriter, r *http.Request) { h.opts.Metrics.ServeHTTP(w, r) }

@@ -1,0 +1,274 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/lease"
+	"github.com/omnirelay/mesh/swim"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// ForceLeave removes a dead member at an operator's request: this node records it
+// as left and gossips the Leave to the members that still hold it alive or suspect
+// (those that hold it dead keep that). With prune its tombstone is also dropped
+// from this node's view now, not TombstoneTTL later, so this node stops trying to
+// reconnect to it; other nodes keep theirs until then. A live member is refused
+// (swim.ErrMemberLive: it would refute at once; stop it, or let it leave itself),
+// as are unknown names and this node (swim.ErrUnknownMember).
+func (n *Node) ForceLeave(name string, prune bool) error {
+	var err error
+	var members []Member
+	if !n.do(func() {
+		err = n.stack.ForceLeave(n.clock.Now(), name, prune)
+		members = n.stack.Swim().Members()
+	}) {
+		return ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("node: force-leave %s: %w", name, err)
+	}
+	if prune {
+		n.mu.Lock()
+		n.members = members // a pruned member produces no event to republish the view
+		n.mu.Unlock()
+	}
+	n.log.Info("member forced out", "member", name, "prune", prune)
+	return nil
+}
+
+// StepDown hands leadership over: the leader releases its lease now and waits one
+// lease duration before it stands again, so another voter wins the election that
+// follows. An error wrapping lease.ErrNotLeader unless this node leads.
+func (n *Node) StepDown() error {
+	if n.lead == nil {
+		return ErrNoLeadership
+	}
+	var err error
+	if !n.do(func() { err = n.stack.StepDown(n.clock.Now()) }) {
+		return ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("node: %s: step down: %w", n.cfg.Name, err)
+	}
+	n.log.Info("stepped down as leader")
+	return nil
+}
+
+// Left is closed once a Leave has completed (through the Go API or the control
+// API's POST /control/v1/leave): the agent exits then.
+func (n *Node) Left() <-chan struct{} { return n.left }
+
+// ---- control source ----
+
+// Status implements control.OperatorSource.
+func (c controlSource) Status() (control.NodeStatus, error) {
+	n := c.n
+	b := BuildInfo()
+	st := control.NodeStatus{Name: n.cfg.Name, Address: n.addr, Version: b.Version, Protocol: b.Protocol()}
+	var owned []uint32
+	var leader string
+	var epoch uint64
+	var isLeader bool
+	if !n.do(func() {
+		sw := n.stack.Swim()
+		self := sw.Local()
+		st.Status, st.Incarnation, st.Health = self.Status.String(), self.Incarnation, sw.LocalHealth()
+		for _, m := range sw.Members() {
+			if m.Name == n.cfg.Name {
+				continue
+			}
+			switch m.Status {
+			case swim.StatusAlive:
+				st.Members.Alive++
+			case swim.StatusSuspect:
+				st.Members.Suspect++
+			case swim.StatusDead:
+				st.Members.Dead++
+			case swim.StatusLeft:
+				st.Members.Left++
+			}
+		}
+		if n.lead != nil {
+			now := n.clock.Now()
+			leader, epoch, _, _ = n.stack.Leader(now)
+			isLeader = n.stack.IsLeader(now)
+		}
+		if n.shards != nil {
+			owned = n.stack.OwnedShards(n.clock.Now())
+		}
+	}) {
+		return st, ErrClosed
+	}
+	n.mu.Lock()
+	st.Joined = n.joined || len(n.cfg.Join) == 0
+	n.mu.Unlock()
+	st.Leader, st.Epoch, st.IsLeader = leader, epoch, isLeader
+	st.IsVoter = n.cfg.Voter
+	st.Shards, st.Owned = n.cfg.Shards, len(owned)
+	st.Warnings = n.warnings()
+	return st, nil
+}
+
+// SetMeta implements control.OperatorSource.
+func (c controlSource) SetMeta(key, value string) error { return c.n.SetMeta(key, value) }
+
+// DeleteMeta implements control.OperatorSource.
+func (c controlSource) DeleteMeta(key string) error { return c.n.DeleteMeta(key) }
+
+// Join implements control.OperatorSource.
+func (c controlSource) Join(ctx context.Context, seeds []string) error {
+	for _, s := range seeds {
+		if err := checkHostPort(s); err != nil {
+			return &control.CodeError{Status: http.StatusBadRequest, Code: control.CodeBadRequest, Err: fmt.Errorf("seed %q: %v", s, err)}
+		}
+	}
+	return c.n.Join(ctx, seeds...)
+}
+
+// Leave implements control.OperatorSource.
+func (c controlSource) Leave(ctx context.Context) error { return c.n.Leave(ctx) }
+
+// ForceLeave implements control.OperatorSource.
+func (c controlSource) ForceLeave(name string, prune bool) error {
+	err := c.n.ForceLeave(name, prune)
+	switch {
+	case errors.Is(err, swim.ErrUnknownMember):
+		return &control.CodeError{Status: http.StatusNotFound, Code: control.CodeUnknownPeer, Err: err}
+	case errors.Is(err, swim.ErrMemberLive):
+		return &control.CodeError{Status: http.StatusConflict, Code: control.CodeMemberLive, Err: err}
+	}
+	return err
+}
+
+// StepDown implements control.LeaderAdmin.
+func (c controlSource) StepDown() error {
+	if c.n.lead == nil {
+		return control.ErrLeadershipOff
+	}
+	return c.leaderOnly(c.n.StepDown())
+}
+
+// ChangeVoters implements control.LeaderAdmin: the target set is the set in force
+// with add added and remove removed.
+func (c controlSource) ChangeVoters(add, remove []string) ([]string, error) {
+	l := c.n.lead
+	if l == nil {
+		return nil, control.ErrLeadershipOff
+	}
+	l.mu.Lock()
+	voters := slices.Clone(l.voters)
+	l.mu.Unlock()
+	for _, v := range add {
+		if slices.Contains(voters, v) {
+			return nil, badVoters(fmt.Errorf("%q is already a voter", v))
+		}
+		voters = append(voters, v)
+	}
+	for _, v := range remove {
+		i := slices.Index(voters, v)
+		if i < 0 {
+			return nil, badVoters(fmt.Errorf("%q is not a voter", v))
+		}
+		voters = slices.Delete(voters, i, i+1)
+	}
+	slices.Sort(voters)
+	if len(voters)%2 == 0 {
+		return nil, badVoters(fmt.Errorf("the change leads to %d voters %v: use an odd number, 3 or 5 (add or remove two at once)", len(voters), voters))
+	}
+	err := c.n.ChangeVoters(voters)
+	switch {
+	case errors.Is(err, lease.ErrInvalidVoters):
+		return nil, badVoters(err)
+	case errors.Is(err, lease.ErrChangeInProgress):
+		return nil, &control.CodeError{Status: http.StatusConflict, Code: control.CodeChangeInProgress, Err: err}
+	}
+	return voters, c.leaderOnly(err)
+}
+
+func badVoters(err error) error {
+	return &control.CodeError{Status: http.StatusBadRequest, Code: control.CodeBadVoters, Err: err}
+}
+
+// ---- keyring (control.KeyringSource) ----
+
+// keyFingerprint is how the control API names a key: 8 bytes of its SHA-256, hex;
+// the first byte is its wire.KeyID.
+func keyFingerprint(key []byte) string {
+	sum := sha256.Sum256(key)
+	return hex.EncodeToString(sum[:8])
+}
+
+// Keyring implements control.KeyringSource.
+func (c controlSource) Keyring() ([]control.KeyInfo, error) {
+	kr := c.n.kr
+	if kr == nil {
+		return nil, control.ErrNoKeyring
+	}
+	var out []control.KeyInfo
+	for i, k := range kr.Keys() {
+		out = append(out, control.KeyInfo{Fingerprint: keyFingerprint(k), KeyID: wire.KeyID(k), Primary: i == 0})
+	}
+	return out, nil
+}
+
+// InstallKey implements control.KeyringSource.
+func (c controlSource) InstallKey(key []byte) error {
+	if c.n.kr == nil {
+		return control.ErrNoKeyring
+	}
+	if err := c.n.kr.Install(key); err != nil {
+		return &control.CodeError{Status: http.StatusBadRequest, Code: control.CodeBadRequest, Err: err}
+	}
+	c.n.log.Info("keyring: key installed", "fingerprint", keyFingerprint(key))
+	return nil
+}
+
+// UseKey implements control.KeyringSource.
+func (c controlSource) UseKey(fingerprint string) error {
+	key, err := c.keyOf(fingerprint)
+	if err != nil {
+		return err
+	}
+	if err := c.n.kr.UsePrimary(key); err != nil {
+		return err
+	}
+	c.n.log.Info("keyring: primary key changed", "fingerprint", fingerprint)
+	return nil
+}
+
+// RemoveKey implements control.KeyringSource.
+func (c controlSource) RemoveKey(fingerprint string) error {
+	key, err := c.keyOf(fingerprint)
+	if err != nil {
+		return err
+	}
+	if err := c.n.kr.Remove(key); errors.Is(err, wire.ErrRemovePrimary) {
+		return &control.CodeError{Status: http.StatusConflict, Code: control.CodeKeyPrimary,
+			Err: fmt.Errorf("key %s is the primary: make another key primary first (keyring use)", fingerprint)}
+	} else if err != nil {
+		return err
+	}
+	c.n.log.Info("keyring: key removed", "fingerprint", fingerprint)
+	return nil
+}
+
+// keyOf finds the installed key of a fingerprint.
+func (c controlSource) keyOf(fingerprint string) ([]byte, error) {
+	if c.n.kr == nil {
+		return nil, control.ErrNoKeyring
+	}
+	for _, k := range c.n.kr.Keys() {
+		if keyFingerprint(k) == fingerprint {
+			return k, nil
+		}
+	}
+	return nil, &control.CodeError{Status: http.StatusNotFound, Code: control.CodeUnknownKey,
+		Err: fmt.Errorf("no key with fingerprint %q in this node's keyring", fingerprint)}
+}
