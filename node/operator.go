@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,7 +10,6 @@ import (
 	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/swim"
-	"github.com/omnirelay/mesh/wire"
 )
 
 // ForceLeave removes a dead member at an operator's request: this node records it
@@ -194,81 +191,4 @@ func (c controlSource) ChangeVoters(add, remove []string) ([]string, error) {
 
 func badVoters(err error) error {
 	return &control.CodeError{Status: http.StatusBadRequest, Code: control.CodeBadVoters, Err: err}
-}
-
-// ---- keyring (control.KeyringSource) ----
-
-// keyFingerprint is how the control API names a key: 8 bytes of its SHA-256, hex;
-// the first byte is its wire.KeyID.
-func keyFingerprint(key []byte) string {
-	sum := sha256.Sum256(key)
-	return hex.EncodeToString(sum[:8])
-}
-
-// Keyring implements control.KeyringSource.
-func (c controlSource) Keyring() ([]control.KeyInfo, error) {
-	kr := c.n.kr
-	if kr == nil {
-		return nil, control.ErrNoKeyring
-	}
-	var out []control.KeyInfo
-	for i, k := range kr.Keys() {
-		out = append(out, control.KeyInfo{Fingerprint: keyFingerprint(k), KeyID: wire.KeyID(k), Primary: i == 0})
-	}
-	return out, nil
-}
-
-// InstallKey implements control.KeyringSource.
-func (c controlSource) InstallKey(key []byte) error {
-	if c.n.kr == nil {
-		return control.ErrNoKeyring
-	}
-	if err := c.n.kr.Install(key); err != nil {
-		return &control.CodeError{Status: http.StatusBadRequest, Code: control.CodeBadRequest, Err: err}
-	}
-	c.n.log.Info("keyring: key installed", "fingerprint", keyFingerprint(key))
-	return nil
-}
-
-// UseKey implements control.KeyringSource.
-func (c controlSource) UseKey(fingerprint string) error {
-	key, err := c.keyOf(fingerprint)
-	if err != nil {
-		return err
-	}
-	if err := c.n.kr.UsePrimary(key); err != nil {
-		return err
-	}
-	c.n.log.Info("keyring: primary key changed", "fingerprint", fingerprint)
-	return nil
-}
-
-// RemoveKey implements control.KeyringSource.
-func (c controlSource) RemoveKey(fingerprint string) error {
-	key, err := c.keyOf(fingerprint)
-	if err != nil {
-		return err
-	}
-	if err := c.n.kr.Remove(key); errors.Is(err, wire.ErrRemovePrimary) {
-		return &control.CodeError{Status: http.StatusConflict, Code: control.CodeKeyPrimary,
-			Err: fmt.Errorf("key %s is the primary: make another key primary first (keyring use)", fingerprint)}
-	} else if err != nil {
-		return err
-	}
-	c.n.log.Info("keyring: key removed", "fingerprint", fingerprint)
-	return nil
-}
-
-// keyOf finds the installed key of a fingerprint.
-func (c controlSource) keyOf(fingerprint string) ([]byte, error) {
-	if c.n.kr == nil {
-		return nil, control.ErrNoKeyring
-	}
-	for _, k := range c.n.kr.Keys() {
-		if keyFingerprint(k) == fingerprint {
-			return k, nil
-		}
-	}
-	return nil, &control.CodeError{Status: http.StatusNotFound, Code: control.CodeUnknownKey,
-		Err: fmt.Errorf("no key with fingerprint %q in this node's keyring", fingerprint)}
 }

@@ -28,7 +28,6 @@ const meshUsage = `usage:
   omnirelay mesh join HOST:PORT ... | leave
   omnirelay mesh leaders status | leaders step-down
   omnirelay mesh voters add NAME ... | voters remove NAME ...
-  omnirelay mesh keyring list | install --key-file FILE | use FP | remove FP  [--cluster]
   omnirelay mesh shards list|summary|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
 Every command also takes [--addr URL] [-o table|json] [--timeout D].
 
@@ -64,7 +63,6 @@ func meshCommand() command {
 			stepDownCommand(),
 		}},
 		votersCommand(),
-		keyringCommand(),
 		shardsCommand(),
 	}}
 }

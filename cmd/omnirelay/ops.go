@@ -242,30 +242,6 @@ type ClusterRow struct {
 	Error  string              `json:"error,omitempty"`
 }
 
-// target is a member to ask at its control URL ("" when it published none).
-type target struct{ name, url string }
-
-// controlURL is where to ask peer p, as seen through the agent at a.
-func controlURL(a *apiFlags, p control.Peer) string {
-	if p.Local {
-		return a.addr
-	}
-	return p.Meta["control"]
-}
-
-// liveTargets lists the live members of the agent's view with their control URLs.
-func liveTargets(ctx context.Context, a *apiFlags) ([]target, error) {
-	peers, _, err := a.client().ListPeers(ctx, control.ListOptions{Status: []string{"alive", "suspect"}})
-	if err != nil {
-		return nil, err
-	}
-	var out []target
-	for _, p := range peers {
-		out = append(out, target{name: p.Name, url: controlURL(a, p)})
-	}
-	return out, nil
-}
-
 // clusterStatus asks every live member of the agent's view for its status, at
 // once, each within the command's timeout.
 func clusterStatus(ctx context.Context, a *apiFlags) ([]ClusterRow, error) {
@@ -277,8 +253,10 @@ func clusterStatus(ctx context.Context, a *apiFlags) ([]ClusterRow, error) {
 	var wg sync.WaitGroup
 	for i, p := range peers {
 		rows[i].Peer = p
-		url := controlURL(a, p)
+		url := p.Meta["control"]
 		switch {
+		case p.Local:
+			url = a.addr
 		case p.Status != "alive" && p.Status != "suspect":
 			rows[i].Error = p.Status
 			continue
