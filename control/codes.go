@@ -10,6 +10,8 @@ const (
 	CodeBadShard         = "bad_shard"          // 400: a shard id that is not a number
 	CodeBadKey           = "bad_key"            // 400: lookup without key
 	CodeBadRequest       = "bad_request"        // 400: a POST body that is not the route's JSON object
+	CodeUnauthenticated  = "unauthenticated"    // 401: no client certificate and no valid bearer token
+	CodeForbidden        = "forbidden"          // 403: the caller's role is below the route's
 	CodeUnknownPeer      = "unknown_peer"       // 404: no such peer in this node's view
 	CodeUnknownShard     = "unknown_shard"      // 404: a shard id beyond the shard count
 	CodeUnknownNode      = "unknown_node"       // 404: drain of a name that is not a live member

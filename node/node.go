@@ -232,7 +232,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
-		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout})
+		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout,
+		Auth: n.controlAuth()})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	if cfg.Control != "" {
@@ -245,12 +246,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.controlAddr = ln.Addr().String()
 		n.serveControl(ln)
 	}
+	if cfg.TLS != nil {
+		n.wg.Add(1)
+		go n.watchTLS()
+	}
 	n.wg.Add(3)
 	go n.readPackets()
 	go n.acceptStreams()
 	go n.loop()
 	n.log.Info("node started", "bind", tr.Addr(), "advertise", n.addr, "control", n.controlAddr,
-		"profile", cfg.Profile, "encrypted", n.kr != nil)
+		"profile", cfg.Profile, "encrypted", n.kr != nil, "control_tls", cfg.TLS != nil)
+	if n.controlAddr != "" && n.controlAuth() == nil {
+		n.log.Warn("the control API has no authentication: every user who reaches it may drain nodes and change voters (set TLS or ControlTokens)",
+			"control", n.controlAddr)
+	}
 	if n.kr == nil {
 		n.log.Warn("running without packet keys: anyone who can reach the gossip port can join, impersonate members, declare them dead and forge lease votes",
 			"insecure", cfg.Insecure)
