@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -47,6 +48,56 @@ func TestLostLeaseAuditedAtLeaseEnd(t *testing.T) {
 			if r.Event == "lost_lease" && !r.Time.Equal(ended) {
 				t.Errorf("lost_lease stamped %v, %v after the lease ended at %v", r.Time, r.Time.Sub(ended), ended)
 			}
+		}
+	})
+}
+
+// TestShardMovesAudited: a drain on the leader moves the drained node's shards;
+// each move is one shard_move record in the leader's audit log, naming the shard,
+// both nodes, the state entered and the leader's epoch, with the same id for the
+// same move.
+func TestShardMovesAudited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNetwork()
+		nodes := make([]*Node, 4)
+		audits := make([]*syncBuffer, 4)
+		for i := range nodes {
+			audits[i] = &syncBuffer{}
+			cfg := leaderConfig(t, mn, i, t.TempDir(), audits[i])
+			cfg.Shards = testShards
+			nodes[i] = startMem(t, cfg)
+		}
+		defer func() {
+			for _, n := range nodes {
+				n.Close()
+			}
+		}()
+		leader := shardLeader(t, nodes)
+		var victim *Node
+		for _, n := range nodes {
+			if n != leader && len(n.OwnedShards()) > 0 {
+				victim = n
+			}
+		}
+		owned := len(victim.OwnedShards())
+		if err := leader.DrainShards(victim.Name(), true); err != nil {
+			t.Fatal(err)
+		}
+		idx := slices.Index(nodes, leader)
+		moves := func(state string) (n int) {
+			for _, r := range audits[idx].records(t) {
+				if r.Event == "shard_move" && r.From == victim.Name() && r.State == state {
+					n++
+					if r.Shard == nil || r.To == "" || r.To == victim.Name() || r.Epoch == 0 || len(r.ID) != 16 {
+						t.Fatalf("shard_move record %+v", r)
+					}
+				}
+			}
+			return n
+		}
+		waitFor(t, 30*time.Second, "the drained node's shards moved", func() bool { return len(victim.OwnedShards()) == 0 })
+		if got := moves("draining"); got != owned {
+			t.Fatalf("%d shard_move draining records from %s, want %d (the shards it owned)", got, victim.Name(), owned)
 		}
 	})
 }

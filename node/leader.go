@@ -297,6 +297,13 @@ type auditRecord struct {
 	Holder      string    `json:"holder,omitempty"`
 	Epoch       uint64    `json:"epoch,omitempty"`
 	Voters      []string  `json:"voters,omitempty"`
+	// Of shard moves (leader only): the shard, where from and to, the state
+	// entered, and whether its owner failed (forced).
+	Shard  *uint32 `json:"shard,omitempty"`
+	From   string  `json:"from,omitempty"`
+	To     string  `json:"to,omitempty"`
+	State  string  `json:"state,omitempty"`
+	Forced bool    `json:"forced,omitempty"`
 	// Of control API and certificate events: who (a SPIFFE ID, token:NAME, or
 	// the unverified ID a refused certificate claims), from where, what, and why.
 	Identity string `json:"identity,omitempty"`
