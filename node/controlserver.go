@@ -148,7 +148,7 @@ func (n *Node) controlTLS() *tls.Config {
 					if id, idErr := identity.FromCertificate(cs.PeerCertificates[0]); idErr == nil {
 						claimed = id.String()
 					}
-					n.auditControl(control.AuditEvent{Event: "tls_refused", Identity: claimed, Remote: remote, Reason: err.Error()})
+					n.auditControl(control.AuditEvent{Event: "tls_refused", Identity: claimed, Remote: remote, Route: "control API", Reason: err.Error()})
 				}
 				return err
 			}

@@ -110,6 +110,9 @@ type Node struct {
 	// memberIPs is the set of other live members' IPs, published by the loop for
 	// the accept goroutine, which must not wait for the loop; nil before the first.
 	memberIPs atomic.Pointer[map[netip.Addr]struct{}]
+	// memberAddrs maps the other live members' addresses to their names, for the
+	// name a TLS stream dialled to an address must present; nil before the first.
+	memberAddrs atomic.Pointer[map[string]string]
 
 	mu      sync.Mutex // guards the published state below
 	version uint64
@@ -510,6 +513,13 @@ func (n *Node) publishMemberIPs(members []Member) {
 		}
 	}
 	n.memberIPs.Store(&ips)
+	addrs := make(map[string]string, len(members))
+	for _, m := range members {
+		if m.Name != n.cfg.Name && (m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect) {
+			addrs[m.Addr] = m.Name
+		}
+	}
+	n.memberAddrs.Store(&addrs)
 }
 
 // serveStream reads one request frame, has the loop answer it, writes the reply.
@@ -530,6 +540,15 @@ func (n *Node) serveStream(c *inConn) {
 		}
 	}
 	defer release()
+	peer := "" // the verified node name, with TLS
+	if n.cfg.TLS != nil {
+		tc, name, err := n.acceptTLS(conn)
+		if err != nil {
+			n.log.Debug("refusing a stream: TLS", "from", conn.RemoteAddr(), "err", err)
+			return
+		}
+		conn, peer = tc, name
+	}
 	started := false
 	req, err := wire.ReadFrameReserve(conn, wire.DefaultMaxFrame, func(size int) error {
 		if !n.in.markActive(c) {
@@ -560,6 +579,14 @@ func (n *Node) serveStream(c *inConn) {
 	if req, err = n.openFrame(conn.RemoteAddr().String(), req); err != nil {
 		n.log.Debug("dropping a stream request that does not open", "from", conn.RemoteAddr(), "err", err)
 		return
+	}
+	if peer != "" {
+		if err := n.checkStreamName(peer, req); err != nil {
+			n.metrics.netErrors.WithLabelValues("stream_identity").Inc()
+			n.auditControl(control.AuditEvent{Event: "stream_identity_refused", Identity: peer,
+				Remote: conn.RemoteAddr().String(), Route: "mesh stream", Reason: err.Error()})
+			return
+		}
 	}
 	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
 	select {
@@ -605,6 +632,11 @@ func (n *Node) exchange(s stack.Stream) ([]byte, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	if n.cfg.TLS != nil {
+		if conn, err = n.dialTLS(ctx, conn, s.To); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := conn.Write(n.sealFrame(s.Data)); err != nil {
 		return nil, err
 	}

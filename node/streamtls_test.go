@@ -1,0 +1,142 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/omnirelay/mesh/identity"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// tlsMemConfig is node i of the in-memory network at 10.0.0.i, with the packet key
+// and a node certificate of pki for name.
+func tlsMemConfig(t *testing.T, mn *MemNetwork, pki *testPKI, i int, name string, audit *syncBuffer, join ...string) Config {
+	cfg := memConfig(t, mn, name, fmt.Sprintf("10.0.0.%d:7946", i), join...)
+	cfg.Keys = [][]byte{testKey}
+	cfg.TLS = pki.source(identity.RoleNode, name)
+	if audit != nil { // a nil *syncBuffer would be a non-nil io.Writer
+		cfg.AuditLog = audit
+	}
+	return cfg
+}
+
+// TestMeshStreamsNeedACertificateOfTheCluster: three nodes with certificates of
+// one CA form a cluster over mutual TLS streams; a fourth with the packet key but
+// a certificate of another CA fails to join, its error says why, and the seed's
+// audit log has the refused handshake with the joiner's address.
+func TestMeshStreamsNeedACertificateOfTheCluster(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pki, other := newTestPKI(t), newTestPKI(t) // in the bubble: certificates valid at its clock
+		mn := NewMemNetwork()
+		audit := &syncBuffer{}
+		nodes := []*Node{startMem(t, tlsMemConfig(t, mn, pki, 0, "n0", audit))}
+		for i := 1; i < 3; i++ {
+			nodes = append(nodes, startMem(t, tlsMemConfig(t, mn, pki, i, fmt.Sprintf("n%d", i), nil, "10.0.0.0:7946")))
+		}
+		defer func() {
+			for _, n := range nodes {
+				n.Close()
+			}
+		}()
+		waitFor(t, 10*time.Second, "three members everywhere", func() bool {
+			for _, n := range nodes {
+				if len(n.Members()) != 3 {
+					return false
+				}
+			}
+			return true
+		})
+		cfg := tlsMemConfig(t, mn, other, 3, "n3", nil, "10.0.0.0:7946")
+		ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel()
+		_, err := Start(ctx, cfg)
+		if err == nil || !errors.Is(err, ErrNoSeedAnswered) || !strings.Contains(err.Error(), "not signed by a trusted CA") {
+			t.Fatalf("a node with a foreign certificate joined or did not say why: %v", err)
+		}
+		found := false
+		for _, r := range audit.records(t) {
+			found = found || (r.Event == "tls_refused" && r.Remote != "" && r.Route == "mesh stream") // MemNetwork pipes have no address
+		}
+		if !found {
+			t.Fatalf("the seed did not audit the refused handshake: %s", audit)
+		}
+		for _, n := range nodes {
+			if len(n.Members()) != 3 {
+				t.Fatalf("%s has %d members after the refusal", n.Name(), len(n.Members()))
+			}
+		}
+	})
+}
+
+// TestStreamPeerCannotSpeakAsAnotherName: a client with n5's certificate and the
+// packet key opens a mesh stream to n0 and sends push-pulls that announce n4 (no
+// state of its own, or n4 alive at its own address): both are refused, counted
+// and audited, and n0 never learns n4.
+func TestStreamPeerCannotSpeakAsAnotherName(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pki := newTestPKI(t)
+		mn := NewMemNetwork()
+		audit := &syncBuffer{}
+		n0 := startMem(t, tlsMemConfig(t, mn, pki, 0, "n0", audit))
+		defer n0.Close()
+		tr, err := mn.Listen("10.0.0.5:7946")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		n5 := pki.source(identity.RoleNode, "n5")
+		kr, err := wire.NewKeyring(testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, nodes := range [][]wire.NodeState{
+			{{Name: "n4", Addr: "10.0.0.5:7946", Incarnation: 9}},
+			{{Name: "n5", Addr: "10.0.0.5:7946"}, {Name: "n4", Addr: "10.0.0.5:7946", Incarnation: 9}},
+		} {
+			conn, err := tr.Dial(t.Context(), "10.0.0.0:7946")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc := tls.Client(conn, n5.ClientConfig(identity.Policy{Roles: []identity.Role{identity.RoleNode}, Name: "n0"}))
+			if err := tc.Handshake(); err != nil {
+				t.Fatalf("handshake as n5: %v", err)
+			}
+			f, err := wire.EncodeFrame(&wire.PushPull{Join: true, Nodes: nodes}, wire.ClusterHash(""))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sealed, err := wire.SealFrame(kr, f, rand.Reader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.Write(sealed)
+			tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if reply, err := wire.ReadFrame(tc, wire.DefaultMaxFrame); err == nil {
+				t.Errorf("push-pull %v from n5 answered (%d bytes)", nodes, len(reply))
+			}
+			conn.Close()
+		}
+		synctest.Wait()
+		for _, m := range n0.Members() {
+			if m.Name == "n4" {
+				t.Fatalf("n0 learnt n4 from a stream of n5: %+v", m)
+			}
+		}
+		refused := 0
+		for _, r := range audit.records(t) {
+			if r.Event == "stream_identity_refused" && r.Identity == "n5" {
+				refused++
+			}
+		}
+		if refused != 2 {
+			t.Fatalf("%d stream_identity_refused records, want 2: %s", refused, audit)
+		}
+	})
+}
