@@ -20,12 +20,12 @@ const testTrustDomain = "example.org"
 
 // testPKI is a CA and the certificates it issued, written under dir.
 type testPKI struct {
-	t   *testing.T
+	t   testing.TB
 	ca  *identity.CA
 	dir string
 }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	ca, err := identity.NewCA(identity.CAOptions{TrustDomain: testTrustDomain})
 	if err != nil {

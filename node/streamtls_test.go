@@ -6,12 +6,15 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/omnirelay/mesh/identity"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/wire"
 )
 
@@ -139,4 +142,81 @@ func TestStreamPeerCannotSpeakAsAnotherName(t *testing.T) {
 			t.Fatalf("%d stream_identity_refused records, want 2: %s", refused, audit)
 		}
 	})
+}
+
+// BenchmarkStreamExchange: one push-pull stream (dial, request, reply) between two
+// loopback nodes, packet keys on, with and without mutual TLS: what TLS adds to a
+// stream is its handshake.
+func BenchmarkStreamExchange(b *testing.B) {
+	for _, withTLS := range []bool{false, true} {
+		b.Run(map[bool]string{false: "plain", true: "mtls"}[withTLS], func(b *testing.B) {
+			pki := newTestPKI(b)
+			var counted countingTransport
+			start := func(name string, join ...string) *Node {
+				cfg := loopbackConfig(name, [][]byte{testKey}, join...)
+				if name == "c" {
+					tr, err := ListenNet("127.0.0.1:0")
+					if err != nil {
+						b.Fatal(err)
+					}
+					counted.Transport = tr
+					cfg.Transport = &counted
+				}
+				if withTLS {
+					cfg.TLS = pki.source(identity.RoleNode, name)
+				}
+				n, err := Start(b.Context(), cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.Cleanup(func() { n.Close() })
+				return n
+			}
+			a := start("a")
+			c := start("c", a.Addr())
+			req, err := wire.EncodeFrame(&wire.PushPull{Nodes: []wire.NodeState{{Name: "c", Addr: c.AdvertiseAddr()}}}, wire.ClusterHash(""))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			counted.bytes.Store(0)
+			for b.Loop() {
+				if _, err := c.exchange(stack.Stream{To: a.AdvertiseAddr(), Data: req}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(counted.bytes.Load())/float64(b.N), "stream-bytes/op")
+		})
+	}
+}
+
+// countingTransport counts the bytes outbound streams write and read.
+type countingTransport struct {
+	Transport
+	bytes atomic.Int64
+}
+
+func (t *countingTransport) Dial(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := t.Transport.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, n: &t.bytes}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	k, err := c.Conn.Read(b)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	k, err := c.Conn.Write(b)
+	c.n.Add(int64(k))
+	return k, err
 }
