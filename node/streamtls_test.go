@@ -15,6 +15,7 @@ import (
 
 	"github.com/omnirelay/mesh/identity"
 	"github.com/omnirelay/mesh/stack"
+	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
 
@@ -219,4 +220,66 @@ func (c *countingConn) Write(b []byte) (int, error) {
 	k, err := c.Conn.Write(b)
 	c.n.Add(int64(k))
 	return k, err
+}
+
+// TestCertificateRotationUnderSteadyCluster: three nodes probing every 250 ms with
+// a push-pull every second; every node's certificate files are replaced with a new
+// certificate of the same identity. Within one reload interval each node uses its
+// new certificate (and audits cert_reloaded), and no probe or stream fails.
+func TestCertificateRotationUnderSteadyCluster(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		pki := newTestPKI(t)
+		mn := NewMemNetwork()
+		nodes := make([]*Node, 3)
+		audits := make([]*syncBuffer, 3)
+		for i := range nodes {
+			var join []string
+			if i > 0 {
+				join = []string{"10.0.0.0:7946"}
+			}
+			audits[i] = &syncBuffer{}
+			cfg := tlsMemConfig(t, mn, pki, i, fmt.Sprintf("n%d", i), audits[i], join...)
+			cfg.Tune = func(c *swim.Config) { c.PushPullInterval = time.Second }
+			nodes[i] = startMem(t, cfg)
+		}
+		defer func() {
+			for _, n := range nodes {
+				n.Close()
+			}
+		}()
+		time.Sleep(3 * time.Second)
+		var before swim.Stats
+		serials := make([]string, 3)
+		for i, n := range nodes {
+			st := n.Stats()
+			before.ProbesFailed += st.ProbesFailed
+			before.PushPulls += st.PushPulls
+			before.PushPullsFailed += st.PushPullsFailed
+			serials[i] = n.cfg.TLS.Certificate().Leaf.SerialNumber.String()
+			pki.source(identity.RoleNode, n.Name()) // rewrites n's files with a new certificate
+		}
+		time.Sleep(TLSReloadInterval + 5*time.Second)
+		var after swim.Stats
+		for i, n := range nodes {
+			st := n.Stats()
+			after.ProbesFailed += st.ProbesFailed
+			after.PushPulls += st.PushPulls
+			after.PushPullsFailed += st.PushPullsFailed
+			if n.cfg.TLS.Certificate().Leaf.SerialNumber.String() == serials[i] {
+				t.Errorf("%s still uses its old certificate", n.Name())
+			}
+			if !strings.Contains(audits[i].String(), `"event":"cert_reloaded"`) {
+				t.Errorf("%s did not audit cert_reloaded", n.Name())
+			}
+		}
+		if after.PushPulls-before.PushPulls < 10 {
+			t.Fatalf("only %d push-pulls during the rotation", after.PushPulls-before.PushPulls)
+		}
+		t.Logf("during the rotation: %d push-pulls, %d failed; %d probes failed",
+			after.PushPulls-before.PushPulls, after.PushPullsFailed-before.PushPullsFailed, after.ProbesFailed-before.ProbesFailed)
+		if after.PushPullsFailed != before.PushPullsFailed || after.ProbesFailed != before.ProbesFailed {
+			t.Fatalf("failures during the rotation: push-pulls %d, probes %d",
+				after.PushPullsFailed-before.PushPullsFailed, after.ProbesFailed-before.ProbesFailed)
+		}
+	})
 }
