@@ -33,6 +33,10 @@ var routeRoles = map[string]identity.Role{
 	"GET /control/v1/shards/{id}":       identity.RoleReader,
 	"POST /control/v1/shards/drain":     identity.RoleOperator,
 	"POST /control/v1/shards/rebalance": identity.RoleOperator,
+	"GET /control/v1/keyring":           identity.RoleOperator, // fingerprints only, but keys are operators' business
+	"POST /control/v1/keyring/install":  identity.RoleOperator,
+	"POST /control/v1/keyring/use":      identity.RoleOperator,
+	"POST /control/v1/keyring/remove":   identity.RoleOperator,
 	"GET /metrics":                      identity.RoleReader,
 	"GET /healthz":                      Public,
 	"GET /readyz":                       Public,
@@ -196,11 +200,12 @@ func (a *Auth) authenticate(r *http.Request) (caller, string) {
 }
 
 // authorize answers 401 or 403 and returns false unless the request may run
-// route. Changes that pass are audited (reads are not: a scraper would flood it).
-func (a *Auth) authorize(w http.ResponseWriter, r *http.Request, route string) bool {
+// route; the request it returns carries its Caller (CallerOf). Changes that pass
+// are audited (reads are not: a scraper would flood the log).
+func (a *Auth) authorize(w http.ResponseWriter, r *http.Request, route string) (*http.Request, bool) {
 	need, known := routeRoles[route]
 	if a == nil || need == Public {
-		return true
+		return r, true
 	}
 	ev := AuditEvent{ID: NewEventID(), Remote: r.RemoteAddr, Route: route}
 	c, why := a.authenticate(r)
@@ -212,24 +217,24 @@ func (a *Auth) authorize(w http.ResponseWriter, r *http.Request, route string) b
 		w.Header().Set("WWW-Authenticate", `Bearer realm="omnirelay"`)
 		writeError(w, http.StatusUnauthorized, CodeUnauthenticated,
 			fmt.Sprintf("%s needs a client certificate or a bearer token: %s (request %s)", route, why, ev.ID))
-		return false
+		return r, false
 	case !known:
 		ev.Event, ev.Reason = "control_forbidden", "the route has no role (a bug: control.routeRoles)"
 		a.audit(ev)
 		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("%s is allowed to no one: %s (request %s)", route, ev.Reason, ev.ID))
-		return false
+		return r, false
 	case rank(c.role) < rank(need):
 		ev.Event, ev.Reason = "control_forbidden", fmt.Sprintf("role %s, the route needs %s", c.role, need)
 		a.audit(ev)
 		writeError(w, http.StatusForbidden, CodeForbidden,
 			fmt.Sprintf("%s needs role %s or above; %s has role %s (request %s)", route, need, c.who, c.role, ev.ID))
-		return false
+		return r, false
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		ev.Event = "control_request"
 		a.audit(ev)
 	}
-	return true
+	return withCaller(r, Caller{ID: ev.ID, Identity: c.who}), true
 }
 
 func (a *Auth) audit(ev AuditEvent) {

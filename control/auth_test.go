@@ -110,6 +110,8 @@ func TestRBACByRole(t *testing.T) {
 		{"no credentials, probe", "GET /healthz", "", nil, 200, ""},
 		{"reader reads", get, "Bearer r-secret", nil, 200, ""},
 		{"reader drains", drain, "Bearer r-secret", nil, 403, CodeForbidden},
+		{"reader lists keys", "GET /control/v1/keyring", "Bearer r-secret", nil, 403, CodeForbidden},
+		{"operator lists keys", "GET /control/v1/keyring", "Bearer o-secret", nil, 404, CodeKeyringOff},
 		{"operator drains", drain, "Bearer o-secret", nil, 200, ""},
 		{"admin drains", drain, "Bearer a-secret", nil, 200, ""},
 		{"node certificate reads", get, "", nodeCert, 200, ""},
@@ -148,8 +150,8 @@ func TestRBACByRole(t *testing.T) {
 			}
 		}
 	}
-	if refused != 6 || changes != 4 {
-		t.Errorf("audited %d refusals and %d changes, want 6 and 4: %+v", refused, changes, sink.events())
+	if refused != 7 || changes != 4 {
+		t.Errorf("audited %d refusals and %d changes, want 7 and 4: %+v", refused, changes, sink.events())
 	}
 }
 

@@ -17,9 +17,12 @@ const (
 	CodeUnknownNode      = "unknown_node"       // 404: drain of a name that is not a live member
 	CodeLeadershipOff    = "leadership_off"     // 404: the node takes no part in leader election
 	CodeShardsOff        = "shards_off"         // 404: the node runs no shard routing
+	CodeKeyringOff       = "keyring_off"        // 404: the node has no packet keys
+	CodeUnknownKey       = "unknown_key"        // 404: keyring remove of a key the node does not hold
 	CodeNotFound         = "not_found"          // 404: no route at this path
 	CodeMethodNotAllowed = "method_not_allowed" // 405: the route exists for other methods (Allow lists them)
 	CodeNotLeader        = "not_leader"         // 409: a leader-only route asked of another node
+	CodePrimaryKey       = "primary_key"        // 409: keyring remove of the primary key
 	CodeNoShardMap       = "no_shard_map"       // 503: no shard map received yet
 	CodeTooManyWatchers  = "too_many_watchers"  // 503: MaxWatchers watch streams are open
 	CodeUnavailable      = "unavailable"        // 503: the node could not answer (closed, busy)

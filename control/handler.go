@@ -97,6 +97,10 @@ func NewHandler(src Source, opts Options) http.Handler {
 	mux.HandleFunc("GET /control/v1/shards/{id}", h.shard)
 	mux.HandleFunc("POST /control/v1/shards/drain", h.drainShards)
 	mux.HandleFunc("POST /control/v1/shards/rebalance", h.rebalanceShards)
+	mux.HandleFunc("GET /control/v1/keyring", h.keyring)
+	mux.HandleFunc("POST /control/v1/keyring/install", h.keyOp(KeyringSource.InstallKey))
+	mux.HandleFunc("POST /control/v1/keyring/use", h.keyOp(KeyringSource.UseKey))
+	mux.HandleFunc("POST /control/v1/keyring/remove", h.keyOp(KeyringSource.RemoveKey))
 	mux.HandleFunc("GET /healthz", h.healthz)
 	mux.HandleFunc("GET /readyz", h.readyz)
 	if opts.Metrics != nil {
@@ -116,11 +120,10 @@ func jsonErrors(mux *http.ServeMux, auth *Auth) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
-			if !auth.authorize(w, r, pattern) {
-				r.Pattern = pattern // the route label of a refusal
-				return
+			r.Pattern = pattern // instrument's route label, also of a refusal
+			if r, ok := auth.authorize(w, r, pattern); ok {
+				mux.ServeHTTP(w, r)
 			}
-			mux.ServeHTTP(w, r)
 			return
 		}
 		cw := &codeWriter{header: w.Header()}

@@ -370,13 +370,8 @@ func decodeDrain(body io.Reader) (DrainRequest, error) {
 		Drain *bool   `json:"drain"`
 	}
 	const want = `want {"node": NAME, "drain": true|false}`
-	dec := json.NewDecoder(io.LimitReader(body, 1<<16))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
+	if err := decodeOne(body, 1<<16, &req); err != nil {
 		return DrainRequest{}, fmt.Errorf("%s: %v", want, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return DrainRequest{}, fmt.Errorf("%s: data after the object", want)
 	}
 	switch {
 	case req.Node == nil || *req.Node == "":
@@ -387,6 +382,20 @@ func decodeDrain(body io.Reader) (DrainRequest, error) {
 		return DrainRequest{}, fmt.Errorf(`%s: "drain" is required (false lifts a drain)`, want)
 	}
 	return DrainRequest{Node: *req.Node, Drain: *req.Drain}, nil
+}
+
+// decodeOne decodes exactly one JSON object of at most limit bytes into v,
+// refusing unknown fields and anything after it.
+func decodeOne(body io.Reader, limit int64, v any) error {
+	dec := json.NewDecoder(io.LimitReader(body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
+	}
+	return nil
 }
 
 // rebalanceShards serves POST /control/v1/shards/rebalance (leader only).
@@ -463,6 +472,11 @@ func (c *Client) Rebalance(ctx context.Context) error {
 }
 
 func (c *Client) post(ctx context.Context, path string, body any) error {
+	return c.postReply(ctx, path, body, nil)
+}
+
+// postReply posts body and decodes a 200 answer into into, unless it is nil.
+func (c *Client) postReply(ctx context.Context, path string, body any, into any) error {
 	b, err := json.Marshal(body)
 	if err != nil {
 		return err
@@ -486,7 +500,10 @@ func (c *Client) post(ctx context.Context, path string, body any) error {
 		return err
 	}
 	if resp.StatusCode == http.StatusOK {
-		return nil
+		if into == nil {
+			return nil
+		}
+		return json.Unmarshal(rb, into)
 	}
 	if resp.StatusCode == http.StatusConflict {
 		var nl NotLeaderReply

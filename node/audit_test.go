@@ -1,12 +1,16 @@
 package node
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/omnirelay/mesh/control"
 )
 
 // TestLostLeaseAuditedAtLeaseEnd stalls the leader's loop past its lease (as a
@@ -98,6 +102,44 @@ func TestShardMovesAudited(t *testing.T) {
 		waitFor(t, 30*time.Second, "the drained node's shards moved", func() bool { return len(victim.OwnedShards()) == 0 })
 		if got := moves("draining"); got != owned {
 			t.Fatalf("%d shard_move draining records from %s, want %d (the shards it owned)", got, victim.Name(), owned)
+		}
+	})
+}
+
+// TestKeyringChangesAudited: keyring changes through the control API's source are
+// audited with the key's fingerprint (never the key), the caller and the request
+// id; a refused one too.
+func TestKeyringChangesAudited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		audit := &syncBuffer{}
+		cfg := memConfig(t, NewMemNetwork(), "n0", "10.0.0.0:7946")
+		cfg.Keys, cfg.AuditLog = [][]byte{testKey}, audit
+		n := startMem(t, cfg)
+		defer n.Close()
+		k2 := make([]byte, 32)
+		k2[0] = 7
+		by := control.Caller{ID: "00112233aabbccdd", Identity: "spiffe://example.org/mesh/default/operator/olga", Remote: "127.0.0.1:5"}
+		src := controlSource{n}
+		if err := src.InstallKey(k2, by); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.RemoveKey(testKey, by); !errors.Is(err, control.ErrPrimaryKey) {
+			t.Fatalf("removing the primary: %v", err)
+		}
+		want := map[string]string{"key_install": control.KeyFingerprint(k2), "key_remove_refused": control.KeyFingerprint(testKey)}
+		for _, r := range audit.records(t) {
+			if fp, ok := want[r.Event]; ok {
+				if r.Key != fp || r.ID != by.ID || r.Identity != by.Identity || r.Remote != by.Remote {
+					t.Errorf("%s record %+v", r.Event, r)
+				}
+				delete(want, r.Event)
+			}
+		}
+		if len(want) > 0 {
+			t.Errorf("not audited: %v\n%s", want, audit)
+		}
+		if strings.Contains(audit.String(), base64.StdEncoding.EncodeToString(k2)) {
+			t.Error("the audit log holds a key")
 		}
 	})
 }

@@ -311,6 +311,8 @@ type auditRecord struct {
 	Remote   string `json:"remote,omitempty"`
 	Route    string `json:"route,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+	// Key is the fingerprint of the key of a keyring event (control.KeyFingerprint).
+	Key string `json:"key,omitempty"`
 }
 
 // audit appends r to the audit log, if any. A failed write is counted and logged

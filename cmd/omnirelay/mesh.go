@@ -25,6 +25,7 @@ const meshUsage = `usage:
   omnirelay mesh peers get NAME [--addr URL] [-o table|json] [--timeout D]
   omnirelay mesh leaders status [--addr URL] [-o table|json] [--timeout D]
   omnirelay mesh shards list|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
+  omnirelay mesh keyring list|install|use|remove --key-file FILE      (mesh keyring help)
 
 Reads an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
 http://127.0.0.1:7070. --timeout (default 10s) bounds the whole command.
@@ -53,6 +54,7 @@ func meshCommand() command {
 			{name: "status", run: runLeadersStatus},
 		}},
 		shardsCommand(),
+		keyringCommand(),
 	}}
 }
 
@@ -181,9 +183,14 @@ func (t tlsFlags) source() (*identity.Source, error) {
 // parseMesh parses a mesh command's flags and wantArgs positional arguments; code
 // is -1 to go on, else the exit code (help and errors already printed).
 func parseMesh(fs *flag.FlagSet, a *apiFlags, args []string, wantArgs int, stdout, stderr io.Writer) ([]string, int) {
+	return parseMeshUsage(fs, a, args, wantArgs, meshUsage, stdout, stderr)
+}
+
+// parseMeshUsage is parseMesh for a command with a usage text of its own.
+func parseMeshUsage(fs *flag.FlagSet, a *apiFlags, args []string, wantArgs int, usage string, stdout, stderr io.Writer) ([]string, int) {
 	fs.SetOutput(stderr)
 	a.register(fs)
-	pos, err := parseArgs(fs, meshUsage, args)
+	pos, err := parseArgs(fs, usage, args)
 	if err != nil {
 		return nil, parseExit(err, stdout)
 	}
