@@ -64,12 +64,29 @@ func TestMeshStreamsNeedACertificateOfTheCluster(t *testing.T) {
 		if err == nil || !errors.Is(err, ErrNoSeedAnswered) || !strings.Contains(err.Error(), "not signed by a trusted CA") {
 			t.Fatalf("a node with a foreign certificate joined or did not say why: %v", err)
 		}
-		found := false
-		for _, r := range audit.records(t) {
-			found = found || (r.Event == "tls_refused" && r.Remote != "" && r.Route == "mesh stream") // MemNetwork pipes have no address
+		refusals := func(reason string) (k int) {
+			for _, r := range audit.records(t) {
+				if r.Event == "tls_refused" && r.Remote != "" && r.Route == "mesh stream" && strings.Contains(r.Reason, reason) {
+					k++ // MemNetwork pipes have no address: Remote is "pipe"
+				}
+			}
+			return k
 		}
-		if !found {
+		if refusals("bad certificate") == 0 {
 			t.Fatalf("the seed did not audit the refused handshake: %s", audit)
+		}
+		// A node with the key but no certificate: its plain frame is no handshake.
+		plain := memConfig(t, mn, "n4", "10.0.0.4:7946", "10.0.0.0:7946")
+		plain.Keys = [][]byte{testKey}
+		ctx2, cancel2 := context.WithTimeout(t.Context(), 3*time.Second)
+		defer cancel2()
+		if _, err := Start(ctx2, plain); err == nil {
+			t.Fatal("a node without a certificate joined")
+		} else {
+			t.Logf("the joiner without a certificate says: %v", err)
+		}
+		if refusals("does not look like a TLS handshake") == 0 {
+			t.Fatalf("the seed did not audit the plain stream: %s", audit)
 		}
 		for _, n := range nodes {
 			if len(n.Members()) != 3 {
