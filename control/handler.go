@@ -52,6 +52,9 @@ type Options struct {
 	// deadline, so those can stay short without ending streams. Default
 	// DefaultWatchWriteTimeout.
 	WatchWriteTimeout time.Duration
+	// Auth authenticates callers and enforces the route roles (routeRoles); nil
+	// serves every request to anyone.
+	Auth *Auth
 }
 
 type handler struct {
@@ -93,19 +96,23 @@ func NewHandler(src Source, opts Options) http.Handler {
 		mux.HandleFunc(rt.Pattern(), rt.serve)
 	}
 	if opts.Registerer == nil {
-		return jsonErrors(mux)
+		return jsonErrors(mux, opts.Auth)
 	}
 	opts.Registerer.MustRegister(h.watchers, h.watchesRefused)
-	return instrument(jsonErrors(mux), opts.Registerer)
+	return instrument(jsonErrors(mux, opts.Auth), opts.Registerer)
 }
 
-// jsonErrors answers what no route serves (the mux's own plain-text 404 and 405)
-// in the JSON error envelope, keeping the mux's status and Allow header.
-func jsonErrors(mux *http.ServeMux) http.Handler {
+// jsonErrors serves a routed request if auth allows it, and answers what no route
+// serves (the mux's own plain-text 404 and 405) in the JSON error envelope, keeping
+// the mux's status and Allow header.
+func jsonErrors(mux *http.ServeMux, auth *Auth) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h, pattern := mux.Handler(r)
 		if pattern != "" {
-			mux.ServeHTTP(w, r)
+			r.Pattern = pattern // instrument's route label, also of a refusal
+			if r, ok := auth.authorize(w, r, pattern); ok {
+				mux.ServeHTTP(w, r)
+			}
 			return
 		}
 		cw := &codeWriter{header: w.Header()}

@@ -1,19 +1,16 @@
 package control
 
-import "net/http"
+import (
+	"net/http"
 
-// Role is what a caller must be granted to use a route, in increasing power:
-// a reader reads, an operator changes this node or routine cluster state (metadata,
-// joins, drains, leadership hand-over), an admin changes who is in the cluster
-// (forced removals, the voter set). Each role includes the ones before it.
-type Role string
-
-// Roles of the control API, weakest first.
-const (
-	RoleReader   Role = "reader"
-	RoleOperator Role = "operator"
-	RoleAdmin    Role = "admin"
+	"github.com/omnirelay/mesh/identity"
 )
+
+// Roles are identity's (identity.Role: reader, operator, admin; a node reads),
+// in increasing power: a reader reads, an operator changes this node or routine
+// cluster state (metadata, joins, drains, leadership hand-over, keys), an admin
+// changes who is in the cluster (forced removals, the voter set). Each role includes
+// the ones before it (rank); Public routes need no credentials.
 
 // Route is one route of the control API: its method, mux path pattern and the role
 // it needs. Routes lists them all; it is the one table the handler registers and
@@ -21,7 +18,7 @@ const (
 type Route struct {
 	Method string
 	Path   string
-	Role   Role
+	Role   identity.Role
 }
 
 // Pattern is the route's http.ServeMux pattern ("GET /control/v1/peers").
@@ -35,10 +32,11 @@ type route struct {
 // routes is the table of every route with its handler. /metrics is served only
 // when Options.Metrics is set.
 func (h *handler) routes() []route {
-	r := func(method, path string, role Role, serve http.HandlerFunc) route {
+	r := func(method, path string, role identity.Role, serve http.HandlerFunc) route {
 		return route{Route{method, path, role}, serve}
 	}
 	const get, post, put, del = http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete
+	const RoleReader, RoleOperator, RoleAdmin = identity.RoleReader, identity.RoleOperator, identity.RoleAdmin
 	return []route{
 		r(get, "/control/v1/peers", RoleReader, h.peers),
 		r(get, "/control/v1/peers/{name}", RoleReader, h.peer),
@@ -49,6 +47,10 @@ func (h *handler) routes() []route {
 		r(del, "/control/v1/meta/{key}", RoleOperator, h.deleteMeta),
 		r(post, "/control/v1/join", RoleOperator, h.join),
 		r(post, "/control/v1/leave", RoleOperator, h.leave),
+		r(get, "/control/v1/keyring", RoleOperator, h.keyring), // fingerprints only, but keys are operators' business
+		r(post, "/control/v1/keyring/install", RoleOperator, h.keyOp(KeyringSource.InstallKey)),
+		r(post, "/control/v1/keyring/use", RoleOperator, h.keyOp(KeyringSource.UseKey)),
+		r(post, "/control/v1/keyring/remove", RoleOperator, h.keyOp(KeyringSource.RemoveKey)),
 		r(get, "/control/v1/leaders", RoleReader, h.leaders),
 		r(post, "/control/v1/leaders/step-down", RoleOperator, h.stepDown),
 		r(post, "/control/v1/voters", RoleAdmin, h.changeVoters),
@@ -57,8 +59,8 @@ func (h *handler) routes() []route {
 		r(get, "/control/v1/shards/{id}", RoleReader, h.shard),
 		r(post, "/control/v1/shards/drain", RoleOperator, h.drainShards),
 		r(post, "/control/v1/shards/rebalance", RoleOperator, h.rebalanceShards),
-		r(get, "/healthz", RoleReader, h.healthz),
-		r(get, "/readyz", RoleReader, h.readyz),
+		r(get, "/healthz", Public, h.healthz),
+		r(get, "/readyz", Public, h.readyz),
 		r(get, "/metrics", RoleReader, h.metrics),
 	}
 }

@@ -367,6 +367,20 @@ func decodeDrain(body io.Reader) (DrainRequest, error) {
 	return DrainRequest{Node: *req.Node, Drain: *req.Drain}, nil
 }
 
+// decodeOne decodes exactly one JSON object of at most limit bytes into v,
+// refusing unknown fields and anything after it.
+func decodeOne(body io.Reader, limit int64, v any) error {
+	dec := json.NewDecoder(io.LimitReader(body, limit))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the object")
+	}
+	return nil
+}
+
 // rebalanceShards serves POST /control/v1/shards/rebalance (leader only).
 func (h *handler) rebalanceShards(w http.ResponseWriter, _ *http.Request) {
 	ss, ok := h.shardSource(w)
@@ -442,6 +456,11 @@ func (c *Client) Rebalance(ctx context.Context) error {
 
 func (c *Client) post(ctx context.Context, path string, body any) error {
 	return c.send(ctx, http.MethodPost, path, body, nil)
+}
+
+// postReply posts body and decodes a 200 answer into into, unless it is nil.
+func (c *Client) postReply(ctx context.Context, path string, body any, into any) error {
+	return c.send(ctx, http.MethodPost, path, body, into)
 }
 
 // send makes a request with a JSON body (none when body is nil) and decodes a 200

@@ -49,7 +49,7 @@ var (
 
 // CA signs the certificates of one trust domain. Whoever holds it can mint any
 // identity of that domain: keep its key off the mesh's nodes (see
-// docs/security-enrollment.md).
+// docs/security.md, "Enrollment").
 type CA struct {
 	Cert        *x509.Certificate
 	Key         crypto.Signer

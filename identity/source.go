@@ -138,16 +138,8 @@ func (s *Source) load() (*material, error) {
 	if m.id, err = FromCertificate(cert.Leaf); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.files.Cert, err)
 	}
-	cas, err := ParseCertsPEM(raw[2])
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.files.Bundle, err)
-	}
-	m.roots = x509.NewCertPool()
-	for _, ca := range cas {
-		if !ca.IsCA {
-			return nil, fmt.Errorf("%w: %s holds %q, which is not a CA", ErrNotCA, s.files.Bundle, ca.Subject.CommonName)
-		}
-		m.roots.AddCert(ca)
+	if m.roots, _, err = parseBundle(s.files.Bundle, raw[2]); err != nil {
+		return nil, err
 	}
 	m.cert = &cert
 	// Our own certificate must pass the checks peers will make, or we would present
@@ -158,4 +150,20 @@ func (s *Source) load() (*material, error) {
 		}
 	}
 	return m, nil
+}
+
+// parseBundle reads a trust bundle: one or more CA certificates, each a CA.
+func parseBundle(path string, raw []byte) (*x509.CertPool, []*x509.Certificate, error) {
+	cas, err := ParseCertsPEM(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	roots := x509.NewCertPool()
+	for _, ca := range cas {
+		if !ca.IsCA {
+			return nil, nil, fmt.Errorf("%w: %s holds %q, which is not a CA", ErrNotCA, path, ca.Subject.CommonName)
+		}
+		roots.AddCert(ca)
+	}
+	return roots, cas, nil
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // Refusals of a peer's certificate. Each names what was wrong; the error text adds
@@ -101,13 +103,7 @@ func (s *Source) ClientConfig(p Policy) *tls.Config {
 // the given key usage, and returns the peer's identity.
 func (s *Source) VerifyPeer(chain []*x509.Certificate, p Policy, usage x509.ExtKeyUsage) (ID, error) {
 	m := s.cur.Load()
-	if len(chain) == 0 {
-		return ID{}, ErrNoPeerCertificate
-	}
-	if len(chain) > MaxPeerChain {
-		return ID{}, fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), MaxPeerChain)
-	}
-	id, err := verifyChain(chain, m, s.now(), usage)
+	id, err := verifyPeerChain(chain, m, s.now(), usage)
 	if err != nil {
 		return ID{}, err
 	}
@@ -121,6 +117,17 @@ func (s *Source) VerifyPeer(chain []*x509.Certificate, p Policy, usage x509.ExtK
 		return ID{}, fmt.Errorf("%w: %s, expected %q", ErrWrongName, id, p.Name)
 	}
 	return id, nil
+}
+
+// verifyPeerChain bounds a peer's chain, then verifies it (verifyChain).
+func verifyPeerChain(chain []*x509.Certificate, m *material, now time.Time, usage x509.ExtKeyUsage) (ID, error) {
+	if len(chain) == 0 {
+		return ID{}, ErrNoPeerCertificate
+	}
+	if len(chain) > MaxPeerChain {
+		return ID{}, fmt.Errorf("%w: %d certificates, at most %d", ErrChainTooLong, len(chain), MaxPeerChain)
+	}
+	return verifyChain(chain, m, now, usage)
 }
 
 // verifyChain checks chain[0] is current, chains to m's bundle for usage, and has a
@@ -177,4 +184,46 @@ func PeerIdentity(cs tls.ConnectionState) (ID, error) {
 		return ID{}, ErrNoPeerCertificate
 	}
 	return FromCertificate(cs.PeerCertificates[0])
+}
+
+// BundleClientConfig is a TLS 1.3 client configuration for a caller without a
+// certificate of its own (a bearer token stands in for it): it verifies that the
+// server's certificate chains to the bundle file's CAs and names a node of the
+// first CA's trust domain. The cluster is not checked: the caller has no
+// identity to take one from. now is the clock; nil means the wall clock.
+func BundleClientConfig(bundle string, now func() time.Time) (*tls.Config, error) {
+	if now == nil {
+		now = time.Now
+	}
+	raw, err := readLimited(bundle, MaxPEMFile)
+	if err != nil {
+		return nil, err
+	}
+	roots, cas, err := parseBundle(bundle, raw)
+	if err != nil {
+		return nil, err
+	}
+	m := &material{roots: roots}
+	if len(cas[0].URIs) != 1 {
+		return nil, fmt.Errorf("%w: %s: the first CA has no single spiffe://TRUST-DOMAIN URI", ErrInvalidID, bundle)
+	}
+	td, err := spiffeid.TrustDomainFromURI(cas[0].URIs[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrInvalidID, bundle, err)
+	}
+	m.id.TrustDomain = td.Name()
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // host names only: VerifyConnection checks the chain and the ID
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			id, err := verifyPeerChain(cs.PeerCertificates, m, now(), x509.ExtKeyUsageServerAuth)
+			if err != nil {
+				return err
+			}
+			if id.Role != RoleNode {
+				return fmt.Errorf("%w: %s has role %q, a server must be a node", ErrRoleNotAllowed, id, id.Role)
+			}
+			return nil
+		},
+	}, nil
 }

@@ -1,11 +1,16 @@
 package node
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/omnirelay/mesh/control"
 )
 
 // TestLostLeaseAuditedAtLeaseEnd stalls the leader's loop past its lease (as a
@@ -47,6 +52,94 @@ func TestLostLeaseAuditedAtLeaseEnd(t *testing.T) {
 			if r.Event == "lost_lease" && !r.Time.Equal(ended) {
 				t.Errorf("lost_lease stamped %v, %v after the lease ended at %v", r.Time, r.Time.Sub(ended), ended)
 			}
+		}
+	})
+}
+
+// TestShardMovesAudited: a drain on the leader moves the drained node's shards;
+// each move is one shard_move record in the leader's audit log, naming the shard,
+// both nodes, the state entered and the leader's epoch, with the same id for the
+// same move.
+func TestShardMovesAudited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNetwork()
+		nodes := make([]*Node, 4)
+		audits := make([]*syncBuffer, 4)
+		for i := range nodes {
+			audits[i] = &syncBuffer{}
+			cfg := leaderConfig(t, mn, i, t.TempDir(), audits[i])
+			cfg.Shards = testShards
+			nodes[i] = startMem(t, cfg)
+		}
+		defer func() {
+			for _, n := range nodes {
+				n.Close()
+			}
+		}()
+		leader := shardLeader(t, nodes)
+		var victim *Node
+		for _, n := range nodes {
+			if n != leader && len(n.OwnedShards()) > 0 {
+				victim = n
+			}
+		}
+		owned := len(victim.OwnedShards())
+		if err := leader.DrainShards(victim.Name(), true); err != nil {
+			t.Fatal(err)
+		}
+		idx := slices.Index(nodes, leader)
+		moves := func(state string) (n int) {
+			for _, r := range audits[idx].records(t) {
+				if r.Event == "shard_move" && r.From == victim.Name() && r.State == state {
+					n++
+					if r.Shard == nil || r.To == "" || r.To == victim.Name() || r.Epoch == 0 || len(r.ID) != 16 {
+						t.Fatalf("shard_move record %+v", r)
+					}
+				}
+			}
+			return n
+		}
+		waitFor(t, 30*time.Second, "the drained node's shards moved", func() bool { return len(victim.OwnedShards()) == 0 })
+		if got := moves("draining"); got != owned {
+			t.Fatalf("%d shard_move draining records from %s, want %d (the shards it owned)", got, victim.Name(), owned)
+		}
+	})
+}
+
+// TestKeyringChangesAudited: keyring changes through the control API's source are
+// audited with the key's fingerprint (never the key), the caller and the request
+// id; a refused one too.
+func TestKeyringChangesAudited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		audit := &syncBuffer{}
+		cfg := memConfig(t, NewMemNetwork(), "n0", "10.0.0.0:7946")
+		cfg.Keys, cfg.AuditLog = [][]byte{testKey}, audit
+		n := startMem(t, cfg)
+		defer n.Close()
+		k2 := make([]byte, 32)
+		k2[0] = 7
+		by := control.Caller{ID: "00112233aabbccdd", Identity: "spiffe://example.org/mesh/default/operator/olga", Remote: "127.0.0.1:5"}
+		src := controlSource{n}
+		if err := src.InstallKey(k2, by); err != nil {
+			t.Fatal(err)
+		}
+		if err := src.RemoveKey(testKey, by); !errors.Is(err, control.ErrPrimaryKey) {
+			t.Fatalf("removing the primary: %v", err)
+		}
+		want := map[string]string{"key_install": control.KeyFingerprint(k2), "key_remove_refused": control.KeyFingerprint(testKey)}
+		for _, r := range audit.records(t) {
+			if fp, ok := want[r.Event]; ok {
+				if r.Key != fp || r.ID != by.ID || r.Identity != by.Identity || r.Remote != by.Remote {
+					t.Errorf("%s record %+v", r.Event, r)
+				}
+				delete(want, r.Event)
+			}
+		}
+		if len(want) > 0 {
+			t.Errorf("not audited: %v\n%s", want, audit)
+		}
+		if strings.Contains(audit.String(), base64.StdEncoding.EncodeToString(k2)) {
+			t.Error("the audit log holds a key")
 		}
 	})
 }

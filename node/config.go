@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/identity"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
@@ -45,8 +46,22 @@ type Config struct {
 	// starts, off the node's loop. Empty: start a new cluster (or call Join later).
 	Join []string
 	// Control is the host:port of the HTTP control API (/control/v1, /metrics,
-	// /healthz, /readyz). Empty: not served. Port 0 picks a free port.
+	// /healthz, /readyz). Empty: not served. Port 0 picks a free port. A host that
+	// is not loopback needs TLS (or Insecure): whoever reaches an unauthenticated
+	// API can drain every node.
 	Control string
+	// TLS, when set, serves the control API over mutual TLS 1.3 with this node's
+	// certificate and enforces its roles (docs/security.md, "Control API"): a
+	// client certificate of the trust bundle and the node's cluster, or a bearer
+	// token of ControlTokens. Its identity must be this node's: role node, name
+	// Name, cluster ClusterLabel (identity.DefaultCluster when the label is
+	// empty). The node re-reads its files every TLSReloadInterval, so certificates
+	// and the bundle rotate without a restart. Nil: plain HTTP.
+	TLS *identity.Source
+	// ControlTokens are the bearer tokens the control API accepts (their hashes,
+	// with a role and a name each), for automation without a certificate. With
+	// TLS or tokens set, every route but /healthz and /readyz needs credentials.
+	ControlTokens []control.BearerToken
 	// ControlMaxConns caps the connections open to the control API server; one
 	// more is accepted and closed at once (counted in
 	// omnirelay_control_connections_refused_total). Default 256. Each idle
@@ -90,7 +105,8 @@ type Config struct {
 	// Validate refuses leadership or shards without Keys unless Insecure is set.
 	// Set it only on a network nobody else can reach. Any node without Keys,
 	// membership-only ones included, logs a warning at start and exports
-	// omnirelay_insecure 1. Ignored when Keys is set.
+	// omnirelay_insecure 1. Ignored when Keys is set. It also lets the control
+	// API listen on a non-loopback address without TLS.
 	Insecure bool
 	// StreamTimeout bounds one stream exchange (dial, request, reply). Default 10 s.
 	// Lower it to give up sooner on slow peers; push-pulls of big clusters need
@@ -288,6 +304,20 @@ func (c Config) Validate() error {
 		if err := checkHostPort(c.Control); err != nil {
 			return bad("Control", "%q: %v", c.Control, err)
 		}
+		if c.TLS == nil && !c.Insecure && !IsLoopback(c.Control) {
+			return bad("Control", "%q is not a loopback address and TLS is not set: anyone who reaches it could drain every node; set TLS, bind Control to 127.0.0.1, or set Insecure", c.Control)
+		}
+	}
+	if c.TLS != nil {
+		id, want := c.TLS.Identity(), ClusterOf(c.ClusterLabel)
+		switch {
+		case id.Role != identity.RoleNode:
+			return bad("TLS", "certificate names %s, of role %q: a node needs a certificate of role node", id, id.Role)
+		case id.Name != c.Name:
+			return bad("TLS", "certificate names %s, but Name is %q: issue the certificate for this node's name", id, c.Name)
+		case id.Cluster != want:
+			return bad("TLS", "certificate names %s, of cluster %q, but ClusterLabel %q makes this node's cluster %q", id, id.Cluster, c.ClusterLabel, want)
+		}
 	}
 	if c.Profile != ProfileLAN && c.Profile != ProfileMemberlist {
 		return bad("Profile", "%q: want %q or %q", c.Profile, ProfileLAN, ProfileMemberlist)
@@ -458,4 +488,28 @@ func (c Config) shardConfig() (shard.Config, bool) {
 	}
 	sc.Shards = c.Shards
 	return sc, true
+}
+
+// IsLoopback reports whether hostport's host is a loopback address or
+// "localhost": only the host's own users can reach it. An empty host (all
+// interfaces) is not.
+func IsLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ClusterOf is the cluster segment of identities for a cluster label: the label
+// itself, or identity.DefaultCluster when it is empty.
+func ClusterOf(label string) string {
+	if label == "" {
+		return identity.DefaultCluster
+	}
+	return label
 }

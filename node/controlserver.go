@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -8,8 +10,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/identity"
 	"github.com/prometheus/client_golang/prometheus"
 )
+
+// TLSReloadInterval is how often a node re-reads Config.TLS's files: a rotated
+// certificate is in use at most this long after it is written.
+const TLSReloadInterval = 5 * time.Second
 
 // Limits of the control API server, defaults of the Config fields.
 const (
@@ -41,6 +49,11 @@ func (n *Node) serveControl(ln net.Listener) {
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
 	ln = &limitListener{Listener: ln, slots: make(chan struct{}, n.cfg.ControlMaxConns), open: open, refused: refused}
+	if n.cfg.TLS != nil {
+		// HTTP/1.1 only: a watch stream's per-write deadlines are per connection.
+		n.httpSrv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		ln = tls.NewListener(ln, n.controlTLS())
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -93,4 +106,70 @@ func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	c.release()
 	return err
+}
+
+// controlAuth is the control API's authentication, or nil when the API has none
+// (no TLS and no tokens: Validate allowed that only on loopback or insecure).
+func (n *Node) controlAuth() *control.Auth {
+	if n.cfg.TLS == nil && len(n.cfg.ControlTokens) == 0 {
+		return nil
+	}
+	a := &control.Auth{Tokens: n.cfg.ControlTokens, Audit: n.auditControl}
+	if src := n.cfg.TLS; src != nil {
+		// Verified again per request, not trusted from the handshake: an embedder
+		// may serve Handler() behind a TLS configuration of its own.
+		a.Verify = func(chain []*x509.Certificate) (identity.ID, error) {
+			return src.VerifyPeer(chain, identity.ControlPolicy, x509.ExtKeyUsageClientAuth)
+		}
+	}
+	return a
+}
+
+// controlTLS is the control API's server configuration: identity's, except that a
+// client certificate is optional (a bearer token may stand in, and a caller with
+// neither gets a JSON 401 rather than a handshake failure), and that a refused
+// certificate is counted and audited with the client's address.
+func (n *Node) controlTLS() *tls.Config {
+	src := n.cfg.TLS
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
+			c := src.ServerConfig(identity.ControlPolicy)
+			c.ClientAuth = tls.RequestClientCert
+			c.NextProtos = []string{"http/1.1"}
+			remote := hi.Conn.RemoteAddr().String()
+			c.VerifyConnection = func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) == 0 {
+					return nil // the handler wants a token or answers 401
+				}
+				_, err := src.VerifyPeer(cs.PeerCertificates, identity.ControlPolicy, x509.ExtKeyUsageClientAuth)
+				if err != nil {
+					claimed := ""
+					if id, idErr := identity.FromCertificate(cs.PeerCertificates[0]); idErr == nil {
+						claimed = id.String()
+					}
+					n.auditControl(control.AuditEvent{Event: "tls_refused", Identity: claimed, Remote: remote, Route: "control API", Reason: err.Error()})
+				}
+				return err
+			}
+			return c, nil
+		},
+	}
+}
+
+// watchTLS re-reads the certificate files until the node closes; a failed reload
+// keeps the old material, and is logged and audited like a successful one.
+func (n *Node) watchTLS() {
+	defer n.wg.Done()
+	n.cfg.TLS.Watch(n.ctx, TLSReloadInterval, func(changed bool, err error) {
+		id := n.cfg.TLS.Identity().String()
+		if err != nil {
+			n.log.Error("reloading the TLS certificate failed; the previous one stays in use", "err", err)
+			n.audit(auditRecord{Time: time.Now(), Event: "cert_reload_failed", ID: control.NewEventID(), Identity: id, Reason: err.Error()})
+			return
+		}
+		serial := n.cfg.TLS.Certificate().Leaf.SerialNumber.Text(16)
+		n.log.Info("TLS certificate reloaded", "identity", id, "serial", serial)
+		n.audit(auditRecord{Time: time.Now(), Event: "cert_reloaded", ID: control.NewEventID(), Identity: id, Reason: "serial " + serial})
+	})
 }

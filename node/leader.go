@@ -307,6 +307,22 @@ type auditRecord struct {
 	Holder      string    `json:"holder,omitempty"`
 	Epoch       uint64    `json:"epoch,omitempty"`
 	Voters      []string  `json:"voters,omitempty"`
+	// Of shard moves (leader only): the shard, where from and to, the state
+	// entered, and whether its owner failed (forced).
+	Shard  *uint32 `json:"shard,omitempty"`
+	From   string  `json:"from,omitempty"`
+	To     string  `json:"to,omitempty"`
+	State  string  `json:"state,omitempty"`
+	Forced bool    `json:"forced,omitempty"`
+	// Of control API and certificate events: who (a SPIFFE ID, token:NAME, or
+	// the unverified ID a refused certificate claims), from where, what, and why.
+	Identity string `json:"identity,omitempty"`
+	Role     string `json:"role,omitempty"`
+	Remote   string `json:"remote,omitempty"`
+	Route    string `json:"route,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	// Key is the fingerprint of the key of a keyring event (control.KeyFingerprint).
+	Key string `json:"key,omitempty"`
 }
 
 // audit appends r to the audit log, if any. A failed write is counted and logged
@@ -405,7 +421,12 @@ func (c *leaderCollector) Collect(ch chan<- prometheus.Metric) {
 func (m *metrics) leaderMetrics(n *Node) {
 	m.auditErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_audit_write_errors_total",
 		Help: "Audit log records that could not be written."})
-	m.reg.MustRegister(m.auditErrors)
+	m.controlRefused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_control_refused_total",
+		Help: "Control API callers refused: unauthenticated (401), forbidden (403), certificate (TLS handshake)."}, []string{"reason"})
+	for _, r := range []string{"unauthenticated", "forbidden", "certificate"} {
+		m.controlRefused.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.auditErrors, m.controlRefused)
 	if n.lead == nil {
 		return
 	}
@@ -416,4 +437,26 @@ func (m *metrics) leaderMetrics(n *Node) {
 	m.leaseSaveFailures = prometheus.NewCounter(prometheus.CounterOpts{Name: "omnirelay_lease_state_save_failures_total",
 		Help: "Lease state saves that failed; the packets of that batch were dropped."})
 	m.reg.MustRegister(m.leaderChanges, m.staleEpochs, m.leaseSaveFailures, &leaderCollector{n: n})
+}
+
+// auditControl audits a control API decision or a refused certificate, and counts
+// the refusals. It runs on connection goroutines, never the loop.
+func (n *Node) auditControl(e control.AuditEvent) {
+	switch e.Event {
+	case "control_unauthenticated":
+		n.metrics.controlRefused.WithLabelValues("unauthenticated").Inc()
+	case "control_forbidden":
+		n.metrics.controlRefused.WithLabelValues("forbidden").Inc()
+	case "tls_refused":
+		n.metrics.controlRefused.WithLabelValues("certificate").Inc()
+	}
+	if e.ID == "" {
+		e.ID = control.NewEventID()
+	}
+	if e.Event != "control_request" {
+		n.log.Warn("control API refused a caller", "event", e.Event, "event_id", e.ID, "identity", e.Identity,
+			"remote", e.Remote, "route", e.Route, "reason", e.Reason)
+	}
+	n.audit(auditRecord{Time: time.Now(), Event: e.Event, ID: e.ID, Identity: e.Identity, Role: string(e.Role),
+		Remote: e.Remote, Route: e.Route, Reason: e.Reason})
 }

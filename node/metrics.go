@@ -38,6 +38,7 @@ type metrics struct {
 	staleEpochs       prometheus.Counter
 	leaseSaveFailures prometheus.Counter
 	auditErrors       prometheus.Counter
+	controlRefused    *prometheus.CounterVec
 	shardMoves        *prometheus.CounterVec // nil: shard routing off
 }
 

@@ -120,6 +120,9 @@ type Node struct {
 	// memberIPs is the set of other live members' IPs, published by the loop for
 	// the accept goroutine, which must not wait for the loop; nil before the first.
 	memberIPs atomic.Pointer[map[netip.Addr]struct{}]
+	// memberAddrs maps the other live members' addresses to their names, for the
+	// name a TLS stream dialled to an address must present; nil before the first.
+	memberAddrs atomic.Pointer[map[string]string]
 
 	mu      sync.Mutex // guards the published state below
 	version uint64
@@ -250,7 +253,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
-		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout})
+		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout,
+		Auth: n.controlAuth()})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	if cfg.Control != "" {
@@ -263,12 +267,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.controlAddr = ln.Addr().String()
 		n.serveControl(ln)
 	}
+	if cfg.TLS != nil {
+		n.wg.Add(1)
+		go n.watchTLS()
+	}
 	n.wg.Add(3)
 	go n.readPackets()
 	go n.acceptStreams()
 	go n.loop()
 	n.log.Info("node started", "bind", tr.Addr(), "advertise", n.addr, "control", n.controlAddr,
-		"profile", cfg.Profile, "encrypted", n.kr != nil)
+		"profile", cfg.Profile, "encrypted", n.kr != nil, "control_tls", cfg.TLS != nil)
+	if n.controlAddr != "" && n.controlAuth() == nil {
+		n.log.Warn("the control API has no authentication: every user who reaches it may drain nodes and change voters (set TLS or ControlTokens)",
+			"control", n.controlAddr)
+	}
 	if n.kr == nil {
 		n.log.Warn("running without packet keys: anyone who can reach the gossip port can join, impersonate members, declare them dead and forge lease votes",
 			"insecure", cfg.Insecure)
@@ -562,6 +574,13 @@ func (n *Node) publishMemberIPs(members []Member) {
 		}
 	}
 	n.memberIPs.Store(&ips)
+	addrs := make(map[string]string, len(members))
+	for _, m := range members {
+		if m.Name != n.cfg.Name && (m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect) {
+			addrs[m.Addr] = m.Name
+		}
+	}
+	n.memberAddrs.Store(&addrs)
 }
 
 // serveStream reads one request frame, has the loop answer it, writes the reply.
@@ -583,6 +602,18 @@ func (n *Node) serveStream(c *inConn) {
 	}
 	defer release()
 	n.in.startRead(c)
+	peer := "" // the verified node name, with TLS
+	if n.cfg.TLS != nil {
+		tc, name, err := n.acceptTLS(conn)
+		if err != nil {
+			n.log.Debug("refusing a stream: TLS", "from", conn.RemoteAddr(), "err", err)
+			return
+		}
+		if !n.in.markActive(c) { // a handshake that had not begun when evicted
+			return
+		}
+		conn, peer = tc, name
+	}
 	started := false
 	req, err := wire.ReadFrameReserve(conn, wire.DefaultMaxFrame, func(size int) error {
 		if !n.in.markActive(c) {
@@ -619,6 +650,14 @@ func (n *Node) serveStream(c *inConn) {
 		// The stack drops and counts it; the joiner sees only a closed stream.
 		n.refusedLog.log(n.log, n.clock.Now(), slog.LevelWarn, "refusing a stream of another cluster label: the peer's --cluster-label differs from this node's",
 			"from", conn.RemoteAddr().String(), "cluster_label", n.cfg.ClusterLabel)
+	}
+	if peer != "" {
+		if err := n.checkStreamName(peer, req); err != nil {
+			n.metrics.netErrors.WithLabelValues("stream_identity").Inc()
+			n.auditControl(control.AuditEvent{Event: "stream_identity_refused", Identity: peer,
+				Remote: conn.RemoteAddr().String(), Route: "mesh stream", Reason: err.Error()})
+			return
+		}
 	}
 	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
 	select {
@@ -664,6 +703,11 @@ func (n *Node) exchange(s stack.Stream) ([]byte, error) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
+	if n.cfg.TLS != nil {
+		if conn, err = n.dialTLS(ctx, conn, s.To); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := conn.Write(n.sealFrame(s.Data)); err != nil {
 		return nil, err
 	}

@@ -166,6 +166,10 @@ func (n *Node) shardEvent(e shard.Event) {
 	case shard.EventDraining, shard.EventRebalancing, shard.EventSteady:
 		attrs = append(attrs, "from", e.From, "to", e.To, "state", e.Kind.String(), "forced", e.Forced)
 		n.metrics.shardMoves.WithLabelValues(e.From, e.To, e.Kind.String()).Inc()
+		sh := e.Shard
+		n.audit(auditRecord{Time: e.At, Event: "shard_move", Epoch: e.Epoch, Shard: &sh, From: e.From, To: e.To,
+			State: e.Kind.String(), Forced: e.Forced,
+			ID: leaderCorrelationID("shard_"+e.Kind.String(), fmt.Sprintf("%d:%s>%s", e.Shard, e.From, e.To), e.Epoch)})
 		if e.Kind == shard.EventSteady {
 			delete(s.moving, e.Shard)
 			break

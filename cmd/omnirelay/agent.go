@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/node"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
@@ -32,13 +33,16 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
        [--addr-file FILE] [--join-timeout D] [--leave-timeout D]
        [--meta KEY=VALUE ...] [--role NAME ...]
        [--voters A,B,C [--voter --data-dir DIR]] [--audit-log FILE]
-       [--shards N]
+       [--shards N] [--tls-ca FILE --tls-cert FILE --tls-key FILE]
+       [--control-tokens FILE]
 
 Runs one mesh node and its control API until SIGINT, SIGTERM or "mesh leave", then
 leaves the cluster gracefully. SIGHUP reloads the log level and metadata from the
 config file and flags (docs/configuration.md, "Reloading"). Flags override the config file (JSON, see docs/configuration.md).
 The agent needs a packet key (--key-file, $` + keyEnv + `, or the config file) unless
 --insecure is given. Make one with: omnirelay keygen -o FILE
+A control API on a non-loopback address needs --tls-* (mutual TLS and roles) or
+--insecure. Make certificates with: omnirelay cert ca, omnirelay cert issue
 `
 
 // duration is a time.Duration written as a Go duration string in JSON ("250ms").
@@ -127,7 +131,12 @@ type agentFile struct {
 	Voter        bool              `json:"voter"`
 	DataDir      string            `json:"data_dir"`
 	AuditLog     string            `json:"audit_log"`
-	Shards       int               `json:"shards"`
+	TLSCA        string            `json:"tls_ca"`
+	TLSCert      string            `json:"tls_cert"`
+	TLSKey       string            `json:"tls_key"`
+	// ControlTokens is a file of bearer-token hashes (control.ParseTokens).
+	ControlTokens string `json:"control_tokens"`
+	Shards        int    `json:"shards"`
 	// Control API limits; 0 means node's default.
 	ControlMaxConns    int `json:"control_max_conns"`
 	ControlMaxWatchers int `json:"control_max_watchers"`
@@ -210,7 +219,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		name       = fs.String("name", "", "unique node name (required)")
 		bind       = fs.String("bind", "", "UDP+TCP host:port to listen on (port 0: any free port; default "+defaultBind+": this machine only)")
 		advertise  = fs.String("advertise", "", "host:port peers reach this node at (default: the bound address)")
-		control    = fs.String("control", "", "control API host:port (default "+defaultControl+"; \"off\" disables)")
+		ctlAddr    = fs.String("control", "", "control API host:port (default "+defaultControl+"; \"off\" disables)")
 		profile    = fs.String("profile", "", "membership timers: lan (default) or memberlist")
 		label      = fs.String("cluster-label", "", "cluster label; packets of other labels are dropped")
 		logFormat  = fs.String("log-format", "", "log format: text (default) or json")
@@ -226,11 +235,14 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		insecure   = fs.Bool("insecure", false, "run without packet keys: anyone who can reach the gossip port can join, impersonate members and forge lease votes")
 		maxConns   = fs.Int("control-max-conns", 0, "connections open to the control API at once; more are closed at accept (default 256)")
 		maxWatch   = fs.Int("control-max-watchers", 0, "watch streams open at once; more get 503 (default 128, below --control-max-conns)")
+		tokens     = fs.String("control-tokens", "", "file of bearer-token hashes the control API accepts, one \"sha256:HEX ROLE NAME\" a line")
+		tf         tlsFlags
 		voters     listFlag
 		join, keys listFlag
 		roles      listFlag
 		meta       = metaFlag{}
 	)
+	tf.register(fs, "this node's", "", "", "")
 	fs.Var(meta, "meta", "metadata KEY=VALUE published to every peer (repeatable; merged over the config file's \"meta\")")
 	fs.Var(&roles, "role", "role of this node (repeatable, or comma-separated): the \""+node.RolesKey+"\" metadata key, which the control API's role filter matches")
 	fs.Var(&join, "join", "seed host:port (repeatable, or comma-separated)")
@@ -294,7 +306,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	if err := lvl.UnmarshalText([]byte(s.logLevel)); err != nil {
 		return s, fmt.Errorf("log level %q: want debug, info, warn or error", s.logLevel)
 	}
-	ctl := pick("control", *control, f.Control)
+	ctl := pick("control", *ctlAddr, f.Control)
 	switch ctl {
 	case "":
 		ctl = defaultControl
@@ -377,6 +389,19 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	s.cfg.Insecure = f.Insecure
 	if set["insecure"] {
 		s.cfg.Insecure = *insecure
+	}
+	tf = tlsFlags{ca: pick("tls-ca", tf.ca, f.TLSCA), cert: pick("tls-cert", tf.cert, f.TLSCert), key: pick("tls-key", tf.key, f.TLSKey)}
+	if s.cfg.TLS, err = tf.source(); err != nil {
+		return s, err
+	}
+	if path := pick("control-tokens", *tokens, f.ControlTokens); path != "" {
+		if s.cfg.ControlTokens, err = control.LoadTokens(path); err != nil {
+			return s, err
+		}
+	}
+	if s.cfg.Control != "" && s.cfg.TLS == nil && !s.cfg.Insecure && !node.IsLoopback(s.cfg.Control) {
+		return s, fmt.Errorf("control API on %s without TLS: anyone who reaches it could drain every node; "+
+			"give --tls-ca, --tls-cert and --tls-key (docs/security.md), bind --control to 127.0.0.1, or pass --insecure", s.cfg.Control)
 	}
 	check := s.cfg
 	check.Insecure = true // the agent's own rule below names its flags
@@ -552,9 +577,12 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	ctlURL := ""
 	if n.ControlAddr() != "" {
 		ctlURL = "http://" + n.ControlAddr()
+		if s.cfg.TLS != nil {
+			ctlURL = "https://" + n.ControlAddr()
+		}
 	}
 	log.Info("agent running", "bind", n.Addr(), "advertise", n.AdvertiseAddr(), "control", ctlURL)
-	if u := publicControlURL(n.ControlAddr(), n.AdvertiseAddr()); u != "" && s.cfg.Meta[node.ControlMetaKey] == "" {
+	if u := publicControlURL(n.ControlAddr(), n.AdvertiseAddr(), s.cfg.TLS != nil); u != "" && s.cfg.Meta[node.ControlMetaKey] == "" {
 		// Peers name it when they refuse a leader-only request, so the CLI can follow.
 		if err := n.SetMeta(node.ControlMetaKey, u); err != nil {
 			log.Warn("publishing the control URL in metadata failed", "err", err)

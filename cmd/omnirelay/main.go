@@ -17,7 +17,7 @@ commands:
   demo     run a 5-node mesh on this machine and watch it detect a crash (start here)
   agent    run one mesh node and its control API
   cert     create a CA and issue node and operator certificates (cert ca, cert issue)
-  mesh     query an agent's control API (mesh peers, mesh leaders, mesh shards)
+  mesh     query an agent's control API (mesh peers, mesh leaders, mesh shards, mesh keyring)
   keygen   print a new base64 packet-encryption key, or write it to a file (-o FILE)
   sim      run scenarios (membership, metadata, leadership, shards) in the deterministic simulator
   version  print this binary's version, Go release and wire protocol range

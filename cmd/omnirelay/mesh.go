@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/identity"
 )
 
 const meshUsage = `usage:
@@ -29,13 +31,19 @@ const meshUsage = `usage:
   omnirelay mesh leaders status | leaders step-down
   omnirelay mesh voters add NAME ... | voters remove NAME ...
   omnirelay mesh shards list|summary|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
-Every command also takes [--addr URL] [-o table|json] [--timeout D].
+  omnirelay mesh keyring list|install|use|remove --key-file FILE      (mesh keyring help)
+Every command also takes [--addr URL] [-o table|json] [--timeout D]
+[--tls-ca FILE --tls-cert FILE --tls-key FILE].
 
 Talks to an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
 http://127.0.0.1:7070. --timeout (default 10s) bounds the whole command (--watch and
 monitor run until interrupted). Statuses: alive, suspect, dead, left. -o json prints
 the API's answer. step-down and voters are served by the leader: asked of another
 agent they follow its answer to the leader's control URL once.
+
+An agent with TLS wants a client certificate: --tls-ca, --tls-cert and --tls-key
+(or $OMNIRELAY_TLS_CA, $OMNIRELAY_TLS_CERT, $OMNIRELAY_TLS_KEY); the CLI then speaks
+HTTPS. Automation may send a bearer token instead: $OMNIRELAY_TOKEN.
 `
 
 // repeatFlag collects a repeatable flag whose values are kept whole: a --meta
@@ -64,47 +72,143 @@ func meshCommand() command {
 		}},
 		votersCommand(),
 		shardsCommand(),
+		keyringCommand(),
 	}}
 }
+
+// Environment variables of the mesh commands (docs/configuration.md, "The CLI").
+const (
+	envAddr    = "OMNIRELAY_ADDR"
+	envTLSCA   = "OMNIRELAY_TLS_CA"
+	envTLSCert = "OMNIRELAY_TLS_CERT"
+	envTLSKey  = "OMNIRELAY_TLS_KEY"
+	// envToken is a bearer token: in the environment, unlike a flag, other users
+	// of the host cannot read it.
+	envToken = "OMNIRELAY_TOKEN"
+)
 
 // apiFlags are the flags every mesh command has.
 type apiFlags struct {
 	addr    string
 	out     string
 	timeout time.Duration
+	tls     tlsFlags
+	hc      *http.Client // built by check
 }
 
 func (a *apiFlags) register(fs *flag.FlagSet) {
-	def := os.Getenv("OMNIRELAY_ADDR")
+	def := os.Getenv(envAddr)
 	if def == "" {
 		def = "http://" + defaultControl
 	}
 	fs.StringVar(&a.addr, "addr", def, "control API URL of an agent")
 	fs.StringVar(&a.out, "o", "table", "output: table or json")
 	fs.DurationVar(&a.timeout, "timeout", 10*time.Second, "give up after this long")
+	a.tls.register(fs, "this caller's", os.Getenv(envTLSCA), os.Getenv(envTLSCert), os.Getenv(envTLSKey))
 }
 
-// check validates the flags and makes addr a URL.
+// check validates the flags, makes addr a URL (https:// with a certificate) and
+// builds the HTTP client.
 func (a *apiFlags) check() error {
 	if a.out != "table" && a.out != "json" {
 		return fmt.Errorf("-o %q: want table or json", a.out)
 	}
-	if !strings.Contains(a.addr, "://") {
-		a.addr = "http://" + a.addr
+	cfg, err := a.tls.clientConfig()
+	if err != nil {
+		return err
 	}
+	scheme := "http://"
+	if cfg != nil {
+		scheme = "https://"
+	}
+	if rest, ok := strings.CutPrefix(a.addr, "http://"); ok && cfg != nil {
+		a.addr = rest
+	}
+	if !strings.Contains(a.addr, "://") {
+		a.addr = scheme + a.addr
+	}
+	var rt http.RoundTripper = http.DefaultTransport
+	if cfg != nil {
+		rt = &http.Transport{TLSClientConfig: cfg, Proxy: http.ProxyFromEnvironment}
+	}
+	if tok := strings.TrimSpace(os.Getenv(envToken)); tok != "" {
+		rt = bearer{token: tok, next: rt}
+	}
+	a.hc = &http.Client{Timeout: a.timeout, Transport: rt}
 	return nil
 }
 
 func (a *apiFlags) client() *control.Client {
-	return &control.Client{Base: a.addr, HTTP: &http.Client{Timeout: a.timeout}}
+	return &control.Client{Base: a.addr, HTTP: a.hc}
+}
+
+// bearer adds a bearer token to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
+}
+
+// tlsFlags are --tls-ca, --tls-cert and --tls-key, shared by the agent and the
+// mesh commands.
+type tlsFlags struct{ ca, cert, key string }
+
+func (t *tlsFlags) register(fs *flag.FlagSet, whose, ca, cert, key string) {
+	fs.StringVar(&t.ca, "tls-ca", ca, "trust bundle (PEM CA certificates) that peers' certificates must chain to")
+	fs.StringVar(&t.cert, "tls-cert", cert, whose+" certificate (PEM, from omnirelay cert issue); enables mutual TLS")
+	fs.StringVar(&t.key, "tls-key", key, "the certificate's private key (PEM)")
+}
+
+// clientConfig is the CLI's TLS configuration, nil for plain HTTP: with a
+// certificate it presents it and checks the server is a node of its own cluster;
+// with --tls-ca alone (a bearer token authenticates) it checks the server is a
+// node of the bundle's trust domain.
+func (t tlsFlags) clientConfig() (*tls.Config, error) {
+	if t.ca != "" && t.cert == "" && t.key == "" {
+		cfg, err := identity.BundleClientConfig(t.ca, nil)
+		if err != nil {
+			return nil, fmt.Errorf("TLS: %w", err)
+		}
+		return cfg, nil
+	}
+	src, err := t.source()
+	if src == nil || err != nil {
+		return nil, err
+	}
+	return src.ClientConfig(identity.Policy{Roles: []identity.Role{identity.RoleNode}}), nil
+}
+
+// source loads the files, or returns nil when none is named. It does file I/O.
+func (t tlsFlags) source() (*identity.Source, error) {
+	if t.ca == "" && t.cert == "" && t.key == "" {
+		return nil, nil
+	}
+	if t.ca == "" || t.cert == "" || t.key == "" {
+		return nil, fmt.Errorf("--tls-ca %q, --tls-cert %q, --tls-key %q: give all three (the mesh commands: or --tls-ca alone, with $%s), or none", t.ca, t.cert, t.key, envToken)
+	}
+	src, err := identity.NewSource(identity.Files{Cert: t.cert, Key: t.key, Bundle: t.ca}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	return src, nil
 }
 
 // parseMesh parses a mesh command's flags and wantArgs positional arguments; code
 // is -1 to go on, else the exit code (help and errors already printed).
 func parseMesh(fs *flag.FlagSet, a *apiFlags, args []string, wantArgs int, stdout, stderr io.Writer) ([]string, int) {
+	return parseMeshUsage(fs, a, args, wantArgs, meshUsage, stdout, stderr)
+}
+
+// parseMeshUsage is parseMesh for a command with a usage text of its own.
+func parseMeshUsage(fs *flag.FlagSet, a *apiFlags, args []string, wantArgs int, usage string, stdout, stderr io.Writer) ([]string, int) {
 	fs.SetOutput(stderr)
 	a.register(fs)
-	pos, err := parseArgs(fs, meshUsage, args)
+	pos, err := parseArgs(fs, usage, args)
 	if err != nil {
 		return nil, parseExit(err, stdout)
 	}

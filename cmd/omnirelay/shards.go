@@ -32,8 +32,9 @@ URL (its "control" metadata) once.
 `
 
 // publicControlURL is the control URL peers can reach: the listening address,
-// with the advertised host in place of a wildcard one. "" when the API is off.
-func publicControlURL(controlAddr, advertise string) string {
+// with the advertised host in place of a wildcard one, https:// when served over
+// TLS. "" when the API is off.
+func publicControlURL(controlAddr, advertise string, tls bool) string {
 	if controlAddr == "" {
 		return ""
 	}
@@ -45,6 +46,9 @@ func publicControlURL(controlAddr, advertise string) string {
 		if ah, _, err := net.SplitHostPort(advertise); err == nil {
 			h = ah
 		}
+	}
+	if tls {
+		return "https://" + net.JoinHostPort(h, p)
 	}
 	return "http://" + net.JoinHostPort(h, p)
 }
@@ -60,6 +64,7 @@ type shardsCmd struct {
 	undo    bool
 	watch   bool
 	timeout time.Duration
+	hc      *http.Client
 }
 
 // parseShards parses the arguments after `mesh shards`; flags may come before or
@@ -103,7 +108,7 @@ func parseShards(args []string, stderr io.Writer) (shardsCmd, error) {
 	if err := a.check(); err != nil {
 		return c, err
 	}
-	c.addr, c.out, c.timeout = a.addr, a.out, a.timeout
+	c.addr, c.out, c.timeout, c.hc = a.addr, a.out, a.timeout, a.hc
 	for _, s := range states {
 		if !slices.Contains(control.ShardStates, s) {
 			return c, fmt.Errorf("--state %q: want one of %s", s, strings.Join(control.ShardStates, ", "))
@@ -137,7 +142,7 @@ func runShards(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "omnirelay mesh shards: %v\n", err)
 		return 2
 	}
-	client := &control.Client{Base: c.addr, HTTP: &http.Client{Timeout: c.timeout}}
+	client := &control.Client{Base: c.addr, HTTP: c.hc}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
 	switch c.sub {
@@ -190,7 +195,7 @@ func runShards(args []string, stdout, stderr io.Writer) int {
 			}
 			return cl.Rebalance(ctx)
 		}
-		a := &apiFlags{addr: c.addr, timeout: c.timeout}
+		a := &apiFlags{addr: c.addr, timeout: c.timeout, hc: c.hc}
 		if base, err := atLeader(ctx, a, stderr, op); err != nil {
 			return leaderError(stderr, base, err)
 		}

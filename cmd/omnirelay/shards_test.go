@@ -50,7 +50,7 @@ func TestParseShards(t *testing.T) {
 		if tc.want.addr == "" {
 			got.addr = ""
 		}
-		got.timeout = 0
+		got.timeout, got.hc = 0, nil
 		if strings.Join(got.states, ",") != strings.Join(tc.want.states, ",") {
 			t.Errorf("%v: states %v, want %v", tc.args, got.states, tc.want.states)
 		}
@@ -85,7 +85,10 @@ func TestPublicControlURL(t *testing.T) {
 		{"[::]:7070", "[fd00::1]:7946", "http://[fd00::1]:7070"},
 		{"", "10.0.0.1:7946", ""},
 	} {
-		if got := publicControlURL(tc[0], tc[1]); got != tc[2] {
+		if got, want := publicControlURL(tc[0], tc[1], true), strings.Replace(tc[2], "http:", "https:", 1); got != want {
+			t.Errorf("publicControlURL(%q, %q, tls) = %q, want %q", tc[0], tc[1], got, want)
+		}
+		if got := publicControlURL(tc[0], tc[1], false); got != tc[2] {
 			t.Errorf("publicControlURL(%q, %q) = %q, want %q", tc[0], tc[1], got, tc[2])
 		}
 	}

@@ -1,0 +1,101 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/identity"
+	"github.com/omnirelay/mesh/wire"
+)
+
+// Mutual TLS on mesh streams (join, push-pull, lease and shard streams), when
+// Config.TLS is set. Both sides present node certificates of the trust bundle and
+// cluster (identity.MeshPolicy). The dialer pins the name of the member it means
+// to reach when the address is a member's; the acceptor checks that a push-pull's
+// own state carries the name of its certificate. Frames inside are still sealed
+// with the packet keys when there are keys.
+
+// ErrStreamIdentity means a mesh stream's peer is not who its request says.
+var ErrStreamIdentity = errors.New("node: stream peer's certificate does not match its gossip name")
+
+// dialTLS wraps an outbound stream in TLS and completes the handshake within ctx.
+func (n *Node) dialTLS(ctx context.Context, conn net.Conn, to string) (net.Conn, error) {
+	p := identity.MeshPolicy
+	if m := n.memberAddrs.Load(); m != nil {
+		p.Name = (*m)[to] // "" for a seed or a stranger: any node of the cluster
+	}
+	tc := tls.Client(conn, n.cfg.TLS.ClientConfig(p))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		n.metrics.netErrors.WithLabelValues("stream_tls").Inc()
+		return nil, fmt.Errorf("TLS with %s: %w", to, err)
+	}
+	return tc, nil
+}
+
+// acceptTLS completes the server side of an inbound stream's handshake, under the
+// stream's current deadline, and returns the peer's verified node name. A refusal
+// is counted and audited with the peer's address and the identity its
+// certificate claims, if any.
+func (n *Node) acceptTLS(conn net.Conn) (*tls.Conn, string, error) {
+	var claimed string
+	cfg := n.cfg.TLS.ServerConfig(identity.MeshPolicy)
+	verify := cfg.VerifyConnection
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) > 0 {
+			if id, err := identity.FromCertificate(cs.PeerCertificates[0]); err == nil {
+				claimed = id.String()
+			}
+		}
+		return verify(cs)
+	}
+	tc := tls.Server(conn, cfg)
+	if err := tc.Handshake(); err != nil {
+		n.metrics.netErrors.WithLabelValues("stream_tls").Inc()
+		n.auditControl(control.AuditEvent{Event: "tls_refused", Identity: claimed, Remote: conn.RemoteAddr().String(),
+			Route: "mesh stream", Reason: err.Error()})
+		return nil, "", err
+	}
+	id, err := identity.PeerIdentity(tc.ConnectionState())
+	if err != nil { // verified in the handshake: cannot happen
+		return nil, "", err
+	}
+	return tc, id.Name, nil
+}
+
+// checkStreamName checks a plain stream request from the peer named name: a
+// push-pull must carry the sender's own state under that name, and no other alive
+// member at that state's address (a node with the certificate of n5 cannot
+// announce itself as n4). Tombstones at the address pass: a restarted node may
+// take a dead one's address. Other frames (lease, shard) pass: their peer is a
+// node of the cluster. It decodes the frame a second time, off the loop.
+func (n *Node) checkStreamName(name string, req []byte) error {
+	var dec wire.Decoder
+	_, msg, err := wire.DecodeFrame(req, wire.DefaultMaxFrame, &dec)
+	if err != nil {
+		return nil // the stack counts and drops what does not decode
+	}
+	pp, ok := msg.(*wire.PushPull)
+	if !ok {
+		return nil
+	}
+	self := -1
+	for i := range pp.Nodes {
+		if pp.Nodes[i].Name == name {
+			self = i
+		}
+	}
+	if self < 0 {
+		return fmt.Errorf("%w: certificate names %q, the push-pull has no state of that name", ErrStreamIdentity, name)
+	}
+	for _, ns := range pp.Nodes {
+		if ns.Name != name && ns.Addr == pp.Nodes[self].Addr && ns.Status == wire.StatusAlive {
+			return fmt.Errorf("%w: certificate names %q, the push-pull also claims %q at its address %s",
+				ErrStreamIdentity, name, ns.Name, ns.Addr)
+		}
+	}
+	return nil
+}
