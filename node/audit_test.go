@@ -126,6 +126,7 @@ func TestKeyringChangesAudited(t *testing.T) {
 		if err := src.RemoveKey(testKey, by); !errors.Is(err, control.ErrPrimaryKey) {
 			t.Fatalf("removing the primary: %v", err)
 		}
+		n.Close() // the writer writes out its queue
 		want := map[string]string{"key_install": control.KeyFingerprint(k2), "key_remove_refused": control.KeyFingerprint(testKey)}
 		for _, r := range audit.records(t) {
 			if fp, ok := want[r.Event]; ok {

@@ -288,11 +288,69 @@ func (c controlSource) Leaders() (control.Leaders, error) {
 
 // ---- audit log ----
 
-// auditLog serializes JSON-lines writes to Config.AuditLog.
+// auditQueue bounds the audit records waiting for the writer: a burst of a few
+// thousand (a mass join, a refusal flood) is written, a disk that stops answering
+// costs at most this many records and never stalls the event loop.
+const auditQueue = 4096
+
+// auditLog writes JSON lines to Config.AuditLog from a goroutine of its own, so
+// that no caller (the event loop among them) waits on the disk. Records that find
+// the queue full are dropped and counted.
 type auditLog struct {
+	w    io.Writer
+	q    chan []byte
+	stop chan struct{} // closed by close: write what is queued, then end
+	done chan struct{} // closed when the writer has ended
+	// failed is whether a write or a drop was logged already; further ones are
+	// only counted. Guarded by mu.
 	mu     sync.Mutex
-	w      io.Writer
-	failed bool // a write failed; logged once
+	failed bool
+}
+
+func newAuditLog(w io.Writer) *auditLog {
+	return &auditLog{w: w, q: make(chan []byte, auditQueue), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// run writes records until close, then writes the rest of the queue.
+func (a *auditLog) run(n *Node) {
+	defer close(a.done)
+	write := func(b []byte) {
+		if _, err := a.w.Write(b); err != nil {
+			a.fail(n, "writing the audit log failed (further failures are only counted)", err)
+		}
+	}
+	for {
+		select {
+		case b := <-a.q:
+			write(b)
+		case <-a.stop:
+			for {
+				select {
+				case b := <-a.q:
+					write(b)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (a *auditLog) fail(n *Node, msg string, err error) {
+	n.metrics.auditErrors.Inc()
+	a.mu.Lock()
+	first := !a.failed
+	a.failed = true
+	a.mu.Unlock()
+	if first {
+		n.log.Error(msg, "err", err)
+	}
+}
+
+// close writes out the queue and ends the writer; records queued later are lost.
+func (a *auditLog) close() {
+	close(a.stop)
+	<-a.done
 }
 
 // auditRecord is one line of the audit log; docs/observability.md has the schema.
@@ -325,8 +383,8 @@ type auditRecord struct {
 	Key string `json:"key,omitempty"`
 }
 
-// audit appends r to the audit log, if any. A failed write is counted and logged
-// (the first time); the node carries on.
+// audit queues r for the audit log, if any. A failed write or a full queue is
+// counted and logged (the first time); the node carries on.
 func (n *Node) audit(r auditRecord) {
 	a := n.auditLog
 	if a == nil {
@@ -337,14 +395,11 @@ func (n *Node) audit(r auditRecord) {
 	if err != nil {
 		panic("node: encoding our own audit record: " + err.Error())
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if _, err := a.w.Write(append(b, '\n')); err != nil {
-		n.metrics.auditErrors.Inc()
-		if !a.failed {
-			a.failed = true
-			n.log.Error("writing the audit log failed (further failures are only counted)", "err", err)
-		}
+	select {
+	case a.q <- append(b, '\n'):
+	default:
+		a.fail(n, "audit records dropped: the audit log's queue is full (its disk is slow or stuck; further drops are only counted)",
+			fmt.Errorf("%d records queued", auditQueue))
 	}
 }
 

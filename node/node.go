@@ -231,7 +231,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.log = slog.New(&teeHandler{inner: cfg.Logger.Handler(), hub: n.logs}).With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 	if cfg.AuditLog != nil {
-		n.auditLog = &auditLog{w: cfg.AuditLog}
+		n.auditLog = newAuditLog(cfg.AuditLog)
 	}
 	hc := stack.Config{Swim: cfg.swimConfig(n.addr)}
 	if err := n.leaseHostConfig(&hc); err != nil {
@@ -270,6 +270,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.TLS != nil {
 		n.wg.Add(1)
 		go n.watchTLS()
+	}
+	if n.auditLog != nil {
+		go n.auditLog.run(n) // not in n.wg: Close ends it after everything else
 	}
 	n.wg.Add(3)
 	go n.readPackets()
@@ -414,6 +417,9 @@ func (n *Node) Close() error {
 		}
 		n.mu.Unlock()
 		n.closeShardWatches()
+		if n.auditLog != nil {
+			n.auditLog.close()
+		}
 		n.log.Info("node closed")
 	})
 	return nil
