@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/swim"
 )
 
 // TestLostLeaseAuditedAtLeaseEnd stalls the leader's loop past its lease (as a
@@ -142,5 +143,37 @@ func TestKeyringChangesAudited(t *testing.T) {
 		if strings.Contains(audit.String(), base64.StdEncoding.EncodeToString(k2)) {
 			t.Error("the audit log holds a key")
 		}
+	})
+}
+
+// stuckWriter is a disk that never completes a write.
+type stuckWriter struct{ release chan struct{} }
+
+func (w stuckWriter) Write(b []byte) (int, error) {
+	<-w.release
+	return len(b), nil
+}
+
+// TestStuckAuditLogDoesNotStallTheLoop: a node whose audit log never completes a
+// write stays alive in its peers' view and closes. Before the writer had its own
+// goroutine, the loop blocked in the first audit write (the join) and the peer
+// declared the node dead.
+func TestStuckAuditLogDoesNotStallTheLoop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mn := NewMemNetwork()
+		stuck := stuckWriter{release: make(chan struct{})}
+		defer close(stuck.release)
+		cfg := memConfig(t, mn, "n0", "10.0.0.0:7946")
+		cfg.AuditLog = stuck
+		n0 := startMem(t, cfg)
+		n1 := startMem(t, memConfig(t, mn, "n1", "10.0.0.1:7946", "10.0.0.0:7946"))
+		defer n1.Close()
+		waitFor(t, 10*time.Second, "n1 sees n0", func() bool { s, _ := statusOf(n1, "n0"); return s == swim.StatusAlive })
+		time.Sleep(30 * time.Second) // many probe rounds and suspicion timeouts
+		synctest.Wait()
+		if s, _ := statusOf(n1, "n0"); s != swim.StatusAlive {
+			t.Fatalf("n1 holds n0 %v while n0's audit log is stuck, want alive", s)
+		}
+		n0.Close() // gives up on the stuck writer after auditFlushWait
 	})
 }

@@ -347,10 +347,20 @@ func (a *auditLog) fail(n *Node, msg string, err error) {
 	}
 }
 
-// close writes out the queue and ends the writer; records queued later are lost.
+// auditFlushWait bounds how long Close waits for the queue to be written: a stuck
+// disk must not keep the node from closing.
+const auditFlushWait = 5 * time.Second
+
+// close writes out the queue and ends the writer, waiting at most auditFlushWait;
+// records queued later, or still queued then, are lost.
 func (a *auditLog) close() {
 	close(a.stop)
-	<-a.done
+	t := time.NewTimer(auditFlushWait)
+	defer t.Stop()
+	select {
+	case <-a.done:
+	case <-t.C:
+	}
 }
 
 // auditRecord is one line of the audit log; docs/observability.md has the schema.
