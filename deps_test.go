@@ -68,10 +68,12 @@ func TestImportRules(t *testing.T) {
 }
 
 // Pairs {a, b}: a must not depend on b nor on any package under b. identity is below
-// the runtime: node, control and the CLI import it, never the reverse.
+// the runtime: node, control and the CLI import it, never the reverse. client is for
+// services that do not embed node, so it links none of the runtime.
 var forbiddenPairs = [][2]string{
 	{"node", "sim"}, {"sim", "node"},
 	{"identity", "node"}, {"identity", "control"}, {"identity", "sim"},
+	{"client", "node"}, {"client", "sim"},
 }
 
 // importViolations applies the import rules to the packages go list found. A package
