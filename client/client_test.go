@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -182,6 +183,7 @@ func TestFailoverWhenAgentDies(t *testing.T) {
 		m, _ := c.Owner(key)
 		want[key] = m.Name
 	}
+	killed := time.Now()
 	victim.Close()
 	for key, name := range want {
 		if m, ok := c.Owner(key); !ok || m.Name != name {
@@ -195,6 +197,8 @@ func TestFailoverWhenAgentDies(t *testing.T) {
 			break
 		}
 	}
+	eventually(t, 15*time.Second, "the client streams from another agent", func() bool { return c.Agent() != first })
+	moved := time.Since(killed)
 	if err := survivor.SetMeta("grpc", "moved.example:9001"); err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +213,7 @@ func TestFailoverWhenAgentDies(t *testing.T) {
 	if st := c.Stats(); st.Failures == 0 {
 		t.Fatalf("stats %+v: want the failed session counted", st)
 	}
-	t.Logf("moved from %s to %s; stats %+v", first, c.Agent(), c.Stats())
+	t.Logf("moved from %s to %s %v after the kill; stats %+v", first, c.Agent(), moved, c.Stats())
 }
 
 // TestDrainIsSeen: a drain moves a node's shards away; the client's Changed
@@ -311,6 +315,7 @@ func proxyEvents(t *testing.T, w http.ResponseWriter, r *http.Request, base stri
 			if b == '\n' && prev == '\n' {
 				if events--; events == 0 {
 					w.Write(buf[:i+1])
+					w.(http.Flusher).Flush()
 					return
 				}
 			}
@@ -332,25 +337,35 @@ func proxyEvents(t *testing.T, w http.ResponseWriter, r *http.Request, base stri
 // TestStreamsResumeAfterADrop: an agent whose first streams are cut after one
 // event is asked again with Last-Event-ID (the peers version and the map id the
 // client holds), so it sends no snapshot or map again; changes after the drop
-// still arrive.
+// still arrive. The agent is served over TLS, verified with Config.TLS's roots.
 func TestStreamsResumeAfterADrop(t *testing.T) {
 	nodes := agents(t, 3)
 	real := controlURL(nodes[0])
 	var mu sync.Mutex
 	seen := map[string][]string{} // path: Last-Event-ID of each request
-	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	held := make(chan struct{})   // closed once New returned: the client holds members and map
+	agent := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		seen[r.URL.Path] = append(seen[r.URL.Path], r.Header.Get("Last-Event-ID"))
 		first := len(seen[r.URL.Path]) == 1
 		mu.Unlock()
-		if first && r.URL.Path == "/control/v1/peers" {
-			proxyEvents(t, w, r, real, 1) // the snapshot, then a drop
+		if first {
+			// The snapshot or map, then a drop once the client holds both.
+			proxyEvents(t, w, r, real, 1)
+			select {
+			case <-held:
+			case <-r.Context().Done():
+			}
 			return
 		}
 		proxy(t, w, r, real)
 	}))
+	agent.StartTLS()
 	t.Cleanup(agent.Close) // after the client closes (cleanups run last first): a streaming handler ends then
-	c := newClient(t, Config{Agents: []string{agent.URL}, Backoff: 10 * time.Millisecond})
+	roots := x509.NewCertPool()
+	roots.AddCert(agent.Certificate())
+	c := newClient(t, Config{Agents: []string{agent.URL}, TLS: &tls.Config{RootCAs: roots}, Backoff: 10 * time.Millisecond})
+	close(held)
 	eventually(t, 10*time.Second, "both streams opened again", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
