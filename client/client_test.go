@@ -424,3 +424,20 @@ func TestConfigErrorsNameTheField(t *testing.T) {
 }
 
 func testTLS() *tls.Config { return &tls.Config{MinVersion: tls.VersionTLS13} }
+
+// TestSilentAgentIsLeft: an agent that answers 200 and then sends nothing, not
+// even heartbeats, is left after IdleTimeout, each time, and New names the reason.
+func TestSilentAgentIsLeft(t *testing.T) {
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(silent.Close)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	_, err := New(ctx, Config{Agents: []string{silent.URL}, IdleTimeout: 200 * time.Millisecond, Backoff: 10 * time.Millisecond})
+	if !errors.Is(err, ErrClosed) || !strings.Contains(err.Error(), "IdleTimeout") {
+		t.Fatalf("New against a silent agent: %v", err)
+	}
+}
