@@ -120,7 +120,7 @@ func importViolations(pkgs map[string]listedPackage) []string {
 func TestImportCheckerCatchesViolations(t *testing.T) {
 	clean := func() map[string]listedPackage {
 		pkgs := map[string]listedPackage{}
-		for _, n := range append(slices.Clone(protocol), "node", "sim", "control", "identity") { // every package a rule names
+		for _, n := range append(slices.Clone(protocol), "node", "sim", "control", "identity", "client") { // every package a rule names
 			pkgs[n] = listedPackage{ImportPath: module + "/" + n, Deps: []string{"fmt", "time"}}
 		}
 		return pkgs
@@ -133,12 +133,14 @@ func TestImportCheckerCatchesViolations(t *testing.T) {
 	bad["swim"] = listedPackage{Deps: []string{"net"}}
 	bad["identity"] = listedPackage{Deps: []string{module + "/node"}}
 	bad["sim"] = listedPackage{Deps: []string{module + "/node/sub"}}
+	bad["client"] = listedPackage{Deps: []string{module + "/node"}}
 	delete(bad, "lease")
 	want := []string{
 		"crdt is a leaf but depends on " + module + "/wire",
 		"protocol package swim depends on net",
 		"identity depends on node",
 		"sim depends on node",
+		"client depends on node",
 		"package lease, which does not exist",
 	}
 	got := importViolations(bad)
