@@ -68,10 +68,12 @@ func TestImportRules(t *testing.T) {
 }
 
 // Pairs {a, b}: a must not depend on b nor on any package under b. identity is below
-// the runtime: node, control and the CLI import it, never the reverse.
+// the runtime: node, control and the CLI import it, never the reverse. client is for
+// services that do not embed node, so it links none of the runtime.
 var forbiddenPairs = [][2]string{
 	{"node", "sim"}, {"sim", "node"},
 	{"identity", "node"}, {"identity", "control"}, {"identity", "sim"},
+	{"client", "node"}, {"client", "sim"},
 }
 
 // importViolations applies the import rules to the packages go list found. A package
@@ -118,7 +120,7 @@ func importViolations(pkgs map[string]listedPackage) []string {
 func TestImportCheckerCatchesViolations(t *testing.T) {
 	clean := func() map[string]listedPackage {
 		pkgs := map[string]listedPackage{}
-		for _, n := range append(slices.Clone(protocol), "node", "sim", "control", "identity") { // every package a rule names
+		for _, n := range append(slices.Clone(protocol), "node", "sim", "control", "identity", "client") { // every package a rule names
 			pkgs[n] = listedPackage{ImportPath: module + "/" + n, Deps: []string{"fmt", "time"}}
 		}
 		return pkgs
@@ -131,12 +133,14 @@ func TestImportCheckerCatchesViolations(t *testing.T) {
 	bad["swim"] = listedPackage{Deps: []string{"net"}}
 	bad["identity"] = listedPackage{Deps: []string{module + "/node"}}
 	bad["sim"] = listedPackage{Deps: []string{module + "/node/sub"}}
+	bad["client"] = listedPackage{Deps: []string{module + "/node"}}
 	delete(bad, "lease")
 	want := []string{
 		"crdt is a leaf but depends on " + module + "/wire",
 		"protocol package swim depends on net",
 		"identity depends on node",
 		"sim depends on node",
+		"client depends on node",
 		"package lease, which does not exist",
 	}
 	got := importViolations(bad)

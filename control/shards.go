@@ -80,11 +80,28 @@ type ShardMap struct {
 	Checksum string `json:"checksum"` // 16 hex digits, as the leader announces it
 	Count    int    `json:"count"`    // the cluster's shard count
 	// Leader is the lease holder the serving node knows of ("" if none).
-	Leader        string  `json:"leader"`
-	Node          string  `json:"node"`  // the serving node
-	Owned         int     `json:"owned"` // shards the serving node may serve now
-	Shards        []Shard `json:"shards"`
-	NextPageToken string  `json:"next_page_token"`
+	Leader string `json:"leader"`
+	Node   string `json:"node"`  // the serving node
+	Owned  int    `json:"owned"` // shards the serving node may serve now
+	// Placement is what the target placement was computed from; nil (JSON null)
+	// when no node is eligible. With it and the owners and states of every shard a
+	// client rebuilds the map (shard.DecodeMap) and checks Checksum.
+	Placement     *Placement `json:"placement"`
+	Shards        []Shard    `json:"shards"`
+	NextPageToken string     `json:"next_page_token"`
+}
+
+// Placement is the input of a map's target placement: weighted rendezvous hashing
+// of every shard over Nodes, Replicas owners each (rendezvous.BuildTable).
+type Placement struct {
+	Replicas int             `json:"replicas"`
+	Nodes    []PlacementNode `json:"nodes"` // sorted by name
+}
+
+// PlacementNode is one eligible node of a Placement and its rendezvous weight.
+type PlacementNode struct {
+	Name   string  `json:"name"`
+	Weight float64 `json:"weight"`
 }
 
 // ShardReply is the JSON body of GET /control/v1/shards/{id}.

@@ -377,6 +377,12 @@ func (c controlSource) ShardMap() (control.ShardMap, error) {
 	out := control.ShardMap{Epoch: m.Epoch(), Version: m.Version(), Checksum: fmt.Sprintf("%016x", m.Checksum()),
 		Count: m.Shards(), Leader: n.Leader().Holder, Node: n.cfg.Name, Owned: len(n.OwnedShards()),
 		Shards: make([]control.Shard, m.Shards())}
+	if t := m.Table(); t != nil {
+		out.Placement = &control.Placement{Replicas: t.Replicas()}
+		for _, nd := range t.Nodes() {
+			out.Placement.Nodes = append(out.Placement.Nodes, control.PlacementNode{Name: nd.Name, Weight: nd.Weight})
+		}
+	}
 	for i := range out.Shards {
 		s := uint32(i)
 		out.Shards[i] = control.Shard{ID: s, Owner: m.Owner(s), State: m.State(s).String(), Target: m.Target(s)}

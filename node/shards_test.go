@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -142,6 +143,15 @@ func TestShardsPartitionAndDrain(t *testing.T) {
 		m, err := (controlSource{other}).ShardMap()
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The placement a client rebuilds the map from is the table of the map.
+		table := other.ShardMap().Table()
+		var eligible []control.PlacementNode
+		for _, nd := range table.Nodes() {
+			eligible = append(eligible, control.PlacementNode{Name: nd.Name, Weight: nd.Weight})
+		}
+		if m.Placement == nil || m.Placement.Replicas != table.Replicas() || !slices.Equal(m.Placement.Nodes, eligible) {
+			t.Fatalf("placement %+v, the map's table has %d replicas over %v", m.Placement, table.Replicas(), eligible)
 		}
 		for _, s := range m.Shards {
 			if s.Owner == victim.Name() || s.Target == victim.Name() {
