@@ -669,6 +669,56 @@ func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
 	}
 }
 
+// Lifeguard §IV-B counts confirmations from independent members. A push-pull names
+// no suspecter (its states say what the sender holds, not who suspected), so its
+// suspect or dead states may start a suspicion but never confirm one: a view that
+// only echoes a suspicion, however many times and from however many source
+// ports, must not shorten it. Nor does a Suspect whose From is empty, unknown, or
+// the suspect itself.
+func TestOnlyIdentifiedDistinctMembersConfirm(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	for i := range 20 {
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
+	full := m.members.get("p00").susp.deadline
+	echo := &wire.PushPull{Nodes: []wire.NodeState{
+		{Name: "p00", Addr: "p00:1", Status: wire.StatusSuspect, ProtoMin: 1, ProtoMax: 1},
+		{Name: "p05", Addr: "p05:1", Status: wire.StatusDead, ProtoMin: 1, ProtoMax: 1},
+	}}
+	for i := range 5 {
+		m.HandlePushPull(epoch, fmt.Sprintf("p02:%d", 40000+i), echo)
+		m.HandlePushPullReply(epoch, fmt.Sprintf("p03:%d", 40000+i), echo)
+	}
+	for _, f := range []string{"", "nobody", "p00"} {
+		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: f}))
+	}
+	if got := m.members.get("p00").susp.deadline; !got.Equal(full) {
+		t.Fatalf("echoes and anonymous claims cut the suspicion to %v, want the full %v", got.Sub(epoch), full.Sub(epoch))
+	}
+	// A suspicion a push-pull started has no first suspecter: the first named one
+	// is not a confirmation, the second is.
+	p05 := m.members.get("p05")
+	if p05.Status != StatusSuspect {
+		t.Fatalf("p05 %v after a push-pull holding it dead, want suspect", p05.Status)
+	}
+	full = p05.susp.deadline
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p05", From: "p06"}))
+	if got := p05.susp.deadline; !got.Equal(full) {
+		t.Fatalf("first named suspecter of a push-pull suspicion cut it to %v", got.Sub(epoch))
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p05", From: "p07"}))
+	if got := p05.susp.deadline; !got.Before(full) {
+		t.Fatal("a second, distinct named suspecter did not confirm")
+	}
+	// What we gossip about a suspicion learned by push-pull names nobody.
+	for _, d := range decodePackets(t, m.Ready().Packets) {
+		if s, ok := d.msg.(*wire.Suspect); ok && s.Node == "p00" && s.From != "p01" {
+			t.Fatalf("gossiped Suspect(p00) from %q, want the first suspecter p01", s.From)
+		}
+	}
+}
+
 // The final probe: a suspect that answers it is not declared dead (its suspicion
 // restarts at the minimum), and the suspicion it carries makes the suspect answer
 // with its newer Alive when it had already refuted.

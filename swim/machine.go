@@ -488,7 +488,7 @@ func (m *Machine) fireTimer(now time.Time, e timerEntry) {
 		// single independent confirmation still gets one: nobody else's probe of
 		// the member failed meanwhile, so a refutation we missed is the likelier
 		// story, and real crashes are confirmed long before the maximum.
-		lonely := s.k > 0 && len(s.from) == 1
+		lonely := s.k > 0 && len(s.from) <= 1
 		if (m.cfg.FinalProbe || lonely) && !m.leaving {
 			s.checked = true
 			m.startFinalProbe(now, mem)
@@ -560,7 +560,9 @@ func (m *Machine) PushPullFailed(now time.Time, to string) { m.stats.PushPullsFa
 // merge applies a peer's full state. A remote "dead" for a member we think alive is
 // taken as a suspicion, so a member that is in fact alive gets its suspicion
 // timeout to refute (a stale or partitioned view cannot kill it outright); "left"
-// is taken as it is, since only the member itself says it.
+// is taken as it is, since only the member itself says it. A view names no
+// suspecter, so its suspicions are anonymous (from ""): they start a suspicion
+// but never confirm one (confirm).
 func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 	if len(pp.Meta) > 0 {
 		m.out.Meta = append(m.out.Meta, Payload{From: from, Data: slices.Clone(pp.Meta), Snapshot: true})
@@ -576,12 +578,12 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
 		case wire.StatusSuspect:
 			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
-			m.applySuspect(now, ns.Name, ns.Incarnation, from)
+			m.applySuspect(now, ns.Name, ns.Incarnation, "")
 		case wire.StatusDead:
 			if ns.Name == m.self.Name {
 				m.applyDead(now, ns.Name, ns.Incarnation, from, false)
 			} else {
-				m.applySuspect(now, ns.Name, ns.Incarnation, from)
+				m.applySuspect(now, ns.Name, ns.Incarnation, "")
 			}
 		case wire.StatusLeft:
 			m.applyDead(now, ns.Name, ns.Incarnation, ns.Name, true)

@@ -212,10 +212,15 @@ func (m *Machine) plausible(held, got uint64) bool {
 }
 
 // startSuspicion arms mem's suspicion timer: at the maximum timeout with
-// AwareSuspicion (it shrinks with confirmations), else at the minimum.
+// AwareSuspicion (it shrinks with confirmations), else at the minimum. A suspicion
+// from a push-pull (from "") has no first suspecter: the first named one takes
+// that place instead of counting as a confirmation.
 func (m *Machine) startSuspicion(now time.Time, mem *member, from string) {
 	lo := SuspicionMinTimeout(m.cfg.SuspicionMult, m.live, m.cfg.ProbeInterval)
-	s := &suspicion{start: now, lo: lo, hi: lo, from: []string{from}}
+	s := &suspicion{start: now, lo: lo, hi: lo}
+	if from != "" {
+		s.from = []string{from}
+	}
 	if m.cfg.Lifeguard.AwareSuspicion {
 		s.k = SuspicionConfirmations(m.cfg.SuspicionMult, m.live)
 		s.hi = lo * time.Duration(m.cfg.SuspicionMaxTimeoutMult)
@@ -226,13 +231,22 @@ func (m *Machine) startSuspicion(now time.Time, mem *member, from string) {
 }
 
 // confirm counts an independent confirmation of mem's suspicion and reports whether
-// it was new. Our own suspicion, gossiped back to us, is not independent.
+// it was new (Lifeguard §IV-B). Only a named live member other than the suspect
+// confirms, once: our own suspicion gossiped back to us is not independent, nor is
+// a push-pull (from ""), which says what its sender holds, not who suspected, so
+// one echoed view from many source ports would otherwise count many times.
 func (m *Machine) confirm(now time.Time, mem *member, from string) bool {
 	s := mem.susp
 	if s == nil || s.k < 1 || len(s.from)-1 >= s.k || slices.Contains(s.from, from) {
 		return false
 	}
+	if c := m.members.get(from); c == nil || c == mem || !isLive(c.Status) {
+		return false
+	}
 	s.from = append(s.from, from)
+	if len(s.from) == 1 {
+		return true // the first suspecter of a push-pull's suspicion: news, no shorter timeout
+	}
 	d := s.start.Add(SuspicionTimeout(len(s.from)-1, s.k, s.lo, s.hi))
 	if d.Before(s.deadline) {
 		s.deadline = d
