@@ -95,6 +95,7 @@ type Node struct {
 	// label are not counted as accepted.
 	clusterHash uint32
 	versionLog  versionLog
+	refusedLog  rateLog // members refused for their protocol range
 
 	packets chan inPacket
 	streams chan inStream
@@ -769,6 +770,12 @@ func (n *Node) flushOnce() {
 	}
 	for _, r := range rd.RTTs {
 		n.metrics.probeRTT.Observe(r.Sample.Seconds())
+	}
+	if len(rd.Refused) > 0 {
+		r := rd.Refused[0] // every one is counted (omnirelay_members_version_refused_total); one line names the range
+		n.refusedLog.log(n.log, now, slog.LevelWarn, "refusing a member that shares no protocol version with this node",
+			"member", r.Member, "addr", r.Addr, "peer_min_version", r.ProtoMin, "peer_max_version", r.ProtoMax,
+			"min_version", wire.MinProtocolVersion, "max_version", wire.ProtocolVersion)
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()

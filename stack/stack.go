@@ -78,7 +78,7 @@ type openStream struct {
 //  2. Packets, Streams and Replies may then leave in any order: the network
 //     reorders them anyway. Packets never wait for a disk: membership must not
 //     stop because a disk did.
-//  3. Events, Meta, User, RTTs, LeaseEvents and ShardEvents are published in their own
+//  3. Events, Meta, User, RTTs, Refused, LeaseEvents and ShardEvents are published in their own
 //     order (each slice is in observation order; Meta follows the Events of the
 //     same batch).
 //  4. Advance; then, while HasReady, another round (Saved may have released
@@ -92,6 +92,7 @@ type Ready struct {
 	Meta    []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
 	User    []swim.Payload // application messages received by gossip
 	RTTs    []swim.RTT     // round trips of direct probes, in the order acks arrived
+	Refused []swim.Refusal // member claims refused for their protocol range, for the log (at most swim.MaxRefusedPerReady)
 	// LeaseState is the newest lease state not yet confirmed saved, nil when all
 	// is saved; LeaseVersion names it for Saved.
 	LeaseState   *lease.State
@@ -347,6 +348,9 @@ func (h *Stack) process(now time.Time) {
 		out.Events = append(out.Events, r.Events...)
 		out.User = append(out.User, r.User...)
 		out.RTTs = append(out.RTTs, r.RTTs...)
+		if room := swim.MaxRefusedPerReady - len(out.Refused); room > 0 {
+			out.Refused = append(out.Refused, r.Refused[:min(room, len(r.Refused))]...)
+		}
 		h.trackMembers(r.Events)
 		h.addrs.track(r.Events)
 		for _, s := range r.Streams {
@@ -394,7 +398,7 @@ func (h *Stack) Ready() Ready {
 // HasReady stops while the disk is failing.
 func (h *Stack) HasReady() bool {
 	p := &h.pending
-	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+
+	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+len(p.Refused)+
 		len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
 }
 
@@ -408,6 +412,7 @@ func (h *Stack) Advance() {
 	p.Meta = acknowledge(p.Meta, len(d.Meta))
 	p.User = acknowledge(p.User, len(d.User))
 	p.RTTs = acknowledge(p.RTTs, len(d.RTTs))
+	p.Refused = acknowledge(p.Refused, len(d.Refused))
 	p.LeaseEvents = acknowledge(p.LeaseEvents, len(d.LeaseEvents))
 	p.ShardEvents = acknowledge(p.ShardEvents, len(d.ShardEvents))
 	*d = Ready{LeaseVersion: d.LeaseVersion}

@@ -126,16 +126,16 @@ func hasEvent(evs []Event, kind EventKind, name string) bool {
 // SWIM §4.2: "an Alive message with a higher incarnation number overrides a Suspect".
 func TestSuspectRefutedByHigherIncarnation(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "c:1", packet(t, &wire.Suspect{Node: "b", Incarnation: 3, From: "c"}))
 	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
 		t.Fatalf("b is %v after Suspect(3), want suspect", s)
 	}
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
 		t.Fatalf("Alive at the same incarnation refuted the suspicion")
 	}
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4, ProtoMin: 1, ProtoMax: 1}))
 	b := memberOf(t, m, "b")
 	if b.Status != StatusAlive || b.Incarnation != 4 {
 		t.Fatalf("b = %+v after Alive(4), want alive at 4", b)
@@ -153,11 +153,11 @@ func TestSuspicionAboutSelfTriggersRefutation(t *testing.T) {
 		&wire.Suspect{Node: "a", Incarnation: 5, From: "c"},
 		&wire.Dead{Node: "a", Incarnation: 5, From: "c"},
 		&wire.Leave{Node: "a", Incarnation: 5},
-		&wire.Alive{Node: "a", Addr: "elsewhere:1", Incarnation: 5},
+		&wire.Alive{Node: "a", Addr: "elsewhere:1", Incarnation: 5, ProtoMin: 1, ProtoMax: 1},
 	} {
 		t.Run(fmt.Sprintf("%T", msg), func(t *testing.T) {
 			m := newMachine(t, "a", nil)
-			m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+			m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 			m.Ready()
 			m.HandlePacket(epoch, "c:1", packet(t, msg))
 			if inc := m.Local().Incarnation; inc != 6 {
@@ -190,7 +190,7 @@ func TestStaleClaimsAboutSelfIgnored(t *testing.T) {
 	}
 	m.HandlePacket(epoch, "c:1", packet(t,
 		&wire.Suspect{Node: "a", Incarnation: 0, From: "c"},
-		&wire.Alive{Node: "a", Addr: "a:1", Incarnation: 1}))
+		&wire.Alive{Node: "a", Addr: "a:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	if m.Local().Incarnation != 1 || m.Stats().Refutations != 1 {
 		t.Fatalf("a stale suspicion or our own alive was refuted: %+v", m.Local())
 	}
@@ -198,7 +198,7 @@ func TestStaleClaimsAboutSelfIgnored(t *testing.T) {
 
 func TestDeadAtOlderIncarnationIgnored(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "c:1", packet(t, &wire.Dead{Node: "b", Incarnation: 3, From: "c"}))
 	if s := memberOf(t, m, "b").Status; s != StatusAlive {
 		t.Fatalf("Dead(3) killed b at 4: %v", s)
@@ -217,7 +217,7 @@ func TestDeadAtOlderIncarnationIgnored(t *testing.T) {
 func TestTombstoneBeatsStaleAlive(t *testing.T) {
 	for _, left := range []bool{false, true} {
 		m := newMachine(t, "a", nil)
-		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 		if left {
 			m.HandlePacket(epoch, "b:1", packet(t, &wire.Dead{Node: "b", Incarnation: 3, From: "b"}))
 		} else {
@@ -228,10 +228,10 @@ func TestTombstoneBeatsStaleAlive(t *testing.T) {
 			t.Fatalf("left=%v: b is %v, want %v", left, s, want)
 		}
 		m.Ready()
-		m.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 		reply := m.HandlePushPull(epoch, "d:1", &wire.PushPull{Nodes: []wire.NodeState{
-			{Name: "b", Addr: "b:1", Incarnation: 2, Status: wire.StatusAlive},
-			{Name: "b", Addr: "b:1", Incarnation: 3, Status: wire.StatusSuspect},
+			{Name: "b", Addr: "b:1", Incarnation: 2, Status: wire.StatusAlive, ProtoMin: 1, ProtoMax: 1},
+			{Name: "b", Addr: "b:1", Incarnation: 3, Status: wire.StatusSuspect, ProtoMin: 1, ProtoMax: 1},
 		}})
 		if s := memberOf(t, m, "b").Status; s != want {
 			t.Fatalf("left=%v: stale alive revived b: %v", left, s)
@@ -246,7 +246,7 @@ func TestTombstoneBeatsStaleAlive(t *testing.T) {
 		if evs := m.Ready().Events; len(evs) != 0 {
 			t.Fatalf("stale alive produced events %v", evs)
 		}
-		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:2", Incarnation: 4}))
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:2", Incarnation: 4, ProtoMin: 1, ProtoMax: 1}))
 		b := memberOf(t, m, "b")
 		if b.Status != StatusAlive || b.Addr != "b:2" || !hasEvent(m.Ready().Events, EventJoin, "b") {
 			t.Fatalf("a higher incarnation did not bring b back: %+v", b)
@@ -259,9 +259,9 @@ func TestTombstoneBeatsStaleAlive(t *testing.T) {
 // refute.
 func TestPushPullDeadIsTakenAsSuspicion(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePushPullReply(epoch, "c:1", &wire.PushPull{Nodes: []wire.NodeState{
-		{Name: "b", Addr: "b:1", Incarnation: 1, Status: wire.StatusDead},
+		{Name: "b", Addr: "b:1", Incarnation: 1, Status: wire.StatusDead, ProtoMin: 1, ProtoMax: 1},
 	}})
 	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
 		t.Fatalf("b is %v, want suspect", s)
@@ -270,7 +270,7 @@ func TestPushPullDeadIsTakenAsSuspicion(t *testing.T) {
 
 func TestTombstonesAreCollectedAfterTTL(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.TombstoneTTL = time.Minute })
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "b:1", packet(t, &wire.Leave{Node: "b"}))
 	if d := m.Digest(); d.Members != 1 || d.Hash != MemberHash("a", 0, StatusAlive) {
 		t.Fatalf("tombstone counted in the digest: %+v", d)
@@ -318,7 +318,7 @@ func TestPingForAnotherNameIsNotAnswered(t *testing.T) {
 func TestBuddySystemPiggybacksSuspicionOnPing(t *testing.T) {
 	for _, buddy := range []bool{true, false} {
 		m := newMachine(t, "a", func(c *Config) { c.Lifeguard.Buddy = buddy })
-		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2, ProtoMin: 1, ProtoMax: 1}))
 		m.HandlePacket(epoch, "c:1", packet(t, &wire.Suspect{Node: "b", Incarnation: 2, From: "c"}))
 		m.Ready()
 		var ping []decoded
@@ -347,7 +347,7 @@ func TestProbeRoundVisitsEveryMemberOnce(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.ProbeTimeout = time.Millisecond; c.ProbeInterval = 2 * time.Millisecond })
 	const n = 20
 	for i := range n {
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("m%02d", i), Addr: fmt.Sprintf("m%02d:1", i)}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("m%02d", i), Addr: fmt.Sprintf("m%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.Ready()
 	var rounds [2][]string
@@ -387,11 +387,11 @@ func TestNewFactIsPushedEagerly(t *testing.T) {
 		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
 		for i := range 6 {
 			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
-				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
+				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i), ProtoMin: 1, ProtoMax: 1},
 			}})
 		}
 		m.Ready()
-		m.HandlePacket(epoch, "p0:1", packet(t, &wire.Alive{Node: "new", Addr: "new:1"}))
+		m.HandlePacket(epoch, "p0:1", packet(t, &wire.Alive{Node: "new", Addr: "new:1", ProtoMin: 1, ProtoMax: 1}))
 		peers := map[string]bool{}
 		for _, d := range decodePackets(t, m.Ready().Packets) {
 			if a, ok := d.msg.(*wire.Alive); ok && a.Node == "new" {
@@ -416,7 +416,7 @@ func TestPayloadIsPushedEagerly(t *testing.T) {
 		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
 		for i := range 6 {
 			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
-				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
+				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i), ProtoMin: 1, ProtoMax: 1},
 			}})
 		}
 		m.Ready()
@@ -636,7 +636,7 @@ func TestNacksKeepProberHealthy(t *testing.T) {
 func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	for i := range 20 {
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
 	mem := m.members.get("p00")
@@ -678,7 +678,7 @@ func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
 func TestOnlyIdentifiedDistinctMembersConfirm(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	for i := range 20 {
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
 	full := m.members.get("p00").susp.deadline
@@ -724,7 +724,7 @@ func TestOnlyIdentifiedDistinctMembersConfirm(t *testing.T) {
 // with its newer Alive when it had already refuted.
 func TestFinalProbeSparesAnAnsweringSuspect(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+	m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 2, From: "c"}))
 	m.Ready()
 	end := m.members.get("b").susp.deadline
@@ -750,7 +750,7 @@ func TestFinalProbeSparesAnAnsweringSuspect(t *testing.T) {
 
 	// The suspect's side: a stale suspicion is answered with the current Alive.
 	b := newMachine(t, "b", nil)
-	b.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	b.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "a", Addr: "a:1", ProtoMin: 1, ProtoMax: 1}))
 	b.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
 	b.Ready()
 	b.HandlePacket(epoch, "a:1", packet(t, &wire.Ping{Seq: 5, Target: "b", Source: "a", SourceAddr: "a:1"},
@@ -841,7 +841,7 @@ func TestDigestMismatchStartsPushPull(t *testing.T) {
 // change of our view it rides on every probe, for 2 × DigestSyncInterval.
 func TestDigestOnEveryKthProbeWhenQuiet(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.DigestEvery = 3 })
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 	m.Ready()
 	probes := func(until time.Time) (withDigest, without int) {
 		for m.NextDeadline().Before(until) {
@@ -961,10 +961,10 @@ func TestDeterministicTrace(t *testing.T) {
 func TestForeignAndMalformedPacketsAreCountedAndDropped(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash("other"))
-	p.Add(&wire.Alive{Node: "b", Addr: "b:1"})
+	p.Add(&wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1})
 	m.HandlePacket(epoch, "b:1", p.Bytes())
 	m.HandlePacket(epoch, "b:1", []byte("garbage"))
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "", Addr: "b:1"}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 	st := m.Stats()
 	if st.ForeignPackets != 1 || st.Malformed != 2 || len(m.Members()) != 1 {
 		t.Fatalf("stats %+v, members %v", st, m.Members())
@@ -1012,7 +1012,7 @@ func TestPausedMemberDeclaredDeadComesBack(t *testing.T) {
 func TestSuspicionWithoutAwarenessLastsTheMinimum(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.Lifeguard.AwareSuspicion = false })
 	for i := range 20 {
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}, &wire.Suspect{Node: "p00", From: "p02"}))
 	lo := SuspicionMinTimeout(4, 21, 250*time.Millisecond)
@@ -1061,7 +1061,7 @@ func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
 			c.Lifeguard.Buddy = buddy
 			c.IndirectChecks, c.EagerFanout, c.GossipInterval = 0, 0, 24*time.Hour
 		})
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 		m.Ready()
 		told := false
 		for i := 0; i < 50 && memberOf(t, m, "b").Status == StatusAlive; i++ {
@@ -1088,9 +1088,9 @@ func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
 func TestDigestIgnoresTombstonesOthersNeverKnew(t *testing.T) {
 	a := newMachine(t, "a", nil)
 	c := newMachine(t, "c", nil)
-	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1"}, &wire.Alive{Node: "q", Addr: "q:1"}))
+	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1", ProtoMin: 1, ProtoMax: 1}, &wire.Alive{Node: "q", Addr: "q:1", ProtoMin: 1, ProtoMax: 1}))
 	a.HandlePacket(epoch, "x:1", packet(t, &wire.Dead{Node: "q", From: "x"}))
-	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1", ProtoMin: 1, ProtoMax: 1}))
 	c.HandlePushPullReply(epoch, "a:1", a.localState(false))
 	a.HandlePushPullReply(epoch, "c:1", c.localState(false))
 	if s := memberOf(t, a, "q").Status; s != StatusDead {
@@ -1105,7 +1105,7 @@ func TestDigestIgnoresTombstonesOthersNeverKnew(t *testing.T) {
 		t.Fatalf("same live view, digests %+v and %+v", a.Digest(), c.Digest())
 	}
 	// A live member held dead still shows: that is what digest sync repairs.
-	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "q", Addr: "q:1"}))
+	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "q", Addr: "q:1", ProtoMin: 1, ProtoMax: 1}))
 	if a.Digest() == c.Digest() {
 		t.Fatal("q dead at a and alive at c, yet equal digests")
 	}
@@ -1116,7 +1116,7 @@ func TestDigestIgnoresTombstonesOthersNeverKnew(t *testing.T) {
 // straight back to whoever made the claim.
 func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
 	a := newMachine(t, "a", nil)
-	a.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+	a.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2, ProtoMin: 1, ProtoMax: 1}))
 	a.HandlePacket(epoch, "x:1", packet(t, &wire.Dead{Node: "b", Incarnation: 2, From: "x"}))
 	a.Ready()
 	a.HandlePacket(epoch, "b:1", packet(t, &wire.Ping{Seq: 7, Target: "a", Source: "b", SourceAddr: "b:1"}))
@@ -1133,7 +1133,7 @@ func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
 		t.Fatalf("ack %v, dead claim %v", ack, dead)
 	}
 	b := newMachine(t, "b", nil)
-	b.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	b.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1", ProtoMin: 1, ProtoMax: 1}))
 	b.Ready()
 	b.HandlePacket(epoch, "a:1", packet(t, &wire.Ack{Seq: 7}, &wire.Dead{Node: "b", Incarnation: 2, From: "a"}))
 	if inc := b.Local().Incarnation; inc != 3 {
@@ -1149,7 +1149,7 @@ func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
 		t.Fatal("refutation not sent back to the claimer")
 	}
 	// A live member's ping gets a plain ack.
-	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1"}))
+	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1", ProtoMin: 1, ProtoMax: 1}))
 	a.Ready()
 	a.HandlePacket(epoch, "c:1", packet(t, &wire.Ping{Seq: 8, Target: "a", Source: "c", SourceAddr: "c:1"}))
 	for _, d := range decodePackets(t, a.Ready().Packets) {
@@ -1167,7 +1167,7 @@ func TestMachinesShareInternedNames(t *testing.T) {
 	a, b := newMachine(t, "a", share), newMachine(t, "b", share)
 	own := newMachine(t, "c", nil)
 	for _, m := range []*Machine{a, b, own} {
-		m.HandlePacket(epoch, "x:1", packet(t, &wire.Alive{Node: "node-x", Addr: "x:1"}))
+		m.HandlePacket(epoch, "x:1", packet(t, &wire.Alive{Node: "node-x", Addr: "x:1", ProtoMin: 1, ProtoMax: 1}))
 	}
 	na, nb, nc := memberOf(t, a, "node-x").Name, memberOf(t, b, "node-x").Name, memberOf(t, own, "node-x").Name
 	if unsafe.StringData(na) != unsafe.StringData(nb) {
@@ -1184,7 +1184,7 @@ func TestMachinesShareInternedNames(t *testing.T) {
 func TestSuspicionAtNewerIncarnationRestarts(t *testing.T) {
 	for _, final := range []bool{false, true} {
 		m := newMachine(t, "a", func(c *Config) { c.FinalProbe = final })
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
 		m.Ready()
 		first := m.members.get("b").susp.deadline
@@ -1210,7 +1210,7 @@ func TestLonelySuspicionGetsAFinalProbe(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, n := range []string{"b", "c", "d", "e"} {
-			m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
+			m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1", ProtoMin: 1, ProtoMax: 1}))
 		}
 		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
 		if confirmed {
@@ -1238,7 +1238,7 @@ func TestFinalProbeAsksTwiceTheWitnesses(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	for i := range 10 {
 		n := fmt.Sprintf("p%d", i)
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1", ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p0", Incarnation: 0, From: "p1"}))
 	m.Ready()
@@ -1251,5 +1251,52 @@ func TestFinalProbeAsksTwiceTheWitnesses(t *testing.T) {
 	}
 	if want := 2 * LANProfile("a", "a:1").IndirectChecks; witnesses != want {
 		t.Fatalf("final probe asked %d witnesses, want %d", witnesses, want)
+	}
+}
+
+// PROTOCOL.md section 7: a member whose protocol range is invalid (pn > px, or 0,
+// which is also what a missing range reads as) or shares no version with ours is
+// refused, by Alive and by push-pull alike: not added, not gossiped on, counted,
+// and reported with its range for the log. A known member announcing such a range
+// keeps the state we hold. A range that overlaps ours is taken.
+func TestMemberWithoutACommonVersionIsRefused(t *testing.T) {
+	bad := [][2]uint8{{2, 2}, {3, 1}, {0, 0}, {0, 1}}
+	for _, viaPushPull := range []bool{false, true} {
+		m := newMachine(t, "a", nil)
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
+		m.Ready()
+		claim := func(name string, inc uint64, r [2]uint8) {
+			if viaPushPull {
+				m.HandlePushPull(epoch, "x:1", &wire.PushPull{Nodes: []wire.NodeState{{Name: name, Addr: name + ":9", Incarnation: inc, ProtoMin: r[0], ProtoMax: r[1]}}})
+			} else {
+				m.HandlePacket(epoch, "x:1", packet(t, &wire.Alive{Node: name, Addr: name + ":9", Incarnation: inc, ProtoMin: r[0], ProtoMax: r[1]}))
+			}
+		}
+		for i, r := range bad {
+			claim(fmt.Sprintf("new%d", i), 0, r)
+			claim("b", uint64(2+i), r)
+		}
+		rd := m.Ready()
+		if got := len(m.Members()); got != 2 {
+			t.Fatalf("push-pull %v: %d members after bad ranges, want 2 (a, b)", viaPushPull, got)
+		}
+		if b := memberOf(t, m, "b"); b.Incarnation != 1 || b.Addr != "b:1" {
+			t.Fatalf("push-pull %v: b at %d %s after bad ranges, want its held 1 b:1", viaPushPull, b.Incarnation, b.Addr)
+		}
+		if got, want := m.Stats().VersionsRefused, uint64(2*len(bad)); got != want {
+			t.Fatalf("push-pull %v: %d refusals counted, want %d", viaPushPull, got, want)
+		}
+		if len(rd.Refused) != 2*len(bad) || rd.Refused[0] != (Refusal{Member: "new0", Addr: "new0:9", ProtoMin: 2, ProtoMax: 2}) {
+			t.Fatalf("push-pull %v: refusals reported %+v", viaPushPull, rd.Refused)
+		}
+		for _, d := range decodePackets(t, rd.Packets) {
+			if a, ok := d.msg.(*wire.Alive); ok && a.Node != "a" {
+				t.Fatalf("push-pull %v: a refused claim was gossiped: %+v", viaPushPull, a)
+			}
+		}
+		claim("newer", 0, [2]uint8{1, 3})
+		if memberOf(t, m, "newer").Status != StatusAlive {
+			t.Fatal("a member whose range overlaps ours was not added")
+		}
 	}
 }

@@ -41,6 +41,7 @@ type Stats struct {
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
 	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
+	VersionsRefused    uint64 // Alive and NodeState claims refused: their protocol range is invalid or shares no version with ours
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64

@@ -42,6 +42,10 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.refute(now, inc)
 		return
 	}
+	if !wire.Speaks(pmin, pmax) {
+		m.refuseVersions(name, addr, pmin, pmax)
+		return
+	}
 	mem := m.members.get(name)
 	if !m.plausible(mem.incarnation(), inc) {
 		return
@@ -84,6 +88,19 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.event(now, EventUpdate, mem)
 	}
 	m.queueFact(m.aliveMsg(mem), name)
+}
+
+// refuseVersions refuses a claim that name speaks protocol versions pmin..pmax, a
+// range that is invalid or shares no version with ours (PROTOCOL.md section 7):
+// an unknown member is not added, a known one keeps its state (if it really
+// changed versions, it stops answering and is suspected like any other). The
+// claim is counted and reported in Ready.Refused for the host to log; it is not
+// re-gossiped.
+func (m *Machine) refuseVersions(name, addr string, pmin, pmax uint8) {
+	m.stats.VersionsRefused++
+	if len(m.out.Refused) < MaxRefusedPerReady {
+		m.out.Refused = append(m.out.Refused, Refusal{Member: name, Addr: addr, ProtoMin: pmin, ProtoMax: pmax})
+	}
 }
 
 // applySuspect handles "from suspects name at incarnation inc".
