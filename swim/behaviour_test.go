@@ -539,6 +539,27 @@ func TestGracefulLeaveIsSeenAsLeftNotDead(t *testing.T) {
 	}
 }
 
+// A member that left gracefully is not coming back at that address on its own, so
+// it is not dialled for its tombstone's lifetime: no probe, gossip, push-pull or
+// reconnect goes to it (reconnects are for dead members, which may be partitioned).
+func TestLeftMemberIsNotDialled(t *testing.T) {
+	nt := newNet(t, 5, 3, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	leaver := nt.node("n4")
+	leaver.m.Leave(nt.now)
+	nt.run(time.Second) // the Leave spreads
+	leaver.down = true
+	clear(nt.dialed)
+	nt.run(5 * time.Minute) // 30 reconnect intervals
+	if got := nt.dialed[leaver.addr]; got != 0 {
+		t.Fatalf("%d packets and streams to the address of a member that left", got)
+	}
+	if got := nt.dialed[nt.nodes[0].addr]; got == 0 {
+		t.Fatal("nothing sent to a live member: the test measures nothing")
+	}
+}
+
 // A restarted node learns its old incarnation from the cluster's view of itself and
 // refutes above it, at its new address.
 func TestRestartedNodeRejoinsWithHigherIncarnation(t *testing.T) {

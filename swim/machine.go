@@ -153,7 +153,7 @@ type Machine struct {
 	members memberTable
 	plist   []*member // probe order, everyone but us; reshuffled each round
 	pidx    int
-	tombs   []*member // dead and left members: reconnect candidates
+	tombs   []*member // dead and left members; the dead ones are reconnect candidates
 	seeds   []string
 	live    int // alive and suspect members, us included
 	digest  viewDigest
@@ -444,23 +444,41 @@ func (m *Machine) Tick(now time.Time) {
 	m.flushEager("")
 }
 
-// reconnect push-pulls with a random departed member's address or seed. Two
+// reconnect push-pulls with a random dead member's address or seed. Two
 // partitions that declared each other dead find each other again this way; a node
-// that is alone re-joins through it. An address that a live member holds is
-// skipped: that peer is already in touch, and in a healthy cluster with seeds
-// configured reconnects then cost nothing. The check is a scan of the view, paid
-// once per (scaled) ReconnectInterval.
+// that is alone re-joins through it. A member that left is not a candidate: it
+// said it was going, and a node that comes back joins by itself, so dialling it
+// for its tombstone's lifetime (an hour) only reached a closed port or whatever
+// reused it. An address that a live member holds is skipped: that peer is already
+// in touch, and in a healthy cluster with seeds configured reconnects then cost
+// nothing. The checks scan the tombstones and the view, paid once per (scaled)
+// ReconnectInterval.
 func (m *Machine) reconnect() {
-	total := len(m.tombs) + len(m.seeds)
+	dead := 0
+	for _, t := range m.tombs {
+		if t.Status == StatusDead {
+			dead++
+		}
+	}
+	total := dead + len(m.seeds)
 	if total == 0 {
 		return
 	}
 	i := m.rng.IntN(total)
 	var addr string
-	if i < len(m.tombs) {
-		addr = m.tombs[i].Addr
+	if i < dead {
+		for _, t := range m.tombs {
+			if t.Status != StatusDead {
+				continue
+			}
+			if i == 0 {
+				addr = t.Addr
+				break
+			}
+			i--
+		}
 	} else {
-		addr = m.seeds[i-len(m.tombs)]
+		addr = m.seeds[i-dead]
 	}
 	if addr == "" || addr == m.cfg.Addr {
 		return
