@@ -1321,3 +1321,48 @@ func TestMemberWithoutACommonVersionIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A join reply is the answerer's view when it answered. Here x joins, then y, and x
+// hears nothing while y's Alive is being gossiped (a stalled loop, as 128 nodes
+// joining at once on two cores made one in about four formations): every
+// transmission of y's Alive misses x, and gossip cannot bring it later. x's settle
+// push-pull, due once that gossip has drained, fetches it within a second instead
+// of the digest sync's 3 s or more.
+func TestJoinSettlesWhenOthersJoinedMeanwhile(t *testing.T) {
+	nt := newNet(t, 30, 9, nil)
+	nt.joinAll()
+	if _, ok := nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged); !ok {
+		t.Fatal("no convergence")
+	}
+	nt.run(10 * time.Second) // formation gossip drains
+	seed := nt.nodes[0].addr
+	x := nt.add("x", addrOf(100), 100, nil)
+	y := nt.add("y", addrOf(101), 101, nil)
+	before := x.m.Stats().PushPulls
+	x.m.Join(nt.now, []string{seed})
+	nt.drain() // x's join push-pull and its reply
+	var others []*tnode
+	for _, nd := range nt.nodes {
+		if nd != x {
+			others = append(others, nd)
+		}
+	}
+	nt.net.PartitionOneWay(nt.ep(others...), nt.ep(x))
+	nt.run(5 * time.Millisecond)
+	y.m.Join(nt.now, []string{seed})
+	nt.run(GossipDrain(4, 31, 3, 50*time.Millisecond) - 10*time.Millisecond)
+	nt.net.Heal()
+	if _, ok := statusOf(x, "y"); ok {
+		t.Fatal("x learned y while deaf: the test measures nothing")
+	}
+	took, ok := nt.runUntil(3*time.Second, 10*time.Millisecond, func() bool { _, ok := statusOf(x, "y"); return ok })
+	if !ok || took > time.Second {
+		t.Fatalf("x learned y %v after its deaf spell (ok %v), want within 1 s", took, ok)
+	}
+	if got := x.m.Stats().PushPulls - before; got != 2 {
+		t.Fatalf("x started %d push-pulls, want its join and one settle", got)
+	}
+	if got := y.m.Stats().PushPulls; got != 2 {
+		t.Fatalf("y started %d push-pulls, want its join and one settle", got)
+	}
+}

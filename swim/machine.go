@@ -173,6 +173,19 @@ type Machine struct {
 
 	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
 
+	// A join reply is the answerer's view when it answered: members that joined
+	// about as we did reach us only by gossip, whose transmissions may all have
+	// been spent before the cluster knew us (formation of 128 nodes joining one
+	// seed at once on loopback: one node in about four runs missed one, repaired
+	// 3-4 s later by a digest sync). So one settle push-pull, with a random member
+	// other than the answerer, follows a join once that gossip has drained
+	// (GossipDrain). Nothing tells us cheaply that a concurrent join happened (a
+	// node that was slow meanwhile learned nothing at all), so it always runs: one
+	// more exchange per join.
+	joinsOut   []string  // addresses with a join push-pull of ours in flight
+	settleAt   time.Time // when the settle push-pull is due; zero: none armed
+	settleSeed string    // the address whose join reply armed it (not asked again)
+
 	viewChanged    time.Time // last change of our digest
 	mismatchSince  time.Time // first of the current run of disagreeing digests
 	lastMismatch   time.Time // last disagreeing digest received
@@ -393,6 +406,7 @@ func (m *Machine) NextDeadline() time.Time {
 	if !m.leaving {
 		take(m.nextPushPull)
 		take(m.nextReconnect)
+		take(m.settleAt)
 	}
 	take(m.timers.next())
 	for i := range m.relays {
@@ -434,6 +448,12 @@ func (m *Machine) Tick(now time.Time) {
 	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
 		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
 		if p := m.randomPeers(1, "", nil); len(p) == 1 {
+			m.startPushPull(p[0].Addr, false)
+		}
+	}
+	if !m.leaving && !m.settleAt.IsZero() && !now.Before(m.settleAt) {
+		m.settleAt = time.Time{}
+		if p := m.randomPeers(1, m.settleSeed, nil); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
@@ -524,6 +544,9 @@ func (m *Machine) fireTimer(now time.Time, e timerEntry) {
 // startPushPull asks the host to exchange full state with to.
 func (m *Machine) startPushPull(to string, join bool) {
 	m.stats.PushPulls++
+	if join && !slices.Contains(m.joinsOut, to) {
+		m.joinsOut = append(m.joinsOut, to) // bounded by the seeds and tombstones
+	}
 	m.out.Streams = append(m.out.Streams, Stream{To: to, Msg: m.localState(join)})
 }
 
@@ -570,11 +593,29 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 	m.limited = false
 	m.curFrom = ""
 	m.flushEager("")
+	if m.joinAnswered(from) {
+		m.settleAt = now.Add(GossipDrain(m.cfg.RetransmitMult, m.live, m.cfg.GossipNodes, m.cfg.GossipInterval))
+		m.settleSeed = from
+	}
 }
 
-// PushPullFailed notes that a push-pull we started did not complete. Nothing else
-// is needed: periodic exchanges and reconnects try again later.
-func (m *Machine) PushPullFailed(now time.Time, to string) { m.stats.PushPullsFailed++ }
+// joinAnswered forgets a join push-pull of ours to addr and reports whether there
+// was one.
+func (m *Machine) joinAnswered(addr string) bool {
+	i := slices.Index(m.joinsOut, addr)
+	if i < 0 {
+		return false
+	}
+	m.joinsOut = slices.Delete(m.joinsOut, i, i+1)
+	return true
+}
+
+// PushPullFailed notes that a push-pull we started did not complete: periodic
+// exchanges and reconnects try again later, and the host retries a join.
+func (m *Machine) PushPullFailed(now time.Time, to string) {
+	m.stats.PushPullsFailed++
+	m.joinAnswered(to)
+}
 
 // merge applies a peer's full state. A remote "dead" for a member we think alive is
 // taken as a suspicion, so a member that is in fact alive gets its suspicion
