@@ -4,6 +4,7 @@
 package stack
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -207,6 +208,7 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 	}
 	pp, ok := msg.(*wire.PushPull)
 	if !ok {
+		h.swim.CountMalformed() // a known type that streams do not carry (a Ping, a lease message)
 		return nil
 	}
 	reply := h.swim.HandlePushPull(now, from, pp)
@@ -239,9 +241,13 @@ func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
 		}
 		return
 	}
-	if pp, isPP := msg.(*wire.PushPull); ok && isPP {
+	pp, isPP := msg.(*wire.PushPull)
+	switch {
+	case ok && isPP:
 		h.swim.HandlePushPullReply(now, s.to, pp)
 		return
+	case ok:
+		h.swim.CountMalformed() // a reply of another type
 	}
 	h.swim.PushPullFailed(now, s.to)
 }
@@ -253,13 +259,19 @@ func (h *Stack) stream(to string, data []byte, shard bool) {
 	h.pending.Streams = append(h.pending.Streams, Stream{ID: h.lastStream, To: to, Data: data})
 }
 
-// decodeFrame decodes a plain frame of our cluster, counting what it drops.
+// decodeFrame decodes a plain frame of our cluster, counting what it drops: a
+// frame of another cluster label as foreign, as its packets are, anything else
+// (unknown type included) as malformed.
 func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
 	hdr, msg, err := wire.DecodeFrame(frame, h.cfg.MaxFrame, &h.dec)
 	if err == nil {
 		err = hdr.CheckCluster(h.cluster)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, wire.ErrCluster):
+		h.swim.CountForeign()
+		return nil, false
+	case err != nil:
 		h.swim.CountMalformed()
 		return nil, false
 	}

@@ -36,7 +36,7 @@ type Stats struct {
 	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
 	Malformed          uint64 // malformed packets, messages or frames, dropped
 	Implausible        uint64 // claims refused for an incarnation jump beyond wire.MaxJump (or one we cannot out-bid)
-	ForeignPackets     uint64 // packets of another cluster label, dropped
+	ForeignPackets     uint64 // packets and stream frames of another cluster label, dropped
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
@@ -317,8 +317,12 @@ func (m *Machine) Stats() Stats {
 }
 
 // CountMalformed counts malformed input the host dropped before it reached us (a
-// bad stream frame).
+// bad stream frame, or one of a type streams do not carry).
 func (m *Machine) CountMalformed() { m.stats.Malformed++ }
+
+// CountForeign counts a stream frame of another cluster label the host dropped,
+// as HandlePacket counts such packets.
+func (m *Machine) CountForeign() { m.stats.ForeignPackets++ }
 
 // BroadcastMeta gossips an opaque metadata delta (crdt): pushed at once to
 // EagerFanout random members, like a new membership fact, and queued for the gossip
