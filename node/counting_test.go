@@ -168,3 +168,42 @@ func TestVersionMismatchedFramesAreCountedAndLogged(t *testing.T) {
 		}
 	})
 }
+
+// TestMemberOfNoCommonVersionIsRefusedCountedAndLogged announces members whose
+// protocol ranges share no version with this node's (2..2, 3..1, 0..0), in the
+// clear and sealed: none is added, each is counted, and the log names both
+// ranges, once per 10 s.
+func TestMemberOfNoCommonVersionIsRefusedCountedAndLogged(t *testing.T) {
+	clearAndSealed(t, func(t *testing.T, mn *MemNetwork, cfg Config, logs *syncBuffer, kr *wire.Keyring) {
+		cfg.Insecure = kr == nil
+		n := startMem(t, cfg)
+		defer n.Close()
+		tr, err := mn.Listen("10.0.0.9:7946")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		for i, r := range [][2]uint8{{2, 2}, {3, 1}, {0, 0}} {
+			b := rawPacket("", &wire.Alive{Node: fmt.Sprintf("x%d", i), Addr: "10.0.0.9:7946", ProtoMin: r[0], ProtoMax: r[1]})
+			if kr != nil {
+				if b, err = wire.Seal(kr, b, crand.Reader); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tr.WriteTo(b, n.Addr()); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			synctest.Wait()
+		}
+		if got := len(n.Members()); got != 1 {
+			t.Errorf("%d members after three refused announcements, want 1", got)
+		}
+		if got, want := metricLine(t, n, "omnirelay_members_version_refused_total "), "omnirelay_members_version_refused_total 3"; got != want {
+			t.Errorf("%q, want %q", got, want)
+		}
+		if got := strings.Count(logs.String(), "member=x0 addr=10.0.0.9:7946 peer_min_version=2 peer_max_version=2 min_version=1 max_version=1"); got != 1 {
+			t.Errorf("%d log lines naming both ranges, want 1 (the others within 10 s held back):\n%s", got, logs.String())
+		}
+	})
+}

@@ -251,10 +251,11 @@ var (
 		{prometheus.NewDesc("omnirelay_broadcasts_sent_total", "Broadcast messages piggybacked on packets (one per packet carrying it).", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsSent }},
 		{prometheus.NewDesc("omnirelay_broadcasts_dropped_total", "Broadcasts dropped from a full gossip queue before their retransmit budget.", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsDropped }},
 		{prometheus.NewDesc("omnirelay_malformed_total", "Malformed packets, messages or stream frames dropped (membership, lease and shard).", nil, nil), func(s swim.Stats) uint64 { return s.Malformed }},
-		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets of another cluster label dropped (membership, lease and shard).", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
+		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets and stream frames of another cluster label dropped (membership, lease and shard).", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
 		{prometheus.NewDesc("omnirelay_misdirected_pings_total", "Pings for another node name (the address was reused), unanswered.", nil, nil), func(s swim.Stats) uint64 { return s.MisdirectedPings }},
 		{prometheus.NewDesc("omnirelay_members_refused_total", "New members refused: the member table was at its cap (MaxMembers) with no tombstone to evict.", nil, nil), func(s swim.Stats) uint64 { return s.MembersRefused }},
 		{prometheus.NewDesc("omnirelay_replies_dropped_total", "Answers not sent because one received packet or push-pull had used its answer budget.", nil, nil), func(s swim.Stats) uint64 { return s.RepliesDropped }},
+		{prometheus.NewDesc("omnirelay_members_version_refused_total", "Member announcements (Alive, push-pull state) refused because their protocol version range is invalid or shares no version with this node's.", nil, nil), func(s swim.Stats) uint64 { return s.VersionsRefused }},
 		{prometheus.NewDesc("omnirelay_indirect_probes_refused_total", "Indirect-probe requests for a member this node does not know, not run.", nil, nil), func(s swim.Stats) uint64 { return s.IndirectRefused }},
 	}
 )

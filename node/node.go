@@ -103,6 +103,9 @@ type Node struct {
 	versionLog  versionLog
 	// refusedLog rate-limits the lines of refused inbound streams.
 	refusedLog rateLog
+	// versionRefusedLog rate-limits the lines of members refused for their
+	// protocol range.
+	versionRefusedLog rateLog
 	// nameConflicts is swim's NameConflicts count last looked at.
 	nameConflicts uint64
 
@@ -902,6 +905,12 @@ func (n *Node) flushOnce() {
 	}
 	for _, r := range rd.RTTs {
 		n.metrics.probeRTT.Observe(r.Sample.Seconds())
+	}
+	if len(rd.Refused) > 0 {
+		r := rd.Refused[0] // every one is counted (omnirelay_members_version_refused_total); one line names the range
+		n.versionRefusedLog.log(n.log, now, slog.LevelWarn, "refusing a member that shares no protocol version with this node",
+			"member", r.Member, "addr", r.Addr, "peer_min_version", r.ProtoMin, "peer_max_version", r.ProtoMax,
+			"min_version", wire.MinProtocolVersion, "max_version", wire.ProtocolVersion)
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()

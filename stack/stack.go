@@ -4,6 +4,7 @@
 package stack
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -78,7 +79,7 @@ type openStream struct {
 //  2. Packets, Streams and Replies may then leave in any order: the network
 //     reorders them anyway. Packets never wait for a disk: membership must not
 //     stop because a disk did.
-//  3. Events, Meta, User, RTTs, LeaseEvents and ShardEvents are published in their own
+//  3. Events, Meta, User, RTTs, Refused, LeaseEvents and ShardEvents are published in their own
 //     order (each slice is in observation order; Meta follows the Events of the
 //     same batch).
 //  4. Advance; then, while HasReady, another round (Saved may have released
@@ -92,6 +93,7 @@ type Ready struct {
 	Meta    []MetaEvent    // metadata changes, in the order observed (after Events of the same batch)
 	User    []swim.Payload // application messages received by gossip
 	RTTs    []swim.RTT     // round trips of direct probes, in the order acks arrived
+	Refused []swim.Refusal // member claims refused for their protocol range, for the log (at most swim.MaxRefusedPerReady)
 	// LeaseState is the newest lease state not yet confirmed saved, nil when all
 	// is saved; LeaseVersion names it for Saved.
 	LeaseState   *lease.State
@@ -206,6 +208,7 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 	}
 	pp, ok := msg.(*wire.PushPull)
 	if !ok {
+		h.swim.CountMalformed() // a known type that streams do not carry (a Ping, a lease message)
 		return nil
 	}
 	reply := h.swim.HandlePushPull(now, from, pp)
@@ -238,9 +241,13 @@ func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
 		}
 		return
 	}
-	if pp, isPP := msg.(*wire.PushPull); ok && isPP {
+	pp, isPP := msg.(*wire.PushPull)
+	switch {
+	case ok && isPP:
 		h.swim.HandlePushPullReply(now, s.to, pp)
 		return
+	case ok:
+		h.swim.CountMalformed() // a reply of another type
 	}
 	h.swim.PushPullFailed(now, s.to)
 }
@@ -252,13 +259,19 @@ func (h *Stack) stream(to string, data []byte, shard bool) {
 	h.pending.Streams = append(h.pending.Streams, Stream{ID: h.lastStream, To: to, Data: data})
 }
 
-// decodeFrame decodes a plain frame of our cluster, counting what it drops.
+// decodeFrame decodes a plain frame of our cluster, counting what it drops: a
+// frame of another cluster label as foreign, as its packets are, anything else
+// (unknown type included) as malformed.
 func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
 	hdr, msg, err := wire.DecodeFrame(frame, h.cfg.MaxFrame, &h.dec)
 	if err == nil {
 		err = hdr.CheckCluster(h.cluster)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, wire.ErrCluster):
+		h.swim.CountForeign()
+		return nil, false
+	case err != nil:
 		h.swim.CountMalformed()
 		return nil, false
 	}
@@ -353,6 +366,9 @@ func (h *Stack) process(now time.Time) {
 		out.Events = append(out.Events, r.Events...)
 		out.User = append(out.User, r.User...)
 		out.RTTs = append(out.RTTs, r.RTTs...)
+		if room := swim.MaxRefusedPerReady - len(out.Refused); room > 0 {
+			out.Refused = append(out.Refused, r.Refused[:min(room, len(r.Refused))]...)
+		}
 		h.trackMembers(r.Events)
 		h.addrs.track(r.Events)
 		for _, s := range r.Streams {
@@ -400,7 +416,7 @@ func (h *Stack) Ready() Ready {
 // HasReady stops while the disk is failing.
 func (h *Stack) HasReady() bool {
 	p := &h.pending
-	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+
+	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+len(p.Refused)+
 		len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
 }
 
@@ -414,6 +430,7 @@ func (h *Stack) Advance() {
 	p.Meta = acknowledge(p.Meta, len(d.Meta))
 	p.User = acknowledge(p.User, len(d.User))
 	p.RTTs = acknowledge(p.RTTs, len(d.RTTs))
+	p.Refused = acknowledge(p.Refused, len(d.Refused))
 	p.LeaseEvents = acknowledge(p.LeaseEvents, len(d.LeaseEvents))
 	p.ShardEvents = acknowledge(p.ShardEvents, len(d.ShardEvents))
 	*d = Ready{LeaseVersion: d.LeaseVersion}

@@ -10,8 +10,9 @@ import (
 	"github.com/omnirelay/mesh/wire"
 )
 
-// A push-pull frame of another cluster label is dropped and counted on both sides
-// of an exchange: no reply, no merged view, the asking side's push-pull failed.
+// A push-pull frame of another cluster label is dropped and counted as foreign (as
+// its packets are) on both sides of an exchange: no reply, no merged view, the
+// asking side's push-pull failed.
 func TestForeignStreamFramesAreDropped(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	mk := func(name, addr, label string) *Stack {
@@ -33,7 +34,7 @@ func TestForeignStreamFramesAreDropped(t *testing.T) {
 	if reply := a.HandleStream(now, "b:1", r.Streams[0].Data); reply != nil {
 		t.Fatal("answered a foreign push-pull")
 	}
-	if st := a.Swim().Stats(); st.Malformed != 1 || len(a.Swim().Members()) != 1 {
+	if st := a.Swim().Stats(); st.ForeignPackets != 1 || st.Malformed != 0 || len(a.Swim().Members()) != 1 {
 		t.Fatalf("a: stats %+v, members %v", st, a.Swim().Members())
 	}
 
@@ -46,7 +47,7 @@ func TestForeignStreamFramesAreDropped(t *testing.T) {
 		t.Fatalf("a's join sent %d streams", len(ra.Streams))
 	}
 	b.StreamReply(now, r.Streams[0].ID, ra.Streams[0].Data)
-	if st := b.Swim().Stats(); st.Malformed != 1 || st.PushPullsFailed != 1 || len(b.Swim().Members()) != 1 {
+	if st := b.Swim().Stats(); st.ForeignPackets != 1 || st.Malformed != 0 || st.PushPullsFailed != 1 || len(b.Swim().Members()) != 1 {
 		t.Fatalf("b: stats %+v, members %v", st, b.Swim().Members())
 	}
 
@@ -101,5 +102,27 @@ func TestStreamFailureChargedToItsOwnStream(t *testing.T) {
 	}
 	if len(h.streams) != 0 {
 		t.Fatalf("streams still open: %v", h.streams)
+	}
+}
+
+// A frame of a known type that streams do not carry (a Ping) is not answered and is
+// counted as malformed, as a request and as a reply (PROTOCOL.md section 5).
+func TestNonPushPullFramesAreCounted(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	h, err := New(Config{Swim: swim.LANProfile("a", "a:1")}, rand.New(rand.NewPCG(1, 0)), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping, err := wire.EncodeFrame(&wire.Ping{Seq: 1, Target: "a", Source: "x", SourceAddr: "10.0.0.9:1"}, wire.ClusterHash(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply := h.HandleStream(now, "10.0.0.9:1", ping); reply != nil {
+		t.Fatal("answered a Ping frame")
+	}
+	h.Join(now, []string{"10.0.0.9:1"})
+	h.StreamReply(now, h.Ready().Streams[0].ID, ping)
+	if st := h.Swim().Stats(); st.Malformed != 2 || st.PushPullsFailed != 1 {
+		t.Fatalf("stats %+v, want 2 malformed and the push-pull failed", st)
 	}
 }

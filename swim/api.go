@@ -100,7 +100,23 @@ type Ready struct {
 	// RTTs are round-trip times of direct probes acked by the target's own
 	// address, in the order the acks arrived.
 	RTTs []RTT
+	// Refused are member claims refused for their protocol range (at most
+	// MaxRefusedPerReady per batch; Stats.VersionsRefused counts them all), for
+	// the host to log with both ranges.
+	Refused []Refusal
 }
+
+// Refusal is a claim that Member, at Addr, speaks protocol versions
+// ProtoMin..ProtoMax, refused because that range is invalid or does not overlap
+// [wire.MinProtocolVersion, wire.ProtocolVersion].
+type Refusal struct {
+	Member, Addr       string
+	ProtoMin, ProtoMax uint8
+}
+
+// MaxRefusedPerReady bounds Ready.Refused (and the host's batch of them): a peer re-announcing a refused member
+// in every packet must not grow the batch; the host only logs a few lines anyway.
+const MaxRefusedPerReady = 8
 
 // RTT is one round-trip sample: a ping to Member and its direct ack.
 type RTT struct {

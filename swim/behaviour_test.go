@@ -127,16 +127,16 @@ func hasEvent(evs []Event, kind EventKind, name string) bool {
 // SWIM §4.2: "an Alive message with a higher incarnation number overrides a Suspect".
 func TestSuspectRefutedByHigherIncarnation(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "c:1", packet(t, &wire.Suspect{Node: "b", Incarnation: 3, From: "c"}))
 	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
 		t.Fatalf("b is %v after Suspect(3), want suspect", s)
 	}
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
 		t.Fatalf("Alive at the same incarnation refuted the suspicion")
 	}
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4, ProtoMin: 1, ProtoMax: 1}))
 	b := memberOf(t, m, "b")
 	if b.Status != StatusAlive || b.Incarnation != 4 {
 		t.Fatalf("b = %+v after Alive(4), want alive at 4", b)
@@ -154,11 +154,11 @@ func TestSuspicionAboutSelfTriggersRefutation(t *testing.T) {
 		&wire.Suspect{Node: "a", Incarnation: 5, From: "c"},
 		&wire.Dead{Node: "a", Incarnation: 5, From: "c"},
 		&wire.Leave{Node: "a", Incarnation: 5},
-		&wire.Alive{Node: "a", Addr: "elsewhere:1", Incarnation: 5},
+		&wire.Alive{Node: "a", Addr: "elsewhere:1", Incarnation: 5, ProtoMin: 1, ProtoMax: 1},
 	} {
 		t.Run(fmt.Sprintf("%T", msg), func(t *testing.T) {
 			m := newMachine(t, "a", nil)
-			m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+			m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 			m.Ready()
 			m.HandlePacket(epoch, "c:1", packet(t, msg))
 			if inc := m.Local().Incarnation; inc != 6 {
@@ -191,7 +191,7 @@ func TestStaleClaimsAboutSelfIgnored(t *testing.T) {
 	}
 	m.HandlePacket(epoch, "c:1", packet(t,
 		&wire.Suspect{Node: "a", Incarnation: 0, From: "c"},
-		&wire.Alive{Node: "a", Addr: "a:1", Incarnation: 1}))
+		&wire.Alive{Node: "a", Addr: "a:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	if m.Local().Incarnation != 1 || m.Stats().Refutations != 1 {
 		t.Fatalf("a stale suspicion or our own alive was refuted: %+v", m.Local())
 	}
@@ -199,7 +199,7 @@ func TestStaleClaimsAboutSelfIgnored(t *testing.T) {
 
 func TestDeadAtOlderIncarnationIgnored(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 4, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "c:1", packet(t, &wire.Dead{Node: "b", Incarnation: 3, From: "c"}))
 	if s := memberOf(t, m, "b").Status; s != StatusAlive {
 		t.Fatalf("Dead(3) killed b at 4: %v", s)
@@ -218,7 +218,7 @@ func TestDeadAtOlderIncarnationIgnored(t *testing.T) {
 func TestTombstoneBeatsStaleAlive(t *testing.T) {
 	for _, left := range []bool{false, true} {
 		m := newMachine(t, "a", nil)
-		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 		if left {
 			m.HandlePacket(epoch, "b:1", packet(t, &wire.Dead{Node: "b", Incarnation: 3, From: "b"}))
 		} else {
@@ -229,10 +229,10 @@ func TestTombstoneBeatsStaleAlive(t *testing.T) {
 			t.Fatalf("left=%v: b is %v, want %v", left, s, want)
 		}
 		m.Ready()
-		m.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 		reply := m.HandlePushPull(epoch, "d:1", &wire.PushPull{Nodes: []wire.NodeState{
-			{Name: "b", Addr: "b:1", Incarnation: 2, Status: wire.StatusAlive},
-			{Name: "b", Addr: "b:1", Incarnation: 3, Status: wire.StatusSuspect},
+			{Name: "b", Addr: "b:1", Incarnation: 2, Status: wire.StatusAlive, ProtoMin: 1, ProtoMax: 1},
+			{Name: "b", Addr: "b:1", Incarnation: 3, Status: wire.StatusSuspect, ProtoMin: 1, ProtoMax: 1},
 		}})
 		if s := memberOf(t, m, "b").Status; s != want {
 			t.Fatalf("left=%v: stale alive revived b: %v", left, s)
@@ -247,7 +247,7 @@ func TestTombstoneBeatsStaleAlive(t *testing.T) {
 		if evs := m.Ready().Events; len(evs) != 0 {
 			t.Fatalf("stale alive produced events %v", evs)
 		}
-		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:2", Incarnation: 4}))
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:2", Incarnation: 4, ProtoMin: 1, ProtoMax: 1}))
 		b := memberOf(t, m, "b")
 		if b.Status != StatusAlive || b.Addr != "b:2" || !hasEvent(m.Ready().Events, EventJoin, "b") {
 			t.Fatalf("a higher incarnation did not bring b back: %+v", b)
@@ -260,9 +260,9 @@ func TestTombstoneBeatsStaleAlive(t *testing.T) {
 // refute.
 func TestPushPullDeadIsTakenAsSuspicion(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePushPullReply(epoch, "c:1", &wire.PushPull{Nodes: []wire.NodeState{
-		{Name: "b", Addr: "b:1", Incarnation: 1, Status: wire.StatusDead},
+		{Name: "b", Addr: "b:1", Incarnation: 1, Status: wire.StatusDead, ProtoMin: 1, ProtoMax: 1},
 	}})
 	if s := memberOf(t, m, "b").Status; s != StatusSuspect {
 		t.Fatalf("b is %v, want suspect", s)
@@ -271,7 +271,7 @@ func TestPushPullDeadIsTakenAsSuspicion(t *testing.T) {
 
 func TestTombstonesAreCollectedAfterTTL(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.TombstoneTTL = time.Minute })
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "b:1", packet(t, &wire.Leave{Node: "b"}))
 	if d := m.Digest(); d.Members != 1 || d.Hash != MemberHash("a", 0, StatusAlive) {
 		t.Fatalf("tombstone counted in the digest: %+v", d)
@@ -319,7 +319,7 @@ func TestPingForAnotherNameIsNotAnswered(t *testing.T) {
 func TestBuddySystemPiggybacksSuspicionOnPing(t *testing.T) {
 	for _, buddy := range []bool{true, false} {
 		m := newMachine(t, "a", func(c *Config) { c.Lifeguard.Buddy = buddy })
-		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2, ProtoMin: 1, ProtoMax: 1}))
 		m.HandlePacket(epoch, "c:1", packet(t, &wire.Suspect{Node: "b", Incarnation: 2, From: "c"}))
 		m.Ready()
 		var ping []decoded
@@ -348,7 +348,7 @@ func TestProbeRoundVisitsEveryMemberOnce(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.ProbeTimeout = time.Millisecond; c.ProbeInterval = 2 * time.Millisecond })
 	const n = 20
 	for i := range n {
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("m%02d", i), Addr: fmt.Sprintf("m%02d:1", i)}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("m%02d", i), Addr: fmt.Sprintf("m%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.Ready()
 	var rounds [2][]string
@@ -388,11 +388,11 @@ func TestNewFactIsPushedEagerly(t *testing.T) {
 		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
 		for i := range 6 {
 			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
-				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
+				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i), ProtoMin: 1, ProtoMax: 1},
 			}})
 		}
 		m.Ready()
-		m.HandlePacket(epoch, "p0:1", packet(t, &wire.Alive{Node: "new", Addr: "new:1"}))
+		m.HandlePacket(epoch, "p0:1", packet(t, &wire.Alive{Node: "new", Addr: "new:1", ProtoMin: 1, ProtoMax: 1}))
 		peers := map[string]bool{}
 		for _, d := range decodePackets(t, m.Ready().Packets) {
 			if a, ok := d.msg.(*wire.Alive); ok && a.Node == "new" {
@@ -417,7 +417,7 @@ func TestPayloadIsPushedEagerly(t *testing.T) {
 		m := newMachine(t, "a", func(c *Config) { c.EagerFanout = fanout })
 		for i := range 6 {
 			m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
-				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i)},
+				{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i), ProtoMin: 1, ProtoMax: 1},
 			}})
 		}
 		m.Ready()
@@ -540,6 +540,27 @@ func TestGracefulLeaveIsSeenAsLeftNotDead(t *testing.T) {
 	}
 }
 
+// A member that left gracefully is not coming back at that address on its own, so
+// it is not dialled for its tombstone's lifetime: no probe, gossip, push-pull or
+// reconnect goes to it (reconnects are for dead members, which may be partitioned).
+func TestLeftMemberIsNotDialled(t *testing.T) {
+	nt := newNet(t, 5, 3, nil)
+	nt.joinAll()
+	nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged)
+	leaver := nt.node("n4")
+	leaver.m.Leave(nt.now)
+	nt.run(time.Second) // the Leave spreads
+	leaver.down = true
+	clear(nt.dialed)
+	nt.run(5 * time.Minute) // 30 reconnect intervals
+	if got := nt.dialed[leaver.addr]; got != 0 {
+		t.Fatalf("%d packets and streams to the address of a member that left", got)
+	}
+	if got := nt.dialed[nt.nodes[0].addr]; got == 0 {
+		t.Fatal("nothing sent to a live member: the test measures nothing")
+	}
+}
+
 // A restarted node learns its old incarnation from the cluster's view of itself and
 // refutes above it, at its new address.
 func TestRestartedNodeRejoinsWithHigherIncarnation(t *testing.T) {
@@ -637,7 +658,7 @@ func TestNacksKeepProberHealthy(t *testing.T) {
 func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	for i := range 20 {
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
 	mem := m.members.get("p00")
@@ -670,12 +691,62 @@ func TestSuspicionShrinksWithIndependentConfirmations(t *testing.T) {
 	}
 }
 
+// Lifeguard §IV-B counts confirmations from independent members. A push-pull names
+// no suspecter (its states say what the sender holds, not who suspected), so its
+// suspect or dead states may start a suspicion but never confirm one: a view that
+// only echoes a suspicion, however many times and from however many source
+// ports, must not shorten it. Nor does a Suspect whose From is empty, unknown, or
+// the suspect itself.
+func TestOnlyIdentifiedDistinctMembersConfirm(t *testing.T) {
+	m := newMachine(t, "a", nil)
+	for i := range 20 {
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}))
+	full := m.members.get("p00").susp.deadline
+	echo := &wire.PushPull{Nodes: []wire.NodeState{
+		{Name: "p00", Addr: "p00:1", Status: wire.StatusSuspect, ProtoMin: 1, ProtoMax: 1},
+		{Name: "p05", Addr: "p05:1", Status: wire.StatusDead, ProtoMin: 1, ProtoMax: 1},
+	}}
+	for i := range 5 {
+		m.HandlePushPull(epoch, fmt.Sprintf("p02:%d", 40000+i), echo)
+		m.HandlePushPullReply(epoch, fmt.Sprintf("p03:%d", 40000+i), echo)
+	}
+	for _, f := range []string{"", "nobody", "p00"} {
+		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: f}))
+	}
+	if got := m.members.get("p00").susp.deadline; !got.Equal(full) {
+		t.Fatalf("echoes and anonymous claims cut the suspicion to %v, want the full %v", got.Sub(epoch), full.Sub(epoch))
+	}
+	// A suspicion a push-pull started has no first suspecter: the first named one
+	// is not a confirmation, the second is.
+	p05 := m.members.get("p05")
+	if p05.Status != StatusSuspect {
+		t.Fatalf("p05 %v after a push-pull holding it dead, want suspect", p05.Status)
+	}
+	full = p05.susp.deadline
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p05", From: "p06"}))
+	if got := p05.susp.deadline; !got.Equal(full) {
+		t.Fatalf("first named suspecter of a push-pull suspicion cut it to %v", got.Sub(epoch))
+	}
+	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p05", From: "p07"}))
+	if got := p05.susp.deadline; !got.Before(full) {
+		t.Fatal("a second, distinct named suspecter did not confirm")
+	}
+	// What we gossip about a suspicion learned by push-pull names nobody.
+	for _, d := range decodePackets(t, m.Ready().Packets) {
+		if s, ok := d.msg.(*wire.Suspect); ok && s.Node == "p00" && s.From != "p01" {
+			t.Fatalf("gossiped Suspect(p00) from %q, want the first suspecter p01", s.From)
+		}
+	}
+}
+
 // The final probe: a suspect that answers it is not declared dead (its suspicion
 // restarts at the minimum), and the suspicion it carries makes the suspect answer
 // with its newer Alive when it had already refuted.
 func TestFinalProbeSparesAnAnsweringSuspect(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+	m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2, ProtoMin: 1, ProtoMax: 1}))
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 2, From: "c"}))
 	m.Ready()
 	end := m.members.get("b").susp.deadline
@@ -701,7 +772,7 @@ func TestFinalProbeSparesAnAnsweringSuspect(t *testing.T) {
 
 	// The suspect's side: a stale suspicion is answered with the current Alive.
 	b := newMachine(t, "b", nil)
-	b.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	b.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "a", Addr: "a:1", ProtoMin: 1, ProtoMax: 1}))
 	b.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
 	b.Ready()
 	b.HandlePacket(epoch, "a:1", packet(t, &wire.Ping{Seq: 5, Target: "b", Source: "a", SourceAddr: "a:1"},
@@ -792,7 +863,7 @@ func TestDigestMismatchStartsPushPull(t *testing.T) {
 // change of our view it rides on every probe, for 2 × DigestSyncInterval.
 func TestDigestOnEveryKthProbeWhenQuiet(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.DigestEvery = 3 })
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 	m.Ready()
 	probes := func(until time.Time) (withDigest, without int) {
 		for m.NextDeadline().Before(until) {
@@ -912,10 +983,10 @@ func TestDeterministicTrace(t *testing.T) {
 func TestForeignAndMalformedPacketsAreCountedAndDropped(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash("other"))
-	p.Add(&wire.Alive{Node: "b", Addr: "b:1"})
+	p.Add(&wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1})
 	m.HandlePacket(epoch, "b:1", p.Bytes())
 	m.HandlePacket(epoch, "b:1", []byte("garbage"))
-	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "", Addr: "b:1"}))
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 	st := m.Stats()
 	if st.ForeignPackets != 1 || st.Malformed != 2 || len(m.Members()) != 1 {
 		t.Fatalf("stats %+v, members %v", st, m.Members())
@@ -963,7 +1034,7 @@ func TestPausedMemberDeclaredDeadComesBack(t *testing.T) {
 func TestSuspicionWithoutAwarenessLastsTheMinimum(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.Lifeguard.AwareSuspicion = false })
 	for i := range 20 {
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i)}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: fmt.Sprintf("p%02d", i), Addr: fmt.Sprintf("p%02d:1", i), ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p00", From: "p01"}, &wire.Suspect{Node: "p00", From: "p02"}))
 	lo := SuspicionMinTimeout(4, 21, 250*time.Millisecond)
@@ -1012,7 +1083,7 @@ func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
 			c.Lifeguard.Buddy = buddy
 			c.IndirectChecks, c.EagerFanout, c.GossipInterval = 0, 0, 24*time.Hour
 		})
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 		m.Ready()
 		told := false
 		for i := 0; i < 50 && memberOf(t, m, "b").Status == StatusAlive; i++ {
@@ -1039,9 +1110,9 @@ func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
 func TestDigestIgnoresTombstonesOthersNeverKnew(t *testing.T) {
 	a := newMachine(t, "a", nil)
 	c := newMachine(t, "c", nil)
-	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1"}, &wire.Alive{Node: "q", Addr: "q:1"}))
+	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1", ProtoMin: 1, ProtoMax: 1}, &wire.Alive{Node: "q", Addr: "q:1", ProtoMin: 1, ProtoMax: 1}))
 	a.HandlePacket(epoch, "x:1", packet(t, &wire.Dead{Node: "q", From: "x"}))
-	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1", ProtoMin: 1, ProtoMax: 1}))
 	c.HandlePushPullReply(epoch, "a:1", a.localState(false))
 	a.HandlePushPullReply(epoch, "c:1", c.localState(false))
 	if s := memberOf(t, a, "q").Status; s != StatusDead {
@@ -1056,7 +1127,7 @@ func TestDigestIgnoresTombstonesOthersNeverKnew(t *testing.T) {
 		t.Fatalf("same live view, digests %+v and %+v", a.Digest(), c.Digest())
 	}
 	// A live member held dead still shows: that is what digest sync repairs.
-	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "q", Addr: "q:1"}))
+	c.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "q", Addr: "q:1", ProtoMin: 1, ProtoMax: 1}))
 	if a.Digest() == c.Digest() {
 		t.Fatal("q dead at a and alive at c, yet equal digests")
 	}
@@ -1067,7 +1138,7 @@ func TestDigestIgnoresTombstonesOthersNeverKnew(t *testing.T) {
 // straight back to whoever made the claim.
 func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
 	a := newMachine(t, "a", nil)
-	a.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2}))
+	a.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 2, ProtoMin: 1, ProtoMax: 1}))
 	a.HandlePacket(epoch, "x:1", packet(t, &wire.Dead{Node: "b", Incarnation: 2, From: "x"}))
 	a.Ready()
 	a.HandlePacket(epoch, "b:1", packet(t, &wire.Ping{Seq: 7, Target: "a", Source: "b", SourceAddr: "b:1"}))
@@ -1084,7 +1155,7 @@ func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
 		t.Fatalf("ack %v, dead claim %v", ack, dead)
 	}
 	b := newMachine(t, "b", nil)
-	b.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1"}))
+	b.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1", ProtoMin: 1, ProtoMax: 1}))
 	b.Ready()
 	b.HandlePacket(epoch, "a:1", packet(t, &wire.Ack{Seq: 7}, &wire.Dead{Node: "b", Incarnation: 2, From: "a"}))
 	if inc := b.Local().Incarnation; inc != 3 {
@@ -1100,7 +1171,7 @@ func TestPingFromDeadMemberIsToldItIsDead(t *testing.T) {
 		t.Fatal("refutation not sent back to the claimer")
 	}
 	// A live member's ping gets a plain ack.
-	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1"}))
+	a.HandlePacket(epoch, "c:1", packet(t, &wire.Alive{Node: "c", Addr: "c:1", ProtoMin: 1, ProtoMax: 1}))
 	a.Ready()
 	a.HandlePacket(epoch, "c:1", packet(t, &wire.Ping{Seq: 8, Target: "a", Source: "c", SourceAddr: "c:1"}))
 	for _, d := range decodePackets(t, a.Ready().Packets) {
@@ -1118,7 +1189,7 @@ func TestMachinesShareInternedNames(t *testing.T) {
 	a, b := newMachine(t, "a", share), newMachine(t, "b", share)
 	own := newMachine(t, "c", nil)
 	for _, m := range []*Machine{a, b, own} {
-		m.HandlePacket(epoch, "x:1", packet(t, &wire.Alive{Node: "node-x", Addr: "x:1"}))
+		m.HandlePacket(epoch, "x:1", packet(t, &wire.Alive{Node: "node-x", Addr: "x:1", ProtoMin: 1, ProtoMax: 1}))
 	}
 	na, nb, nc := memberOf(t, a, "node-x").Name, memberOf(t, b, "node-x").Name, memberOf(t, own, "node-x").Name
 	if unsafe.StringData(na) != unsafe.StringData(nb) {
@@ -1135,7 +1206,7 @@ func TestMachinesShareInternedNames(t *testing.T) {
 func TestSuspicionAtNewerIncarnationRestarts(t *testing.T) {
 	for _, final := range []bool{false, true} {
 		m := newMachine(t, "a", func(c *Config) { c.FinalProbe = final })
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1"}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1}))
 		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
 		m.Ready()
 		first := m.members.get("b").susp.deadline
@@ -1161,7 +1232,7 @@ func TestLonelySuspicionGetsAFinalProbe(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, n := range []string{"b", "c", "d", "e"} {
-			m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
+			m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1", ProtoMin: 1, ProtoMax: 1}))
 		}
 		m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "b", Incarnation: 0, From: "c"}))
 		if confirmed {
@@ -1189,7 +1260,7 @@ func TestFinalProbeAsksTwiceTheWitnesses(t *testing.T) {
 	m := newMachine(t, "a", nil)
 	for i := range 10 {
 		n := fmt.Sprintf("p%d", i)
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1"}))
+		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: n, Addr: n + ":1", ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.HandlePacket(epoch, "x", packet(t, &wire.Suspect{Node: "p0", Incarnation: 0, From: "p1"}))
 	m.Ready()
@@ -1265,5 +1336,97 @@ func TestNameConflictIsReported(t *testing.T) {
 	}
 	if got := nt.node("n2").m.NameConflict(); got != "" {
 		t.Errorf("bystander reports a conflict %q", got)
+	}
+}
+
+// PROTOCOL.md section 7: a member whose protocol range is invalid (pn > px, or 0,
+// which is also what a missing range reads as) or shares no version with ours is
+// refused, by Alive and by push-pull alike: not added, not gossiped on, counted,
+// and reported with its range for the log. A known member announcing such a range
+// keeps the state we hold. A range that overlaps ours is taken.
+func TestMemberWithoutACommonVersionIsRefused(t *testing.T) {
+	bad := [][2]uint8{{2, 2}, {3, 1}, {0, 0}, {0, 1}}
+	for _, viaPushPull := range []bool{false, true} {
+		m := newMachine(t, "a", nil)
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
+		m.Ready()
+		claim := func(name string, inc uint64, r [2]uint8) {
+			if viaPushPull {
+				m.HandlePushPull(epoch, "x:1", &wire.PushPull{Nodes: []wire.NodeState{{Name: name, Addr: name + ":9", Incarnation: inc, ProtoMin: r[0], ProtoMax: r[1]}}})
+			} else {
+				m.HandlePacket(epoch, "x:1", packet(t, &wire.Alive{Node: name, Addr: name + ":9", Incarnation: inc, ProtoMin: r[0], ProtoMax: r[1]}))
+			}
+		}
+		for i, r := range bad {
+			claim(fmt.Sprintf("new%d", i), 0, r)
+			claim("b", uint64(2+i), r)
+		}
+		rd := m.Ready()
+		if got := len(m.Members()); got != 2 {
+			t.Fatalf("push-pull %v: %d members after bad ranges, want 2 (a, b)", viaPushPull, got)
+		}
+		if b := memberOf(t, m, "b"); b.Incarnation != 1 || b.Addr != "b:1" {
+			t.Fatalf("push-pull %v: b at %d %s after bad ranges, want its held 1 b:1", viaPushPull, b.Incarnation, b.Addr)
+		}
+		if got, want := m.Stats().VersionsRefused, uint64(2*len(bad)); got != want {
+			t.Fatalf("push-pull %v: %d refusals counted, want %d", viaPushPull, got, want)
+		}
+		if len(rd.Refused) != 2*len(bad) || rd.Refused[0] != (Refusal{Member: "new0", Addr: "new0:9", ProtoMin: 2, ProtoMax: 2}) {
+			t.Fatalf("push-pull %v: refusals reported %+v", viaPushPull, rd.Refused)
+		}
+		for _, d := range decodePackets(t, rd.Packets) {
+			if a, ok := d.msg.(*wire.Alive); ok && a.Node != "a" {
+				t.Fatalf("push-pull %v: a refused claim was gossiped: %+v", viaPushPull, a)
+			}
+		}
+		claim("newer", 0, [2]uint8{1, 3})
+		if memberOf(t, m, "newer").Status != StatusAlive {
+			t.Fatal("a member whose range overlaps ours was not added")
+		}
+	}
+}
+
+// A join reply is the answerer's view when it answered. Here x joins, then y, and x
+// hears nothing while y's Alive is being gossiped (a stalled loop, as 128 nodes
+// joining at once on two cores made one in about four formations): every
+// transmission of y's Alive misses x, and gossip cannot bring it later. x's settle
+// push-pull, due once that gossip has drained, fetches it within a second instead
+// of the digest sync's 3 s or more.
+func TestJoinSettlesWhenOthersJoinedMeanwhile(t *testing.T) {
+	nt := newNet(t, 30, 9, nil)
+	nt.joinAll()
+	if _, ok := nt.runUntil(10*time.Second, 10*time.Millisecond, nt.converged); !ok {
+		t.Fatal("no convergence")
+	}
+	nt.run(10 * time.Second) // formation gossip drains
+	seed := nt.nodes[0].addr
+	x := nt.add("x", addrOf(100), 100, nil)
+	y := nt.add("y", addrOf(101), 101, nil)
+	before := x.m.Stats().PushPulls
+	x.m.Join(nt.now, []string{seed})
+	nt.drain() // x's join push-pull and its reply
+	var others []*tnode
+	for _, nd := range nt.nodes {
+		if nd != x {
+			others = append(others, nd)
+		}
+	}
+	nt.net.PartitionOneWay(nt.ep(others...), nt.ep(x))
+	nt.run(5 * time.Millisecond)
+	y.m.Join(nt.now, []string{seed})
+	nt.run(GossipDrain(4, 31, 3, 50*time.Millisecond) - 10*time.Millisecond)
+	nt.net.Heal()
+	if _, ok := statusOf(x, "y"); ok {
+		t.Fatal("x learned y while deaf: the test measures nothing")
+	}
+	took, ok := nt.runUntil(3*time.Second, 10*time.Millisecond, func() bool { _, ok := statusOf(x, "y"); return ok })
+	if !ok || took > time.Second {
+		t.Fatalf("x learned y %v after its deaf spell (ok %v), want within 1 s", took, ok)
+	}
+	if got := x.m.Stats().PushPulls - before; got != 2 {
+		t.Fatalf("x started %d push-pulls, want its join and one settle", got)
+	}
+	if got := y.m.Stats().PushPulls; got != 2 {
+		t.Fatalf("y started %d push-pulls, want its join and one settle", got)
 	}
 }

@@ -17,7 +17,7 @@ func benchMachine(b *testing.B, n int) *Machine {
 	}
 	nodes := make([]wire.NodeState, n)
 	for i := range nodes {
-		nodes[i] = wire.NodeState{Name: fmt.Sprintf("node-%05d", i), Addr: fmt.Sprintf("10.0.%d.%d:7946", i/256, i%256)}
+		nodes[i] = wire.NodeState{Name: fmt.Sprintf("node-%05d", i), Addr: fmt.Sprintf("10.0.%d.%d:7946", i/256, i%256), ProtoMin: 1, ProtoMax: 1}
 	}
 	m.HandlePushPullReply(epoch, "seed", &wire.PushPull{Nodes: nodes})
 	for m.queues.Len() > 0 {

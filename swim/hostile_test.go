@@ -62,7 +62,7 @@ func flood(t *testing.T, m *Machine, what string, msg func(i int) wire.Message) 
 // packets to the victim per datagram received before the fix).
 func TestPingWithVictimReplyAddrIsNotReflected(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1}))
+	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	m.Ready()
 	out, n := flood(t, m, "pings naming the victim as reply address", func(i int) wire.Message {
 		return &wire.Ping{Seq: uint32(i), Target: "a", Source: "b", SourceAddr: victim}
@@ -84,7 +84,7 @@ func TestPingWithVictimReplyAddrIsNotReflected(t *testing.T) {
 // hold for it, and at most a bounded number per packet.
 func TestIndirectPingTargetsOnlyKnownMembersAtKnownAddresses(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1}))
+	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	m.Ready()
 	out, n := flood(t, m, "indirect pings naming the victim as target and reply address", func(i int) wire.Message {
 		target := "b"
@@ -108,13 +108,13 @@ func TestIndirectPingTargetsOnlyKnownMembersAtKnownAddresses(t *testing.T) {
 // suspicions "from us" make the buddy system send one suspicion per message.
 func TestClaimsAboutUsDrawBoundedAnswers(t *testing.T) {
 	m := newMachine(t, "a", nil)
-	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1}))
+	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	m.Ready()
 	flood(t, m, "suspicions of us", func(i int) wire.Message {
 		return &wire.Suspect{Node: "a", Incarnation: uint64(i), From: "evil"}
 	})
 	for i := range 3 {
-		m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: fmt.Sprintf("c%d", i), Addr: fmt.Sprintf("10.0.1.%d:7946", i), Incarnation: 1}))
+		m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: fmt.Sprintf("c%d", i), Addr: fmt.Sprintf("10.0.1.%d:7946", i), Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	}
 	m.Ready()
 	flood(t, m, "suspicions forged from us", func(i int) wire.Message {
@@ -137,7 +137,7 @@ func TestFakeAlivesStopAtMaxMembers(t *testing.T) {
 			if j >= fakes {
 				return &wire.Ping{Target: "nobody"} // filler that fits: a misdirected ping
 			}
-			return &wire.Alive{Node: fmt.Sprintf("fake-%06d", j), Addr: fmt.Sprintf("10.%d.%d.%d:7946", j>>16, (j>>8)&255, j&255)}
+			return &wire.Alive{Node: fmt.Sprintf("fake-%06d", j), Addr: fmt.Sprintf("10.%d.%d.%d:7946", j>>16, (j>>8)&255, j&255), ProtoMin: 1, ProtoMax: 1}
 		})
 		sent += k
 		m.HandlePacket(epoch, attacker, data)
@@ -161,13 +161,13 @@ func TestFakeAlivesStopAtMaxMembers(t *testing.T) {
 func TestMaxMembersEvictsTombstonesFirst(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.MaxMembers = 3 })
 	for i, name := range []string{"b", "c", "d"} {
-		m.HandlePacket(epoch, "10.0.0.9:7946", packet(t, &wire.Alive{Node: name, Addr: fmt.Sprintf("10.0.0.%d:7946", i+2), Incarnation: 1}))
+		m.HandlePacket(epoch, "10.0.0.9:7946", packet(t, &wire.Alive{Node: name, Addr: fmt.Sprintf("10.0.0.%d:7946", i+2), Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	}
 	if got, want := len(m.Members()), 3; got != want || m.Stats().MembersRefused != 1 {
 		t.Fatalf("%d members, %d refused: want %d and 1", got, m.Stats().MembersRefused, want)
 	}
 	m.HandlePacket(epoch, "10.0.0.9:7946", packet(t, &wire.Leave{Node: "b", Incarnation: 1}))
-	m.HandlePacket(epoch, "10.0.0.9:7946", packet(t, &wire.Alive{Node: "d", Addr: "10.0.0.4:7946", Incarnation: 1}))
+	m.HandlePacket(epoch, "10.0.0.9:7946", packet(t, &wire.Alive{Node: "d", Addr: "10.0.0.4:7946", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	names := map[string]Status{}
 	for _, mem := range m.Members() {
 		names[mem.Name] = mem.Status
@@ -186,11 +186,11 @@ func TestCheckAddrRefusesHostNames(t *testing.T) {
 	m := newMachine(t, "a", func(c *Config) { c.CheckAddr = wire.CheckAddr })
 	const name = "evil.invalid:7946"
 	m.HandlePacket(epoch, attacker, packet(t,
-		&wire.Alive{Node: "b", Addr: name, Incarnation: 1},
+		&wire.Alive{Node: "b", Addr: name, Incarnation: 1, ProtoMin: 1, ProtoMax: 1},
 		&wire.Ping{Seq: 1, Target: "a", Source: "b", SourceAddr: name},
 		&wire.IndirectPing{Seq: 2, Target: "a", TargetAddr: name, Source: "b", SourceAddr: attacker},
 	))
-	m.HandlePushPull(epoch, attacker, &wire.PushPull{Nodes: []wire.NodeState{{Name: "c", Addr: name, Incarnation: 1}}})
+	m.HandlePushPull(epoch, attacker, &wire.PushPull{Nodes: []wire.NodeState{{Name: "c", Addr: name, Incarnation: 1, ProtoMin: 1, ProtoMax: 1}}})
 	if got := m.Stats().Malformed; got != 4 {
 		t.Errorf("Malformed = %d, want 4 (each message naming a host)", got)
 	}
@@ -200,7 +200,7 @@ func TestCheckAddrRefusesHostNames(t *testing.T) {
 	if out := m.Ready().Packets; len(out) != 0 {
 		t.Errorf("answered messages with host-name addresses: %v", decodePackets(t, out))
 	}
-	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1}))
+	m.HandlePacket(epoch, "10.0.0.2:7946", packet(t, &wire.Alive{Node: "b", Addr: "10.0.0.2:7946", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 	if len(m.Members()) != 2 {
 		t.Error("an IP-literal address refused")
 	}

@@ -53,7 +53,7 @@ func TestDeadAtExhaustedIncarnationIsRefused(t *testing.T) {
 // One Alive(n2) at 2^64-1 with the forger's address hijacked n2: nobody took its
 // wrapped refutation. The jump is refused and n2 keeps its address everywhere.
 func TestAliveAtExhaustedIncarnationCannotHijack(t *testing.T) {
-	nt := forge(t, &wire.Alive{Node: "n2", Addr: forger, Incarnation: math.MaxUint64})
+	nt := forge(t, &wire.Alive{Node: "n2", Addr: forger, Incarnation: math.MaxUint64, ProtoMin: 1, ProtoMax: 1})
 	if n := n2Elsewhere(t, nt); n > 0 {
 		t.Fatalf("%d of 5 nodes do not see n2 alive at its address 30 s after one forged Alive(2^64-1)", n)
 	}
@@ -71,7 +71,9 @@ func TestIncarnationJumpBound(t *testing.T) {
 		msg  func(inc uint64) wire.Message
 		ok   func(m *Machine, inc uint64) bool
 	}{
-		{"alive", func(i uint64) wire.Message { return &wire.Alive{Node: "b", Addr: "b:1", Incarnation: i} },
+		{"alive", func(i uint64) wire.Message {
+			return &wire.Alive{Node: "b", Addr: "b:1", Incarnation: i, ProtoMin: 1, ProtoMax: 1}
+		},
 			func(m *Machine, i uint64) bool { return memberOf(t, m, "b").Incarnation == i }},
 		{"suspect", func(i uint64) wire.Message { return &wire.Suspect{Node: "b", Incarnation: i, From: "c"} },
 			func(m *Machine, i uint64) bool { return memberOf(t, m, "b").Status == StatusSuspect }},
@@ -85,7 +87,7 @@ func TestIncarnationJumpBound(t *testing.T) {
 		for _, jump := range []uint64{wire.MaxJump, wire.MaxJump + 1} {
 			m := newMachine(t, "a", nil)
 			m.self.Incarnation = held
-			m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: held}))
+			m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: held, ProtoMin: 1, ProtoMax: 1}))
 			m.HandlePacket(epoch, "c:1", packet(t, tc.msg(held+jump)))
 			if got, want := tc.ok(m, held+jump), jump == wire.MaxJump; got != want {
 				t.Fatalf("%s at held+%d: applied %v, want %v", tc.name, jump, got, want)
@@ -97,8 +99,8 @@ func TestIncarnationJumpBound(t *testing.T) {
 	}
 	m := newMachine(t, "a", nil)
 	m.HandlePushPull(epoch, "c:1", &wire.PushPull{Nodes: []wire.NodeState{
-		{Name: "x", Addr: "x:1", Incarnation: wire.MaxJump, Status: wire.StatusAlive},
-		{Name: "y", Addr: "y:1", Incarnation: wire.MaxJump + 1, Status: wire.StatusAlive},
+		{Name: "x", Addr: "x:1", Incarnation: wire.MaxJump, Status: wire.StatusAlive, ProtoMin: 1, ProtoMax: 1},
+		{Name: "y", Addr: "y:1", Incarnation: wire.MaxJump + 1, Status: wire.StatusAlive, ProtoMin: 1, ProtoMax: 1},
 	}})
 	if _, ok := statusOf(&tnode{m: m}, "y"); ok || memberOf(t, m, "x").Incarnation != wire.MaxJump || m.Stats().Implausible != 1 {
 		t.Fatalf("unknown members: the bound is MaxJump above 0; view %+v, stats %+v", m.Members(), m.Stats())

@@ -37,12 +37,13 @@ type Stats struct {
 	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
 	Malformed          uint64 // malformed packets, messages or frames, dropped
 	Implausible        uint64 // claims refused for an incarnation jump beyond wire.MaxJump (or one we cannot out-bid)
-	ForeignPackets     uint64 // packets of another cluster label, dropped
+	ForeignPackets     uint64 // packets and stream frames of another cluster label, dropped
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
 	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
 	NameConflicts      uint64 // current claims that a node at another address is us (NameConflict names it)
+	VersionsRefused    uint64 // Alive and NodeState claims refused: their protocol range is invalid or shares no version with ours
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
@@ -154,7 +155,7 @@ type Machine struct {
 	members memberTable
 	plist   []*member // probe order, everyone but us; reshuffled each round
 	pidx    int
-	tombs   []*member // dead and left members: reconnect candidates
+	tombs   []*member // dead and left members; the dead ones are reconnect candidates
 	seeds   []string
 	live    int // alive and suspect members, us included
 	digest  viewDigest
@@ -173,6 +174,19 @@ type Machine struct {
 	budget  int          // answers the input being handled may still send
 
 	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
+
+	// A join reply is the answerer's view when it answered: members that joined
+	// about as we did reach us only by gossip, whose transmissions may all have
+	// been spent before the cluster knew us (formation of 128 nodes joining one
+	// seed at once on loopback: one node in about four runs missed one, repaired
+	// 3-4 s later by a digest sync). So one settle push-pull, with a random member
+	// other than the answerer, follows a join once that gossip has drained
+	// (GossipDrain). Nothing tells us cheaply that a concurrent join happened (a
+	// node that was slow meanwhile learned nothing at all), so it always runs: one
+	// more exchange per join.
+	joinsOut   []string  // addresses with a join push-pull of ours in flight
+	settleAt   time.Time // when the settle push-pull is due; zero: none armed
+	settleSeed string    // the address whose join reply armed it (not asked again)
 
 	viewChanged    time.Time // last change of our digest
 	mismatchSince  time.Time // first of the current run of disagreeing digests
@@ -308,8 +322,12 @@ func (m *Machine) Stats() Stats {
 }
 
 // CountMalformed counts malformed input the host dropped before it reached us (a
-// bad stream frame).
+// bad stream frame, or one of a type streams do not carry).
 func (m *Machine) CountMalformed() { m.stats.Malformed++ }
+
+// CountForeign counts a stream frame of another cluster label the host dropped,
+// as HandlePacket counts such packets.
+func (m *Machine) CountForeign() { m.stats.ForeignPackets++ }
 
 // BroadcastMeta gossips an opaque metadata delta (crdt): pushed at once to
 // EagerFanout random members, like a new membership fact, and queued for the gossip
@@ -434,6 +452,7 @@ func (m *Machine) NextDeadline() time.Time {
 	if !m.leaving {
 		take(m.nextPushPull)
 		take(m.nextReconnect)
+		take(m.settleAt)
 	}
 	take(m.timers.next())
 	for i := range m.relays {
@@ -478,6 +497,12 @@ func (m *Machine) Tick(now time.Time) {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
+	if !m.leaving && !m.settleAt.IsZero() && !now.Before(m.settleAt) {
+		m.settleAt = time.Time{}
+		if p := m.randomPeers(1, m.settleSeed, nil); len(p) == 1 {
+			m.startPushPull(p[0].Addr, false)
+		}
+	}
 	if !m.leaving && m.cfg.ReconnectInterval > 0 && !now.Before(m.nextReconnect) {
 		m.nextReconnect = now.Add(PushPullScale(m.cfg.ReconnectInterval, m.live))
 		m.reconnect()
@@ -485,23 +510,41 @@ func (m *Machine) Tick(now time.Time) {
 	m.flushEager("")
 }
 
-// reconnect push-pulls with a random departed member's address or seed. Two
+// reconnect push-pulls with a random dead member's address or seed. Two
 // partitions that declared each other dead find each other again this way; a node
-// that is alone re-joins through it. An address that a live member holds is
-// skipped: that peer is already in touch, and in a healthy cluster with seeds
-// configured reconnects then cost nothing. The check is a scan of the view, paid
-// once per (scaled) ReconnectInterval.
+// that is alone re-joins through it. A member that left is not a candidate: it
+// said it was going, and a node that comes back joins by itself, so dialling it
+// for its tombstone's lifetime (an hour) only reached a closed port or whatever
+// reused it. An address that a live member holds is skipped: that peer is already
+// in touch, and in a healthy cluster with seeds configured reconnects then cost
+// nothing. The checks scan the tombstones and the view, paid once per (scaled)
+// ReconnectInterval.
 func (m *Machine) reconnect() {
-	total := len(m.tombs) + len(m.seeds)
+	dead := 0
+	for _, t := range m.tombs {
+		if t.Status == StatusDead {
+			dead++
+		}
+	}
+	total := dead + len(m.seeds)
 	if total == 0 {
 		return
 	}
 	i := m.rng.IntN(total)
 	var addr string
-	if i < len(m.tombs) {
-		addr = m.tombs[i].Addr
+	if i < dead {
+		for _, t := range m.tombs {
+			if t.Status != StatusDead {
+				continue
+			}
+			if i == 0 {
+				addr = t.Addr
+				break
+			}
+			i--
+		}
 	} else {
-		addr = m.seeds[i-len(m.tombs)]
+		addr = m.seeds[i-dead]
 	}
 	if addr == "" || addr == m.cfg.Addr {
 		return
@@ -530,7 +573,7 @@ func (m *Machine) fireTimer(now time.Time, e timerEntry) {
 		// single independent confirmation still gets one: nobody else's probe of
 		// the member failed meanwhile, so a refutation we missed is the likelier
 		// story, and real crashes are confirmed long before the maximum.
-		lonely := s.k > 0 && len(s.from) == 1
+		lonely := s.k > 0 && len(s.from) <= 1
 		if (m.cfg.FinalProbe || lonely) && !m.leaving {
 			s.checked = true
 			m.startFinalProbe(now, mem)
@@ -547,6 +590,9 @@ func (m *Machine) fireTimer(now time.Time, e timerEntry) {
 // startPushPull asks the host to exchange full state with to.
 func (m *Machine) startPushPull(to string, join bool) {
 	m.stats.PushPulls++
+	if join && !slices.Contains(m.joinsOut, to) {
+		m.joinsOut = append(m.joinsOut, to) // bounded by the seeds and tombstones
+	}
 	m.out.Streams = append(m.out.Streams, Stream{To: to, Msg: m.localState(join)})
 }
 
@@ -593,16 +639,36 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 	m.limited = false
 	m.curFrom = ""
 	m.flushEager("")
+	if m.joinAnswered(from) {
+		m.settleAt = now.Add(GossipDrain(m.cfg.RetransmitMult, m.live, m.cfg.GossipNodes, m.cfg.GossipInterval))
+		m.settleSeed = from
+	}
 }
 
-// PushPullFailed notes that a push-pull we started did not complete. Nothing else
-// is needed: periodic exchanges and reconnects try again later.
-func (m *Machine) PushPullFailed(now time.Time, to string) { m.stats.PushPullsFailed++ }
+// joinAnswered forgets a join push-pull of ours to addr and reports whether there
+// was one.
+func (m *Machine) joinAnswered(addr string) bool {
+	i := slices.Index(m.joinsOut, addr)
+	if i < 0 {
+		return false
+	}
+	m.joinsOut = slices.Delete(m.joinsOut, i, i+1)
+	return true
+}
+
+// PushPullFailed notes that a push-pull we started did not complete: periodic
+// exchanges and reconnects try again later, and the host retries a join.
+func (m *Machine) PushPullFailed(now time.Time, to string) {
+	m.stats.PushPullsFailed++
+	m.joinAnswered(to)
+}
 
 // merge applies a peer's full state. A remote "dead" for a member we think alive is
 // taken as a suspicion, so a member that is in fact alive gets its suspicion
 // timeout to refute (a stale or partitioned view cannot kill it outright); "left"
-// is taken as it is, since only the member itself says it.
+// is taken as it is, since only the member itself says it. A view names no
+// suspecter, so its suspicions are anonymous (from ""): they start a suspicion
+// but never confirm one (confirm).
 func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 	if len(pp.Meta) > 0 {
 		m.out.Meta = append(m.out.Meta, Payload{From: from, Data: slices.Clone(pp.Meta), Snapshot: true})
@@ -618,12 +684,12 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
 		case wire.StatusSuspect:
 			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
-			m.applySuspect(now, ns.Name, ns.Incarnation, from)
+			m.applySuspect(now, ns.Name, ns.Incarnation, "")
 		case wire.StatusDead:
 			if ns.Name == m.self.Name {
 				m.applyDead(now, ns.Name, ns.Incarnation, from, false)
 			} else {
-				m.applySuspect(now, ns.Name, ns.Incarnation, from)
+				m.applySuspect(now, ns.Name, ns.Incarnation, "")
 			}
 		case wire.StatusLeft:
 			m.applyDead(now, ns.Name, ns.Incarnation, ns.Name, true)

@@ -82,3 +82,13 @@ func PushPullScale(base time.Duration, n int) time.Duration {
 	mult := math.Ceil(math.Log2(float64(n))-math.Log2(threshold)) + 1
 	return time.Duration(mult) * base
 }
+
+// GossipDrain is how long a fact learned now keeps being gossiped by one node:
+// its RetransmitLimit(mult, n) transmissions, gossipNodes a tick, one tick every
+// interval (eager push spends them sooner). A member that the cluster did not
+// know yet while a fact was being gossiped can only get it by push-pull once
+// that time is over: the delay of a joiner's settle push-pull.
+func GossipDrain(mult, n, gossipNodes int, interval time.Duration) time.Duration {
+	ticks := (RetransmitLimit(mult, n) + gossipNodes - 1) / max(gossipNodes, 1)
+	return time.Duration(max(ticks, 1)) * interval
+}

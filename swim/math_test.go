@@ -112,6 +112,23 @@ func TestPushPullScale(t *testing.T) {
 	}
 }
 
+func TestGossipDrain(t *testing.T) {
+	for _, tc := range []struct {
+		mult, n, nodes int
+		iv, want       time.Duration
+	}{
+		{4, 128, 3, 200 * time.Millisecond, 800 * time.Millisecond}, // memberlist profile: 12 transmissions, 4 ticks
+		{4, 31, 3, 50 * time.Millisecond, 150 * time.Millisecond},   // LAN: 8 transmissions, 3 ticks
+		{4, 1, 3, 50 * time.Millisecond, 100 * time.Millisecond},    // alone: 4 transmissions, 2 ticks
+		{4, 10000, 1, time.Second, 20 * time.Second},
+		{0, 100, 3, time.Second, time.Second}, // no retransmissions: still one tick
+	} {
+		if got := GossipDrain(tc.mult, tc.n, tc.nodes, tc.iv); got != tc.want {
+			t.Errorf("GossipDrain(%d, %d, %d, %v) = %v, want %v", tc.mult, tc.n, tc.nodes, tc.iv, got, tc.want)
+		}
+	}
+}
+
 // The digest is specified byte by byte in PROTOCOL.md; this pins the encoding.
 func TestMemberHashEncoding(t *testing.T) {
 	b := []byte("node-a\x00\x00\x00\x00\x00\x00\x00\x01\x07\x01")

@@ -24,7 +24,8 @@ type tnet struct {
 	net    *vnet.Net[[]byte]
 	nodes  []*tnode
 	byAddr map[string]*tnode
-	trace  hash.Hash64 // when set, every packet and event is written to it
+	trace  hash.Hash64    // when set, every packet and event is written to it
+	dialed map[string]int // packets and streams sent, by destination address
 }
 
 type tnode struct {
@@ -49,7 +50,7 @@ func newNet(t testing.TB, n int, seed uint64, mod func(*Config)) *tnet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nt := &tnet{t: t, now: epoch, net: net, byAddr: map[string]*tnode{}}
+	nt := &tnet{t: t, now: epoch, net: net, byAddr: map[string]*tnode{}, dialed: map[string]int{}}
 	net.Deliver = nt.deliver
 	for i := range n {
 		nt.add(fmt.Sprintf("n%d", i), addrOf(i), seed+uint64(i), mod)
@@ -147,6 +148,7 @@ func (nt *tnet) drain() {
 			nd.meta = append(nd.meta, r.Meta...)
 			for _, p := range r.Packets {
 				nt.record("p", nd.addr, p.To, p.Data)
+				nt.dialed[p.To]++
 				src, _ := nt.net.Index(nd.addr)
 				nt.net.Send(src, p.To, p.Data)
 			}
@@ -154,6 +156,7 @@ func (nt *tnet) drain() {
 				nt.record("e", nd.name, e.Member.Name, []byte{byte(e.Kind), byte(e.Member.Status), byte(e.Member.Incarnation)})
 			}
 			for _, s := range r.Streams {
+				nt.dialed[s.To]++
 				nt.stream(nd, s)
 			}
 		}

@@ -62,7 +62,7 @@ func TestPropertyFactsKeepInvariants(t *testing.T) {
 			from := rapid.SampledFrom(names).Draw(rt, "from")
 			switch rapid.IntRange(0, 6).Draw(rt, "op") {
 			case 0:
-				m.HandlePacket(now, "x", packet(rt, &wire.Alive{Node: name, Addr: name + ":1", Incarnation: inc}))
+				m.HandlePacket(now, "x", packet(rt, &wire.Alive{Node: name, Addr: name + ":1", Incarnation: inc, ProtoMin: 1, ProtoMax: 1}))
 			case 1:
 				m.HandlePacket(now, "x", packet(rt, &wire.Suspect{Node: name, Incarnation: inc, From: from}))
 			case 2:
@@ -71,7 +71,7 @@ func TestPropertyFactsKeepInvariants(t *testing.T) {
 				m.HandlePacket(now, "x", packet(rt, &wire.Leave{Node: name, Incarnation: inc}))
 			case 4:
 				st := wire.NodeStatus(rapid.IntRange(0, 3).Draw(rt, "status"))
-				m.HandlePushPull(now, "x", &wire.PushPull{Nodes: []wire.NodeState{{Name: name, Addr: name + ":1", Incarnation: inc, Status: st}}})
+				m.HandlePushPull(now, "x", &wire.PushPull{Nodes: []wire.NodeState{{Name: name, Addr: name + ":1", Incarnation: inc, Status: st, ProtoMin: 1, ProtoMax: 1}}})
 			case 5:
 				now = now.Add(time.Duration(rapid.IntRange(0, 20_000).Draw(rt, "ms")) * time.Millisecond)
 				m.Tick(now)
@@ -106,7 +106,7 @@ func FuzzHandlePacket(f *testing.F) {
 		{&wire.Ping{Seq: 1, Target: "self", Source: "a", SourceAddr: "a:1"}, &wire.Digest{Hash: 1, Members: 2}},
 		{&wire.IndirectPing{Seq: 2, Target: "b", TargetAddr: "b:1", Source: "a", SourceAddr: "a:1", WantNack: true}},
 		{&wire.Ack{Seq: 3}, &wire.Nack{Seq: 3}},
-		{&wire.Alive{Node: "c", Addr: "c:1", Incarnation: 2}, &wire.Suspect{Node: "b", Incarnation: 1, From: "c"}},
+		{&wire.Alive{Node: "c", Addr: "c:1", Incarnation: 2, ProtoMin: 1, ProtoMax: 1}, &wire.Suspect{Node: "b", Incarnation: 1, From: "c"}},
 		{&wire.Dead{Node: "b", Incarnation: 5, From: "c"}, &wire.Leave{Node: "self", Incarnation: 9}},
 		{&wire.User{Payload: []byte("u")}, &wire.MetaDelta{Payload: []byte("m")}},
 	}
@@ -123,7 +123,7 @@ func FuzzHandlePacket(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		m.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1}))
+		m.HandlePacket(epoch, "a:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 1}))
 		m.HandlePacket(epoch, "a:1", data)
 		m.Tick(epoch.Add(time.Second))
 		checkInvariants(t, m)

@@ -10,7 +10,7 @@ import (
 
 func aliveBcast(node string, inc uint64) *broadcast {
 	return &broadcast{kind: kindMembership, key: node,
-		msg: wire.AppendMessage(nil, &wire.Alive{Node: node, Addr: node + ":1", Incarnation: inc})}
+		msg: wire.AppendMessage(nil, &wire.Alive{Node: node, Addr: node + ":1", Incarnation: inc, ProtoMin: 1, ProtoMax: 1})}
 }
 
 // fillNames packs a packet of mtu bytes and returns which messages went in.

@@ -47,6 +47,10 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.refute(now, inc)
 		return
 	}
+	if !wire.Speaks(pmin, pmax) {
+		m.refuseVersions(name, addr, pmin, pmax)
+		return
+	}
 	mem := m.members.get(name)
 	if !m.plausible(mem.incarnation(), inc) {
 		return
@@ -89,6 +93,19 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.event(now, EventUpdate, mem)
 	}
 	m.queueFact(m.aliveMsg(mem), name)
+}
+
+// refuseVersions refuses a claim that name speaks protocol versions pmin..pmax, a
+// range that is invalid or shares no version with ours (PROTOCOL.md section 7):
+// an unknown member is not added, a known one keeps its state (if it really
+// changed versions, it stops answering and is suspected like any other). The
+// claim is counted and reported in Ready.Refused for the host to log; it is not
+// re-gossiped.
+func (m *Machine) refuseVersions(name, addr string, pmin, pmax uint8) {
+	m.stats.VersionsRefused++
+	if len(m.out.Refused) < MaxRefusedPerReady {
+		m.out.Refused = append(m.out.Refused, Refusal{Member: name, Addr: addr, ProtoMin: pmin, ProtoMax: pmax})
+	}
 }
 
 // applySuspect handles "from suspects name at incarnation inc".
@@ -217,10 +234,15 @@ func (m *Machine) plausible(held, got uint64) bool {
 }
 
 // startSuspicion arms mem's suspicion timer: at the maximum timeout with
-// AwareSuspicion (it shrinks with confirmations), else at the minimum.
+// AwareSuspicion (it shrinks with confirmations), else at the minimum. A suspicion
+// from a push-pull (from "") has no first suspecter: the first named one takes
+// that place instead of counting as a confirmation.
 func (m *Machine) startSuspicion(now time.Time, mem *member, from string) {
 	lo := SuspicionMinTimeout(m.cfg.SuspicionMult, m.live, m.cfg.ProbeInterval)
-	s := &suspicion{start: now, lo: lo, hi: lo, from: []string{from}}
+	s := &suspicion{start: now, lo: lo, hi: lo}
+	if from != "" {
+		s.from = []string{from}
+	}
 	if m.cfg.Lifeguard.AwareSuspicion {
 		s.k = SuspicionConfirmations(m.cfg.SuspicionMult, m.live)
 		s.hi = lo * time.Duration(m.cfg.SuspicionMaxTimeoutMult)
@@ -231,13 +253,22 @@ func (m *Machine) startSuspicion(now time.Time, mem *member, from string) {
 }
 
 // confirm counts an independent confirmation of mem's suspicion and reports whether
-// it was new. Our own suspicion, gossiped back to us, is not independent.
+// it was new (Lifeguard §IV-B). Only a named live member other than the suspect
+// confirms, once: our own suspicion gossiped back to us is not independent, nor is
+// a push-pull (from ""), which says what its sender holds, not who suspected, so
+// one echoed view from many source ports would otherwise count many times.
 func (m *Machine) confirm(now time.Time, mem *member, from string) bool {
 	s := mem.susp
 	if s == nil || s.k < 1 || len(s.from)-1 >= s.k || slices.Contains(s.from, from) {
 		return false
 	}
+	if c := m.members.get(from); c == nil || c == mem || !isLive(c.Status) {
+		return false
+	}
 	s.from = append(s.from, from)
+	if len(s.from) == 1 {
+		return true // the first suspecter of a push-pull's suspicion: news, no shorter timeout
+	}
 	d := s.start.Add(SuspicionTimeout(len(s.from)-1, s.k, s.lo, s.hi))
 	if d.Before(s.deadline) {
 		s.deadline = d

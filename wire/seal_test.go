@@ -165,3 +165,22 @@ func TestKeyringConcurrentRotation(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// The three drops of sealed input PROTOCOL.md 2.4 names: a plain packet where
+// keys are required (ErrNotSealed), a sealed one where there are none
+// (ErrSealed: PacketReader refuses it unopened), and a sealed one shorter than
+// its envelope, header + nonce + tag + checksum (ErrTruncated, before any key is tried).
+func TestDropsOfSealedInputAreNamed(t *testing.T) {
+	k, err := NewKeyring(testKey(1))
+	noErr(t, err)
+	plain := plainPacket(t)
+	sealed, err := Seal(k, plain, bytes.NewReader(bytes.Repeat([]byte{9}, NonceSize)))
+	noErr(t, err)
+	_, err = Open(k, plain)
+	isErr(t, err, ErrNotSealed)
+	var r PacketReader
+	_, err = r.Reset(sealed)
+	isErr(t, err, ErrSealed)
+	_, err = Open(k, sealed[:HeaderSize+SealOverhead+ChecksumSize-1])
+	isErr(t, err, ErrTruncated)
+}
