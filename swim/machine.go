@@ -40,7 +40,7 @@ type Stats struct {
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
-	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
+	IndirectRefused    uint64 // indirect-probe requests not run: unknown member, or unverified address past its allowance
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
@@ -74,6 +74,11 @@ type member struct {
 	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
 	Status             Status
 	protoMin, protoMax uint8
+	// verified: a packet from Addr proved the member answers there (vouch). Until
+	// then Addr gets no streams and, beside our probes, at most one packet a
+	// ProbeInterval (PROTOCOL.md 10.9). Kept through suspicion, death and
+	// refutation; lost only when the address changes.
+	verified bool
 }
 
 // incarnation is the member's incarnation, 0 for an unknown (nil) member.
@@ -133,6 +138,19 @@ type relay struct {
 // costs bounded memory.
 const maxRelays = 256
 
+// challenge is the last unsolicited packet sent to an unverified address: when,
+// and the Ping it carried (seq, for member name), whose Ack from that address
+// verifies the member there.
+type challenge struct {
+	at   time.Time
+	seq  uint32
+	name string
+}
+
+// maxChallenges bounds Machine.challenges; when it is full the memory is cleared,
+// which at worst lets each unverified address one packet early.
+const maxChallenges = 1024
+
 // maxRepliesPerInput bounds the packets one received packet or push-pull can make
 // us send as answers (acks, relayed probes and acks, refutation Alives, buddy
 // suspicions), whatever it carries: without it a 65 KB datagram of 1,900 pings
@@ -162,13 +180,18 @@ type Machine struct {
 	probe   probeState
 	relays  []relay
 	finals  []finalProbe
-	timers  timers
-	queues  queues
-	eager   []*broadcast // facts learned by the current input, pushed at its end
-	eagerOK bool         // facts of the current input are pushed eagerly
-	curFrom string       // source address of the packet being handled, else ""
-	limited bool         // an input is being handled: answers spend budget
-	budget  int          // answers the input being handled may still send
+	// challenges holds, per unverified address, the last packet sent there
+	// (allow): one a ProbeInterval per address however many members claim it.
+	challenges map[string]challenge
+	proven     bool // the packet being handled proved a member at its source (vouch)
+	wantSync   bool // a Digest in it asked for a digest sync, run if proven
+	timers     timers
+	queues     queues
+	eager      []*broadcast // facts learned by the current input, pushed at its end
+	eagerOK    bool         // facts of the current input are pushed eagerly
+	curFrom    string       // source address of the packet being handled, else ""
+	limited    bool         // an input is being handled: answers spend budget
+	budget     int          // answers the input being handled may still send
 
 	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
 
@@ -312,16 +335,16 @@ func (m *Machine) CountMalformed() { m.stats.Malformed++ }
 // received delta in Ready.Meta and re-broadcasts those that changed its state, which
 // is what makes them spread by infection.
 func (m *Machine) BroadcastMeta(now time.Time, key string, payload []byte) error {
-	return m.broadcastPayload(kindMeta, key, &wire.MetaDelta{Payload: payload})
+	return m.broadcastPayload(now, kindMeta, key, &wire.MetaDelta{Payload: payload})
 }
 
 // BroadcastUser gossips an opaque application message, delivered to peers in
 // Ready.User; pushed eagerly and queued, like BroadcastMeta. Receivers do not re-broadcast it unless the application does.
 func (m *Machine) BroadcastUser(now time.Time, payload []byte) error {
-	return m.broadcastPayload(kindUser, "", &wire.User{Payload: payload})
+	return m.broadcastPayload(now, kindUser, "", &wire.User{Payload: payload})
 }
 
-func (m *Machine) broadcastPayload(kind bcastKind, key string, msg wire.Message) error {
+func (m *Machine) broadcastPayload(now time.Time, kind bcastKind, key string, msg wire.Message) error {
 	b := &broadcast{kind: kind, key: key, msg: wire.AppendMessage(nil, msg)}
 	m.packer.Reset()
 	if len(b.msg) > m.packer.Room() {
@@ -330,7 +353,7 @@ func (m *Machine) broadcastPayload(kind bcastKind, key string, msg wire.Message)
 	m.queues.push(b)
 	m.eagerOK = true
 	m.eager = append(m.eager, b)
-	m.flushEager("")
+	m.flushEager(now, "")
 	return nil
 }
 
@@ -364,7 +387,7 @@ func (m *Machine) Leave(now time.Time) {
 	m.event(now, EventLeft, m.self)
 	m.eagerOK = true
 	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
-	m.flushEager("")
+	m.flushEager(now, "")
 }
 
 // NextDeadline is when Tick must next be called; it may be in the past (call Tick
@@ -422,17 +445,20 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !now.Before(m.nextGossip) && m.queues.Len() > 0 {
 		m.nextGossip = now.Add(m.cfg.GossipInterval)
-		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil) {
-			m.packer.Reset()
+		for _, p := range m.randomPeers(now, m.cfg.GossipNodes, "", nil, false) {
+			if !m.reach(now, p) {
+				continue
+			}
+			n := m.packer.Count()
 			m.queues.fill(m.packer)
-			if m.packer.Count() > 0 {
+			if m.packer.Count() > n {
 				m.send(p.Addr)
 			}
 		}
 	}
 	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
 		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
-		if p := m.randomPeers(1, "", nil); len(p) == 1 {
+		if p := m.randomPeers(now, 1, "", nil, true); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
@@ -440,7 +466,7 @@ func (m *Machine) Tick(now time.Time) {
 		m.nextReconnect = now.Add(PushPullScale(m.cfg.ReconnectInterval, m.live))
 		m.reconnect()
 	}
-	m.flushEager("")
+	m.flushEager(now, "")
 }
 
 // reconnect push-pulls with a random departed member's address or seed. Two
@@ -457,6 +483,9 @@ func (m *Machine) reconnect() {
 	i := m.rng.IntN(total)
 	var addr string
 	if i < len(m.tombs) {
+		if !m.tombs[i].verified {
+			return // it never answered as the member there: a fake's address, maybe
+		}
 		addr = m.tombs[i].Addr
 	} else {
 		addr = m.seeds[i-len(m.tombs)]
@@ -534,7 +563,7 @@ func (m *Machine) HandlePushPull(now time.Time, from string, pp *wire.PushPull) 
 	m.merge(now, from, pp)
 	m.limited = false
 	reply := m.localState(false)
-	m.flushEager("")
+	m.flushEager(now, "")
 	return reply
 }
 
@@ -550,7 +579,23 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 	m.merge(now, from, pp)
 	m.limited = false
 	m.curFrom = ""
-	m.flushEager("")
+	// The node that answered at the address we dialled (a TCP handshake, which a
+	// blind spoofer cannot complete) lists itself there: that member, when the
+	// reply names exactly one at the address, is verified.
+	var at *wire.NodeState
+	for i := range pp.Nodes {
+		if ns := &pp.Nodes[i]; ns.Addr == from {
+			if at != nil {
+				at = nil
+				break
+			}
+			at = ns
+		}
+	}
+	if at != nil {
+		m.vouch(m.members.get(at.Name), from)
+	}
+	m.flushEager(now, "")
 }
 
 // PushPullFailed notes that a push-pull we started did not complete. Nothing else
@@ -597,10 +642,12 @@ func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
 }
 
 // randomPeers picks up to k distinct random alive or suspect members other than us,
-// skipping address exclude and member skip. It draws at random a bounded number of
-// times, so it costs O(k) whatever the cluster size (and may return fewer than k
-// when most of the view is dead).
-func (m *Machine) randomPeers(k int, exclude string, skip *member) []*member {
+// skipping address exclude and member skip, and members whose address is not
+// verified: all of them with verified (streams), else those whose address has had
+// its unsolicited packet of this ProbeInterval (allow). It draws at random a
+// bounded number of times, so it costs O(k) whatever the cluster size (and may
+// return fewer than k when most of the view is dead).
+func (m *Machine) randomPeers(now time.Time, k int, exclude string, skip *member, verified bool) []*member {
 	m.peers = m.peers[:0]
 	n := len(m.plist)
 	if n == 0 || k <= 0 {
@@ -609,7 +656,8 @@ func (m *Machine) randomPeers(k int, exclude string, skip *member) []*member {
 	for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
 		p := m.plist[m.rng.IntN(n)]
 		if (p.Status != StatusAlive && p.Status != StatusSuspect) || p == skip ||
-			(exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) {
+			(exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) ||
+			!p.verified && (verified || !m.mayAllow(now, p.Addr)) {
 			continue
 		}
 		m.peers = append(m.peers, p)
@@ -629,6 +677,56 @@ func (m *Machine) mayAnswer() bool {
 		return false
 	}
 	m.budget--
+	return true
+}
+
+// vouch records that a message from address from proved mem answers there: mem's
+// own Ping, IndirectPing or Alive sent from its held address, or an Ack from it
+// to a Ping we sent it (the sequence number is the challenge). Its address is
+// verified from then on (PROTOCOL.md 10.9, "Verified addresses").
+func (m *Machine) vouch(mem *member, from string) {
+	if mem == nil || mem == m.self || mem.Addr != from || from == "" {
+		return
+	}
+	mem.verified = true
+	m.proven = true
+}
+
+// mayAllow says whether allow would let a packet go to unverified address addr.
+func (m *Machine) mayAllow(now time.Time, addr string) bool {
+	c, ok := m.challenges[addr]
+	return !ok || now.Sub(c.at) >= m.cfg.ProbeInterval
+}
+
+// allow spends the allowance of unverified address addr: one packet a ProbeInterval,
+// our probes included (force: they go anyway and take the allowance). The packet
+// carries Ping seq for member name, recorded as the address's challenge.
+func (m *Machine) allow(now time.Time, addr, name string, seq uint32, force bool) bool {
+	if !force && !m.mayAllow(now, addr) {
+		return false
+	}
+	if m.challenges == nil || len(m.challenges) >= maxChallenges {
+		m.challenges = make(map[string]challenge)
+	}
+	m.challenges[addr] = challenge{at: now, seq: seq, name: name}
+	return true
+}
+
+// reach starts an unsolicited packet to mem (gossip, an eager push, an indirect-probe
+// request, a buddy notice) in m.packer and says whether it may go. A verified
+// member's may; an unverified one's only within allow, and it then opens with a
+// Ping to mem, so that the Ack verifies mem and the receiver learns our address
+// is ours.
+func (m *Machine) reach(now time.Time, mem *member) bool {
+	m.packer.Reset()
+	if mem.verified {
+		return true
+	}
+	if !m.allow(now, mem.Addr, mem.Name, m.seq+1, false) {
+		return false
+	}
+	m.seq++
+	m.packer.Add(&wire.Ping{Seq: m.seq, Target: mem.Name, Source: m.self.Name, SourceAddr: m.self.Addr})
 	return true
 }
 
@@ -653,18 +751,24 @@ func (m *Machine) send(to string) {
 // flushEager pushes the facts learned by the current input to EagerFanout random
 // members at once (one packet each, topped up with queued gossip), skipping the
 // address they came from. Facts that do not fit stay queued for the gossip tick.
-func (m *Machine) flushEager(exclude string) {
+func (m *Machine) flushEager(now time.Time, exclude string) {
 	if len(m.eager) == 0 {
 		return
 	}
 	if m.cfg.EagerFanout > 0 {
-		for _, p := range m.randomPeers(m.cfg.EagerFanout, exclude, nil) {
-			m.packer.Reset()
+		for _, p := range m.randomPeers(now, m.cfg.EagerFanout, exclude, nil, false) {
+			if !m.reach(now, p) {
+				continue
+			}
+			n := m.packer.Count()
 			for _, b := range m.eager {
 				m.queues.add(m.packer, b)
 			}
-			if m.packer.Count() == 0 {
-				break
+			if m.packer.Count() == n {
+				if p.verified {
+					break // nothing fits even an empty packet
+				}
+				continue // the challenge took the room of a near-MTU fact
 			}
 			m.queues.fill(m.packer)
 			m.send(p.Addr)
