@@ -250,7 +250,7 @@ var (
 		{prometheus.NewDesc("omnirelay_misdirected_pings_total", "Pings for another node name (the address was reused), unanswered.", nil, nil), func(s swim.Stats) uint64 { return s.MisdirectedPings }},
 		{prometheus.NewDesc("omnirelay_members_refused_total", "New members refused: the member table was at its cap (MaxMembers) with no tombstone to evict.", nil, nil), func(s swim.Stats) uint64 { return s.MembersRefused }},
 		{prometheus.NewDesc("omnirelay_replies_dropped_total", "Answers not sent because one received packet or push-pull had used its answer budget.", nil, nil), func(s swim.Stats) uint64 { return s.RepliesDropped }},
-		{prometheus.NewDesc("omnirelay_indirect_probes_refused_total", "Indirect-probe requests not run: the member is unknown to this node, or its address is unverified and had its packet of the probe interval.", nil, nil), func(s swim.Stats) uint64 { return s.IndirectRefused }},
+		{prometheus.NewDesc("omnirelay_indirect_probes_refused_total", "Indirect-probe requests for a member this node does not know, not run.", nil, nil), func(s swim.Stats) uint64 { return s.IndirectRefused }},
 	}
 )
 

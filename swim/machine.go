@@ -40,7 +40,7 @@ type Stats struct {
 	MisdirectedPings   uint64 // pings for another node name (the address was reused)
 	MembersRefused     uint64 // new members refused: the table was at MaxMembers with no tombstone to evict
 	RepliesDropped     uint64 // answers not sent: the input had used its budget (maxRepliesPerInput)
-	IndirectRefused    uint64 // indirect-probe requests not run: unknown member, or unverified address past its allowance
+	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
@@ -138,9 +138,9 @@ type relay struct {
 // costs bounded memory.
 const maxRelays = 256
 
-// challenge is the last unsolicited packet sent to an unverified address: when,
-// and the Ping it carried (seq, for member name), whose Ack from that address
-// verifies the member there.
+// challenge is the last packet sent to an unverified address: when, and the last
+// Ping sent there (seq, for member name), whose Ack from that address verifies the
+// member there.
 type challenge struct {
 	at   time.Time
 	seq  uint32
@@ -449,9 +449,8 @@ func (m *Machine) Tick(now time.Time) {
 			if !m.reach(now, p) {
 				continue
 			}
-			n := m.packer.Count()
 			m.queues.fill(m.packer)
-			if m.packer.Count() > n {
+			if m.packer.Count() > 0 {
 				m.send(p.Addr)
 			}
 		}
@@ -698,36 +697,45 @@ func (m *Machine) mayAllow(now time.Time, addr string) bool {
 	return !ok || now.Sub(c.at) >= m.cfg.ProbeInterval
 }
 
+// challenge records Ping seq for member name as the challenge of unverified address
+// addr, leaving its allowance as it is.
+func (m *Machine) challenge(addr, name string, seq uint32) {
+	if m.challenges == nil || len(m.challenges) >= maxChallenges {
+		m.challenges = make(map[string]challenge)
+	}
+	c := m.challenges[addr]
+	c.seq, c.name = seq, name
+	m.challenges[addr] = c
+}
+
 // allow spends the allowance of unverified address addr: one packet a ProbeInterval,
-// our probes included (force: they go anyway and take the allowance). The packet
-// carries Ping seq for member name, recorded as the address's challenge.
+// our probes included (force: they go anyway and take the allowance). A packet
+// that carries a Ping (seq, for member name; seq 0 for none) records it as the
+// address's challenge.
 func (m *Machine) allow(now time.Time, addr, name string, seq uint32, force bool) bool {
 	if !force && !m.mayAllow(now, addr) {
 		return false
 	}
-	if m.challenges == nil || len(m.challenges) >= maxChallenges {
+	if seq != 0 {
+		m.challenge(addr, name, seq)
+	} else if m.challenges == nil || len(m.challenges) >= maxChallenges {
 		m.challenges = make(map[string]challenge)
 	}
-	m.challenges[addr] = challenge{at: now, seq: seq, name: name}
+	c := m.challenges[addr]
+	c.at = now
+	m.challenges[addr] = c
 	return true
 }
 
-// reach starts an unsolicited packet to mem (gossip, an eager push, an indirect-probe
-// request, a buddy notice) in m.packer and says whether it may go. A verified
-// member's may; an unverified one's only within allow, and it then opens with a
-// Ping to mem, so that the Ack verifies mem and the receiver learns our address
-// is ours.
+// reach starts an unsolicited packet to mem (gossip, an eager push, an
+// indirect-probe request, a buddy notice) in m.packer and says whether it may go:
+// always to a verified member, else within allow. Nothing is added to the packet:
+// a member that answers is verified by our probes and its own, and an honest node
+// sends any one address far less than one unsolicited packet a probe interval, so
+// the allowance limits only addresses many names claim.
 func (m *Machine) reach(now time.Time, mem *member) bool {
 	m.packer.Reset()
-	if mem.verified {
-		return true
-	}
-	if !m.allow(now, mem.Addr, mem.Name, m.seq+1, false) {
-		return false
-	}
-	m.seq++
-	m.packer.Add(&wire.Ping{Seq: m.seq, Target: mem.Name, Source: m.self.Name, SourceAddr: m.self.Addr})
-	return true
+	return mem.verified || m.allow(now, mem.Addr, mem.Name, 0, false)
 }
 
 // addrOK says whether an address read from a message passes Config.CheckAddr;
@@ -760,15 +768,11 @@ func (m *Machine) flushEager(now time.Time, exclude string) {
 			if !m.reach(now, p) {
 				continue
 			}
-			n := m.packer.Count()
 			for _, b := range m.eager {
 				m.queues.add(m.packer, b)
 			}
-			if m.packer.Count() == n {
-				if p.verified {
-					break // nothing fits even an empty packet
-				}
-				continue // the challenge took the room of a near-MTU fact
+			if m.packer.Count() == 0 {
+				break
 			}
 			m.queues.fill(m.packer)
 			m.send(p.Addr)

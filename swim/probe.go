@@ -183,8 +183,7 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 
 // onIndirectPing probes the target on the requester's behalf (SWIM §4.3): only a
 // member we know, at the address we hold for it, never the request's TargetAddr
-// (which could name anyone), and an unverified one within its allowance (allow);
-// the answer goes where replyAddr says.
+// (which could name anyone); the answer goes where replyAddr says.
 func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPing) {
 	m.vouch(m.members.get(ip.Source), from)
 	replyTo := m.replyAddr(from, ip.Source, ip.SourceAddr)
@@ -206,18 +205,14 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 	if len(m.relays) >= maxRelays || !m.mayAnswer() {
 		return
 	}
-	if !t.verified && !m.allow(now, t.Addr, t.Name, m.seq+1, false) {
-		m.stats.IndirectRefused++
-		if ip.WantNack {
-			// The nack at once still tells the requester that we hear it
-			// (Lifeguard): fake members must not make it think it is the slow one.
-			m.packer.Reset()
-			m.packer.Add(&wire.Nack{Seq: ip.Seq})
-			m.send(replyTo)
-		}
-		return
-	}
 	m.seq++
+	if !t.verified {
+		// Not held to the allowance: a relay answers one request of a peer, within
+		// the input's answer budget, and holding relays to it raised false
+		// suspicions by 15-65% (sim loss, 200 nodes, 10%, memberlist, seeds 1-3).
+		// Its Ack verifies t.
+		m.challenge(t.Addr, t.Name, m.seq)
+	}
 	m.relays = append(m.relays, relay{
 		seq: m.seq, origSeq: ip.Seq, replyTo: replyTo, wantNack: ip.WantNack,
 		nackAt: now.Add(m.cfg.ProbeTimeout * 4 / 5), deadline: now.Add(m.cfg.ProbeTimeout),
@@ -231,8 +226,7 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 // of a Ping we sent, from the address we sent it to, verifies its target there.
 func (m *Machine) onAck(now time.Time, from string, seq uint32) {
 	if c, ok := m.challenges[from]; ok && c.seq == seq {
-		delete(m.challenges, from)
-		m.vouch(m.members.get(c.name), from)
+		m.vouch(m.members.get(c.name), from) // the entry stays: other names there keep their allowance
 	}
 	for i := range m.finals {
 		if f := m.finals[i]; f.seq == seq {
@@ -394,9 +388,6 @@ func (m *Machine) startProbe(now time.Time) {
 		m.probesNoDigest++
 	}
 	m.packer.Add(&wire.Ping{Seq: m.seq, Target: t.Name, Source: m.self.Name, SourceAddr: m.self.Addr})
-	if !t.verified {
-		m.allow(now, t.Addr, t.Name, m.seq, true) // probes go, and take the allowance
-	}
 	if m.cfg.Lifeguard.Buddy && t.Status == StatusSuspect {
 		m.packer.Add(&wire.Suspect{Node: t.Name, Incarnation: t.Incarnation, From: m.self.Name})
 	}

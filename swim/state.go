@@ -106,11 +106,9 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		m.stats.Suspicions++
 		m.event(now, EventSuspect, mem)
 		m.queueFact(&wire.Suspect{Node: name, Incarnation: inc, From: from}, name)
-		if from == m.self.Name && m.cfg.Lifeguard.Buddy && mem.verified && m.mayAnswer() {
+		if from == m.self.Name && m.cfg.Lifeguard.Buddy && m.mayAnswer() && m.reach(now, mem) {
 			// Our own probe failed: tell the suspect first-hand, so a live one
-			// refutes within a round trip instead of when gossip reaches it (an
-			// unverified one hears it with our next probe).
-			m.packer.Reset()
+			// refutes within a round trip instead of when gossip reaches it.
 			m.packer.Add(&wire.Suspect{Node: name, Incarnation: inc, From: from})
 			m.send(mem.Addr)
 		}
