@@ -75,9 +75,9 @@ type member struct {
 	Status             Status
 	protoMin, protoMax uint8
 	// verified: a packet from Addr proved the member answers there (vouch). Until
-	// then Addr gets no streams and, beside our probes, at most one packet a
-	// ProbeInterval (PROTOCOL.md 10.9). Kept through suspicion, death and
-	// refutation; lost only when the address changes.
+	// then Addr gets no streams and, beside probes (ours and those we relay) and
+	// eager pushes, at most one packet a ProbeInterval (PROTOCOL.md 10.9). Kept
+	// through suspicion, death and refutation; lost only when the address changes.
 	verified bool
 }
 
@@ -445,7 +445,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !now.Before(m.nextGossip) && m.queues.Len() > 0 {
 		m.nextGossip = now.Add(m.cfg.GossipInterval)
-		for _, p := range m.randomPeers(now, m.cfg.GossipNodes, "", nil, false) {
+		for _, p := range m.randomPeers(now, m.cfg.GossipNodes, "", nil, allowedAddr) {
 			if !m.reach(now, p) {
 				continue
 			}
@@ -457,7 +457,7 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
 		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
-		if p := m.randomPeers(now, 1, "", nil, true); len(p) == 1 {
+		if p := m.randomPeers(now, 1, "", nil, verifiedAddr); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
@@ -640,13 +640,21 @@ func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
 	m.out.Events = append(m.out.Events, Event{Kind: kind, Member: m.public(mem), At: now})
 }
 
+// reachMode says which members whose address is unverified randomPeers may pick.
+type reachMode uint8
+
+const (
+	anyAddr      reachMode = iota // eager push: answers to one input, at most EagerFanout (holding it to the allowance slowed metadata just after formation)
+	allowedAddr                   // gossip, indirect-probe requests: within the address's allowance
+	verifiedAddr                  // streams: none
+)
+
 // randomPeers picks up to k distinct random alive or suspect members other than us,
-// skipping address exclude and member skip, and members whose address is not
-// verified: all of them with verified (streams), else those whose address has had
-// its unsolicited packet of this ProbeInterval (allow). It draws at random a
-// bounded number of times, so it costs O(k) whatever the cluster size (and may
-// return fewer than k when most of the view is dead).
-func (m *Machine) randomPeers(now time.Time, k int, exclude string, skip *member, verified bool) []*member {
+// skipping address exclude, member skip, and members whose address is unverified
+// as mode says. It draws at random a bounded number of times, so it costs O(k)
+// whatever the cluster size (and may return fewer than k when most of the view is
+// dead).
+func (m *Machine) randomPeers(now time.Time, k int, exclude string, skip *member, mode reachMode) []*member {
 	m.peers = m.peers[:0]
 	n := len(m.plist)
 	if n == 0 || k <= 0 {
@@ -655,8 +663,8 @@ func (m *Machine) randomPeers(now time.Time, k int, exclude string, skip *member
 	for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
 		p := m.plist[m.rng.IntN(n)]
 		if (p.Status != StatusAlive && p.Status != StatusSuspect) || p == skip ||
-			(exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) ||
-			!p.verified && (verified || !m.mayAllow(now, p.Addr)) {
+			(exclude != "" && p.Addr == exclude) || slices.ContainsFunc(m.peers, func(q *member) bool { return q.Addr == p.Addr }) ||
+			!p.verified && (mode == verifiedAddr || mode == allowedAddr && !m.mayAllow(now, p.Addr)) {
 			continue
 		}
 		m.peers = append(m.peers, p)
@@ -727,12 +735,10 @@ func (m *Machine) allow(now time.Time, addr, name string, seq uint32, force bool
 	return true
 }
 
-// reach starts an unsolicited packet to mem (gossip, an eager push, an
-// indirect-probe request, a buddy notice) in m.packer and says whether it may go:
-// always to a verified member, else within allow. Nothing is added to the packet:
-// a member that answers is verified by our probes and its own, and an honest node
-// sends any one address far less than one unsolicited packet a probe interval, so
-// the allowance limits only addresses many names claim.
+// reach starts an unsolicited packet to mem (gossip, an indirect-probe request, a
+// buddy notice) in m.packer and says whether it may go: always to a verified
+// member, else within allow. Nothing is added to the packet: a member that answers
+// is verified by our probes and its own.
 func (m *Machine) reach(now time.Time, mem *member) bool {
 	m.packer.Reset()
 	return mem.verified || m.allow(now, mem.Addr, mem.Name, 0, false)
@@ -764,10 +770,8 @@ func (m *Machine) flushEager(now time.Time, exclude string) {
 		return
 	}
 	if m.cfg.EagerFanout > 0 {
-		for _, p := range m.randomPeers(now, m.cfg.EagerFanout, exclude, nil, false) {
-			if !m.reach(now, p) {
-				continue
-			}
+		for _, p := range m.randomPeers(now, m.cfg.EagerFanout, exclude, nil, anyAddr) {
+			m.packer.Reset()
 			for _, b := range m.eager {
 				m.queues.add(m.packer, b)
 			}

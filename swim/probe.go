@@ -415,7 +415,7 @@ func (m *Machine) sendIndirect(now time.Time) {
 	p := &m.probe
 	p.indirectSent = true
 	t := p.target
-	peers := m.randomPeers(now, m.cfg.IndirectChecks, "", t, false)
+	peers := m.randomPeers(now, m.cfg.IndirectChecks, "", t, allowedAddr)
 	wantNack := m.cfg.Lifeguard.LocalHealth
 	asked := 0
 	for _, peer := range peers {
@@ -477,7 +477,7 @@ func (m *Machine) startFinalProbe(now time.Time, t *member) {
 	// Twice the usual witnesses: this probe decides a death, and under loss a
 	// node that missed a refutation for a whole suspicion timeout is not rare
 	// (sim loss 200/0.1/300 s, lan, seed 5: one false death with IndirectChecks).
-	for _, peer := range m.randomPeers(now, 2*m.cfg.IndirectChecks, "", t, false) {
+	for _, peer := range m.randomPeers(now, 2*m.cfg.IndirectChecks, "", t, allowedAddr) {
 		if !m.reach(now, peer) {
 			continue
 		}
