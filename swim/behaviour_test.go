@@ -832,6 +832,8 @@ func TestLongPartitionHealsIntoOneCluster(t *testing.T) {
 // a digest-triggered push-pull rather than waiting for the periodic one.
 func TestDigestMismatchStartsPushPull(t *testing.T) {
 	m := newMachine(t, "a", nil)
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", ProtoMin: 1, ProtoMax: 1})) // b, verified
+	m.Ready()
 	other := wire.Digest{Hash: 12345, Members: 1}
 	ping := func(at time.Time) {
 		m.HandlePacket(at, "b:1", packet(t, &wire.Ping{Seq: 1, Target: "a", Source: "b", SourceAddr: "b:1"}, &other))
@@ -1083,7 +1085,7 @@ func TestOwnSuspicionIsToldToTheSuspect(t *testing.T) {
 			c.Lifeguard.Buddy = buddy
 			c.IndirectChecks, c.EagerFanout, c.GossipInterval = 0, 0, 24*time.Hour
 		})
-		m.HandlePacket(epoch, "x", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
+		m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 3, ProtoMin: 1, ProtoMax: 1}))
 		m.Ready()
 		told := false
 		for i := 0; i < 50 && memberOf(t, m, "b").Status == StatusAlive; i++ {

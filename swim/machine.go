@@ -77,6 +77,11 @@ type member struct {
 	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
 	Status             Status
 	protoMin, protoMax uint8
+	// verified: a packet from Addr proved the member answers there (vouch). Until
+	// then Addr gets no streams and, beside probes (ours and those we relay) and
+	// eager pushes, at most one packet a ProbeInterval (PROTOCOL.md 10.9). Kept
+	// through suspicion, death and refutation; lost only when the address changes.
+	verified bool
 }
 
 // incarnation is the member's incarnation, 0 for an unknown (nil) member.
@@ -136,6 +141,19 @@ type relay struct {
 // costs bounded memory.
 const maxRelays = 256
 
+// challenge is the last packet sent to an unverified address: when, and the last
+// Ping sent there (seq, for member name), whose Ack from that address verifies the
+// member there.
+type challenge struct {
+	at   time.Time
+	seq  uint32
+	name string
+}
+
+// maxChallenges bounds Machine.challenges; when it is full the memory is cleared,
+// which at worst lets each unverified address one packet early.
+const maxChallenges = 1024
+
 // maxRepliesPerInput bounds the packets one received packet or push-pull can make
 // us send as answers (acks, relayed probes and acks, refutation Alives, buddy
 // suspicions), whatever it carries: without it a 65 KB datagram of 1,900 pings
@@ -165,13 +183,18 @@ type Machine struct {
 	probe   probeState
 	relays  []relay
 	finals  []finalProbe
-	timers  timers
-	queues  queues
-	eager   []*broadcast // facts learned by the current input, pushed at its end
-	eagerOK bool         // facts of the current input are pushed eagerly
-	curFrom string       // source address of the packet being handled, else ""
-	limited bool         // an input is being handled: answers spend budget
-	budget  int          // answers the input being handled may still send
+	// challenges holds, per unverified address, the last packet sent there
+	// (allow): one a ProbeInterval per address however many members claim it.
+	challenges map[string]challenge
+	proven     bool // the packet being handled proved a member at its source (vouch)
+	wantSync   bool // a Digest in it asked for a digest sync, run if proven
+	timers     timers
+	queues     queues
+	eager      []*broadcast // facts learned by the current input, pushed at its end
+	eagerOK    bool         // facts of the current input are pushed eagerly
+	curFrom    string       // source address of the packet being handled, else ""
+	limited    bool         // an input is being handled: answers spend budget
+	budget     int          // answers the input being handled may still send
 
 	nextProbe, nextGossip, nextPushPull, nextReconnect time.Time
 
@@ -335,16 +358,16 @@ func (m *Machine) CountForeign() { m.stats.ForeignPackets++ }
 // received delta in Ready.Meta and re-broadcasts those that changed its state, which
 // is what makes them spread by infection.
 func (m *Machine) BroadcastMeta(now time.Time, key string, payload []byte) error {
-	return m.broadcastPayload(kindMeta, key, &wire.MetaDelta{Payload: payload})
+	return m.broadcastPayload(now, kindMeta, key, &wire.MetaDelta{Payload: payload})
 }
 
 // BroadcastUser gossips an opaque application message, delivered to peers in
 // Ready.User; pushed eagerly and queued, like BroadcastMeta. Receivers do not re-broadcast it unless the application does.
 func (m *Machine) BroadcastUser(now time.Time, payload []byte) error {
-	return m.broadcastPayload(kindUser, "", &wire.User{Payload: payload})
+	return m.broadcastPayload(now, kindUser, "", &wire.User{Payload: payload})
 }
 
-func (m *Machine) broadcastPayload(kind bcastKind, key string, msg wire.Message) error {
+func (m *Machine) broadcastPayload(now time.Time, kind bcastKind, key string, msg wire.Message) error {
 	b := &broadcast{kind: kind, key: key, msg: wire.AppendMessage(nil, msg)}
 	m.packer.Reset()
 	if len(b.msg) > m.packer.Room() {
@@ -353,7 +376,7 @@ func (m *Machine) broadcastPayload(kind bcastKind, key string, msg wire.Message)
 	m.queues.push(b)
 	m.eagerOK = true
 	m.eager = append(m.eager, b)
-	m.flushEager("")
+	m.flushEager(now, "")
 	return nil
 }
 
@@ -387,7 +410,7 @@ func (m *Machine) Leave(now time.Time) {
 	m.event(now, EventLeft, m.self)
 	m.eagerOK = true
 	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
-	m.flushEager("")
+	m.flushEager(now, "")
 }
 
 // NameConflict is the address of the last node claimed alive under our name at
@@ -483,8 +506,10 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !now.Before(m.nextGossip) && m.queues.Len() > 0 {
 		m.nextGossip = now.Add(m.cfg.GossipInterval)
-		for _, p := range m.randomPeers(m.cfg.GossipNodes, "", nil) {
-			m.packer.Reset()
+		for _, p := range m.randomPeers(now, m.cfg.GossipNodes, "", nil, allowedAddr) {
+			if !m.reach(now, p) {
+				continue
+			}
 			m.queues.fill(m.packer)
 			if m.packer.Count() > 0 {
 				m.send(p.Addr)
@@ -493,21 +518,25 @@ func (m *Machine) Tick(now time.Time) {
 	}
 	if !m.leaving && m.cfg.PushPullInterval > 0 && !now.Before(m.nextPushPull) {
 		m.nextPushPull = now.Add(PushPullScale(m.cfg.PushPullInterval, m.live))
-		if p := m.randomPeers(1, "", nil); len(p) == 1 {
+		if p := m.randomPeers(now, 1, "", nil, verifiedAddr); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
 		}
 	}
 	if !m.leaving && !m.settleAt.IsZero() && !now.Before(m.settleAt) {
 		m.settleAt = time.Time{}
-		if p := m.randomPeers(1, m.settleSeed, nil); len(p) == 1 {
+		// Another verified member if there is one, else the seed again: its view
+		// has moved on since it answered (it answered the later joiners too).
+		if p := m.randomPeers(now, 1, m.settleSeed, nil, verifiedAddr); len(p) == 1 {
 			m.startPushPull(p[0].Addr, false)
+		} else {
+			m.startPushPull(m.settleSeed, false)
 		}
 	}
 	if !m.leaving && m.cfg.ReconnectInterval > 0 && !now.Before(m.nextReconnect) {
 		m.nextReconnect = now.Add(PushPullScale(m.cfg.ReconnectInterval, m.live))
 		m.reconnect()
 	}
-	m.flushEager("")
+	m.flushEager(now, "")
 }
 
 // reconnect push-pulls with a random dead member's address or seed. Two
@@ -530,21 +559,28 @@ func (m *Machine) reconnect() {
 	if total == 0 {
 		return
 	}
-	i := m.rng.IntN(total)
+	// A tombstone whose address never answered as its member (a fake's, maybe) is
+	// drawn again, a bounded number of times: a split soon after formation leaves
+	// many members unverified, and skipping the round slowed the sim's heal.
 	var addr string
-	if i < dead {
+	for tries := 4; tries > 0 && addr == ""; tries-- {
+		i := m.rng.IntN(total)
+		if i >= dead {
+			addr = m.seeds[i-dead]
+			continue
+		}
 		for _, t := range m.tombs {
 			if t.Status != StatusDead {
 				continue
 			}
 			if i == 0 {
-				addr = t.Addr
+				if t.verified {
+					addr = t.Addr
+				}
 				break
 			}
 			i--
 		}
-	} else {
-		addr = m.seeds[i-dead]
 	}
 	if addr == "" || addr == m.cfg.Addr {
 		return
@@ -622,7 +658,7 @@ func (m *Machine) HandlePushPull(now time.Time, from string, pp *wire.PushPull) 
 	m.merge(now, from, pp)
 	m.limited = false
 	reply := m.localState(false)
-	m.flushEager("")
+	m.flushEager(now, "")
 	return reply
 }
 
@@ -638,7 +674,23 @@ func (m *Machine) HandlePushPullReply(now time.Time, from string, pp *wire.PushP
 	m.merge(now, from, pp)
 	m.limited = false
 	m.curFrom = ""
-	m.flushEager("")
+	// The node that answered at the address we dialled (a TCP handshake, which a
+	// blind spoofer cannot complete) lists itself there: that member, when the
+	// reply names exactly one at the address, is verified.
+	var at *wire.NodeState
+	for i := range pp.Nodes {
+		if ns := &pp.Nodes[i]; ns.Addr == from {
+			if at != nil {
+				at = nil
+				break
+			}
+			at = ns
+		}
+	}
+	if at != nil {
+		m.vouch(m.members.get(at.Name), from)
+	}
+	m.flushEager(now, "")
 	if m.joinAnswered(from) {
 		m.settleAt = now.Add(GossipDrain(m.cfg.RetransmitMult, m.live, m.cfg.GossipNodes, m.cfg.GossipInterval))
 		m.settleSeed = from
@@ -704,11 +756,21 @@ func (m *Machine) event(now time.Time, kind EventKind, mem *member) {
 	m.out.Events = append(m.out.Events, Event{Kind: kind, Member: m.public(mem), At: now})
 }
 
+// reachMode says which members whose address is unverified randomPeers may pick.
+type reachMode uint8
+
+const (
+	anyAddr      reachMode = iota // eager push: answers to one input, at most EagerFanout (holding it to the allowance slowed metadata just after formation)
+	allowedAddr                   // gossip, indirect-probe requests: within the address's allowance
+	verifiedAddr                  // streams: none
+)
+
 // randomPeers picks up to k distinct random alive or suspect members other than us,
-// skipping address exclude and member skip. It draws at random a bounded number of
-// times, so it costs O(k) whatever the cluster size (and may return fewer than k
-// when most of the view is dead).
-func (m *Machine) randomPeers(k int, exclude string, skip *member) []*member {
+// skipping address exclude, member skip, and members whose address is unverified
+// as mode says. It draws at random a bounded number of times, so it costs O(k)
+// whatever the cluster size (and may return fewer than k when most of the view is
+// dead).
+func (m *Machine) randomPeers(now time.Time, k int, exclude string, skip *member, mode reachMode) []*member {
 	m.peers = m.peers[:0]
 	n := len(m.plist)
 	if n == 0 || k <= 0 {
@@ -717,7 +779,8 @@ func (m *Machine) randomPeers(k int, exclude string, skip *member) []*member {
 	for tries := 4*k + 8; tries > 0 && len(m.peers) < k; tries-- {
 		p := m.plist[m.rng.IntN(n)]
 		if (p.Status != StatusAlive && p.Status != StatusSuspect) || p == skip ||
-			(exclude != "" && p.Addr == exclude) || slices.Contains(m.peers, p) {
+			(exclude != "" && p.Addr == exclude) || slices.ContainsFunc(m.peers, func(q *member) bool { return q.Addr == p.Addr }) ||
+			!p.verified && (mode == verifiedAddr || mode == allowedAddr && !m.mayAllow(now, p.Addr)) {
 			continue
 		}
 		m.peers = append(m.peers, p)
@@ -738,6 +801,63 @@ func (m *Machine) mayAnswer() bool {
 	}
 	m.budget--
 	return true
+}
+
+// vouch records that a message from address from proved mem answers there: mem's
+// own Ping, IndirectPing or Alive sent from its held address, or an Ack from it
+// to a Ping we sent it (the sequence number is the challenge). Its address is
+// verified from then on (PROTOCOL.md 10.9, "Verified addresses").
+func (m *Machine) vouch(mem *member, from string) {
+	if mem == nil || mem == m.self || mem.Addr != from || from == "" {
+		return
+	}
+	mem.verified = true
+	m.proven = true
+}
+
+// mayAllow says whether allow would let a packet go to unverified address addr.
+func (m *Machine) mayAllow(now time.Time, addr string) bool {
+	c, ok := m.challenges[addr]
+	return !ok || now.Sub(c.at) >= m.cfg.ProbeInterval
+}
+
+// challenge records Ping seq for member name as the challenge of unverified address
+// addr, leaving its allowance as it is.
+func (m *Machine) challenge(addr, name string, seq uint32) {
+	if m.challenges == nil || len(m.challenges) >= maxChallenges {
+		m.challenges = make(map[string]challenge)
+	}
+	c := m.challenges[addr]
+	c.seq, c.name = seq, name
+	m.challenges[addr] = c
+}
+
+// allow spends the allowance of unverified address addr: one packet a ProbeInterval,
+// our probes included (force: they go anyway and take the allowance). A packet
+// that carries a Ping (seq, for member name; seq 0 for none) records it as the
+// address's challenge.
+func (m *Machine) allow(now time.Time, addr, name string, seq uint32, force bool) bool {
+	if !force && !m.mayAllow(now, addr) {
+		return false
+	}
+	if seq != 0 {
+		m.challenge(addr, name, seq)
+	} else if m.challenges == nil || len(m.challenges) >= maxChallenges {
+		m.challenges = make(map[string]challenge)
+	}
+	c := m.challenges[addr]
+	c.at = now
+	m.challenges[addr] = c
+	return true
+}
+
+// reach starts an unsolicited packet to mem (gossip, an indirect-probe request, a
+// buddy notice) in m.packer and says whether it may go: always to a verified
+// member, else within allow. Nothing is added to the packet: a member that answers
+// is verified by our probes and its own.
+func (m *Machine) reach(now time.Time, mem *member) bool {
+	m.packer.Reset()
+	return mem.verified || m.allow(now, mem.Addr, mem.Name, 0, false)
 }
 
 // addrOK says whether an address read from a message passes Config.CheckAddr;
@@ -761,12 +881,12 @@ func (m *Machine) send(to string) {
 // flushEager pushes the facts learned by the current input to EagerFanout random
 // members at once (one packet each, topped up with queued gossip), skipping the
 // address they came from. Facts that do not fit stay queued for the gossip tick.
-func (m *Machine) flushEager(exclude string) {
+func (m *Machine) flushEager(now time.Time, exclude string) {
 	if len(m.eager) == 0 {
 		return
 	}
 	if m.cfg.EagerFanout > 0 {
-		for _, p := range m.randomPeers(m.cfg.EagerFanout, exclude, nil) {
+		for _, p := range m.randomPeers(now, m.cfg.EagerFanout, exclude, nil, anyAddr) {
 			m.packer.Reset()
 			for _, b := range m.eager {
 				m.queues.add(m.packer, b)

@@ -26,6 +26,8 @@ type tnet struct {
 	byAddr map[string]*tnode
 	trace  hash.Hash64    // when set, every packet and event is written to it
 	dialed map[string]int // packets and streams sent, by destination address
+	// onStream, when set, sees every push-pull a node starts, before it runs.
+	onStream func(from, to string)
 }
 
 type tnode struct {
@@ -165,6 +167,9 @@ func (nt *tnet) drain() {
 
 // stream runs one push-pull exchange through the frame codec.
 func (nt *tnet) stream(src *tnode, s Stream) {
+	if nt.onStream != nil {
+		nt.onStream(src.addr, s.To)
+	}
 	if !nt.reachable(src.addr, s.To) || !nt.reachable(s.To, src.addr) {
 		src.m.PushPullFailed(nt.now, s.To)
 		return
@@ -271,4 +276,17 @@ func (nt *tnet) runUntil(limit, step time.Duration, cond func() bool) (time.Dura
 		nt.run(step)
 	}
 	return nt.now.Sub(start), cond()
+}
+
+// formed is a cluster of n nodes, all joined through the first and converged, and
+// how long that took.
+func formed(t *testing.T, n int, seed uint64) (*tnet, time.Duration) {
+	t.Helper()
+	nt := newNet(t, n, seed, nil)
+	nt.joinAll()
+	took, ok := nt.runUntil(30*time.Second, 10*time.Millisecond, nt.converged)
+	if !ok {
+		t.Fatalf("%d nodes did not converge in 30 s", n)
+	}
+	return nt, took
 }

@@ -82,6 +82,9 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 	}
 	old := mem.Status
 	addrChanged := mem.Addr != addr || mem.protoMin != pmin || mem.protoMax != pmax
+	if mem.Addr != addr {
+		mem.verified = false // the new address has not answered as the member yet
+	}
 	mem.Addr, mem.protoMin, mem.protoMax = addr, pmin, pmax
 	m.setState(now, mem, inc, StatusAlive)
 	switch {
@@ -125,10 +128,9 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 		m.stats.Suspicions++
 		m.event(now, EventSuspect, mem)
 		m.queueFact(&wire.Suspect{Node: name, Incarnation: inc, From: from}, name)
-		if from == m.self.Name && m.cfg.Lifeguard.Buddy && m.mayAnswer() {
+		if from == m.self.Name && m.cfg.Lifeguard.Buddy && m.mayAnswer() && m.reach(now, mem) {
 			// Our own probe failed: tell the suspect first-hand, so a live one
 			// refutes within a round trip instead of when gossip reaches it.
-			m.packer.Reset()
 			m.packer.Add(&wire.Suspect{Node: name, Incarnation: inc, From: from})
 			m.send(mem.Addr)
 		}
