@@ -401,6 +401,9 @@ func (n *Node) Leave(ctx context.Context) error {
 	}
 }
 
+// httpDrainWait bounds how long Close lets control API requests in flight finish.
+const httpDrainWait = time.Second
+
 // Close stops every goroutine and releases the sockets without telling peers: to
 // them it looks like a crash, detected by probing. Call Leave first for a graceful
 // exit. Subscriptions' channels are closed. Close is idempotent.
@@ -408,6 +411,12 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.cancel()
 		if n.httpSrv != nil {
+			// Requests in flight get their answer (a POST /control/v1/leave closes the
+			// node as soon as it has left, before its handler has written the reply);
+			// watch streams end with n.ctx. Whatever is still open then is cut.
+			ctx, cancel := context.WithTimeout(context.Background(), httpDrainWait)
+			n.httpSrv.Shutdown(ctx)
+			cancel()
 			n.httpSrv.Close()
 		}
 		n.tr.Close()
