@@ -94,9 +94,12 @@ type Stats struct {
 	Accepted    uint64 // Proposes and Renews this node accepted
 	Stale       uint64 // Proposes and Renews dropped as no newer than the last accepted round of their lease (replays, duplicates)
 	Rejected    uint64 // requests this node rejected
-	LeasesWon   uint64 // times this node became leader
-	RoundsLost  uint64 // renewal rounds that did not reach a quorum before the next one
-	MessagesOut uint64 // messages handed to the host
+	// PromisesReleased counts promises this voter dropped because their candidate
+	// gave the epoch up (Release).
+	PromisesReleased uint64
+	LeasesWon        uint64 // times this node became leader
+	RoundsLost       uint64 // renewal rounds that did not reach a quorum before the next one
+	MessagesOut      uint64 // messages handed to the host
 }
 
 type role uint8
@@ -407,13 +410,28 @@ func (m *Machine) reject(epoch, seq uint64, holder string, mb *Membership) *Reje
 	return &Reject{Epoch: epoch, Seq: seq, Voter: m.cfg.Self, Highest: m.st.Promised, Holder: holder, Membership: mb}
 }
 
-// voteRelease drops the named lease if it is the one this voter holds.
+// voteRelease drops the named lease if it is the one this voter holds, and the
+// promise of that epoch to that holder: its sender gave the epoch up and never
+// proposes at it, so the promise protects nothing and would only make this voter
+// refuse a lease of a lower epoch that won meanwhile. The promise falls back to the
+// last lease this voter accepted below it (or none), never lower; what keeps two
+// leases from overlapping is the standing-lease refusal (refuse), which a released
+// promise does not touch.
 func (m *Machine) voteRelease(now time.Time, r *Release) {
 	if m.accEpoch == r.Epoch && m.accHolder == r.Holder && now.Before(m.accExpires) {
 		m.accExpires = now
 		if m.role == roleFollower {
 			m.electAt = time.Time{} // reschedule from now, not from the old expiry
 		}
+	}
+	if r.Holder != m.cfg.Self && m.st.Promised == r.Epoch && m.st.PromisedTo == r.Holder {
+		if m.accEpoch < r.Epoch {
+			m.st.Promised, m.st.PromisedTo = m.accEpoch, m.accHolder
+		} else {
+			m.st.Promised, m.st.PromisedTo = 0, ""
+		}
+		m.dirty = true
+		m.stats.PromisesReleased++
 	}
 }
 
@@ -498,10 +516,17 @@ func (m *Machine) tickCandidate(now time.Time) {
 // acted on the lease, and a partly accepted lease would otherwise block every
 // other candidate for a full hold.
 func (m *Machine) failAttempt(now time.Time) {
-	if m.role == roleCandidate && !m.preparing {
+	switch {
+	case m.role == roleCandidate && !m.preparing:
 		r := &Release{Epoch: m.epoch, Holder: m.cfg.Self}
 		m.voteRelease(now, r)
 		m.bcast(r)
+	case m.role == roleCandidate && len(m.promises) > 0:
+		// Voters promised us an epoch we now give up and never propose at (our next
+		// campaign picks a higher one): release their promises, or a voter whose
+		// promise is above a lease that won meanwhile refuses that leader's renewals
+		// for as long as it reigns, and is lost to its quorum.
+		m.bcast(&Release{Epoch: m.epoch, Holder: m.cfg.Self})
 	}
 	m.becomeFollower()
 	m.electAt = now.Add(backoff(m.rng, m.cfg.BackoffMin, m.cfg.BackoffMax))

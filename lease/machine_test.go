@@ -292,3 +292,74 @@ func TestVoterTakesOnlyNewerRounds(t *testing.T) {
 		t.Fatalf("restarted holder's propose refused: %+v", got[0].Msg)
 	}
 }
+
+// A voter that promised an epoch to a candidate who then gave it up (a lease of a
+// lower epoch won meanwhile) refused that leader's renewals for as long as it
+// reigned, and was lost to its quorum (seen in the chaos suite and in node's TLS
+// test: the voter campaigned again and again and never learned the leader). The
+// candidate's Release of the epoch frees the promise; a Release of another
+// candidate's epoch does not.
+func TestReleasedPromiseLetsTheWinnerBack(t *testing.T) {
+	mb := Membership{Voters: abc}
+	m, quiet := voterAt(t, &MemoryStorage{})
+	d := DefaultConfig("a", abc).LeaseDuration
+	m.Step(quiet, &Prepare{Epoch: 2, Candidate: "c"})
+	if _, ok := only(t, m.Ready(), "c").(*Promise); !ok {
+		t.Fatal("no promise to c")
+	}
+	m.Step(quiet, &Renew{Epoch: 1, Seq: 5, Holder: "b", Duration: d, Membership: mb})
+	if _, ok := only(t, m.Ready(), "b").(*Reject); !ok {
+		t.Fatal("a renewal below the promise was not refused: the test proves nothing")
+	}
+	m.Step(quiet, &Release{Epoch: 2, Holder: "b"}) // not the promised candidate
+	m.Step(quiet, &Release{Epoch: 1, Holder: "c"}) // not the promised epoch
+	if rd := m.Ready(); rd.State != nil {
+		t.Fatalf("a Release of another promise changed what is saved: %+v", rd.State)
+	}
+	m.Step(quiet, &Release{Epoch: 2, Holder: "c"})
+	rd := m.Ready()
+	if rd.State == nil || rd.State.Promised != 0 || rd.State.PromisedTo != "" {
+		t.Fatalf("the released promise was not dropped and saved: %+v", rd.State)
+	}
+	m.Step(quiet, &Renew{Epoch: 1, Seq: 6, Holder: "b", Duration: d, Membership: mb})
+	if _, ok := only(t, m.Ready(), "b").(*Accept); !ok {
+		t.Fatal("the leader's renewal was refused after the promise was released")
+	}
+	if h, e, _, ok := m.Leader(quiet); !ok || h != "b" || e != 1 {
+		t.Fatalf("Leader = %q %d %v, want b 1", h, e, ok)
+	}
+	if got := m.Stats().PromisesReleased; got != 1 {
+		t.Fatalf("PromisesReleased %d, want 1", got)
+	}
+}
+
+// A candidate that got a promise but then finds a lease standing (it accepted
+// another holder's Propose while it prepared) gives its attempt up and releases
+// the promises it got.
+func TestFailedPrepareReleasesItsPromises(t *testing.T) {
+	mb := Membership{Voters: abc}
+	m, quiet := voterAt(t, &MemoryStorage{})
+	at := quiet.Add(time.Hour)
+	m.Tick(at) // no lease: campaign
+	var epoch uint64
+	for _, o := range m.Ready().Messages {
+		if p, ok := o.Msg.(*Prepare); ok {
+			epoch = p.Epoch
+		}
+	}
+	if epoch == 0 {
+		t.Fatal("no campaign")
+	}
+	m.Step(at, &Propose{Epoch: epoch, Seq: 1, Holder: "c", Duration: DefaultConfig("a", abc).LeaseDuration, Membership: mb})
+	m.Ready()
+	m.Step(at, &Promise{Epoch: epoch, Voter: "b"}) // a quorum with our own promise, which c's lease now refuses
+	var released bool
+	for _, o := range m.Ready().Messages {
+		if r, ok := o.Msg.(*Release); ok && r.Epoch == epoch && r.Holder == "a" && o.To == "b" {
+			released = true
+		}
+	}
+	if !released {
+		t.Fatal("the failed attempt did not release b's promise")
+	}
+}

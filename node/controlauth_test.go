@@ -204,6 +204,16 @@ func TestControlMutualTLSAndRoles(t *testing.T) {
 		"control_request":         "spiffe://example.org/mesh/default/operator/olga",
 		"tls_refused":             "spiffe://example.org/mesh/default/admin/mallory",
 	}
+	// The audit log is written by a goroutine of its own: wait for the records.
+	eventually(t, 5*time.Second, "the refusals audited", func() bool {
+		n := 0
+		for _, r := range audits[idx].records(t) {
+			if _, ok := want[r.Event]; ok {
+				n++
+			}
+		}
+		return n >= len(want)
+	})
 	seen := map[string]bool{}
 	for _, r := range audits[idx].records(t) {
 		who, ok := want[r.Event]
