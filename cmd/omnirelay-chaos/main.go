@@ -86,6 +86,7 @@ func runScenarios(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Pause, "pause", 8*time.Second, "how long the leader stays SIGSTOPped (pause)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "seed of random choices (default: the time)")
 	fs.StringVar(&o.AgentBin, "agent-bin", "", "omnirelay binary to run (default: go build ./cmd/omnirelay)")
+	fs.StringVar(&o.LogDir, "logs", "", "keep the agents' logs of a failed scenario under this directory (nightly: --out)")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -128,6 +129,9 @@ func runScenarios(cmd string, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if cmd == "nightly" {
+		if o.LogDir == "" {
+			o.LogDir = *out
+		}
 		if err := os.MkdirAll(*out, 0o755); err != nil {
 			fmt.Fprintln(stderr, "omnirelay-chaos:", err)
 			return 1

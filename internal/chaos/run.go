@@ -2,8 +2,11 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -23,7 +26,10 @@ type Options struct {
 	Pause    time.Duration // pause: how long the leader stays stopped [8s]
 	Seed     uint64        // random choices (churn) [the time]
 	AgentBin string        // a built omnirelay binary [go build ./cmd/omnirelay]
-	Logf     func(format string, args ...any)
+	// LogDir, when set, receives the agents' logs and audit logs of a run that
+	// failed (LogDir/SCENARIO-PREFIX/), for the postmortem.
+	LogDir string
+	Logf   func(format string, args ...any)
 	// Load, when set, runs during the scenario. Nil until the sample service of
 	// issue 17 exists: the report then says "no load yet".
 	Load Load
@@ -209,6 +215,15 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 			err = fmt.Errorf("chaos: cleanup: %w", cerr)
 		}
 	}()
+	defer func() {
+		if opts.LogDir != "" && (err != nil || !rep.Pass) {
+			if kerr := keepLogs(lab, filepath.Join(opts.LogDir, s.Name+"-"+lab.Prefix)); kerr != nil {
+				opts.Logf("keeping the logs: %v", kerr)
+			} else {
+				opts.Logf("agent logs kept in %s", filepath.Join(opts.LogDir, s.Name+"-"+lab.Prefix))
+			}
+		}
+	}()
 	bin := opts.AgentBin
 	if bin == "" {
 		if bin, err = BuildAgent(ctx, lab.Dir); err != nil {
@@ -221,7 +236,7 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 	if err != nil {
 		return nil, err
 	}
-	defer r.c.Close() // before lab.Close: processes first, then their namespaces
+	defer r.c.Close() // before keepLogs and lab.Close: processes first, then their logs and namespaces
 	r.obs = NewObserver(lab)
 	defer r.obs.Close()
 	if err := r.c.StartAll(); err != nil {
@@ -245,6 +260,28 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 	}
 	r.finish()
 	return rep, nil
+}
+
+// keepLogs copies each agent's log and audit log into dir.
+func keepLogs(lab *Lab, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i := 1; i <= lab.nodes; i++ {
+		for _, f := range []string{"agent.log", "audit.jsonl"} {
+			b, err := os.ReadFile(filepath.Join(lab.Dir, name(i), f))
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, name(i)+"-"+f), b, 0o644)
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func (r *Runner) all() []int {
@@ -361,7 +398,7 @@ func describe(round Round) string {
 			}
 		}
 		sort.Strings(ps)
-		s += fmt.Sprintf("[%s: leader %s/%d map %d.%d %s owned %d steady %d/%d not-alive %v] ", name(v.Node), v.Holder, v.Epoch, v.MapEpoch, v.MapVersion, v.Checksum, v.Owned, v.Steady, v.Count, ps)
+		s += fmt.Sprintf("[%s: leader %s/%d seen %d map %d.%d %s owned %d steady %d/%d not-alive %v] ", name(v.Node), v.Holder, v.Epoch, v.EpochSeen, v.MapEpoch, v.MapVersion, v.Checksum, v.Owned, v.Steady, v.Count, ps)
 	}
 	return s
 }
