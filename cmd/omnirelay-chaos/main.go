@@ -117,7 +117,7 @@ func runScenarios(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "swept leftovers of dead runs %v (%v)\n", swept, err)
 	}
 	if o.AgentBin == "" {
-		dir, err := os.MkdirTemp("", "omnirelay-chaos-bin-")
+		dir, err := chaos.BinDir()
 		if err != nil {
 			fmt.Fprintln(stderr, "omnirelay-chaos:", err)
 			return 1

@@ -210,7 +210,7 @@ func nsExists(name string) bool {
 }
 
 // sweepPrefix kills every process in the namespaces named prefix-*, deletes them
-// and the root namespace's links named prefix*.
+// and the root namespace's veth ends named prefixxN and prefixyN.
 func sweepPrefix(ctx context.Context, prefix string) error {
 	var errs []error
 	out, _ := exec.CommandContext(ctx, "ip", "netns", "list").Output()
@@ -234,7 +234,7 @@ func sweepPrefix(ctx context.Context, prefix string) error {
 			continue
 		}
 		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
-		if strings.HasPrefix(name, prefix) {
+		if strings.HasPrefix(name, prefix+"x") || strings.HasPrefix(name, prefix+"y") { // not orcABCD's for orcABC
 			errs = append(errs, run(ctx, nil, "ip", "link", "delete", name))
 		}
 	}
@@ -279,16 +279,21 @@ func Sweep(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
+	staleDirs := map[string][]string{}
 	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "omnirelay-chaos-"+namePrefix+"*"))
 	for _, d := range dirs {
 		if p, ok := stalePrefix(strings.TrimPrefix(filepath.Base(d), "omnirelay-chaos-")); ok {
 			stale[p] = true
+			staleDirs[p] = append(staleDirs[p], d)
 		}
 	}
 	var swept []string
 	var errs []error
 	for p := range stale {
-		errs = append(errs, sweepPrefix(ctx, p), os.RemoveAll(filepath.Join(os.TempDir(), "omnirelay-chaos-"+p)))
+		errs = append(errs, sweepPrefix(ctx, p))
+		for _, d := range staleDirs[p] {
+			errs = append(errs, os.RemoveAll(d))
+		}
 		swept = append(swept, p)
 	}
 	return swept, errors.Join(errs...)
@@ -318,6 +323,12 @@ func stalePrefix(name string) (string, bool) {
 	}
 	c := strings.TrimSpace(string(comm))
 	return prefix, !(strings.HasPrefix(c, "omnirelay-chao") || strings.HasSuffix(c, ".test"))
+}
+
+// BinDir makes a temporary directory for the agent binary of this process's runs,
+// named so that Sweep removes it if the process dies without removing it.
+func BinDir() (string, error) {
+	return os.MkdirTemp("", "omnirelay-chaos-"+runPrefix(os.Getpid())+"-bin-")
 }
 
 // run runs a command, naming it and its output in the error.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -169,6 +170,40 @@ func (o *Observer) sampleOne(ctx context.Context, i int) *View {
 		}
 	}
 	return v
+}
+
+// Snapshot saves each agent's /metrics, leaders and shards answers into dir, for
+// a postmortem.
+func (o *Observer) Snapshot(ctx context.Context, nodes []int, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var errs []error
+	for _, i := range nodes {
+		for file, path := range map[string]string{"metrics.txt": "/metrics", "leaders.json": "/control/v1/leaders", "shards.json": "/control/v1/shards"} {
+			errs = append(errs, o.save(ctx, "http://"+addr(i)+":"+controlPort+path, filepath.Join(dir, name(i)+"-"+file)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (o *Observer) save(ctx context.Context, url, file string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := o.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o644)
 }
 
 // answered reports whether every node in nodes answered the round fully.

@@ -239,6 +239,14 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 	defer r.c.Close() // before keepLogs and lab.Close: processes first, then their logs and namespaces
 	r.obs = NewObserver(lab)
 	defer r.obs.Close()
+	defer func() { // before the agents stop: what they say of themselves at the end
+		if opts.LogDir != "" && (err != nil || !rep.Pass) {
+			dir := filepath.Join(opts.LogDir, s.Name+"-"+lab.Prefix)
+			if serr := r.obs.Snapshot(context.Background(), r.c.Up(), dir); serr != nil {
+				opts.Logf("snapshot of the agents' reports: %v", serr)
+			}
+		}
+	}()
 	if err := r.c.StartAll(); err != nil {
 		return nil, err
 	}
