@@ -46,9 +46,28 @@ func Prereqs() error {
 		missing = append(missing, "no network namespaces (/proc/self/ns/net): the kernel lacks CONFIG_NET_NS")
 	}
 	if len(missing) == 0 {
+		missing = probe()
+	}
+	if len(missing) == 0 {
 		return nil
 	}
 	return errors.New("chaos: missing prerequisites: " + strings.Join(missing, "; "))
+}
+
+// probe creates a namespace and an nft table in it, as a run will: root in a
+// container without CAP_SYS_ADMIN, or a kernel without nf_tables, fails here.
+func probe() []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ns := runPrefix(os.Getpid()) + "-probe"
+	if err := run(ctx, nil, "ip", "netns", "add", ns); err != nil {
+		return []string{"cannot create a network namespace: " + err.Error()}
+	}
+	defer run(ctx, nil, "ip", "netns", "delete", ns)
+	if err := run(ctx, strings.NewReader("add table inet probe\n"), "ip", "netns", "exec", ns, "nft", "-f", "-"); err != nil {
+		return []string{"nftables does not work in a namespace (kernel nf_tables?): " + err.Error()}
+	}
+	return nil
 }
 
 // Lab is one run's network: a hub namespace with a bridge and, per agent, a
@@ -322,7 +341,13 @@ func stalePrefix(name string) (string, bool) {
 		return prefix, true
 	}
 	c := strings.TrimSpace(string(comm))
-	return prefix, !(strings.HasPrefix(c, "omnirelay-chao") || strings.HasSuffix(c, ".test"))
+	if !strings.HasPrefix(c, "omnirelay-chao") && !strings.HasSuffix(c, ".test") {
+		return prefix, true // the pid was reused
+	}
+	// A killed harness not yet reaped by its parent is a zombie: gone all the same.
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	_, after, _ := strings.Cut(string(stat), ") ")
+	return prefix, err != nil || strings.HasPrefix(after, "Z")
 }
 
 // BinDir makes a temporary directory for the agent binary of this process's runs,

@@ -114,6 +114,9 @@ type Report struct {
 	// FalseSuspicions counts (observer, peer) transitions from alive to suspect
 	// or dead of a peer that was up and reachable (loss scenario).
 	FalseSuspicions int `json:"false_suspicions"`
+	// FalseDeaths counts the transitions to dead among them (the simulator's
+	// loss target is zero).
+	FalseDeaths int `json:"false_deaths"`
 	// LeaderChanges counts leases (holder, epoch) beyond the first seen while
 	// the fault stood.
 	LeaderChanges int        `json:"leader_changes"`
@@ -336,8 +339,13 @@ func (r *Runner) sample(ctx context.Context) Round {
 		}
 		for peer, status := range v.Peers {
 			k := [2]string{name(v.Node), peer}
-			if r.counting && r.prev[k] == "alive" && (status == "suspect" || status == "dead") && slices.Contains(up, index(peer)) {
-				r.rep.FalseSuspicions++
+			if was := r.prev[k]; r.counting && was != status && slices.Contains(up, index(peer)) {
+				if was == "alive" && (status == "suspect" || status == "dead") {
+					r.rep.FalseSuspicions++
+				}
+				if status == "dead" {
+					r.rep.FalseDeaths++
+				}
 			}
 			r.prev[k] = status
 		}
@@ -458,6 +466,9 @@ func (r *Runner) finish() {
 		r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%d invariant violations (two leaders same epoch %d, two leaders at once %d, shard served twice %d)",
 			n, r.rep.Invariants.TwoLeadersSameEpoch, r.rep.Invariants.TwoLeadersAtOnce, r.rep.Invariants.ShardServedTwice))
 	}
+	if r.rep.FalseDeaths > 0 {
+		r.rep.TargetMisses = append(r.rep.TargetMisses, fmt.Sprintf("%d false deaths of agents that were up, target 0", r.rep.FalseDeaths))
+	}
 	r.rep.DurationS = time.Since(r.t0).Seconds()
 	r.rep.Pass = len(r.rep.Failures) == 0 && len(r.rep.TargetMisses) == 0
 }
@@ -466,7 +477,7 @@ func (r *Runner) finish() {
 // the scenarios the budget skipped.
 func SummaryTable(reports []*Report, skipped []string) string {
 	var b strings.Builder
-	b.WriteString("| scenario | result | agents | detection p50/max ms | failover p50/max ms | convergence p50/max ms | two leaders | shard twice | false suspicions | leader changes | load | s |\n")
+	b.WriteString("| scenario | result | agents | detection p50/max ms | failover p50/max ms | convergence p50/max ms | two leaders | shard twice | false suspicions / deaths | leader changes | load | s |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	cell := func(r *Report, kind string) string {
 		s, ok := r.Summaries[kind]
@@ -488,9 +499,9 @@ func SummaryTable(reports []*Report, skipped []string) string {
 			}
 		}
 		inv := r.Invariants
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d+%d | %d | %d | %d | %s | %.0f |\n", r.Scenario, result, r.Agents,
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d+%d | %d | %d / %d | %d | %s | %.0f |\n", r.Scenario, result, r.Agents,
 			cell(r, "detection"), cell(r, "failover"), cell(r, "convergence"),
-			inv.TwoLeadersSameEpoch, inv.TwoLeadersAtOnce, inv.ShardServedTwice, r.FalseSuspicions, r.LeaderChanges, r.Load.Status, r.DurationS)
+			inv.TwoLeadersSameEpoch, inv.TwoLeadersAtOnce, inv.ShardServedTwice, r.FalseSuspicions, r.FalseDeaths, r.LeaderChanges, r.Load.Status, r.DurationS)
 	}
 	for _, s := range skipped {
 		fmt.Fprintf(&b, "| %s | **skipped**: over the time budget | | | | | | | | | | |\n", s)
