@@ -81,8 +81,9 @@ type View struct {
 	MapEpoch, MapVersion uint64
 	Checksum             string
 	Count, Owned         int
-	Steady               int    // shards steady on their placement's target
-	ShardErr             string `json:",omitempty"`
+	Steady               int       // shards steady on their placement's target
+	ShardsAt             time.Time // when the shard answer arrived
+	ShardErr             string    `json:",omitempty"`
 }
 
 // Round is one sample of every agent that is up.
@@ -136,14 +137,24 @@ func (o *Observer) sampleOne(ctx context.Context, i int) *View {
 	defer cancel()
 	c := control.Client{Base: "http://" + addr(i) + ":" + controlPort, HTTP: o.client}
 	v := &View{Node: i}
-	peers, _, err := c.ListPeers(ctx, control.ListOptions{Limit: 1000})
-	if err != nil {
-		v.Err = err.Error()
+	// The invariants compare agents at one moment: the small, racy answers come
+	// first, so a round's agents answer them within milliseconds of each other.
+	m, err := c.ListShards(ctx, control.ShardListOptions{})
+	v.ShardsAt = time.Now()
+	var api *control.APIError
+	switch {
+	case errors.As(err, &api) && api.Body.Code == control.CodeNoShardMap:
+		v.ShardErr = "no shard map yet"
+	case err != nil:
+		v.Err = "shards: " + err.Error()
 		return v
-	}
-	v.Peers = make(map[string]string, len(peers))
-	for _, p := range peers {
-		v.Peers[p.Name] = p.Status
+	default:
+		v.MapEpoch, v.MapVersion, v.Checksum, v.Count, v.Owned = m.Epoch, m.Version, m.Checksum, m.Count, m.Owned
+		for _, sh := range m.Shards {
+			if sh.State == "steady" && sh.Owner != "" && sh.Owner == sh.Target {
+				v.Steady++
+			}
+		}
 	}
 	l, err := c.GetLeaders(ctx)
 	if err != nil {
@@ -154,20 +165,14 @@ func (o *Observer) sampleOne(ctx context.Context, i int) *View {
 		v.Holder, v.Epoch = l.Leader.Holder, l.Leader.Epoch
 	}
 	v.IsLeader, v.EpochSeen = l.Local.IsLeader, l.Local.EpochSeen
-	m, err := c.ListShards(ctx, control.ShardListOptions{})
-	var api *control.APIError
-	switch {
-	case errors.As(err, &api) && api.Body.Code == control.CodeNoShardMap:
-		v.ShardErr = "no shard map yet"
-	case err != nil:
-		v.Err = "shards: " + err.Error()
-	default:
-		v.MapEpoch, v.MapVersion, v.Checksum, v.Count, v.Owned = m.Epoch, m.Version, m.Checksum, m.Count, m.Owned
-		for _, sh := range m.Shards {
-			if sh.State == "steady" && sh.Owner != "" && sh.Owner == sh.Target {
-				v.Steady++
-			}
-		}
+	peers, _, err := c.ListPeers(ctx, control.ListOptions{Limit: 1000})
+	if err != nil {
+		v.Err = "peers: " + err.Error()
+		return v
+	}
+	v.Peers = make(map[string]string, len(peers))
+	for _, p := range peers {
+		v.Peers[p.Name] = p.Status
 	}
 	return v
 }
@@ -292,6 +297,16 @@ func (inv *Invariants) example(r Round, format string, args ...any) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: ", r.At.UTC().Format(time.RFC3339Nano))
 	fmt.Fprintf(&b, format, args...)
+	var first, last time.Time
+	for _, v := range r.Views {
+		if v.Err == "" && (first.IsZero() || v.ShardsAt.Before(first)) {
+			first = v.ShardsAt
+		}
+		if v.Err == "" && v.ShardsAt.After(last) {
+			last = v.ShardsAt
+		}
+	}
+	fmt.Fprintf(&b, " (shard answers spread over %.1f ms)", ms(last.Sub(first)))
 	for _, v := range sortedViews(r) {
 		fmt.Fprintf(&b, "; %s: leader %q epoch %d is_leader %v owned %d map %d.%d", name(v.Node), v.Holder, v.Epoch, v.IsLeader, v.Owned, v.MapEpoch, v.MapVersion)
 	}
