@@ -1,0 +1,279 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	sigKill = syscall.SIGKILL
+	sigCont = syscall.SIGCONT
+	sigStop = syscall.SIGSTOP
+	sigTerm = syscall.SIGTERM
+
+	gossipPort  = "7946"
+	controlPort = "7070"
+)
+
+// BuildAgent builds ./cmd/omnirelay of the module the go tool finds from the
+// current directory into dir and returns the binary's path.
+func BuildAgent(ctx context.Context, dir string) (string, error) {
+	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil || strings.TrimSpace(string(mod)) == "" || strings.TrimSpace(string(mod)) == os.DevNull {
+		return "", fmt.Errorf("chaos: building the agent: not inside the module (go env GOMOD: %q, %v); run from the repository or pass --agent-bin", strings.TrimSpace(string(mod)), err)
+	}
+	bin := filepath.Join(dir, "omnirelay")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/omnirelay")
+	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("chaos: go build ./cmd/omnirelay: %v: %s", err, out)
+	}
+	return bin, nil
+}
+
+// ClusterConfig is the shape of the cluster a scenario runs.
+type ClusterConfig struct {
+	Agents int // agents n1..nN
+	Voters int // n1..nVoters are the leader-election voters (3 or 5)
+	Shards int // shard count on every agent
+	Bin    string
+}
+
+// Cluster is the agents of one run and their processes.
+type Cluster struct {
+	cfg  ClusterConfig
+	lab  *Lab
+	key  string
+	mu   sync.Mutex
+	proc map[int]*agentProc // running (or stopped) agents by index
+	log  func(format string, args ...any)
+}
+
+type agentProc struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	paused bool
+}
+
+// NewCluster makes the packet key (the agent's own keygen) and data directories;
+// Start starts the agents.
+func NewCluster(ctx context.Context, lab *Lab, cfg ClusterConfig, logf func(string, ...any)) (*Cluster, error) {
+	if cfg.Voters != 3 && cfg.Voters != 5 {
+		return nil, fmt.Errorf("chaos: %d voters: want 3 or 5", cfg.Voters)
+	}
+	if cfg.Agents < cfg.Voters || cfg.Agents > lab.nodes {
+		return nil, fmt.Errorf("chaos: %d agents: want %d (the voters) .. %d (the lab)", cfg.Agents, cfg.Voters, lab.nodes)
+	}
+	c := &Cluster{cfg: cfg, lab: lab, key: filepath.Join(lab.Dir, "mesh.key"), proc: map[int]*agentProc{}, log: logf}
+	if err := run(ctx, nil, cfg.Bin, "keygen", "-o", c.key); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func name(i int) string { return "n" + strconv.Itoa(i) }
+
+// index is the agent index of a node name, 0 if none.
+func index(n string) int {
+	i, err := strconv.Atoi(strings.TrimPrefix(n, "n"))
+	if err != nil || !strings.HasPrefix(n, "n") {
+		return 0
+	}
+	return i
+}
+
+// Start starts agent i. The first agent of a fresh cluster (join=false) starts a
+// new cluster; every other start joins through all the other agents, so a
+// restarted agent finds whichever of them is up.
+func (c *Cluster) Start(i int, join bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.proc[i] != nil {
+		return fmt.Errorf("chaos: %s is already running", name(i))
+	}
+	voters := make([]string, c.cfg.Voters)
+	for v := range voters {
+		voters[v] = name(v + 1)
+	}
+	dir := filepath.Join(c.lab.Dir, name(i))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	args := []string{"netns", "exec", c.lab.netns(i), c.cfg.Bin, "agent",
+		"--name", name(i), "--bind", addr(i) + ":" + gossipPort, "--control", addr(i) + ":" + controlPort,
+		"--key-file", c.key, "--voters", strings.Join(voters, ","), "--shards", strconv.Itoa(c.cfg.Shards),
+		"--log-format", "json", "--join-timeout", "0", "--audit-log", filepath.Join(dir, "audit.jsonl")}
+	if i <= c.cfg.Voters {
+		args = append(args, "--voter", "--data-dir", filepath.Join(dir, "data"))
+	}
+	if join {
+		var seeds []string
+		for j := 1; j <= c.cfg.Agents; j++ {
+			if j != i {
+				seeds = append(seeds, addr(j)+":"+gossipPort)
+			}
+		}
+		args = append(args, "--join", strings.Join(seeds, ","))
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "agent.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	// ip netns exec execs the agent in place, so the pid is the agent's and the
+	// signals below reach it directly. Its own process group keeps a terminal's
+	// Ctrl-C away from it: the harness stops agents itself, in order.
+	cmd := exec.Command("ip", args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("chaos: starting %s: %v", name(i), err)
+	}
+	p := &agentProc{cmd: cmd, done: make(chan struct{})}
+	c.proc[i] = p
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	c.log("start %s (pid %d)", name(i), cmd.Process.Pid)
+	return nil
+}
+
+// StartAll starts agents 1..N: the first alone, the rest joining it.
+func (c *Cluster) StartAll() error {
+	for i := 1; i <= c.cfg.Agents; i++ {
+		if err := c.Start(i, i > 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Running reports whether agent i has a process (possibly stopped).
+func (c *Cluster) Running(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.proc[i] != nil
+}
+
+// Up lists the agents whose process runs and is not paused.
+func (c *Cluster) Up() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var up []int
+	for i := 1; i <= c.cfg.Agents; i++ {
+		if p := c.proc[i]; p != nil && !p.paused {
+			up = append(up, i)
+		}
+	}
+	return up
+}
+
+// Kill sends SIGKILL to agent i and waits for it to exit.
+func (c *Cluster) Kill(i int) error { return c.stop(i, sigKill, 5*time.Second) }
+
+// Leave sends SIGTERM (graceful leave) and waits for the exit.
+func (c *Cluster) Leave(i int) error { return c.stop(i, sigTerm, 15*time.Second) }
+
+func (c *Cluster) stop(i int, sig syscall.Signal, wait time.Duration) error {
+	c.mu.Lock()
+	p := c.proc[i]
+	c.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("chaos: %s is not running", name(i))
+	}
+	if p.paused {
+		_ = p.cmd.Process.Signal(sigCont)
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(wait):
+		_ = p.cmd.Process.Signal(sigKill)
+		<-p.done
+	}
+	c.mu.Lock()
+	delete(c.proc, i)
+	c.mu.Unlock()
+	c.log("%s %s", sigName(sig), name(i))
+	return nil
+}
+
+// Pause (SIGSTOP) and Resume (SIGCONT) agent i.
+func (c *Cluster) Pause(i int) error  { return c.signal(i, sigStop, true) }
+func (c *Cluster) Resume(i int) error { return c.signal(i, sigCont, false) }
+
+func (c *Cluster) signal(i int, sig syscall.Signal, paused bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.proc[i]
+	if p == nil {
+		return fmt.Errorf("chaos: %s is not running", name(i))
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return fmt.Errorf("chaos: %s %s: %v", sigName(sig), name(i), err)
+	}
+	p.paused = paused
+	c.log("%s %s", sigName(sig), name(i))
+	return nil
+}
+
+func sigName(s syscall.Signal) string {
+	switch s {
+	case sigKill:
+		return "SIGKILL"
+	case sigTerm:
+		return "SIGTERM"
+	case sigStop:
+		return "SIGSTOP"
+	case sigCont:
+		return "SIGCONT"
+	}
+	return s.String()
+}
+
+// Close SIGKILLs every agent still running and waits for them.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	var idx []int
+	for i := range c.proc {
+		idx = append(idx, i)
+	}
+	c.mu.Unlock()
+	var errs []error
+	for _, i := range idx {
+		errs = append(errs, c.Kill(i))
+	}
+	return errors.Join(errs...)
+}
+
+// Exited reports agents that exited on their own (a crash, a refused start), with
+// the tail of their log: a scenario fails on any.
+func (c *Cluster) Exited() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for i, p := range c.proc {
+		select {
+		case <-p.done:
+			tail, _ := os.ReadFile(filepath.Join(c.lab.Dir, name(i), "agent.log"))
+			if len(tail) > 600 {
+				tail = tail[len(tail)-600:]
+			}
+			out = append(out, fmt.Sprintf("%s exited unexpectedly (%v): %s", name(i), p.cmd.ProcessState, strings.TrimSpace(string(tail))))
+			delete(c.proc, i)
+		default:
+		}
+	}
+	return out
+}

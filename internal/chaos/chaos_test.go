@@ -1,0 +1,134 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+// requireLab skips a test that needs real namespaces, naming what is missing.
+func requireLab(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("chaos: -short")
+	}
+	if err := Prereqs(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// The release gate's short run: one leader kill among five real agents. It
+// asserts the safety invariants and that every step completed; the times are
+// reported, never asserted (docs/chaos.md has the targets).
+func TestLeaderKillOnRealAgents(t *testing.T) {
+	requireLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	s, _ := Lookup("leader-kill")
+	rep, err := Run(ctx, s, Options{Kills: 1, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(rep.Summaries)
+	t.Logf("summaries %s; target misses %v", b, rep.TargetMisses)
+	if len(rep.Failures) > 0 {
+		t.Fatalf("failures: %s", strings.Join(rep.Failures, "\n"))
+	}
+	for _, kind := range []string{"detection", "failover", "convergence"} {
+		if rep.Summaries[kind].N != 1 {
+			t.Errorf("%s measured %d times, want 1", kind, rep.Summaries[kind].N)
+		}
+	}
+	assertCleanedUp(t)
+}
+
+// Every scenario with short settings: OMNIRELAY_HEAVY=1 (about 4 minutes).
+func TestSuiteOnRealAgents(t *testing.T) {
+	if os.Getenv("OMNIRELAY_HEAVY") != "1" {
+		t.Skip("set OMNIRELAY_HEAVY=1 to run every chaos scenario (about 4 minutes)")
+	}
+	requireLab(t)
+	for _, s := range Scenarios() {
+		t.Run(s.Name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			rep, err := Run(ctx, s, Options{Kills: 2, Hold: 6 * time.Second, Duration: 15 * time.Second, Logf: t.Logf})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Failures) > 0 {
+				t.Fatalf("failures: %s", strings.Join(rep.Failures, "\n"))
+			}
+		})
+	}
+	assertCleanedUp(t)
+}
+
+// assertCleanedUp checks that this process's run left no namespace, link or
+// directory behind.
+func assertCleanedUp(t *testing.T) {
+	t.Helper()
+	p := runPrefix(os.Getpid())
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), p+"-") {
+			t.Errorf("namespace %s left behind", e.Name())
+		}
+	}
+	if _, err := os.Stat(os.TempDir() + "/omnirelay-chaos-" + p); err == nil {
+		t.Errorf("directory of %s left behind", p)
+	}
+}
+
+// The invariant checker must see what it is for: these rounds are made up, so
+// they test the checker, not the agents.
+func TestInvariantsCountViolations(t *testing.T) {
+	ok := func(n int, holder string, epoch uint64, leader bool, owned int) *View {
+		return &View{Node: n, Peers: map[string]string{}, Holder: holder, Epoch: epoch, IsLeader: leader, Count: 4, Owned: owned}
+	}
+	cases := []struct {
+		name  string
+		views []*View
+		want  [3]int // same epoch, at once, shard twice
+	}{
+		{"healthy", []*View{ok(1, "n1", 3, true, 2), ok(2, "n1", 3, false, 2)}, [3]int{}},
+		{"two holders of one epoch", []*View{ok(1, "n1", 3, true, 2), ok(2, "n2", 3, false, 2)}, [3]int{1, 0, 0}},
+		{"two self-declared leaders", []*View{ok(1, "n1", 3, true, 2), ok(2, "n2", 4, true, 2)}, [3]int{0, 1, 0}},
+		{"more served than exist", []*View{ok(1, "n1", 3, true, 3), ok(2, "n1", 3, false, 2)}, [3]int{0, 0, 1}},
+		{"unanswered agent ignored", []*View{ok(1, "n1", 3, true, 4), {Node: 2, Err: "timeout", IsLeader: true, Owned: 4}}, [3]int{}},
+	}
+	for _, c := range cases {
+		var inv Invariants
+		r := Round{At: time.Now(), Views: map[int]*View{}}
+		for _, v := range c.views {
+			r.Views[v.Node] = v
+		}
+		inv.Check(r)
+		if got := [3]int{inv.TwoLeadersSameEpoch, inv.TwoLeadersAtOnce, inv.ShardServedTwice}; got != c.want {
+			t.Errorf("%s: got %v, want %v (%v)", c.name, got, c.want, inv.Examples)
+		}
+	}
+}
+
+func TestStalePrefix(t *testing.T) {
+	live := runPrefix(os.Getpid())
+	for _, c := range []struct {
+		name   string
+		prefix string
+		stale  bool
+	}{
+		{live + "-n3", live, false},
+		{live + "x12", live, false},
+		{"orc7fffff0-hub", "orc7fffff0", true}, // no such pid: above the kernel's pid_max
+		{"eth0", "", false},
+		{"orc-n1", "", false},
+	} {
+		p, stale := stalePrefix(c.name)
+		if p != c.prefix || stale != c.stale {
+			t.Errorf("stalePrefix(%q) = %q, %v; want %q, %v", c.name, p, stale, c.prefix, c.stale)
+		}
+	}
+}
