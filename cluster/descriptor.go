@@ -126,3 +126,18 @@ func plausible(d, known Descriptor) bool {
 	return wire.Plausible(known.Version, d.Version) && wire.Plausible(known.Epoch, d.Epoch) &&
 		wire.Plausible(known.Counter, d.Counter)
 }
+
+// MarshalText writes the state's name, so JSON shows "active", not a number.
+func (s State) MarshalText() ([]byte, error) {
+	if s < Passive || s > Draining {
+		return nil, fmt.Errorf("cluster: cannot encode %v", s)
+	}
+	return []byte(s.String()), nil
+}
+
+// UnmarshalText is the inverse of MarshalText.
+func (s *State) UnmarshalText(b []byte) error {
+	st, err := ParseState(string(b))
+	*s = st
+	return err
+}
