@@ -18,6 +18,11 @@ type Config struct {
 	// shared by all of them. Append only: reordering gives two clusters the
 	// same versions. At most MaxClusters.
 	Clusters []string
+	// Peers are the other voters of Self's lease (this node excluded). A new
+	// lease holder reads the descriptors from a majority of the voters before it
+	// writes, and a write counts (Serving) once a majority holds it, so every
+	// holder starts from the last write that counted. Empty: a one-voter cluster.
+	Peers []string
 	// Priority of Self in an unplanned failover: the live passive cluster with the
 	// lowest priority (then the lowest index) promotes first, the others wait
 	// Stagger more per better one.
@@ -71,6 +76,11 @@ func (c Config) Validate() error {
 		return bad("PromoteAfter", "must be positive")
 	case c.Stagger < 0:
 		return bad("Stagger", "must not be negative")
+	}
+	for i, p := range c.Peers {
+		if p == "" || slices.Contains(c.Peers[:i], p) {
+			return bad("Peers", "has an empty or repeated name %q", p)
+		}
 	}
 	seen := map[string]bool{}
 	for _, id := range c.Clusters {

@@ -37,10 +37,13 @@ type Event struct {
 
 // Ready is what the machine produced since the last Advance. Written records
 // are to be published (sent to peer clusters and to the other nodes of this
-// one) before any answer that relies on them.
+// one) after they are saved. Sync, when not zero, asks the host to request every
+// peer's copy of the descriptors for that epoch (answers go to SyncReply); the
+// host repeats the request while Syncing says so, as requests can be lost.
 type Ready struct {
 	Written []Descriptor
 	Events  []Event
+	Sync    uint64
 }
 
 // Stats are the machine's counters.
@@ -62,10 +65,16 @@ type Machine struct {
 	heard  map[string]time.Time  // when a record last came straight from each other cluster
 	holder bool
 	epoch  uint64
-	since  time.Time // when this node became holder
-	active string    // the resolved active cluster last reported
-	out    Ready
-	stats  Stats
+	// pending is an epoch whose quorum read is under way (0: none); synced the
+	// peers that answered it; acks the (epoch, counter) of Self's record each
+	// peer holds.
+	pending uint64
+	synced  map[string]bool
+	acks    map[string][2]uint64
+	since   time.Time // when this node became holder
+	active  string    // the resolved active cluster last reported
+	out     Ready
+	stats   Stats
 }
 
 // New returns the machine of a node of cfg.Self, holding the configured records:
@@ -74,8 +83,9 @@ func New(cfg Config, now time.Time) (*Machine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Machine{cfg: cfg, view: map[string]Descriptor{}, heard: map[string]time.Time{}}
-	m.cfg.Clusters = slices.Clone(cfg.Clusters)
+	m := &Machine{cfg: cfg, view: map[string]Descriptor{}, heard: map[string]time.Time{},
+		synced: map[string]bool{}, acks: map[string][2]uint64{}}
+	m.cfg.Clusters, m.cfg.Peers = slices.Clone(cfg.Clusters), slices.Clone(cfg.Peers)
 	for i, id := range cfg.Clusters {
 		d := Descriptor{ID: id, State: Passive, Version: uint64(i)}
 		if id == cfg.Self {
@@ -90,35 +100,91 @@ func New(cfg Config, now time.Time) (*Machine, error) {
 
 // SetHolder tells the machine this node holds its cluster's lease under epoch
 // (the lease's fencing token). An epoch below the one that wrote the cluster's
-// descriptor last is refused with lease.ErrStaleEpoch. Other clusters count as heard
-// from now: a new holder does not promote on silence it has not itself waited
-// out.
+// descriptor last is refused with lease.ErrStaleEpoch. For a new epoch the node
+// first reads the descriptors from a majority of the voters (Ready.Sync,
+// SyncReply) and only then writes and applies the rules: a node that was down
+// while its cluster changed state does not act on its old copy. Other clusters
+// count as heard from when the read completes: a new holder does not promote on
+// silence it has not itself waited out.
 func (m *Machine) SetHolder(now time.Time, epoch uint64) error {
 	if own := m.view[m.cfg.Self]; epoch < own.Epoch {
 		m.stats.Refused++
 		return fmt.Errorf("%w: cluster %s: epoch %d < %d of the last write of its descriptor", lease.ErrStaleEpoch, m.cfg.Self, epoch, own.Epoch)
 	}
-	if !m.holder || epoch != m.epoch {
-		m.since = now
-		for _, id := range m.cfg.Clusters {
-			if id != m.cfg.Self {
-				m.heard[id] = now
-			}
+	if epoch == m.epoch && (m.holder || m.pending == epoch) {
+		return nil
+	}
+	m.holder, m.epoch, m.pending = false, epoch, epoch
+	clear(m.synced)
+	m.out.Sync = epoch
+	m.maybeHold(now)
+	return nil
+}
+
+// SyncReply takes peer's copy of the descriptors, answering the read of epoch.
+func (m *Machine) SyncReply(now time.Time, peer string, epoch uint64, ds []Descriptor) {
+	if !slices.Contains(m.cfg.Peers, peer) {
+		m.stats.Malformed++
+		return
+	}
+	m.Merge(now, m.cfg.Self, ds)
+	if epoch == m.pending && m.pending != 0 {
+		m.synced[peer] = true
+		m.maybeHold(now)
+	}
+}
+
+// Syncing is the epoch whose quorum read is under way, if one is.
+func (m *Machine) Syncing() (uint64, bool) { return m.pending, m.pending != 0 }
+
+// Ack records that peer holds Self's record at (epoch, counter).
+func (m *Machine) Ack(peer string, epoch, counter uint64) {
+	if !slices.Contains(m.cfg.Peers, peer) {
+		m.stats.Malformed++
+		return
+	}
+	if a := m.acks[peer]; epoch > a[0] || epoch == a[0] && counter > a[1] {
+		m.acks[peer] = [2]uint64{epoch, counter}
+	}
+}
+
+// quorum is a majority of the voters, this node included.
+func (m *Machine) quorum() int { return (len(m.cfg.Peers)+1)/2 + 1 }
+
+// maybeHold completes a quorum read: the node becomes the writer.
+func (m *Machine) maybeHold(now time.Time) {
+	if m.pending == 0 || 1+len(m.synced) < m.quorum() {
+		return
+	}
+	m.holder, m.pending = true, 0
+	m.since = now
+	for _, id := range m.cfg.Clusters {
+		if id != m.cfg.Self {
+			m.heard[id] = now
 		}
 	}
-	m.holder, m.epoch = true, epoch
-	if own := m.view[m.cfg.Self]; own.Epoch < epoch {
+	if own := m.view[m.cfg.Self]; own.Epoch < m.epoch {
 		// Claim the record under the new epoch: it publishes the configured region
 		// and priority, and fences any earlier holder.
 		m.write(now, func(d *Descriptor) { d.Region, d.Priority = m.cfg.Region, m.cfg.Priority })
 	}
 	m.settle(now)
-	return nil
+}
+
+// durable reports whether a majority of the voters holds Self's current record.
+func (m *Machine) durable() bool {
+	own, n := m.view[m.cfg.Self], 1
+	for _, a := range m.acks {
+		if a[0] > own.Epoch || a[0] == own.Epoch && a[1] >= own.Counter {
+			n++
+		}
+	}
+	return n >= m.quorum()
 }
 
 // Resign tells the machine this node no longer holds the lease.
 func (m *Machine) Resign(now time.Time) {
-	m.holder = false
+	m.holder, m.pending = false, 0
 	m.settle(now)
 }
 
@@ -157,8 +223,8 @@ func (m *Machine) Merge(now time.Time, from string, ds []Descriptor) {
 		}
 		m.view[d.ID] = d
 		m.stats.Merged++
-		if d.ID == m.cfg.Self && m.holder && d.Epoch > m.epoch {
-			m.holder = false
+		if d.ID == m.cfg.Self && (m.holder || m.pending != 0) && d.Epoch > m.epoch {
+			m.holder, m.pending = false, 0
 			m.emit(now, EventDeposed, m.cfg.Self, d.Version)
 		}
 	}
@@ -212,11 +278,11 @@ func (m *Machine) Drain(now time.Time, target string) error {
 }
 
 // Serving reports whether this node answers as the active cluster's registry:
-// it holds the lease, its cluster is Active, and no cluster it knows of is
-// active with a higher version.
+// it holds the lease, its cluster is Active, no cluster it knows of is active
+// with a higher version, and a majority of its voters holds that record (Ack).
 func (m *Machine) Serving() bool {
 	a, ok := Resolve(m.Descriptors())
-	return m.holder && ok && a.ID == m.cfg.Self
+	return m.holder && ok && a.ID == m.cfg.Self && m.durable()
 }
 
 // Active is the active cluster of this node's view.
@@ -242,7 +308,9 @@ func (m *Machine) Self() Descriptor { return m.view[m.cfg.Self] }
 func (m *Machine) Stats() Stats { return m.stats }
 
 // HasReady reports whether Ready has anything.
-func (m *Machine) HasReady() bool { return len(m.out.Written) > 0 || len(m.out.Events) > 0 }
+func (m *Machine) HasReady() bool {
+	return len(m.out.Written) > 0 || len(m.out.Events) > 0 || m.out.Sync != 0
+}
 
 // Ready is the output since the last Advance; it changes nothing.
 func (m *Machine) Ready() Ready { return m.out }
@@ -259,8 +327,10 @@ func (m *Machine) settle(now time.Time) {
 		own := m.view[m.cfg.Self]
 		top, ok := m.topOther()
 		switch {
-		case own.State != Passive && ok && top.Version > own.Version && top.State == Active:
-			// A later failover happened elsewhere: its version wins.
+		case own.State != Passive && ok && top.Version > own.Version:
+			// A later failover happened elsewhere (active, or already handing
+			// over): its version wins, and a draining cluster is no exception, or
+			// two clusters draining towards each other would wait forever.
 			m.write(now, func(d *Descriptor) { d.State, d.Handoff = Passive, "" })
 			m.emit(now, EventDemoted, top.ID, top.Version)
 		case own.State == Passive && ok && top.State == Draining && top.Handoff == m.cfg.Self:

@@ -237,3 +237,51 @@ func TestConfigValidateNamesTheField(t *testing.T) {
 		}
 	}
 }
+
+func TestNewHolderReadsAQuorumFirstAndServesOnceAQuorumHoldsItsWrite(t *testing.T) {
+	ids := []string{"a", "b"}
+	cfg := DefaultConfig("a", ids, Active)
+	cfg.Peers = []string{"a1", "a2"}
+	m, err := New(cfg, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.SetHolder(t0, 3); err != nil {
+		t.Fatal(err)
+	}
+	if m.Holder() || m.Ready().Sync != 3 {
+		t.Fatalf("holder %v, sync %d: want a quorum read of epoch 3 first", m.Holder(), m.Ready().Sync)
+	}
+	if err := m.Promote(t0); !errors.Is(err, ErrNotHolder) {
+		t.Fatalf("a write during the read: %v", err)
+	}
+	// A peer that saw the demotion this node missed answers; a stranger's answer
+	// does not count.
+	demoted := Descriptor{ID: "a", State: Passive, Version: 0, Epoch: 2, Counter: 4}
+	bActive := Descriptor{ID: "b", State: Active, Version: 3, Epoch: 1, Counter: 1}
+	m.SyncReply(t0, "x9", 3, []Descriptor{demoted, bActive})
+	if m.Holder() || m.Stats().Malformed != 1 {
+		t.Fatal("an answer from a node that is not a peer counted")
+	}
+	m.SyncReply(t0, "a2", 3, []Descriptor{demoted, bActive})
+	own := m.Self()
+	if !m.Holder() || own.State != Passive || own.Epoch != 3 {
+		t.Fatalf("after the quorum read: holder %v, own %+v; want the peer's passive record claimed at epoch 3", m.Holder(), own)
+	}
+	// Forced promotion: not served until a peer holds the new record.
+	if err := m.Promote(t0); err != nil {
+		t.Fatal(err)
+	}
+	own = m.Self()
+	if own.State != Active || m.Serving() {
+		t.Fatalf("own %+v serving %v: want active, not yet serving", own, m.Serving())
+	}
+	m.Ack("a1", own.Epoch, own.Counter-1)
+	if m.Serving() {
+		t.Fatal("serving on an ack of an older record")
+	}
+	m.Ack("a1", own.Epoch, own.Counter)
+	if !m.Serving() {
+		t.Fatal("not serving with a majority holding the record")
+	}
+}

@@ -36,11 +36,14 @@ func wanLink() vnet.Link { return vnet.Uniform(20*time.Millisecond, 80*time.Mill
 // regionMsg is one datagram of the model: a lease message, a gossiped view, a
 // client's query or its answer.
 type regionMsg struct {
-	lease  lease.Message
-	from   string // cluster of the sender of view
-	view   []cluster.Descriptor
-	query  uint64 // client poll number, 0: not a query
-	answer *regionAnswer
+	lease     lease.Message
+	from      string // cluster of the sender of view
+	view      []cluster.Descriptor
+	sync      uint64     // a new holder's quorum read for this epoch
+	syncReply uint64     // view answers the read of this epoch
+	ack       *[2]uint64 // the (epoch, counter) of its cluster's record the sender holds
+	query     uint64     // client poll number, 0: not a query
+	answer    *regionAnswer
 }
 
 type regionAnswer struct {
@@ -180,7 +183,9 @@ func (m *regionModel) start(i int, lc lease.Config) error {
 	if err != nil {
 		return err
 	}
-	cm, err := cluster.New(m.cfgs[nd.ci], m.now())
+	cfg := m.cfgs[nd.ci]
+	cfg.Peers = slices.DeleteFunc(m.voters(nd.ci), func(v string) bool { return v == nd.name })
+	cm, err := cluster.New(cfg, m.now())
 	if err != nil {
 		return err
 	}
@@ -262,18 +267,30 @@ func (m *regionModel) after(i int) {
 		nd.held = 0
 		nd.cm.Resign(now)
 	}
+	nd.saved = nd.cm.Descriptors() // persisted before anything is published
 	if nd.cm.HasReady() {
 		rd := nd.cm.Ready()
 		nd.cm.Advance()
-		nd.saved = nd.cm.Descriptors() // persist before publishing
 		for _, e := range rd.Events {
 			m.noteEvent(i, e)
+		}
+		if rd.Sync != 0 {
+			m.askPeers(i, rd.Sync)
 		}
 		if len(rd.Written) > 0 {
 			m.publish(i)
 		}
 	}
 	m.rearm(i)
+}
+
+// askPeers sends node i's quorum read for epoch to the other voters of its cluster.
+func (m *regionModel) askPeers(i int, epoch uint64) {
+	for _, j := range m.clusterNodes(m.nodes[i].ci) {
+		if j != i {
+			m.send(i, m.nodes[j].name, regionMsg{sync: epoch})
+		}
+	}
 }
 
 // publish sends node i's view to every other node of the federation.
@@ -319,6 +336,10 @@ func (m *regionModel) gossipLoop(i int) {
 	m.net.After(regionGossip, func() {
 		if nd := m.nodes[i]; nd.lm != nil && nd.cm.Holder() {
 			m.publish(i)
+		} else if nd.lm != nil {
+			if e, ok := nd.cm.Syncing(); ok {
+				m.askPeers(i, e) // answers may have been lost
+			}
 		}
 		m.gossipLoop(i)
 	})
@@ -338,8 +359,18 @@ func (m *regionModel) deliver(from, to int, msg regionMsg) {
 	switch {
 	case msg.lease != nil:
 		nd.lm.Step(now, msg.lease)
+	case msg.sync != 0:
+		m.send(to, m.nodes[from].name, regionMsg{from: m.ids[nd.ci], view: nd.cm.Descriptors(), syncReply: msg.sync})
+	case msg.syncReply != 0:
+		nd.cm.SyncReply(now, m.nodes[from].name, msg.syncReply, msg.view)
+	case msg.ack != nil:
+		nd.cm.Ack(m.nodes[from].name, msg.ack[0], msg.ack[1])
 	case msg.view != nil:
 		nd.cm.Merge(now, msg.from, msg.view)
+		if m.nodes[from].ci == nd.ci { // our holder's write: say we hold it
+			own := nd.cm.Self()
+			m.send(to, m.nodes[from].name, regionMsg{ack: &[2]uint64{own.Epoch, own.Counter}})
+		}
 	case msg.query != 0:
 		self := nd.cm.Self()
 		a := &regionAnswer{poll: msg.query, serving: nd.cm.Serving() && nd.lm.IsLeader(now),
@@ -496,7 +527,7 @@ func (m *regionModel) fold(from, to int, msg regionMsg) {
 	binary.LittleEndian.PutUint64(b[0:], uint64(m.net.Now()))
 	binary.LittleEndian.PutUint32(b[8:], uint32(from))
 	binary.LittleEndian.PutUint32(b[12:], uint32(to))
-	binary.LittleEndian.PutUint64(b[16:], msg.query)
+	binary.LittleEndian.PutUint64(b[16:], msg.query^msg.sync<<20^msg.syncReply<<40)
 	binary.LittleEndian.PutUint64(b[24:], uint64(len(msg.view)))
 	_, _ = m.hash.Write(b[:])
 	if msg.lease != nil {

@@ -214,3 +214,88 @@ func TestHeavyRegionFigures(t *testing.T) {
 }
 
 func msDur(v float64) time.Duration { return time.Duration(v * float64(time.Millisecond)) }
+
+// A node that was down while its cluster was demoted, restarted and elected, must
+// not answer as active from its stale copy of the descriptors: the new holder
+// reads its cluster's copies from a quorum before it writes (docs/multi-cluster.md).
+func TestRegionStaleHolderDoesNotResurrectActive(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) { staleHolder(t, seed) })
+	}
+}
+
+func staleHolder(t *testing.T, seed uint64) {
+	lc := lease.DefaultConfig("", nil)
+	m, err := newRegionModel(2, seed, lc, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.net.Run(regionWarmup)
+	a := m.clusterNodes(0)
+	h := m.holder(0)
+	stale := a[0]
+	if stale == h {
+		stale = a[1]
+	}
+	m.crash(stale)
+	m.isolateCluster(0)
+	m.net.Run(m.net.Now() + 8*time.Second) // b promotes itself
+	m.net.Heal()
+	m.net.Run(m.net.Now() + 2*time.Second) // a hears b's higher version and demotes
+	if st := m.nodes[h].cm.Self().State; st != cluster.Passive {
+		t.Fatalf("a's holder is %v after the heal, want passive", st)
+	}
+	overlap := m.overlap
+	// The fresh nodes crash; the stale one and one fresh one come back.
+	fresh := a[0] + a[1] + a[2] - stale - h
+	m.crash(h)
+	m.crash(fresh)
+	// Cut off from b while they elect: only its own cluster can tell the new
+	// holder of the demotion, and for less than PromoteAfter no silence justifies
+	// a promotion.
+	m.isolateCluster(0)
+	m.net.Run(m.net.Now() + time.Second) // what was in flight is lost
+	m.restart(stale, lc)
+	m.restart(fresh, lc)
+	m.net.Run(m.net.Now() + 4500*time.Millisecond)
+	if m.overlap != overlap || m.dual != 0 {
+		t.Fatalf("holder %d (stale %d): overlap %v more, dual %d (%s)", m.holder(0), stale, m.overlap-overlap, m.dual, m.firstDual)
+	}
+	m.net.Heal()
+	m.net.Run(m.net.Now() + 10*time.Second)
+	if err := m.converged(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Found by TestRegionSafetyUnderFaults (rapid seed 12680971273394572670, shrunk):
+// b is promoted by force while a is cut off, drains to a while a is cut off
+// again; a, silent from b for PromoteAfter, promotes itself and is then drained
+// to b. At the heal both are draining, each towards the other, and neither rule
+// applied to a draining cluster: no cluster was ever active again. A draining
+// cluster that sees a higher version now steps down to passive like an active
+// one.
+func TestRegionRegressionBothDraining(t *testing.T) {
+	ms := time.Millisecond
+	var faults []regionFault
+	for range 7 {
+		faults = append(faults, regionFault{kind: 0, ci: 0, runFor: 100 * ms})
+	}
+	faults = append(faults,
+		regionFault{kind: 4, ci: 1, runFor: 100 * ms},                // promote b
+		regionFault{kind: 6, runFor: 100*ms + 48313},                 // heal
+		regionFault{kind: 0, ci: 0, cj: 1, runFor: 100 * ms},         // cut a off
+		regionFault{kind: 5, ci: 1, cj: 0, runFor: 12 * time.Second}, // drain b to a
+		regionFault{kind: 5, ci: 0, cj: 1, runFor: 100*ms + 224977},  // drain a to b
+	)
+	m, err := runRegionSchedule(2, 0, faults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.dual != 0 {
+		t.Fatalf("dual active: %s", m.firstDual)
+	}
+	if err := m.converged(); err != nil {
+		t.Fatalf("not converged after the heal: %v", err)
+	}
+}
