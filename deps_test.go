@@ -29,7 +29,7 @@ var leafImports = map[string][]string{"wire": {"internal/msgp"}, "crdt": {"inter
 // Protocol packages are pure: no clock, no goroutines, no sockets, no global random.
 // internal/vnet, the virtual network that sim and the protocols' tests share, is
 // held to the same rules: a run on it must be a function of its seed.
-var protocol = []string{"wire", "crdt", "rendezvous", "internal/msgp", "swim", "lease", "shard", "stack", "internal/vnet"}
+var protocol = []string{"wire", "crdt", "rendezvous", "internal/msgp", "swim", "lease", "shard", "stack", "internal/vnet", "cluster"}
 
 // Packages protocol code must never depend on, directly or not.
 var forbiddenForProtocol = []string{module + "/node", module + "/sim", module + "/control", "net"}

@@ -59,6 +59,8 @@ func (h *handler) routes() []route {
 		r(get, "/control/v1/shards/{id}", RoleReader, h.shard),
 		r(post, "/control/v1/shards/drain", RoleOperator, h.drainShards),
 		r(post, "/control/v1/shards/rebalance", RoleOperator, h.rebalanceShards),
+		r(get, "/control/v1/clusters", RoleReader, h.clusters),
+		r(get, "/control/v1/clusters/{id}", RoleReader, h.cluster),
 		r(get, "/healthz", Public, h.healthz),
 		r(get, "/readyz", Public, h.readyz),
 		r(get, "/metrics", RoleReader, h.metrics),

@@ -108,6 +108,13 @@
 //     leave); drift within ±MaxDrift. failover_ms, elections, election_messages and
 //     safety_violations, counted by an exact checker of every node's belief on its
 //     own clock (scenario_leader.go)
+//   - region-failover, region-handoff: a model of its own (region.go), not the
+//     swim mesh: Options.Clusters clusters (default 2) of three voters running
+//     lease.Machine and cluster.Machine, LAN inside, WAN 20-80 ms between, a
+//     client polling the registry. The active cluster loses every node
+//     (failover) or is drained to the next (handoff); failover_ms,
+//     client_switch_ms, dual_active_instants (must be 0), overlap_active_ms;
+//     replication_lag_p99_ms is listed in absent (docs/multi-cluster.md)
 //
 // Schedule is the script language of the property tests: random schedules of
 // faults followed by a quiet period after which CheckAgreement must hold. A failing

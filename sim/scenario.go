@@ -52,6 +52,9 @@ type Options struct {
 	// Lease is the lease timing of the leader-* scenarios (Self and Voters are set
 	// per node); the zero value means lease.DefaultConfig.
 	Lease lease.Config
+	// Clusters is the number of clusters of region-failover (three voters each);
+	// default 2, at most 9.
+	Clusters int
 	// Shard is the shard configuration of the reshard-* and drain scenarios; the
 	// zero value means shard.DefaultConfig (1024 shards, 1 replica).
 	Shard shard.Config
@@ -151,6 +154,13 @@ type Result struct {
 	ThroughputAfter     *float64 `json:"throughput_after,omitempty"`     // drain: 5 s after
 	RetriesBefore       *int     `json:"retries_before,omitempty"`       // drain: client attempts rejected (or reset) in the 5 s before
 	RetriesDuring       *int     `json:"retries_during,omitempty"`       // drain: the same while the shards move
+
+	Clusters      int      `json:"clusters,omitempty"`             // region-failover: clusters of three voters
+	ClientSwitch  *float64 `json:"client_switch_ms,omitempty"`     // region-failover: crash until the client is answered by the new active cluster
+	DualActive    *int     `json:"dual_active_instants,omitempty"` // region-failover: instants with two clusters active for one failover version
+	OverlapActive *float64 `json:"overlap_active_ms,omitempty"`    // region-failover: time two clusters answered as active (different versions)
+	// Absent names figures the scenario promises but cannot measure yet.
+	Absent []string `json:"absent,omitempty"`
 }
 
 // Scenario is one experiment as data: what it is, its defaults, the stack its
@@ -175,6 +185,10 @@ type Scenario struct {
 	// run is the fault program of the measured phase, with its checks; it fills
 	// the figures.
 	run func(r *runner) error
+	// standalone, when set instead of run, is a scenario with a model of its own
+	// (region-failover: several clusters, no swim mesh), given the defaulted
+	// Options.
+	standalone func(o Options, sc Scenario) (*Result, error)
 }
 
 // StackKind is the protocol stack of a scenario's nodes.
@@ -191,8 +205,9 @@ const (
 )
 
 var (
-	leaseFigures = []string{"failover_ms", "elections", "safety_violations", "election_messages"}
-	shardFigures = []string{"moved_fraction", "duplicate_deliveries", "lost_messages", "client_messages", "shard_violations", "shard_events", "safety_violations"}
+	leaseFigures  = []string{"failover_ms", "elections", "safety_violations", "election_messages"}
+	regionFigures = []string{"failover_ms", "client_switch_ms", "dual_active_instants", "overlap_active_ms", "clusters", "absent"}
+	shardFigures  = []string{"moved_fraction", "duplicate_deliveries", "lost_messages", "client_messages", "shard_violations", "shard_events", "safety_violations"}
 )
 
 // scenarios is the table Run and `omnirelay sim list` read, in list order.
@@ -247,6 +262,11 @@ var scenarios = []Scenario{
 	{Name: "meta", About: "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests",
 		Duration: 15 * time.Second, run: runMeta,
 		Figures: []string{"meta_p50_ms", "meta_p99_ms", "meta_max_ms", "meta_bytes_per_node", "meta_delta_bytes", "meta_converged", "missing"}},
+	{Name: "region-failover", About: "--clusters (default 2) clusters of three voters, LAN inside, WAN 20-80 ms between; every node of the active cluster crashes; failover_ms until another cluster answers as active, client_switch_ms until a polling client follows; --nodes is ignored",
+		Duration: 30 * time.Second, standalone: runRegionFailover,
+		Figures: regionFigures},
+	{Name: "region-handoff", About: "as region-failover, but the active cluster's lease holder drains it to the next cluster (planned failover); failover_ms is the gap until that one answers as active",
+		Duration: 30 * time.Second, standalone: runRegionHandoff, Figures: regionFigures},
 }
 
 // Scenarios lists every scenario, in the order `omnirelay sim list` prints them.
@@ -326,6 +346,9 @@ func Run(o Options) (*Result, error) {
 		return nil, fmt.Errorf("%w: Loss %v not in [0,1)", ErrConfig, o.Loss)
 	case o.PauseMax < 0:
 		return nil, fmt.Errorf("%w: PauseMax %v < 0", ErrConfig, o.PauseMax)
+	}
+	if sc.standalone != nil {
+		return sc.standalone(o, sc)
 	}
 	sc0, err := SwimConfig(o.Profile, "n", "a", true)
 	if err != nil {

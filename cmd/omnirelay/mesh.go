@@ -30,6 +30,7 @@ const meshUsage = `usage:
   omnirelay mesh join HOST:PORT ... | leave
   omnirelay mesh leaders status | leaders step-down
   omnirelay mesh voters add NAME ... | voters remove NAME ...
+  omnirelay mesh clusters list | clusters get ID
   omnirelay mesh shards list|summary|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
   omnirelay mesh keyring list|install|use|remove --key-file FILE      (mesh keyring help)
 Every command also takes [--addr URL] [-o table|json] [--timeout D]
@@ -71,6 +72,7 @@ func meshCommand() command {
 			stepDownCommand(),
 		}},
 		votersCommand(),
+		clustersCommand(),
 		shardsCommand(),
 		keyringCommand(),
 	}}

@@ -68,6 +68,7 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	voters := fs.Int("voters", 0, "leader-* scenarios: voters, the first nodes (3 or 5; 0: 3)")
 	shards := fs.Int("shards", 0, "reshard-* and drain scenarios: shard count (0: 1024)")
 	maxMoves := fs.Int("max-moves", 0, "reshard-* and drain scenarios: shards moved at once, K (0: 16)")
+	clusters := fs.Int("clusters", 0, "region-failover: clusters of three voters (2 to 9; 0: 2)")
 	pos, err := parseArgs(fs, simUsage, args)
 	if err != nil {
 		return parseExit(err, stdout)
@@ -83,7 +84,7 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	o := sim.Options{
 		Scenario: *scenario, Nodes: *nodes, Seed: *seed, Duration: *duration,
 		Loss: *loss, Profile: *profile, NoLifeguard: !*lifeguard, Voters: *voters,
-		PauseMax: *pauseMax,
+		PauseMax: *pauseMax, Clusters: *clusters,
 	}
 	if *shards > 0 || *maxMoves > 0 {
 		o.Shard = shard.DefaultConfig()
