@@ -53,6 +53,7 @@ type Cluster struct {
 	cfg  ClusterConfig
 	lab  *Lab
 	key  string
+	pki  string // the CA and every certificate (omnirelay cert), secure as in production
 	mu   sync.Mutex
 	proc map[int]*agentProc // running (or stopped) agents by index
 	log  func(format string, args ...any)
@@ -73,11 +74,37 @@ func NewCluster(ctx context.Context, lab *Lab, cfg ClusterConfig, logf func(stri
 	if cfg.Agents < cfg.Voters || cfg.Agents > lab.nodes {
 		return nil, fmt.Errorf("chaos: %d agents: want %d (the voters) .. %d (the lab)", cfg.Agents, cfg.Voters, lab.nodes)
 	}
-	c := &Cluster{cfg: cfg, lab: lab, key: filepath.Join(lab.Dir, "mesh.key"), proc: map[int]*agentProc{}, log: logf}
+	c := &Cluster{cfg: cfg, lab: lab, key: filepath.Join(lab.Dir, "mesh.key"), pki: filepath.Join(lab.Dir, "pki"),
+		proc: map[int]*agentProc{}, log: logf}
 	if err := run(ctx, nil, cfg.Bin, "keygen", "-o", c.key); err != nil {
 		return nil, err
 	}
+	// Agents serve their control API on the lab's addresses, so they need mTLS
+	// (the agent refuses a non-loopback control API without it): a CA, a node
+	// certificate per agent, and a reader certificate for the observer.
+	if err := run(ctx, nil, cfg.Bin, "cert", "ca", "--out", c.pki); err != nil {
+		return nil, err
+	}
+	issue := func(n, role string) error {
+		return run(ctx, nil, cfg.Bin, "cert", "issue", "--ca", c.pki, "--name", n, "--role", role, "--out", c.pki)
+	}
+	for i := 1; i <= lab.nodes; i++ {
+		if err := issue(name(i), "node"); err != nil {
+			return nil, err
+		}
+	}
+	if err := issue(observerName, "reader"); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// observerName is the certificate name the observer reads the agents with.
+const observerName = "chaos-observer"
+
+// tlsFiles are the CA bundle, certificate and key of name in the cluster's PKI.
+func (c *Cluster) tlsFiles(n string) (ca, cert, key string) {
+	return filepath.Join(c.pki, "ca.pem"), filepath.Join(c.pki, n+".pem"), filepath.Join(c.pki, n+"-key.pem")
 }
 
 func name(i int) string { return "n" + strconv.Itoa(i) }
@@ -112,6 +139,8 @@ func (c *Cluster) Start(i int, join bool) error {
 		"--name", name(i), "--bind", addr(i) + ":" + gossipPort, "--control", addr(i) + ":" + controlPort,
 		"--key-file", c.key, "--voters", strings.Join(voters, ","), "--shards", strconv.Itoa(c.cfg.Shards),
 		"--log-format", "json", "--join-timeout", "0", "--audit-log", filepath.Join(dir, "audit.jsonl")}
+	ca, cert, key := c.tlsFiles(name(i))
+	args = append(args, "--tls-ca", ca, "--tls-cert", cert, "--tls-key", key)
 	if i <= c.cfg.Voters {
 		args = append(args, "--voter", "--data-dir", filepath.Join(dir, "data"))
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/identity"
 	"golang.org/x/sys/unix"
 )
 
@@ -97,15 +98,25 @@ type Observer struct {
 	client *http.Client
 }
 
-// NewObserver returns an observer that reaches the agents through lab's bridge.
-func NewObserver(lab *Lab) *Observer {
+// NewObserver returns an observer that reaches the agents through lab's bridge,
+// over mTLS with the cluster's reader certificate.
+func NewObserver(lab *Lab, c *Cluster) (*Observer, error) {
+	ca, cert, key := c.tlsFiles(observerName)
+	src, err := identity.NewSource(identity.Files{Cert: cert, Key: key, Bundle: ca}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("chaos: the observer's certificate: %w", err)
+	}
 	tr := &http.Transport{
 		DialContext:         nsDialer{path: filepath.Join("/run/netns", lab.hub())}.DialContext,
+		TLSClientConfig:     src.ClientConfig(identity.Policy{Roles: []identity.Role{identity.RoleNode}}),
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     10 * time.Second,
 	}
-	return &Observer{client: &http.Client{Transport: tr}}
+	return &Observer{client: &http.Client{Transport: tr}}, nil
 }
+
+// base is agent i's control API URL.
+func base(i int) string { return "https://" + addr(i) + ":" + controlPort }
 
 // Close drops idle connections.
 func (o *Observer) Close() { o.client.CloseIdleConnections() }
@@ -135,7 +146,7 @@ func (o *Observer) Sample(ctx context.Context, nodes []int) Round {
 func (o *Observer) sampleOne(ctx context.Context, i int) *View {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	c := control.Client{Base: "http://" + addr(i) + ":" + controlPort, HTTP: o.client}
+	c := control.Client{Base: base(i), HTTP: o.client}
 	v := &View{Node: i}
 	// The invariants compare agents at one moment: the small, racy answers come
 	// first, so a round's agents answer them within milliseconds of each other.
@@ -186,7 +197,7 @@ func (o *Observer) Snapshot(ctx context.Context, nodes []int, dir string) error 
 	var errs []error
 	for _, i := range nodes {
 		for file, path := range map[string]string{"metrics.txt": "/metrics", "leaders.json": "/control/v1/leaders", "shards.json": "/control/v1/shards"} {
-			errs = append(errs, o.save(ctx, "http://"+addr(i)+":"+controlPort+path, filepath.Join(dir, name(i)+"-"+file)))
+			errs = append(errs, o.save(ctx, base(i)+path, filepath.Join(dir, name(i)+"-"+file)))
 		}
 	}
 	return errors.Join(errs...)

@@ -240,7 +240,9 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 		return nil, err
 	}
 	defer r.c.Close() // before keepLogs and lab.Close: processes first, then their logs and namespaces
-	r.obs = NewObserver(lab)
+	if r.obs, err = NewObserver(lab, r.c); err != nil {
+		return nil, err
+	}
 	defer r.obs.Close()
 	defer func() { // before the agents stop: what they say of themselves at the end
 		if opts.LogDir != "" && (err != nil || !rep.Pass) {
