@@ -20,6 +20,7 @@ const (
 	CodeLeadershipOff    = "leadership_off"     // 404: the node takes no part in leader election
 	CodeShardsOff        = "shards_off"         // 404: the node runs no shard routing
 	CodeKeyringOff       = "keyring_off"        // 404: the node has no packet keys
+	CodeNotSigner        = "not_signer"         // 404: join tokens asked of a node that holds no CA key
 	CodeNotFound         = "not_found"          // 404: no route at this path
 	CodeMethodNotAllowed = "method_not_allowed" // 405: the route exists for other methods (Allow lists them)
 	CodeNotLeader        = "not_leader"         // 409: a leader-only route asked of another node

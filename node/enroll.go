@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/identity"
 )
 
@@ -302,4 +303,24 @@ func enrollAt(ctx context.Context, seed string, cfg *tls.Config, msg enrollReque
 	}
 	e.Keys = r.Keys
 	return e, nil
+}
+
+// CreateToken implements control.TokenSource: a signing member stores a new join
+// token of its cluster and audits token_create (never the token itself).
+func (s controlSource) CreateToken(role identity.Role, ttl time.Duration, by control.Caller) (string, identity.Token, error) {
+	n := s.n
+	if n.cfg.Signer == nil {
+		return "", identity.Token{}, control.ErrNotSigner
+	}
+	tok, rec, err := identity.NewToken(ClusterOf(n.cfg.ClusterLabel), role, ttl, time.Now())
+	if err == nil {
+		err = n.cfg.Signer.Tokens.Add(rec)
+	}
+	r := auditRecord{Time: time.Now(), Event: "token_create", ID: by.ID, Identity: by.Identity, Remote: by.Remote,
+		Role: string(role), Member: rec.ID}
+	if err != nil {
+		r.Event, r.Reason = "token_create_refused", err.Error()
+	}
+	n.audit(r)
+	return tok, rec, err
 }

@@ -6,13 +6,17 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/identity"
 )
 
@@ -180,5 +184,61 @@ func TestKeysDeliveredByEnrollment(t *testing.T) {
 		Bundle: filepath.Join(pki.dir, identity.CACertFile), Key: newKey(t)})
 	if !errors.Is(err, ErrEnrollRefused) || !strings.Contains(err.Error(), "holds no CA key") || len(e.Keys) != 0 {
 		t.Fatalf("a non-signer answered a token: %d keys, err %v", len(e.Keys), err)
+	}
+}
+
+// TestTokenRouteIsAdminsAtASigner: POST /control/v1/tokens makes a token an
+// admin can hand to a joiner; an operator gets 403, a member without the CA key
+// 404 not_signer, and the token made works once.
+func TestTokenRouteIsAdminsAtASigner(t *testing.T) {
+	pki := newTestPKI(t)
+	store := identity.NewMemTokenStore()
+	audit := &syncBuffer{}
+	cfg := signerConfig(t, pki, store, audit)
+	cfg.Control = "127.0.0.1:0"
+	s0, err := Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s0.Close()
+	url := "https://" + s0.ControlAddr() + "/control/v1/tokens"
+	admin, operator := controlClient(pki.source(identity.RoleAdmin, "alice")), controlClient(pki.source(identity.RoleOperator, "bob"))
+	if code, ecode, err := callHTTPS(t, operator, "POST", url, `{"ttl": "10m"}`); err != nil || code != 403 || ecode != "forbidden" {
+		t.Fatalf("an operator made a token: %d %s %v", code, ecode, err)
+	}
+	if code, ecode, _ := callHTTPS(t, admin, "POST", url, `{"ttl": "9000h"}`); code != 400 || ecode != "bad_request" {
+		t.Fatalf("a TTL over the bound: %d %s", code, ecode)
+	}
+	req, _ := http.NewRequestWithContext(t.Context(), "POST", url, strings.NewReader(`{"ttl": "10m"}`))
+	resp, err := admin.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("admin token create: %v %v", resp, err)
+	}
+	var rep control.TokenReply
+	json.NewDecoder(resp.Body).Decode(&rep)
+	resp.Body.Close()
+	if rep.Role != "node" || rep.Node != "n0" {
+		t.Fatalf("token reply %+v", rep)
+	}
+	auditHas(t, audit, "token_create", "")
+	bundle := filepath.Join(pki.dir, identity.CACertFile)
+	for i, want := range []string{"", "already used"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		_, err := Enroll(ctx, EnrollRequest{Seeds: []string{s0.Addr()}, Name: fmt.Sprintf("j%d", i), Token: rep.Token, Bundle: bundle, Key: newKey(t)})
+		cancel()
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Fatalf("redeeming the created token, try %d: %v (want %q)", i+1, err, want)
+		}
+	}
+
+	plain := loopbackConfig("n9", [][]byte{testKey})
+	plain.TLS, plain.Control = pki.source(identity.RoleNode, "n9"), "127.0.0.1:0"
+	n9, err := Start(t.Context(), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n9.Close()
+	if code, ecode, err := callHTTPS(t, admin, "POST", "https://"+n9.ControlAddr()+"/control/v1/tokens", `{"ttl": "10m"}`); err != nil || code != 404 || ecode != "not_signer" {
+		t.Fatalf("a member without the CA key made a token: %d %s %v", code, ecode, err)
 	}
 }
