@@ -112,6 +112,9 @@ func (p identityPlan) prepare(ctx context.Context, s *agentSettings, log *slog.L
 		}
 		var store identity.TokenStore = identity.NewMemTokenStore()
 		if p.tokenFile != "" {
+			if err := os.MkdirAll(filepath.Dir(p.tokenFile), 0o700); err != nil {
+				return release, fmt.Errorf("--data-dir: %w", err)
+			}
 			if store, err = identity.OpenFileTokenStore(p.tokenFile); err != nil {
 				return release, err
 			}
