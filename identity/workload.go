@@ -39,7 +39,7 @@ func NewWorkloadSource(ctx context.Context, socket, name string, now func() time
 		return nil, fmt.Errorf("identity: SPIFFE Workload API at %s: %w", socket, err)
 	}
 	s := &Source{now: now, workload: socket}
-	w := &svidWatcher{s: s, name: name, first: make(chan error, 1), onErr: onErr}
+	w := &svidWatcher{s: s, name: name, first: make(chan error, 1), onErr: onErr, stopped: wctx.Done()}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -72,6 +72,8 @@ type svidWatcher struct {
 	name  string
 	first chan error // the first usable SVID (nil), buffered
 	onErr func(error)
+	// stopped is closed by Close: the watch's errors from then on are its ending.
+	stopped <-chan struct{}
 }
 
 func (w *svidWatcher) lastErr() error {
@@ -115,9 +117,12 @@ func (w *svidWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 
 // OnX509ContextWatchError implements workloadapi.X509ContextWatcher.
 func (w *svidWatcher) OnX509ContextWatchError(err error) {
-	if !errors.Is(err, context.Canceled) {
-		w.fail(fmt.Errorf("identity: SPIFFE Workload API at %s: %w", w.s.workload, err))
+	select {
+	case <-w.stopped:
+		return
+	default:
 	}
+	w.fail(fmt.Errorf("identity: SPIFFE Workload API at %s: %w", w.s.workload, err))
 }
 
 // material picks the SVID and bundle of c and checks them as load checks files.
