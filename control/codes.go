@@ -22,6 +22,7 @@ const (
 	CodeKeyringOff       = "keyring_off"        // 404: the node has no packet keys
 	CodeClustersOff      = "clusters_off"       // 404: the node knows of no multi-cluster federation
 	CodeUnknownCluster   = "unknown_cluster"    // 404: a cluster id not in the node's federation
+	CodeNotSigner        = "not_signer"         // 404: join tokens asked of a node that holds no CA key
 	CodeNotFound         = "not_found"          // 404: no route at this path
 	CodeMethodNotAllowed = "method_not_allowed" // 405: the route exists for other methods (Allow lists them)
 	CodeNotLeader        = "not_leader"         // 409: a leader-only route asked of another node

@@ -54,6 +54,7 @@ func (h *handler) routes() []route {
 		r(get, "/control/v1/leaders", RoleReader, h.leaders),
 		r(post, "/control/v1/leaders/step-down", RoleOperator, h.stepDown),
 		r(post, "/control/v1/voters", RoleAdmin, h.changeVoters),
+		r(post, "/control/v1/tokens", RoleAdmin, h.createToken),
 		r(get, "/control/v1/shards", RoleReader, h.shards),
 		r(get, "/control/v1/shards/lookup", RoleReader, h.lookupShard),
 		r(get, "/control/v1/shards/{id}", RoleReader, h.shard),

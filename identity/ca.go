@@ -357,35 +357,44 @@ func (ca *CA) Save(dir string, force bool) error {
 
 // LoadCA reads dir/ca.pem and dir/ca-key.pem and checks they are a CA and its key.
 func LoadCA(dir string) (*CA, error) {
-	cb, err := readLimited(filepath.Join(dir, CACertFile), MaxPEMFile)
+	return LoadCAFiles(filepath.Join(dir, CACertFile), filepath.Join(dir, CAKeyFile))
+}
+
+// LoadCAFiles reads a CA key and the CA certificate of certFile that matches it
+// (certFile may be a trust bundle of several CAs, as during a re-keying).
+func LoadCAFiles(certFile, keyFile string) (*CA, error) {
+	cb, err := readLimited(certFile, MaxPEMFile)
 	if err != nil {
 		return nil, err
 	}
-	kb, err := readLimited(filepath.Join(dir, CAKeyFile), MaxPEMFile)
+	kb, err := readLimited(keyFile, MaxPEMFile)
 	if err != nil {
 		return nil, err
 	}
 	certs, err := ParseCertsPEM(cb)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CACertFile, err)
+		return nil, fmt.Errorf("%s: %w", certFile, err)
 	}
 	key, err := ParseKeyPEM(kb)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", CAKeyFile, err)
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
 	}
-	cert := certs[0]
-	if len(certs) != 1 || !cert.IsCA {
-		return nil, fmt.Errorf("%w: %s must hold exactly one CA certificate", ErrNotCA, CACertFile)
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	var cert *x509.Certificate
+	for _, c := range certs {
+		if ok && c.IsCA && pub.Equal(c.PublicKey) {
+			cert = c
+		}
 	}
-	if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("%w: %s does not match %s", ErrNotCA, CAKeyFile, CACertFile)
+	if cert == nil {
+		return nil, fmt.Errorf("%w: %s holds no CA certificate of the key in %s", ErrNotCA, certFile, keyFile)
 	}
 	if len(cert.URIs) != 1 {
-		return nil, fmt.Errorf("%w: %s has no trust domain URI SAN", ErrNotCA, CACertFile)
+		return nil, fmt.Errorf("%w: %s has no trust domain URI SAN", ErrNotCA, certFile)
 	}
 	td, err := spiffeid.TrustDomainFromURI(cert.URIs[0])
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrNotCA, CACertFile, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotCA, certFile, err)
 	}
 	return &CA{Cert: cert, Key: key, TrustDomain: td.Name()}, nil
 }

@@ -39,8 +39,13 @@ type material struct {
 type Source struct {
 	files Files
 	now   func() time.Time
-	mu    sync.Mutex // serialises Reload
+	mu    sync.Mutex // serialises Reload and Workload API updates
 	cur   atomic.Pointer[material]
+	// workload is the Workload API socket of a NewWorkloadSource ("" for files);
+	// stop ends its watch, workloadErr is its latest failure (under mu).
+	workload    string
+	stop        func()
+	workloadErr error
 }
 
 // NewSource loads files. now is the clock certificates are checked against; nil
@@ -64,12 +69,22 @@ func (s *Source) Identity() ID { return s.cur.Load().id }
 // Certificate returns the current certificate and key.
 func (s *Source) Certificate() *tls.Certificate { return s.cur.Load().cert }
 
+// Close stops a Workload API source's watch; a no-op for files.
+func (s *Source) Close() {
+	if s.stop != nil {
+		s.stop()
+	}
+}
+
 // Reload reads the files again. If their content changed and is valid (the key
 // matches the certificate, the certificate is current, names the same identity and
 // chains to the new bundle) it becomes current and changed is true. If anything is
 // wrong, the old material stays and err says what: a rotation caught half-written
 // is retried by the next Reload. It does file I/O: never call it on an event loop.
 func (s *Source) Reload() (changed bool, err error) {
+	if s.workload != "" {
+		return false, nil // the Workload API pushes its changes
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old := s.cur.Load()

@@ -58,6 +58,12 @@ type Config struct {
 	// empty). The node re-reads its files every TLSReloadInterval, so certificates
 	// and the bundle rotate without a restart. Nil: plain HTTP.
 	TLS *identity.Source
+	// Signer, with TLS, makes this node a signing member: it redeems the join
+	// tokens of Signer.Tokens for node certificates signed by Signer.CA, on the
+	// enrollment stream (docs/security.md, "Enrollment"), and the control API's
+	// POST /control/v1/tokens creates tokens. Whoever holds this node's disk holds
+	// the CA key. Nil: tokens presented here are refused (ErrNotSigner).
+	Signer *Signer
 	// ControlTokens are the bearer tokens the control API accepts (their hashes,
 	// with a role and a name each), for automation without a certificate. With
 	// TLS or tokens set, every route but /healthz and /readyz needs credentials.
@@ -99,6 +105,12 @@ type Config struct {
 	// leadership and shards allow only with Insecure. Rotate at run time through
 	// Node.Keyring.
 	Keys [][]byte
+	// KeysFromJoin makes Start take the keyring from the first Join seed that
+	// answers an enrollment stream (mutual TLS with this node's certificate,
+	// docs/security.md, "Enrollment"), so the node needs no key file. It needs TLS
+	// and Join, and Keys empty. A seed without keys answers an empty keyring: the
+	// node then runs without keys, as the cluster does.
+	KeysFromJoin bool
 	// Insecure lets a node with leadership or shards (Voters or Shards set) run
 	// without Keys. Unauthenticated packets let anyone who reaches Bind forge lease
 	// votes and shard traffic, declare members dead or impersonate them, so
@@ -319,6 +331,16 @@ func (c Config) Validate() error {
 			return bad("TLS", "certificate names %s, of cluster %q, but ClusterLabel %q makes this node's cluster %q", id, id.Cluster, c.ClusterLabel, want)
 		}
 	}
+	if s := c.Signer; s != nil {
+		switch {
+		case c.TLS == nil:
+			return bad("Signer", "is set without TLS: join tokens are redeemed only on TLS mesh streams")
+		case s.CA == nil || s.Tokens == nil:
+			return bad("Signer", "needs both CA and Tokens")
+		case s.CA.TrustDomain != c.TLS.Identity().TrustDomain:
+			return bad("Signer", "CA signs trust domain %q, this node's certificate is of %q", s.CA.TrustDomain, c.TLS.Identity().TrustDomain)
+		}
+	}
 	if c.Profile != ProfileLAN && c.Profile != ProfileMemberlist {
 		return bad("Profile", "%q: want %q or %q", c.Profile, ProfileLAN, ProfileMemberlist)
 	}
@@ -330,7 +352,17 @@ func (c Config) Validate() error {
 			return bad(fmt.Sprintf("Keys[%d]", i), "is %d bytes: want %d (AES-256)", len(k), wire.KeySize)
 		}
 	}
-	if len(c.Keys) == 0 && !c.Insecure && (len(c.Voters) > 0 || c.Shards != 0) {
+	if c.KeysFromJoin {
+		switch {
+		case c.TLS == nil:
+			return bad("KeysFromJoin", "needs TLS: keys are delivered only to a verified node certificate")
+		case len(c.Join) == 0:
+			return bad("KeysFromJoin", "needs Join: the keys come from a seed")
+		case len(c.Keys) > 0:
+			return bad("KeysFromJoin", "is set with Keys: give one of them")
+		}
+	}
+	if len(c.Keys) == 0 && !c.KeysFromJoin && !c.Insecure && (len(c.Voters) > 0 || c.Shards != 0) {
 		return bad("Keys", "is empty while leadership or shards are on: anyone who can reach the gossip port could forge lease votes; set Keys, or Insecure to run unauthenticated")
 	}
 	switch {

@@ -491,7 +491,12 @@ func (m *metrics) leaderMetrics(n *Node) {
 	for _, r := range []string{"unauthenticated", "forbidden", "certificate"} {
 		m.controlRefused.WithLabelValues(r)
 	}
-	m.reg.MustRegister(m.auditErrors, m.controlRefused)
+	m.enrollments = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_enrollments_total",
+		Help: "Enrollment streams answered: keys (to a node certificate), certificate (a join token redeemed), refused."}, []string{"result"})
+	for _, r := range []string{"keys", "certificate", "refused"} {
+		m.enrollments.WithLabelValues(r)
+	}
+	m.reg.MustRegister(m.auditErrors, m.controlRefused, m.enrollments)
 	if n.lead == nil {
 		return
 	}

@@ -39,6 +39,7 @@ type metrics struct {
 	leaseSaveFailures prometheus.Counter
 	auditErrors       prometheus.Counter
 	controlRefused    *prometheus.CounterVec
+	enrollments       *prometheus.CounterVec
 	shardMoves        *prometheus.CounterVec // nil: shard routing off
 }
 

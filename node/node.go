@@ -186,6 +186,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.KeysFromJoin {
+		e, err := Enroll(ctx, EnrollRequest{Seeds: cfg.Join, Name: cfg.Name, TLS: cfg.TLS})
+		if err != nil {
+			return nil, fmt.Errorf("node: taking the keyring from the seeds: %w", err)
+		}
+		cfg.Keys = e.Keys
+		cfg.Logger.Info("keyring delivered by enrollment", "node", cfg.Name, "from", e.From, "keys", len(e.Keys))
+	}
 	if cfg.Voter {
 		cfg.Meta = withRole(cfg.Meta, VoterRole)
 	}
@@ -622,7 +630,7 @@ func (n *Node) serveStream(c *inConn) {
 	n.in.startRead(c)
 	peer := "" // the verified node name, with TLS
 	if n.cfg.TLS != nil {
-		tc, name, err := n.acceptTLS(conn)
+		tc, id, enroll, err := n.acceptTLS(conn)
 		if err != nil {
 			n.log.Debug("refusing a stream: TLS", "from", conn.RemoteAddr(), "err", err)
 			return
@@ -630,7 +638,11 @@ func (n *Node) serveStream(c *inConn) {
 		if !n.in.markActive(c) { // a handshake that had not begun when evicted
 			return
 		}
-		conn, peer = tc, name
+		if enroll {
+			n.serveEnroll(tc, id)
+			return
+		}
+		conn, peer = tc, id.Name
 	}
 	started := false
 	req, err := wire.ReadFrameReserve(conn, wire.DefaultMaxFrame, func(size int) error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 
 	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/identity"
@@ -37,33 +38,49 @@ func (n *Node) dialTLS(ctx context.Context, conn net.Conn, to string) (net.Conn,
 }
 
 // acceptTLS completes the server side of an inbound stream's handshake, under the
-// stream's current deadline, and returns the peer's verified node name. A refusal
-// is counted and audited with the peer's address and the identity its
-// certificate claims, if any.
-func (n *Node) acceptTLS(conn net.Conn) (*tls.Conn, string, error) {
+// stream's current deadline, and returns the peer's verified identity (nil for an
+// enrollment stream without a client certificate) and whether the stream is an
+// enrollment (EnrollALPN). A refusal is counted and audited with the peer's
+// address and the identity its certificate claims, if any.
+func (n *Node) acceptTLS(conn net.Conn) (*tls.Conn, *identity.ID, bool, error) {
 	var claimed string
-	cfg := n.cfg.TLS.ServerConfig(identity.MeshPolicy)
-	verify := cfg.VerifyConnection
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		if len(cs.PeerCertificates) > 0 {
-			if id, err := identity.FromCertificate(cs.PeerCertificates[0]); err == nil {
-				claimed = id.String()
+	claim := func(verify func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+		return func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 {
+				if id, err := identity.FromCertificate(cs.PeerCertificates[0]); err == nil {
+					claimed = id.String()
+				}
 			}
+			return verify(cs)
 		}
-		return verify(cs)
 	}
+	mesh := n.cfg.TLS.ServerConfig(identity.MeshPolicy)
+	enroll := n.enrollConfig(mesh)
+	mesh.VerifyConnection = claim(mesh.VerifyConnection)
+	enroll.VerifyConnection = claim(enroll.VerifyConnection)
+	cfg := &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		if slices.Contains(h.SupportedProtos, EnrollALPN) {
+			return enroll, nil
+		}
+		return mesh, nil
+	}}
 	tc := tls.Server(conn, cfg)
 	if err := tc.Handshake(); err != nil {
 		n.metrics.netErrors.WithLabelValues("stream_tls").Inc()
 		n.auditControl(control.AuditEvent{Event: "tls_refused", Identity: claimed, Remote: conn.RemoteAddr().String(),
 			Route: "mesh stream", Reason: err.Error()})
-		return nil, "", err
+		return nil, nil, false, err
 	}
-	id, err := identity.PeerIdentity(tc.ConnectionState())
+	cs := tc.ConnectionState()
+	isEnroll := cs.NegotiatedProtocol == EnrollALPN
+	if isEnroll && len(cs.PeerCertificates) == 0 {
+		return tc, nil, true, nil
+	}
+	id, err := identity.PeerIdentity(cs)
 	if err != nil { // verified in the handshake: cannot happen
-		return nil, "", err
+		return nil, nil, false, err
 	}
-	return tc, id.Name, nil
+	return tc, &id, isEnroll, nil
 }
 
 // checkStreamName checks a plain stream request from the peer named name: a

@@ -134,6 +134,8 @@ type agentFile struct {
 	TLSCA        string            `json:"tls_ca"`
 	TLSCert      string            `json:"tls_cert"`
 	TLSKey       string            `json:"tls_key"`
+	TLSCAKey     string            `json:"tls_ca_key"`
+	SPIFFESocket string            `json:"spiffe_socket"`
 	// ControlTokens is a file of bearer-token hashes (control.ParseTokens).
 	ControlTokens string `json:"control_tokens"`
 	Shards        int    `json:"shards"`
@@ -208,6 +210,7 @@ type agentSettings struct {
 	auditLog     string
 	swim         string   // the config file's "swim" object, for reload comparisons
 	warnings     []string // logged once the logger exists
+	ident        identityPlan
 }
 
 // parseAgent merges the config file (if any) and the flags, flags winning.
@@ -236,6 +239,9 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		maxConns   = fs.Int("control-max-conns", 0, "connections open to the control API at once; more are closed at accept (default 256)")
 		maxWatch   = fs.Int("control-max-watchers", 0, "watch streams open at once; more get 503 (default 128, below --control-max-conns)")
 		tokens     = fs.String("control-tokens", "", "file of bearer-token hashes the control API accepts, one \"sha256:HEX ROLE NAME\" a line")
+		joinToken  = fs.String("join-token", "", "single-use join token (omnirelay mesh token create): redeemed at a --join seed for a node certificate, written to --tls-cert and --tls-key, and the packet keys")
+		caKey      = fs.String("tls-ca-key", "", "the CA's private key (PEM; its certificate is in --tls-ca): this agent becomes a signing member that creates and redeems join tokens")
+		spiffe     = fs.String("spiffe-socket", "", "SPIFFE Workload API socket path: take the certificate and trust bundle from it, rotated as it pushes (instead of --tls-*)")
 		tf         tlsFlags
 		voters     listFlag
 		join, keys listFlag
@@ -391,24 +397,40 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		s.cfg.Insecure = *insecure
 	}
 	tf = tlsFlags{ca: pick("tls-ca", tf.ca, f.TLSCA), cert: pick("tls-cert", tf.cert, f.TLSCert), key: pick("tls-key", tf.key, f.TLSKey)}
-	if s.cfg.TLS, err = tf.source(); err != nil {
+	s.ident, err = planIdentity(tf, pick("spiffe-socket", *spiffe, f.SPIFFESocket), *joinToken,
+		pick("tls-ca-key", *caKey, f.TLSCAKey), s.cfg.DataDir, s.cfg.Join)
+	if err != nil {
 		return s, err
 	}
+	if !s.ident.pending() {
+		if s.cfg.TLS, err = tf.source(); err != nil {
+			return s, err
+		}
+	}
+	withTLS := s.cfg.TLS != nil || s.ident.pending()
 	if path := pick("control-tokens", *tokens, f.ControlTokens); path != "" {
 		if s.cfg.ControlTokens, err = control.LoadTokens(path); err != nil {
 			return s, err
 		}
 	}
-	if s.cfg.Control != "" && s.cfg.TLS == nil && !s.cfg.Insecure && !node.IsLoopback(s.cfg.Control) {
+	if s.cfg.Control != "" && !withTLS && !s.cfg.Insecure && !node.IsLoopback(s.cfg.Control) {
 		return s, fmt.Errorf("control API on %s without TLS: anyone who reaches it could drain every node; "+
 			"give --tls-ca, --tls-cert and --tls-key (docs/security.md), bind --control to 127.0.0.1, or pass --insecure", s.cfg.Control)
 	}
+	// Without a key file, a node with a certificate takes the keyring from its
+	// seed (a token's enrollment brings it too); the first node needs a key.
+	if len(s.cfg.Keys) == 0 && !s.cfg.Insecure && withTLS && len(s.cfg.Join) > 0 {
+		s.cfg.KeysFromJoin = s.ident.joinToken == ""
+	}
 	check := s.cfg
 	check.Insecure = true // the agent's own rule below names its flags
+	if s.ident.pending() {
+		check.KeysFromJoin = false // TLS is made at start: prepare, then node.Start validates
+	}
 	if err := check.Validate(); err != nil {
 		return s, err
 	}
-	if len(s.cfg.Keys) == 0 && !s.cfg.Insecure {
+	if len(s.cfg.Keys) == 0 && !s.cfg.Insecure && !(withTLS && len(s.cfg.Join) > 0) {
 		return s, errNoKey
 	}
 	return s, nil
@@ -567,6 +589,12 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		var cancel context.CancelFunc
 		startCtx, cancel = context.WithTimeout(ctx, s.joinTimeout)
 		defer cancel()
+	}
+	release, err := s.ident.prepare(startCtx, &s, log)
+	defer release()
+	if err != nil {
+		fmt.Fprintf(stderr, "omnirelay agent: %v\n", err)
+		return 1
 	}
 	n, err := node.Start(startCtx, s.cfg)
 	if err != nil {

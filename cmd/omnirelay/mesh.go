@@ -33,6 +33,7 @@ const meshUsage = `usage:
   omnirelay mesh clusters list | clusters get ID
   omnirelay mesh shards list|summary|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
   omnirelay mesh keyring list|install|use|remove --key-file FILE      (mesh keyring help)
+  omnirelay mesh token create --ttl D [--role R]      (at a signing member; admin)
 Every command also takes [--addr URL] [-o table|json] [--timeout D]
 [--tls-ca FILE --tls-cert FILE --tls-key FILE].
 
@@ -75,6 +76,7 @@ func meshCommand() command {
 		clustersCommand(),
 		shardsCommand(),
 		keyringCommand(),
+		tokenCommand(),
 	}}
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/control"
+	"github.com/omnirelay/mesh/identity"
 )
 
 // The operator commands: they change the cluster through an agent's control API,
@@ -525,4 +526,36 @@ func watchLogs(ctx context.Context, c *control.Client, level string, w io.Writer
 		fmt.Fprintf(w, "%s%s %-5s %s %s\n", prefix, r.Time.Local().Format(time.TimeOnly), r.Level, r.Msg, strings.Join(kv, " "))
 		return nil
 	})
+}
+
+// tokenCommand is `mesh token create`: a join token from a signing member.
+func tokenCommand() command {
+	var ttl time.Duration
+	var role string
+	return command{name: "token", usage: meshUsage, subs: []command{
+		leaf("create", 0, 0, func(fs *flag.FlagSet) {
+			fs.DurationVar(&ttl, "ttl", 0, "how long the token may be redeemed (required; at most 168h)")
+			fs.StringVar(&role, "role", string(identity.RoleNode), "role of the certificate the token buys: node, reader, operator or admin")
+		}, func(ctx context.Context, a *apiFlags, _ []string, stdout, stderr io.Writer) int {
+			r, err := identity.ParseRole(role)
+			if err == nil && ttl <= 0 {
+				err = errors.New("--ttl is required: how long the token may be redeemed, e.g. --ttl 15m")
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "omnirelay mesh token create: %v\n", err)
+				return 2
+			}
+			rep, err := a.client().CreateToken(ctx, ttl, r)
+			if err != nil {
+				return meshError(stderr, a.addr, err)
+			}
+			if a.out == "json" {
+				return writeJSONOut(stdout, rep)
+			}
+			fmt.Fprintln(stdout, rep.Token)
+			fmt.Fprintf(stderr, "token %s for a %s certificate in cluster %s, expires %s; redeem it at %s: omnirelay agent --join-token TOKEN --join <%s's gossip address> --tls-ca BUNDLE\n",
+				rep.ID, rep.Role, rep.Cluster, rep.Expires.UTC().Format(time.RFC3339), rep.Node, rep.Node)
+			return 0
+		}),
+	}}
 }
