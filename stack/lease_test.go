@@ -309,3 +309,39 @@ func TestHostLeaseLeaveReleases(t *testing.T) {
 		t.Fatalf("1 s after the leader left, leaders %v (was %v)", ls2, ls)
 	}
 }
+
+// A holder re-elected at a higher epoch rewrites LeaderKey with the same value: no
+// change of value, so no metadata event. The non-voter must still follow the epoch
+// (it went on naming the old one: the chaos suite, after 5 minutes of loss).
+func TestNonVoterFollowsReElectionOfTheSameHolder(t *testing.T) {
+	n := newLeaseNet(t, []string{"a", "b", "c", "d"}, 3)
+	n.run(10 * time.Second)
+	ls := n.leaders()
+	if len(ls) != 1 {
+		t.Fatalf("leaders %v, want one", ls)
+	}
+	leader := n.hosts[ls[0]]
+	e1, _ := leader.Fence(n.now)
+	d := n.hosts["d:1"]
+	if h, e, _, ok := d.Leader(n.now); !ok || e != e1 || h != leader.cfg.Swim.Name {
+		t.Fatalf("non-voter Leader = %q %d %v before, want %s %d", h, e, ok, leader.cfg.Swim.Name, e1)
+	}
+	// The same holder's write of a later epoch, as its re-election publishes it.
+	delta, err := leader.meta.store.SetCluster(e1+3, LeaderKey, []byte(leader.cfg.Swim.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := d.meta.store.Apply(delta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range a.Changes {
+		if c.Key == LeaderKey {
+			t.Fatalf("the rewrite of the same value made a change %+v: the test proves nothing", c)
+		}
+	}
+	d.observeClusterLeader(n.now)
+	if h, e, _, ok := d.Leader(n.now); !ok || e != e1+3 || h != leader.cfg.Swim.Name {
+		t.Fatalf("non-voter Leader = %q %d %v after the re-election, want %s %d", h, e, ok, leader.cfg.Swim.Name, e1+3)
+	}
+}
