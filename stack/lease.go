@@ -215,18 +215,15 @@ func (ls *leaseState) voter() bool {
 
 // Leader reports the lease holder this node knows of at now. A voter knows it from
 // the lease it holds or accepted (validUntil: its own deadline, or its voter-side
-// expiry). A non-voter, and a voter that accepted no standing lease, knows it from
-// the cluster map while swim sees the holder alive; validUntil is then zero
-// (unknown). A voter can hold no lease while one stands: it promised a higher epoch
-// to a candidate that then gave up, and refuses the holder's renewals until the
-// epoch moves on (docs/lease.md). ok is false when none is known, and always when
-// Lease is nil.
+// expiry), so a voter that names a leader is part of its lease. A non-voter knows it
+// from the cluster map while swim sees the holder alive; validUntil is then zero
+// (unknown). ok is false when none is known, and always when Lease is nil.
 func (h *Stack) Leader(now time.Time) (holder string, epoch uint64, validUntil time.Time, ok bool) {
 	ls := h.lease
 	if ls == nil {
 		return "", 0, time.Time{}, false
 	}
-	if holder, epoch, validUntil, ok = ls.m.Leader(now); ok {
+	if holder, epoch, validUntil, ok = ls.m.Leader(now); ok || ls.voter() {
 		return holder, epoch, validUntil, ok
 	}
 	if ls.clusterHolder == "" || ls.clusterHolder == ls.self {
