@@ -2,13 +2,10 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
-
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/omnirelay/mesh/cluster"
 )
@@ -43,7 +40,7 @@ type Clusters struct {
 func (h *handler) clusters(w http.ResponseWriter, r *http.Request) {
 	cs, ok := h.clusterView(w)
 	if ok {
-		writeTagged(w, r, cs)
+		writeTagged(w, r, "", cs)
 	}
 }
 
@@ -56,7 +53,7 @@ func (h *handler) cluster(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	for _, d := range cs.Clusters {
 		if d.ID == id {
-			writeTagged(w, r, d)
+			writeTagged(w, r, "", d)
 			return
 		}
 	}
@@ -82,24 +79,6 @@ func (h *handler) clusterView(w http.ResponseWriter) (Clusters, bool) {
 		cs.Clusters = []cluster.Descriptor{}
 	}
 	return cs, true
-}
-
-// writeTagged writes v as JSON with an ETag of its bytes, or 304 when the
-// request's If-None-Match has it.
-func writeTagged(w http.ResponseWriter, r *http.Request, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic("control: encoding our own reply: " + err.Error())
-	}
-	etag := fmt.Sprintf(`"%016x"`, xxhash.Sum64(b))
-	w.Header().Set("ETag", etag)
-	if etagMatch(r.Header.Get("If-None-Match"), etag) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	w.Write(append(b, '\n'))
 }
 
 // GetClusters fetches GET /control/v1/clusters.

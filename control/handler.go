@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -293,9 +294,7 @@ func (h *handler) peers(w http.ResponseWriter, r *http.Request) {
 	}
 	snap := h.src.Snapshot()
 	etag := `"` + snap.Version.String() + `"`
-	w.Header().Set("ETag", etag)
-	if etagMatch(r.Header.Get("If-None-Match"), etag) {
-		w.WriteHeader(http.StatusNotModified)
+	if notModified(w, r, etag) {
 		return
 	}
 	out := PeerList{Version: snap.Version.String(), Peers: []Peer{}}
@@ -321,12 +320,40 @@ func (h *handler) peer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	etag := `"` + snap.Version.String() + `"`
-	w.Header().Set("ETag", etag)
-	if etagMatch(r.Header.Get("If-None-Match"), etag) {
-		w.WriteHeader(http.StatusNotModified)
+	if notModified(w, r, etag) {
 		return
 	}
 	writeJSON(w, http.StatusOK, PeerReply{Version: snap.Version.String(), Peer: snap.Peers[i]})
+}
+
+// notModified sets the reply's ETag and, when the request's If-None-Match holds
+// it, answers 304 (true: the reply is written).
+func notModified(w http.ResponseWriter, r *http.Request, etag string) bool {
+	w.Header().Set("ETag", etag)
+	if !etagMatch(r.Header.Get("If-None-Match"), etag) {
+		return false
+	}
+	w.WriteHeader(http.StatusNotModified)
+	return true
+}
+
+// writeTagged writes v as JSON with an ETag of its bytes (after prefix, when
+// given: "PREFIX-HASH"), or 304 when the request's If-None-Match has it.
+func writeTagged(w http.ResponseWriter, r *http.Request, prefix string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("control: encoding our own reply: " + err.Error())
+	}
+	tag := fmt.Sprintf("%016x", xxhash.Sum64(b))
+	if prefix != "" {
+		tag = prefix + "-" + tag
+	}
+	if notModified(w, r, `"`+tag+`"`) {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(append(b, '\n'))
 }
 
 // etagMatch implements If-None-Match: a list of entity tags or "*" (weak compare).

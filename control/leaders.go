@@ -2,13 +2,9 @@ package control
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
 )
 
 // ErrLeadershipOff is what a LeaderSource returns when the node takes no part in
@@ -88,19 +84,7 @@ func (h *handler) leaders(w http.ResponseWriter, r *http.Request) {
 	if l.VoterStatus == nil {
 		l.VoterStatus = []VoterStatus{}
 	}
-	b, err := json.Marshal(l)
-	if err != nil {
-		panic("control: encoding our own reply: " + err.Error())
-	}
-	etag := fmt.Sprintf(`"%s-%016x"`, l.Version, xxhash.Sum64(b))
-	w.Header().Set("ETag", etag)
-	if etagMatch(r.Header.Get("If-None-Match"), etag) {
-		w.WriteHeader(http.StatusNotModified)
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	w.Write(append(b, '\n'))
+	writeTagged(w, r, l.Version, l)
 }
 
 // GetLeaders fetches GET /control/v1/leaders.

@@ -229,9 +229,7 @@ func (h *handler) shards(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	etag := shardsETag(m)
-	w.Header().Set("ETag", etag)
-	if etagMatch(r.Header.Get("If-None-Match"), etag) {
-		w.WriteHeader(http.StatusNotModified)
+	if notModified(w, r, etag) {
 		return
 	}
 	out := m
@@ -317,9 +315,7 @@ func (h *handler) shard(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	etag := shardsETag(m)
-	w.Header().Set("ETag", etag)
-	if etagMatch(r.Header.Get("If-None-Match"), etag) {
-		w.WriteHeader(http.StatusNotModified)
+	if notModified(w, r, etag) {
 		return
 	}
 	writeJSON(w, http.StatusOK, ShardReply{Epoch: m.Epoch, Version: m.Version, Leader: m.Leader, Shard: m.Shards[i]})
