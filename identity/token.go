@@ -180,7 +180,7 @@ func randomChars(n int) string {
 // TokenStore keeps join-token records. Implementations are safe for concurrent use.
 type TokenStore interface {
 	// Add stores a new, valid record; ErrTokenExists if its id is taken,
-	// ErrTokenStoreFull at MaxTokens.
+	// ErrTokenStoreFull at MaxTokens unexpired records (expired ones are dropped then).
 	Add(Token) error
 	// Update calls fn on a copy of the record with that id and stores the result if
 	// fn returns nil; fn's error is returned and nothing changes otherwise.
@@ -203,11 +203,29 @@ func (m tokenMap) add(t Token) (undo func(), err error) {
 	if _, ok := m[t.ID]; ok {
 		return nil, fmt.Errorf("%w: %q", ErrTokenExists, t.ID)
 	}
+	// A full store first forgets the records that had expired when t was made:
+	// nothing removes them otherwise, and 4,096 tokens made over a cluster's life
+	// would stop token creation for good. A token redeemed and not yet expired is
+	// kept, so its reuse is still refused as reused.
+	var dropped []Token
 	if len(m) >= MaxTokens {
-		return nil, fmt.Errorf("%w: %d tokens; remove used or expired ones", ErrTokenStoreFull, len(m))
+		for id, o := range m {
+			if !t.Created.Before(o.Expires) {
+				dropped = append(dropped, o)
+				delete(m, id)
+			}
+		}
+	}
+	undoDrop := func() {
+		for _, o := range dropped {
+			m[o.ID] = o
+		}
+	}
+	if len(m) >= MaxTokens {
+		return nil, fmt.Errorf("%w: %d unexpired tokens", ErrTokenStoreFull, len(m))
 	}
 	m[t.ID] = t
-	return func() { delete(m, t.ID) }, nil
+	return func() { delete(m, t.ID); undoDrop() }, nil
 }
 
 func (m tokenMap) update(id string, fn func(*Token) error) (undo func(), err error) {

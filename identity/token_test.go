@@ -159,6 +159,15 @@ func TestMemTokenStoreIsBounded(t *testing.T) {
 		}
 		break
 	}
+	// Once they have expired, a new token takes the place of the expired ones.
+	later := t0.Add(2 * time.Hour)
+	_, rec, _ := NewToken("prod", RoleNode, time.Hour, later)
+	if err := s.Add(rec); err != nil {
+		t.Fatalf("Add to a store full of expired tokens: %v", err)
+	}
+	if all, _ := s.List(); len(all) != 1 || all[0].ID != rec.ID {
+		t.Fatalf("%d records after the expired ones were dropped, want only the new one", len(all))
+	}
 }
 
 func TestFileTokenStorePersistsAndDecodesStrictly(t *testing.T) {
