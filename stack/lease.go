@@ -53,6 +53,7 @@ type leaseState struct {
 	// clusterHolder is the holder named in the cluster map, as last reported.
 	clusterHolder string
 	clusterEpoch  uint64
+	mapEpoch      uint64 // the cluster map's epoch when LeaderKey was last read
 	events        []lease.Event // host-made events (non-voters learning the holder)
 }
 
@@ -188,9 +189,17 @@ func (h *Stack) publishLeader(now time.Time, epoch uint64) {
 // reads the key's cell, not only the events: a holder re-elected at a higher epoch
 // rewrites the same value, which changes the cell's version but is no change of
 // value, so no event carries it (non-voters went on naming the old epoch, seen in
-// the chaos suite after 5 minutes of loss).
-func (h *Stack) observeClusterLeader(now time.Time) {
+// the chaos suite after 5 minutes of loss). The cell is read only when an event
+// names the key or the map's epoch moved, not on every flush.
+func (h *Stack) observeClusterLeader(now time.Time, evs []MetaEvent) {
 	ls := h.lease
+	mapEpoch := h.meta.store.ClusterEpoch()
+	if mapEpoch == ls.mapEpoch && !slices.ContainsFunc(evs, func(e MetaEvent) bool {
+		return e.Node == crdt.Cluster && e.Key == LeaderKey
+	}) {
+		return
+	}
+	ls.mapEpoch = mapEpoch
 	e, ok := h.meta.store.Lookup(crdt.Cluster, LeaderKey)
 	if !ok || e.Deleted {
 		return

@@ -388,7 +388,7 @@ func (h *Stack) process(now time.Time) {
 	}
 	out.Meta, h.meta.events = append(out.Meta, h.meta.events...), nil
 	if h.lease != nil {
-		h.observeClusterLeader(now)
+		h.observeClusterLeader(now, out.Meta[metaFrom:])
 		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
 		h.lease.events = nil
 	}
