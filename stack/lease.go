@@ -53,7 +53,7 @@ type leaseState struct {
 	// clusterHolder is the holder named in the cluster map, as last reported.
 	clusterHolder string
 	clusterEpoch  uint64
-	mapEpoch      uint64 // the cluster map's epoch when LeaderKey was last read
+	mapEpoch      uint64        // the cluster map's epoch when LeaderKey was last read
 	events        []lease.Event // host-made events (non-voters learning the holder)
 }
 
