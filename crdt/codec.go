@@ -10,7 +10,7 @@ import (
 
 // The encoding is MessagePack restricted to maps with short string field names,
 // unsigned integers, strings, binaries, booleans and arrays, so any MessagePack
-// library can read it (docs/metadata.md has the schema); internal/msgp, the codec
+// library can read it (PROTOCOL.md section 13 is the schema); internal/msgp, the codec
 // wire uses too, reads and writes it, refusing nil. Fields at their zero value
 // are left out; a decoder skips fields it does not know, which is how a later
 // version adds one. Decoding checks every length against the input left and the

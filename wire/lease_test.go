@@ -154,74 +154,104 @@ var leaseKeys = map[string]string{
 	"MemberSeq": "ms", "Voters": "vs", "Joint": "jt",
 }
 
-// leaseJSON renders a lease message (or a nested LeaseMembership) keyed by wire keys.
-func leaseJSON(v reflect.Value) any {
-	if v.Kind() == reflect.Pointer {
-		if v.IsNil() {
-			return nil
-		}
-		v = v.Elem()
-	}
-	out := map[string]any{}
-	for i := range v.NumField() {
-		f, key := v.Field(i), leaseKeys[v.Type().Field(i).Name]
+// vectorJSON returns a renderer of messages (and the maps nested in them) keyed
+// by the wire keys of keys, where a "Type.Field" entry overrides a plain field
+// name: numbers as numbers (durations in nanoseconds), lists as arrays (shard
+// lists and byte lists as arrays of numbers), a nil pointer as null.
+func vectorJSON(keys map[string]string) func(reflect.Value) any {
+	var render func(v reflect.Value) any
+	value := func(f reflect.Value) any {
 		switch f.Kind() {
-		case reflect.Uint64:
-			out[key] = f.Uint()
+		case reflect.Uint8, reflect.Uint32, reflect.Uint64:
+			return f.Uint()
 		case reflect.Int64: // time.Duration
-			out[key] = f.Int()
+			return f.Int()
+		case reflect.Float64:
+			return f.Float()
 		case reflect.String:
-			out[key] = f.String()
-		case reflect.Slice:
-			out[key] = append([]string{}, f.Interface().([]string)...)
+			return f.String()
 		case reflect.Struct, reflect.Pointer:
-			out[key] = leaseJSON(f)
-		default:
-			panic("unhandled field kind " + f.Kind().String())
+			return render(f)
 		}
+		panic("unhandled field kind " + f.Kind().String())
 	}
-	return out
+	render = func(v reflect.Value) any {
+		if v.Kind() == reflect.Pointer {
+			if v.IsNil() {
+				return nil
+			}
+			v = v.Elem()
+		}
+		out := map[string]any{}
+		for i := range v.NumField() {
+			f, name := v.Field(i), v.Type().Field(i).Name
+			key, ok := keys[v.Type().Name()+"."+name]
+			if !ok {
+				key = keys[name]
+			}
+			if f.Kind() != reflect.Slice {
+				out[key] = value(f)
+				continue
+			}
+			elems := []any{}
+			for j := range f.Len() {
+				elems = append(elems, value(f.Index(j)))
+			}
+			out[key] = elems
+		}
+		return out
+	}
+	return render
 }
 
-type leaseVector struct {
+// messageVector is one entry of a messages.json: {type, name, body}.
+type messageVector struct {
 	Type MsgType `json:"type"`
 	Name string  `json:"name"`
 	Body any     `json:"body"`
 }
 
-func TestLeaseVectors(t *testing.T) {
-	msgs := sampleLeaseMessages()
+// publishedFile is one published vector file: -rewrite writes want to it, and the
+// file must then hold exactly want.
+func publishedFile(t *testing.T, path string, want []byte) []byte {
+	t.Helper()
+	if *rewrite {
+		noErr(t, os.MkdirAll(filepath.Dir(path), 0o755))
+		noErr(t, os.WriteFile(path, want, 0o644))
+	}
+	got, err := os.ReadFile(path)
+	noErr(t, err)
+	equal(t, string(want), string(got))
+	return got
+}
+
+// checkMessageVectors checks dir/messages.hex (each message encoded, type, length
+// and body, in hex, one per line) and dir/messages.json (its decoded form, render
+// keying it by wire keys) against msgs in both directions: encoding msgs yields
+// the files, and decoding the published bytes yields msgs.
+func checkMessageVectors(t *testing.T, dir string, msgs []Message, render func(reflect.Value) any) {
+	t.Helper()
 	var hexLines []string
-	var vecs []leaseVector
+	var vecs []messageVector
 	for _, m := range msgs {
 		hexLines = append(hexLines, hex.EncodeToString(AppendMessage(nil, m)))
-		name := reflect.TypeOf(m).Elem().Name()
-		vecs = append(vecs, leaseVector{Type: m.Type(), Name: name, Body: leaseJSON(reflect.ValueOf(m))})
+		vecs = append(vecs, messageVector{Type: m.Type(), Name: reflect.TypeOf(m).Elem().Name(), Body: render(reflect.ValueOf(m))})
 	}
 	js, err := json.MarshalIndent(vecs, "", "  ")
 	noErr(t, err)
-	hexPath := filepath.Join(leaseVectorDir, "messages.hex")
-	jsonPath := filepath.Join(leaseVectorDir, "messages.json")
-	if *rewrite {
-		noErr(t, os.MkdirAll(leaseVectorDir, 0o755))
-		noErr(t, os.WriteFile(hexPath, []byte(strings.Join(hexLines, "\n")+"\n"), 0o644))
-		noErr(t, os.WriteFile(jsonPath, append(js, '\n'), 0o644))
-	}
-	hexFile, err := os.ReadFile(hexPath)
-	noErr(t, err)
-	jsonFile, err := os.ReadFile(jsonPath)
-	noErr(t, err)
-	lines := strings.Fields(string(hexFile))
-	equal(t, hexLines, lines)
-	equal(t, string(js)+"\n", string(jsonFile))
-	// Decoding the published bytes yields the messages.
+	publishedFile(t, filepath.Join(dir, "messages.json"), append(js, '\n'))
+	published := publishedFile(t, filepath.Join(dir, "messages.hex"), []byte(strings.Join(hexLines, "\n")+"\n"))
 	var d Decoder
-	for i, line := range lines {
+	for i, line := range strings.Fields(string(published)) {
 		typ, body, _, err := splitMessage(mustHex(line))
 		noErr(t, err)
 		got := NewMessage(typ)
-		check(t, got != nil, "vector %d: type %d unknown", i, typ)
+		check(t, got != nil, "%s vector %d: type %d unknown", dir, i, typ)
 		noErr(t, d.Decode(body, got))
 		equal(t, msgs[i], got)
 	}
+}
+
+func TestLeaseVectors(t *testing.T) {
+	checkMessageVectors(t, leaseVectorDir, sampleLeaseMessages(), vectorJSON(leaseKeys))
 }
