@@ -492,8 +492,8 @@ func (m *metrics) leaderMetrics(n *Node) {
 		m.controlRefused.WithLabelValues(r)
 	}
 	m.enrollments = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_enrollments_total",
-		Help: "Enrollment streams answered: keys (to a node certificate), certificate (a join token redeemed), refused."}, []string{"result"})
-	for _, r := range []string{"keys", "certificate", "refused"} {
+		Help: "Enrollment streams answered: keys (to a node certificate), certificate (a join token redeemed), forwarded (a join token relayed to a signer), refused."}, []string{"result"})
+	for _, r := range []string{"keys", "certificate", "forwarded", "refused"} {
 		m.enrollments.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.auditErrors, m.controlRefused, m.enrollments)

@@ -43,7 +43,7 @@ func TestAgentJoinToken(t *testing.T) {
 	}
 	defer a.Close()
 	code, tok, e := runCLI(t, append([]string{"mesh", "token", "create", "--ttl", "10m", "--addr", a.ControlAddr()}, tlsArgs(dir, certs, "root")...)...)
-	if code != 0 || !strings.Contains(e, "redeem it at a") {
+	if code != 0 || !strings.Contains(e, "held by a, redeemed through any member") {
 		t.Fatalf("mesh token create: exit %d: %s", code, e)
 	}
 	tok = strings.TrimSpace(tok)
