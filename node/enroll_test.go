@@ -137,6 +137,7 @@ func TestJoinTokenEnrollment(t *testing.T) {
 		{"n2", addToken(t, store, "other", time.Now(), time.Hour), "another cluster"},
 		{"n2", tok[:identity.TokenIDLen+1] + strings.Repeat("0", identity.TokenSecretLen), "wrong join token secret"},
 		{"n1", addToken(t, store, identity.DefaultCluster, time.Now(), time.Hour), "live member"},
+		{"n2", "zzzzzz.0123456789abcdef", "unknown join token"}, // the only signer: nowhere to relay
 	}
 	for _, c := range refused {
 		e, err := enroll(c.name, c.tok)

@@ -187,3 +187,38 @@ func TestForwardedTokenNeedsALiveMember(t *testing.T) {
 	}
 	auditFrom(t, auditB, "token_refused", "n0", "cannot redeem a forwarded")
 }
+
+// TestTokenOfAnotherSigner: a signing member that does not hold a token relays
+// it to the signer that does (the first answers elsewhere), and the joiner gets
+// its certificate from that one.
+func TestTokenOfAnotherSigner(t *testing.T) {
+	pki := newTestPKI(t)
+	storeA, storeS := identity.NewMemTokenStore(), identity.NewMemTokenStore()
+	auditA, auditS := &syncBuffer{}, &syncBuffer{}
+	a, err := Start(t.Context(), signerConfig(t, pki, storeA, auditA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	cfg := loopbackConfig("s2", [][]byte{testKey}, a.Addr())
+	cfg.TLS, cfg.AuditLog = pki.source(identity.RoleNode, "s2"), auditS
+	cfg.Signer = &Signer{CA: pki.ca, Tokens: storeS}
+	s2, err := Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	eventually(t, 5*time.Second, "each signer knows the other", func() bool {
+		return len(a.signers()) == 1 && len(s2.signers()) == 1
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	tok := addToken(t, storeS, identity.DefaultCluster, time.Now(), time.Hour)
+	e, err := Enroll(ctx, EnrollRequest{Seeds: []string{a.Addr()}, Name: "d", Token: tok,
+		Bundle: filepath.Join(pki.dir, identity.CACertFile), Key: newKey(t)})
+	if err != nil || len(e.Chain) != 1 {
+		t.Fatalf("a token of s2 presented at n0: %v", err)
+	}
+	auditFrom(t, auditS, "token_redeemed", "n0", "")
+	auditHas(t, auditA, "token_forwarded", "")
+}
