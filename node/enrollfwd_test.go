@@ -145,7 +145,7 @@ func alive(ms []Member) int {
 // TestForwardedTokenNeedsALiveMember: a signer refuses a token forwarded by a
 // node certificate that is not a live member's, and a member without the CA key
 // refuses a forwarded token rather than forwarding it again; both audited, no
-// certificate.
+// certificate. A member relaying as many tokens as it may refuses the next.
 func TestForwardedTokenNeedsALiveMember(t *testing.T) {
 	pki := newTestPKI(t)
 	store := identity.NewMemTokenStore()
@@ -186,6 +186,26 @@ func TestForwardedTokenNeedsALiveMember(t *testing.T) {
 		t.Fatalf("a forwarded token at a member without the CA key: %+v", r)
 	}
 	auditFrom(t, auditB, "token_refused", "n0", "cannot redeem a forwarded")
+
+	// A member relaying maxForwards tokens refuses the next at once.
+	for range maxForwards {
+		b.forwards <- struct{}{}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	_, err = Enroll(ctx, EnrollRequest{Seeds: []string{b.Addr()}, Name: "y", Token: addToken(t, store, identity.DefaultCluster, time.Now(), time.Hour),
+		Bundle: filepath.Join(pki.dir, identity.CACertFile), Key: newKey(t)})
+	if !errors.Is(err, ErrEnrollRefused) || !strings.Contains(err.Error(), ErrForwardBusy.Error()) {
+		t.Fatalf("a token at a member relaying as many as it may: %v", err)
+	}
+	for range maxForwards {
+		<-b.forwards
+	}
+	eventually(t, 5*time.Second, "b knows the signer", func() bool { return len(b.signers()) == 1 })
+	if _, err := Enroll(ctx, EnrollRequest{Seeds: []string{b.Addr()}, Name: "y", Token: addToken(t, store, identity.DefaultCluster, time.Now(), time.Hour),
+		Bundle: filepath.Join(pki.dir, identity.CACertFile), Key: newKey(t)}); err != nil {
+		t.Fatalf("a token at b once its relays are free: %v", err)
+	}
 }
 
 // TestTokenOfAnotherSigner: a signing member that does not hold a token relays

@@ -376,7 +376,9 @@ type auditRecord struct {
 	Epoch       uint64    `json:"epoch,omitempty"`
 	Voters      []string  `json:"voters,omitempty"`
 	// Of shard moves (leader only): the shard, where from and to, the state
-	// entered, and whether its owner failed (forced).
+	// entered, and whether its owner failed (forced). Of relayed join tokens:
+	// From the relaying member, To the signer, Addr the joiner's address as the
+	// relaying member reports it.
 	Shard  *uint32 `json:"shard,omitempty"`
 	From   string  `json:"from,omitempty"`
 	To     string  `json:"to,omitempty"`

@@ -731,15 +731,18 @@ func (n *Node) runStream(s stack.Stream) {
 func (n *Node) exchange(s stack.Stream) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StreamTimeout)
 	defer cancel()
-	conn, err := n.tr.Dial(ctx, s.To)
+	raw, err := n.tr.Dial(ctx, s.To)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer raw.Close()
+	// The closer holds the dialled conn, never the TLS one: a handshake that fails
+	// leaves that nil, and ctx may end while the closer runs.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
+	conn := raw
 	if n.cfg.TLS != nil {
-		if conn, err = n.dialTLS(ctx, conn, s.To); err != nil {
+		if conn, err = n.dialTLS(ctx, raw, s.To); err != nil {
 			return nil, err
 		}
 	}
