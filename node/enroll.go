@@ -227,8 +227,10 @@ func (n *Node) redeem(req enrollRequest, pub crypto.PublicKey, usedBy, who strin
 // joiner's address as it reports it (Addr).
 func (n *Node) redeemForwarded(req enrollRequest, peer *identity.ID, who string) (enrollReply, auditRecord) {
 	r, rec := func() (enrollReply, auditRecord) {
-		if n.cfg.Signer == nil {
-			return refuseEnroll("token_refused", who, ErrNotSigner)
+		if n.cfg.Signer == nil { // it publishes "signer" by mistake: try the next
+			r, rec := refuseEnroll("token_refused", who, ErrNotSigner)
+			r.Elsewhere = true
+			return r, rec
 		}
 		if !n.nameTaken(peer.Name) || peer.Name == n.cfg.Name {
 			return refuseEnroll("token_refused", who, fmt.Errorf("%w: %s forwards a token but is not a live member", ErrEnrollRefused, peer))

@@ -209,8 +209,8 @@ func TestForwardedTokenNeedsALiveMember(t *testing.T) {
 }
 
 // TestTokenOfAnotherSigner: a signing member that does not hold a token relays
-// it to the signer that does (the first answers elsewhere), and the joiner gets
-// its certificate from that one.
+// it to the signer that does, past a member that claims to be a signer and is not
+// (it answers elsewhere), and the joiner gets its certificate from that one.
 func TestTokenOfAnotherSigner(t *testing.T) {
 	pki := newTestPKI(t)
 	storeA, storeS := identity.NewMemTokenStore(), identity.NewMemTokenStore()
@@ -228,8 +228,16 @@ func TestTokenOfAnotherSigner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	eventually(t, 5*time.Second, "each signer knows the other", func() bool {
-		return len(a.signers()) == 1 && len(s2.signers()) == 1
+	// m0 publishes "signer" by mistake and sorts first: n0 tries it, then s2.
+	mc := loopbackConfig("m0", [][]byte{testKey}, a.Addr())
+	mc.TLS, mc.Meta = pki.source(identity.RoleNode, "m0"), map[string]string{SignerMetaKey: "1"}
+	m0, err := Start(t.Context(), mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m0.Close()
+	eventually(t, 5*time.Second, "n0 knows m0 and s2 as signers", func() bool {
+		return len(a.signers()) == 2 && len(s2.signers()) == 2
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
