@@ -11,8 +11,9 @@ import (
 )
 
 // ErrNotSigner: the node holds no CA key, so it cannot make join tokens
-// (404 not_signer).
-var ErrNotSigner = errors.New("control: this node holds no CA key: join tokens are made and redeemed at a signing member (agent --tls-ca-key)")
+// (404 not_signer); the message names the signing members it knows. The request
+// is not forwarded: the member would have to vouch for its caller's role.
+var ErrNotSigner = errors.New("control: this node holds no CA key: join tokens are made at a signing member (agent --tls-ca-key)")
 
 // MaxTokenTTL bounds a join token's lifetime: a token is a credential in transit,
 // meant to be spent within hours.
@@ -33,7 +34,7 @@ type TokenRequest struct {
 
 // TokenReply is the answer: the token itself only here.
 type TokenReply struct {
-	Node    string    `json:"node"` // the signing member that holds it: redeem it there
+	Node    string    `json:"node"` // the signing member that holds it; any member redeems it
 	Token   string    `json:"token"`
 	ID      string    `json:"id"`
 	Cluster string    `json:"cluster"`

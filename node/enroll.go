@@ -37,8 +37,9 @@ const maxEnrollMsg = 64 << 10
 var (
 	// ErrEnrollRefused means a member refused the enrollment; the text says why.
 	ErrEnrollRefused = errors.New("node: enrollment refused")
-	// ErrNotSigner means the member holds no CA key, so it cannot redeem tokens.
-	ErrNotSigner = errors.New("node: this member holds no CA key and cannot redeem join tokens (start a signing member with --tls-ca-key)")
+	// ErrNotSigner means a member was forwarded a token but holds no CA key:
+	// forwarded tokens are redeemed, never forwarded again.
+	ErrNotSigner = errors.New("node: this member holds no CA key and cannot redeem a forwarded join token")
 )
 
 // Signer makes a member a signing member: it redeems join tokens of Tokens and
@@ -56,6 +57,9 @@ type enrollRequest struct {
 	Name      string `json:"name"`
 	Token     string `json:"token,omitempty"`      // without a client certificate
 	PublicKey []byte `json:"public_key,omitempty"` // PKIX DER, with Token
+	// Joiner is the token holder's address, set by a member that forwards the
+	// token to a signer (with its own node certificate); for the audit trail.
+	Joiner string `json:"joiner,omitempty"`
 }
 
 // enrollReply is the server's one message.
@@ -63,6 +67,9 @@ type enrollReply struct {
 	Error string   `json:"error,omitempty"`
 	Chain [][]byte `json:"chain,omitempty"` // DER, leaf first, with a token
 	Keys  [][]byte `json:"keys,omitempty"`  // primary first; empty: the cluster runs without keys
+	// Elsewhere, with Error: this signer holds no token of that id; a forwarder
+	// tries the next signer.
+	Elsewhere bool `json:"elsewhere,omitempty"`
 }
 
 func writeEnrollMsg(w io.Writer, v any) error {
@@ -133,15 +140,15 @@ func (n *Node) serveEnroll(conn *tls.Conn, peer *identity.ID) {
 	}
 }
 
-// enroll decides an enrollment request and names its audit record.
+// enroll decides an enrollment request and names its audit record. A token from
+// a token holder is redeemed here at a signing member that holds it, else
+// forwarded to one (forwardToken); a token from a member's certificate is a
+// forwarded one and is redeemed here or refused, never forwarded again.
 func (n *Node) enroll(req enrollRequest, peer *identity.ID, remote string) (enrollReply, auditRecord) {
-	refuse := func(event, who string, err error) (enrollReply, auditRecord) {
-		return enrollReply{Error: err.Error()}, auditRecord{Event: event, Identity: who}
-	}
-	if peer != nil {
+	if peer != nil && req.Token == "" {
 		who := peer.String()
 		if req.Name != peer.Name {
-			return refuse("enroll_refused", who, fmt.Errorf("%w: the certificate names %q, the request %q", ErrStreamIdentity, peer.Name, req.Name))
+			return refuseEnroll("enroll_refused", who, fmt.Errorf("%w: the certificate names %q, the request %q", ErrStreamIdentity, peer.Name, req.Name))
 		}
 		n.metrics.enrollments.WithLabelValues("keys").Inc()
 		return enrollReply{Keys: n.keys()}, auditRecord{Event: "enroll_keys", Identity: who, Member: req.Name}
@@ -150,29 +157,60 @@ func (n *Node) enroll(req enrollRequest, peer *identity.ID, remote string) (enro
 	if id, _, err := identity.ParseToken(req.Token); err == nil {
 		who = "token:" + id + " for " + req.Name
 	}
-	s := n.cfg.Signer
-	if s == nil {
-		return refuse("token_refused", who, ErrNotSigner)
+	if peer != nil {
+		return n.redeemForwarded(req, peer, who)
 	}
+	req.Joiner = ""
+	pub, err := n.checkTokenRequest(req)
+	if err != nil {
+		return refuseEnroll("token_refused", who, err)
+	}
+	if n.cfg.Signer != nil {
+		r, rec := n.redeem(req, pub, req.Name+" from "+remote, who)
+		if !r.Elsewhere || len(n.signers()) == 0 {
+			r.Elsewhere = false // for relays only
+			return r, rec
+		}
+	}
+	return n.forwardToken(req, remote, who)
+}
+
+func refuseEnroll(event, who string, err error) (enrollReply, auditRecord) {
+	return enrollReply{Error: err.Error()}, auditRecord{Event: event, Identity: who}
+}
+
+// checkTokenRequest checks what a member can check of a token request before the
+// token itself: the name (valid, not a live member's) and the public key.
+func (n *Node) checkTokenRequest(req enrollRequest) (crypto.PublicKey, error) {
 	if err := identity.ValidateName(req.Name); err != nil {
-		return refuse("token_refused", who, err)
+		return nil, err
 	}
 	if n.nameTaken(req.Name) {
-		return refuse("token_refused", who, fmt.Errorf("%w: %q is the name of a live member: a token cannot buy a member's identity", ErrEnrollRefused, req.Name))
+		return nil, fmt.Errorf("%w: %q is the name of a live member: a token cannot buy a member's identity", ErrEnrollRefused, req.Name)
 	}
 	pub, err := x509.ParsePKIXPublicKey(req.PublicKey)
 	if err != nil {
-		return refuse("token_refused", who, fmt.Errorf("%w: public key: %v", ErrEnrollRefused, err))
+		return nil, fmt.Errorf("%w: public key: %v", ErrEnrollRefused, err)
 	}
+	return pub, nil
+}
+
+// redeem spends the token at this signing member and signs the certificate. A
+// token this member's store does not hold is answered Elsewhere: another signer
+// may hold it.
+func (n *Node) redeem(req enrollRequest, pub crypto.PublicKey, usedBy, who string) (enrollReply, auditRecord) {
+	s := n.cfg.Signer
 	cluster := ClusterOf(n.cfg.ClusterLabel)
-	tok, err := identity.Redeem(s.Tokens, req.Token, cluster, time.Now(), req.Name+" from "+remote)
+	tok, err := identity.Redeem(s.Tokens, req.Token, cluster, time.Now(), usedBy)
 	if err != nil {
-		return refuse("token_refused", who, err)
+		r, rec := refuseEnroll("token_refused", who, err)
+		r.Elsewhere = errors.Is(err, identity.ErrTokenUnknown)
+		return r, rec
 	}
 	id := identity.ID{TrustDomain: s.CA.TrustDomain, Cluster: cluster, Role: tok.Role, Name: req.Name}
 	leaf, err := s.CA.Issue(identity.IssueRequest{ID: id, TTL: s.CertTTL, PublicKey: pub})
 	if err != nil {
-		return refuse("token_refused", who, err)
+		return refuseEnroll("token_refused", who, err)
 	}
 	n.metrics.enrollments.WithLabelValues("certificate").Inc()
 	r := enrollReply{Chain: [][]byte{leaf.Cert.Raw}}
@@ -180,6 +218,34 @@ func (n *Node) enroll(req enrollRequest, peer *identity.ID, remote string) (enro
 		r.Keys = n.keys()
 	}
 	return r, auditRecord{Event: "token_redeemed", Identity: id.String(), Member: req.Name, Role: string(tok.Role)}
+}
+
+// redeemForwarded answers a token that member peer forwards for a joiner at
+// req.Joiner. Only a live member may forward; the token and the name are checked
+// here as for a token holder, so a forwarder can spend a token only for what its
+// holder could have had. The audit record names the forwarder (From) and the
+// joiner's address as it reports it (Addr).
+func (n *Node) redeemForwarded(req enrollRequest, peer *identity.ID, who string) (enrollReply, auditRecord) {
+	r, rec := func() (enrollReply, auditRecord) {
+		if n.cfg.Signer == nil { // it publishes "signer" by mistake: try the next
+			r, rec := refuseEnroll("token_refused", who, ErrNotSigner)
+			r.Elsewhere = true
+			return r, rec
+		}
+		if !n.nameTaken(peer.Name) || peer.Name == n.cfg.Name {
+			return refuseEnroll("token_refused", who, fmt.Errorf("%w: %s forwards a token but is not a live member", ErrEnrollRefused, peer))
+		}
+		pub, err := n.checkTokenRequest(req)
+		if err != nil {
+			return refuseEnroll("token_refused", who, err)
+		}
+		if len(req.Joiner) > maxJoinerAddr {
+			return refuseEnroll("token_refused", who, fmt.Errorf("%w: joiner address of %d bytes, at most %d", ErrEnrollRefused, len(req.Joiner), maxJoinerAddr))
+		}
+		return n.redeem(req, pub, req.Name+" from "+req.Joiner+" via "+peer.Name, who)
+	}()
+	rec.From, rec.Addr = peer.Name, req.Joiner
+	return r, rec
 }
 
 // nameTaken reports whether name is this node's or a live member's.
@@ -268,23 +334,8 @@ func Enroll(ctx context.Context, req EnrollRequest) (Enrollment, error) {
 }
 
 func enrollAt(ctx context.Context, seed string, cfg *tls.Config, msg enrollRequest) (Enrollment, error) {
-	d := tls.Dialer{Config: cfg}
-	c, err := d.DialContext(ctx, "tcp", seed)
+	r, err := exchangeEnroll(ctx, seed, cfg, msg)
 	if err != nil {
-		return Enrollment{}, err
-	}
-	defer c.Close()
-	tc := c.(*tls.Conn)
-	if tc.ConnectionState().NegotiatedProtocol != EnrollALPN {
-		return Enrollment{}, fmt.Errorf("%w: the member does not serve enrollment (no TLS on its mesh streams?)", ErrEnrollRefused)
-	}
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	if err := writeEnrollMsg(tc, msg); err != nil {
-		return Enrollment{}, err
-	}
-	var r enrollReply
-	if err := readEnrollMsg(tc, &r); err != nil {
 		return Enrollment{}, err
 	}
 	if r.Error != "" {
@@ -305,12 +356,35 @@ func enrollAt(ctx context.Context, seed string, cfg *tls.Config, msg enrollReque
 	return e, nil
 }
 
+// exchangeEnroll sends msg on an enrollment stream to addr and returns the reply,
+// within ctx.
+func exchangeEnroll(ctx context.Context, addr string, cfg *tls.Config, msg enrollRequest) (enrollReply, error) {
+	d := tls.Dialer{Config: cfg}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return enrollReply{}, err
+	}
+	defer c.Close()
+	tc := c.(*tls.Conn)
+	if tc.ConnectionState().NegotiatedProtocol != EnrollALPN {
+		return enrollReply{}, fmt.Errorf("%w: the member does not serve enrollment (no TLS on its mesh streams?)", ErrEnrollRefused)
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+	if err := writeEnrollMsg(tc, msg); err != nil {
+		return enrollReply{}, err
+	}
+	var r enrollReply
+	err = readEnrollMsg(tc, &r)
+	return r, err
+}
+
 // CreateToken implements control.TokenSource: a signing member stores a new join
 // token of its cluster and audits token_create (never the token itself).
 func (s controlSource) CreateToken(role identity.Role, ttl time.Duration, by control.Caller) (string, identity.Token, error) {
 	n := s.n
-	if n.cfg.Signer == nil {
-		return "", identity.Token{}, control.ErrNotSigner
+	if n.cfg.Signer == nil { // not forwarded: a member's certificate must not vouch for an admin
+		return "", identity.Token{}, fmt.Errorf("%w; %s", control.ErrNotSigner, n.signersNamed())
 	}
 	tok, rec, err := identity.NewToken(ClusterOf(n.cfg.ClusterLabel), role, ttl, time.Now())
 	if err == nil {

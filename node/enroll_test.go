@@ -51,6 +51,22 @@ func newKey(t *testing.T) *ecdsa.PrivateKey {
 	return k
 }
 
+// enrolledSource writes an enrollment's certificate and key as files and loads
+// them with pki's bundle, as the agent does.
+func enrolledSource(t *testing.T, pki *testPKI, name string, e Enrollment, key *ecdsa.PrivateKey) *identity.Source {
+	t.Helper()
+	dir := t.TempDir()
+	keyPEM, _ := identity.EncodeKeyPEM(key)
+	os.WriteFile(filepath.Join(dir, name+".pem"), identity.EncodeCertsPEM(e.Chain...), 0o644)
+	os.WriteFile(filepath.Join(dir, name+"-key.pem"), keyPEM, 0o600)
+	src, err := identity.NewSource(identity.Files{Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+"-key.pem"),
+		Bundle: filepath.Join(pki.dir, identity.CACertFile)}, nil)
+	if err != nil {
+		t.Fatalf("the issued certificate does not load: %v", err)
+	}
+	return src
+}
+
 // auditHas waits for an audit record of event whose reason contains reason.
 func auditHas(t *testing.T, audit *syncBuffer, event, reason string) {
 	t.Helper()
@@ -102,16 +118,8 @@ func TestJoinTokenEnrollment(t *testing.T) {
 	auditHas(t, audit, "token_redeemed", "")
 
 	// The certificate works: the node joins with it and the delivered keys.
-	dir := t.TempDir()
-	keyPEM, _ := identity.EncodeKeyPEM(key)
-	os.WriteFile(filepath.Join(dir, "n1.pem"), identity.EncodeCertsPEM(e.Chain...), 0o644)
-	os.WriteFile(filepath.Join(dir, "n1-key.pem"), keyPEM, 0o600)
-	src, err := identity.NewSource(identity.Files{Cert: filepath.Join(dir, "n1.pem"), Key: filepath.Join(dir, "n1-key.pem"), Bundle: bundle}, nil)
-	if err != nil {
-		t.Fatalf("the issued certificate does not load: %v", err)
-	}
 	cfg := loopbackConfig("n1", e.Keys, s0.Addr())
-	cfg.TLS = src
+	cfg.TLS = enrolledSource(t, pki, "n1", e, key)
 	n1, err := Start(ctx, cfg)
 	if err != nil {
 		t.Fatalf("the enrolled node did not join: %v", err)
@@ -129,6 +137,7 @@ func TestJoinTokenEnrollment(t *testing.T) {
 		{"n2", addToken(t, store, "other", time.Now(), time.Hour), "another cluster"},
 		{"n2", tok[:identity.TokenIDLen+1] + strings.Repeat("0", identity.TokenSecretLen), "wrong join token secret"},
 		{"n1", addToken(t, store, identity.DefaultCluster, time.Now(), time.Hour), "live member"},
+		{"n2", "zzzzzz.0123456789abcdef", "unknown join token"}, // the only signer: nowhere to relay
 	}
 	for _, c := range refused {
 		e, err := enroll(c.name, c.tok)
@@ -179,11 +188,11 @@ func TestKeysDeliveredByEnrollment(t *testing.T) {
 	}
 	auditHas(t, audit, "tls_refused", "bad certificate")
 
-	// A token holder at a member that is not a signer learns nothing either.
+	// A token holder in a cluster without a signing member learns nothing either.
 	e, err = Enroll(ctx, EnrollRequest{Seeds: []string{n0.Addr()}, Name: "n3", Token: "abcdef.0123456789abcdef",
 		Bundle: filepath.Join(pki.dir, identity.CACertFile), Key: newKey(t)})
-	if !errors.Is(err, ErrEnrollRefused) || !strings.Contains(err.Error(), "holds no CA key") || len(e.Keys) != 0 {
-		t.Fatalf("a non-signer answered a token: %d keys, err %v", len(e.Keys), err)
+	if !errors.Is(err, ErrEnrollRefused) || !strings.Contains(err.Error(), "no live member publishes") || len(e.Keys) != 0 {
+		t.Fatalf("a token was answered without a signer: %d keys, err %v", len(e.Keys), err)
 	}
 }
 

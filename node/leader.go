@@ -376,7 +376,9 @@ type auditRecord struct {
 	Epoch       uint64    `json:"epoch,omitempty"`
 	Voters      []string  `json:"voters,omitempty"`
 	// Of shard moves (leader only): the shard, where from and to, the state
-	// entered, and whether its owner failed (forced).
+	// entered, and whether its owner failed (forced). Of relayed join tokens:
+	// From the relaying member, To the signer, Addr the joiner's address as the
+	// relaying member reports it.
 	Shard  *uint32 `json:"shard,omitempty"`
 	From   string  `json:"from,omitempty"`
 	To     string  `json:"to,omitempty"`
@@ -492,8 +494,8 @@ func (m *metrics) leaderMetrics(n *Node) {
 		m.controlRefused.WithLabelValues(r)
 	}
 	m.enrollments = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_enrollments_total",
-		Help: "Enrollment streams answered: keys (to a node certificate), certificate (a join token redeemed), refused."}, []string{"result"})
-	for _, r := range []string{"keys", "certificate", "refused"} {
+		Help: "Enrollment streams answered: keys (to a node certificate), certificate (a join token redeemed), forwarded (a join token relayed to a signer), refused."}, []string{"result"})
+	for _, r := range []string{"keys", "certificate", "forwarded", "refused"} {
 		m.enrollments.WithLabelValues(r)
 	}
 	m.reg.MustRegister(m.auditErrors, m.controlRefused, m.enrollments)

@@ -145,6 +145,7 @@ type Node struct {
 	controlAddr string
 	closeOnce   sync.Once
 	left        chan struct{} // closed by the first Leave that completes
+	forwards    chan struct{} // a slot per join token being relayed (forwardToken)
 	leftOnce    sync.Once
 
 	warnMu sync.Mutex
@@ -198,18 +199,22 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Meta = withRole(cfg.Meta, VoterRole)
 	}
 	cfg.Meta = withClusterSettings(cfg.Meta, cfg)
+	if cfg.Signer != nil {
+		cfg.Meta = withSigner(cfg.Meta)
+	}
 	n := &Node{
 		cfg: cfg, clock: cfg.Clock,
-		packets: make(chan inPacket, packetQueue),
-		streams: make(chan inStream),
-		results: make(chan streamResult),
-		cmds:    make(chan func()),
-		loopEnd: make(chan struct{}),
-		in:      newInbound(),
-		budget:  newByteBudget(frameBudget),
-		changed: make(chan struct{}),
-		subs:    map[*Subscription]struct{}{},
-		left:    make(chan struct{}),
+		packets:  make(chan inPacket, packetQueue),
+		streams:  make(chan inStream),
+		results:  make(chan streamResult),
+		cmds:     make(chan func()),
+		loopEnd:  make(chan struct{}),
+		in:       newInbound(),
+		budget:   newByteBudget(frameBudget),
+		changed:  make(chan struct{}),
+		subs:     map[*Subscription]struct{}{},
+		left:     make(chan struct{}),
+		forwards: make(chan struct{}, maxForwards),
 	}
 	var seed [16]byte
 	crand.Read(seed[:])
@@ -726,15 +731,18 @@ func (n *Node) runStream(s stack.Stream) {
 func (n *Node) exchange(s stack.Stream) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.StreamTimeout)
 	defer cancel()
-	conn, err := n.tr.Dial(ctx, s.To)
+	raw, err := n.tr.Dial(ctx, s.To)
 	if err != nil {
 		return nil, err
 	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer raw.Close()
+	// The closer holds the dialled conn, never the TLS one: a handshake that fails
+	// leaves that nil, and ctx may end while the closer runs.
+	stop := context.AfterFunc(ctx, func() { raw.Close() })
 	defer stop()
+	conn := raw
 	if n.cfg.TLS != nil {
-		if conn, err = n.dialTLS(ctx, conn, s.To); err != nil {
+		if conn, err = n.dialTLS(ctx, raw, s.To); err != nil {
 			return nil, err
 		}
 	}

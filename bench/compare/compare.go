@@ -24,10 +24,18 @@ const (
 	Memberlist     = "memberlist"      // hashicorp/memberlist v0.7.0, DefaultLANConfig
 	NodeMemberlist = "node/memberlist" // our node, memberlist profile (the same timers)
 	NodeLAN        = "node/lan"        // our node, lan profile (its default)
+	// What mutual TLS costs on a running cluster: the lan profile with a packet
+	// key, then the same with node certificates of one CA on every stream.
+	NodeLANKeys = "node/lan+keys"
+	NodeLANMTLS = "node/lan+keys+mtls"
 )
 
-// Impls lists every implementation, in table order.
+// Impls lists the implementations of the comparison with memberlist, in table
+// order.
 var Impls = []string{Memberlist, NodeMemberlist, NodeLAN}
+
+// TLSImpls are the two runs that measure mutual TLS, without and with it.
+var TLSImpls = []string{NodeLANKeys, NodeLANMTLS}
 
 // ErrUnknownImpl means Run was given a name not in Impls.
 var ErrUnknownImpl = errors.New("compare: unknown implementation")
@@ -107,9 +115,13 @@ type Result struct {
 	// WindowStreamBytes is the TCP payload actually sent during the window (push-pulls
 	// that happened to fall in it, fallback probes, digest-triggered syncs), for
 	// reference; it is not in BytesPerNodeSec.
-	WindowStreamBytes int64   `json:"window_stream_bytes"`
-	WindowStreams     int64   `json:"window_streams"`
-	Window            float64 `json:"window_s"`
+	WindowStreamBytes int64 `json:"window_stream_bytes"`
+	WindowStreams     int64 `json:"window_streams"`
+	// The same per node per second: with a window of several push-pull
+	// intervals (-steady 60s), the steady TCP cost as measured, not amortised.
+	TCPBytesPerNodeSec float64 `json:"tcp_bytes_per_node_s"`
+	StreamsPerNodeSec  float64 `json:"streams_per_node_s"`
+	Window             float64 `json:"window_s"`
 	// GossipQueued is the broadcasts still queued, summed over the nodes, when the
 	// steady window began: 0 means formation gossip had drained. -1 where the
 	// implementation does not expose its queue (memberlist).
@@ -142,8 +154,16 @@ func lookup(name string) (impl, error) {
 		return ourImpl{profile: node.ProfileMemberlist}, nil
 	case NodeLAN:
 		return ourImpl{profile: node.ProfileLAN}, nil
+	case NodeLANKeys:
+		return ourImpl{profile: node.ProfileLAN, keys: packetKey()}, nil
+	case NodeLANMTLS:
+		pki, err := newBenchPKI()
+		if err != nil {
+			return nil, err
+		}
+		return ourImpl{profile: node.ProfileLAN, keys: packetKey(), pki: pki}, nil
 	}
-	return nil, fmt.Errorf("%w: %q (want one of %v)", ErrUnknownImpl, name, Impls)
+	return nil, fmt.Errorf("%w: %q (want one of %v or %v)", ErrUnknownImpl, name, Impls, TLSImpls)
 }
 
 func nodeName(i int) string { return fmt.Sprintf("n%03d", i) }
@@ -160,6 +180,9 @@ func Run(name string, n int, opt Options) (res Result, err error) {
 	im, err := lookup(name)
 	if err != nil {
 		return Result{}, err
+	}
+	if o, ok := im.(ourImpl); ok && o.pki != nil {
+		defer o.pki.close()
 	}
 	res = Result{Impl: name, N: n}
 	begin := time.Now()
@@ -238,6 +261,8 @@ func Run(name string, n int, opt Options) (res Result, err error) {
 	res.Window = win
 	res.UDPBytesPerNodeSec = float64(tr1.packetBytes-tr0.packetBytes) / per
 	res.WindowStreamBytes, res.WindowStreams = tr1.streamBytes-tr0.streamBytes, tr1.streams-tr0.streams
+	res.TCPBytesPerNodeSec = float64(res.WindowStreamBytes) / per
+	res.StreamsPerNodeSec = float64(res.WindowStreams) / per
 	res.PacketsPerNodeSec = float64(tr1.packets-tr0.packets) / per
 	res.CPUPerNodeSec = (cpu1 - cpu0).Seconds() / per
 

@@ -2,6 +2,7 @@ package compare
 
 import (
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -10,7 +11,7 @@ import (
 // phase completed and that traffic and CPU were counted. It checks no speed: figures
 // belong in docs/benchmarks.md, from cmd/compare.
 func TestRunFourNodes(t *testing.T) {
-	for _, impl := range Impls {
+	for _, impl := range append(slices.Clone(Impls), TLSImpls...) {
 		t.Run(impl, func(t *testing.T) {
 			t.Parallel()
 			r, err := Run(impl, 4, Options{Settle: 200 * time.Millisecond, Steady: time.Second, Crashes: 1,

@@ -39,8 +39,13 @@ func (t countingTransport) Accept() (net.Conn, error) {
 	return countingConn{conn, t.c}, nil
 }
 
-// ourImpl runs github.com/omnirelay/mesh/node with one of its profiles.
-type ourImpl struct{ profile string }
+// ourImpl runs github.com/omnirelay/mesh/node with one of its profiles, with a
+// packet key (keys) and node certificates of one CA (pki) when set.
+type ourImpl struct {
+	profile string
+	keys    [][]byte
+	pki     *benchPKI
+}
 
 // eventBuffer is large enough that no subscription drops an event while 128 nodes
 // form a cluster at once; a drop would make the tracker miss a change.
@@ -64,13 +69,21 @@ func (o ourImpl) start(name string, c *counters, tr *tracker) (member, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, err := node.Start(context.Background(), node.Config{
+	cfg := node.Config{
 		Name:        name,
 		Profile:     o.profile,
 		Transport:   countingTransport{nt, c},
 		EventBuffer: eventBuffer,
 		Logger:      slog.New(slog.DiscardHandler),
-	})
+		Keys:        o.keys,
+	}
+	if o.pki != nil {
+		if cfg.TLS, err = o.pki.source(name); err != nil {
+			nt.Close()
+			return nil, err
+		}
+	}
+	n, err := node.Start(context.Background(), cfg)
 	if err != nil {
 		nt.Close()
 		return nil, err

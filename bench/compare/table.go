@@ -45,6 +45,33 @@ func WriteTable(w io.Writer, rs []Result) {
 		fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: |")
 		fmt.Fprintln(w, strings.Join(lines, "\n"))
 	}
+	writeWindowTable(w, rs)
+}
+
+// writeWindowTable prints what the steady window measured directly, UDP and TCP
+// apart, and the cost of mutual TLS where both TLSImpls ran.
+func writeWindowTable(w io.Writer, rs []Result) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| steady window | N | s | UDP bytes/node/s | TCP bytes/node/s | streams/node/s | CPU ms/node/s |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+	byKey := map[string]Result{}
+	for _, r := range rs {
+		byKey[fmt.Sprint(r.Impl, r.N)] = r
+		fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.0f | %.3f | %.3f |\n", r.Impl, r.N, r.Window,
+			r.UDPBytesPerNodeSec, r.TCPBytesPerNodeSec, r.StreamsPerNodeSec, 1000*r.CPUPerNodeSec)
+	}
+	for _, r := range rs {
+		if r.Impl != NodeLANMTLS {
+			continue
+		}
+		k, ok := byKey[fmt.Sprint(NodeLANKeys, r.N)]
+		if !ok {
+			continue
+		}
+		fmt.Fprintf(w, "\nN=%d, mutual TLS over packet keys only: UDP %+.0f bytes/node/s, TCP %+.0f bytes/node/s, CPU %+.3f ms/node/s\n",
+			r.N, r.UDPBytesPerNodeSec-k.UDPBytesPerNodeSec, r.TCPBytesPerNodeSec-k.TCPBytesPerNodeSec,
+			1000*(r.CPUPerNodeSec-k.CPUPerNodeSec))
+	}
 }
 
 func secs(s float64) string {

@@ -239,7 +239,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		maxConns   = fs.Int("control-max-conns", 0, "connections open to the control API at once; more are closed at accept (default 256)")
 		maxWatch   = fs.Int("control-max-watchers", 0, "watch streams open at once; more get 503 (default 128, below --control-max-conns)")
 		tokens     = fs.String("control-tokens", "", "file of bearer-token hashes the control API accepts, one \"sha256:HEX ROLE NAME\" a line")
-		joinToken  = fs.String("join-token", "", "single-use join token (omnirelay mesh token create): redeemed at a --join seed for a node certificate, written to --tls-cert and --tls-key, and the packet keys")
+		joinToken  = fs.String("join-token", "", "single-use join token (omnirelay mesh token create): redeemed through a --join seed (any member relays it to the signing member) for a node certificate, written to --tls-cert and --tls-key, and the packet keys")
 		caKey      = fs.String("tls-ca-key", "", "the CA's private key (PEM; its certificate is in --tls-ca): this agent becomes a signing member that creates and redeems join tokens")
 		spiffe     = fs.String("spiffe-socket", "", "SPIFFE Workload API socket path: take the certificate and trust bundle from it, rotated as it pushes (instead of --tls-*)")
 		tf         tlsFlags

@@ -50,7 +50,7 @@ func planIdentity(tf tlsFlags, spiffeSocket, joinToken, caKey, dataDir string, j
 		return p, fmt.Errorf("--join-token: %w", err)
 	}
 	if tf.ca == "" || tf.cert == "" || tf.key == "" || len(join) == 0 {
-		return p, errors.New("--join-token needs --join (a signing member), --tls-ca (the trust bundle that authenticates it), and --tls-cert and --tls-key (where the issued certificate and its key are written)")
+		return p, errors.New("--join-token needs --join (members: any of them relays the token to a signing member), --tls-ca (the trust bundle that authenticates them), and --tls-cert and --tls-key (where the issued certificate and its key are written)")
 	}
 	if _, err := os.Stat(tf.cert); err != nil {
 		p.joinToken = joinToken // else the certificate was issued at an earlier start

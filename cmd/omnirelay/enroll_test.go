@@ -14,7 +14,8 @@ import (
 // TestAgentJoinToken: an agent with --tls-ca-key is a signing member; an admin
 // makes a token with mesh token create; a fresh agent with --join-token and no key
 // file gets a certificate written to its --tls-cert/--tls-key and the packet key,
-// and joins; the same token for another agent is refused, naming why.
+// and joins; the same token for another agent is refused, naming why; a new
+// token given to a member without the CA key (--join b) is relayed to a.
 func TestAgentJoinToken(t *testing.T) {
 	dir := t.TempDir()
 	certs := issueAll(t, dir, "a:node", "root:admin")
@@ -43,7 +44,7 @@ func TestAgentJoinToken(t *testing.T) {
 	}
 	defer a.Close()
 	code, tok, e := runCLI(t, append([]string{"mesh", "token", "create", "--ttl", "10m", "--addr", a.ControlAddr()}, tlsArgs(dir, certs, "root")...)...)
-	if code != 0 || !strings.Contains(e, "redeem it at a") {
+	if code != 0 || !strings.Contains(e, "held by a, redeemed through any member") {
 		t.Fatalf("mesh token create: exit %d: %s", code, e)
 	}
 	tok = strings.TrimSpace(tok)
@@ -68,5 +69,22 @@ func TestAgentJoinToken(t *testing.T) {
 	}
 	if _, err := start(joiner("c")...); err == nil || !strings.Contains(err.Error(), "already used") {
 		t.Fatalf("the same token again: %v", err)
+	}
+
+	// A new token, presented to b (no CA key): b relays it to a.
+	code, tok, e = runCLI(t, append([]string{"mesh", "token", "create", "--ttl", "10m", "--addr", a.ControlAddr()}, tlsArgs(dir, certs, "root")...)...)
+	if code != 0 {
+		t.Fatalf("mesh token create: exit %d: %s", code, e)
+	}
+	tok = strings.TrimSpace(tok)
+	args := joiner("c")
+	args[7] = b.Addr() // --join
+	c, err := start(args...)
+	if err != nil {
+		t.Fatalf("an agent with a token joining through a member without the CA key: %v", err)
+	}
+	defer c.Close()
+	if len(c.Members()) != 3 {
+		t.Fatalf("c sees %d members", len(c.Members()))
 	}
 }

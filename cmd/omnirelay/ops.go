@@ -553,8 +553,8 @@ func tokenCommand() command {
 				return writeJSONOut(stdout, rep)
 			}
 			fmt.Fprintln(stdout, rep.Token)
-			fmt.Fprintf(stderr, "token %s for a %s certificate in cluster %s, expires %s; redeem it at %s: omnirelay agent --join-token TOKEN --join <%s's gossip address> --tls-ca BUNDLE\n",
-				rep.ID, rep.Role, rep.Cluster, rep.Expires.UTC().Format(time.RFC3339), rep.Node, rep.Node)
+			fmt.Fprintf(stderr, "token %s for a %s certificate in cluster %s, expires %s; held by %s, redeemed through any member: omnirelay agent --join-token TOKEN --join <a member's gossip address> --tls-ca BUNDLE\n",
+				rep.ID, rep.Role, rep.Cluster, rep.Expires.UTC().Format(time.RFC3339), rep.Node)
 			return 0
 		}),
 	}}

@@ -5,6 +5,7 @@
 //
 //	cd bench && go run ./cmd/compare -n 16,64,128
 //	cd bench && go run ./cmd/compare -quick
+//	cd bench && go run ./cmd/compare -n 16 -impls node/lan+keys,node/lan+keys+mtls -steady 60s -crashes 1
 package main
 
 import (
