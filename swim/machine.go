@@ -236,6 +236,7 @@ type Machine struct {
 	proofs       map[string]proof
 	claimFrom    string
 	wantCerts    bool
+	certSyncTo   string // a certificate sync waiting for its rate limit, else ""
 	lastCertSync time.Time
 
 	packer *wire.Packer
@@ -493,6 +494,9 @@ func (m *Machine) NextDeadline() time.Time {
 		take(m.nextPushPull)
 		take(m.nextReconnect)
 		take(m.settleAt)
+		if m.certSyncTo != "" {
+			take(m.certSyncAt())
+		}
 	}
 	take(m.timers.next())
 	for i := range m.relays {
@@ -549,6 +553,7 @@ func (m *Machine) Tick(now time.Time) {
 			m.startPushPull(m.settleSeed, false)
 		}
 	}
+	m.tickCertSync(now)
 	if !m.leaving && m.cfg.ReconnectInterval > 0 && !now.Before(m.nextReconnect) {
 		m.nextReconnect = now.Add(PushPullScale(m.cfg.ReconnectInterval, m.live))
 		m.reconnect()
