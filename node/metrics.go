@@ -87,7 +87,7 @@ func typeName(t wire.MsgType) string {
 }
 
 // claimsRefusedHelp is shared by the reasons of omnirelay_claims_refused_total.
-const claimsRefusedHelp = "With node certificates: Alive, Leave and push-pull records refused, by reason: forged (not signed by their member), unsigned, unknown_signer (no certificate held for the member yet)."
+const claimsRefusedHelp = "With node certificates: Alive, Leave and push-pull records refused, by reason: forged (not signed by their member), unsigned, unknown_signer (no certificate held for the member yet), over_budget (not verified: the packet had used its 16 verifications)."
 
 func newMetrics(n *Node) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
@@ -272,6 +272,7 @@ var (
 		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "forged"}), func(s swim.Stats) uint64 { return s.ClaimsForged }},
 		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "unsigned"}), func(s swim.Stats) uint64 { return s.ClaimsUnsigned }},
 		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "unknown_signer"}), func(s swim.Stats) uint64 { return s.ClaimsUnknownSigner }},
+		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "over_budget"}), func(s swim.Stats) uint64 { return s.ClaimsOverBudget }},
 		{prometheus.NewDesc("omnirelay_cert_syncs_total", "Push-pulls started to fetch the certificates of members whose claims this node could not verify yet.", nil, nil), func(s swim.Stats) uint64 { return s.CertSyncs }},
 		{prometheus.NewDesc("omnirelay_sign_failures_total", "Claims of this node that its certificate's key could not sign (they leave unsigned, and strict peers refuse them).", nil, nil), func(s swim.Stats) uint64 { return s.SignFailures }},
 	}

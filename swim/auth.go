@@ -75,6 +75,32 @@ type proof struct {
 	sig  []byte
 }
 
+// maxVerifiesPerPacket bounds the signatures one received packet makes us
+// verify (about 0.1-0.2 ms each for P-256): a full packet of honest gossip
+// carries at most 11 signed Alives, but a receiver reads datagrams up to 65 KB,
+// which could carry 500. Push-pulls are not bounded by it (a join reply
+// verifies every member of the view once); both stop verifying at the first
+// forgery of the input (verdict).
+const maxVerifiesPerPacket = 16
+
+// mayVerify says whether the input being handled may verify one more
+// signature, counting the claim refused if not.
+func (m *Machine) mayVerify() bool {
+	switch {
+	case m.forgedInput:
+		// An honest member relays only claims it verified: an input that carried
+		// a forgery is hostile, and the rest of it is refused unverified.
+		m.stats.ClaimsForged++
+		return false
+	case m.verifies == 0:
+		m.stats.ClaimsOverBudget++
+		return false
+	case m.verifies > 0:
+		m.verifies--
+	}
+	return true
+}
+
 // checkAlive says whether an Alive about name may be applied: always without
 // Auth, else only with name's valid signature, which is then kept as the record's
 // proof. Refusals are counted; a forged one is reported (Ready.Forged), an
@@ -86,6 +112,9 @@ func (m *Machine) checkAlive(name, addr string, inc uint64, pmin, pmax uint8, si
 	}
 	v := VerdictBad
 	if len(sig) > 0 {
+		if !m.mayVerify() {
+			return false
+		}
 		v = a.Verify(name, wire.AliveClaim(m.cfg.ClusterLabel, name, addr, inc, pmin, pmax), sig)
 	}
 	if !m.verdict(v, len(sig) > 0, Forgery{Member: name, Addr: addr, From: m.claimFrom, Incarnation: inc}) {
@@ -106,6 +135,9 @@ func (m *Machine) checkLeave(mem *member, inc uint64, sig []byte) bool {
 	}
 	v := VerdictBad
 	if len(sig) > 0 {
+		if !m.mayVerify() {
+			return false
+		}
 		v = a.Verify(mem.Name, wire.LeaveClaim(m.cfg.ClusterLabel, mem.Name, inc), sig)
 	}
 	if !m.verdict(v, len(sig) > 0, Forgery{Member: mem.Name, Addr: mem.Addr, From: m.claimFrom, Incarnation: inc, Leave: true}) {
@@ -127,6 +159,7 @@ func (m *Machine) verdict(v Verdict, signed bool, f Forgery) bool {
 		m.wantCerts = true
 	default:
 		m.stats.ClaimsForged++
+		m.forgedInput = true
 		if len(m.out.Forged) < MaxRefusedPerReady {
 			m.out.Forged = append(m.out.Forged, f)
 		}

@@ -1,6 +1,7 @@
 package swim
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -196,4 +197,47 @@ func TestResignIsTakenByPeers(t *testing.T) {
 			t.Errorf("%s holds n0 at %+v, want alive at %d", nd.name, got, before+1)
 		}
 	}
+}
+
+// One datagram verifies at most maxVerifiesPerPacket signatures, and none after
+// the first forgery: a 65 KB datagram of forged Alives costs a bounded CPU.
+func TestVerificationsPerPacketAreBounded(t *testing.T) {
+	nt := strictNet(t, 3)
+	n0, n2 := nt.node("n0"), nt.node("n2")
+	counting := &countingAuth{SimAuth: n0.m.cfg.Auth.(*SimAuth)}
+	n0.m.cfg.Auth = counting
+	for name := range 100 {
+		counting.known[fmt.Sprintf("x%d", name)] = true
+	}
+	honest, _ := bigPacket(t, func(i int) wire.Message {
+		name := fmt.Sprintf("x%d", i%100)
+		return aliveAs(name, name, fmt.Sprintf("10.0.1.%d:7946", i%100), uint64(i/100+1))
+	})
+	n0.m.HandlePacket(nt.now, n2.addr, honest)
+	if counting.verifies != maxVerifiesPerPacket {
+		t.Errorf("%d verifications for one datagram of valid Alives, want %d", counting.verifies, maxVerifiesPerPacket)
+	}
+	if st := n0.m.Stats(); st.ClaimsOverBudget == 0 {
+		t.Error("the claims over the budget were not counted")
+	}
+	counting.verifies = 0
+	forged, n := bigPacket(t, func(i int) wire.Message { return aliveAs("n2", "n1", n2.addr, uint64(i+1)) })
+	n0.m.HandlePacket(nt.now, n2.addr, forged)
+	if counting.verifies != 1 {
+		t.Errorf("%d verifications for one datagram of forgeries, want 1 (the first)", counting.verifies)
+	}
+	if st := n0.m.Stats(); st.ClaimsForged != uint64(n) {
+		t.Errorf("ClaimsForged = %d, want all %d", st.ClaimsForged, n)
+	}
+}
+
+// countingAuth counts Verify calls.
+type countingAuth struct {
+	*SimAuth
+	verifies int
+}
+
+func (c *countingAuth) Verify(name string, claim, sig []byte) Verdict {
+	c.verifies++
+	return c.SimAuth.Verify(name, claim, sig)
 }

@@ -51,6 +51,7 @@ type Stats struct {
 	ClaimsForged        uint64
 	ClaimsUnsigned      uint64
 	ClaimsUnknownSigner uint64
+	ClaimsOverBudget    uint64 // not verified: the packet had used its maxVerifiesPerPacket
 	CertSyncs           uint64
 	SignFailures        uint64
 	PacketsIn           uint64
@@ -236,6 +237,8 @@ type Machine struct {
 	proofs       map[string]proof
 	claimFrom    string
 	wantCerts    bool
+	verifies     int  // signatures the input may still verify; -1: no bound (push-pulls)
+	forgedInput  bool // the input carried a forgery: the rest of it is not verified
 	certSyncTo   string // a certificate sync waiting for its rate limit, else ""
 	lastCertSync time.Time
 
@@ -765,7 +768,7 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 	if m.cfg.Auth != nil && len(pp.Certs) > 0 {
 		m.cfg.Auth.Learn(pp.Certs) // first: they verify the records below
 	}
-	m.claimFrom = from
+	m.claimFrom, m.verifies, m.forgedInput = from, -1, false
 	defer func() { m.claimFrom, m.wantCerts = "", false }()
 	if len(pp.Meta) > 0 {
 		m.out.Meta = append(m.out.Meta, Payload{From: from, Data: slices.Clone(pp.Meta), Snapshot: true})

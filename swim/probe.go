@@ -25,6 +25,7 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 	}
 	m.eagerOK = true
 	m.curFrom, m.claimFrom = from, from
+	m.verifies, m.forgedInput = maxVerifiesPerPacket, false
 	m.limited, m.budget = true, maxRepliesPerInput
 	m.proven, m.wantSync = false, false
 	for m.reader.Next() {
