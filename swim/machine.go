@@ -237,8 +237,8 @@ type Machine struct {
 	proofs       map[string]proof
 	claimFrom    string
 	wantCerts    bool
-	verifies     int  // signatures the input may still verify; -1: no bound (push-pulls)
-	forgedInput  bool // the input carried a forgery: the rest of it is not verified
+	verifies     int    // signatures the input may still verify; -1: no bound (push-pulls)
+	forgedInput  bool   // the input carried a forgery: the rest of it is not verified
 	certSyncTo   string // a certificate sync waiting for its rate limit, else ""
 	lastCertSync time.Time
 
