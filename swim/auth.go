@@ -118,6 +118,9 @@ func (m *Machine) checkAlive(name, addr string, inc uint64, pmin, pmax uint8, si
 		v = a.Verify(name, wire.AliveClaim(m.cfg.ClusterLabel, name, addr, inc, pmin, pmax), sig)
 	}
 	if !m.verdict(v, len(sig) > 0, Forgery{Member: name, Addr: addr, From: m.claimFrom, Incarnation: inc}) {
+		if v == VerdictUnknown && len(sig) > 0 {
+			m.keepPending(pendingAlive{name: name, addr: addr, inc: inc, pmin: pmin, pmax: pmax, sig: sig})
+		}
 		return false
 	}
 	m.keepProof(name, proof{inc: inc, sig: sig})
@@ -227,6 +230,55 @@ func (m *Machine) certSync(now time.Time, from string) {
 			m.tickCertSync(now)
 			return
 		}
+	}
+	// The source is not verified here yet (formation: eager pushes from
+	// members we have not probed): another verified member, which has likely
+	// met the signer too.
+	if p := m.randomPeers(now, 1, "", nil, verifiedAddr); len(p) == 1 {
+		m.certSyncTo = p[0].Addr
+		m.tickCertSync(now)
+	}
+}
+
+// maxPendingClaims bounds the Alives of unknown signers kept to retry once
+// certificates arrive: without them a member whose gossip was spent before its
+// certificate reached us waited for a periodic push-pull (a 100-node formation
+// in the simulator took 16 s instead of 3.5).
+const maxPendingClaims = 64
+
+// pendingAlive is an Alive of an unknown signer, kept for retryPending.
+type pendingAlive struct {
+	name, addr string
+	inc        uint64
+	pmin, pmax uint8
+	sig        []byte
+}
+
+// keepPending keeps an Alive of an unknown signer, replacing an older one of
+// the same member; when full, the claim is only counted.
+func (m *Machine) keepPending(p pendingAlive) {
+	for i := range m.pending {
+		if m.pending[i].name == p.name {
+			if p.inc > m.pending[i].inc {
+				p.sig = slices.Clone(p.sig)
+				m.pending[i] = p
+			}
+			return
+		}
+	}
+	if len(m.pending) < maxPendingClaims {
+		p.sig = slices.Clone(p.sig)
+		m.pending = append(m.pending, p)
+	}
+}
+
+// retryPending applies the kept Alives again after a push-pull brought
+// certificates; those still of unknown signers are kept again.
+func (m *Machine) retryPending(now time.Time) {
+	ps := m.pending
+	m.pending = nil
+	for _, p := range ps {
+		m.applyAlive(now, p.name, p.addr, p.inc, p.pmin, p.pmax, p.sig)
 	}
 }
 

@@ -240,6 +240,7 @@ type Machine struct {
 	verifies     int    // signatures the input may still verify; -1: no bound (push-pulls)
 	forgedInput  bool   // the input carried a forgery: the rest of it is not verified
 	certSyncTo   string // a certificate sync waiting for its rate limit, else ""
+	pending      []pendingAlive
 	lastCertSync time.Time
 
 	packer *wire.Packer
@@ -770,6 +771,9 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 	}
 	m.claimFrom, m.verifies, m.forgedInput = from, -1, false
 	defer func() { m.claimFrom, m.wantCerts = "", false }()
+	if len(pp.Certs) > 0 && len(m.pending) > 0 {
+		defer m.retryPending(now) // after the records: they are as new or older
+	}
 	if len(pp.Meta) > 0 {
 		m.out.Meta = append(m.out.Meta, Payload{From: from, Data: slices.Clone(pp.Meta), Snapshot: true})
 	}
