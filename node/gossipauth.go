@@ -33,8 +33,10 @@ import (
 const certsPerName = 2
 
 // maxCertNames bounds the members whose certificates are held. Certificates of
-// members that are gone are not collected: the bound is what keeps them from
-// piling up over a cluster's life (a full store takes no new name).
+// members that are gone are not collected as they go: a full store first drops
+// the names whose certificates all expired, then any other name but ours (its
+// certificate is fetched again if that member speaks), so new members are
+// never locked out over a cluster's life.
 const maxCertNames = 2 * swim.DefaultMaxMembers
 
 // heldCert is one member certificate: its chain as carried (DER, leaf first,
@@ -50,9 +52,10 @@ type heldCert struct {
 type certStore struct {
 	src *identity.Source
 	now func() time.Time
-	// refused counts carried chains that did not verify, or that a full store
-	// could not take (omnirelay_certs_refused_total).
-	refused atomic.Uint64
+	// refused counts carried chains that did not verify
+	// (omnirelay_certs_refused_total); evicted, names dropped from a full store
+	// while their certificates were still valid.
+	refused, evicted atomic.Uint64
 
 	mu      sync.Mutex
 	byName  map[string][]heldCert // newest (NotBefore) first
@@ -130,8 +133,7 @@ func (s *certStore) addVerified(name string, chain []*x509.Certificate) uint64 {
 		return h.hash
 	}
 	if !ok && len(s.byName) >= maxCertNames {
-		s.refused.Add(1)
-		return h.hash
+		s.makeRoom()
 	}
 	held = append([]heldCert{h}, held...)
 	slices.SortStableFunc(held, func(a, b heldCert) int { return b.leaf.NotBefore.Compare(a.leaf.NotBefore) })
@@ -144,6 +146,32 @@ func (s *certStore) addVerified(name string, chain []*x509.Certificate) uint64 {
 	}
 	s.byName[name] = held
 	return h.hash
+}
+
+// makeRoom frees at least one name of a full store (under s.mu).
+func (s *certStore) makeRoom() {
+	now := s.now()
+	own := s.src.Identity().Name
+	drop := func(name string) {
+		for _, c := range s.byName[name] {
+			delete(s.hashes, c.hash)
+		}
+		delete(s.byName, name)
+	}
+	for name, held := range s.byName {
+		if name != own && now.After(held[0].leaf.NotAfter) {
+			drop(name)
+		}
+	}
+	for name := range s.byName {
+		if len(s.byName) < maxCertNames {
+			return
+		}
+		if name != own {
+			s.evicted.Add(1)
+			drop(name)
+		}
+	}
 }
 
 // Sign implements swim.Authenticator with the key of the certificate addOwn

@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/rand"
+	"crypto/x509"
 	"fmt"
 	"strings"
 	"testing"
@@ -210,4 +211,34 @@ func forgedMetric(t *testing.T, n *Node) float64 {
 	}
 	t.Fatal("omnirelay_claims_refused_total{reason=\"forged\"} is not exported")
 	return 0
+}
+
+// A full certificate store makes room for a new member: expired names first,
+// then any other but this node's own.
+func TestCertStoreMakesRoomForNewMembers(t *testing.T) {
+	pki := newTestPKI(t)
+	src := pki.source(identity.RoleNode, "n0")
+	st := newCertStore(src, time.Now)
+	leaf := src.Certificate().Leaf
+	expired := *leaf
+	expired.NotAfter = time.Now().Add(-time.Hour)
+	for i := range maxCertNames - 1 {
+		c := expired
+		c.Raw = []byte(fmt.Sprintf("cert-%d", i)) // distinct hashes
+		if i%2 == 0 {
+			c = *leaf
+			c.Raw = []byte(fmt.Sprintf("live-%d", i))
+		}
+		st.addVerified(fmt.Sprintf("m%d", i), []*x509.Certificate{&c})
+	}
+	st.addVerified("new", []*x509.Certificate{leaf})
+	if st.certOf("new") == nil || st.certOf("n0") == nil {
+		t.Fatal("the full store did not take a new member, or dropped our own certificate")
+	}
+	if got := len(st.byName); got > maxCertNames/2+2 {
+		t.Errorf("%d names held, want the expired ones gone", got)
+	}
+	if st.evicted.Load() != 0 {
+		t.Errorf("%d live names evicted while expired ones were there", st.evicted.Load())
+	}
 }

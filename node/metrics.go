@@ -180,7 +180,7 @@ func newMetrics(n *Node) *metrics {
 	f(m.metaChanges)
 	f(m.netErrors)
 	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "omnirelay_certs_refused_total",
-		Help: "Member certificate chains carried in push-pulls that did not verify against the trust bundle and mesh policy, or that a full certificate store could not take."},
+		Help: "Member certificate chains carried in push-pulls that did not verify against the trust bundle and mesh policy."},
 		func() float64 {
 			if n.certs == nil {
 				return 0
