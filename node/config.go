@@ -120,6 +120,11 @@ type Config struct {
 	// omnirelay_insecure 1. Ignored when Keys is set. It also lets the control
 	// API listen on a non-loopback address without TLS.
 	Insecure bool
+
+	// unsignedGossip turns off the signed self-claims of a TLS cluster, for the
+	// benchmarks that measure what they cost. Not public: a cluster with node
+	// certificates always signs.
+	unsignedGossip bool
 	// StreamTimeout bounds one stream exchange (dial, request, reply). Default 10 s.
 	// Lower it to give up sooner on slow peers; push-pulls of big clusters need
 	// more.

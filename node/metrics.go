@@ -86,6 +86,9 @@ func typeName(t wire.MsgType) string {
 	return "other"
 }
 
+// claimsRefusedHelp is shared by the reasons of omnirelay_claims_refused_total.
+const claimsRefusedHelp = "With node certificates: Alive, Leave and push-pull records refused, by reason: forged (not signed by their member), unsigned, unknown_signer (no certificate held for the member yet), over_budget (not verified: the packet had used its 16 verifications)."
+
 func newMetrics(n *Node) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
@@ -176,6 +179,14 @@ func newMetrics(n *Node) *metrics {
 		Help: "Peer metadata changes (a key set or deleted on some member) this node observed, its own included."})
 	f(m.metaChanges)
 	f(m.netErrors)
+	f(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "omnirelay_certs_refused_total",
+		Help: "Member certificate chains carried in push-pulls that did not verify against the trust bundle and mesh policy."},
+		func() float64 {
+			if n.certs == nil {
+				return 0
+			}
+			return float64(n.certs.refused.Load())
+		}))
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "omnirelay_inbound_frame_bytes",
 		Help: "Bytes reserved by inbound stream request frames being read or answered (bounded by a fixed budget)."},
 		func() float64 { used, _ := n.budget.inUse(); return float64(used) }))
@@ -258,6 +269,12 @@ var (
 		{prometheus.NewDesc("omnirelay_replies_dropped_total", "Answers not sent because one received packet or push-pull had used its answer budget.", nil, nil), func(s swim.Stats) uint64 { return s.RepliesDropped }},
 		{prometheus.NewDesc("omnirelay_members_version_refused_total", "Member announcements (Alive, push-pull state) refused because their protocol version range is invalid or shares no version with this node's.", nil, nil), func(s swim.Stats) uint64 { return s.VersionsRefused }},
 		{prometheus.NewDesc("omnirelay_indirect_probes_refused_total", "Indirect-probe requests for a member this node does not know, not run.", nil, nil), func(s swim.Stats) uint64 { return s.IndirectRefused }},
+		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "forged"}), func(s swim.Stats) uint64 { return s.ClaimsForged }},
+		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "unsigned"}), func(s swim.Stats) uint64 { return s.ClaimsUnsigned }},
+		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "unknown_signer"}), func(s swim.Stats) uint64 { return s.ClaimsUnknownSigner }},
+		{prometheus.NewDesc("omnirelay_claims_refused_total", claimsRefusedHelp, nil, prometheus.Labels{"reason": "over_budget"}), func(s swim.Stats) uint64 { return s.ClaimsOverBudget }},
+		{prometheus.NewDesc("omnirelay_cert_syncs_total", "Push-pulls started to fetch the certificates of members whose claims this node could not verify yet.", nil, nil), func(s swim.Stats) uint64 { return s.CertSyncs }},
+		{prometheus.NewDesc("omnirelay_sign_failures_total", "Claims of this node that its certificate's key could not sign (they leave unsigned, and strict peers refuse them).", nil, nil), func(s swim.Stats) uint64 { return s.SignFailures }},
 	}
 )
 

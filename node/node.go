@@ -106,6 +106,11 @@ type Node struct {
 	// versionRefusedLog rate-limits the lines of members refused for their
 	// protocol range.
 	versionRefusedLog rateLog
+	// certs, with TLS, holds the members' certificates that sign their gossip
+	// self-claims (PROTOCOL.md 10.10); forgedLog rate-limits the audit lines and
+	// log lines of refused forgeries (every one is counted).
+	certs     *certStore
+	forgedLog rateLog
 	// nameConflicts is swim's NameConflicts count last looked at.
 	nameConflicts uint64
 
@@ -250,6 +255,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.auditLog = newAuditLog(cfg.AuditLog)
 	}
 	hc := stack.Config{Swim: cfg.swimConfig(n.addr)}
+	if cfg.TLS != nil && !cfg.unsignedGossip {
+		// Mesh certificates name every member: its gossip self-claims are signed
+		// with them (PROTOCOL.md 10.10).
+		n.certs = newCertStore(cfg.TLS, n.clock.Now)
+		hc.Swim.Auth = n.certs
+	}
 	if err := n.leaseHostConfig(&hc); err != nil {
 		tr.Close()
 		return nil, err
@@ -898,7 +909,11 @@ func (n *Node) handleResult(r streamResult) {
 const flushRounds = 2
 
 // flush drains the stack's outputs, as many rounds as it has them (flushRounds).
+// A certificate rotated since the last flush first re-signs our Alive.
 func (n *Node) flush() {
+	if n.certs != nil && n.certs.addOwn() {
+		n.stack.Resign(n.clock.Now())
+	}
 	for round := 0; round < flushRounds && (round == 0 || n.stack.HasReady()); round++ {
 		n.flushOnce()
 	}
@@ -940,6 +955,9 @@ func (n *Node) flushOnce() {
 		n.versionRefusedLog.log(n.log, now, slog.LevelWarn, "refusing a member that shares no protocol version with this node",
 			"member", r.Member, "addr", r.Addr, "peer_min_version", r.ProtoMin, "peer_max_version", r.ProtoMax,
 			"min_version", wire.MinProtocolVersion, "max_version", wire.ProtocolVersion)
+	}
+	if len(rd.Forged) > 0 {
+		n.auditForged(now, rd.Forged)
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()

@@ -26,18 +26,27 @@ type rateLog struct {
 // log writes msg at level unless a record of this rateLog left less than logEvery
 // before now.
 func (r *rateLog) log(l *slog.Logger, now time.Time, level slog.Level, msg string, args ...any) {
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
-		r.suppressed++
-		r.mu.Unlock()
+	held, ok := r.allow(now)
+	if !ok {
 		return
 	}
-	r.last = now
-	held := r.suppressed
-	r.suppressed = 0
-	r.mu.Unlock()
 	if held > 0 {
 		args = append(args, "suppressed", held)
 	}
 	l.Log(context.Background(), level, msg, args...)
+}
+
+// allow reports whether a record may go out at now, and how many were held back
+// since the last one that did.
+func (r *rateLog) allow(now time.Time) (suppressed int, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.last.IsZero() && now.Sub(r.last) < logEvery {
+		r.suppressed++
+		return 0, false
+	}
+	r.last = now
+	held := r.suppressed
+	r.suppressed = 0
+	return held, true
 }

@@ -34,6 +34,9 @@ func (n *Node) dialTLS(ctx context.Context, conn net.Conn, to string) (net.Conn,
 		n.metrics.netErrors.WithLabelValues("stream_tls").Inc()
 		return nil, fmt.Errorf("TLS with %s: %w", to, err)
 	}
+	if n.certs != nil {
+		n.certs.addPeer(tc.ConnectionState().PeerCertificates) // it signs that member's gossip
+	}
 	return tc, nil
 }
 
@@ -79,6 +82,9 @@ func (n *Node) acceptTLS(conn net.Conn) (*tls.Conn, *identity.ID, bool, error) {
 	id, err := identity.PeerIdentity(cs)
 	if err != nil { // verified in the handshake: cannot happen
 		return nil, nil, false, err
+	}
+	if n.certs != nil && !isEnroll {
+		n.certs.addPeer(cs.PeerCertificates)
 	}
 	return tc, &id, isEnroll, nil
 }

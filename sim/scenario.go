@@ -34,6 +34,11 @@ type Options struct {
 	Profile string
 	// NoLifeguard turns the three Lifeguard extensions off.
 	NoLifeguard bool
+	// SignedGossip runs the membership-only scenarios with signed self-claims
+	// (PROTOCOL.md 10.10) under a simulated authority (swim.SimAuthority): each
+	// node starts knowing only its own credential and learns the others' from
+	// push-pulls, as with node certificates.
+	SignedGossip bool
 	// PauseMax is the longest fault of the pause and gc-pause scenarios; each
 	// fault lasts uniformly PauseMax/6 to PauseMax. Default 24 probe intervals of
 	// the profile (6 s lan, 24 s memberlist): what decides whether a stalled
@@ -300,11 +305,14 @@ func SwimConfig(profile, name, addr string, lifeguard bool) (swim.Config, error)
 // hostFactory builds production stacks for a profile already checked by SwimConfig.
 // Its nodes share one string intern table: one copy of each name and address per
 // run instead of one per node (half the heap at 500 nodes).
-func hostFactory(profile string, lifeguard bool) StackFactory {
+func hostFactory(profile string, lifeguard, signed bool) StackFactory {
 	in := wire.NewInterner(1 << 22)
 	return HostFactory(func(name, addr string) stack.Config {
 		c, _ := SwimConfig(profile, name, addr, lifeguard)
 		c.Interner = in
+		if signed {
+			c.Auth = swim.SimAuthority{Secret: 14}.Node(name)
+		}
 		return stack.Config{Swim: c}
 	})
 }
@@ -378,7 +386,7 @@ func Run(o Options) (*Result, error) {
 		factory, watch = leaseFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease)
 	default:
 		if factory == nil {
-			factory = hostFactory(o.Profile, !o.NoLifeguard)
+			factory = hostFactory(o.Profile, !o.NoLifeguard, o.SignedGossip)
 		}
 	}
 	s, err := New(Config{Seed: o.Seed, NewStack: factory})

@@ -195,3 +195,20 @@ func TestHeavyPauseLifeguardParts(t *testing.T) {
 		}
 	}
 }
+
+// TestSignedGossipScenarios runs the churn and crash scenarios with signed
+// self-claims (PROTOCOL.md 10.10, simulated authority): the cluster forms,
+// converges after churn and detects the crash as without signatures.
+func TestSignedGossipScenarios(t *testing.T) {
+	for _, name := range []string{"join", "crash", "churn"} {
+		t.Run(name, func(t *testing.T) {
+			res, err := Run(Options{Scenario: name, Nodes: 30, Seed: 5, Duration: 30 * time.Second, SignedGossip: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.FormationConverged || !res.Converged || res.Missing != nil && *res.Missing != 0 {
+				t.Fatalf("formed %v, converged %v: %+v", res.FormationConverged, res.Converged, res)
+			}
+		})
+	}
+}

@@ -79,7 +79,7 @@ type openStream struct {
 //  2. Packets, Streams and Replies may then leave in any order: the network
 //     reorders them anyway. Packets never wait for a disk: membership must not
 //     stop because a disk did.
-//  3. Events, Meta, User, RTTs, Refused, LeaseEvents and ShardEvents are published in their own
+//  3. Events, Meta, User, RTTs, Refused, Forged, LeaseEvents and ShardEvents are published in their own
 //     order (each slice is in observation order; Meta follows the Events of the
 //     same batch).
 //  4. Advance; then, while HasReady, another round (Saved may have released
@@ -94,6 +94,7 @@ type Ready struct {
 	User    []swim.Payload // application messages received by gossip
 	RTTs    []swim.RTT     // round trips of direct probes, in the order acks arrived
 	Refused []swim.Refusal // member claims refused for their protocol range, for the log (at most swim.MaxRefusedPerReady)
+	Forged  []swim.Forgery // self-claims refused for another member's signature, for the audit log (at most swim.MaxRefusedPerReady)
 	// LeaseState is the newest lease state not yet confirmed saved, nil when all
 	// is saved; LeaseVersion names it for Saved.
 	LeaseState   *lease.State
@@ -325,6 +326,13 @@ func (h *Stack) Leave(now time.Time) {
 	h.process(now)
 }
 
+// Resign re-signs our Alive at a new incarnation after a certificate rotation
+// (swim.Machine.Resign).
+func (h *Stack) Resign(now time.Time) {
+	h.swim.Resign(now)
+	h.process(now)
+}
+
 // ForceLeave removes a dead member at the operator's request (swim.ForceLeave).
 func (h *Stack) ForceLeave(now time.Time, name string, prune bool) error {
 	defer h.process(now)
@@ -368,6 +376,9 @@ func (h *Stack) process(now time.Time) {
 		out.RTTs = append(out.RTTs, r.RTTs...)
 		if room := swim.MaxRefusedPerReady - len(out.Refused); room > 0 {
 			out.Refused = append(out.Refused, r.Refused[:min(room, len(r.Refused))]...)
+		}
+		if room := swim.MaxRefusedPerReady - len(out.Forged); room > 0 {
+			out.Forged = append(out.Forged, r.Forged[:min(room, len(r.Forged))]...)
 		}
 		h.trackMembers(r.Events)
 		h.addrs.track(r.Events)
@@ -416,7 +427,7 @@ func (h *Stack) Ready() Ready {
 // HasReady stops while the disk is failing.
 func (h *Stack) HasReady() bool {
 	p := &h.pending
-	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+len(p.Refused)+
+	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+len(p.Refused)+len(p.Forged)+
 		len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
 }
 
@@ -431,6 +442,7 @@ func (h *Stack) Advance() {
 	p.User = acknowledge(p.User, len(d.User))
 	p.RTTs = acknowledge(p.RTTs, len(d.RTTs))
 	p.Refused = acknowledge(p.Refused, len(d.Refused))
+	p.Forged = acknowledge(p.Forged, len(d.Forged))
 	p.LeaseEvents = acknowledge(p.LeaseEvents, len(d.LeaseEvents))
 	p.ShardEvents = acknowledge(p.ShardEvents, len(d.ShardEvents))
 	*d = Ready{LeaseVersion: d.LeaseVersion}

@@ -104,6 +104,10 @@ type Ready struct {
 	// MaxRefusedPerReady per batch; Stats.VersionsRefused counts them all), for
 	// the host to log with both ranges.
 	Refused []Refusal
+	// Forged are self-claims refused for a signature that is not their
+	// member's (at most MaxRefusedPerReady per batch; Stats.ClaimsForged counts
+	// them all), for the host to audit.
+	Forged []Forgery
 }
 
 // Refusal is a claim that Member, at Addr, speaks protocol versions

@@ -195,6 +195,13 @@ type Config struct {
 	// instead of once per node. Default nil: a table of the machine's own. Not
 	// safe for concurrent use, so only machines driven by one goroutine may share.
 	Interner *wire.Interner
+	// Auth, when set, makes the machine strict about self-claims (PROTOCOL.md
+	// 10.10): it signs its own Alive and Leave, and applies another member's
+	// Alive, Leave or push-pull record only with that member's valid signature,
+	// so a holder of the packet key cannot speak as another member. nil (a
+	// cluster without node certificates) signs and checks nothing. Every member
+	// of a strict cluster must set it: a strict node refuses unsigned claims.
+	Auth Authenticator
 }
 
 // LANProfile is our fast default for a LAN with millisecond round trips: probes

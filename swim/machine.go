@@ -44,11 +44,21 @@ type Stats struct {
 	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
 	NameConflicts      uint64 // current claims that a node at another address is us (NameConflict names it)
 	VersionsRefused    uint64 // Alive and NodeState claims refused: their protocol range is invalid or shares no version with ours
-	PacketsIn          uint64
-	PacketsOut         uint64
-	BytesIn            uint64
-	BytesOut           uint64
-	QueueLen           int // broadcasts queued now, all kinds
+	// With Config.Auth (PROTOCOL.md 10.10): self-claims (Alive, Leave, push-pull
+	// records) refused for a signature that is not their member's, for none,
+	// or for a member whose key we do not know yet; push-pulls started to fetch
+	// such keys; our own claims that could not be signed.
+	ClaimsForged        uint64
+	ClaimsUnsigned      uint64
+	ClaimsUnknownSigner uint64
+	ClaimsOverBudget    uint64 // not verified: the packet had used its maxVerifiesPerPacket
+	CertSyncs           uint64
+	SignFailures        uint64
+	PacketsIn           uint64
+	PacketsOut          uint64
+	BytesIn             uint64
+	BytesOut            uint64
+	QueueLen            int // broadcasts queued now, all kinds
 }
 
 // Payload is a metadata delta or user message received by gossip, or a metadata
@@ -220,6 +230,18 @@ type Machine struct {
 
 	// conflictAddr is the address of the last claim of our name elsewhere (NameConflict).
 	conflictAddr string
+
+	// With Config.Auth: the signature proving each member's record, by name;
+	// the source of the input being handled (for Ready.Forged); whether it
+	// carried a claim of an unknown signer, and when we last synced for one.
+	proofs       map[string]proof
+	claimFrom    string
+	wantCerts    bool
+	verifies     int    // signatures the input may still verify; -1: no bound (push-pulls)
+	forgedInput  bool   // the input carried a forgery: the rest of it is not verified
+	certSyncTo   string // a certificate sync waiting for its rate limit, else ""
+	pending      []pendingAlive
+	lastCertSync time.Time
 
 	packer *wire.Packer
 	reader wire.PacketReader
@@ -409,7 +431,7 @@ func (m *Machine) Leave(now time.Time) {
 	m.setState(now, m.self, m.self.Incarnation, StatusLeft)
 	m.event(now, EventLeft, m.self)
 	m.eagerOK = true
-	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation}, m.self.Name)
+	m.queueFact(&wire.Leave{Node: m.self.Name, Incarnation: m.self.Incarnation, Sig: m.proofOf(m.self)}, m.self.Name)
 	m.flushEager(now, "")
 }
 
@@ -442,7 +464,7 @@ func (m *Machine) ForceLeave(now time.Time, name string, prune bool) error {
 	if mem.Status == StatusDead {
 		m.setState(now, mem, mem.Incarnation, StatusLeft)
 		m.event(now, EventLeft, mem)
-		m.queueFact(&wire.Leave{Node: mem.Name, Incarnation: mem.Incarnation}, mem.Name)
+		m.queueFact(&wire.Leave{Node: mem.Name, Incarnation: mem.Incarnation, Sig: m.proofOf(mem)}, mem.Name)
 	}
 	if prune {
 		m.forget(now, mem)
@@ -476,6 +498,9 @@ func (m *Machine) NextDeadline() time.Time {
 		take(m.nextPushPull)
 		take(m.nextReconnect)
 		take(m.settleAt)
+		if m.certSyncTo != "" {
+			take(m.certSyncAt())
+		}
 	}
 	take(m.timers.next())
 	for i := range m.relays {
@@ -532,6 +557,7 @@ func (m *Machine) Tick(now time.Time) {
 			m.startPushPull(m.settleSeed, false)
 		}
 	}
+	m.tickCertSync(now)
 	if !m.leaving && m.cfg.ReconnectInterval > 0 && !now.Before(m.nextReconnect) {
 		m.nextReconnect = now.Add(PushPullScale(m.cfg.ReconnectInterval, m.live))
 		m.reconnect()
@@ -629,10 +655,20 @@ func (m *Machine) startPushPull(to string, join bool) {
 	if join && !slices.Contains(m.joinsOut, to) {
 		m.joinsOut = append(m.joinsOut, to) // bounded by the seeds and tombstones
 	}
-	m.out.Streams = append(m.out.Streams, Stream{To: to, Msg: m.localState(join)})
+	pp := m.localState(join)
+	if m.cfg.Auth != nil {
+		pp.CertHave = m.cfg.Auth.Have()
+		if join {
+			// The seed may not know us yet (in node, mutual TLS tells it; a
+			// host without it learns it here).
+			pp.Certs = m.cfg.Auth.Missing(nil, []string{m.self.Name})
+		}
+	}
+	m.out.Streams = append(m.out.Streams, Stream{To: to, Msg: pp})
 }
 
-// localState is our whole view, sorted by name, tombstones included so they spread.
+// localState is our whole view, sorted by name, tombstones included so they
+// spread, each record with its member's signature when we hold one.
 func (m *Machine) localState(join bool) *wire.PushPull {
 	s := m.sortedMembers()
 	pp := &wire.PushPull{Join: join, Nodes: make([]wire.NodeState, len(s))}
@@ -640,6 +676,7 @@ func (m *Machine) localState(join bool) *wire.PushPull {
 		pp.Nodes[i] = wire.NodeState{
 			Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
 			Status: wire.NodeStatus(mem.Status), ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
+			Sig: m.proofOf(mem),
 		}
 	}
 	return pp // the host fills pp.Meta when it encodes the frame: snapshots are built lazily
@@ -658,6 +695,13 @@ func (m *Machine) HandlePushPull(now time.Time, from string, pp *wire.PushPull) 
 	m.merge(now, from, pp)
 	m.limited = false
 	reply := m.localState(false)
+	if m.cfg.Auth != nil {
+		names := make([]string, len(reply.Nodes))
+		for i := range reply.Nodes {
+			names[i] = reply.Nodes[i].Name
+		}
+		reply.Certs = m.cfg.Auth.Missing(pp.CertHave, names)
+	}
 	m.flushEager(now, "")
 	return reply
 }
@@ -722,6 +766,14 @@ func (m *Machine) PushPullFailed(now time.Time, to string) {
 // suspecter, so its suspicions are anonymous (from ""): they start a suspicion
 // but never confirm one (confirm).
 func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
+	if m.cfg.Auth != nil && len(pp.Certs) > 0 {
+		m.cfg.Auth.Learn(pp.Certs) // first: they verify the records below
+	}
+	m.claimFrom, m.verifies, m.forgedInput = from, -1, false
+	defer func() { m.claimFrom, m.wantCerts = "", false }()
+	if len(pp.Certs) > 0 && len(m.pending) > 0 {
+		defer m.retryPending(now) // after the records: they are as new or older
+	}
 	if len(pp.Meta) > 0 {
 		m.out.Meta = append(m.out.Meta, Payload{From: from, Data: slices.Clone(pp.Meta), Snapshot: true})
 	}
@@ -733,18 +785,22 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 		}
 		switch ns.Status {
 		case wire.StatusAlive:
-			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
+			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Sig)
 		case wire.StatusSuspect:
-			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
+			// Without its member's signature (a suspicion raised the incarnation
+			// past the last Alive) the record is only an accusation.
+			if len(ns.Sig) > 0 || m.cfg.Auth == nil {
+				m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Sig)
+			}
 			m.applySuspect(now, ns.Name, ns.Incarnation, "")
 		case wire.StatusDead:
 			if ns.Name == m.self.Name {
-				m.applyDead(now, ns.Name, ns.Incarnation, from, false)
+				m.applyDead(now, ns.Name, ns.Incarnation, from, false, nil)
 			} else {
 				m.applySuspect(now, ns.Name, ns.Incarnation, "")
 			}
 		case wire.StatusLeft:
-			m.applyDead(now, ns.Name, ns.Incarnation, ns.Name, true)
+			m.applyDead(now, ns.Name, ns.Incarnation, ns.Name, true, ns.Sig)
 		default:
 			m.stats.Malformed++
 		}
@@ -915,6 +971,6 @@ func (m *Machine) queueFact(msg wire.Message, node string) {
 func (m *Machine) aliveMsg(mem *member) *wire.Alive {
 	return &wire.Alive{
 		Node: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
-		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
+		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax, Sig: m.proofOf(mem),
 	}
 }

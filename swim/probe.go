@@ -24,7 +24,8 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 		return
 	}
 	m.eagerOK = true
-	m.curFrom = from
+	m.curFrom, m.claimFrom = from, from
+	m.verifies, m.forgedInput = maxVerifiesPerPacket, false
 	m.limited, m.budget = true, maxRepliesPerInput
 	m.proven, m.wantSync = false, false
 	for m.reader.Next() {
@@ -32,7 +33,7 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 			m.stats.Malformed++
 		}
 	}
-	m.curFrom = ""
+	m.curFrom, m.claimFrom = "", ""
 	m.limited = false
 	m.echoDigest = false
 	if m.reader.Err() != nil {
@@ -46,7 +47,10 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 		m.mismatchSince = time.Time{}
 		m.stats.DigestSyncs++
 		m.startPushPull(from, false)
+	} else {
+		m.certSync(now, from)
 	}
+	m.wantCerts = false
 	m.flushEager(now, from)
 }
 
@@ -90,7 +94,7 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 		if !m.addrOK(a.Addr) {
 			return errBadAddr
 		}
-		m.applyAlive(now, a.Node, a.Addr, a.Incarnation, a.ProtoMin, a.ProtoMax)
+		m.applyAlive(now, a.Node, a.Addr, a.Incarnation, a.ProtoMin, a.ProtoMax, a.Sig)
 		if a.Addr == from {
 			m.vouch(m.members.get(a.Node), from) // a member announcing itself
 		}
@@ -103,12 +107,12 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 		if err := m.dec.Decode(body, &in.dead); err != nil {
 			return err
 		}
-		m.applyDead(now, in.dead.Node, in.dead.Incarnation, in.dead.From, false)
+		m.applyDead(now, in.dead.Node, in.dead.Incarnation, in.dead.From, false, nil)
 	case wire.TypeLeave:
 		if err := m.dec.Decode(body, &in.leave); err != nil {
 			return err
 		}
-		m.applyDead(now, in.leave.Node, in.leave.Incarnation, in.leave.Node, true)
+		m.applyDead(now, in.leave.Node, in.leave.Incarnation, in.leave.Node, true, in.leave.Sig)
 	case wire.TypeUser:
 		if err := m.dec.Decode(body, &in.user); err != nil {
 			return err

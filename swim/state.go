@@ -28,13 +28,14 @@ import (
 //     incarnation to refute it with.
 
 // applyAlive handles "name is alive at addr with incarnation inc".
-func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8) {
+func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8, sig []byte) {
 	if name == "" || addr == "" || len(name) > wire.MaxString || len(addr) > wire.MaxString {
 		m.stats.Malformed++
 		return
 	}
 	if name == m.self.Name {
-		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && addr == m.self.Addr) || !m.plausible(m.self.Incarnation, inc) {
+		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && addr == m.self.Addr) || !m.plausible(m.self.Incarnation, inc) ||
+			!m.checkAlive(name, addr, inc, pmin, pmax, sig) {
 			return
 		}
 		// Someone holds a newer or conflicting claim about us: a previous life of
@@ -60,6 +61,9 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 			m.stats.MembersRefused++
 			return
 		}
+		if !m.checkAlive(name, addr, inc, pmin, pmax, sig) {
+			return
+		}
 		mem = m.members.add(name)
 		mem.Addr, mem.Incarnation, mem.Status, mem.since = addr, inc, StatusAlive, now.Sub(m.epoch)
 		mem.protoMin, mem.protoMax, mem.probeIdx, mem.tombIdx = pmin, pmax, -1, -1
@@ -77,7 +81,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.queueFact(m.aliveMsg(mem), name)
 		return
 	}
-	if inc <= mem.Incarnation {
+	if inc <= mem.Incarnation || !m.checkAlive(name, addr, inc, pmin, pmax, sig) {
 		return
 	}
 	old := mem.Status
@@ -155,9 +159,10 @@ func (m *Machine) applySuspect(now time.Time, name string, inc uint64, from stri
 	}
 }
 
-// applyDead handles "from declared name dead at inc" (left when from is name).
-func (m *Machine) applyDead(now time.Time, name string, inc uint64, from string, left bool) {
-	if from == name {
+// applyDead handles "from declared name dead at inc" (left when from is name;
+// with Config.Auth only a Leave signed by name, sig, is one).
+func (m *Machine) applyDead(now time.Time, name string, inc uint64, from string, left bool, sig []byte) {
+	if from == name && m.cfg.Auth == nil {
 		left = true
 	}
 	if name == m.self.Name {
@@ -165,7 +170,8 @@ func (m *Machine) applyDead(now time.Time, name string, inc uint64, from string,
 		return
 	}
 	mem := m.members.get(name)
-	if mem == nil || inc < mem.Incarnation || mem.Status == StatusDead || mem.Status == StatusLeft || !m.plausible(mem.Incarnation, inc) {
+	if mem == nil || inc < mem.Incarnation || mem.Status == StatusDead || mem.Status == StatusLeft || !m.plausible(mem.Incarnation, inc) ||
+		left && !m.checkLeave(mem, inc, sig) {
 		return
 	}
 	m.declareDead(now, mem, inc, from, left)
@@ -176,7 +182,7 @@ func (m *Machine) declareDead(now time.Time, mem *member, inc uint64, from strin
 	if left {
 		m.setState(now, mem, inc, StatusLeft)
 		m.event(now, EventLeft, mem)
-		m.queueFact(&wire.Leave{Node: mem.Name, Incarnation: inc}, mem.Name)
+		m.queueFact(&wire.Leave{Node: mem.Name, Incarnation: inc, Sig: m.proofOf(mem)}, mem.Name)
 		return
 	}
 	m.setState(now, mem, inc, StatusDead)
@@ -340,6 +346,7 @@ func (m *Machine) forget(now time.Time, mem *member) {
 		m.probe = probeState{}
 	}
 	m.members.remove(mem.Name)
+	delete(m.proofs, mem.Name)
 }
 
 // evictTomb collects a tombstone before its TTL to make room for a new member at

@@ -40,6 +40,9 @@ const (
 	keyStatus      = "st"
 	keyHash        = "h"
 	keyMembers     = "c"
+	keySig         = "sg"
+	keyCertHave    = "ch"
+	keyCerts       = "cs"
 )
 
 // appendBody appends m's msgpack body. Every field is always written, in a fixed
@@ -75,12 +78,13 @@ func appendBody(b []byte, m Message) []byte {
 		b = msgp.AppendMapHeader(b, 1)
 		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
 	case *Alive:
-		b = msgp.AppendMapHeader(b, 5)
+		b = msgp.AppendMapHeader(b, 5+present(m.Sig))
 		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
 		b = msgp.AppendStr(msgp.AppendStr(b, keyAddr), m.Addr)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMin), uint64(m.ProtoMin))
 		b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMax), uint64(m.ProtoMax))
+		b = appendSig(b, m.Sig)
 	case *Suspect:
 		b = msgp.AppendMapHeader(b, 3)
 		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
@@ -92,17 +96,30 @@ func appendBody(b []byte, m Message) []byte {
 		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
 		b = msgp.AppendStr(msgp.AppendStr(b, keyFrom), m.From)
 	case *Leave:
-		b = msgp.AppendMapHeader(b, 2)
+		b = msgp.AppendMapHeader(b, 2+present(m.Sig))
 		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
+		b = appendSig(b, m.Sig)
 	case *PushPull:
-		b = msgp.AppendMapHeader(b, 3)
+		b = msgp.AppendMapHeader(b, 3+present(m.CertHave)+present(m.Certs))
 		b = msgp.AppendBool(msgp.AppendStr(b, keyJoin), m.Join)
 		b = msgp.AppendArrayHeader(msgp.AppendStr(b, keyNodes), len(m.Nodes))
 		for i := range m.Nodes {
 			b = appendNodeState(b, &m.Nodes[i])
 		}
 		b = msgp.AppendBin(msgp.AppendStr(b, keyMeta), m.Meta)
+		if len(m.CertHave) > 0 {
+			b = msgp.AppendArrayHeader(msgp.AppendStr(b, keyCertHave), len(m.CertHave))
+			for _, h := range m.CertHave {
+				b = msgp.AppendUint(b, h)
+			}
+		}
+		if len(m.Certs) > 0 {
+			b = msgp.AppendArrayHeader(msgp.AppendStr(b, keyCerts), len(m.Certs))
+			for _, c := range m.Certs {
+				b = msgp.AppendBin(b, c)
+			}
+		}
 	case *User:
 		b = msgp.AppendMapHeader(b, 1)
 		b = msgp.AppendBin(msgp.AppendStr(b, keyPayload), m.Payload)
@@ -127,15 +144,32 @@ func appendBody(b []byte, m Message) []byte {
 	return b
 }
 
+// present is 1 when an optional field is set, else 0: optional fields (the
+// signatures and certificates of PROTOCOL.md 10.10) are left out when empty, so a
+// cluster without node certificates sends the bytes it always sent.
+func present[T any](v []T) int {
+	if len(v) == 0 {
+		return 0
+	}
+	return 1
+}
+
+func appendSig(b, sig []byte) []byte {
+	if len(sig) == 0 {
+		return b
+	}
+	return msgp.AppendBin(msgp.AppendStr(b, keySig), sig)
+}
+
 func appendNodeState(b []byte, s *NodeState) []byte {
-	b = msgp.AppendMapHeader(b, 6)
+	b = msgp.AppendMapHeader(b, 6+present(s.Sig))
 	b = msgp.AppendStr(msgp.AppendStr(b, keyNode), s.Name)
 	b = msgp.AppendStr(msgp.AppendStr(b, keyAddr), s.Addr)
 	b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), s.Incarnation)
 	b = msgp.AppendUint(msgp.AppendStr(b, keyStatus), uint64(s.Status))
 	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMin), uint64(s.ProtoMin))
 	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMax), uint64(s.ProtoMax))
-	return b
+	return appendSig(b, s.Sig)
 }
 
 // NewMessage returns a new zero message of type t, or nil if this build does not
@@ -247,13 +281,16 @@ func (d *Decoder) decode(body []byte, m Message) error {
 		err = d.decodeAlive(&r, n, m)
 	case *Suspect:
 		*m = Suspect{}
-		err = d.decodeNodeFrom(&r, n, &m.Node, &m.Incarnation, &m.From)
+		err = d.decodeNodeFrom(&r, n, &m.Node, &m.Incarnation, &m.From, nil)
 	case *Dead:
 		*m = Dead{}
-		err = d.decodeNodeFrom(&r, n, &m.Node, &m.Incarnation, &m.From)
+		err = d.decodeNodeFrom(&r, n, &m.Node, &m.Incarnation, &m.From, nil)
 	case *Leave:
-		*m = Leave{}
-		err = d.decodeNodeFrom(&r, n, &m.Node, &m.Incarnation, nil)
+		*m = Leave{Sig: m.Sig[:0]}
+		err = d.decodeNodeFrom(&r, n, &m.Node, &m.Incarnation, nil, &m.Sig)
+		if len(m.Sig) == 0 {
+			m.Sig = nil
+		}
 	case *PushPull:
 		err = d.decodePushPull(&r, n, m)
 	case *User:
@@ -370,6 +407,7 @@ func decodeNack(r *msgp.Reader, n int, m *Nack) error {
 }
 
 func (d *Decoder) decodeAlive(r *msgp.Reader, n int, m *Alive) error {
+	sig := m.Sig
 	*m = Alive{}
 	return r.EachKey(n, func(k []byte) (err error) {
 		var v uint64
@@ -386,6 +424,8 @@ func (d *Decoder) decodeAlive(r *msgp.Reader, n int, m *Alive) error {
 		case keyProtoMax:
 			v, err = r.UintMax(math.MaxUint8)
 			m.ProtoMax = uint8(v)
+		case keySig:
+			m.Sig, err = sigInto(r, sig)
 		default:
 			err = r.Skip()
 		}
@@ -393,9 +433,22 @@ func (d *Decoder) decodeAlive(r *msgp.Reader, n int, m *Alive) error {
 	})
 }
 
+// sigInto reads a signature field of at most MaxSig bytes into buf's capacity.
+func sigInto(r *msgp.Reader, buf []byte) ([]byte, error) {
+	b, err := r.Bytes()
+	if err != nil || len(b) == 0 {
+		return nil, err
+	}
+	if len(b) > MaxSig {
+		return nil, ErrOversized
+	}
+	return append(buf[:0], b...), nil
+}
+
 // decodeNodeFrom decodes the shared shape of Suspect, Dead and Leave (from is nil
-// for Leave, which has no From: a "f" key is then skipped like any unknown key).
-func (d *Decoder) decodeNodeFrom(r *msgp.Reader, n int, node *string, inc *uint64, from *string) error {
+// for Leave, which has no From, and sig nil for the others, which are not signed:
+// such a key is then skipped like any unknown key).
+func (d *Decoder) decodeNodeFrom(r *msgp.Reader, n int, node *string, inc *uint64, from *string, sig *[]byte) error {
 	return r.EachKey(n, func(k []byte) (err error) {
 		switch {
 		case string(k) == keyNode:
@@ -404,6 +457,8 @@ func (d *Decoder) decodeNodeFrom(r *msgp.Reader, n int, node *string, inc *uint6
 			*inc, err = r.Uint()
 		case string(k) == keyFrom && from != nil:
 			*from, err = d.str(r)
+		case string(k) == keySig && sig != nil:
+			*sig, err = sigInto(r, *sig)
 		default:
 			err = r.Skip()
 		}
@@ -422,6 +477,10 @@ func (d *Decoder) decodePushPull(r *msgp.Reader, n int, m *PushPull) error {
 			m.Nodes, err = d.decodeNodeStates(r, nodes)
 		case keyMeta:
 			m.Meta, err = bytesInto(r, meta)
+		case keyCertHave:
+			m.CertHave, err = decodeCertHave(r)
+		case keyCerts:
+			m.Certs, err = decodeCerts(r)
 		default:
 			err = r.Skip()
 		}
@@ -477,11 +536,55 @@ func (d *Decoder) decodeNodeState(r *msgp.Reader, s *NodeState) error {
 		case keyProtoMax:
 			v, err = r.UintMax(math.MaxUint8)
 			s.ProtoMax = uint8(v)
+		case keySig:
+			s.Sig, err = sigInto(r, nil)
 		default:
 			err = r.Skip()
 		}
 		return err
 	})
+}
+
+func decodeCertHave(r *msgp.Reader) ([]uint64, error) {
+	count, err := r.ArrayLen() // bounded by the remaining bytes
+	if err != nil {
+		return nil, err
+	}
+	if count > MaxCertHave {
+		return nil, ErrOversized
+	}
+	out := make([]uint64, 0, count)
+	for ; count > 0; count-- {
+		h, err := r.Uint()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+func decodeCerts(r *msgp.Reader) ([][]byte, error) {
+	count, err := r.ArrayLen()
+	if err != nil {
+		return nil, err
+	}
+	if count > MaxCerts {
+		return nil, ErrOversized
+	}
+	out := make([][]byte, 0, count)
+	total := 0
+	for ; count > 0; count-- {
+		b, err := r.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		if total += len(b); len(b) > MaxCertChain || total > MaxCertBytes {
+			return nil, ErrOversized
+		}
+		out = append(out, append([]byte(nil), b...))
+	}
+	return out, nil
 }
 
 // decodePayload decodes the body shared by User and MetaDelta.

@@ -93,6 +93,9 @@ type Alive struct {
 	Incarnation uint64
 	ProtoMin    uint8 // lowest protocol version the node speaks
 	ProtoMax    uint8 // highest protocol version the node speaks
+	// Sig is Node's signature of AliveClaim (PROTOCOL.md 10.10); empty in a
+	// cluster without node certificates, and then left out.
+	Sig []byte
 }
 
 // Suspect says From suspects Node at Incarnation.
@@ -113,6 +116,7 @@ type Dead struct {
 type Leave struct {
 	Node        string
 	Incarnation uint64
+	Sig         []byte // Node's signature of LeaveClaim; empty (left out) when unsigned
 }
 
 // NodeState is one member as carried in a push-pull exchange.
@@ -123,6 +127,10 @@ type NodeState struct {
 	Status      NodeStatus
 	ProtoMin    uint8
 	ProtoMax    uint8
+	// Sig is the member's own signature of the record: of its AliveClaim for an
+	// alive or suspect state, of its LeaveClaim for a left one (PROTOCOL.md
+	// 10.10). Empty, and left out, when the sender holds none for this record.
+	Sig []byte
 }
 
 // PushPull is the full-state exchange of anti-entropy and joins, carried on streams.
@@ -130,6 +138,11 @@ type PushPull struct {
 	Join  bool        // the sender is joining: the receiver answers with its state
 	Nodes []NodeState // the sender's whole membership view, itself included
 	Meta  []byte      // opaque metadata snapshot (crdt)
+	// CertHave are the hashes (CertHash) of the certificate chains the sender
+	// holds; the answer carries, in Certs, those of its members it lacks. Both
+	// are empty, and left out, in a cluster without node certificates.
+	CertHave []uint64
+	Certs    [][]byte // certificate chains, each concatenated DER, leaf first
 }
 
 // User carries an application payload broadcast through gossip.

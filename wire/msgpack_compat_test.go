@@ -20,6 +20,9 @@ func nativeBody(v reflect.Value) map[string]any {
 	v = reflect.Indirect(v)
 	for i := range v.NumField() {
 		f, key := v.Field(i), wireKeys[v.Type().Field(i).Name]
+		if optionalKeys[key] && f.Len() == 0 {
+			continue
+		}
 		switch f.Kind() {
 		case reflect.String:
 			out[key] = f.String()
@@ -34,7 +37,14 @@ func nativeBody(v reflect.Value) map[string]any {
 			}
 			elems := []any{}
 			for j := range f.Len() {
-				elems = append(elems, nativeBody(f.Index(j)))
+				switch e := f.Index(j); e.Kind() {
+				case reflect.Uint64:
+					elems = append(elems, e.Uint())
+				case reflect.Slice:
+					elems = append(elems, append([]byte{}, e.Bytes()...))
+				default:
+					elems = append(elems, nativeBody(e))
+				}
 			}
 			out[key] = elems
 		}

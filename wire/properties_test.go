@@ -32,7 +32,13 @@ func genNodeState(t *rapid.T) NodeState {
 		Status:      NodeStatus(rapid.Uint8().Draw(t, "status")),
 		ProtoMin:    rapid.Uint8().Draw(t, "pmin"),
 		ProtoMax:    rapid.Uint8().Draw(t, "pmax"),
+		Sig:         genSig(t),
 	}
+}
+
+// genSig draws an optional signature (PROTOCOL.md 10.10): often none.
+func genSig(t *rapid.T) []byte {
+	return genBytes(t, "sig", MaxSig)
 }
 
 // genMessage draws a message of any type; maxPayload bounds byte fields so that
@@ -50,19 +56,27 @@ func genMessage(t *rapid.T, maxPayload int) Message {
 		return &Nack{Seq: rapid.Uint32().Draw(t, "seq")}
 	case TypeAlive:
 		return &Alive{Node: genString(t, "n"), Addr: genString(t, "a"), Incarnation: rapid.Uint64().Draw(t, "i"),
-			ProtoMin: rapid.Uint8().Draw(t, "pn"), ProtoMax: rapid.Uint8().Draw(t, "px")}
+			ProtoMin: rapid.Uint8().Draw(t, "pn"), ProtoMax: rapid.Uint8().Draw(t, "px"), Sig: genSig(t)}
 	case TypeSuspect:
 		return &Suspect{Node: genString(t, "n"), Incarnation: rapid.Uint64().Draw(t, "i"), From: genString(t, "f")}
 	case TypeDead:
 		return &Dead{Node: genString(t, "n"), Incarnation: rapid.Uint64().Draw(t, "i"), From: genString(t, "f")}
 	case TypeLeave:
-		return &Leave{Node: genString(t, "n"), Incarnation: rapid.Uint64().Draw(t, "i")}
+		return &Leave{Node: genString(t, "n"), Incarnation: rapid.Uint64().Draw(t, "i"), Sig: genSig(t)}
 	case TypePushPull:
 		nodes := rapid.SliceOfN(rapid.Custom(genNodeState), 0, maxPayload/40).Draw(t, "nodes")
 		if len(nodes) == 0 {
 			nodes = nil
 		}
-		return &PushPull{Join: rapid.Bool().Draw(t, "j"), Nodes: nodes, Meta: genBytes(t, "m", maxPayload)}
+		have := rapid.SliceOfN(rapid.Uint64(), 0, 8).Draw(t, "have")
+		certs := rapid.SliceOfN(rapid.SliceOfN(rapid.Byte(), 1, 64), 0, 3).Draw(t, "certs")
+		if len(have) == 0 {
+			have = nil
+		}
+		if len(certs) == 0 {
+			certs = nil
+		}
+		return &PushPull{Join: rapid.Bool().Draw(t, "j"), Nodes: nodes, Meta: genBytes(t, "m", maxPayload), CertHave: have, Certs: certs}
 	case TypeUser:
 		return &User{Payload: genBytes(t, "p", maxPayload)}
 	case TypeMetaDelta:
