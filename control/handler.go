@@ -90,17 +90,26 @@ func NewHandler(src Source, opts Options) http.Handler {
 			Help: "Watch requests answered 503 because MaxWatchers streams were open."}),
 	}
 	mux := http.NewServeMux()
-	for _, rt := range h.routes() {
+	routes := h.routes()
+	for _, rt := range routes {
 		if rt.Path == "/metrics" && opts.Metrics == nil {
 			continue
 		}
 		mux.HandleFunc(rt.Pattern(), rt.serve)
 	}
-	if opts.Registerer == nil {
-		return jsonErrors(mux, opts.Auth)
+	var rest http.Handler = jsonErrors(mux, opts.Auth)
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(h.watchers, h.watchesRefused)
+		rest = instrument(rest, opts.Registerer)
 	}
-	opts.Registerer.MustRegister(h.watchers, h.watchesRefused)
-	return instrument(jsonErrors(mux, opts.Auth), opts.Registerer)
+	rpc := newGRPCService(h, routes)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isRPC(r) {
+			rpc.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
+	})
 }
 
 // jsonErrors serves a routed request if auth allows it, and answers what no route
