@@ -41,6 +41,11 @@ func TestControlServesGRPCInTheClear(t *testing.T) {
 	if err != nil || !slices.Contains(names, controlv1connect.ControlServiceName) {
 		t.Fatalf("reflection lists %v (%v), want %s", names, err, controlv1connect.ControlServiceName)
 	}
+	// The Connect protocol (and gRPC-Web) over HTTP/1.1 reach the same service.
+	h1 := controlv1connect.NewControlServiceClient(http.DefaultClient, base)
+	if st, err := h1.GetStatus(t.Context(), connect.NewRequest(&controlv1.GetStatusRequest{})); err != nil || st.Msg.Name != n.Name() {
+		t.Fatalf("GetStatus by Connect over HTTP/1.1: %v, %v", st, err)
+	}
 	if resp, err := http.Get(base + "/healthz"); err != nil || resp.StatusCode != 200 || resp.Proto != "HTTP/1.1" {
 		t.Fatalf("HTTP/1.1 beside it: %v %v", resp, err)
 	} else {
