@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -494,4 +496,44 @@ func TestGRPCProcedureWithoutRouteIsRefused(t *testing.T) {
 			t.Errorf("%s: role %q known %v change %v, not its route's %s", proc, need, known, change, rt.pattern)
 		}
 	}
+}
+
+// BenchmarkListPeers: one page of 100 peers over loopback, by HTTP/1.1 JSON and
+// by gRPC (h2c), which runs the same route in process and re-reads its JSON.
+func BenchmarkListPeers(b *testing.B) {
+	names := make([]string, 100)
+	for i := range names {
+		names[i] = fmt.Sprintf("node-%03d", i)
+	}
+	srv := httptest.NewUnstartedServer(NewHandler(newFake(names...), Options{}))
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	defer srv.Close()
+	b.Run("http", func(b *testing.B) {
+		hc := &http.Client{Transport: &http.Transport{}}
+		for b.Loop() {
+			resp, err := hc.Get(srv.URL + "/control/v1/peers")
+			if err != nil {
+				b.Fatal(err)
+			}
+			var l PeerList
+			if err := json.NewDecoder(resp.Body).Decode(&l); err != nil || len(l.Peers) != 100 {
+				b.Fatalf("%d peers, %v", len(l.Peers), err)
+			}
+			resp.Body.Close()
+		}
+	})
+	b.Run("grpc", func(b *testing.B) {
+		tr := &http.Transport{Protocols: new(http.Protocols)}
+		tr.Protocols.SetUnencryptedHTTP2(true)
+		c := controlv1connect.NewControlServiceClient(&http.Client{Transport: tr}, srv.URL, connect.WithGRPC())
+		for b.Loop() {
+			l, err := c.ListPeers(context.Background(), connect.NewRequest(&controlv1.ListPeersRequest{}))
+			if err != nil || len(l.Msg.Peers) != 100 {
+				b.Fatalf("%v, %v", l, err)
+			}
+		}
+	})
 }
