@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"net/http"
@@ -91,5 +92,32 @@ func TestControlGRPCMutualTLS(t *testing.T) {
 		if got := connect.CodeOf(c.err); c.err != nil && got != c.want || c.err == nil && c.want != 0 {
 			t.Errorf("%s: %v, want code %v", c.name, c.err, c.want)
 		}
+	}
+}
+
+// TestControlWatchOverHTTP2: an SSE watch stream works on HTTP/2 too (its
+// per-write deadlines are the stream's), as a client that negotiates h2 gets it.
+func TestControlWatchOverHTTP2(t *testing.T) {
+	pki := newTestPKI(t)
+	n := startControlNode(t, func(c *Config) { c.Name = "a"; c.TLS = pki.source(identity.RoleNode, "a") })
+	cfg := pki.source(identity.RoleReader, "rita").ClientConfig(identity.Policy{Roles: []identity.Role{identity.RoleNode}})
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "https://"+n.ControlAddr()+"/control/v1/peers?watch=true", nil)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Proto != "HTTP/2.0" || resp.StatusCode != 200 {
+		t.Fatalf("%s %d, want HTTP/2.0 200", resp.Proto, resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() && sc.Text() != "event: snapshot" {
+	}
+	if sc.Text() != "event: snapshot" {
+		t.Fatalf("no snapshot event over HTTP/2: %v", sc.Err())
 	}
 }
