@@ -537,3 +537,28 @@ func BenchmarkListPeers(b *testing.B) {
 		}
 	})
 }
+
+// TestGRPCWatchersShareTheCap: gRPC watch streams take the slots of MaxWatchers
+// like SSE ones; one more is RESOURCE_EXHAUSTED too_many_watchers.
+func TestGRPCWatchersShareTheCap(t *testing.T) {
+	base, _, c := startBoth(t, NewHandler(newFullFake(), Options{MaxWatchers: 1, Heartbeat: time.Hour}))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	st, err := c.WatchShards(ctx, connect.NewRequest(&controlv1.WatchShardsRequest{}))
+	if err != nil || !st.Receive() || st.Msg().Kind != "map" {
+		t.Fatalf("first watch: %v %v", err, st.Err())
+	}
+	defer st.Close()
+	second, err := c.WatchPeers(ctx, connect.NewRequest(&controlv1.WatchPeersRequest{}))
+	if err == nil {
+		for second.Receive() {
+		}
+		err = second.Err()
+	}
+	if d := detail(err); connect.CodeOf(err) != connect.CodeResourceExhausted || d == nil || d.Code != CodeTooManyWatchers {
+		t.Fatalf("second watch: %v (detail %v), want RESOURCE_EXHAUSTED too_many_watchers", err, d)
+	}
+	if code, body := httpAnswer(t, ctx, base, rpcCase{method: "GET", path: "/control/v1/peers?watch=true"}); code != http.StatusServiceUnavailable {
+		t.Fatalf("an SSE watch beside it: %d %s, want 503", code, body)
+	}
+}
