@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
@@ -138,14 +139,16 @@ type outer struct {
 // ServeHTTP authenticates and authorizes an RPC as authorize does a route, then
 // hands it to connect.
 func (s *grpcService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	procedure := r.URL.Path
+	start, procedure := time.Now(), r.URL.Path
 	need, known, change, served := rpcRole(procedure)
 	if !served {
+		s.h.requestMetrics.observe("unmatched", http.StatusNotFound, start, true)
 		s.errors.Write(w, r, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("no procedure %s (docs/api.md, gRPC)", procedure)))
 		return
 	}
 	r, ref := s.h.opts.Auth.admit(r, procedure, need, known, change)
 	if ref != nil {
+		s.h.requestMetrics.observe(procedure, ref.status, start, true)
 		s.errors.Write(w, r, rpcError(ref.status, ErrorBody{Code: ref.code, Message: ref.msg}, "", ""))
 		return
 	}
@@ -202,10 +205,14 @@ func (s *grpcService) serve(ctx context.Context, procedure string, in proto.Mess
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	req.RemoteAddr, req.TLS, req.Pattern = o.r.RemoteAddr, o.r.TLS, rt.pattern
-	if rt.watch || rt.events != nil {
+	streams := rt.watch || rt.events != nil
+	if streams {
 		w.outer = o.w
 	}
+	start := time.Now()
 	route.serve(w, req)
+	w.WriteHeader(http.StatusOK) // a route that wrote nothing answered 200
+	s.h.requestMetrics.observe(procedure, w.code, start, !streams)
 	return nil
 }
 

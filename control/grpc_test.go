@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -560,5 +561,46 @@ func TestGRPCWatchersShareTheCap(t *testing.T) {
 	}
 	if code, body := httpAnswer(t, ctx, base, rpcCase{method: "GET", path: "/control/v1/peers?watch=true"}); code != http.StatusServiceUnavailable {
 		t.Fatalf("an SSE watch beside it: %d %s, want 503", code, body)
+	}
+}
+
+// TestGRPCRequestsAreCounted: an RPC counts in omnirelay_control_requests_total
+// under its procedure and its route's status, a refusal too.
+func TestGRPCRequestsAreCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	_, _, c := startBoth(t, NewHandler(newFullFake(), Options{Registerer: reg, Auth: &Auth{Tokens: testTokens()}}))
+	ctx := t.Context()
+	req := connect.NewRequest(&controlv1.GetPeerRequest{Name: "zed"})
+	req.Header().Set("Authorization", "Bearer r-secret")
+	c.GetPeer(ctx, req)
+	c.Health(ctx, connect.NewRequest(&controlv1.HealthRequest{}))
+	c.GetStatus(ctx, connect.NewRequest(&controlv1.GetStatusRequest{}))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "omnirelay_control_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var route, code string
+			for _, l := range m.GetLabel() {
+				switch l.GetName() {
+				case "route":
+					route = l.GetValue()
+				case "code":
+					code = l.GetValue()
+				}
+			}
+			got[strings.TrimPrefix(route, "/"+controlv1connect.ControlServiceName+"/")+" "+code] = m.GetCounter().GetValue()
+		}
+	}
+	// GetStatus without credentials is refused before its route runs.
+	for _, want := range []string{"GetPeer 404", "Health 200", "GetStatus 401"} {
+		if got[want] != 1 {
+			t.Errorf("requests_total{%s} = %v, want 1 (all: %v)", want, got[want], got)
+		}
 	}
 }
