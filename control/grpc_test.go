@@ -174,9 +174,8 @@ func rpcCases() []rpcCase {
 	const p = "/" + controlv1connect.ControlServiceName + "/"
 	key := `{"key":"` + strings.Repeat("A", 43) + `="}` // base64 of 32 zero bytes
 	zero := make([]byte, 32)
-	type v1 = controlv1.ListPeersRequest // keep the lines short
 	return []rpcCase{
-		unaryCase[v1, controlv1.PeerList](p+"ListPeers", "GET", "/control/v1/peers?status=alive,suspect&limit=2", "", &v1{Status: []string{"alive,suspect"}, Limit: 2}),
+		unaryCase[controlv1.ListPeersRequest, controlv1.PeerList](p+"ListPeers", "GET", "/control/v1/peers?status=alive,suspect&limit=2", "", &controlv1.ListPeersRequest{Status: []string{"alive,suspect"}, Limit: 2}),
 		streamCase[controlv1.WatchPeersRequest, controlv1.PeersEvent](p+"WatchPeers", "/control/v1/peers?watch=true&role=kv", &controlv1.WatchPeersRequest{Role: "kv"}, "snapshot"),
 		unaryCase[controlv1.GetPeerRequest, controlv1.PeerReply](p+"GetPeer", "GET", "/control/v1/peers/b", "", &controlv1.GetPeerRequest{Name: "b"}),
 		unaryCase[controlv1.ForceLeaveRequest, controlv1.ForceLeaveReply](p+"ForceLeave", "POST", "/control/v1/peers/c/force-leave", `{"prune":true}`, &controlv1.ForceLeaveRequest{Name: "c", Prune: true}),
