@@ -189,41 +189,58 @@ func (a *Auth) authenticate(r *http.Request) (caller, string) {
 }
 
 // authorize answers 401 or 403 and returns false unless the request may run
-// route; the request it returns carries its Caller (CallerOf). Changes that pass
-// are audited (reads are not: a scraper would flood the log).
+// route; the request it returns carries its Caller (CallerOf).
 func (a *Auth) authorize(w http.ResponseWriter, r *http.Request, route string) (*http.Request, bool) {
 	need, known := routeRoles[route]
-	if a == nil || need == Public {
-		return r, true
+	r, ref := a.admit(r, route, need, known, r.Method != http.MethodGet && r.Method != http.MethodHead)
+	if ref != nil {
+		if ref.status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="omnirelay"`)
+		}
+		writeError(w, ref.status, ref.code, ref.msg)
+		return r, false
 	}
-	ev := AuditEvent{ID: NewEventID(), Remote: r.RemoteAddr, Route: route}
+	return r, true
+}
+
+// refusal is why admit refused a request: the HTTP status, error code and message.
+type refusal struct {
+	status    int
+	code, msg string
+}
+
+// admit decides whether r may run what name names (a route pattern, or a gRPC
+// procedure) that needs role need (known false: nothing names its role, so no one
+// may), auditing every refusal, and every change that passes (reads are not: a
+// scraper would flood the log). The request it returns carries its Caller.
+func (a *Auth) admit(r *http.Request, name string, need identity.Role, known, change bool) (*http.Request, *refusal) {
+	if a == nil || need == Public {
+		return r, nil
+	}
+	ev := AuditEvent{ID: NewEventID(), Remote: r.RemoteAddr, Route: name}
 	c, why := a.authenticate(r)
 	ev.Identity, ev.Role = c.who, c.role
 	switch {
 	case c.role == "":
 		ev.Event, ev.Reason = "control_unauthenticated", why
 		a.audit(ev)
-		w.Header().Set("WWW-Authenticate", `Bearer realm="omnirelay"`)
-		writeError(w, http.StatusUnauthorized, CodeUnauthenticated,
-			fmt.Sprintf("%s needs a client certificate or a bearer token: %s (request %s)", route, why, ev.ID))
-		return r, false
+		return r, &refusal{http.StatusUnauthorized, CodeUnauthenticated,
+			fmt.Sprintf("%s needs a client certificate or a bearer token: %s (request %s)", name, why, ev.ID)}
 	case !known:
 		ev.Event, ev.Reason = "control_forbidden", "the route has no role (a bug: control.routes)"
 		a.audit(ev)
-		writeError(w, http.StatusForbidden, CodeForbidden, fmt.Sprintf("%s is allowed to no one: %s (request %s)", route, ev.Reason, ev.ID))
-		return r, false
+		return r, &refusal{http.StatusForbidden, CodeForbidden, fmt.Sprintf("%s is allowed to no one: %s (request %s)", name, ev.Reason, ev.ID)}
 	case rank(c.role) < rank(need):
 		ev.Event, ev.Reason = "control_forbidden", fmt.Sprintf("role %s, the route needs %s", c.role, need)
 		a.audit(ev)
-		writeError(w, http.StatusForbidden, CodeForbidden,
-			fmt.Sprintf("%s needs role %s or above; %s has role %s (request %s)", route, need, c.who, c.role, ev.ID))
-		return r, false
+		return r, &refusal{http.StatusForbidden, CodeForbidden,
+			fmt.Sprintf("%s needs role %s or above; %s has role %s (request %s)", name, need, c.who, c.role, ev.ID)}
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+	if change {
 		ev.Event = "control_request"
 		a.audit(ev)
 	}
-	return withCaller(r, Caller{ID: ev.ID, Identity: c.who}), true
+	return withCaller(r, Caller{ID: ev.ID, Identity: c.who}), nil
 }
 
 func (a *Auth) audit(ev AuditEvent) {

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	controlv1 "github.com/omnirelay/mesh/proto/omnirelay/control/v1"
+	"github.com/omnirelay/mesh/proto/omnirelay/control/v1/controlv1connect"
 )
 
 // The routes and error codes of docs/api.md against the server's own: the routes
@@ -121,5 +124,37 @@ func TestAPIDocRolesMatchTheRouteTable(t *testing.T) {
 	}
 	for p := range documented {
 		t.Errorf("docs/api.md's roles table names %s, which is no route", p)
+	}
+}
+
+// TestAPIDocListsEveryRPC: the RPC table of docs/api.md, rows
+// "| `Name` | `METHOD PATH` | kind |", names every RPC of ControlService with the
+// route it runs (rpcRoutes) and whether it streams.
+func TestAPIDocListsEveryRPC(t *testing.T) {
+	doc := apiDoc(t)
+	type row struct{ route, kind string }
+	documented := map[string]row{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z][A-Za-z]+)` \\| `([A-Z]+ /[^`?]*)[^`]*` \\| (unary|server stream) \\|").FindAllStringSubmatch(doc, -1) {
+		documented["/"+controlv1connect.ControlServiceName+"/"+m[1]] = row{m[2], m[3]}
+	}
+	methods := controlv1.File_omnirelay_control_v1_control_proto.Services().ByName("ControlService").Methods()
+	for i := range methods.Len() {
+		md := methods.Get(i)
+		proc := "/" + controlv1connect.ControlServiceName + "/" + string(md.Name())
+		kind := "unary"
+		if md.IsStreamingServer() {
+			kind = "server stream"
+		}
+		got, ok := documented[proc]
+		switch {
+		case !ok:
+			t.Errorf("docs/api.md's RPC table lacks %s", md.Name())
+		case got.route != rpcRoutes[proc].pattern || got.kind != kind:
+			t.Errorf("docs/api.md gives %s as %s, %s; it runs %s, %s", md.Name(), got.route, got.kind, rpcRoutes[proc].pattern, kind)
+		}
+		delete(documented, proc)
+	}
+	for p := range documented {
+		t.Errorf("docs/api.md's RPC table names %s, which the service does not have", p)
 	}
 }

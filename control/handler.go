@@ -66,6 +66,7 @@ type handler struct {
 	watchSlots     chan struct{}
 	watchers       prometheus.Gauge
 	watchesRefused prometheus.Counter
+	requestMetrics *requestMetrics // nil without Options.Registerer
 }
 
 // NewHandler returns the control-plane handler over src.
@@ -90,17 +91,27 @@ func NewHandler(src Source, opts Options) http.Handler {
 			Help: "Watch requests answered 503 because MaxWatchers streams were open."}),
 	}
 	mux := http.NewServeMux()
-	for _, rt := range h.routes() {
+	routes := h.routes()
+	for _, rt := range routes {
 		if rt.Path == "/metrics" && opts.Metrics == nil {
 			continue
 		}
 		mux.HandleFunc(rt.Pattern(), rt.serve)
 	}
-	if opts.Registerer == nil {
-		return jsonErrors(mux, opts.Auth)
+	var rest http.Handler = jsonErrors(mux, opts.Auth)
+	if opts.Registerer != nil {
+		opts.Registerer.MustRegister(h.watchers, h.watchesRefused)
+		h.requestMetrics = newRequestMetrics(opts.Registerer)
+		rest = instrument(rest, h.requestMetrics)
 	}
-	opts.Registerer.MustRegister(h.watchers, h.watchesRefused)
-	return instrument(jsonErrors(mux, opts.Auth), opts.Registerer)
+	rpc := newGRPCService(h, routes)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isRPC(r) {
+			rpc.ServeHTTP(w, r)
+			return
+		}
+		rest.ServeHTTP(w, r)
+	})
 }
 
 // jsonErrors serves a routed request if auth allows it, and answers what no route
@@ -141,21 +152,49 @@ func (c *codeWriter) Write(b []byte) (int, error) { return len(b), nil }
 // logsRoute is always a stream, so instrument does not time it.
 const logsRoute = "GET /control/v1/logs"
 
-// instrument counts every request by route pattern and status code, and times all
-// but watch streams (which last as long as the client wants). The route label is the
-// mux pattern, never the raw path, so a scanner cannot grow the label set.
-func instrument(mux http.Handler, reg prometheus.Registerer) http.Handler {
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_control_requests_total",
-		Help: "Control API requests, by route pattern and HTTP status code."}, []string{"route", "code"})
-	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "omnirelay_control_request_duration_seconds",
-		Help:    "Control API request latency by route pattern (watch streams excluded).",
-		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route"})
-	reg.MustRegister(requests, duration)
+// requestMetrics counts control API requests by route (the mux pattern, or a gRPC
+// procedure ControlService serves: never a raw path, so a scanner cannot grow the
+// label set) and the route's HTTP status, and times all but streams (which last
+// as long as the client wants). Nil records nothing.
+type requestMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newRequestMetrics(reg prometheus.Registerer) *requestMetrics {
+	if reg == nil {
+		return nil
+	}
+	m := &requestMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "omnirelay_control_requests_total",
+			Help: "Control API requests, by route pattern (or gRPC procedure) and HTTP status code."}, []string{"route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "omnirelay_control_request_duration_seconds",
+			Help:    "Control API request latency by route pattern or gRPC procedure (watch streams excluded).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}, []string{"route"}),
+	}
+	reg.MustRegister(m.requests, m.duration)
 	// Pre-create the series an error budget divides by, so rates exist from the start.
 	for _, route := range []string{"GET /control/v1/peers", "GET /control/v1/peers/{name}"} {
-		requests.WithLabelValues(route, "200")
-		duration.WithLabelValues(route)
+		m.requests.WithLabelValues(route, "200")
+		m.duration.WithLabelValues(route)
 	}
+	return m
+}
+
+// observe records one request of route that was answered code; timed false for
+// a stream.
+func (m *requestMetrics) observe(route string, code int, start time.Time, timed bool) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	if timed {
+		m.duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	}
+}
+
+// instrument records every request the mux routes (m.observe).
+func instrument(mux http.Handler, m *requestMetrics) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
@@ -164,10 +203,7 @@ func instrument(mux http.Handler, reg prometheus.Registerer) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
-		requests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
-		if r.URL.Query().Get("watch") != "true" && route != logsRoute {
-			duration.WithLabelValues(route).Observe(time.Since(start).Seconds())
-		}
+		m.observe(route, sw.code, start, r.URL.Query().Get("watch") != "true" && route != logsRoute)
 	})
 }
 

@@ -1,6 +1,7 @@
 // Package control is the operator control plane of an OmniRelay Mesh agent: an
 // http.Handler serving /control/v1/... as JSON (filters, pagination, ETags, a
-// Server-Sent Events watch stream), /healthz, /readyz and /metrics.
+// Server-Sent Events watch stream), /healthz, /readyz and /metrics, and the same
+// routes as the gRPC service omnirelay.control.v1.ControlService (grpc.go).
 //
 // It reads membership through the small Source interface, which node implements, so
 // control never imports node and can be tested against a fake. docs/api.md documents

@@ -28,6 +28,9 @@ const (
 	// controlMaxHeader bounds a request's header block: 256 connections at
 	// net/http's default 1 MiB could hold 256 MiB.
 	controlMaxHeader = 64 << 10
+	// controlMaxStreams bounds the concurrent requests of one HTTP/2 connection,
+	// so that ControlMaxConns bounds requests as it does on HTTP/1.1 (times this).
+	controlMaxStreams = 16
 )
 
 // serveControl serves the control API on ln with every timeout set and at most
@@ -48,12 +51,21 @@ func (n *Node) serveControl(ln net.Listener) {
 		MaxHeaderBytes:    controlMaxHeader,
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
 	}
+	// HTTP/1.1 and HTTP/2: gRPC needs HTTP/2, over TLS when the API has it and
+	// cleartext (h2c, prior knowledge) when not. A watch stream's per-write
+	// deadlines are per stream on HTTP/2 (http.ResponseController), so one stream
+	// that stops reading cannot hold the others of its connection.
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	n.httpSrv.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: controlMaxStreams}
 	ln = &limitListener{Listener: ln, slots: make(chan struct{}, n.cfg.ControlMaxConns), open: open, refused: refused}
 	if n.cfg.TLS != nil {
-		// HTTP/1.1 only: a watch stream's per-write deadlines are per connection.
-		n.httpSrv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+		protocols.SetHTTP2(true)
 		ln = tls.NewListener(ln, n.controlTLS())
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
 	}
+	n.httpSrv.Protocols = protocols
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -136,7 +148,7 @@ func (n *Node) controlTLS() *tls.Config {
 		GetConfigForClient: func(hi *tls.ClientHelloInfo) (*tls.Config, error) {
 			c := src.ServerConfig(identity.ControlPolicy)
 			c.ClientAuth = tls.RequestClientCert
-			c.NextProtos = []string{"http/1.1"}
+			c.NextProtos = []string{"h2", "http/1.1"}
 			remote := hi.Conn.RemoteAddr().String()
 			c.VerifyConnection = func(cs tls.ConnectionState) error {
 				if len(cs.PeerCertificates) == 0 {
