@@ -68,7 +68,8 @@ func (n *Node) Left() <-chan struct{} { return n.left }
 func (c controlSource) Status() (control.NodeStatus, error) {
 	n := c.n
 	b := BuildInfo()
-	st := control.NodeStatus{Name: n.cfg.Name, Address: n.addr, Version: b.Version, Protocol: b.Protocol()}
+	st := control.NodeStatus{Name: n.cfg.Name, Address: n.addr, Version: b.Version,
+		Protocol: Build{ProtocolMin: n.versions.Min, ProtocolMax: n.versions.Max}.Protocol()} // what this node speaks, a test build's preview range included
 	var owned []uint32
 	var leader string
 	var epoch uint64

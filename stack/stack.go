@@ -163,23 +163,44 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 	}
 	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}, addrs: directory{}}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
+	h.dec.Accept(m.Versions())
 	if cfg.Lease != nil {
 		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
 		if err != nil {
 			return nil, err
 		}
 		h.lease = newLeaseState(cfg, h.cluster, lm)
+		h.lease.reader.Accept(m.Versions())
 	}
 	if cfg.Shard != nil {
 		if h.shard, err = newShardState(cfg, h.cluster, rng); err != nil {
 			return nil, err
 		}
+		h.shard.reader.Accept(m.Versions())
 	}
 	return h, nil
 }
 
 // Swim exposes the membership machine for reads (Members, Digest, ...).
 func (h *Stack) Swim() *swim.Machine { return h.swim }
+
+// HasFeature reports whether every feature of f is on in this node's view: this
+// node and every live member it holds advertise it (PROTOCOL.md section 7).
+// Behaviour that needs the whole cluster's support asks this each time it acts.
+func (h *Stack) HasFeature(f wire.Features) bool { return h.swim.Features().Has(f) }
+
+// encodeFrame encodes m as a stream frame at the version every member speaks
+// (swim.Machine.SendVersion), so a rolling upgrade keeps talking to old nodes.
+func (h *Stack) encodeFrame(m wire.Message) ([]byte, error) {
+	return wire.EncodeFrameVersion(m, h.swim.SendVersion(), h.cluster)
+}
+
+// resetPacker starts a packet of a lease or shard machine at the version the
+// membership machine sends at.
+func (h *Stack) resetPacker(p *wire.Packer) {
+	p.SetVersion(h.swim.SendVersion())
+	p.Reset()
+}
 
 // HandlePacket feeds a received datagram to every machine.
 func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
@@ -216,7 +237,7 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 		return nil
 	}
 	reply.Meta = h.snapshot()
-	b, err := wire.EncodeFrame(reply, h.cluster)
+	b, err := h.encodeFrame(reply)
 	if err != nil {
 		panic("stack: encoding our own push-pull: " + err.Error())
 	}
@@ -373,7 +394,7 @@ func (h *Stack) process(now time.Time) {
 		h.addrs.track(r.Events)
 		for _, s := range r.Streams {
 			s.Msg.Meta = h.snapshot()
-			b, err := wire.EncodeFrame(s.Msg, h.cluster)
+			b, err := h.encodeFrame(s.Msg)
 			if err != nil {
 				panic("stack: encoding our own push-pull: " + err.Error())
 			}

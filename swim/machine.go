@@ -44,6 +44,7 @@ type Stats struct {
 	IndirectRefused    uint64 // indirect-probe requests for a member we do not know, not run
 	NameConflicts      uint64 // current claims that a node at another address is us (NameConflict names it)
 	VersionsRefused    uint64 // Alive and NodeState claims refused: their protocol range is invalid or shares no version with ours
+	HealthReports      uint64 // direct acks that carried the responder's local health (FeatureAckHealth)
 	PacketsIn          uint64
 	PacketsOut         uint64
 	BytesIn            uint64
@@ -77,6 +78,8 @@ type member struct {
 	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
 	Status             Status
 	protoMin, protoMax uint8
+	features           wire.Features
+	health             uint8 // its Local Health Multiplier from its last direct ack (FeatureAckHealth); 0 unknown
 	// verified: a packet from Addr proved the member answers there (vouch). Until
 	// then Addr gets no streams and, beside probes (ours and those we relay) and
 	// eager pushes, at most one packet a ProbeInterval (PROTOCOL.md 10.9). Kept
@@ -168,21 +171,28 @@ type Machine struct {
 	rng         *rand.Rand
 	clusterHash uint32
 
-	epoch   time.Time // the now of New; member.since counts from it
-	self    *member
-	members memberTable
-	plist   []*member // probe order, everyone but us; reshuffled each round
-	pidx    int
-	tombs   []*member // dead and left members; the dead ones are reconnect candidates
-	seeds   []string
-	live    int // alive and suspect members, us included
-	digest  viewDigest
-	health  int // local health score, 0..AwarenessMaxMultiplier-1
-	leaving bool
-	seq     uint32
-	probe   probeState
-	relays  []relay
-	finals  []finalProbe
+	epoch time.Time // the now of New; member.since counts from it
+	// Versions and features (versions.go): our range, the version we send at,
+	// the features on in our view, and the live members behind both.
+	versions    wire.Versions
+	sendVersion uint8
+	enabled     wire.Features
+	pxCount     [256]int32 // live members other than us by announced ProtoMax
+	lacking     [64]int32  // live members other than us without feature bit b (bits of Config.Features only)
+	self        *member
+	members     memberTable
+	plist       []*member // probe order, everyone but us; reshuffled each round
+	pidx        int
+	tombs       []*member // dead and left members; the dead ones are reconnect candidates
+	seeds       []string
+	live        int // alive and suspect members, us included
+	digest      viewDigest
+	health      int // local health score, 0..AwarenessMaxMultiplier-1
+	leaving     bool
+	seq         uint32
+	probe       probeState
+	relays      []relay
+	finals      []finalProbe
 	// challenges holds, per unverified address, the last packet sent there
 	// (allow): one a ProbeInterval per address however many members claim it.
 	challenges map[string]challenge
@@ -262,9 +272,15 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 		viewChanged: now,
 	}
 	m.dec.Share(cfg.Interner)
+	m.versions = cfg.Versions.OrDefault()
+	m.reader.Accept(m.versions)
+	m.dec.Accept(m.versions)
 	m.self = m.members.add(cfg.Name)
 	m.self.Addr, m.self.Status = cfg.Addr, StatusAlive
-	m.self.protoMin, m.self.protoMax = wire.MinProtocolVersion, wire.ProtocolVersion
+	m.self.protoMin, m.self.protoMax, m.self.features = m.versions.Min, m.versions.Max, cfg.Features
+	m.sendVersion, m.enabled = m.versions.Max, cfg.Features
+	m.packer.SetVersion(m.sendVersion)
+	m.packer.Reset()
 	m.self.probeIdx, m.self.tombIdx = -1, -1
 	m.digest.add(m.self.hash())
 	m.live = 1
@@ -329,7 +345,8 @@ func (m *Machine) Local() Member { return m.public(m.self) }
 
 // public is mem as the API shows it.
 func (m *Machine) public(mem *member) Member {
-	return Member{Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation, Status: mem.Status, Since: m.epoch.Add(mem.since)}
+	return Member{Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation, Status: mem.Status, Since: m.epoch.Add(mem.since),
+		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax, Features: mem.features, Health: mem.health}
 }
 
 // LocalHealth is the Local Health Multiplier's score: 0 when healthy, up to
@@ -640,6 +657,7 @@ func (m *Machine) localState(join bool) *wire.PushPull {
 		pp.Nodes[i] = wire.NodeState{
 			Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
 			Status: wire.NodeStatus(mem.Status), ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
+			Features: mem.features,
 		}
 	}
 	return pp // the host fills pp.Meta when it encodes the frame: snapshots are built lazily
@@ -733,9 +751,9 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 		}
 		switch ns.Status {
 		case wire.StatusAlive:
-			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
+			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Features)
 		case wire.StatusSuspect:
-			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax)
+			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Features)
 			m.applySuspect(now, ns.Name, ns.Incarnation, "")
 		case wire.StatusDead:
 			if ns.Name == m.self.Name {
@@ -915,6 +933,6 @@ func (m *Machine) queueFact(msg wire.Message, node string) {
 func (m *Machine) aliveMsg(mem *member) *wire.Alive {
 	return &wire.Alive{
 		Node: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
-		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
+		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax, Features: mem.features,
 	}
 }

@@ -28,7 +28,7 @@ import (
 //     incarnation to refute it with.
 
 // applyAlive handles "name is alive at addr with incarnation inc".
-func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8) {
+func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8, feat wire.Features) {
 	if name == "" || addr == "" || len(name) > wire.MaxString || len(addr) > wire.MaxString {
 		m.stats.Malformed++
 		return
@@ -47,7 +47,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.refute(now, inc)
 		return
 	}
-	if !wire.Speaks(pmin, pmax) {
+	if !m.versions.Speaks(pmin, pmax) {
 		m.refuseVersions(name, addr, pmin, pmax)
 		return
 	}
@@ -62,10 +62,11 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		}
 		mem = m.members.add(name)
 		mem.Addr, mem.Incarnation, mem.Status, mem.since = addr, inc, StatusAlive, now.Sub(m.epoch)
-		mem.protoMin, mem.protoMax, mem.probeIdx, mem.tombIdx = pmin, pmax, -1, -1
+		mem.protoMin, mem.protoMax, mem.features, mem.probeIdx, mem.tombIdx = pmin, pmax, feat, -1, -1
 		m.digest.add(mem.hash())
 		m.viewChanged = now
 		m.live++
+		m.account(mem, 1)
 		// A new member goes to a random place of the probe order (SWIM §4.3), so
 		// it is probed within one round wherever it lands.
 		m.plist = append(m.plist, mem)
@@ -81,11 +82,17 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		return
 	}
 	old := mem.Status
-	addrChanged := mem.Addr != addr || mem.protoMin != pmin || mem.protoMax != pmax
+	addrChanged := mem.Addr != addr || mem.protoMin != pmin || mem.protoMax != pmax || mem.features != feat
 	if mem.Addr != addr {
 		mem.verified = false // the new address has not answered as the member yet
 	}
-	mem.Addr, mem.protoMin, mem.protoMax = addr, pmin, pmax
+	if isLive(old) {
+		m.account(mem, -1) // counted again below with what it announces now
+	}
+	mem.Addr, mem.protoMin, mem.protoMax, mem.features = addr, pmin, pmax, feat
+	if isLive(old) {
+		m.account(mem, 1)
+	}
 	m.setState(now, mem, inc, StatusAlive)
 	switch {
 	case old == StatusDead || old == StatusLeft:
@@ -303,6 +310,7 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 	switch wasLive, nowLive := isLive(old), isLive(status); {
 	case wasLive && !nowLive:
 		m.live--
+		m.account(mem, -1)
 		if mem != m.self {
 			mem.tombIdx = int32(len(m.tombs))
 			m.tombs = append(m.tombs, mem)
@@ -310,6 +318,7 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 		}
 	case !wasLive && nowLive:
 		m.live++
+		m.account(mem, 1)
 		m.dropTomb(mem)
 	}
 }

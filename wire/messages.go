@@ -77,6 +77,10 @@ type IndirectPing struct {
 type Ack struct {
 	Seq     uint32
 	Payload []byte
+	// LocalHealth is the responder's Local Health Multiplier (1 healthy, up to
+	// its AwarenessMaxMultiplier; 0 not sent). Only a node whose cluster has
+	// FeatureAckHealth on sends it, on acks of direct pings.
+	LocalHealth uint8
 }
 
 // Nack tells the prober that an indirect probe of its target failed (Lifeguard): the
@@ -91,8 +95,9 @@ type Alive struct {
 	Node        string
 	Addr        string
 	Incarnation uint64
-	ProtoMin    uint8 // lowest protocol version the node speaks
-	ProtoMax    uint8 // highest protocol version the node speaks
+	ProtoMin    uint8    // lowest protocol version the node speaks
+	ProtoMax    uint8    // highest protocol version the node speaks
+	Features    Features // features the node advertises; written only when not empty
 }
 
 // Suspect says From suspects Node at Incarnation.
@@ -123,6 +128,7 @@ type NodeState struct {
 	Status      NodeStatus
 	ProtoMin    uint8
 	ProtoMax    uint8
+	Features    Features // written only when not empty
 }
 
 // PushPull is the full-state exchange of anti-entropy and joins, carried on streams.

@@ -26,6 +26,9 @@ func nativeBody(v reflect.Value) map[string]any {
 		case reflect.Bool:
 			out[key] = f.Bool()
 		case reflect.Uint8, reflect.Uint32, reflect.Uint64:
+			if optionalKeys[key] && f.Uint() == 0 {
+				continue // our sender leaves it out; a library's missing key reads as 0
+			}
 			out[key] = f.Uint()
 		case reflect.Slice:
 			if f.Type().Elem().Kind() == reflect.Uint8 {
