@@ -192,7 +192,11 @@ func (h *Stack) HasFeature(f wire.Features) bool { return h.swim.Features().Has(
 // encodeFrame encodes m as a stream frame at the version every member speaks
 // (swim.Machine.SendVersion), so a rolling upgrade keeps talking to old nodes.
 func (h *Stack) encodeFrame(m wire.Message) ([]byte, error) {
-	return wire.EncodeFrameVersion(m, h.swim.SendVersion(), h.cluster)
+	return h.encodeFrameAt(m, h.swim.SendVersion())
+}
+
+func (h *Stack) encodeFrameAt(m wire.Message, v uint8) ([]byte, error) {
+	return wire.EncodeFrameVersion(m, v, h.cluster)
 }
 
 // resetPacker starts a packet of a lease or shard machine at the version the
@@ -220,7 +224,7 @@ func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
 // counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
 func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 	defer h.process(now)
-	msg, ok := h.decodeFrame(req)
+	msg, ver, ok := h.decodeFrame(req)
 	if !ok {
 		return nil
 	}
@@ -237,7 +241,10 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 		return nil
 	}
 	reply.Meta = h.snapshot()
-	b, err := h.encodeFrame(reply)
+	// Answered at the request's version when that is lower than ours: a node
+	// restarted onto an older build (a rollback) is still held at its newer range
+	// until its refutation spreads, and this reply is what tells it to refute.
+	b, err := h.encodeFrameAt(reply, min(ver, h.swim.SendVersion()))
 	if err != nil {
 		panic("stack: encoding our own push-pull: " + err.Error())
 	}
@@ -255,7 +262,7 @@ func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
 	}
 	delete(h.streams, id)
 	defer h.process(now)
-	msg, ok := h.decodeFrame(reply)
+	msg, _, ok := h.decodeFrame(reply)
 	if s.shard {
 		if ok && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
 			h.stepShard(now, msg)
@@ -283,7 +290,7 @@ func (h *Stack) stream(to string, data []byte, shard bool) {
 // decodeFrame decodes a plain frame of our cluster, counting what it drops: a
 // frame of another cluster label as foreign, as its packets are, anything else
 // (unknown type included) as malformed.
-func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
+func (h *Stack) decodeFrame(frame []byte) (wire.Message, uint8, bool) {
 	hdr, msg, err := wire.DecodeFrame(frame, h.cfg.MaxFrame, &h.dec)
 	if err == nil {
 		err = hdr.CheckCluster(h.cluster)
@@ -291,12 +298,12 @@ func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
 	switch {
 	case errors.Is(err, wire.ErrCluster):
 		h.swim.CountForeign()
-		return nil, false
+		return nil, 0, false
 	case err != nil:
 		h.swim.CountMalformed()
-		return nil, false
+		return nil, 0, false
 	}
-	return msg, true
+	return msg, hdr.Version, true
 }
 
 // StreamFailed reports that stream id could not complete. An id that is not open

@@ -174,25 +174,27 @@ type Machine struct {
 	epoch time.Time // the now of New; member.since counts from it
 	// Versions and features (versions.go): our range, the version we send at,
 	// the features on in our view, and the live members behind both.
-	versions    wire.Versions
-	sendVersion uint8
-	enabled     wire.Features
-	pxCount     [256]int32 // live members other than us by announced ProtoMax
-	lacking     [64]int32  // live members other than us without feature bit b (bits of Config.Features only)
-	self        *member
-	members     memberTable
-	plist       []*member // probe order, everyone but us; reshuffled each round
-	pidx        int
-	tombs       []*member // dead and left members; the dead ones are reconnect candidates
-	seeds       []string
-	live        int // alive and suspect members, us included
-	digest      viewDigest
-	health      int // local health score, 0..AwarenessMaxMultiplier-1
-	leaving     bool
-	seq         uint32
-	probe       probeState
-	relays      []relay
-	finals      []finalProbe
+	versions     wire.Versions
+	sendVersion  uint8
+	enabled      wire.Features
+	pxCount      [256]int32 // live members other than us by announced ProtoMax
+	peersCounted int32      // live members other than us (the sum of pxCount)
+	versionCap   uint8      // while handling a packet: its version (capVersion); else 0
+	lacking      [64]int32  // live members other than us without feature bit b (bits of Config.Features only)
+	self         *member
+	members      memberTable
+	plist        []*member // probe order, everyone but us; reshuffled each round
+	pidx         int
+	tombs        []*member // dead and left members; the dead ones are reconnect candidates
+	seeds        []string
+	live         int // alive and suspect members, us included
+	digest       viewDigest
+	health       int // local health score, 0..AwarenessMaxMultiplier-1
+	leaving      bool
+	seq          uint32
+	probe        probeState
+	relays       []relay
+	finals       []finalProbe
 	// challenges holds, per unverified address, the last packet sent there
 	// (allow): one a ProbeInterval per address however many members claim it.
 	challenges map[string]challenge
@@ -278,8 +280,7 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 	m.self = m.members.add(cfg.Name)
 	m.self.Addr, m.self.Status = cfg.Addr, StatusAlive
 	m.self.protoMin, m.self.protoMax, m.self.features = m.versions.Min, m.versions.Max, cfg.Features
-	m.sendVersion, m.enabled = m.versions.Max, cfg.Features
-	m.packer.SetVersion(m.sendVersion)
+	m.refreshVersions() // alone: our Min, no features
 	m.packer.Reset()
 	m.self.probeIdx, m.self.tombIdx = -1, -1
 	m.digest.add(m.self.hash())

@@ -23,6 +23,8 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 		m.stats.ForeignPackets++
 		return
 	}
+	m.capVersion(h.Version)
+	defer m.capVersion(0)
 	m.eagerOK = true
 	m.curFrom = from
 	m.limited, m.budget = true, maxRepliesPerInput

@@ -34,12 +34,17 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		return
 	}
 	if name == m.self.Name {
-		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && addr == m.self.Addr) || !m.plausible(m.self.Incarnation, inc) {
+		same := addr == m.self.Addr && pmin == m.self.protoMin && pmax == m.self.protoMax && feat == m.self.features
+		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && same) || !m.plausible(m.self.Incarnation, inc) {
 			return
 		}
 		// Someone holds a newer or conflicting claim about us: a previous life of
 		// this node, or another node using our name. Out-bid it; at another
-		// address it is a conflict the host should name (NameConflict).
+		// address it is a conflict the host should name (NameConflict). A claim
+		// at our incarnation and address with other versions or features is a
+		// previous life of ours on another build (a restart during an upgrade or
+		// a rollback, which starts again at incarnation 0): unless we out-bid it,
+		// the cluster keeps our old range and features for good.
 		if addr != m.self.Addr {
 			m.stats.NameConflicts++
 			m.conflictAddr = addr

@@ -15,6 +15,14 @@ import (
 // included, advertises it: one member without it that joins (or restarts
 // without it) turns it off again in the same input that adds it.
 //
+// A node that holds no live member but itself (starting, joining, or cut off)
+// knows nothing about the cluster it is about to talk to: it sends at its own
+// Min, which every node it can share a cluster with accepts during an upgrade,
+// and has no feature on. At its Max its join would be dropped by old seeds (the
+// simulator's rolling upgrade found restarted nodes stuck alone, suspected by
+// everyone), and with its features on it would act on them toward old members
+// it has yet to learn of.
+//
 // Both are kept by counting, not by scanning the view: account runs on every
 // change of a member's liveness or announcement, and the answers come from
 // arrays of at most 256 and 64 counts. Dead and left members do not count: they
@@ -28,6 +36,7 @@ func (m *Machine) account(mem *member, d int32) {
 		return
 	}
 	m.pxCount[mem.protoMax] += d
+	m.peersCounted += d
 	for own := uint64(m.cfg.Features); own != 0; own &= own - 1 {
 		b := bits.TrailingZeros64(own)
 		if mem.features&(1<<b) == 0 {
@@ -38,6 +47,11 @@ func (m *Machine) account(mem *member, d int32) {
 }
 
 func (m *Machine) refreshVersions() {
+	if m.peersCounted == 0 {
+		m.setSendVersion(m.versions.Min)
+		m.enabled = 0
+		return
+	}
 	v := m.versions.Max
 	for p := m.versions.Min; p < m.versions.Max; p++ {
 		if m.pxCount[p] > 0 {
@@ -45,10 +59,7 @@ func (m *Machine) refreshVersions() {
 			break
 		}
 	}
-	if v != m.sendVersion {
-		m.sendVersion = v
-		m.packer.SetVersion(v) // takes effect at the next Reset: every send starts with one
-	}
+	m.setSendVersion(v)
 	on := m.cfg.Features
 	for own := uint64(m.cfg.Features); own != 0; own &= own - 1 {
 		if b := bits.TrailingZeros64(own); m.lacking[b] > 0 {
@@ -56,6 +67,24 @@ func (m *Machine) refreshVersions() {
 		}
 	}
 	m.enabled = on
+}
+
+func (m *Machine) setSendVersion(v uint8) {
+	m.sendVersion = v
+	m.packer.SetVersion(v) // takes effect at the next Reset: every send starts with one
+	if m.versionCap != 0 {
+		m.packer.SetVersion(min(v, m.versionCap))
+	}
+}
+
+// capVersion makes the packets built while handling a received packet of
+// version v go out at v if that is lower than SendVersion (0 lifts the cap).
+// They include the answers to its sender, and a sender on an older build than
+// we hold it at (restarted by a rollback, its refutation not yet here) must be
+// able to read them: the claim about it they carry is what makes it refute.
+func (m *Machine) capVersion(v uint8) {
+	m.versionCap = v
+	m.setSendVersion(m.sendVersion)
 }
 
 // SendVersion is the protocol version this node sends packets and frames at now:

@@ -29,7 +29,8 @@ func headerVersions(t *testing.T, pkts []Packet) map[uint8]int {
 
 // PROTOCOL.md section 7: a node sends at the highest version every live member
 // it holds speaks, and a feature is on only while every live member advertises
-// it. A 1..2 node alone sends 2 with its feature on; an old member (1..1, no
+// it. A 1..2 node alone sends its lowest version with no feature on (it may be
+// about to join old nodes); an upgraded member brings both up; an old member (1..1, no
 // features) brings both down in the input that adds it; its death brings them
 // back; its return as an upgraded node keeps them; a restart as an old node
 // (higher incarnation, old range) brings them down again.
@@ -43,14 +44,16 @@ func TestSendVersionAndFeaturesFollowTheLiveMembers(t *testing.T) {
 		if got := m.Features().Has(wire.FeatureAckHealth); got != wantOn {
 			t.Errorf("%s: ack-health on %v, want %v", step, got, wantOn)
 		}
-		m.Tick(epoch.Add(10e9)) // sends gossip
+		m.Ready()               // answers to the version-1 test packets go out at 1 (capVersion)
+		m.Tick(epoch.Add(10e9)) // sends gossip at the version of the view
 		for v := range headerVersions(t, m.Ready().Packets) {
 			if v != wantV {
 				t.Errorf("%s: a packet of version %d, want %d", step, v, wantV)
 			}
 		}
 	}
-	check("alone", 2, true)
+	check("alone", 1, false) // nothing known of the cluster it may join
+
 	alive := func(name string, inc uint64, pmax uint8, f wire.Features) {
 		m.HandlePacket(epoch, name+":1", packet(t, &wire.Alive{Node: name, Addr: name + ":1", Incarnation: inc, ProtoMin: 1, ProtoMax: pmax, Features: f}))
 	}
@@ -95,5 +98,41 @@ func TestAckHealthOnlyWhileEveryMemberAdvertisesIt(t *testing.T) {
 	m.HandlePacket(epoch, "b:1", ping)
 	if got, ok := lh(); !ok || got != uint8(m.LocalHealth()+1) {
 		t.Fatalf("ack with the feature on: health %d (ack sent %v), want %d", got, ok, m.LocalHealth()+1)
+	}
+}
+
+// A node restarted onto another build starts again at incarnation 0, where the
+// cluster holds its previous life's range and features: a claim about itself at
+// its own incarnation and address that announces other versions is refuted, so
+// the new ones spread. The same claim with its own versions is not.
+func TestRestartOnAnotherBuildIsAnnounced(t *testing.T) {
+	m := newMachine(t, "a", preview)
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1", Incarnation: 0, ProtoMin: 1, ProtoMax: 2, Features: wire.FeatureAckHealth}))
+	if got := m.Local().Incarnation; got != 0 {
+		t.Fatalf("refuted a claim equal to our own state: incarnation %d", got)
+	}
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "a", Addr: "a:1", Incarnation: 0, ProtoMin: 1, ProtoMax: 1}))
+	if got := m.Local().Incarnation; got != 1 {
+		t.Fatalf("incarnation %d after a claim of our previous build, want 1", got)
+	}
+}
+
+// A packet of a lower version than we send at is answered at its version: its
+// sender may be a member restarted onto an older build (a rollback) that we still
+// hold at its newer range, and only an answer it can read tells it to refute.
+func TestAnswerAtTheVersionAsked(t *testing.T) {
+	m := newMachine(t, "a", preview)
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Alive{Node: "b", Addr: "b:1", Incarnation: 1, ProtoMin: 1, ProtoMax: 2, Features: wire.FeatureAckHealth}))
+	m.Ready()
+	if m.SendVersion() != 2 {
+		t.Fatalf("sends at %d with an upgraded member, want 2", m.SendVersion())
+	}
+	m.HandlePacket(epoch, "b:1", packet(t, &wire.Ping{Seq: 1, Target: "a", Source: "b", SourceAddr: "b:1"}))
+	if got := headerVersions(t, m.Ready().Packets); got[2] != 0 || got[1] == 0 {
+		t.Fatalf("answer to a version-1 ping: packets by version %v, want only version 1", got)
+	}
+	m.Tick(epoch.Add(10e9))
+	if got := headerVersions(t, m.Ready().Packets); got[1] != 0 {
+		t.Fatalf("after the answer: packets by version %v, want only version 2", got)
 	}
 }
