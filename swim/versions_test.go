@@ -1,6 +1,8 @@
 package swim
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/omnirelay/mesh/wire"
@@ -134,5 +136,30 @@ func TestAnswerAtTheVersionAsked(t *testing.T) {
 	m.Tick(epoch.Add(10e9))
 	if got := headerVersions(t, m.Ready().Packets); got[1] != 0 {
 		t.Fatalf("after the answer: packets by version %v, want only version 2", got)
+	}
+}
+
+// Validate names a protocol range this build cannot speak and features it does
+// not implement.
+func TestConfigRefusesUnknownVersionsAndFeatures(t *testing.T) {
+	for _, c := range []struct {
+		field string
+		mod   func(*Config)
+	}{
+		{"Versions", func(c *Config) { c.Versions = wire.Versions{Min: 3, Max: 3} }},
+		{"Versions", func(c *Config) { c.Versions = wire.Versions{Min: 2, Max: 1} }},
+		{"Features", func(c *Config) { c.Features = 1 << 40 }},
+	} {
+		cfg := LANProfile("a", "a:1")
+		c.mod(&cfg)
+		err := cfg.Validate()
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), c.field) {
+			t.Errorf("%+v: %v, want an error naming %s", cfg.Versions, err, c.field)
+		}
+	}
+	cfg := LANProfile("a", "a:1")
+	preview(&cfg)
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("preview build: %v", err)
 	}
 }

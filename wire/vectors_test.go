@@ -211,6 +211,11 @@ func vectorDefs() []vectorDef {
 			}},
 		{name: "ack-digest", description: "plain packet: an Ack without payload (its empty p is left out), then the Digest a node echoes when the probe's Digest disagreed with its own",
 			msgs: []Message{&Ack{Seq: 7}, &Digest{Hash: 0x9882d9b980acedab, Members: 2}}},
+		{name: "features", description: "plain packet: an Alive advertising feature ack-health (ft 1), an Ack carrying local health 2 (lh), as a node with the feature on sends them",
+			msgs: []Message{
+				&Alive{Node: "node-e", Addr: "10.0.0.5:7946", Incarnation: 4, ProtoMin: 1, ProtoMax: 2, Features: FeatureAckHealth},
+				&Ack{Seq: 8, LocalHealth: 2},
+			}},
 		{name: "unknown-type", description: "plain packet: Nack, a message of extension type 200 a receiver must skip, Nack",
 			msgs:    []Message{&Nack{Seq: 1}},
 			unknown: [][]byte{{200, 0x04, 0x81, 0xa1, 'x', 0x07}}},
