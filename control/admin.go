@@ -56,6 +56,12 @@ type NodeStatus struct {
 	Address     string `json:"address"`
 	Version     string `json:"version"`  // the binary's version
 	Protocol    string `json:"protocol"` // wire protocol versions accepted, "MIN-MAX"
+	// Sending is the protocol version this node sends at now: the highest every
+	// live member it holds speaks (PROTOCOL.md section 7); Features names the
+	// protocol features on in its view ("none", or e.g. "ack-health"). A rolling
+	// upgrade watches both (docs/upgrading.md).
+	Sending  uint8  `json:"sending"`
+	Features string `json:"features"`
 	Status      string `json:"status"`   // alive, or left after a leave
 	Incarnation uint64 `json:"incarnation"`
 	// Health is the Lifeguard local health score: 0 is healthy; each step up

@@ -78,6 +78,7 @@ func (c controlSource) Status() (control.NodeStatus, error) {
 		sw := n.stack.Swim()
 		self := sw.Local()
 		st.Status, st.Incarnation, st.Health = self.Status.String(), self.Incarnation, sw.LocalHealth()
+		st.Sending, st.Features = sw.SendVersion(), sw.Features().String()
 		for _, m := range sw.Members() {
 			if m.Name == n.cfg.Name {
 				continue

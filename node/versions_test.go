@@ -38,6 +38,9 @@ func TestLoopbackMixedVersions(t *testing.T) {
 		if v, on := sendVersion(n), n.HasFeature(wire.FeatureAckHealth); v != 1 || on {
 			t.Fatalf("%s with an old member: sends at %d, feature on %v; want 1, off", n.Name(), v, on)
 		}
+		if st, err := (controlSource{n}).Status(); err != nil || st.Sending != 1 || st.Features != "none" || st.Protocol != "1-2" {
+			t.Fatalf("%s status: sending %d, features %q, protocol %q (%v); want 1, none, 1-2", n.Name(), st.Sending, st.Features, st.Protocol, err)
+		}
 	}
 	for _, n := range nodes {
 		if got := counter(t, n, "omnirelay_version_mismatches_total"); got != "0" {
@@ -56,6 +59,9 @@ func TestLoopbackMixedVersions(t *testing.T) {
 		eventually(t, 5*time.Second, n.Name()+" on version 2 with the feature", func() bool {
 			return sendVersion(n) == 2 && n.HasFeature(wire.FeatureAckHealth)
 		})
+	}
+	if st, err := (controlSource{news[0]}).Status(); err != nil || st.Sending != 2 || st.Features != "ack-health" {
+		t.Fatalf("status after the upgrade: sending %d, features %q (%v); want 2, ack-health", st.Sending, st.Features, err)
 	}
 	eventually(t, 5*time.Second, "health reported in acks", func() bool {
 		var reports uint64
