@@ -52,11 +52,17 @@ func (e *CodeError) Unwrap() error { return e.Err }
 // NodeStatus is the JSON body of GET /control/v1/status: the serving node in one
 // object, as `mesh status` prints it.
 type NodeStatus struct {
-	Name        string `json:"name"`
-	Address     string `json:"address"`
-	Version     string `json:"version"`  // the binary's version
-	Protocol    string `json:"protocol"` // wire protocol versions accepted, "MIN-MAX"
-	Status      string `json:"status"`   // alive, or left after a leave
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Version  string `json:"version"`  // the binary's version
+	Protocol string `json:"protocol"` // wire protocol versions accepted, "MIN-MAX"
+	// Sending is the protocol version this node sends at now: the highest every
+	// live member it holds speaks (PROTOCOL.md section 7); Features names the
+	// protocol features on in its view ("none", or e.g. "ack-health"). A rolling
+	// upgrade watches both (docs/upgrading.md).
+	Sending     uint8  `json:"sending"`
+	Features    string `json:"features"`
+	Status      string `json:"status"` // alive, or left after a leave
 	Incarnation uint64 `json:"incarnation"`
 	// Health is the Lifeguard local health score: 0 is healthy; each step up
 	// stretches this node's probe timeouts (it suspects itself of being slow).

@@ -113,7 +113,7 @@ func TestSignedGossipCost(t *testing.T) {
 func BenchmarkClaimSignVerify(b *testing.B) {
 	pki := newTestPKI(b)
 	st := newCertStore(pki.source(identity.RoleNode, "n1"), time.Now)
-	claim := wire.AliveClaim("prod", "n1", "10.0.0.1:7946", 7, wire.MinProtocolVersion, wire.ProtocolVersion)
+	claim := wire.AliveClaim("prod", "n1", "10.0.0.1:7946", 7, wire.MinProtocolVersion, wire.ProtocolVersion, 0)
 	sig := st.Sign(claim)
 	b.Run("sign", func(b *testing.B) {
 		for b.Loop() {

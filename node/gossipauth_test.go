@@ -81,7 +81,7 @@ func TestGossipCannotSpeakAsAnotherName(t *testing.T) {
 		}
 		alive := func(node, addr string, inc uint64) *wire.Alive {
 			a := &wire.Alive{Node: node, Addr: addr, Incarnation: inc, ProtoMin: wire.MinProtocolVersion, ProtoMax: wire.ProtocolVersion}
-			a.Sig = n5key.Sign(wire.AliveClaim("", node, addr, inc, a.ProtoMin, a.ProtoMax))
+			a.Sig = n5key.Sign(wire.AliveClaim("", node, addr, inc, a.ProtoMin, a.ProtoMax, a.Features))
 			return a
 		}
 		_, inc4 := statusOf(nodes[0], "n4")

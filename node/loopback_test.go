@@ -57,6 +57,8 @@ func lenient(c *swim.Config) {
 	c.ProbeTimeout = 300 * time.Millisecond
 }
 
+// startCluster starts k loopback nodes joined to the first; node i is tuned by
+// tune[i % len(tune)] when tunes are given (fast otherwise).
 func startCluster(t *testing.T, k int, keys [][]byte, tune ...func(*swim.Config)) []*Node {
 	t.Helper()
 	var nodes []*Node
@@ -67,7 +69,7 @@ func startCluster(t *testing.T, k int, keys [][]byte, tune ...func(*swim.Config)
 		}
 		cfg := loopbackConfig(string(rune('a'+i)), keys, join...)
 		if len(tune) > 0 {
-			cfg.Tune = tune[0]
+			cfg.Tune = tune[i%len(tune)]
 		}
 		n, err := Start(t.Context(), cfg)
 		if err != nil {

@@ -100,6 +100,7 @@ type Node struct {
 	// clusterHash is ClusterHash(Config.ClusterLabel): received packets of another
 	// label are not counted as accepted.
 	clusterHash uint32
+	versions    wire.Versions // the protocol range this node speaks (swim.Config.Versions)
 	versionLog  versionLog
 	// refusedLog rate-limits the lines of refused inbound streams.
 	refusedLog rateLog
@@ -272,6 +273,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: %w", err)
 	}
 	n.stack = h
+	n.versions = h.Swim().Versions()
+	n.reader.Accept(n.versions)
 	n.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[8:]), binary.LittleEndian.Uint64(seed[:8])))
 	n.members = h.Swim().Members()
 	n.metrics = newMetrics(n)
@@ -370,6 +373,15 @@ func (n *Node) Members() []Member {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return slices.Clone(n.members)
+}
+
+// HasFeature reports whether every protocol feature of f is on in this node's
+// view: it and every live member it holds advertise it (PROTOCOL.md section 7).
+// False after Close.
+func (n *Node) HasFeature(f wire.Features) bool {
+	var on bool
+	n.do(func() { on = n.stack.HasFeature(f) })
+	return on
 }
 
 // Local is this node as it sees itself (its incarnation grows as it refutes).
@@ -801,7 +813,7 @@ func (n *Node) sealFrame(f []byte) []byte {
 // sealed. Either way a frame of another protocol version is counted and logged as a
 // version mismatch first. Runs off the loop.
 func (n *Node) openFrame(from string, f []byte) ([]byte, error) {
-	if err := wire.FrameVersion(f); n.dropVersionMismatch(from, err, n.clock.Now()) {
+	if err := wire.FrameVersion(f, n.versions); n.dropVersionMismatch(from, err, n.clock.Now()) {
 		return nil, fmt.Errorf("node: stream frame dropped: %w", err)
 	}
 	if n.kr == nil {
@@ -867,6 +879,9 @@ func (n *Node) sleep(now time.Time) time.Duration {
 func (n *Node) handlePacket(p inPacket) {
 	data := p.data
 	n.metrics.bytesSealedIn.Add(float64(len(data)))
+	if n.dropVersionMismatch(p.from, wire.PacketVersion(data, n.versions), n.clock.Now()) {
+		return // before Open: a sealed packet of another version is named as such
+	}
 	if n.kr != nil {
 		plain, err := wire.Open(n.kr, data)
 		if err != nil {
@@ -954,7 +969,7 @@ func (n *Node) flushOnce() {
 		r := rd.Refused[0] // every one is counted (omnirelay_members_version_refused_total); one line names the range
 		n.versionRefusedLog.log(n.log, now, slog.LevelWarn, "refusing a member that shares no protocol version with this node",
 			"member", r.Member, "addr", r.Addr, "peer_min_version", r.ProtoMin, "peer_max_version", r.ProtoMax,
-			"min_version", wire.MinProtocolVersion, "max_version", wire.ProtocolVersion)
+			"min_version", n.versions.Min, "max_version", n.versions.Max)
 	}
 	if len(rd.Forged) > 0 {
 		n.auditForged(now, rd.Forged)

@@ -68,7 +68,8 @@ func (n *Node) Left() <-chan struct{} { return n.left }
 func (c controlSource) Status() (control.NodeStatus, error) {
 	n := c.n
 	b := BuildInfo()
-	st := control.NodeStatus{Name: n.cfg.Name, Address: n.addr, Version: b.Version, Protocol: b.Protocol()}
+	st := control.NodeStatus{Name: n.cfg.Name, Address: n.addr, Version: b.Version,
+		Protocol: Build{ProtocolMin: n.versions.Min, ProtocolMax: n.versions.Max}.Protocol()} // what this node speaks, a test build's preview range included
 	var owned []uint32
 	var leader string
 	var epoch uint64
@@ -77,6 +78,7 @@ func (c controlSource) Status() (control.NodeStatus, error) {
 		sw := n.stack.Swim()
 		self := sw.Local()
 		st.Status, st.Incarnation, st.Health = self.Status.String(), self.Incarnation, sw.LocalHealth()
+		st.Sending, st.Features = sw.SendVersion(), sw.Features().String()
 		for _, m := range sw.Members() {
 			if m.Name == n.cfg.Name {
 				continue

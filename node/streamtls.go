@@ -97,6 +97,7 @@ func (n *Node) acceptTLS(conn net.Conn) (*tls.Conn, *identity.ID, bool, error) {
 // node of the cluster. It decodes the frame a second time, off the loop.
 func (n *Node) checkStreamName(name string, req []byte) error {
 	var dec wire.Decoder
+	dec.Accept(n.versions)
 	_, msg, err := wire.DecodeFrame(req, wire.DefaultMaxFrame, &dec)
 	if err != nil {
 		return nil // the stack counts and drops what does not decode

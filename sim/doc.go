@@ -108,6 +108,16 @@
 //     leave); drift within ±MaxDrift. failover_ms, elections, election_messages and
 //     safety_violations, counted by an exact checker of every node's belief on its
 //     own clock (scenario_leader.go)
+//   - steady, canary, rolling-upgrade: mixed protocol versions (scenario_versions.go,
+//     docs/upgrading.md). A node runs today's build (versions 1..1) or the preview
+//     build (1..2 with the ack-health feature), chosen by name whenever an
+//     instance starts, so a restart is an upgrade or a rollback. steady: nothing
+//     happens (the all-old baseline); canary: Scenario.Preview, 5% of the formed
+//     nodes (at least one), are preview builds (60 s); rolling-upgrade: every node
+//     is restarted onto the preview build, one every 2 s, feature_early counting
+//     10 ms samples of a node with the feature on while an old node runs (must
+//     be 0) and feature_on_ms the time from the last restart until every node has
+//     it on. All report preview_nodes, feature_on_nodes, v2_nodes, health_reports
 //   - region-failover, region-handoff: a model of its own (region.go), not the
 //     swim mesh: Options.Clusters clusters (default 2) of three voters running
 //     lease.Machine and cluster.Machine, LAN inside, WAN 20-80 ms between, a

@@ -13,7 +13,7 @@ import (
 )
 
 func newMetaSim(t interface{ Fatal(...any) }, seed uint64, n int) *Sim {
-	s, err := New(Config{Seed: seed, NewStack: hostFactory("lan", true, false)})
+	s, err := New(Config{Seed: seed, NewStack: hostFactory("lan", true, false, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,10 +160,17 @@ type Result struct {
 	RetriesBefore       *int     `json:"retries_before,omitempty"`       // drain: client attempts rejected (or reset) in the 5 s before
 	RetriesDuring       *int     `json:"retries_during,omitempty"`       // drain: the same while the shards move
 
-	Clusters      int      `json:"clusters,omitempty"`             // region-failover: clusters of three voters
-	ClientSwitch  *float64 `json:"client_switch_ms,omitempty"`     // region-failover: crash until the client is answered by the new active cluster
-	DualActive    *int     `json:"dual_active_instants,omitempty"` // region-failover: instants with two clusters active for one failover version
-	OverlapActive *float64 `json:"overlap_active_ms,omitempty"`    // region-failover: time two clusters answered as active (different versions)
+	Clusters       int      `json:"clusters,omitempty"`             // region-failover: clusters of three voters
+	ClientSwitch   *float64 `json:"client_switch_ms,omitempty"`     // region-failover: crash until the client is answered by the new active cluster
+	DualActive     *int     `json:"dual_active_instants,omitempty"` // region-failover: instants with two clusters active for one failover version
+	OverlapActive  *float64 `json:"overlap_active_ms,omitempty"`    // region-failover: time two clusters answered as active (different versions)
+	PreviewNodes   *int     `json:"preview_nodes,omitempty"`        // steady, canary, rolling-upgrade: nodes on the preview build at the end
+	FeatureOnNodes *int     `json:"feature_on_nodes,omitempty"`     // live nodes whose view has ack-health on at the end
+	V2Nodes        *int     `json:"v2_nodes,omitempty"`             // live nodes sending at protocol version 2 at the end
+	HealthReports  *uint64  `json:"health_reports,omitempty"`       // acks carrying ack-health that live nodes recorded
+	FeatureOnMs    *float64 `json:"feature_on_ms,omitempty"`        // rolling-upgrade: last upgrade until every live node has the feature on
+	FeatureEarly   *int     `json:"feature_early,omitempty"`        // rolling-upgrade: samples of a node with the feature on while an old-build node ran
+	Upgrades       *int     `json:"upgrades,omitempty"`             // rolling-upgrade: restarts onto the preview build
 	// Absent names figures the scenario promises but cannot measure yet.
 	Absent []string `json:"absent,omitempty"`
 }
@@ -184,6 +191,10 @@ type Scenario struct {
 	// Joiners is how many of Options.Nodes stay out of formation for the
 	// measured phase to add.
 	Joiners int
+	// Preview is the fraction of the formed nodes (at least one when above 0)
+	// that run the preview build: protocol versions 1..2 and the ack-health
+	// feature (versions.go). StackSwim scenarios only.
+	Preview float64
 	// Figures are the JSON names of the Result fields the scenario reports on top
 	// of the counters every run has (TestScenariosSmall checks that it does).
 	Figures []string
@@ -267,6 +278,13 @@ var scenarios = []Scenario{
 	{Name: "meta", About: "stable cluster, one node sets a metadata key; meta_*_ms: when each other node's store first holds it; converged includes equal metadata digests",
 		Duration: 15 * time.Second, run: runMeta,
 		Figures: []string{"meta_p50_ms", "meta_p99_ms", "meta_max_ms", "meta_bytes_per_node", "meta_delta_bytes", "meta_converged", "missing"}},
+	{Name: "steady", About: "stable cluster, nothing happens: the all-old baseline of canary",
+		Duration: 60 * time.Second, run: runSteady, Figures: versionFigures},
+	{Name: "canary", About: "stable cluster with 5% of nodes (at least one) on the preview build (protocol 1..2, ack-health): they must talk version 1 with the feature off, and the others must not notice (compare steady)",
+		Duration: 60 * time.Second, Preview: 0.05, run: runSteady, Figures: versionFigures},
+	{Name: "rolling-upgrade", About: "stable cluster of old nodes restarted one by one onto the preview build, one every 2 s; feature_on_ms from the last restart until every node has ack-health on, feature_early counts it on while an old node ran",
+		Duration: 30 * time.Second, run: runRollingUpgrade,
+		Figures: append([]string{"feature_on_ms", "feature_early", "upgrades"}, versionFigures...)},
 	{Name: "region-failover", About: "--clusters (default 2) clusters of three voters, LAN inside, WAN 20-80 ms between; every node of the active cluster crashes; failover_ms until another cluster answers as active, client_switch_ms until a polling client follows; --nodes is ignored",
 		Duration: 30 * time.Second, standalone: runRegionFailover,
 		Figures: regionFigures},
@@ -305,10 +323,13 @@ func SwimConfig(profile, name, addr string, lifeguard bool) (swim.Config, error)
 // hostFactory builds production stacks for a profile already checked by SwimConfig.
 // Its nodes share one string intern table: one copy of each name and address per
 // run instead of one per node (half the heap at 500 nodes).
-func hostFactory(profile string, lifeguard, signed bool) StackFactory {
+func hostFactory(profile string, lifeguard, signed bool, b builds) StackFactory {
 	in := wire.NewInterner(1 << 22)
 	return HostFactory(func(name, addr string) stack.Config {
 		c, _ := SwimConfig(profile, name, addr, lifeguard)
+		if b[name] {
+			previewBuild(&c)
+		}
 		c.Interner = in
 		if signed {
 			c.Auth = swim.SimAuthority{Secret: 14}.Node(name)
@@ -323,6 +344,8 @@ type runner struct {
 	res  *Result
 	rng  *rand.Rand // the scenario's fault stream
 	wall time.Time
+	// builds names the nodes on the preview build (versions.go).
+	builds builds
 	// shards is the shard ground truth of reshard-* and drain runs.
 	shards *shardWatch
 }
@@ -366,6 +389,10 @@ func Run(o Options) (*Result, error) {
 		o.PauseMax = 24 * sc0.ProbeInterval
 	}
 	factory := o.NewStack
+	b := builds{}
+	if sc.Preview > 0 && (sc.Stack != StackSwim || factory != nil) {
+		return nil, fmt.Errorf("%w: scenario %s runs preview builds of the production swim stack only", ErrConfig, sc.Name)
+	}
 	var watch *leaseWatch
 	var sw *shardWatch
 	if sc.Stack != StackSwim {
@@ -386,7 +413,7 @@ func Run(o Options) (*Result, error) {
 		factory, watch = leaseFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease)
 	default:
 		if factory == nil {
-			factory = hostFactory(o.Profile, !o.NoLifeguard, o.SignedGossip)
+			factory = hostFactory(o.Profile, !o.NoLifeguard, o.SignedGossip, b)
 		}
 	}
 	s, err := New(Config{Seed: o.Seed, NewStack: factory})
@@ -396,7 +423,8 @@ func Run(o Options) (*Result, error) {
 	if watch != nil {
 		s.watchLeases(watch)
 	}
-	r := &runner{s: s, o: o, rng: Stream(o.Seed, "scenario/"+sc.Name), wall: time.Now(), shards: sw}
+	r := &runner{s: s, o: o, rng: Stream(o.Seed, "scenario/"+sc.Name), wall: time.Now(), shards: sw, builds: b}
+	r.choosePreview(o.Nodes-sc.Joiners, sc.Preview)
 	r.res = &Result{
 		Scenario: sc.Name, Nodes: o.Nodes, Seed: o.Seed, Profile: o.Profile,
 		Lifeguard: !o.NoLifeguard, Loss: o.Loss,

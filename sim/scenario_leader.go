@@ -147,7 +147,7 @@ func isLeaseData(b []byte) bool {
 func VoterNames(v int) []string {
 	out := make([]string, v)
 	for i := range out {
-		out[i] = fmt.Sprintf("node-%05d", i)
+		out[i] = nodeName(i)
 	}
 	return out
 }

@@ -214,7 +214,7 @@ func RunSchedule(sc Schedule, factory StackFactory) (*Sim, error) {
 		if _, err := SwimConfig(profile, "n", "a", true); err != nil {
 			return nil, err
 		}
-		factory = hostFactory(profile, true, false)
+		factory = hostFactory(profile, true, false, nil)
 	}
 	s, err := New(Config{Seed: sc.Seed, NewStack: factory})
 	if err != nil {

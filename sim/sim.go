@@ -224,11 +224,14 @@ func (s *Sim) newSlot(owner int32) int32 {
 	return slot
 }
 
+// nodeName is the name of the node of index i.
+func nodeName(i int) string { return fmt.Sprintf("node-%05d", i) }
+
 // AddNode starts a new node, alone (call Join to join it), and returns its index.
 // Names are "node-00000", "node-00001", ... by index; addresses 10.x.y.z:7946.
 func (s *Sim) AddNode() (int, error) {
 	i := int32(len(s.nodes))
-	n := &node{name: fmt.Sprintf("node-%05d", i), slow: 1}
+	n := &node{name: nodeName(int(i)), slow: 1}
 	s.nodes = append(s.nodes, n)
 	s.net.AddEndpoint()
 	s.byName[n.name] = i

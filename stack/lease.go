@@ -147,7 +147,7 @@ func (h *Stack) drainLease(now time.Time, out *Ready) {
 			ls.stats.Unroutable++
 			continue
 		}
-		ls.packer.Reset()
+		h.resetPacker(ls.packer)
 		if !ls.packer.Add(env.Msg) {
 			ls.stats.Oversized++
 			continue

@@ -163,7 +163,7 @@ func (h *Stack) handleShardStream(now time.Time, msg wire.Message) []byte {
 			h.stepShard(now, msg) // lets a deposed Controller see the higher epoch
 			return nil
 		}
-		b, err := wire.EncodeFrame(ss.ctl.Map().Wire(), h.cluster)
+		b, err := h.encodeFrame(ss.ctl.Map().Wire())
 		if err != nil {
 			ss.stats.Unencodable++
 			return nil
@@ -279,12 +279,12 @@ func (h *Stack) sendShard(env shard.Envelope, out *Ready) {
 		return
 	}
 	_, isReq := env.Msg.(*shard.MapRequest)
-	ss.packer.Reset()
+	h.resetPacker(ss.packer)
 	if !isReq && ss.packer.Add(env.Msg) {
 		out.Packets = append(out.Packets, swim.Packet{To: addr, Data: slices.Clone(ss.packer.Bytes())})
 		return
 	}
-	b, err := wire.EncodeFrame(env.Msg, h.cluster)
+	b, err := h.encodeFrame(env.Msg)
 	if err != nil {
 		ss.stats.Unencodable++
 		return

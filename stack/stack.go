@@ -164,23 +164,48 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 	}
 	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}, addrs: directory{}}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
+	h.dec.Accept(m.Versions())
 	if cfg.Lease != nil {
 		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
 		if err != nil {
 			return nil, err
 		}
 		h.lease = newLeaseState(cfg, h.cluster, lm)
+		h.lease.reader.Accept(m.Versions())
 	}
 	if cfg.Shard != nil {
 		if h.shard, err = newShardState(cfg, h.cluster, rng); err != nil {
 			return nil, err
 		}
+		h.shard.reader.Accept(m.Versions())
 	}
 	return h, nil
 }
 
 // Swim exposes the membership machine for reads (Members, Digest, ...).
 func (h *Stack) Swim() *swim.Machine { return h.swim }
+
+// HasFeature reports whether every feature of f is on in this node's view: this
+// node and every live member it holds advertise it (PROTOCOL.md section 7).
+// Behaviour that needs the whole cluster's support asks this each time it acts.
+func (h *Stack) HasFeature(f wire.Features) bool { return h.swim.Features().Has(f) }
+
+// encodeFrame encodes m as a stream frame at the version every member speaks
+// (swim.Machine.SendVersion), so a rolling upgrade keeps talking to old nodes.
+func (h *Stack) encodeFrame(m wire.Message) ([]byte, error) {
+	return h.encodeFrameAt(m, h.swim.SendVersion())
+}
+
+func (h *Stack) encodeFrameAt(m wire.Message, v uint8) ([]byte, error) {
+	return wire.EncodeFrameVersion(m, v, h.cluster)
+}
+
+// resetPacker starts a packet of a lease or shard machine at the version the
+// membership machine sends at.
+func (h *Stack) resetPacker(p *wire.Packer) {
+	p.SetVersion(h.swim.SendVersion())
+	p.Reset()
+}
 
 // HandlePacket feeds a received datagram to every machine.
 func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
@@ -200,7 +225,7 @@ func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
 // counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
 func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 	defer h.process(now)
-	msg, ok := h.decodeFrame(req)
+	msg, ver, ok := h.decodeFrame(req)
 	if !ok {
 		return nil
 	}
@@ -217,7 +242,10 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 		return nil
 	}
 	reply.Meta = h.snapshot()
-	b, err := wire.EncodeFrame(reply, h.cluster)
+	// Answered at the request's version when that is lower than ours: a node
+	// restarted onto an older build (a rollback) is still held at its newer range
+	// until its refutation spreads, and this reply is what tells it to refute.
+	b, err := h.encodeFrameAt(reply, min(ver, h.swim.SendVersion()))
 	if err != nil {
 		panic("stack: encoding our own push-pull: " + err.Error())
 	}
@@ -235,7 +263,7 @@ func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
 	}
 	delete(h.streams, id)
 	defer h.process(now)
-	msg, ok := h.decodeFrame(reply)
+	msg, _, ok := h.decodeFrame(reply)
 	if s.shard {
 		if ok && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
 			h.stepShard(now, msg)
@@ -263,7 +291,7 @@ func (h *Stack) stream(to string, data []byte, shard bool) {
 // decodeFrame decodes a plain frame of our cluster, counting what it drops: a
 // frame of another cluster label as foreign, as its packets are, anything else
 // (unknown type included) as malformed.
-func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
+func (h *Stack) decodeFrame(frame []byte) (wire.Message, uint8, bool) {
 	hdr, msg, err := wire.DecodeFrame(frame, h.cfg.MaxFrame, &h.dec)
 	if err == nil {
 		err = hdr.CheckCluster(h.cluster)
@@ -271,12 +299,12 @@ func (h *Stack) decodeFrame(frame []byte) (wire.Message, bool) {
 	switch {
 	case errors.Is(err, wire.ErrCluster):
 		h.swim.CountForeign()
-		return nil, false
+		return nil, 0, false
 	case err != nil:
 		h.swim.CountMalformed()
-		return nil, false
+		return nil, 0, false
 	}
-	return msg, true
+	return msg, hdr.Version, true
 }
 
 // StreamFailed reports that stream id could not complete. An id that is not open
@@ -384,7 +412,7 @@ func (h *Stack) process(now time.Time) {
 		h.addrs.track(r.Events)
 		for _, s := range r.Streams {
 			s.Msg.Meta = h.snapshot()
-			b, err := wire.EncodeFrame(s.Msg, h.cluster)
+			b, err := h.encodeFrame(s.Msg)
 			if err != nil {
 				panic("stack: encoding our own push-pull: " + err.Error())
 			}

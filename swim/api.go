@@ -39,6 +39,13 @@ type Member struct {
 	Incarnation uint64
 	Status      Status
 	Since       time.Time // when Status last changed locally
+	// ProtoMin..ProtoMax are the protocol versions it announced, Features the
+	// features it advertises (PROTOCOL.md section 7): what an upgrade watches.
+	ProtoMin, ProtoMax uint8
+	Features           wire.Features
+	// Health is the Local Health Multiplier it reported in its last direct ack
+	// (1 healthy; FeatureAckHealth), 0 when unknown.
+	Health uint8
 }
 
 // EventKind says what changed.
@@ -112,7 +119,7 @@ type Ready struct {
 
 // Refusal is a claim that Member, at Addr, speaks protocol versions
 // ProtoMin..ProtoMax, refused because that range is invalid or does not overlap
-// [wire.MinProtocolVersion, wire.ProtocolVersion].
+// the receiver's own (Config.Versions).
 type Refusal struct {
 	Member, Addr       string
 	ProtoMin, ProtoMax uint8

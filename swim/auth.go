@@ -105,7 +105,7 @@ func (m *Machine) mayVerify() bool {
 // Auth, else only with name's valid signature, which is then kept as the record's
 // proof. Refusals are counted; a forged one is reported (Ready.Forged), an
 // unknown signer asks for a certificate sync with the packet's source.
-func (m *Machine) checkAlive(name, addr string, inc uint64, pmin, pmax uint8, sig []byte) bool {
+func (m *Machine) checkAlive(name, addr string, inc uint64, pmin, pmax uint8, feat wire.Features, sig []byte) bool {
 	a := m.cfg.Auth
 	if a == nil {
 		return true
@@ -115,11 +115,11 @@ func (m *Machine) checkAlive(name, addr string, inc uint64, pmin, pmax uint8, si
 		if !m.mayVerify() {
 			return false
 		}
-		v = a.Verify(name, wire.AliveClaim(m.cfg.ClusterLabel, name, addr, inc, pmin, pmax), sig)
+		v = a.Verify(name, wire.AliveClaim(m.cfg.ClusterLabel, name, addr, inc, pmin, pmax, feat), sig)
 	}
 	if !m.verdict(v, len(sig) > 0, Forgery{Member: name, Addr: addr, From: m.claimFrom, Incarnation: inc}) {
 		if v == VerdictUnknown && len(sig) > 0 {
-			m.keepPending(pendingAlive{name: name, addr: addr, inc: inc, pmin: pmin, pmax: pmax, sig: sig})
+			m.keepPending(pendingAlive{name: name, addr: addr, inc: inc, pmin: pmin, pmax: pmax, feat: feat, sig: sig})
 		}
 		return false
 	}
@@ -197,7 +197,7 @@ func (m *Machine) proofOf(mem *member) []byte {
 	if mem != m.self {
 		return nil
 	}
-	claim := wire.AliveClaim(m.cfg.ClusterLabel, mem.Name, mem.Addr, mem.Incarnation, mem.protoMin, mem.protoMax)
+	claim := wire.AliveClaim(m.cfg.ClusterLabel, mem.Name, mem.Addr, mem.Incarnation, mem.protoMin, mem.protoMax, mem.features)
 	if left {
 		claim = wire.LeaveClaim(m.cfg.ClusterLabel, mem.Name, mem.Incarnation)
 	}
@@ -251,6 +251,7 @@ type pendingAlive struct {
 	name, addr string
 	inc        uint64
 	pmin, pmax uint8
+	feat       wire.Features
 	sig        []byte
 }
 
@@ -278,7 +279,7 @@ func (m *Machine) retryPending(now time.Time) {
 	ps := m.pending
 	m.pending = nil
 	for _, p := range ps {
-		m.applyAlive(now, p.name, p.addr, p.inc, p.pmin, p.pmax, p.sig)
+		m.applyAlive(now, p.name, p.addr, p.inc, p.pmin, p.pmax, p.feat, p.sig)
 	}
 }
 

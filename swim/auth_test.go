@@ -31,7 +31,7 @@ func strictNet(t *testing.T, n int) *tnet {
 // aliveAs is an Alive about node signed with signer's key.
 func aliveAs(signer, node, addr string, inc uint64) *wire.Alive {
 	a := &wire.Alive{Node: node, Addr: addr, Incarnation: inc, ProtoMin: wire.MinProtocolVersion, ProtoMax: wire.ProtocolVersion}
-	a.Sig = testCA.SignAs(signer, wire.AliveClaim("", node, addr, inc, a.ProtoMin, a.ProtoMax))
+	a.Sig = testCA.SignAs(signer, wire.AliveClaim("", node, addr, inc, a.ProtoMin, a.ProtoMax, a.Features))
 	return a
 }
 

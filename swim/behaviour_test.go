@@ -57,6 +57,7 @@ func decodePackets(t failer, pkts []Packet) []decoded {
 	t.Helper()
 	var out []decoded
 	var r wire.PacketReader
+	r.Accept(wire.Versions{Min: 1, Max: wire.PreviewVersion}) // preview nodes' packets too
 	var d wire.Decoder
 	for _, p := range pkts {
 		if _, err := r.Reset(p.Data); err != nil {

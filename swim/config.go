@@ -189,6 +189,19 @@ type Config struct {
 	// Lifeguard switches the Lifeguard extensions; all on by default.
 	Lifeguard Lifeguard
 
+	// Versions is the range of protocol versions this node speaks and announces;
+	// zero is wire.DefaultVersions (what a release speaks, 1..1). Only tests set
+	// it, to 1..wire.PreviewVersion, to run mixed-version clusters (PROTOCOL.md
+	// section 7): a node sends at the highest version every member it holds
+	// speaks, so raising Max alone changes nothing on the wire while an older
+	// member is held.
+	Versions wire.Versions
+	// Features are the protocol features this node advertises (wire.Features);
+	// each is used only while every live member advertises it (Machine.Features).
+	// Zero in both profiles: no release has gated behaviour yet; tests of the
+	// preview version set wire.FeatureAckHealth.
+	Features wire.Features
+
 	// Interner, when set, is the string table the machine's decoder interns
 	// member names and addresses in, shared with other machines of the process
 	// (the simulator runs thousands): each name is then held once per process
@@ -274,6 +287,10 @@ func (c *Config) Validate() error {
 		return bad("Name", "is empty")
 	case len(c.Name) > wire.MaxString:
 		return bad("Name", fmt.Sprintf("is longer than %d bytes", wire.MaxString))
+	case c.Versions.OrDefault().Validate() != nil:
+		return bad("Versions", c.Versions.OrDefault().Validate().Error())
+	case c.Features&^wire.KnownFeatures != 0:
+		return bad("Features", fmt.Sprintf("has bits %#x this build does not implement (known: %s)", uint64(c.Features&^wire.KnownFeatures), wire.KnownFeatures))
 	case c.Addr == "":
 		return bad("Addr", "is empty")
 	case len(c.Addr) > wire.MaxString:

@@ -54,6 +54,7 @@ type Stats struct {
 	ClaimsOverBudget    uint64 // not verified: the packet had used its maxVerifiesPerPacket
 	CertSyncs           uint64
 	SignFailures        uint64
+	HealthReports       uint64 // direct acks that carried the responder's local health (FeatureAckHealth)
 	PacketsIn           uint64
 	PacketsOut          uint64
 	BytesIn             uint64
@@ -87,6 +88,8 @@ type member struct {
 	tombIdx            int32  // index in Machine.tombs; -1 unless dead or left
 	Status             Status
 	protoMin, protoMax uint8
+	features           wire.Features
+	health             uint8 // its Local Health Multiplier from its last direct ack (FeatureAckHealth); 0 unknown
 	// verified: a packet from Addr proved the member answers there (vouch). Until
 	// then Addr gets no streams and, beside probes (ours and those we relay) and
 	// eager pushes, at most one packet a ProbeInterval (PROTOCOL.md 10.9). Kept
@@ -178,21 +181,30 @@ type Machine struct {
 	rng         *rand.Rand
 	clusterHash uint32
 
-	epoch   time.Time // the now of New; member.since counts from it
-	self    *member
-	members memberTable
-	plist   []*member // probe order, everyone but us; reshuffled each round
-	pidx    int
-	tombs   []*member // dead and left members; the dead ones are reconnect candidates
-	seeds   []string
-	live    int // alive and suspect members, us included
-	digest  viewDigest
-	health  int // local health score, 0..AwarenessMaxMultiplier-1
-	leaving bool
-	seq     uint32
-	probe   probeState
-	relays  []relay
-	finals  []finalProbe
+	epoch time.Time // the now of New; member.since counts from it
+	// Versions and features (versions.go): our range, the version we send at,
+	// the features on in our view, and the live members behind both.
+	versions     wire.Versions
+	sendVersion  uint8
+	enabled      wire.Features
+	pxCount      [256]int32 // live members other than us by announced ProtoMax
+	peersCounted int32      // live members other than us (the sum of pxCount)
+	versionCap   uint8      // while handling a packet: its version (capVersion); else 0
+	lacking      [64]int32  // live members other than us without feature bit b (bits of Config.Features only)
+	self         *member
+	members      memberTable
+	plist        []*member // probe order, everyone but us; reshuffled each round
+	pidx         int
+	tombs        []*member // dead and left members; the dead ones are reconnect candidates
+	seeds        []string
+	live         int // alive and suspect members, us included
+	digest       viewDigest
+	health       int // local health score, 0..AwarenessMaxMultiplier-1
+	leaving      bool
+	seq          uint32
+	probe        probeState
+	relays       []relay
+	finals       []finalProbe
 	// challenges holds, per unverified address, the last packet sent there
 	// (allow): one a ProbeInterval per address however many members claim it.
 	challenges map[string]challenge
@@ -284,9 +296,14 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Machine, error) {
 		viewChanged: now,
 	}
 	m.dec.Share(cfg.Interner)
+	m.versions = cfg.Versions.OrDefault()
+	m.reader.Accept(m.versions)
+	m.dec.Accept(m.versions)
 	m.self = m.members.add(cfg.Name)
 	m.self.Addr, m.self.Status = cfg.Addr, StatusAlive
-	m.self.protoMin, m.self.protoMax = wire.MinProtocolVersion, wire.ProtocolVersion
+	m.self.protoMin, m.self.protoMax, m.self.features = m.versions.Min, m.versions.Max, cfg.Features
+	m.refreshVersions() // alone: our Min, no features
+	m.packer.Reset()
 	m.self.probeIdx, m.self.tombIdx = -1, -1
 	m.digest.add(m.self.hash())
 	m.live = 1
@@ -351,7 +368,8 @@ func (m *Machine) Local() Member { return m.public(m.self) }
 
 // public is mem as the API shows it.
 func (m *Machine) public(mem *member) Member {
-	return Member{Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation, Status: mem.Status, Since: m.epoch.Add(mem.since)}
+	return Member{Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation, Status: mem.Status, Since: m.epoch.Add(mem.since),
+		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax, Features: mem.features, Health: mem.health}
 }
 
 // LocalHealth is the Local Health Multiplier's score: 0 when healthy, up to
@@ -676,7 +694,8 @@ func (m *Machine) localState(join bool) *wire.PushPull {
 		pp.Nodes[i] = wire.NodeState{
 			Name: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
 			Status: wire.NodeStatus(mem.Status), ProtoMin: mem.protoMin, ProtoMax: mem.protoMax,
-			Sig: m.proofOf(mem),
+			Features: mem.features,
+			Sig:      m.proofOf(mem),
 		}
 	}
 	return pp // the host fills pp.Meta when it encodes the frame: snapshots are built lazily
@@ -785,12 +804,12 @@ func (m *Machine) merge(now time.Time, from string, pp *wire.PushPull) {
 		}
 		switch ns.Status {
 		case wire.StatusAlive:
-			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Sig)
+			m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Features, ns.Sig)
 		case wire.StatusSuspect:
 			// Without its member's signature (a suspicion raised the incarnation
 			// past the last Alive) the record is only an accusation.
 			if len(ns.Sig) > 0 || m.cfg.Auth == nil {
-				m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Sig)
+				m.applyAlive(now, ns.Name, ns.Addr, ns.Incarnation, ns.ProtoMin, ns.ProtoMax, ns.Features, ns.Sig)
 			}
 			m.applySuspect(now, ns.Name, ns.Incarnation, "")
 		case wire.StatusDead:
@@ -971,6 +990,6 @@ func (m *Machine) queueFact(msg wire.Message, node string) {
 func (m *Machine) aliveMsg(mem *member) *wire.Alive {
 	return &wire.Alive{
 		Node: mem.Name, Addr: mem.Addr, Incarnation: mem.Incarnation,
-		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax, Sig: m.proofOf(mem),
+		ProtoMin: mem.protoMin, ProtoMax: mem.protoMax, Features: mem.features, Sig: m.proofOf(mem),
 	}
 }

@@ -23,6 +23,8 @@ func (m *Machine) HandlePacket(now time.Time, from string, data []byte) {
 		m.stats.ForeignPackets++
 		return
 	}
+	m.capVersion(h.Version)
+	defer m.capVersion(0)
 	m.eagerOK = true
 	m.curFrom, m.claimFrom = from, from
 	m.verifies, m.forgedInput = maxVerifiesPerPacket, false
@@ -77,7 +79,7 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 		if err := m.dec.Decode(body, &in.ack); err != nil {
 			return err
 		}
-		m.onAck(now, from, in.ack.Seq)
+		m.onAck(now, from, &in.ack)
 	case wire.TypeNack:
 		if err := m.dec.Decode(body, &in.nack); err != nil {
 			return err
@@ -94,7 +96,7 @@ func (m *Machine) handleMessage(now time.Time, from string, typ wire.MsgType, bo
 		if !m.addrOK(a.Addr) {
 			return errBadAddr
 		}
-		m.applyAlive(now, a.Node, a.Addr, a.Incarnation, a.ProtoMin, a.ProtoMax, a.Sig)
+		m.applyAlive(now, a.Node, a.Addr, a.Incarnation, a.ProtoMin, a.ProtoMax, a.Features, a.Sig)
 		if a.Addr == from {
 			m.vouch(m.members.get(a.Node), from) // a member announcing itself
 		}
@@ -166,7 +168,11 @@ func (m *Machine) onPing(from string, p *wire.Ping) {
 	}
 	to := m.replyAddr(from, p.Source, p.SourceAddr)
 	m.packer.Reset()
-	m.packer.Add(&wire.Ack{Seq: p.Seq})
+	ack := wire.Ack{Seq: p.Seq}
+	if m.enabled.Has(wire.FeatureAckHealth) {
+		ack.LocalHealth = uint8(m.health + 1)
+	}
+	m.packer.Add(&ack)
 	if m.echoDigest {
 		// The prober's digest, earlier in this packet, disagreed with ours: tell
 		// it, so that it too sees the disagreement (and keeps sending digests)
@@ -228,7 +234,8 @@ func (m *Machine) onIndirectPing(now time.Time, from string, ip *wire.IndirectPi
 
 // onAck completes our probe, or relays the ack of an indirect probe we ran. An Ack
 // of a Ping we sent, from the address we sent it to, verifies its target there.
-func (m *Machine) onAck(now time.Time, from string, seq uint32) {
+func (m *Machine) onAck(now time.Time, from string, ack *wire.Ack) {
+	seq := ack.Seq
 	if c, ok := m.challenges[from]; ok && c.seq == seq {
 		m.vouch(m.members.get(c.name), from) // the entry stays: other names there keep their allowance
 	}
@@ -246,6 +253,10 @@ func (m *Machine) onAck(now time.Time, from string, seq uint32) {
 		if from == m.probe.target.Addr { // direct: a relayed ack times the helper's path too
 			m.out.RTTs = append(m.out.RTTs, RTT{Member: m.probe.target.Name, Sample: now.Sub(m.probe.sent)})
 			m.vouch(m.probe.target, from)
+			if ack.LocalHealth > 0 && m.enabled.Has(wire.FeatureAckHealth) {
+				m.probe.target.health = ack.LocalHealth
+				m.stats.HealthReports++
+			}
 		}
 		m.probe = probeState{}
 		if m.cfg.Lifeguard.LocalHealth {

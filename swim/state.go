@@ -28,19 +28,24 @@ import (
 //     incarnation to refute it with.
 
 // applyAlive handles "name is alive at addr with incarnation inc".
-func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8, sig []byte) {
+func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin, pmax uint8, feat wire.Features, sig []byte) {
 	if name == "" || addr == "" || len(name) > wire.MaxString || len(addr) > wire.MaxString {
 		m.stats.Malformed++
 		return
 	}
 	if name == m.self.Name {
-		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && addr == m.self.Addr) || !m.plausible(m.self.Incarnation, inc) ||
-			!m.checkAlive(name, addr, inc, pmin, pmax, sig) {
+		same := addr == m.self.Addr && pmin == m.self.protoMin && pmax == m.self.protoMax && feat == m.self.features
+		if m.leaving || inc < m.self.Incarnation || (inc == m.self.Incarnation && same) || !m.plausible(m.self.Incarnation, inc) ||
+			!m.checkAlive(name, addr, inc, pmin, pmax, feat, sig) {
 			return
 		}
 		// Someone holds a newer or conflicting claim about us: a previous life of
 		// this node, or another node using our name. Out-bid it; at another
-		// address it is a conflict the host should name (NameConflict).
+		// address it is a conflict the host should name (NameConflict). A claim
+		// at our incarnation and address with other versions or features is a
+		// previous life of ours on another build (a restart during an upgrade or
+		// a rollback, which starts again at incarnation 0): unless we out-bid it,
+		// the cluster keeps our old range and features for good.
 		if addr != m.self.Addr {
 			m.stats.NameConflicts++
 			m.conflictAddr = addr
@@ -48,7 +53,7 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.refute(now, inc)
 		return
 	}
-	if !wire.Speaks(pmin, pmax) {
+	if !m.versions.Speaks(pmin, pmax) {
 		m.refuseVersions(name, addr, pmin, pmax)
 		return
 	}
@@ -61,15 +66,16 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 			m.stats.MembersRefused++
 			return
 		}
-		if !m.checkAlive(name, addr, inc, pmin, pmax, sig) {
+		if !m.checkAlive(name, addr, inc, pmin, pmax, feat, sig) {
 			return
 		}
 		mem = m.members.add(name)
 		mem.Addr, mem.Incarnation, mem.Status, mem.since = addr, inc, StatusAlive, now.Sub(m.epoch)
-		mem.protoMin, mem.protoMax, mem.probeIdx, mem.tombIdx = pmin, pmax, -1, -1
+		mem.protoMin, mem.protoMax, mem.features, mem.probeIdx, mem.tombIdx = pmin, pmax, feat, -1, -1
 		m.digest.add(mem.hash())
 		m.viewChanged = now
 		m.live++
+		m.account(mem, 1)
 		// A new member goes to a random place of the probe order (SWIM §4.3), so
 		// it is probed within one round wherever it lands.
 		m.plist = append(m.plist, mem)
@@ -81,15 +87,21 @@ func (m *Machine) applyAlive(now time.Time, name, addr string, inc uint64, pmin,
 		m.queueFact(m.aliveMsg(mem), name)
 		return
 	}
-	if inc <= mem.Incarnation || !m.checkAlive(name, addr, inc, pmin, pmax, sig) {
+	if inc <= mem.Incarnation || !m.checkAlive(name, addr, inc, pmin, pmax, feat, sig) {
 		return
 	}
 	old := mem.Status
-	addrChanged := mem.Addr != addr || mem.protoMin != pmin || mem.protoMax != pmax
+	addrChanged := mem.Addr != addr || mem.protoMin != pmin || mem.protoMax != pmax || mem.features != feat
 	if mem.Addr != addr {
 		mem.verified = false // the new address has not answered as the member yet
 	}
-	mem.Addr, mem.protoMin, mem.protoMax = addr, pmin, pmax
+	if isLive(old) {
+		m.account(mem, -1) // counted again below with what it announces now
+	}
+	mem.Addr, mem.protoMin, mem.protoMax, mem.features = addr, pmin, pmax, feat
+	if isLive(old) {
+		m.account(mem, 1)
+	}
 	m.setState(now, mem, inc, StatusAlive)
 	switch {
 	case old == StatusDead || old == StatusLeft:
@@ -309,6 +321,7 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 	switch wasLive, nowLive := isLive(old), isLive(status); {
 	case wasLive && !nowLive:
 		m.live--
+		m.account(mem, -1)
 		if mem != m.self {
 			mem.tombIdx = int32(len(m.tombs))
 			m.tombs = append(m.tombs, mem)
@@ -316,6 +329,7 @@ func (m *Machine) setState(now time.Time, mem *member, inc uint64, status Status
 		}
 	case !wasLive && nowLive:
 		m.live++
+		m.account(mem, 1)
 		m.dropTomb(mem)
 	}
 }

@@ -40,6 +40,8 @@ const (
 	keyStatus      = "st"
 	keyHash        = "h"
 	keyMembers     = "c"
+	keyFeatures    = "ft"
+	keyLocalHealth = "lh"
 	keySig         = "sg"
 	keyCertHave    = "ch"
 	keyCerts       = "cs"
@@ -65,26 +67,34 @@ func appendBody(b []byte, m Message) []byte {
 		b = msgp.AppendBool(msgp.AppendStr(b, keyWantNack), m.WantNack)
 	case *Ack:
 		// An empty payload (the usual case) is left out: 4 bytes of every ack,
-		// and a receiver reads a missing key as empty anyway.
-		if len(m.Payload) == 0 {
-			b = msgp.AppendMapHeader(b, 1)
-			b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
-			break
+		// and a receiver reads a missing key as empty anyway. So is a zero
+		// LocalHealth: only senders with FeatureAckHealth on write it.
+		n := 1
+		if len(m.Payload) > 0 {
+			n++
 		}
-		b = msgp.AppendMapHeader(b, 2)
+		if m.LocalHealth > 0 {
+			n++
+		}
+		b = msgp.AppendMapHeader(b, n)
 		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
-		b = msgp.AppendBin(msgp.AppendStr(b, keyPayload), m.Payload)
+		if len(m.Payload) > 0 {
+			b = msgp.AppendBin(msgp.AppendStr(b, keyPayload), m.Payload)
+		}
+		if m.LocalHealth > 0 {
+			b = msgp.AppendUint(msgp.AppendStr(b, keyLocalHealth), uint64(m.LocalHealth))
+		}
 	case *Nack:
 		b = msgp.AppendMapHeader(b, 1)
 		b = msgp.AppendUint(msgp.AppendStr(b, keySeq), uint64(m.Seq))
 	case *Alive:
-		b = msgp.AppendMapHeader(b, 5+present(m.Sig))
+		b = msgp.AppendMapHeader(b, 5+featuresKey(m.Features)+present(m.Sig))
 		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
 		b = msgp.AppendStr(msgp.AppendStr(b, keyAddr), m.Addr)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), m.Incarnation)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMin), uint64(m.ProtoMin))
 		b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMax), uint64(m.ProtoMax))
-		b = appendSig(b, m.Sig)
+		b = appendSig(appendFeatures(b, m.Features), m.Sig)
 	case *Suspect:
 		b = msgp.AppendMapHeader(b, 3)
 		b = msgp.AppendStr(msgp.AppendStr(b, keyNode), m.Node)
@@ -154,6 +164,15 @@ func present[T any](v []T) int {
 	return 1
 }
 
+// featuresKey is 1 when a Features key is written: only when not empty, so a
+// node advertising none (every release so far) sends what version 1 always sent.
+func featuresKey(f Features) int {
+	if f == 0 {
+		return 0
+	}
+	return 1
+}
+
 func appendSig(b, sig []byte) []byte {
 	if len(sig) == 0 {
 		return b
@@ -161,15 +180,22 @@ func appendSig(b, sig []byte) []byte {
 	return msgp.AppendBin(msgp.AppendStr(b, keySig), sig)
 }
 
+func appendFeatures(b []byte, f Features) []byte {
+	if f == 0 {
+		return b
+	}
+	return msgp.AppendUint(msgp.AppendStr(b, keyFeatures), uint64(f))
+}
+
 func appendNodeState(b []byte, s *NodeState) []byte {
-	b = msgp.AppendMapHeader(b, 6+present(s.Sig))
+	b = msgp.AppendMapHeader(b, 6+featuresKey(s.Features)+present(s.Sig))
 	b = msgp.AppendStr(msgp.AppendStr(b, keyNode), s.Name)
 	b = msgp.AppendStr(msgp.AppendStr(b, keyAddr), s.Addr)
 	b = msgp.AppendUint(msgp.AppendStr(b, keyIncarnation), s.Incarnation)
 	b = msgp.AppendUint(msgp.AppendStr(b, keyStatus), uint64(s.Status))
 	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMin), uint64(s.ProtoMin))
 	b = msgp.AppendUint(msgp.AppendStr(b, keyProtoMax), uint64(s.ProtoMax))
-	return appendSig(b, s.Sig)
+	return appendSig(appendFeatures(b, s.Features), s.Sig)
 }
 
 // NewMessage returns a new zero message of type t, or nil if this build does not
@@ -384,6 +410,9 @@ func decodeAck(r *msgp.Reader, n int, m *Ack) error {
 			m.Seq = uint32(v)
 		case keyPayload:
 			m.Payload, err = bytesInto(r, buf)
+		case keyLocalHealth:
+			v, err = r.UintMax(math.MaxUint8)
+			m.LocalHealth = uint8(v)
 		default:
 			err = r.Skip()
 		}
@@ -424,6 +453,9 @@ func (d *Decoder) decodeAlive(r *msgp.Reader, n int, m *Alive) error {
 		case keyProtoMax:
 			v, err = r.UintMax(math.MaxUint8)
 			m.ProtoMax = uint8(v)
+		case keyFeatures:
+			v, err = r.Uint()
+			m.Features = Features(v)
 		case keySig:
 			m.Sig, err = sigInto(r, sig)
 		default:
@@ -536,6 +568,9 @@ func (d *Decoder) decodeNodeState(r *msgp.Reader, s *NodeState) error {
 		case keyProtoMax:
 			v, err = r.UintMax(math.MaxUint8)
 			s.ProtoMax = uint8(v)
+		case keyFeatures:
+			v, err = r.Uint()
+			s.Features = Features(v)
 		case keySig:
 			s.Sig, err = sigInto(r, nil)
 		default:

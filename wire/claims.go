@@ -29,17 +29,18 @@ const (
 )
 
 // AliveClaim is the byte string a member signs to say it is alive at addr with
-// incarnation inc, speaking versions pmin..pmax, in the cluster of label
-// (PROTOCOL.md 10.10): the context string, then label, name and addr each as a
-// 2-byte big-endian length and its bytes, then inc as 8 bytes big-endian, pmin
-// and pmax one byte each. Strings longer than MaxString never reach it (they
+// incarnation inc, speaking versions pmin..pmax and advertising features feat,
+// in the cluster of label (PROTOCOL.md 10.10): the context string, then label,
+// name and addr each as a 2-byte big-endian length and its bytes, then inc as 8
+// bytes big-endian, pmin and pmax one byte each, feat as 8 bytes big-endian
+// (signed, so another key holder cannot switch a member's features on or off). Strings longer than MaxString never reach it (they
 // are refused at decoding).
-func AliveClaim(label, name, addr string, inc uint64, pmin, pmax uint8) []byte {
-	b := make([]byte, 0, len(aliveClaimContext)+6+len(label)+len(name)+len(addr)+10)
+func AliveClaim(label, name, addr string, inc uint64, pmin, pmax uint8, feat Features) []byte {
+	b := make([]byte, 0, len(aliveClaimContext)+6+len(label)+len(name)+len(addr)+18)
 	b = append(b, aliveClaimContext...)
 	b = appendClaimStr(appendClaimStr(appendClaimStr(b, label), name), addr)
 	b = binary.BigEndian.AppendUint64(b, inc)
-	return append(b, pmin, pmax)
+	return binary.BigEndian.AppendUint64(append(b, pmin, pmax), uint64(feat))
 }
 
 // LeaveClaim is the byte string a member signs to say it left at incarnation inc:

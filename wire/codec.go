@@ -62,10 +62,15 @@ func appendHeader(b []byte, h Header) []byte {
 	return binary.BigEndian.AppendUint32(b, h.ClusterHash)
 }
 
-// parseHeader checks magic and version of a packet at least HeaderSize long. The
-// version is checked before anything else is interpreted: a newer version may
-// lay out the rest differently.
-func parseHeader(data []byte) (Header, error) {
+// knownLayouts are the versions whose header and body layout this build knows:
+// Seal and Open need no more than that, the node's own range is checked by
+// PacketReader, Decoder (frames) and PacketVersion/FrameVersion.
+var knownLayouts = Versions{MinProtocolVersion, PreviewVersion}
+
+// parseHeader checks magic and version (against v) of a packet at least
+// HeaderSize long. The version is checked before anything else is interpreted: a
+// newer version may lay out the rest differently.
+func parseHeader(data []byte, v Versions) (Header, error) {
 	if len(data) < HeaderSize {
 		return Header{}, ErrTruncated
 	}
@@ -78,10 +83,7 @@ func parseHeader(data []byte) (Header, error) {
 		KeyID:       data[4],
 		ClusterHash: binary.BigEndian.Uint32(data[5:9]),
 	}
-	if h.Version < MinProtocolVersion || h.Version > ProtocolVersion {
-		return h, &VersionError{Got: h.Version, Min: MinProtocolVersion, Max: ProtocolVersion}
-	}
-	return h, nil
+	return h, v.Check(h.Version)
 }
 
 func checksum(b []byte) uint32 { return uint32(xxhash.Sum64(b)) }
@@ -111,6 +113,11 @@ func NewPacker(mtu int, clusterHash uint32) *Packer {
 	p.Reset()
 	return p
 }
+
+// SetVersion makes the packets built from the next Reset carry protocol version
+// v: the highest version every member the sender holds speaks (PROTOCOL.md
+// section 7). NewPacker starts at ProtocolVersion.
+func (p *Packer) SetVersion(v uint8) { p.hdr.Version = v }
 
 // Reset empties the packet so the Packer can build the next one.
 func (p *Packer) Reset() {
@@ -184,22 +191,27 @@ func AppendRawMessage(dst []byte, t MsgType, body []byte) []byte {
 // PacketReader walks the messages of a received plain (unsealed) packet without
 // allocating per message.
 type PacketReader struct {
-	data []byte // the packet without its checksum
-	pos  int    // start of the next message
-	typ  MsgType
-	body []byte
-	err  error
+	versions Versions // accepted versions (Accept); zero: DefaultVersions
+	data     []byte   // the packet without its checksum
+	pos      int      // start of the next message
+	typ      MsgType
+	body     []byte
+	err      error
 }
+
+// Accept makes Reset accept packets of the versions in v (the node's own range)
+// instead of DefaultVersions; a packet of another version is a *VersionError.
+func (r *PacketReader) Accept(v Versions) { r.versions = v }
 
 // Reset validates data (magic, version, checksum, bounds) and positions the reader
 // before the first message. The reader aliases data.
 func (r *PacketReader) Reset(data []byte) (Header, error) {
-	*r = PacketReader{}
+	*r = PacketReader{versions: r.versions}
 	if len(data) < HeaderSize+ChecksumSize {
 		r.err = ErrTruncated
 		return Header{}, r.err
 	}
-	h, err := parseHeader(data)
+	h, err := parseHeader(data, r.versions.OrDefault())
 	if err == nil && h.Flags&FlagSealed != 0 {
 		err = ErrSealed
 	}
@@ -273,9 +285,14 @@ func splitMessage(b []byte) (MsgType, []byte, int, error) {
 // capacity of the slices already in the message passed to Decode: a caller that
 // keeps a decoded slice and decodes again into the same message must copy it first.
 type Decoder struct {
-	strs   map[string]string // intern table, emptied when it reaches internLimit
-	shared *Interner         // used instead of strs when set (Share)
+	strs     map[string]string // intern table, emptied when it reaches internLimit
+	shared   *Interner         // used instead of strs when set (Share)
+	versions Versions          // accepted by DecodeFrame (Accept); zero: DefaultVersions
 }
+
+// Accept makes DecodeFrame with d accept frames of the versions in v (the node's
+// own range) instead of DefaultVersions.
+func (d *Decoder) Accept(v Versions) { d.versions = v }
 
 // Share makes d intern strings in the table in, shared with other Decoders, instead
 // of a table of its own; nil goes back to an own table. Many nodes in one process
@@ -313,9 +330,18 @@ func (d *Decoder) Decode(body []byte, m Message) error { return d.decode(body, m
 // xxhash64 (seed 0) of the label's UTF-8 bytes.
 func ClusterHash(label string) uint32 { return uint32(xxhash.Sum64String(label)) }
 
-// EncodeFrame encodes m as one complete plain stream frame: length prefix, then a
-// packet-form body (header with clusterHash, m compressed when that pays, checksum).
-func EncodeFrame(m Message, clusterHash uint32) ([]byte, error) { return encodeFrame(m, clusterHash) }
+// EncodeFrame encodes m as one complete plain stream frame of ProtocolVersion:
+// length prefix, then a packet-form body (header with clusterHash, m compressed
+// when that pays, checksum).
+func EncodeFrame(m Message, clusterHash uint32) ([]byte, error) {
+	return encodeFrame(m, ProtocolVersion, clusterHash)
+}
+
+// EncodeFrameVersion is EncodeFrame at protocol version v: what a node sends when
+// some member it holds speaks only older versions than its own newest.
+func EncodeFrameVersion(m Message, v uint8, clusterHash uint32) ([]byte, error) {
+	return encodeFrame(m, v, clusterHash)
+}
 
 // DecodeFrame decodes one complete plain stream frame, refusing anything that would
 // decompress beyond maxSize bytes (DefaultMaxFrame if maxSize is 0 or less). A
@@ -326,15 +352,21 @@ func DecodeFrame(frame []byte, maxSize int, d *Decoder) (Header, Message, error)
 }
 
 // FrameVersion returns the *VersionError of a frame (plain or sealed, length prefix
-// included) of a protocol version this node does not speak, and nil otherwise,
-// whatever else may be wrong with it: a receiver tells that drop, which names both
-// versions, from the others before opening or decoding the frame.
-func FrameVersion(frame []byte) error {
+// included) of a protocol version outside v, the node's own range, and nil
+// otherwise, whatever else may be wrong with it: a receiver tells that drop, which
+// names both versions, from the others before opening or decoding the frame.
+func FrameVersion(frame []byte, v Versions) error {
 	body, err := frameBody(frame)
 	if err != nil {
 		return nil
 	}
-	if _, err := parseHeader(body); errors.Is(err, ErrUnsupportedVersion) {
+	return PacketVersion(body, v)
+}
+
+// PacketVersion is FrameVersion for a packet, plain or sealed: checked before Open,
+// so a sealed packet of a version the node does not speak is named as such.
+func PacketVersion(packet []byte, v Versions) error {
+	if _, err := parseHeader(packet, v); errors.Is(err, ErrUnsupportedVersion) {
 		return err
 	}
 	return nil
@@ -348,7 +380,7 @@ func FrameCluster(frame []byte, want uint32) error {
 	if err != nil {
 		return nil
 	}
-	if h, err := parseHeader(body); err == nil {
+	if h, err := parseHeader(body, knownLayouts); err == nil {
 		return h.CheckCluster(want)
 	}
 	return nil

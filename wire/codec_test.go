@@ -403,9 +403,15 @@ func TestFrameErrors(t *testing.T) {
 	check(t, errors.As(err, &ve) && ve.Got == ProtocolVersion+1, "error %v, want a VersionError", err)
 	equal(t, ProtocolVersion+1, h.Version)
 	// FrameVersion tells that drop apart without decoding, and nothing else.
-	check(t, errors.As(FrameVersion(bad), &ve) && ve.Got == ProtocolVersion+1, "FrameVersion: %v, want a VersionError", FrameVersion(bad))
-	noErr(t, FrameVersion(good))
-	noErr(t, FrameVersion(good[:4]))
+	check(t, errors.As(FrameVersion(bad, DefaultVersions), &ve) && ve.Got == ProtocolVersion+1, "FrameVersion: %v, want a VersionError", FrameVersion(bad, DefaultVersions))
+	noErr(t, FrameVersion(good, DefaultVersions))
+	noErr(t, FrameVersion(good[:4], DefaultVersions))
+	// A node configured for 1..2 accepts the same frame, and a v2 packet.
+	var d2 Decoder
+	d2.Accept(Versions{1, 2})
+	noErr(t, FrameVersion(bad, Versions{1, 2}))
+	_, _, err = DecodeFrame(bad, DefaultMaxFrame, &d2)
+	check(t, !errors.Is(err, ErrUnsupportedVersion), "1..2 refused a version-2 frame: %v", err)
 
 	bad = bytes.Clone(good)
 	bad[0+4] = 'X'

@@ -60,8 +60,8 @@ var (
 // names both sides so an operator reading the log knows which end to upgrade.
 type VersionError struct {
 	Got uint8 // version in the received header
-	Min uint8 // oldest version this node accepts (MinProtocolVersion)
-	Max uint8 // newest version this node speaks (ProtocolVersion)
+	Min uint8 // oldest version this node accepts (its Versions.Min)
+	Max uint8 // newest version this node speaks (its Versions.Max)
 }
 
 func (e *VersionError) Error() string {

@@ -30,10 +30,10 @@ const (
 	frameEnvelope = HeaderSize + SealOverhead + ChecksumSize
 )
 
-func encodeFrame(m Message, clusterHash uint32) ([]byte, error) {
+func encodeFrame(m Message, version uint8, clusterHash uint32) ([]byte, error) {
 	const start = frameLen + HeaderSize
 	buf := make([]byte, frameLen, start+sizeHint(m)+ChecksumSize)
-	buf = appendHeader(buf, Header{Version: ProtocolVersion, ClusterHash: clusterHash})
+	buf = appendHeader(buf, Header{Version: version, ClusterHash: clusterHash})
 	buf = AppendMessage(buf, m)
 	msg := buf[start:]
 	if len(msg) > DefaultMaxFrame {
@@ -100,7 +100,11 @@ func decodeFrame(frame []byte, maxSize int, d *Decoder) (Header, Message, error)
 		return Header{}, nil, ErrTruncated
 	}
 	// As for packets: the version first, then nothing of a sealed body is read.
-	h, err := parseHeader(body)
+	var accept Versions
+	if d != nil {
+		accept = d.versions
+	}
+	h, err := parseHeader(body, accept.OrDefault())
 	if err != nil {
 		return h, nil, err
 	}

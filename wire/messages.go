@@ -77,6 +77,10 @@ type IndirectPing struct {
 type Ack struct {
 	Seq     uint32
 	Payload []byte
+	// LocalHealth is the responder's Local Health Multiplier (1 healthy, up to
+	// its AwarenessMaxMultiplier; 0 not sent). Only a node whose cluster has
+	// FeatureAckHealth on sends it, on acks of direct pings.
+	LocalHealth uint8
 }
 
 // Nack tells the prober that an indirect probe of its target failed (Lifeguard): the
@@ -91,8 +95,9 @@ type Alive struct {
 	Node        string
 	Addr        string
 	Incarnation uint64
-	ProtoMin    uint8 // lowest protocol version the node speaks
-	ProtoMax    uint8 // highest protocol version the node speaks
+	ProtoMin    uint8    // lowest protocol version the node speaks
+	ProtoMax    uint8    // highest protocol version the node speaks
+	Features    Features // features the node advertises; written only when not empty
 	// Sig is Node's signature of AliveClaim (PROTOCOL.md 10.10); empty in a
 	// cluster without node certificates, and then left out.
 	Sig []byte
@@ -127,6 +132,7 @@ type NodeState struct {
 	Status      NodeStatus
 	ProtoMin    uint8
 	ProtoMax    uint8
+	Features    Features // written only when not empty
 	// Sig is the member's own signature of the record: of its AliveClaim for an
 	// alive or suspect state, of its LeaveClaim for a left one (PROTOCOL.md
 	// 10.10). Empty, and left out, when the sender holds none for this record.

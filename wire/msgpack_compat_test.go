@@ -20,7 +20,7 @@ func nativeBody(v reflect.Value) map[string]any {
 	v = reflect.Indirect(v)
 	for i := range v.NumField() {
 		f, key := v.Field(i), wireKeys[v.Type().Field(i).Name]
-		if optionalKeys[key] && f.Len() == 0 {
+		if optionalKeys[key] && f.Kind() == reflect.Slice && f.Len() == 0 {
 			continue
 		}
 		switch f.Kind() {
@@ -29,6 +29,9 @@ func nativeBody(v reflect.Value) map[string]any {
 		case reflect.Bool:
 			out[key] = f.Bool()
 		case reflect.Uint8, reflect.Uint32, reflect.Uint64:
+			if optionalKeys[key] && f.Uint() == 0 {
+				continue // our sender leaves it out; a library's missing key reads as 0
+			}
 			out[key] = f.Uint()
 		case reflect.Slice:
 			if f.Type().Elem().Kind() == reflect.Uint8 {

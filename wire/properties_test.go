@@ -32,6 +32,7 @@ func genNodeState(t *rapid.T) NodeState {
 		Status:      NodeStatus(rapid.Uint8().Draw(t, "status")),
 		ProtoMin:    rapid.Uint8().Draw(t, "pmin"),
 		ProtoMax:    rapid.Uint8().Draw(t, "pmax"),
+		Features:    Features(rapid.Uint64().Draw(t, "ft")),
 		Sig:         genSig(t),
 	}
 }
@@ -51,12 +52,12 @@ func genMessage(t *rapid.T, maxPayload int) Message {
 		return &IndirectPing{Seq: rapid.Uint32().Draw(t, "seq"), Target: genString(t, "t"), TargetAddr: genString(t, "ta"),
 			Source: genString(t, "s"), SourceAddr: genString(t, "sa"), WantNack: rapid.Bool().Draw(t, "wn")}
 	case TypeAck:
-		return &Ack{Seq: rapid.Uint32().Draw(t, "seq"), Payload: genBytes(t, "p", maxPayload)}
+		return &Ack{Seq: rapid.Uint32().Draw(t, "seq"), Payload: genBytes(t, "p", maxPayload), LocalHealth: rapid.Uint8().Draw(t, "lh")}
 	case TypeNack:
 		return &Nack{Seq: rapid.Uint32().Draw(t, "seq")}
 	case TypeAlive:
 		return &Alive{Node: genString(t, "n"), Addr: genString(t, "a"), Incarnation: rapid.Uint64().Draw(t, "i"),
-			ProtoMin: rapid.Uint8().Draw(t, "pn"), ProtoMax: rapid.Uint8().Draw(t, "px"), Sig: genSig(t)}
+			ProtoMin: rapid.Uint8().Draw(t, "pn"), ProtoMax: rapid.Uint8().Draw(t, "px"), Features: Features(rapid.Uint64().Draw(t, "ft")), Sig: genSig(t)}
 	case TypeSuspect:
 		return &Suspect{Node: genString(t, "n"), Incarnation: rapid.Uint64().Draw(t, "i"), From: genString(t, "f")}
 	case TypeDead:

@@ -226,7 +226,7 @@ func appendSeal(dst []byte, k *Keyring, packet []byte, rand io.Reader, c channel
 	if len(packet) < HeaderSize+ChecksumSize {
 		return nil, ErrTruncated
 	}
-	h, err := parseHeader(packet)
+	h, err := parseHeader(packet, knownLayouts)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +258,7 @@ func Open(k *Keyring, packet []byte) ([]byte, error) {
 // appendOpen appends the plain form of a sealed packet to dst (Open; OpenFrame
 // opens a frame's body after its length prefix).
 func appendOpen(dst []byte, k *Keyring, packet []byte) ([]byte, error) {
-	h, err := parseHeader(packet)
+	h, err := parseHeader(packet, knownLayouts)
 	if err != nil {
 		return nil, err
 	}

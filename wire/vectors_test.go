@@ -75,11 +75,12 @@ var wireKeys = map[string]string{
 	"WantNack": "wn", "Payload": "p", "Node": "n", "Addr": "a", "Incarnation": "i",
 	"ProtoMin": "pn", "ProtoMax": "px", "From": "f", "Join": "j", "Nodes": "ns",
 	"Meta": "m", "Hash": "h", "Members": "c", "Name": "n", "Status": "st",
-	"Sig": "sg", "CertHave": "ch", "Certs": "cs",
+	"Features": "ft", "LocalHealth": "lh", "Sig": "sg", "CertHave": "ch", "Certs": "cs",
 }
 
-// optionalKeys are left out of a body when empty (PROTOCOL.md 10.10).
-var optionalKeys = map[string]bool{"sg": true, "ch": true, "cs": true}
+// optionalKeys are written only when not zero or empty (PROTOCOL.md 3.4, 10.10): a
+// vector leaves them out then, and a missing one reads as zero.
+var optionalKeys = map[string]bool{"ft": true, "lh": true, "sg": true, "ch": true, "cs": true}
 
 var msgNames = map[MsgType]string{
 	TypePing: "ping", TypeIndirectPing: "indirect-ping", TypeAck: "ack", TypeNack: "nack",
@@ -93,7 +94,7 @@ func toJSONBody(v reflect.Value) map[string]any {
 	v = reflect.Indirect(v)
 	for i := range v.NumField() {
 		f, key := v.Field(i), wireKeys[v.Type().Field(i).Name]
-		if optionalKeys[key] && f.Len() == 0 {
+		if optionalKeys[key] && f.Kind() == reflect.Slice && f.Len() == 0 {
 			continue
 		}
 		switch f.Kind() {
@@ -102,6 +103,9 @@ func toJSONBody(v reflect.Value) map[string]any {
 		case reflect.Bool:
 			out[key] = f.Bool()
 		case reflect.Uint8, reflect.Uint32, reflect.Uint64:
+			if optionalKeys[key] && f.Uint() == 0 {
+				continue
+			}
 			out[key] = json.Number(fmt.Sprint(f.Uint()))
 		case reflect.Slice:
 			if f.Type().Elem().Kind() == reflect.Uint8 {
@@ -227,6 +231,11 @@ func vectorDefs() []vectorDef {
 			}},
 		{name: "ack-digest", description: "plain packet: an Ack without payload (its empty p is left out), then the Digest a node echoes when the probe's Digest disagreed with its own",
 			msgs: []Message{&Ack{Seq: 7}, &Digest{Hash: 0x9882d9b980acedab, Members: 2}}},
+		{name: "features", description: "plain packet: an Alive advertising feature ack-health (ft 1), an Ack carrying local health 2 (lh), as a node with the feature on sends them",
+			msgs: []Message{
+				&Alive{Node: "node-e", Addr: "10.0.0.5:7946", Incarnation: 4, ProtoMin: 1, ProtoMax: 2, Features: FeatureAckHealth},
+				&Ack{Seq: 8, LocalHealth: 2},
+			}},
 		{name: "unknown-type", description: "plain packet: Nack, a message of extension type 200 a receiver must skip, Nack",
 			msgs:    []Message{&Nack{Seq: 1}},
 			unknown: [][]byte{{200, 0x04, 0x81, 0xa1, 'x', 0x07}}},
@@ -312,7 +321,7 @@ func decodeVector(t *testing.T, data []byte, like vectorFile) vectorFile {
 	if like.Kind == "frame" {
 		hdr, open = data[4:], OpenFrame
 	}
-	h, err := parseHeader(hdr)
+	h, err := parseHeader(hdr, DefaultVersions)
 	noErr(t, err)
 	out.Version, out.Flags, out.KeyID = h.Version, h.Flags, h.KeyID
 	out.ClusterLabel = like.ClusterLabel

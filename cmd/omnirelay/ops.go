@@ -215,7 +215,7 @@ func printStatus(w io.Writer, st control.NodeStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "NAME\t%s (%s)\n", st.Name, st.Address)
 	fmt.Fprintf(tw, "STATUS\t%s, incarnation %d, health %d, joined %v\n", st.Status, st.Incarnation, st.Health, st.Joined)
-	fmt.Fprintf(tw, "BUILD\t%s, protocol %s\n", st.Version, st.Protocol)
+	fmt.Fprintf(tw, "BUILD\t%s, protocol %s (sending %d, features %s)\n", st.Version, st.Protocol, st.Sending, st.Features)
 	fmt.Fprintf(tw, "MEMBERS\t%d alive, %d suspect, %d dead, %d left (others)\n", st.Members.Alive, st.Members.Suspect, st.Members.Dead, st.Members.Left)
 	role := "non-voter"
 	if st.IsVoter {

@@ -889,23 +889,27 @@ func (*GetStatusRequest) Descriptor() ([]byte, []int) {
 }
 
 type NodeStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	Protocol      string                 `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	Status        string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
-	Incarnation   uint64                 `protobuf:"varint,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
-	Health        int32                  `protobuf:"varint,7,opt,name=health,proto3" json:"health,omitempty"`
-	Joined        bool                   `protobuf:"varint,8,opt,name=joined,proto3" json:"joined,omitempty"`
-	Members       *NodeStatus_Members    `protobuf:"bytes,9,opt,name=members,proto3" json:"members,omitempty"`
-	Leader        string                 `protobuf:"bytes,10,opt,name=leader,proto3" json:"leader,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	IsVoter       bool                   `protobuf:"varint,12,opt,name=is_voter,json=isVoter,proto3" json:"is_voter,omitempty"`
-	IsLeader      bool                   `protobuf:"varint,13,opt,name=is_leader,json=isLeader,proto3" json:"is_leader,omitempty"`
-	Shards        int32                  `protobuf:"varint,14,opt,name=shards,proto3" json:"shards,omitempty"`
-	Owned         int32                  `protobuf:"varint,15,opt,name=owned,proto3" json:"owned,omitempty"`
-	Warnings      []string               `protobuf:"bytes,16,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Address     string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Version     string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Protocol    string                 `protobuf:"bytes,4,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	Status      string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	Incarnation uint64                 `protobuf:"varint,6,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	Health      int32                  `protobuf:"varint,7,opt,name=health,proto3" json:"health,omitempty"`
+	Joined      bool                   `protobuf:"varint,8,opt,name=joined,proto3" json:"joined,omitempty"`
+	Members     *NodeStatus_Members    `protobuf:"bytes,9,opt,name=members,proto3" json:"members,omitempty"`
+	Leader      string                 `protobuf:"bytes,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	Epoch       uint64                 `protobuf:"varint,11,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	IsVoter     bool                   `protobuf:"varint,12,opt,name=is_voter,json=isVoter,proto3" json:"is_voter,omitempty"`
+	IsLeader    bool                   `protobuf:"varint,13,opt,name=is_leader,json=isLeader,proto3" json:"is_leader,omitempty"`
+	Shards      int32                  `protobuf:"varint,14,opt,name=shards,proto3" json:"shards,omitempty"`
+	Owned       int32                  `protobuf:"varint,15,opt,name=owned,proto3" json:"owned,omitempty"`
+	Warnings    []string               `protobuf:"bytes,16,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// The protocol version this node sends at now, and the features on in its view
+	// (docs/upgrading.md).
+	Sending       uint32 `protobuf:"varint,17,opt,name=sending,proto3" json:"sending,omitempty"`
+	Features      string `protobuf:"bytes,18,opt,name=features,proto3" json:"features,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1050,6 +1054,20 @@ func (x *NodeStatus) GetWarnings() []string {
 		return x.Warnings
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetSending() uint32 {
+	if x != nil {
+		return x.Sending
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetFeatures() string {
+	if x != nil {
+		return x.Features
+	}
+	return ""
 }
 
 type StreamLogsRequest struct {
@@ -3822,7 +3840,7 @@ const file_omnirelay_control_v1_control_proto_rawDesc = "" +
 	"\x0fForceLeaveReply\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05prune\x18\x02 \x01(\bR\x05prune\"\x12\n" +
-	"\x10GetStatusRequest\"\xb1\x04\n" +
+	"\x10GetStatusRequest\"\xe7\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -3841,7 +3859,9 @@ const file_omnirelay_control_v1_control_proto_rawDesc = "" +
 	"\tis_leader\x18\r \x01(\bR\bisLeader\x12\x16\n" +
 	"\x06shards\x18\x0e \x01(\x05R\x06shards\x12\x14\n" +
 	"\x05owned\x18\x0f \x01(\x05R\x05owned\x12\x1a\n" +
-	"\bwarnings\x18\x10 \x03(\tR\bwarnings\x1aa\n" +
+	"\bwarnings\x18\x10 \x03(\tR\bwarnings\x12\x18\n" +
+	"\asending\x18\x11 \x01(\rR\asending\x12\x1a\n" +
+	"\bfeatures\x18\x12 \x01(\tR\bfeatures\x1aa\n" +
 	"\aMembers\x12\x14\n" +
 	"\x05alive\x18\x01 \x01(\x05R\x05alive\x12\x18\n" +
 	"\asuspect\x18\x02 \x01(\x05R\asuspect\x12\x12\n" +
