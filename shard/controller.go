@@ -424,6 +424,12 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 		for s := range p.owns {
 			c.recs[s].relSeq = 0
 		}
+		// A new map version for the new process: grants to it then carry a
+		// version above any grant to the old one, so (epoch, version) stays an
+		// exact fencing token per owner process (Event.Version).
+		if len(p.owns) > 0 {
+			c.changed = true
+		}
 	}
 	if r.Seq <= p.lastSeq {
 		c.stats.StaleRenews++
