@@ -52,6 +52,20 @@ type owned struct {
 	err error
 }
 
+// shut closes the shard's log once the operation in flight is done; nil-safe.
+func (o *owned) shut() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.log != nil {
+		o.log.close()
+		o.log = nil
+	}
+	o.err = errors.New("shard released")
+}
+
 // instance is one kv server embedding a mesh node.
 type instance struct {
 	n     *node.Node
@@ -227,15 +241,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			o := in.shards[c.Shard]
 			delete(in.shards, c.Shard)
 			in.mu.Unlock()
-			if o != nil {
-				o.mu.Lock() // after the operation in flight
-				if o.log != nil {
-					o.log.close()
-					o.log = nil
-				}
-				o.err = errors.New("shard released")
-				o.mu.Unlock()
-			}
+			o.shut()
 			continue
 		}
 		o := &owned{tok: Token{Epoch: c.Epoch, Version: c.Version}}
@@ -244,14 +250,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 		prev := in.shards[c.Shard]
 		in.shards[c.Shard] = o
 		in.mu.Unlock()
-		if prev != nil {
-			prev.mu.Lock()
-			if prev.log != nil {
-				prev.log.close()
-				prev.log = nil
-			}
-			prev.mu.Unlock()
-		}
+		prev.shut()
 		start := time.Now()
 		o.log, o.err = openShard(in.dir, c.Shard, o.tok, self)
 		o.mu.Unlock()
