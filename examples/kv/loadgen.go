@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -59,6 +60,7 @@ type phaseStats struct {
 	ok       uint64
 	failed   uint64 // gave up at the deadline or refused for good
 	attempts uint64
+	causes   map[string]uint64 // retried answers by error code ("transport" for no answer)
 }
 
 // PhaseReport is one phase in the report.
@@ -73,7 +75,9 @@ type PhaseReport struct {
 	P90        float64 `json:"p90_ms"`
 	P99        float64 `json:"p99_ms"`
 	Max        float64 `json:"max_ms"`
-	Note       string  `json:"note,omitempty"`
+	// Causes counts the retried attempts by the answer's error code
+	// ("transport": no answer, "no_route": the client knew no owner).
+	Causes map[string]uint64 `json:"retry_causes,omitempty"`
 }
 
 // Verify is the end-of-run check of every acknowledged append.
@@ -115,7 +119,7 @@ func (g *loadgen) close() { g.c.Close() }
 // setPhase ends the current phase and starts one named name.
 func (g *loadgen) setPhase(name string) {
 	now := time.Now()
-	p := &phaseStats{name: name, start: now}
+	p := &phaseStats{name: name, start: now, causes: map[string]uint64{}}
 	g.mu.Lock()
 	if len(g.phases) > 0 {
 		last := g.phases[len(g.phases)-1]
@@ -177,10 +181,14 @@ func (g *loadgen) one(rng *rand.Rand) {
 		g.mu.Unlock()
 	}
 	start := time.Now()
-	attempts, err := g.do(key, id, start.Add(g.cfg.Deadline), nil)
+	causes := map[string]uint64{}
+	attempts, err := g.do(key, id, start.Add(g.cfg.Deadline), nil, causes)
 	took := time.Since(start)
 	p.mu.Lock()
 	p.attempts += uint64(attempts)
+	for c, k := range causes {
+		p.causes[c] += k
+	}
 	if err != nil {
 		p.failed++
 	} else {
@@ -202,8 +210,13 @@ var errPermanent = errors.New("refused")
 // owner the client's table names, retrying with backoff (5 ms doubling to
 // 250 ms, jittered) until deadline; a refusal that names the owner's endpoint is
 // retried there at once. A read's values land in *values.
-func (g *loadgen) do(key, id string, deadline time.Time, values *[]string) (attempts int, err error) {
+func (g *loadgen) do(key, id string, deadline time.Time, values *[]string, causes map[string]uint64) (attempts int, err error) {
 	backoff := 5 * time.Millisecond
+	cause := func(c string) {
+		if causes != nil {
+			causes[c]++
+		}
+	}
 	var hint string
 	for {
 		ep := hint
@@ -213,17 +226,19 @@ func (g *loadgen) do(key, id string, deadline time.Time, values *[]string) (atte
 		hint = ""
 		if ep != "" {
 			attempts++
-			var retryAt string
-			retryAt, err = g.attempt(ep, key, id, values)
+			var retryAt, code string
+			retryAt, code, err = g.attempt(ep, key, id, values)
 			if err == nil || errors.Is(err, errPermanent) {
 				return attempts, err
 			}
+			cause(code)
 			if retryAt != "" && retryAt != ep {
 				hint = retryAt
 				continue
 			}
 		} else {
 			err = errors.New("no owner known")
+			cause("no_route")
 		}
 		if time.Now().Add(backoff).After(deadline) {
 			return attempts, fmt.Errorf("deadline: %w", err)
@@ -233,7 +248,8 @@ func (g *loadgen) do(key, id string, deadline time.Time, values *[]string) (atte
 	}
 }
 
-func (g *loadgen) attempt(ep, key, id string, values *[]string) (retryAt string, err error) {
+// attempt sends one request to ep; code names a retryable failure.
+func (g *loadgen) attempt(ep, key, id string, values *[]string) (retryAt, code string, err error) {
 	u := ep + "/kv/" + url.PathEscape(key)
 	var req *http.Request
 	if id == "" {
@@ -242,33 +258,33 @@ func (g *loadgen) attempt(ep, key, id string, values *[]string) (retryAt string,
 		req, err = http.NewRequest(http.MethodPost, u+"?op=append&id="+url.QueryEscape(id), bytes.NewReader([]byte(id)))
 	}
 	if err != nil {
-		return "", fmt.Errorf("%w: %v", errPermanent, err)
+		return "", "", fmt.Errorf("%w: %v", errPermanent, err)
 	}
 	resp, err := g.httpc.Do(req)
 	if err != nil {
-		return "", err
+		return "", "transport", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return "", err
+		return "", "transport", err
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		if values != nil {
 			var res result
 			if err := json.Unmarshal(b, &res); err != nil {
-				return "", err
+				return "", "transport", err
 			}
 			*values = res.Values
 		}
-		return "", nil
+		return "", "", nil
 	case resp.StatusCode == http.StatusServiceUnavailable:
 		var e apiError
 		_ = json.Unmarshal(b, &e)
-		return e.Endpoint, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
+		return e.Endpoint, e.Error.Code, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
 	}
-	return "", fmt.Errorf("%w: %s: %s", errPermanent, resp.Status, bytes.TrimSpace(b))
+	return "", "", fmt.Errorf("%w: %s: %s", errPermanent, resp.Status, bytes.TrimSpace(b))
 }
 
 // report summarizes every phase.
@@ -282,6 +298,9 @@ func (g *loadgen) report() []PhaseReport {
 		r := PhaseReport{Name: p.name, Seconds: p.end.Sub(p.start).Seconds(), OK: p.ok, Failed: p.failed}
 		if p.attempts > p.ok+p.failed {
 			r.Retries = p.attempts - p.ok - p.failed
+		}
+		if len(p.causes) > 0 {
+			r.Causes = maps.Clone(p.causes)
 		}
 		p.mu.Unlock()
 		if r.Seconds > 0 {
@@ -322,7 +341,7 @@ func (g *loadgen) verify() (Verify, error) {
 	seen := map[string]int{}
 	for k := range keys {
 		var vals []string
-		if _, err := g.do(k, "", time.Now().Add(g.cfg.Deadline), &vals); err != nil {
+		if _, err := g.do(k, "", time.Now().Add(g.cfg.Deadline), &vals, nil); err != nil {
 			return v, fmt.Errorf("verify: reading %s: %w", k, err)
 		}
 		for _, id := range vals {

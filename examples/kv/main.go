@@ -15,8 +15,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -124,6 +127,15 @@ func scenarioCmd(args []string, stdout, stderr io.Writer) error {
 	return rep.check()
 }
 
+// causes renders retry causes as "code=N ...", sorted by code.
+func causes(m map[string]uint64) string {
+	var out []string
+	for _, c := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, fmt.Sprintf("%s=%d", c, m[c]))
+	}
+	return strings.Join(out, " ")
+}
+
 // check fails a run that lost or duplicated an acknowledged write.
 func (r ScenarioReport) check() error {
 	if r.Verify.Lost > 0 || r.Verify.Duplicated > 0 {
@@ -140,11 +152,11 @@ func printReport(w io.Writer, r ScenarioReport, asJSON bool) {
 	}
 	fmt.Fprintf(w, "%-8s %7s %7s %6s %7s %8s %8s %8s %8s %8s\n", "phase", "secs", "ok", "failed", "retries", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms")
 	for _, p := range r.Phases {
-		fmt.Fprintf(w, "%-8s %7.1f %7d %6d %7d %8.1f %8.2f %8.2f %8.2f %8.2f\n", p.Name, p.Seconds, p.OK, p.Failed, p.Retries, p.Throughput, p.P50, p.P90, p.P99, p.Max)
+		fmt.Fprintf(w, "%-8s %7.1f %7d %6d %7d %8.1f %8.2f %8.2f %8.2f %8.2f  %s\n", p.Name, p.Seconds, p.OK, p.Failed, p.Retries, p.Throughput, p.P50, p.P90, p.P99, p.Max, causes(p.Causes))
 	}
 	v := r.Verify
 	fmt.Fprintf(w, "verify: %d acknowledged appends over %d keys: %d lost, %d duplicated (%d unacknowledged applied)\n", v.Acked, v.Keys, v.Lost, v.Duplicated, v.Unacked)
 	if r.Instances > 0 {
-		fmt.Fprintf(w, "drain vs steady: p50 %+.1f %%, p99 %+.1f %%\n", 100*r.DrainP50, 100*r.DrainP99)
+		fmt.Fprintf(w, "drain vs steady: p50 %+.1f %%, p99 %+.1f %% (%d drains, each settled within %.0f ms)\n", 100*r.DrainP50, 100*r.DrainP99, r.DrainCycles, r.DrainSettledMs)
 	}
 }

@@ -46,6 +46,10 @@ type ScenarioReport struct {
 	// steady phase's (+0.10 is 10 % slower).
 	DrainP50 float64 `json:"drain_vs_steady_p50"`
 	DrainP99 float64 `json:"drain_vs_steady_p99"`
+	// DrainCycles is how many drains the drain phase made (lifting each but the
+	// last again); DrainSettledMs the longest time one took to settle.
+	DrainCycles    int     `json:"drain_cycles"`
+	DrainSettledMs float64 `json:"drain_settled_max_ms"`
 }
 
 type proc struct {
@@ -77,6 +81,9 @@ func (c *cluster) start(name string) (*proc, error) {
 	args := []string{"serve", "--name", name, "--store", filepath.Join(c.cfg.Dir, "store"), "--key-file", c.key,
 		"--shards", strconv.Itoa(c.cfg.Shards), "--voters", strings.Join(c.voters, ","), "--data-dir", filepath.Join(dir, "data"),
 		"--join", strings.Join(seeds, ",")}
+	if v := os.Getenv("KV_RENEW"); v != "" {
+		args = append(args, "--renew", v)
+	}
 	logf, err := os.Create(filepath.Join(dir, "instance.log"))
 	if err != nil {
 		return nil, err
@@ -238,10 +245,10 @@ func (c *cluster) waitStable(ctx context.Context, ok func(owners map[string]int)
 	}
 }
 
-// drain marks name drained through the leader's control API (what `omnirelay
-// mesh shards drain` does).
-func drain(leaderControl, name string) error {
-	body := strings.NewReader(fmt.Sprintf(`{"node": %q, "drain": true}`, name))
+// setDrain marks name drained (or lifts the mark) through the leader's control
+// API, what `omnirelay mesh shards drain` does.
+func setDrain(leaderControl, name string, on bool) error {
+	body := strings.NewReader(fmt.Sprintf(`{"node": %q, "drain": %t}`, name, on))
 	resp, err := http.Post(leaderControl+"/control/v1/shards/drain", "application/json", body)
 	if err != nil {
 		return err
@@ -276,8 +283,9 @@ func writeKey(path string) error {
 }
 
 // runScenario: three instances (the voters) under steady load; a fourth joins
-// (reshard); one non-leader voter is drained; the fourth is SIGKILLed while it
-// owns shards. Each phase lasts at least cfg.Phase and until the map settled.
+// (reshard); one non-leader voter is drained, repeatedly; the fourth is
+// SIGKILLed while it owns shards. Each phase lasts at least cfg.Phase and until
+// the map settled.
 func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, err error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
@@ -308,9 +316,18 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	defer g.close()
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
-	g.setPhase("steady")
+	g.setPhase("warmup")
 	loaded := make(chan struct{})
 	go func() { defer close(loaded); g.run(loadCtx) }()
+	settle := func(name string, ok func(map[string]int) bool) (time.Duration, error) {
+		start := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		if _, err := c.waitStable(wctx, ok); err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		return time.Since(start), nil
+	}
 	phase := func(name string, act func() error, settled func(map[string]int) bool) error {
 		start := time.Now()
 		g.setPhase(name)
@@ -318,15 +335,18 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 		if err := act(); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		if _, err := c.waitStable(wctx, settled); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+		took, err := settle(name, settled)
+		if err != nil {
+			return err
 		}
-		cfg.Logf("phase %s settled after %v", name, time.Since(start).Round(time.Millisecond))
+		cfg.Logf("phase %s settled after %v", name, took.Round(time.Millisecond))
 		time.Sleep(time.Until(start.Add(cfg.Phase)))
 		return nil
 	}
+	// The first seconds of load open connections and fill the client's table;
+	// they are reported apart so that steady state is compared with steady state.
+	time.Sleep(cfg.Phase / 4)
+	g.setPhase("steady")
 	time.Sleep(cfg.Phase)
 	m, err := c.leaderMap()
 	if err != nil {
@@ -340,12 +360,34 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	err = phase("reshard", func() error { _, err := c.start("kv4"); return err },
 		func(o map[string]int) bool { return len(o) == 4 && o["kv4"] > 0 })
 	if err == nil {
-		err = phase("drain", func() error {
-			c.mu.Lock()
-			ctl := c.procs[leader].info.Control
-			c.mu.Unlock()
-			return drain(ctl, drained)
-		}, func(o map[string]int) bool { return o[drained] == 0 && len(o) == 3 })
+		// One drain settles in a few hundred milliseconds, too few requests for a
+		// p99; the phase drains the instance and lifts the drain again until
+		// cfg.Phase has passed, so every request of the phase meets moves in
+		// flight or just done, and ends drained.
+		c.mu.Lock()
+		ctl := c.procs[leader].info.Control
+		c.mu.Unlock()
+		start := time.Now()
+		g.setPhase("drain")
+		cfg.Logf("phase drain (%s, repeated)", drained)
+		for err == nil {
+			var took time.Duration
+			if err = setDrain(ctl, drained, true); err == nil {
+				took, err = settle("drain", func(o map[string]int) bool { return o[drained] == 0 && len(o) == 3 })
+			}
+			if err != nil {
+				break
+			}
+			rep.DrainCycles++
+			rep.DrainSettledMs = max(rep.DrainSettledMs, ms(took))
+			if time.Since(start) >= cfg.Phase {
+				break
+			}
+			if err = setDrain(ctl, drained, false); err == nil {
+				_, err = settle("undrain", func(o map[string]int) bool { return o[drained] > 0 && len(o) == 4 })
+			}
+		}
+		cfg.Logf("phase drain: %d drains, each settled within %.0f ms", rep.DrainCycles, rep.DrainSettledMs)
 	}
 	if err == nil {
 		err = phase("kill", func() error { c.kill("kv4"); return nil },
@@ -356,7 +398,7 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	if err != nil {
 		return rep, err
 	}
-	rep = ScenarioReport{Instances: 4, Shards: cfg.Shards, Workers: g.cfg.Workers, Rate: g.cfg.Rate, Phases: g.report()}
+	rep.Instances, rep.Shards, rep.Workers, rep.Rate, rep.Phases = 4, cfg.Shards, g.cfg.Workers, g.cfg.Rate, g.report()
 	rep.Verify, err = g.verify()
 	var steady, dr PhaseReport
 	for _, p := range rep.Phases {

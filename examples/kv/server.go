@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/node"
+	"github.com/omnirelay/mesh/shard"
 )
 
 // HTTPMetaKey is the metadata key under which an instance publishes its kv URL;
@@ -75,12 +76,14 @@ type instance struct {
 
 	mu     sync.Mutex
 	shards map[uint32]*owned
+	gained chan struct{} // closed (and replaced) when a shard is gained
 }
 
 type serveFlags struct {
 	name, bind, control, dataDir, httpAddr, store, keyFile string
 	join, voters                                           []string
 	shards                                                 int
+	renew                                                  time.Duration
 }
 
 func parseServe(args []string) (serveFlags, error) {
@@ -97,6 +100,7 @@ func parseServe(args []string) (serveFlags, error) {
 	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:0", "kv HTTP listen address, published as metadata "+HTTPMetaKey)
 	fs.StringVar(&f.store, "store", "", "the shared store directory every instance reaches (required)")
 	fs.StringVar(&f.keyFile, "key-file", "", "file holding the base64 32-byte packet key (required; mode 0600)")
+	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -176,15 +180,24 @@ func serve(args []string) error {
 		return fmt.Errorf("kv serve: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil)).With("instance", f.name)
+	level := slog.LevelInfo
+	if os.Getenv("KV_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("instance", f.name)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	n, err := node.Start(startCtx, node.Config{
-		Name: f.name, Bind: f.bind, Join: f.join, Control: f.control,
+		Name: f.name, Bind: f.bind, Control: f.control, // joins below, once the watch is open
 		Keys: [][]byte{key}, Voters: f.voters, Voter: slices.Contains(f.voters, f.name), DataDir: f.dataDir,
 		Shards: f.shards, Logger: log,
+		ShardTune: func(c *shard.Config) {
+			if f.renew > 0 {
+				c.RenewInterval = f.renew
+			}
+		},
 		// One change per shard at most in flight per move batch; a large buffer
 		// keeps a formation from dropping changes (a dropped gain has no token).
 		EventBuffer: 16 * f.shards,
@@ -195,11 +208,18 @@ func serve(args []string) error {
 		return fmt.Errorf("kv serve: %w", err)
 	}
 	defer n.Close()
-	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{},
+	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{}, gained: make(chan struct{}),
 		httpc: &http.Client{Timeout: 2 * time.Second}}
+	// The watch opens before the join: no shard can be granted before it, so
+	// every gain arrives with its token.
 	w, err := n.WatchShards()
 	if err != nil {
 		return fmt.Errorf("kv serve: %w", err)
+	}
+	if len(f.join) > 0 {
+		if err := n.Join(startCtx, f.join...); err != nil {
+			return fmt.Errorf("kv serve: %w", err)
+		}
 	}
 	watched := make(chan struct{})
 	go func() { defer close(watched); in.watch(w) }()
@@ -225,18 +245,15 @@ func serve(args []string) error {
 // from the log and fencing earlier owners, and closes it when the shard goes.
 func (in *instance) watch(w *node.ShardWatch) {
 	var dropped uint64
+	var opening sync.WaitGroup
 	self := in.n.Name()
-	if early := in.n.OwnedShards(); len(early) > 0 {
-		// Gained before the watch opened: no grant token is known for them.
-		// They answer "not serving" until they move; see README.md.
-		in.log.Warn("shards owned before the watch opened are not served", "shards", early)
-	}
 	for c := range w.C {
 		if d := w.Dropped(); d != dropped {
 			in.log.Warn("shard changes dropped: shards gained meanwhile are not served", "dropped", d-dropped)
 			dropped = d
 		}
 		if !c.Gained {
+			in.log.Debug("shard lost", "shard", c.Shard, "lost_at", c.At)
 			in.mu.Lock()
 			o := in.shards[c.Shard]
 			delete(in.shards, c.Shard)
@@ -249,17 +266,27 @@ func (in *instance) watch(w *node.ShardWatch) {
 		in.mu.Lock()
 		prev := in.shards[c.Shard]
 		in.shards[c.Shard] = o
+		close(in.gained)
+		in.gained = make(chan struct{})
 		in.mu.Unlock()
 		prev.shut()
-		start := time.Now()
-		o.log, o.err = openShard(in.dir, c.Shard, o.tok, self)
-		o.mu.Unlock()
-		if o.err != nil {
-			in.log.Error("opening shard log", "shard", c.Shard, "token", o.tok.String(), "err", o.err)
-		} else {
-			in.log.Debug("shard opened", "shard", c.Shard, "token", o.tok.String(), "took", time.Since(start))
-		}
+		// Opened off the watch loop, so the shards of one batch open (an fsync
+		// each) at once; o.mu, held until then, keeps requests and a later
+		// release of the shard waiting for it.
+		opening.Add(1)
+		go func() {
+			defer opening.Done()
+			defer o.mu.Unlock()
+			start := time.Now()
+			o.log, o.err = openShard(in.dir, c.Shard, o.tok, self)
+			if o.err != nil {
+				in.log.Error("opening shard log", "shard", c.Shard, "token", o.tok.String(), "err", o.err)
+			} else {
+				in.log.Debug("shard opened", "shard", c.Shard, "token", o.tok.String(), "gained_at", c.At, "took", time.Since(start))
+			}
+		}()
 	}
+	opening.Wait()
 }
 
 // apiError is the body of every refusal; Owner and Endpoint, when known, tell
@@ -344,39 +371,62 @@ func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeNoMap, "this instance has no shard map yet", "", "")
 		return
 	}
-	if o := in.settle(r.Context(), s); o != nil {
+	o, dest, why := in.route(r.Context(), s)
+	if o != nil {
 		in.local(w, o, s, rec)
 		return
 	}
-	in.forward(w, r, s, body)
+	in.forward(w, r, s, dest, why, body)
 }
 
-// handoverWait bounds how long a request waits here for a shard in a planned
-// move to settle: the map names this instance, but it has not gained the shard
-// yet (the new owner) or not learned that it moved (the old one). A move takes a
-// few round trips; waiting for it costs the request that much, where a refusal
-// would cost it a client backoff on top.
+// handoverWait bounds how long a request waits here for a shard in a move to
+// reach this instance: a planned move takes a few round trips, which waiting
+// costs the request; a refusal would cost it a client backoff on top.
 const handoverWait = 300 * time.Millisecond
 
-// settle returns the shard's handle when this instance serves s now, waiting up
-// to handoverWait while its own map names it the owner without it serving;
-// nil when another instance owns s (or nobody does).
-func (in *instance) settle(ctx context.Context, s uint32) *owned {
+// route finds where shard s is served: here (o), or at dest, the owner this
+// instance's map names or, for a shard moving away from here or parked, its
+// target. When s is moving here, route waits up to handoverWait for the gain
+// (forwarding it back to the old owner would bounce it back); why says what was
+// wrong when dest is "".
+func (in *instance) route(ctx context.Context, s uint32) (o *owned, dest, why string) {
 	deadline := time.Now().Add(handoverWait)
+	self := in.n.Name()
 	for {
 		in.mu.Lock()
-		o := in.shards[s]
+		o = in.shards[s]
+		gained := in.gained
 		in.mu.Unlock()
 		if o != nil && in.n.Serving(s) {
-			return o
+			return o, "", ""
 		}
-		if owner, _ := in.n.Owner(s); owner != in.n.Name() || time.Now().After(deadline) {
-			return nil
+		m := in.n.ShardMap()
+		if m == nil {
+			return nil, "", codeNoMap
 		}
+		dest = m.Owner(s)
+		switch {
+		case m.State(s) != shard.StateSteady && m.Target(s) == self:
+			dest = self // moving here: wait for the gain
+		case dest == self || dest == "":
+			dest = m.Target(s) // moving away from here, or parked: where it goes
+		}
+		switch {
+		case dest != "" && dest != self:
+			return nil, dest, ""
+		case time.Now().After(deadline):
+			if dest == self {
+				return nil, "", codeNotServing
+			}
+			return nil, "", codeNoOwner
+		}
+		// Woken by a gain here, or after 5 ms to look at the map again (a move
+		// away from here shows only there).
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-time.After(2 * time.Millisecond):
+			return nil, "", codeNotServing
+		case <-gained:
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
@@ -412,34 +462,36 @@ func (in *instance) local(w http.ResponseWriter, o *owned, s uint32, rec record)
 	}
 }
 
-// forward sends the request to the owner this instance's map names, at most
-// maxHops times in a chain; past that, or with no owner, it refuses with a
-// retryable error naming the owner.
-func (in *instance) forward(w http.ResponseWriter, r *http.Request, s uint32, body []byte) {
-	owner, ok := in.n.Owner(s)
-	if !ok {
+// forward sends the request to dest, at most maxHops times in a chain; past
+// that, or without a dest, it refuses with a retryable error naming the owner
+// when known.
+func (in *instance) forward(w http.ResponseWriter, r *http.Request, s uint32, dest, why string, body []byte) {
+	switch why {
+	case codeNoMap:
+		writeError(w, http.StatusServiceUnavailable, codeNoMap, "this instance has no shard map yet", "", "")
+		return
+	case codeNoOwner:
 		writeError(w, http.StatusServiceUnavailable, codeNoOwner, fmt.Sprintf("shard %d has no owner now (moving)", s), "", "")
 		return
-	}
-	ep := in.n.Meta(owner)[HTTPMetaKey]
-	hops, _ := strconv.Atoi(r.Header.Get(hopsHeader))
-	switch {
-	case owner == in.n.Name():
-		writeError(w, http.StatusServiceUnavailable, codeNotServing, fmt.Sprintf("shard %d is granted to this instance but not served yet", s), owner, ep)
+	case codeNotServing:
+		writeError(w, http.StatusServiceUnavailable, codeNotServing, fmt.Sprintf("shard %d is granted to this instance but not served yet", s), in.n.Name(), "")
 		return
-	case ep == "" || hops >= maxHops:
-		writeError(w, http.StatusServiceUnavailable, codeNotOwner, fmt.Sprintf("shard %d is served by %s", s, owner), owner, ep)
+	}
+	ep := in.n.Meta(dest)[HTTPMetaKey]
+	hops, _ := strconv.Atoi(r.Header.Get(hopsHeader))
+	if ep == "" || hops >= maxHops {
+		writeError(w, http.StatusServiceUnavailable, codeNotOwner, fmt.Sprintf("shard %d is served by %s", s, dest), dest, ep)
 		return
 	}
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, ep+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, codeForward, err.Error(), owner, ep)
+		writeError(w, http.StatusServiceUnavailable, codeForward, err.Error(), dest, ep)
 		return
 	}
 	req.Header.Set(hopsHeader, strconv.Itoa(hops+1))
 	resp, err := in.httpc.Do(req)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, codeForward, err.Error(), owner, ep)
+		writeError(w, http.StatusServiceUnavailable, codeForward, err.Error(), dest, ep)
 		return
 	}
 	defer resp.Body.Close()

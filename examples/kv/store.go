@@ -85,7 +85,9 @@ func openShard(dir string, shard uint32, tok Token, by string) (*shardLog, error
 		return nil, fmt.Errorf("kv: store: %w", err)
 	}
 	l := &shardLog{f: f, data: map[string][]string{}, ids: map[string]struct{}{}}
-	if err := l.locked(func() error { return l.appendLocked(tok, record{Kind: recOpen, By: by}) }); err != nil {
+	// Not fsynced: it fences through the shared file at once, and the first
+	// write's fsync makes it durable before anything depends on it.
+	if err := l.locked(func() error { return l.appendLocked(tok, record{Kind: recOpen, By: by}, false) }); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -172,9 +174,9 @@ func (l *shardLog) fence(tok Token) error {
 	return nil
 }
 
-// appendLocked writes rec under tok, fsyncs it and applies it; the caller holds
-// the lock and has caught up.
-func (l *shardLog) appendLocked(tok Token, rec record) error {
+// appendLocked writes rec under tok, fsyncs it (when sync) and applies it; the
+// caller holds the lock and has caught up.
+func (l *shardLog) appendLocked(tok Token, rec record, sync bool) error {
 	if err := l.fence(tok); err != nil {
 		return err
 	}
@@ -187,9 +189,12 @@ func (l *shardLog) appendLocked(tok Token, rec record) error {
 	if _, err := l.f.WriteAt(b, l.off); err != nil {
 		return fmt.Errorf("kv: store: %w", err)
 	}
-	if err := l.f.Sync(); err != nil {
-		return fmt.Errorf("kv: store: fsync: %w", err)
+	if sync {
+		if err := l.f.Sync(); err != nil {
+			return fmt.Errorf("kv: store: fsync: %w", err)
+		}
 	}
+
 	l.off += int64(len(b))
 	l.apply(rec)
 	return nil
@@ -206,7 +211,7 @@ func (l *shardLog) write(tok Token, rec record) (dup bool, err error) {
 			dup = true
 			return nil
 		}
-		return l.appendLocked(tok, rec)
+		return l.appendLocked(tok, rec, true)
 	})
 	return dup, err
 }
