@@ -97,6 +97,7 @@ func scenarioCmd(args []string, stdout, stderr io.Writer) error {
 	loadFlags(fs, &cfg.Load)
 	fs.IntVar(&cfg.Shards, "shards", 64, "shard count")
 	fs.DurationVar(&cfg.Phase, "phase", 10*time.Second, "the least time each phase lasts")
+	fs.DurationVar(&cfg.Renew, "renew", 0, "the instances' shard renewal interval (kv serve --renew); 0: the mesh default, 1 s")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory (default: a new temporary one, removed after)")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	verbose := fs.Bool("v", false, "log the steps to stderr")
@@ -158,5 +159,7 @@ func printReport(w io.Writer, r ScenarioReport, asJSON bool) {
 	fmt.Fprintf(w, "verify: %d acknowledged appends over %d keys: %d lost, %d duplicated (%d unacknowledged applied)\n", v.Acked, v.Keys, v.Lost, v.Duplicated, v.Unacked)
 	if r.Instances > 0 {
 		fmt.Fprintf(w, "drain vs steady: p50 %+.1f %%, p99 %+.1f %% (%d drains, each settled within %.0f ms)\n", 100*r.DrainP50, 100*r.DrainP99, r.DrainCycles, r.DrainSettledMs)
+		h := r.Handover
+		fmt.Fprintf(w, "planned handovers (old owner's loss to new owner's gain): %d, p50 %.1f ms, p90 %.1f ms, max %.1f ms\n", h.Moves, h.P50, h.P90, h.Max)
 	}
 }

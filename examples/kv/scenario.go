@@ -30,6 +30,7 @@ type scenarioConfig struct {
 	Dir    string   // work directory: key, store, data dirs, logs
 	Shards int
 	Phase  time.Duration // the least time each phase lasts
+	Renew  time.Duration // the instances' shard renewal interval; 0: the mesh default
 	Load   loadConfig
 	Logf   func(format string, args ...any)
 }
@@ -48,8 +49,9 @@ type ScenarioReport struct {
 	DrainP99 float64 `json:"drain_vs_steady_p99"`
 	// DrainCycles is how many drains the drain phase made (lifting each but the
 	// last again); DrainSettledMs the longest time one took to settle.
-	DrainCycles    int     `json:"drain_cycles"`
-	DrainSettledMs float64 `json:"drain_settled_max_ms"`
+	DrainCycles    int      `json:"drain_cycles"`
+	DrainSettledMs float64  `json:"drain_settled_max_ms"`
+	Handover       Handover `json:"handover"`
 }
 
 type proc struct {
@@ -80,9 +82,9 @@ func (c *cluster) start(name string) (*proc, error) {
 	}
 	args := []string{"serve", "--name", name, "--store", filepath.Join(c.cfg.Dir, "store"), "--key-file", c.key,
 		"--shards", strconv.Itoa(c.cfg.Shards), "--voters", strings.Join(c.voters, ","), "--data-dir", filepath.Join(dir, "data"),
-		"--join", strings.Join(seeds, ",")}
-	if v := os.Getenv("KV_RENEW"); v != "" {
-		args = append(args, "--renew", v)
+		"--join", strings.Join(seeds, ","), "--debug"}
+	if c.cfg.Renew > 0 {
+		args = append(args, "--renew", c.cfg.Renew.String())
 	}
 	logf, err := os.Create(filepath.Join(dir, "instance.log"))
 	if err != nil {
@@ -282,6 +284,10 @@ func writeKey(path string) error {
 	return os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(k)+"\n"), 0o600)
 }
 
+// drainPause separates the drains of the drain phase: moves are in flight a
+// good part of the phase, not back to back.
+const drainPause = 500 * time.Millisecond
+
 // runScenario: three instances (the voters) under steady load; a fourth joins
 // (reshard); one non-leader voter is drained, repeatedly; the fourth is
 // SIGKILLed while it owns shards. Each phase lasts at least cfg.Phase and until
@@ -361,9 +367,8 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 		func(o map[string]int) bool { return len(o) == 4 && o["kv4"] > 0 })
 	if err == nil {
 		// One drain settles in a few hundred milliseconds, too few requests for a
-		// p99; the phase drains the instance and lifts the drain again until
-		// cfg.Phase has passed, so every request of the phase meets moves in
-		// flight or just done, and ends drained.
+		// p99; the phase drains the instance and lifts the drain again, pausing
+		// drainPause after each, until cfg.Phase has passed, and ends drained.
 		c.mu.Lock()
 		ctl := c.procs[leader].info.Control
 		c.mu.Unlock()
@@ -383,9 +388,11 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 			if time.Since(start) >= cfg.Phase {
 				break
 			}
+			time.Sleep(drainPause)
 			if err = setDrain(ctl, drained, false); err == nil {
 				_, err = settle("undrain", func(o map[string]int) bool { return o[drained] > 0 && len(o) == 4 })
 			}
+			time.Sleep(drainPause)
 		}
 		cfg.Logf("phase drain: %d drains, each settled within %.0f ms", rep.DrainCycles, rep.DrainSettledMs)
 	}
@@ -400,6 +407,7 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	}
 	rep.Instances, rep.Shards, rep.Workers, rep.Rate, rep.Phases = 4, cfg.Shards, g.cfg.Workers, g.cfg.Rate, g.report()
 	rep.Verify, err = g.verify()
+	rep.Handover = handoverGaps(cfg.Dir, []string{"kv1", "kv2", "kv3", "kv4"})
 	var steady, dr PhaseReport
 	for _, p := range rep.Phases {
 		switch p.Name {

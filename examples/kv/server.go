@@ -43,6 +43,13 @@ const (
 
 const hopsHeader = "X-Kv-Hops"
 
+// DEBUG log lines of each shard lost and gained (with the node's time of the
+// change), from which the scenario measures handovers.
+const (
+	msgLost   = "shard lost"
+	msgOpened = "shard opened"
+)
+
 // owned is a shard this instance serves: the fencing token of its grant and
 // the handle on its log. mu serializes the shard's operations in this process
 // (the log's flock serializes them across processes).
@@ -84,6 +91,7 @@ type serveFlags struct {
 	join, voters                                           []string
 	shards                                                 int
 	renew                                                  time.Duration
+	debug                                                  bool
 }
 
 func parseServe(args []string) (serveFlags, error) {
@@ -100,7 +108,8 @@ func parseServe(args []string) (serveFlags, error) {
 	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:0", "kv HTTP listen address, published as metadata "+HTTPMetaKey)
 	fs.StringVar(&f.store, "store", "", "the shared store directory every instance reaches (required)")
 	fs.StringVar(&f.keyFile, "key-file", "", "file holding the base64 32-byte packet key (required; mode 0600)")
-	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s)")
+	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s); a handover waits for up to two renewals at most RenewInterval/16 apart")
+	fs.BoolVar(&f.debug, "debug", false, "log at DEBUG, with a line per shard gained and lost")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -181,7 +190,7 @@ func serve(args []string) error {
 	}
 	url := "http://" + ln.Addr().String()
 	level := slog.LevelInfo
-	if os.Getenv("KV_DEBUG") != "" {
+	if f.debug {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("instance", f.name)
@@ -253,7 +262,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			dropped = d
 		}
 		if !c.Gained {
-			in.log.Debug("shard lost", "shard", c.Shard, "lost_at", c.At)
+			in.log.Debug(msgLost, "shard", c.Shard, "lost_at", c.At)
 			in.mu.Lock()
 			o := in.shards[c.Shard]
 			delete(in.shards, c.Shard)
@@ -282,7 +291,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			if o.err != nil {
 				in.log.Error("opening shard log", "shard", c.Shard, "token", o.tok.String(), "err", o.err)
 			} else {
-				in.log.Debug("shard opened", "shard", c.Shard, "token", o.tok.String(), "gained_at", c.At, "took", time.Since(start))
+				in.log.Debug(msgOpened, "shard", c.Shard, "token", o.tok.String(), "gained_at", c.At, "took", time.Since(start))
 			}
 		}()
 	}
