@@ -207,8 +207,8 @@ func serve(args []string) error {
 				c.RenewInterval = f.renew
 			}
 		},
-		// One change per shard at most in flight per move batch; a large buffer
-		// keeps a formation from dropping changes (a dropped gain has no token).
+		// Every change must reach the watch (a dropped gain has no token): 16
+		// per shard is far more than a formation or a drain delivers at once.
 		EventBuffer: 16 * f.shards,
 		Meta:        map[string]string{HTTPMetaKey: url},
 	})
@@ -279,9 +279,9 @@ func (in *instance) watch(w *node.ShardWatch) {
 		in.gained = make(chan struct{})
 		in.mu.Unlock()
 		prev.shut()
-		// Opened off the watch loop, so the shards of one batch open (an fsync
-		// each) at once; o.mu, held until then, keeps requests and a later
-		// release of the shard waiting for it.
+		// Opened off the watch loop, so the shards of one batch are rebuilt
+		// from their logs at once; o.mu, held until then, keeps requests and a
+		// later release of the shard waiting for it.
 		opening.Add(1)
 		go func() {
 			defer opening.Done()
