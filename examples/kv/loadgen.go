@@ -350,19 +350,23 @@ func (g *loadgen) verify() (Verify, error) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	tally(&v, g.acked, seen)
+	tally(&v, g.tried, g.acked, seen)
 	return v, nil
 }
 
 // tally counts, from how often each request id was found, the acknowledged ids
 // missing, the ids present more than once, and those present unacknowledged.
-func tally(v *Verify, acked map[string]string, seen map[string]int) {
+// Only ids this run sent (tried) count: the store keeps earlier runs' values.
+func tally(v *Verify, tried, acked map[string]string, seen map[string]int) {
 	for id := range acked {
 		if seen[id] == 0 {
 			v.Lost++
 		}
 	}
 	for id, c := range seen {
+		if _, ok := tried[id]; !ok {
+			continue
+		}
 		if c > 1 {
 			v.Duplicated++
 		}

@@ -159,7 +159,8 @@ func printReport(w io.Writer, r ScenarioReport, asJSON bool) {
 	fmt.Fprintf(w, "verify: %d acknowledged appends over %d keys: %d lost, %d duplicated (%d unacknowledged applied)\n", v.Acked, v.Keys, v.Lost, v.Duplicated, v.Unacked)
 	if r.Instances > 0 {
 		fmt.Fprintf(w, "drain vs steady: p50 %+.1f %%, p99 %+.1f %% (%d drains, each settled within %.0f ms)\n", 100*r.DrainP50, 100*r.DrainP99, r.DrainCycles, r.DrainSettledMs)
-		h := r.Handover
+	}
+	if h := r.Handover; h != nil {
 		fmt.Fprintf(w, "planned handovers (old owner's loss to new owner's gain): %d, p50 %.1f ms, p90 %.1f ms, max %.1f ms\n", h.Moves, h.P50, h.P90, h.Max)
 	}
 }

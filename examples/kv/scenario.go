@@ -37,21 +37,21 @@ type scenarioConfig struct {
 
 // ScenarioReport is what a run measured.
 type ScenarioReport struct {
-	Instances int           `json:"instances"`
-	Shards    int           `json:"shards"`
+	Instances int           `json:"instances,omitempty"`
+	Shards    int           `json:"shards,omitempty"`
 	Workers   int           `json:"workers"`
 	Rate      float64       `json:"rate"`
 	Phases    []PhaseReport `json:"phases"`
 	Verify    Verify        `json:"verify"`
-	// DrainVsSteady is the drain phase's p50 and p99 latency relative to the
-	// steady phase's (+0.10 is 10 % slower).
-	DrainP50 float64 `json:"drain_vs_steady_p50"`
-	DrainP99 float64 `json:"drain_vs_steady_p99"`
-	// DrainCycles is how many drains the drain phase made (lifting each but the
-	// last again); DrainSettledMs the longest time one took to settle.
-	DrainCycles    int      `json:"drain_cycles"`
-	DrainSettledMs float64  `json:"drain_settled_max_ms"`
-	Handover       Handover `json:"handover"`
+	// Scenario only. DrainP50 and DrainP99 are the drain phase's latency
+	// relative to the steady phase's (+0.10 is 10 % slower). DrainCycles is how
+	// many drains the drain phase made (lifting each but the last again);
+	// DrainSettledMs the longest time one took to settle.
+	DrainP50       float64   `json:"drain_vs_steady_p50,omitempty"`
+	DrainP99       float64   `json:"drain_vs_steady_p99,omitempty"`
+	DrainCycles    int       `json:"drain_cycles,omitempty"`
+	DrainSettledMs float64   `json:"drain_settled_max_ms,omitempty"`
+	Handover       *Handover `json:"handover,omitempty"`
 }
 
 type proc struct {
@@ -407,7 +407,8 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	}
 	rep.Instances, rep.Shards, rep.Workers, rep.Rate, rep.Phases = 4, cfg.Shards, g.cfg.Workers, g.cfg.Rate, g.report()
 	rep.Verify, err = g.verify()
-	rep.Handover = handoverGaps(cfg.Dir, []string{"kv1", "kv2", "kv3", "kv4"})
+	h := handoverGaps(cfg.Dir, []string{"kv1", "kv2", "kv3", "kv4"})
+	rep.Handover = &h
 	var steady, dr PhaseReport
 	for _, p := range rep.Phases {
 		switch p.Name {

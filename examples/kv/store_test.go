@@ -113,11 +113,12 @@ func TestStoreCutsTornTail(t *testing.T) {
 
 // The end-of-run check counts what a user would call a lost or a doubled write.
 func TestTallyCountsLostAndDuplicated(t *testing.T) {
+	tried := map[string]string{"a": "k", "b": "k", "c": "j", "d": "j"}
 	acked := map[string]string{"a": "k", "b": "k", "c": "j"}
-	seen := map[string]int{"a": 1, "b": 2, "d": 1}
+	seen := map[string]int{"a": 1, "b": 2, "d": 1, "old-run": 2}
 	var v Verify
-	tally(&v, acked, seen)
+	tally(&v, tried, acked, seen)
 	if v.Lost != 1 || v.Duplicated != 1 || v.Unacked != 1 {
-		t.Fatalf("got %+v, want 1 lost (c), 1 duplicated (b), 1 unacknowledged (d)", v)
+		t.Fatalf("got %+v, want 1 lost (c), 1 duplicated (b), 1 unacknowledged (d), another run's ids ignored", v)
 	}
 }
