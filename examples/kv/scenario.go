@@ -93,6 +93,9 @@ func (c *cluster) start(name string) (*proc, error) {
 	cmd := exec.Command(c.cfg.Bin, args...)
 	cmd.Env = append(os.Environ(), c.cfg.Env...)
 	cmd.Stderr = logf
+	// An instance dies with the scenario, even one killed or timed out before it
+	// could stop them (Linux).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		logf.Close()
