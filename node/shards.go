@@ -40,7 +40,12 @@ type ShardChange struct {
 	// the shard: attach it to writes made on the shard's behalf, so a store can
 	// reject a deposed owner's late writes.
 	Epoch uint64
-	At    time.Time // when this node saw it, on its Clock
+	// Version, on a gain, is the map version of the granting leader's grant:
+	// (Epoch, Version) orders the grants of one shard, so it is an exact fencing
+	// token per grant where Epoch alone is shared by every owner one leader
+	// grants the shard to. 0 on a loss.
+	Version uint64
+	At      time.Time // when this node saw it, on its Clock
 }
 
 // ShardWatch is a subscription to this node's ownership changes.
@@ -186,7 +191,7 @@ func (n *Node) shardEvent(e shard.Event) {
 		}
 		s.moving[e.Shard] = mv
 	case shard.EventAcquired, shard.EventReleased, shard.EventExpired:
-		c := ShardChange{Shard: e.Shard, Gained: e.Kind == shard.EventAcquired, Epoch: e.Epoch, At: e.At}
+		c := ShardChange{Shard: e.Shard, Gained: e.Kind == shard.EventAcquired, Epoch: e.Epoch, Version: e.Version, At: e.At}
 		for w := range s.watches {
 			w.send(c)
 		}

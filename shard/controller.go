@@ -419,6 +419,13 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 			if len(p.retired) > retiredBoots {
 				p.retired = slices.Delete(p.retired, 0, 1)
 			}
+			// A new map version for the new process: grants to it then carry
+			// a version above any grant to the one it replaces, so (epoch,
+			// version) stays an exact fencing token per owner process
+			// (Event.Version). A first boot this term replaces nobody.
+			if len(p.owns) > 0 {
+				c.changed = true
+			}
 		}
 		p.boot, p.lastSeq, p.answered = r.Boot, 0, 0
 		for s := range p.owns {

@@ -118,6 +118,33 @@ func TestControllerAcceptsRestartWithLowerBoot(t *testing.T) {
 	}
 }
 
+// Every owner process a shard is granted to gets a grant of a higher map
+// version than the processes before it, a restart of the same name included, so
+// (epoch, version) is an exact fencing token per grant (Event.Version).
+func TestGrantVersionsOrderOwnerProcesses(t *testing.T) {
+	cfg := testConfig(4)
+	c, now, seqs := settledLeader(t, cfg)
+	held := c.Map().ShardsOf("a")
+	if len(held) == 0 {
+		t.Fatal("a holds nothing after setup")
+	}
+	seqs["a"]++
+	before := grantFor(t, c, now, &Renew{Epoch: 1, Node: "a", Boot: 1, Seq: seqs["a"], Applied: seqs["a"] - 1, Held: held})
+	// a restarts (new boot, holds nothing) and is granted its shards again.
+	after := grantFor(t, c, now, &Renew{Epoch: 1, Node: "a", Boot: 2, Seq: 1})
+	if !slices.Equal(after.Shards, held) {
+		t.Fatalf("restarted a granted %v, want %v", after.Shards, held)
+	}
+	if after.Version <= before.Version {
+		t.Fatalf("grant to the restarted process has map version %d, not above %d of the previous one", after.Version, before.Version)
+	}
+	// A renewal of the same process changes nothing: no new version.
+	again := grantFor(t, c, now, &Renew{Epoch: 1, Node: "a", Boot: 2, Seq: 2, Applied: 1, Held: held})
+	if again.Version != after.Version {
+		t.Fatalf("a plain renewal moved the map version from %d to %d", after.Version, again.Version)
+	}
+}
+
 // settledLeader returns a leader past its failover wait whose owners a and b hold
 // their target shards, and the time.
 func settledLeader(t *testing.T, cfg Config) (*Controller, time.Time, map[string]uint64) {

@@ -63,8 +63,11 @@ type Event struct {
 	From, To string
 	Forced   bool
 	Epoch    uint64
-	Version  uint64
-	At       time.Time // the machine's clock
+	// Version: on a Controller's event, the first map version that reflects it;
+	// on EventAcquired, the map version of the grant, so (Epoch, Version) is a
+	// fencing token that differs for every owner process the shard is granted to.
+	Version uint64
+	At      time.Time // the machine's clock
 }
 
 // String renders the event for a log line, e.g. "shard 12 draining from node-a to

@@ -312,7 +312,7 @@ func (o *Owner) stepGrant(now time.Time, g *Grant) {
 			o.held[s] = exp
 			o.stats.Acquired++
 			added = true
-			o.emit(Event{Kind: EventAcquired, Shard: s, Epoch: g.Epoch, At: now})
+			o.emit(Event{Kind: EventAcquired, Shard: s, Epoch: g.Epoch, Version: g.Version, At: now})
 		}
 	}
 	for _, s := range g.Confirm {

@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/omnirelay/mesh/client"
+)
+
+// loadConfig shapes the load.
+type loadConfig struct {
+	Agents   []string      // control API URLs the client follows
+	Workers  int           // concurrent requests at most
+	Rate     float64       // operations per second in all; 0: closed loop, each worker back to back
+	Keys     int           // keys k00000..; appends pick one at random
+	ReadPct  int           // percentage of operations that are reads
+	Deadline time.Duration // per operation, retries included
+	Attempt  time.Duration // per attempt
+	RunID    string        // prefix of request ids, unique per run
+}
+
+func (c *loadConfig) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.Keys <= 0 {
+		c.Keys = 256
+	}
+	if c.Deadline <= 0 {
+		c.Deadline = 15 * time.Second
+	}
+	if c.Attempt <= 0 {
+		c.Attempt = 3 * time.Second
+	}
+	if c.RunID == "" {
+		c.RunID = strconv.FormatUint(rand.Uint64(), 36)
+	}
+}
+
+// phaseStats accumulates one phase.
+type phaseStats struct {
+	name     string
+	start    time.Time
+	mu       sync.Mutex
+	end      time.Time
+	lat      []time.Duration // successful operations, retries included
+	ok       uint64
+	failed   uint64 // gave up at the deadline or refused for good
+	attempts uint64
+	causes   map[string]uint64 // retried answers by error code ("transport" for no answer)
+}
+
+// PhaseReport is one phase in the report.
+type PhaseReport struct {
+	Name       string  `json:"name"`
+	Seconds    float64 `json:"seconds"`
+	OK         uint64  `json:"ok"`
+	Failed     uint64  `json:"failed"`
+	Retries    uint64  `json:"retries"` // attempts beyond the first
+	Throughput float64 `json:"ops_per_sec"`
+	P50        float64 `json:"p50_ms"`
+	P90        float64 `json:"p90_ms"`
+	P99        float64 `json:"p99_ms"`
+	Max        float64 `json:"max_ms"`
+	// Causes counts the retried attempts by the answer's error code
+	// ("transport": no answer, "no_route": the client knew no owner).
+	Causes map[string]uint64 `json:"retry_causes,omitempty"`
+}
+
+// Verify is the end-of-run check of every acknowledged append.
+type Verify struct {
+	Acked      int `json:"acked"`      // appends acknowledged to the load generator
+	Lost       int `json:"lost"`       // acknowledged but absent
+	Duplicated int `json:"duplicated"` // request ids present more than once, acknowledged or not
+	Unacked    int `json:"unacked"`    // present though the generator gave up on them (allowed)
+	Keys       int `json:"keys"`
+}
+
+type loadgen struct {
+	cfg   loadConfig
+	c     *client.Client
+	httpc *http.Client
+	phase atomic.Pointer[phaseStats]
+
+	mu     sync.Mutex
+	phases []*phaseStats
+	acked  map[string]string // request id -> key, acknowledged appends
+	tried  map[string]string // every append id sent -> key
+	seq    atomic.Uint64
+}
+
+func newLoadgen(ctx context.Context, cfg loadConfig) (*loadgen, error) {
+	cfg.defaults()
+	c, err := client.New(ctx, client.Config{Agents: cfg.Agents})
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = cfg.Workers
+	return &loadgen{cfg: cfg, c: c, httpc: &http.Client{Transport: tr, Timeout: cfg.Attempt},
+		acked: map[string]string{}, tried: map[string]string{}}, nil
+}
+
+func (g *loadgen) close() { g.c.Close() }
+
+// setPhase ends the current phase and starts one named name.
+func (g *loadgen) setPhase(name string) {
+	now := time.Now()
+	p := &phaseStats{name: name, start: now, causes: map[string]uint64{}}
+	g.mu.Lock()
+	if len(g.phases) > 0 {
+		last := g.phases[len(g.phases)-1]
+		last.mu.Lock()
+		last.end = now
+		last.mu.Unlock()
+	}
+	g.phases = append(g.phases, p)
+	g.mu.Unlock()
+	g.phase.Store(p)
+}
+
+// run issues load until ctx ends, then waits for the operations in flight.
+func (g *loadgen) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	var tick <-chan time.Time
+	if g.cfg.Rate > 0 {
+		t := time.NewTicker(time.Duration(float64(time.Second) / g.cfg.Rate))
+		defer t.Stop()
+		tick = t.C
+	}
+	for w := range g.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), rand.Uint64()))
+			for {
+				if tick != nil {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick:
+					}
+				} else if ctx.Err() != nil {
+					return
+				}
+				g.one(rng)
+			}
+		}()
+	}
+	wg.Wait()
+	g.setPhase("") // closes the last phase
+	g.mu.Lock()
+	g.phases = g.phases[:len(g.phases)-1]
+	g.mu.Unlock()
+}
+
+// one issues one operation, retrying within the deadline, and records it in the
+// phase it started in.
+func (g *loadgen) one(rng *rand.Rand) {
+	p := g.phase.Load()
+	key := fmt.Sprintf("k%05d", rng.IntN(g.cfg.Keys))
+	read := rng.IntN(100) < g.cfg.ReadPct
+	var id string
+	if !read {
+		id = g.cfg.RunID + "-" + strconv.FormatUint(g.seq.Add(1), 10)
+		g.mu.Lock()
+		g.tried[id] = key
+		g.mu.Unlock()
+	}
+	start := time.Now()
+	causes := map[string]uint64{}
+	attempts, err := g.do(key, id, start.Add(g.cfg.Deadline), nil, causes)
+	took := time.Since(start)
+	p.mu.Lock()
+	p.attempts += uint64(attempts)
+	for c, k := range causes {
+		p.causes[c] += k
+	}
+	if err != nil {
+		p.failed++
+	} else {
+		p.ok++
+		p.lat = append(p.lat, took)
+	}
+	p.mu.Unlock()
+	if err == nil && id != "" {
+		g.mu.Lock()
+		g.acked[id] = key
+		g.mu.Unlock()
+	}
+}
+
+// errPermanent marks an answer a retry cannot change.
+var errPermanent = errors.New("refused")
+
+// do sends one operation (an append of id when id is set, else a read) to the
+// owner the client's table names, retrying with backoff (5 ms doubling to
+// 250 ms, jittered) until deadline; a refusal that names the owner's endpoint is
+// retried there at once. A read's values land in *values.
+func (g *loadgen) do(key, id string, deadline time.Time, values *[]string, causes map[string]uint64) (attempts int, err error) {
+	backoff := 5 * time.Millisecond
+	cause := func(c string) {
+		if causes != nil {
+			causes[c]++
+		}
+	}
+	var hint string
+	for {
+		ep := hint
+		if ep == "" {
+			ep, _ = g.c.Endpoint(key, HTTPMetaKey)
+		}
+		hint = ""
+		if ep != "" {
+			attempts++
+			var retryAt, code string
+			retryAt, code, err = g.attempt(ep, key, id, values)
+			if err == nil || errors.Is(err, errPermanent) {
+				return attempts, err
+			}
+			cause(code)
+			if retryAt != "" && retryAt != ep {
+				hint = retryAt
+				continue
+			}
+		} else {
+			err = errors.New("no owner known")
+			cause("no_route")
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			return attempts, fmt.Errorf("deadline: %w", err)
+		}
+		time.Sleep(backoff/2 + rand.N(backoff/2+1))
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
+}
+
+// attempt sends one request to ep; code names a retryable failure.
+func (g *loadgen) attempt(ep, key, id string, values *[]string) (retryAt, code string, err error) {
+	u := ep + "/kv/" + url.PathEscape(key)
+	var req *http.Request
+	if id == "" {
+		req, err = http.NewRequest(http.MethodGet, u, nil)
+	} else {
+		req, err = http.NewRequest(http.MethodPost, u+"?op=append&id="+url.QueryEscape(id), bytes.NewReader([]byte(id)))
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("%w: %v", errPermanent, err)
+	}
+	resp, err := g.httpc.Do(req)
+	if err != nil {
+		return "", "transport", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return "", "transport", err
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if values != nil {
+			var res result
+			if err := json.Unmarshal(b, &res); err != nil {
+				return "", "transport", err
+			}
+			*values = res.Values
+		}
+		return "", "", nil
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		var e apiError
+		_ = json.Unmarshal(b, &e)
+		return e.Endpoint, e.Error.Code, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
+	}
+	return "", "", fmt.Errorf("%w: %s: %s", errPermanent, resp.Status, bytes.TrimSpace(b))
+}
+
+// report summarizes every phase.
+func (g *loadgen) report() []PhaseReport {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []PhaseReport
+	for _, p := range g.phases {
+		p.mu.Lock()
+		lat := slices.Clone(p.lat)
+		r := PhaseReport{Name: p.name, Seconds: p.end.Sub(p.start).Seconds(), OK: p.ok, Failed: p.failed}
+		if p.attempts > p.ok+p.failed {
+			r.Retries = p.attempts - p.ok - p.failed
+		}
+		if len(p.causes) > 0 {
+			r.Causes = maps.Clone(p.causes)
+		}
+		p.mu.Unlock()
+		if r.Seconds > 0 {
+			r.Throughput = float64(r.OK) / r.Seconds
+		}
+		slices.Sort(lat)
+		r.P50, r.P90, r.P99 = ms(quantile(lat, 0.50)), ms(quantile(lat, 0.90)), ms(quantile(lat, 0.99))
+		if len(lat) > 0 {
+			r.Max = ms(lat[len(lat)-1])
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// quantile is the nearest-rank q-quantile of sorted; 0 when empty.
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(q*float64(len(sorted))+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// verify reads every key appended to and checks each acknowledged append is
+// present exactly once.
+func (g *loadgen) verify() (Verify, error) {
+	g.mu.Lock()
+	keys := map[string]bool{}
+	for _, k := range g.tried {
+		keys[k] = true
+	}
+	acked := len(g.acked)
+	g.mu.Unlock()
+	v := Verify{Acked: acked, Keys: len(keys)}
+	seen := map[string]int{}
+	for k := range keys {
+		var vals []string
+		if _, err := g.do(k, "", time.Now().Add(g.cfg.Deadline), &vals, nil); err != nil {
+			return v, fmt.Errorf("verify: reading %s: %w", k, err)
+		}
+		for _, id := range vals {
+			seen[id]++
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	tally(&v, g.tried, g.acked, seen)
+	return v, nil
+}
+
+// tally counts, from how often each request id was found, the acknowledged ids
+// missing, the ids present more than once, and those present unacknowledged.
+// Only ids this run sent (tried) count: the store keeps earlier runs' values.
+func tally(v *Verify, tried, acked map[string]string, seen map[string]int) {
+	for id := range acked {
+		if seen[id] == 0 {
+			v.Lost++
+		}
+	}
+	for id, c := range seen {
+		if _, ok := tried[id]; !ok {
+			continue
+		}
+		if c > 1 {
+			v.Duplicated++
+		}
+		if _, ok := acked[id]; !ok {
+			v.Unacked++
+		}
+	}
+}
