@@ -111,8 +111,7 @@ func isShardPacket(data []byte) bool {
 	if len(data) <= wire.HeaderSize {
 		return false
 	}
-	t := wire.MsgType(data[wire.HeaderSize])
-	return t >= wire.RangeShardFirst && t < wire.RangeCoreFirst
+	return shard.Messages().Owns(wire.MsgType(data[wire.HeaderSize]))
 }
 
 // handleShardPacket steps the machines with every shard message of a packet.
@@ -129,10 +128,10 @@ func (h *Stack) handleShardPacket(now time.Time, data []byte) {
 	}
 	for ss.reader.Next() {
 		t := ss.reader.Type()
-		if t < wire.RangeShardFirst || t >= wire.RangeCoreFirst {
+		if !shard.Messages().Owns(t) {
 			continue
 		}
-		wm := wire.NewMessage(t)
+		wm := h.reg.New(t)
 		if wm == nil {
 			continue // a shard type of a newer version: skipped
 		}

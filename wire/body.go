@@ -113,15 +113,11 @@ func appendBody(b []byte, m Message) []byte {
 		b = msgp.AppendMapHeader(b, 2)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyHash), m.Hash)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyMembers), uint64(m.Members))
+	case Body: // another protocol's message (lease, shard)
+		b = m.AppendBody(b)
 	default:
-		if lb, ok := appendLeaseBody(b, m); ok { // lease.go
-			return lb
-		}
-		if sb, ok := appendShardBody(b, m); ok { // shard.go
-			return sb
-		}
-		// Only this package's message types implement Message usefully; anything
-		// else is a programming error of the caller, not peer input.
+		// A message neither of this package nor a Body is a programming error of
+		// the caller, not peer input.
 		panic(fmt.Sprintf("wire: cannot encode message %T", m))
 	}
 	return b
@@ -138,9 +134,9 @@ func appendNodeState(b []byte, s *NodeState) []byte {
 	return b
 }
 
-// NewMessage returns a new zero message of type t, or nil if this build does not
-// know t.
-func NewMessage(t MsgType) Message {
+// newMembershipMessage returns a new zero membership message of type t, or nil if
+// this build does not know t.
+func newMembershipMessage(t MsgType) Message {
 	switch t {
 	case TypePing:
 		return new(Ping)
@@ -167,10 +163,7 @@ func NewMessage(t MsgType) Message {
 	case TypeDigest:
 		return new(Digest)
 	}
-	if m := newLeaseMessage(t); m != nil { // lease.go
-		return m
-	}
-	return newShardMessage(t) // shard.go; nil if t is unknown
+	return nil
 }
 
 // str reads a string field of at most MaxString bytes and interns it.
@@ -263,12 +256,25 @@ func (d *Decoder) decode(body []byte, m Message) error {
 	case *Digest:
 		err = decodeDigest(&r, n, m)
 	default:
-		var ok bool
-		if ok, err = d.decodeLease(&r, n, m); !ok { // lease.go
-			if ok, err = d.decodeShard(&r, n, m); !ok { // shard.go
-				return ErrUnknownType
-			}
+		if b, ok := m.(Body); ok { // another protocol's message (lease, shard)
+			return d.decodeBody(body, b)
 		}
+		return ErrUnknownType
+	}
+	if err == nil && r.Remaining() != 0 {
+		err = ErrMalformed // trailing bytes after the body's map
+	}
+	return codecErr(err)
+}
+
+// decodeBody decodes the body of another protocol's message. It reads the body
+// with a reader of its own: the one decode uses for this package's messages then
+// stays on the stack, and decoding a Ping or an Ack allocates nothing.
+func (d *Decoder) decodeBody(body []byte, m Body) error {
+	r := msgp.NewReader(body, msgp.NilIsZero)
+	n, err := r.MapLen()
+	if err == nil {
+		err = m.DecodeBody(BodyReader{Reader: &r, d: d}, n)
 	}
 	if err == nil && r.Remaining() != 0 {
 		err = ErrMalformed // trailing bytes after the body's map

@@ -275,6 +275,20 @@ func splitMessage(b []byte) (MsgType, []byte, int, error) {
 type Decoder struct {
 	strs   map[string]string // intern table, emptied when it reaches internLimit
 	shared *Interner         // used instead of strs when set (Share)
+	reg    *Registry         // the message types DecodeFrame knows (Use); nil: Membership's
+}
+
+// Use makes DecodeFrame with d make the messages of reg's protocols; nil (the
+// zero Decoder) knows only this package's Membership messages, and frames of any
+// other type are ErrUnknownType.
+func (d *Decoder) Use(reg *Registry) { d.reg = reg }
+
+// newMessage returns a new zero message of type t as d's registry knows it.
+func (d *Decoder) newMessage(t MsgType) Message {
+	if d.reg != nil {
+		return d.reg.New(t)
+	}
+	return newMembershipMessage(t)
 }
 
 // Share makes d intern strings in the table in, shared with other Decoders, instead
@@ -317,7 +331,8 @@ func ClusterHash(label string) uint32 { return uint32(xxhash.Sum64String(label))
 // packet-form body (header with clusterHash, m compressed when that pays, checksum).
 func EncodeFrame(m Message, clusterHash uint32) ([]byte, error) { return encodeFrame(m, clusterHash) }
 
-// DecodeFrame decodes one complete plain stream frame, refusing anything that would
+// DecodeFrame decodes one complete plain stream frame, its message made by the
+// protocol d's registry names for its type (Use), refusing anything that would
 // decompress beyond maxSize bytes (DefaultMaxFrame if maxSize is 0 or less). A
 // sealed frame is ErrSealed (OpenFrame it first). The header is returned whenever it
 // parsed, for the caller's Header.CheckCluster.

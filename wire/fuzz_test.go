@@ -40,7 +40,7 @@ func reencodeStable(t *testing.T, d *Decoder, m Message) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	again := NewMessage(m.Type())
+	again := newMembershipMessage(m.Type())
 	if err := d.Decode(body, again); err != nil {
 		t.Fatalf("re-encoded %T does not decode: %v", m, err)
 	}
@@ -77,7 +77,7 @@ func FuzzPacketDecode(f *testing.F) {
 
 func readAll(t *testing.T, r *PacketReader, d *Decoder) {
 	for r.Next() {
-		m := NewMessage(r.Type())
+		m := newMembershipMessage(r.Type())
 		if m == nil {
 			continue
 		}
