@@ -19,7 +19,7 @@ import (
 // Shard glue: the host owns one shard.Owner (every node) and one shard.Controller
 // (driven only while this node holds the leader lease), and is their only caller.
 //
-//   - Shard messages are wire types 64..95 (the shard package aliases them). They
+//   - Shard messages are types 64..95, defined by the shard package. They
 //     travel one per packet, addressed by node name and resolved through the
 //     stack's address directory (Stack.addrs), like lease messages. A
 //     message to the node itself (the leader is a member too) is handed over
