@@ -267,14 +267,15 @@ func (d *Decoder) decode(body []byte, m Message) error {
 	return codecErr(err)
 }
 
-// decodeBody decodes the body of another protocol's message. It reads the body
-// with a reader of its own: the one decode uses for this package's messages then
-// stays on the stack, and decoding a Ping or an Ack allocates nothing.
+// decodeBody decodes the body of another protocol's message. It reads with the
+// Decoder's own reader, not decode's: a reader passed to a method through an
+// interface escapes, and decode's would then cost an allocation on every Ping.
 func (d *Decoder) decodeBody(body []byte, m Body) error {
-	r := msgp.NewReader(body, msgp.NilIsZero)
+	d.body = msgp.NewReader(body, msgp.NilIsZero)
+	r := &d.body
 	n, err := r.MapLen()
 	if err == nil {
-		err = m.DecodeBody(BodyReader{Reader: &r, d: d}, n)
+		err = m.DecodeBody(BodyReader{Reader: r, d: d}, n)
 	}
 	if err == nil && r.Remaining() != 0 {
 		err = ErrMalformed // trailing bytes after the body's map

@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/omnirelay/mesh/internal/msgp"
 )
 
 // This file pins the codec API that swim, stack, node and sim code against.
@@ -276,6 +277,7 @@ type Decoder struct {
 	strs   map[string]string // intern table, emptied when it reaches internLimit
 	shared *Interner         // used instead of strs when set (Share)
 	reg    *Registry         // the message types DecodeFrame knows (Use); nil: Membership's
+	body   msgp.Reader       // the reader of a Body's decoder: held here, it costs no allocation
 }
 
 // Use makes DecodeFrame with d make the messages of reg's protocols; nil (the

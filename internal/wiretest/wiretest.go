@@ -177,3 +177,17 @@ func ReencodeStable(t *testing.T, d *wire.Decoder, p wire.Protocol, m wire.Messa
 		t.Fatalf("re-encoded %T decodes differently:\nwant %#v\ngot  %#v", m, m, again)
 	}
 }
+
+// BenchBody encodes m's body and decodes it into out, b.N times: the cost of one
+// body of a protocol package's codec, framing left out.
+func BenchBody(b *testing.B, m, out wire.Body) {
+	var d wire.Decoder
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = m.AppendBody(buf[:0])
+		if err := d.Decode(buf, out); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
