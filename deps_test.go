@@ -9,6 +9,7 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,22 @@ var leafImports = map[string][]string{"wire": {"internal/msgp"}, "crdt": {"inter
 // internal/vnet, the virtual network that sim and the protocols' tests share, is
 // held to the same rules: a run on it must be a function of its seed.
 var protocol = []string{"wire", "crdt", "rendezvous", "internal/msgp", "swim", "lease", "shard", "stack", "internal/vnet", "cluster"}
+
+// Packages that must import others directly: lease and shard own their message
+// types and encode them through wire's framing, and stack builds the wire.Registry
+// from the protocols it runs (wire itself is a leaf: it imports no protocol package).
+var requiredImports = map[string][]string{
+	"lease": {"wire"},
+	"shard": {"wire"},
+	"stack": {"wire", "lease", "shard"},
+}
+
+// Test support: imported by tests only, never by a package's own code.
+var testOnly = []string{"internal/wiretest"}
+
+// Packages whose code may build a wire.Registry: which protocols a process runs is
+// the stack's to say, so no package registers itself anywhere else.
+var registryBuilders = []string{"stack"}
 
 // Packages protocol code must never depend on, directly or not.
 var forbiddenForProtocol = []string{module + "/node", module + "/sim", module + "/control", "net"}
@@ -85,9 +102,11 @@ var forbiddenPairs = [][2]string{
 // silently drop out of its rule.
 func importViolations(pkgs map[string]listedPackage) []string {
 	var out []string
+	missing := map[string]bool{}
 	get := func(name string) (listedPackage, bool) {
 		p, ok := pkgs[name]
-		if !ok {
+		if !ok && !missing[name] { // reported once, however many rules name it
+			missing[name] = true
 			out = append(out, fmt.Sprintf("the rules name package %s, which does not exist: update deps_test.go", name))
 		}
 		return p, ok
@@ -108,6 +127,22 @@ func importViolations(pkgs map[string]listedPackage) []string {
 			}
 		}
 	}
+	for _, name := range slices.Sorted(maps.Keys(requiredImports)) {
+		p, _ := get(name)
+		for _, want := range requiredImports[name] {
+			if !slices.Contains(p.Imports, module+"/"+want) {
+				out = append(out, fmt.Sprintf("%s does not import %s", name, want))
+			}
+		}
+	}
+	for _, name := range testOnly {
+		get(name)
+		for _, pn := range slices.Sorted(maps.Keys(pkgs)) {
+			if slices.Contains(pkgs[pn].Deps, module+"/"+name) {
+				out = append(out, fmt.Sprintf("%s depends on %s, which is for tests only", pn, name))
+			}
+		}
+	}
 	for _, pair := range forbiddenPairs {
 		p, _ := get(pair[0])
 		for _, d := range p.Deps {
@@ -124,8 +159,15 @@ func importViolations(pkgs map[string]listedPackage) []string {
 func TestImportCheckerCatchesViolations(t *testing.T) {
 	clean := func() map[string]listedPackage {
 		pkgs := map[string]listedPackage{}
-		for _, n := range append(slices.Clone(protocol), "node", "sim", "control", "identity", "client", controlProto, controlProto+"/controlv1connect") { // every package a rule names
+		for _, n := range append(slices.Clone(protocol), "node", "sim", "control", "identity", "client", controlProto, controlProto+"/controlv1connect", "internal/wiretest") { // every package a rule names
 			pkgs[n] = listedPackage{ImportPath: module + "/" + n, Deps: []string{"fmt", "time"}}
+		}
+		for n, imps := range requiredImports {
+			p := pkgs[n]
+			for _, i := range imps {
+				p.Imports = append(p.Imports, module+"/"+i)
+			}
+			pkgs[n] = p
 		}
 		return pkgs
 	}
@@ -138,6 +180,8 @@ func TestImportCheckerCatchesViolations(t *testing.T) {
 	bad["identity"] = listedPackage{Deps: []string{module + "/node"}}
 	bad["sim"] = listedPackage{Deps: []string{module + "/node/sub"}}
 	bad["client"] = listedPackage{Deps: []string{module + "/node"}}
+	bad["shard"] = listedPackage{Imports: []string{module + "/lease"}}
+	bad["control"] = listedPackage{Deps: []string{module + "/internal/wiretest"}}
 	delete(bad, "lease")
 	want := []string{
 		"crdt is a leaf but depends on " + module + "/wire",
@@ -146,6 +190,9 @@ func TestImportCheckerCatchesViolations(t *testing.T) {
 		"sim depends on node",
 		"client depends on node",
 		"package lease, which does not exist",
+		"lease does not import wire", // it does not exist either
+		"shard does not import wire",
+		"control depends on internal/wiretest, which is for tests only",
 	}
 	got := importViolations(bad)
 	if len(got) != len(want) {
@@ -300,5 +347,73 @@ func f() { _ = Now(); _ = rand.Intn(3) }
 	v := purityViolations(t, path)
 	if len(v) != 2 || !strings.Contains(v[0], "math/rand") || !strings.Contains(v[1], "dot-imports time") {
 		t.Fatalf("want the math/rand import and the dot import of time, got %q", v)
+	}
+}
+
+// Only the registryBuilders call wire.NewRegistry in their code, and each of them
+// does: the check cannot pass because the call moved or was renamed.
+func TestOnlyTheStackBuildsTheRegistry(t *testing.T) {
+	pkgs := listPackages(t)
+	for _, name := range slices.Sorted(maps.Keys(pkgs)) {
+		p := pkgs[name]
+		calls := 0
+		for _, f := range p.GoFiles {
+			calls += len(registryCalls(t, filepath.Join(p.Dir, f)))
+		}
+		switch builder := slices.Contains(registryBuilders, name); {
+		case builder && calls == 0:
+			t.Errorf("%s builds no wire.Registry: update deps_test.go", name)
+		case !builder && calls > 0:
+			t.Errorf("%s builds a wire.Registry: only %v choose the protocols a process runs", name, registryBuilders)
+		}
+	}
+}
+
+// registryCalls returns where path's code names wire.NewRegistry, following import
+// aliases.
+func registryCalls(t *testing.T, path string) []string {
+	t.Helper()
+	fset := token.NewFileSet()
+	file, err := parser.ParseFile(fset, path, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := ""
+	for _, imp := range file.Imports {
+		if ip, _ := strconv.Unquote(imp.Path.Value); ip == module+"/wire" {
+			local = "wire"
+			if imp.Name != nil {
+				local = imp.Name.Name
+			}
+		}
+	}
+	var out []string
+	if local == "" {
+		return nil
+	}
+	ast.Inspect(file, func(n ast.Node) bool {
+		if sel, ok := n.(*ast.SelectorExpr); ok && sel.Sel.Name == "NewRegistry" {
+			if id, ok := sel.X.(*ast.Ident); ok && id.Name == local && id.Obj == nil {
+				out = append(out, fset.Position(n.Pos()).String())
+			}
+		}
+		return true
+	})
+	return out
+}
+
+func TestRegistryCheckerCatchesCalls(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.go")
+	src := `package bad
+
+import w "github.com/omnirelay/mesh/wire"
+
+var r, _ = w.NewRegistry(w.Membership())
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v := registryCalls(t, path); len(v) != 1 {
+		t.Fatalf("want the aliased call to wire.NewRegistry, got %q", v)
 	}
 }

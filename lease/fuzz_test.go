@@ -23,7 +23,7 @@ func FuzzStep(f *testing.F) {
 		f.Add(uint8(m.Type()), wire.AppendMessage(nil, m))
 	}
 	f.Fuzz(func(t *testing.T, typ uint8, data []byte) {
-		msg := wire.NewMessage(wire.RangeLeaseFirst + wire.MsgType(typ%8))
+		msg := NewMessage(wire.RangeLeaseFirst + wire.MsgType(typ%8))
 		if msg == nil {
 			return
 		}

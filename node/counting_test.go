@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/wire"
 )
 
@@ -69,7 +70,7 @@ func TestDroppedPacketsAreCountedNotAccepted(t *testing.T) {
 		}
 		ping := &wire.Ping{Seq: 1, Target: "n0", Source: "x", SourceAddr: "10.0.0.9:7946"}
 		send(tr, rawPacket("other", ping), 0, 3)
-		send(tr, rawPacket("other", &wire.LeasePrepare{Epoch: 7, Candidate: "x"}), 0, 2)
+		send(tr, rawPacket("other", &lease.Prepare{Epoch: 7, Candidate: "x"}), 0, 2)
 		newer := rawPacket("", ping)
 		send(tr, newer, 2, 4)
 		send(tr2, newer, 2, 1)

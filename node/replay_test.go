@@ -10,6 +10,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -192,7 +193,7 @@ func TestReplayedRenewDoesNotKeepDeadLeaderInOffice(t *testing.T) {
 		fi := (li + 1) % 3
 		follower := nodes[fi]
 		renew := taps[li].last(&taps[li].packets, follower.AdvertiseAddr(), func(b []byte) bool {
-			return carries(kr, b, wire.TypeLeaseRenew)
+			return carries(kr, b, lease.TypeRenew)
 		})
 		if renew == nil {
 			t.Fatalf("captured no Renew of the leader %s", holder)

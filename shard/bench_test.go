@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/omnirelay/mesh/internal/wiretest"
 )
 
 // benchCluster is a settled leader over n nodes and S shards.
@@ -78,4 +80,11 @@ func BenchmarkDecodeMap(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkGrantRoundTrip encodes and decodes a Grant body, the leader's answer to
+// every owner's renewal.
+func BenchmarkGrantRoundTrip(b *testing.B) {
+	m := &Grant{Epoch: 7, Node: "node-b", Boot: 1 << 40, Seq: 12, Duration: 3 * time.Second, Shards: []uint32{3, 300, 1023}, Confirm: []uint32{0, 5}, Version: 300, Checksum: 42}
+	wiretest.BenchBody(b, m, new(Grant))
 }

@@ -5,13 +5,7 @@ import (
 	"slices"
 
 	"github.com/omnirelay/mesh/rendezvous"
-	"github.com/omnirelay/mesh/wire"
 )
-
-// MaxMapNodes bounds the eligible nodes of a received map: rebuilding its table
-// costs one hash per (shard, node) pair, so this caps the work a peer can ask for.
-// The wire decoder enforces it too.
-const MaxMapNodes = wire.MaxShardMapNodes
 
 // Wire returns the map as carried in a MapState message.
 func (m *Map) Wire() *MapState {

@@ -609,6 +609,7 @@ func viaWire(m Message) Message {
 		panic(err)
 	}
 	var d wire.Decoder
+	d.Use(registry())
 	_, out, err := wire.DecodeFrame(f, 0, &d)
 	if err != nil {
 		panic(fmt.Sprintf("%T does not survive the codec: %v", m, err))

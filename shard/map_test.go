@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/omnirelay/mesh/rendezvous"
-	"github.com/omnirelay/mesh/wire"
 )
 
 func testTable(t *testing.T, shards int, names ...string) *rendezvous.Table {
@@ -159,10 +158,10 @@ func TestMapNewer(t *testing.T) {
 	}
 }
 
-// The wire's shard limits are the placement's: a map the wire accepts is one
-// rendezvous can build.
+// The wire's shard bound is the placement's, and PROTOCOL.md's 2^20: a change of
+// rendezvous.MaxShards would change what the wire accepts.
 func TestWireLimitsMatchRendezvous(t *testing.T) {
-	if wire.MaxShardCount != rendezvous.MaxShards {
-		t.Fatalf("wire.MaxShardCount %d != rendezvous.MaxShards %d", wire.MaxShardCount, rendezvous.MaxShards)
+	if maxShards != 1<<20 {
+		t.Fatalf("the wire's shard bound is %d, PROTOCOL.md says 2^20", maxShards)
 	}
 }

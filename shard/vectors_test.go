@@ -35,7 +35,7 @@ func TestWireVectorMapIsValid(t *testing.T) {
 		if w <= 0 || uint64(len(b)-1-w) != n {
 			t.Fatalf("vector %s: bad length", line)
 		}
-		m := wire.NewMessage(wire.MsgType(b[0]))
+		m := NewMessage(wire.MsgType(b[0]))
 		if err := d.Decode(b[1+w:], m); err != nil {
 			t.Fatalf("vector %s: %v", line, err)
 		}

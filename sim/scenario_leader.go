@@ -139,8 +139,7 @@ func isLeaseData(b []byte) bool {
 	if len(b) <= wire.HeaderSize {
 		return false
 	}
-	t := wire.MsgType(b[wire.HeaderSize])
-	return t >= wire.RangeLeaseFirst && t < wire.RangeShardFirst
+	return lease.Messages().Owns(wire.MsgType(b[wire.HeaderSize]))
 }
 
 // VoterNames are the names of the first v nodes, the bootstrap voters.

@@ -85,8 +85,7 @@ func isLeasePacket(data []byte) bool {
 	if len(data) <= wire.HeaderSize {
 		return false
 	}
-	t := wire.MsgType(data[wire.HeaderSize])
-	return t >= wire.RangeLeaseFirst && t < wire.RangeShardFirst
+	return lease.Messages().Owns(wire.MsgType(data[wire.HeaderSize]))
 }
 
 // handleLeasePacket steps the machine with every lease message of a packet.
@@ -103,10 +102,10 @@ func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
 	}
 	for ls.reader.Next() {
 		t := ls.reader.Type()
-		if t < wire.RangeLeaseFirst || t >= wire.RangeShardFirst {
+		if !lease.Messages().Owns(t) {
 			continue
 		}
-		wm := wire.NewMessage(t)
+		wm := h.reg.New(t)
 		if wm == nil {
 			continue // a lease type of a newer version: skipped, as PROTOCOL.md says
 		}
@@ -114,7 +113,7 @@ func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
 			ls.stats.Malformed++
 			continue
 		}
-		ls.m.Step(now, wm) // lease messages are wire types; Step checks the fields
+		ls.m.Step(now, wm) // Step checks the fields
 	}
 	if ls.reader.Err() != nil {
 		ls.stats.Malformed++

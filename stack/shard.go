@@ -19,7 +19,7 @@ import (
 // Shard glue: the host owns one shard.Owner (every node) and one shard.Controller
 // (driven only while this node holds the leader lease), and is their only caller.
 //
-//   - Shard messages are wire types 64..95 (the shard package aliases them). They
+//   - Shard messages are types 64..95, defined by the shard package. They
 //     travel one per packet, addressed by node name and resolved through the
 //     stack's address directory (Stack.addrs), like lease messages. A
 //     message to the node itself (the leader is a member too) is handed over
@@ -111,8 +111,7 @@ func isShardPacket(data []byte) bool {
 	if len(data) <= wire.HeaderSize {
 		return false
 	}
-	t := wire.MsgType(data[wire.HeaderSize])
-	return t >= wire.RangeShardFirst && t < wire.RangeCoreFirst
+	return shard.Messages().Owns(wire.MsgType(data[wire.HeaderSize]))
 }
 
 // handleShardPacket steps the machines with every shard message of a packet.
@@ -129,10 +128,10 @@ func (h *Stack) handleShardPacket(now time.Time, data []byte) {
 	}
 	for ss.reader.Next() {
 		t := ss.reader.Type()
-		if t < wire.RangeShardFirst || t >= wire.RangeCoreFirst {
+		if !shard.Messages().Owns(t) {
 			continue
 		}
-		wm := wire.NewMessage(t)
+		wm := h.reg.New(t)
 		if wm == nil {
 			continue // a shard type of a newer version: skipped
 		}

@@ -129,7 +129,8 @@ type Stack struct {
 	swim    *swim.Machine
 	meta    *metaState
 	dec     wire.Decoder
-	lease   *leaseState // nil when Config.Lease is nil
+	reg     *wire.Registry // the message ranges of the machines this stack runs
+	lease   *leaseState    // nil when Config.Lease is nil
 	fence   lease.FenceChecker
 	shard   *shardState // nil when Config.Shard is nil
 	persist persistState
@@ -165,6 +166,17 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}, addrs: directory{}}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
 	h.dec.Accept(m.Versions())
+	protocols := []wire.Protocol{wire.Membership()}
+	if cfg.Lease != nil {
+		protocols = append(protocols, lease.Messages())
+	}
+	if cfg.Shard != nil {
+		protocols = append(protocols, shard.Messages())
+	}
+	if h.reg, err = wire.NewRegistry(protocols...); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	h.dec.Use(h.reg) // frames decode by the range of their type
 	if cfg.Lease != nil {
 		lm, err := lease.New(*cfg.Lease, cfg.LeaseStorage, rng, now)
 		if err != nil {
@@ -229,7 +241,7 @@ func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
 	if !ok {
 		return nil
 	}
-	if h.shard != nil && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
+	if h.shard != nil && shard.Messages().Owns(msg.Type()) {
 		return h.handleShardStream(now, msg)
 	}
 	pp, ok := msg.(*wire.PushPull)
@@ -265,7 +277,7 @@ func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
 	defer h.process(now)
 	msg, _, ok := h.decodeFrame(reply)
 	if s.shard {
-		if ok && msg.Type() >= wire.RangeShardFirst && msg.Type() < wire.RangeCoreFirst {
+		if ok && shard.Messages().Owns(msg.Type()) {
 			h.stepShard(now, msg)
 		}
 		return

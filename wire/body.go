@@ -140,15 +140,11 @@ func appendBody(b []byte, m Message) []byte {
 		b = msgp.AppendMapHeader(b, 2)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyHash), m.Hash)
 		b = msgp.AppendUint(msgp.AppendStr(b, keyMembers), uint64(m.Members))
+	case Body: // another protocol's message (lease, shard)
+		b = m.AppendBody(b)
 	default:
-		if lb, ok := appendLeaseBody(b, m); ok { // lease.go
-			return lb
-		}
-		if sb, ok := appendShardBody(b, m); ok { // shard.go
-			return sb
-		}
-		// Only this package's message types implement Message usefully; anything
-		// else is a programming error of the caller, not peer input.
+		// A message neither of this package nor a Body is a programming error of
+		// the caller, not peer input.
 		panic(fmt.Sprintf("wire: cannot encode message %T", m))
 	}
 	return b
@@ -198,9 +194,9 @@ func appendNodeState(b []byte, s *NodeState) []byte {
 	return appendSig(appendFeatures(b, s.Features), s.Sig)
 }
 
-// NewMessage returns a new zero message of type t, or nil if this build does not
-// know t.
-func NewMessage(t MsgType) Message {
+// newMembershipMessage returns a new zero membership message of type t, or nil if
+// this build does not know t.
+func newMembershipMessage(t MsgType) Message {
 	switch t {
 	case TypePing:
 		return new(Ping)
@@ -227,10 +223,7 @@ func NewMessage(t MsgType) Message {
 	case TypeDigest:
 		return new(Digest)
 	}
-	if m := newLeaseMessage(t); m != nil { // lease.go
-		return m
-	}
-	return newShardMessage(t) // shard.go; nil if t is unknown
+	return nil
 }
 
 // str reads a string field of at most MaxString bytes and interns it.
@@ -326,12 +319,26 @@ func (d *Decoder) decode(body []byte, m Message) error {
 	case *Digest:
 		err = decodeDigest(&r, n, m)
 	default:
-		var ok bool
-		if ok, err = d.decodeLease(&r, n, m); !ok { // lease.go
-			if ok, err = d.decodeShard(&r, n, m); !ok { // shard.go
-				return ErrUnknownType
-			}
+		if b, ok := m.(Body); ok { // another protocol's message (lease, shard)
+			return d.decodeBody(body, b)
 		}
+		return ErrUnknownType
+	}
+	if err == nil && r.Remaining() != 0 {
+		err = ErrMalformed // trailing bytes after the body's map
+	}
+	return codecErr(err)
+}
+
+// decodeBody decodes the body of another protocol's message. It reads with the
+// Decoder's own reader, not decode's: a reader passed to a method through an
+// interface escapes, and decode's would then cost an allocation on every Ping.
+func (d *Decoder) decodeBody(body []byte, m Body) error {
+	d.body = msgp.NewReader(body, msgp.NilIsZero)
+	r := &d.body
+	n, err := r.MapLen()
+	if err == nil {
+		err = m.DecodeBody(BodyReader{Reader: r, d: d}, n)
 	}
 	if err == nil && r.Remaining() != 0 {
 		err = ErrMalformed // trailing bytes after the body's map

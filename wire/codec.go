@@ -7,6 +7,7 @@ import (
 	"io"
 
 	"github.com/cespare/xxhash/v2"
+	"github.com/omnirelay/mesh/internal/msgp"
 )
 
 // This file pins the codec API that swim, stack, node and sim code against.
@@ -288,6 +289,21 @@ type Decoder struct {
 	strs     map[string]string // intern table, emptied when it reaches internLimit
 	shared   *Interner         // used instead of strs when set (Share)
 	versions Versions          // accepted by DecodeFrame (Accept); zero: DefaultVersions
+	reg      *Registry         // the message types DecodeFrame knows (Use); nil: Membership's
+	body     msgp.Reader       // the reader of a Body's decoder: held here, it costs no allocation
+}
+
+// Use makes DecodeFrame with d make the messages of reg's protocols; nil (the
+// zero Decoder) knows only this package's Membership messages, and frames of any
+// other type are ErrUnknownType.
+func (d *Decoder) Use(reg *Registry) { d.reg = reg }
+
+// newMessage returns a new zero message of type t as d's registry knows it.
+func (d *Decoder) newMessage(t MsgType) Message {
+	if d.reg != nil {
+		return d.reg.New(t)
+	}
+	return newMembershipMessage(t)
 }
 
 // Accept makes DecodeFrame with d accept frames of the versions in v (the node's
@@ -343,7 +359,8 @@ func EncodeFrameVersion(m Message, v uint8, clusterHash uint32) ([]byte, error) 
 	return encodeFrame(m, v, clusterHash)
 }
 
-// DecodeFrame decodes one complete plain stream frame, refusing anything that would
+// DecodeFrame decodes one complete plain stream frame, its message made by the
+// protocol d's registry names for its type (Use), refusing anything that would
 // decompress beyond maxSize bytes (DefaultMaxFrame if maxSize is 0 or less). A
 // sealed frame is ErrSealed (OpenFrame it first). The header is returned whenever it
 // parsed, for the caller's Header.CheckCluster.

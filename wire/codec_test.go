@@ -52,7 +52,7 @@ func TestPacketRoundTripEveryMessage(t *testing.T) {
 	for r.Next() {
 		check(t, i < len(msgs), "%d >= %d", i, len(msgs))
 		equal(t, msgs[i].Type(), r.Type())
-		got := NewMessage(r.Type())
+		got := newMembershipMessage(r.Type())
 		noErr(t, d.Decode(r.Body(), got))
 		equal(t, msgs[i], got)
 		i++
@@ -255,7 +255,7 @@ func TestUnknownTypeIsSkipped(t *testing.T) {
 	var seqs []uint32
 	var d Decoder
 	for r.Next() {
-		m := NewMessage(r.Type())
+		m := newMembershipMessage(r.Type())
 		if m == nil {
 			continue
 		}
@@ -351,7 +351,7 @@ func TestHostileLengthsCostNothing(t *testing.T) {
 		check(t, p.AddEncoded(AppendRawMessage(nil, types[i], body)), "fits")
 		pkt := bytes.Clone(p.Bytes())
 		check(t, len(pkt) <= 30, "packet %d is %d bytes", i, len(pkt))
-		m := NewMessage(types[i])
+		m := newMembershipMessage(types[i])
 		var decodeErr error
 		allocs := testing.AllocsPerRun(50, func() {
 			if _, err := r.Reset(pkt); err != nil {

@@ -30,6 +30,12 @@ func Example() {
 		fmt.Println("drop:", err)
 		return
 	}
+	// The protocols this receiver runs; a stack adds lease.Messages() and
+	// shard.Messages().
+	reg, err := wire.NewRegistry(wire.Membership())
+	if err != nil {
+		panic(err)
+	}
 	var r wire.PacketReader
 	var d wire.Decoder
 	h, err := r.Reset(plain)
@@ -41,9 +47,9 @@ func Example() {
 		return
 	}
 	for r.Next() {
-		m := wire.NewMessage(r.Type())
+		m := reg.New(r.Type())
 		if m == nil {
-			continue // a newer peer's message type: skipped by its length
+			continue // a type of no protocol run here, or of a newer peer: skipped by its length
 		}
 		if err := d.Decode(r.Body(), m); err != nil {
 			continue // count and drop this message

@@ -141,7 +141,7 @@ func decodeFrame(frame []byte, maxSize int, d *Decoder) (Header, Message, error)
 	if used != len(msg) {
 		return h, nil, fmt.Errorf("%w: %d bytes after the frame's message", ErrMalformed, len(msg)-used)
 	}
-	m := NewMessage(typ)
+	m := d.newMessage(typ)
 	if m == nil {
 		return h, nil, fmt.Errorf("%w: %d", ErrUnknownType, typ)
 	}

@@ -1,7 +1,10 @@
-// Package wire defines OmniRelay Mesh's packets, messages, stream frames, codec,
-// compression, checksums and encryption. It is a leaf: it imports no other
-// package of this module. PROTOCOL.md at the repository root is the contract; a change
-// here is a change there, in the same commit.
+// Package wire defines OmniRelay Mesh's packets, stream frames, the framing of
+// every message, swim's membership messages, the codec, compression, checksums and
+// encryption, and the registry of message type ranges by which the other protocols
+// (lease, shard) plug in their own messages (registry.go). It is a leaf: it imports
+// no package of this module but the msgpack codec, internal/msgp. PROTOCOL.md at the
+// repository root is the contract; a change here is a change there, in the same
+// commit.
 package wire
 
 // MsgType identifies a message inside a packet or frame.
@@ -46,7 +49,8 @@ const (
 	StatusLeft    NodeStatus = 3
 )
 
-// Message is implemented by every message struct of this package.
+// Message is implemented by every message: this package's membership messages,
+// and the Body messages of other protocols.
 type Message interface {
 	Type() MsgType
 }

@@ -112,7 +112,7 @@ func TestPropLibraryBodiesDecode(t *testing.T) {
 		if err := enc.Encode(body); err != nil {
 			t.Fatal(err)
 		}
-		got := NewMessage(m.Type())
+		got := newMembershipMessage(m.Type())
 		if err := d.Decode(buf.Bytes(), got); err != nil {
 			t.Fatalf("cannot decode the library's body % x: %v", buf.Bytes(), err)
 		}

@@ -99,7 +99,7 @@ func TestPropMessageRoundTrip(t *testing.T) {
 		if err != nil || used != len(enc) || typ != m.Type() {
 			t.Fatalf("framing: typ %d used %d of %d, err %v", typ, used, len(enc), err)
 		}
-		got := NewMessage(typ)
+		got := newMembershipMessage(typ)
 		if err := d.Decode(body, got); err != nil {
 			t.Fatalf("decode: %v", err)
 		}
@@ -156,7 +156,7 @@ func TestPropCompoundPacket(t *testing.T) {
 		var d Decoder
 		var got []Message
 		for r.Next() {
-			m := NewMessage(r.Type())
+			m := newMembershipMessage(r.Type())
 			if err := d.Decode(r.Body(), m); err != nil {
 				t.Fatalf("decode %d: %v", r.Type(), err)
 			}

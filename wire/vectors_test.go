@@ -277,7 +277,7 @@ func encodeVector(t *testing.T, v vectorFile) []byte {
 			msgs = append(msgs, AppendRawMessage(nil, vm.Type, mustHex(vm.RawBody)))
 			continue
 		}
-		m := NewMessage(vm.Type)
+		m := newMembershipMessage(vm.Type)
 		check(t, m != nil, "unknown type %d without raw_body", vm.Type)
 		fromJSONBody(t, vm.Body, reflect.ValueOf(m))
 		msgs = append(msgs, AppendMessage(nil, m))
@@ -285,7 +285,7 @@ func encodeVector(t *testing.T, v vectorFile) []byte {
 	var plain []byte
 	if v.Kind == "frame" {
 		check(t, len(msgs) == 1, "a frame holds one message")
-		m := NewMessage(v.Messages[0].Type)
+		m := newMembershipMessage(v.Messages[0].Type)
 		fromJSONBody(t, v.Messages[0].Body, reflect.ValueOf(m))
 		f, err := EncodeFrame(m, ClusterHash(v.ClusterLabel))
 		noErr(t, err)
@@ -350,7 +350,7 @@ func decodeVector(t *testing.T, data []byte, like vectorFile) vectorFile {
 	_, err = r.Reset(data)
 	noErr(t, err)
 	for r.Next() {
-		m := NewMessage(r.Type())
+		m := newMembershipMessage(r.Type())
 		if m != nil {
 			noErr(t, d.Decode(r.Body(), m))
 		}
