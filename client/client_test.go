@@ -18,6 +18,7 @@ import (
 
 	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/node"
+	"github.com/omnirelay/mesh/shard"
 	"github.com/omnirelay/mesh/swim"
 )
 
@@ -112,6 +113,17 @@ func newClient(t *testing.T, cfg Config) *Client {
 }
 
 // sameMap reports whether c holds n's map.
+// settled says every shard of m is steady at its target: the leader has no move
+// left to make.
+func settled(m *shard.Map) bool {
+	for s := range uint32(m.Shards()) {
+		if m.State(s) != shard.StateSteady || m.Owner(s) != m.Target(s) {
+			return false
+		}
+	}
+	return true
+}
+
 func sameMap(c *Client, n *node.Node) bool {
 	cm, nm := c.Table().Map(), n.ShardMap()
 	return cm != nil && nm != nil && cm.Epoch() == nm.Epoch() && cm.Version() == nm.Version() && cm.Checksum() == nm.Checksum()
@@ -171,7 +183,9 @@ func TestFailoverWhenAgentDies(t *testing.T) {
 	}
 	// Agents n3 (never a voter) and n1; whichever it streams from is killed.
 	c := newClient(t, Config{Agents: []string{controlURL(nodes[3]), controlURL(nodes[1])}, IdleTimeout: 5 * time.Second})
-	eventually(t, 10*time.Second, "the client holds the map", func() bool { return sameMap(c, nodes[0]) })
+	// A settled map: a move still under way at formation would change owners
+	// right after the kill for reasons of its own.
+	eventually(t, 15*time.Second, "the client holds the settled map", func() bool { return sameMap(c, nodes[0]) && settled(c.Table().Map()) })
 	first := c.Agent()
 	victim := byURL[first]
 	if victim == nil {
