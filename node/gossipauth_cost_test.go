@@ -82,6 +82,14 @@ func TestSignedGossipCost(t *testing.T) {
 						nd.Close()
 					}
 				}()
+				defer func() {
+					if t.Failed() {
+						for _, nd := range nodes {
+							st := nd.Stats()
+							t.Logf("DUMP %s: members %v unknown %d unsigned %d forged %d syncs %d over %d", nd.Name(), nd.Members(), st.ClaimsUnknownSigner, st.ClaimsUnsigned, st.ClaimsForged, st.CertSyncs, st.ClaimsOverBudget)
+						}
+					}
+				}()
 				formed := waitFor(t, 30*time.Second, "formed", func() bool {
 					for _, nd := range nodes {
 						if !allSee(nodes, nd.Name(), swim.StatusAlive)() {

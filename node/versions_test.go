@@ -46,7 +46,7 @@ func TestLoopbackMixedVersions(t *testing.T) {
 		if got := counter(t, n, "omnirelay_version_mismatches_total"); got != "0" {
 			t.Errorf("%s dropped %s packets of a version it does not speak", n.Name(), got)
 		}
-		if got := n.stack.Swim().Stats().Suspicions; got != 0 {
+		if got := n.Stats().Suspicions; got != 0 {
 			t.Errorf("%s suspected %d times in a mixed cluster", n.Name(), got)
 		}
 	}

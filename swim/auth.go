@@ -246,6 +246,14 @@ func (m *Machine) certSync(now time.Time, from string) {
 // in the simulator took 16 s instead of 3.5).
 const maxPendingClaims = 64
 
+// maxPendingSyncs is how many certificate syncs a kept Alive waits through
+// before it is dropped. A sync can miss: its peer may not hold the signer's
+// certificate yet (formation), and once the member's gossip is spent nothing
+// else would ask again until a periodic push-pull (TestSignedGossipCost failed
+// to form 5 nodes in 30 s that way). Bounded, so a claim signed by a key nobody
+// holds costs at most this many push-pulls, one a GossipInterval.
+const maxPendingSyncs = 4
+
 // pendingAlive is an Alive of an unknown signer, kept for retryPending.
 type pendingAlive struct {
 	name, addr string
@@ -253,6 +261,7 @@ type pendingAlive struct {
 	pmin, pmax uint8
 	feat       wire.Features
 	sig        []byte
+	syncs      int // certificate syncs started since it was first kept
 }
 
 // keepPending keeps an Alive of an unknown signer, replacing an older one of
@@ -269,6 +278,7 @@ func (m *Machine) keepPending(p pendingAlive) {
 	}
 	if len(m.pending) < maxPendingClaims {
 		p.sig = slices.Clone(p.sig)
+		p.syncs = m.retrySyncs
 		m.pending = append(m.pending, p)
 	}
 }
@@ -279,22 +289,45 @@ func (m *Machine) retryPending(now time.Time) {
 	ps := m.pending
 	m.pending = nil
 	for _, p := range ps {
+		m.retrySyncs = p.syncs // kept again, it keeps its count
 		m.applyAlive(now, p.name, p.addr, p.inc, p.pmin, p.pmax, p.feat, p.sig)
 	}
+	m.retrySyncs = 0
 }
 
 // certSyncAt is when the pending certificate sync may start.
 func (m *Machine) certSyncAt() time.Time { return m.lastCertSync.Add(m.cfg.GossipInterval) }
 
-// tickCertSync starts the pending certificate sync if it is due.
+// tickCertSync starts the pending certificate sync if it is due. With Alives
+// still kept and no sync asked for, it asks a random verified member: the last
+// sync's peer lacked the certificates.
 func (m *Machine) tickCertSync(now time.Time) {
-	if m.certSyncTo == "" || m.leaving || (!m.lastCertSync.IsZero() && now.Before(m.certSyncAt())) {
+	if m.leaving || (!m.lastCertSync.IsZero() && now.Before(m.certSyncAt())) {
+		return
+	}
+	if m.certSyncTo == "" && len(m.pending) > 0 {
+		if p := m.randomPeers(now, 1, "", nil, verifiedAddr); len(p) == 1 {
+			m.certSyncTo = p[0].Addr
+		}
+	}
+	if m.certSyncTo == "" {
+		if len(m.pending) > 0 {
+			m.lastCertSync = now // nobody to ask: look again in a GossipInterval, not at once
+		}
 		return
 	}
 	m.lastCertSync = now
 	m.stats.CertSyncs++
 	m.startPushPull(m.certSyncTo, false)
 	m.certSyncTo = ""
+	kept := m.pending[:0]
+	for _, p := range m.pending {
+		if p.syncs++; p.syncs <= maxPendingSyncs {
+			kept = append(kept, p)
+		}
+	}
+	clear(m.pending[len(kept):])
+	m.pending = kept
 }
 
 // Resign raises our incarnation and signs our Alive anew: after a certificate

@@ -253,6 +253,7 @@ type Machine struct {
 	forgedInput  bool   // the input carried a forgery: the rest of it is not verified
 	certSyncTo   string // a certificate sync waiting for its rate limit, else ""
 	pending      []pendingAlive
+	retrySyncs   int // the syncs count of the kept Alive retryPending applies
 	lastCertSync time.Time
 
 	packer *wire.Packer
@@ -516,7 +517,7 @@ func (m *Machine) NextDeadline() time.Time {
 		take(m.nextPushPull)
 		take(m.nextReconnect)
 		take(m.settleAt)
-		if m.certSyncTo != "" {
+		if m.certSyncTo != "" || len(m.pending) > 0 {
 			take(m.certSyncAt())
 		}
 	}
