@@ -241,3 +241,44 @@ func (c *countingAuth) Verify(name string, claim, sig []byte) Verdict {
 	c.verifies++
 	return c.SimAuth.Verify(name, claim, sig)
 }
+
+// A kept Alive of an unknown signer asks again when the sync's peer lacked the
+// credential too: here n2 relays n9's Alive without holding n9's credential, and
+// only n1 can answer. Before, nothing asked after the first sync until a periodic
+// push-pull (15 s), and TestSignedGossipCost in node failed to form 5 nodes in
+// 30 s about once in 60 runs.
+func TestKeptClaimAsksAnotherMemberWhenTheSyncMissed(t *testing.T) {
+	nt := strictNet(t, 3)
+	n0, n1, n2 := nt.node("n0"), nt.node("n1"), nt.node("n2")
+	nt.run(time.Second) // past the rate limit of the syncs of formation
+	const n9 = "10.0.0.9:7946"
+	n1.m.cfg.Auth.(*SimAuth).known["n9"] = true
+	n1.m.HandlePacket(nt.now, n9, packet(t, aliveAs("n9", "n9", n9, 1)))
+	n1.m.Ready() // n1 holds n9 and its credential; its gossip is not delivered
+	n0.m.Ready()
+	before := n0.m.Stats().CertSyncs
+	n0.m.HandlePacket(nt.now, n2.addr, packet(t, aliveAs("n9", "n9", n9, 1)))
+	now := nt.now
+	for range 10 { // 0.5 s: far from the next periodic push-pull
+		for _, s := range n0.m.Ready().Streams {
+			peer := nt.byAddr[s.To]
+			if peer == nil {
+				t.Fatalf("a push-pull to %s, not a member", s.To)
+			}
+			n0.m.HandlePushPullReply(now, s.To, roundTrip(t, peer.m.HandlePushPull(now, n0.addr, roundTrip(t, s.Msg))))
+		}
+		if _, ok := statusOf(n0, "n9"); ok {
+			break
+		}
+		now = now.Add(n0.m.cfg.GossipInterval)
+		n0.m.Tick(now)
+	}
+	st := n0.m.Stats()
+	syncs := st.CertSyncs - before
+	if _, ok := statusOf(n0, "n9"); !ok {
+		t.Fatalf("n0 never took n9's Alive: %d cert syncs, %d unknown signers", syncs, st.ClaimsUnknownSigner)
+	}
+	if syncs < 2 || syncs > 1+maxPendingSyncs {
+		t.Errorf("%d cert syncs, want the first (to n2) and at most %d more", syncs, maxPendingSyncs)
+	}
+}
