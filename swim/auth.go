@@ -278,7 +278,6 @@ func (m *Machine) keepPending(p pendingAlive) {
 	}
 	if len(m.pending) < maxPendingClaims {
 		p.sig = slices.Clone(p.sig)
-		p.syncs = m.retrySyncs
 		m.pending = append(m.pending, p)
 	}
 }
@@ -289,10 +288,12 @@ func (m *Machine) retryPending(now time.Time) {
 	ps := m.pending
 	m.pending = nil
 	for _, p := range ps {
-		m.retrySyncs = p.syncs // kept again, it keeps its count
 		m.applyAlive(now, p.name, p.addr, p.inc, p.pmin, p.pmax, p.feat, p.sig)
+		// Kept again (still of an unknown signer), it keeps its count of syncs.
+		if i := slices.IndexFunc(m.pending, func(q pendingAlive) bool { return q.name == p.name }); i >= 0 {
+			m.pending[i].syncs = max(m.pending[i].syncs, p.syncs)
+		}
 	}
-	m.retrySyncs = 0
 }
 
 // certSyncAt is when the pending certificate sync may start.

@@ -253,7 +253,6 @@ type Machine struct {
 	forgedInput  bool   // the input carried a forgery: the rest of it is not verified
 	certSyncTo   string // a certificate sync waiting for its rate limit, else ""
 	pending      []pendingAlive
-	retrySyncs   int // the syncs count of the kept Alive retryPending applies
 	lastCertSync time.Time
 
 	packer *wire.Packer
