@@ -149,6 +149,13 @@ func (l *kvLoad) exited() bool {
 	}
 }
 
+// kill ends the load generator without its verification (a run that could not
+// go on).
+func (l *kvLoad) kill() {
+	_ = l.cmd.Process.Kill()
+	<-l.done
+}
+
 // stop ends the load, waits for the load generator's verification and reads its
 // report.
 func (l *kvLoad) stop(ctx context.Context) LoadReport {

@@ -299,9 +299,9 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 		if r.load, err = startLoad(lab, r.c, opts.KVBin, opts.Agents); err != nil {
 			return nil, err
 		}
-		defer func() { // an interrupted run ends the load generator too
+		defer func() { // a run that could not go on ends the load generator too
 			if r.load != nil {
-				r.load.stop(ctx)
+				r.load.kill()
 			}
 		}()
 		r.event("load: kv loadgen, %d workers, %d ops/s, warmup %s, then steady state for %s", loadWorkers, loadRate, loadWarmup, loadSteady)
