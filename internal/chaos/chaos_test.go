@@ -58,11 +58,24 @@ func TestSuiteOnRealAgents(t *testing.T) {
 		t.Skip("set OMNIRELAY_HEAVY=1 to run every chaos scenario (about 6 minutes)")
 	}
 	requireLab(t)
+	o := Options{Kills: 2, Hold: 6 * time.Second, Duration: 15 * time.Second, Logf: t.Logf}
+	dir := t.TempDir() // every binary built once, not once per scenario
+	for _, b := range []struct {
+		bin   *string
+		build func(context.Context, string) (string, error)
+	}{{&o.AgentBin, BuildAgent}, {&o.KVBin, BuildKV}, {&o.UpgradeBin, BuildPreviewAgent}} {
+		var err error
+		if *b.bin, err = b.build(context.Background(), dir); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, s := range Scenarios() {
 		t.Run(s.Name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			rep, err := Run(ctx, s, Options{Kills: 2, Hold: 6 * time.Second, Duration: 15 * time.Second, Logf: t.Logf})
+			o := o
+			o.Logf = t.Logf
+			rep, err := Run(ctx, s, o)
 			if err != nil {
 				t.Fatal(err)
 			}
