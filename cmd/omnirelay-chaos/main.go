@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -86,6 +87,9 @@ func runScenarios(cmd string, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.Pause, "pause", 8*time.Second, "how long the leader stays SIGSTOPped (pause)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "seed of random choices (default: the time)")
 	fs.StringVar(&o.AgentBin, "agent-bin", "", "omnirelay binary to run (default: go build ./cmd/omnirelay)")
+	fs.StringVar(&o.UpgradeBin, "upgrade-bin", "", "the new build rolling-upgrade restarts the agents onto (default: go build -tags omnirelay_preview ./cmd/omnirelay, versions 1..2)")
+	fs.StringVar(&o.KVBin, "kv-bin", "", "the kv sample service and load generator (default: go build ./examples/kv)")
+	fs.BoolVar(&o.NoLoad, "no-load", false, "run no kv service and no load beside the agents")
 	fs.StringVar(&o.LogDir, "logs", "", "keep the agents' logs of a failed scenario under this directory (nightly: --out)")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -116,14 +120,30 @@ func runScenarios(cmd string, args []string, stdout, stderr io.Writer) int {
 	if swept, err := chaos.Sweep(ctx); len(swept) > 0 || err != nil {
 		fmt.Fprintf(stderr, "swept leftovers of dead runs %v (%v)\n", swept, err)
 	}
-	if o.AgentBin == "" {
-		dir, err := chaos.BinDir()
-		if err != nil {
-			fmt.Fprintln(stderr, "omnirelay-chaos:", err)
-			return 1
+	// Every binary a scenario needs is built once, before the first.
+	builds := []struct {
+		bin   *string
+		need  bool
+		build func(context.Context, string) (string, error)
+	}{
+		{&o.AgentBin, true, chaos.BuildAgent},
+		{&o.KVBin, !o.NoLoad, chaos.BuildKV},
+		{&o.UpgradeBin, slices.ContainsFunc(list, func(s chaos.Scenario) bool { return s.Name == "rolling-upgrade" }), chaos.BuildPreviewAgent},
+	}
+	var dir string
+	for _, b := range builds {
+		if *b.bin != "" || !b.need {
+			continue
 		}
-		defer os.RemoveAll(dir)
-		if o.AgentBin, err = chaos.BuildAgent(ctx, dir); err != nil {
+		var err error
+		if dir == "" {
+			if dir, err = chaos.BinDir(); err != nil {
+				fmt.Fprintln(stderr, "omnirelay-chaos:", err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+		}
+		if *b.bin, err = b.build(ctx, dir); err != nil {
 			fmt.Fprintln(stderr, "omnirelay-chaos:", err)
 			return 1
 		}

@@ -105,6 +105,10 @@ func (s *swimFile) apply(c *swim.Config) {
 	setI(&c.MaxMembers, s.MaxMembers)
 }
 
+// previewTune sets a preview build's protocol range (preview.go); a release
+// build leaves the profile's.
+var previewTune = func(*swim.Config) {}
+
 // agentFile is the agent's config file. Every key is documented in
 // docs/configuration.md; unknown keys are an error.
 type agentFile struct {
@@ -328,7 +332,7 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		ClusterLabel: pick("cluster-label", *label, f.ClusterLabel),
 		MTU:          f.MTU,
 		Join:         f.Join,
-		Tune:         f.Swim.apply,
+		Tune:         func(c *swim.Config) { f.Swim.apply(c); previewTune(c) },
 		Voters:       f.Voters,
 		Voter:        f.Voter,
 		DataDir:      pick("data-dir", *dataDir, f.DataDir),

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +31,9 @@ type loadConfig struct {
 	Deadline time.Duration // per operation, retries included
 	Attempt  time.Duration // per attempt
 	RunID    string        // prefix of request ids, unique per run
+	// TLS, for https:// agents and instances: the client's certificate and
+	// the cluster's CA. nil: plain HTTP (loopback).
+	TLS *tls.Config
 }
 
 func (c *loadConfig) defaults() {
@@ -50,12 +54,12 @@ func (c *loadConfig) defaults() {
 	}
 }
 
-// phaseStats accumulates one phase.
+// phaseStats accumulates one phase, over every span it was the current one.
 type phaseStats struct {
 	name     string
-	start    time.Time
 	mu       sync.Mutex
-	end      time.Time
+	since    time.Time       // when its current span began
+	active   time.Duration   // its spans before that
 	lat      []time.Duration // successful operations, retries included
 	ok       uint64
 	failed   uint64 // gave up at the deadline or refused for good
@@ -104,32 +108,49 @@ type loadgen struct {
 
 func newLoadgen(ctx context.Context, cfg loadConfig) (*loadgen, error) {
 	cfg.defaults()
-	c, err := client.New(ctx, client.Config{Agents: cfg.Agents})
+	c, err := client.New(ctx, client.Config{Agents: cfg.Agents, TLS: cfg.TLS})
 	if err != nil {
 		return nil, err
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = cfg.Workers
+	tr.TLSClientConfig = cfg.TLS
 	return &loadgen{cfg: cfg, c: c, httpc: &http.Client{Transport: tr, Timeout: cfg.Attempt},
 		acked: map[string]string{}, tried: map[string]string{}}, nil
 }
 
 func (g *loadgen) close() { g.c.Close() }
 
-// setPhase ends the current phase and starts one named name.
+// setPhase ends the current phase's span and makes the phase named name
+// current: a new one, or one that ran before, which goes on accumulating (a
+// scenario's repeated faults add up to one "fault" phase).
 func (g *loadgen) setPhase(name string) {
 	now := time.Now()
-	p := &phaseStats{name: name, start: now, causes: map[string]uint64{}}
 	g.mu.Lock()
-	if len(g.phases) > 0 {
-		last := g.phases[len(g.phases)-1]
-		last.mu.Lock()
-		last.end = now
-		last.mu.Unlock()
+	defer g.mu.Unlock()
+	g.endSpan(now)
+	i := slices.IndexFunc(g.phases, func(p *phaseStats) bool { return p.name == name })
+	if i < 0 {
+		g.phases = append(g.phases, &phaseStats{name: name, causes: map[string]uint64{}})
+		i = len(g.phases) - 1
 	}
-	g.phases = append(g.phases, p)
-	g.mu.Unlock()
+	p := g.phases[i]
+	p.mu.Lock()
+	p.since = now
+	p.mu.Unlock()
 	g.phase.Store(p)
+}
+
+// endSpan closes the current phase's span; g.mu held.
+func (g *loadgen) endSpan(now time.Time) {
+	if cur := g.phase.Load(); cur != nil {
+		cur.mu.Lock()
+		if !cur.since.IsZero() {
+			cur.active += now.Sub(cur.since)
+			cur.since = time.Time{}
+		}
+		cur.mu.Unlock()
+	}
 }
 
 // run issues load until ctx ends, then waits for the operations in flight.
@@ -161,9 +182,8 @@ func (g *loadgen) run(ctx context.Context) {
 		}()
 	}
 	wg.Wait()
-	g.setPhase("") // closes the last phase
 	g.mu.Lock()
-	g.phases = g.phases[:len(g.phases)-1]
+	g.endSpan(time.Now())
 	g.mu.Unlock()
 }
 
@@ -295,7 +315,7 @@ func (g *loadgen) report() []PhaseReport {
 	for _, p := range g.phases {
 		p.mu.Lock()
 		lat := slices.Clone(p.lat)
-		r := PhaseReport{Name: p.name, Seconds: p.end.Sub(p.start).Seconds(), OK: p.ok, Failed: p.failed}
+		r := PhaseReport{Name: p.name, Seconds: p.active.Seconds(), OK: p.ok, Failed: p.failed}
 		if p.attempts > p.ok+p.failed {
 			r.Retries = p.attempts - p.ok - p.failed
 		}

@@ -5,11 +5,12 @@
 // runs both across real processes through a reshard, a drain and a SIGKILL.
 //
 //	kv serve    --name kv1 --voters kv1,kv2,kv3 --store DIR --key-file KEY [--join ADDR,...]
-//	kv loadgen  --agents http://127.0.0.1:7070 [--workers 8] [--rate 0] [--duration 30s] [--json]
+//	kv loadgen  --agents http://127.0.0.1:7070 [--workers 8] [--rate 0] [--duration 30s] [--phases-stdin] [--json]
 //	kv scenario [--shards 64] [--phase 10s] [--workers 16] [--rate 200] [--json]
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -22,6 +23,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/omnirelay/mesh/identity"
 )
 
 func main() {
@@ -41,7 +44,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	case "serve":
 		return serve(args[1:])
 	case "loadgen":
-		return loadgenCmd(args[1:], stdout)
+		return loadgenCmd(args[1:], os.Stdin, stdout)
 	case "scenario":
 		return scenarioCmd(args[1:], stdout, stderr)
 	}
@@ -56,18 +59,28 @@ func loadFlags(fs *flag.FlagSet, c *loadConfig) {
 	fs.DurationVar(&c.Deadline, "deadline", 15*time.Second, "per operation, retries included")
 }
 
-func loadgenCmd(args []string, stdout io.Writer) error {
+func loadgenCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("kv loadgen", flag.ContinueOnError)
 	var cfg loadConfig
 	loadFlags(fs, &cfg)
 	agents := fs.String("agents", "", "control API URLs of instances, comma-separated (required)")
-	duration := fs.Duration("duration", 30*time.Second, "how long to run")
+	duration := fs.Duration("duration", 30*time.Second, "how long to run (with --phases-stdin: at most)")
+	phases := fs.Bool("phases-stdin", false, "read phase names from stdin, one a line: each line starts that phase, or resumes it if it ran before; the load ends at EOF. A harness marks its faults this way")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	var tf tlsFlags
+	tf.register(fs, "the load generator's certificate, of any role")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if cfg.Agents = splitList(*agents); len(cfg.Agents) == 0 {
 		return fmt.Errorf("kv loadgen: --agents is required")
+	}
+	src, err := tf.source()
+	if err != nil {
+		return fmt.Errorf("kv loadgen: %w", err)
+	}
+	if src != nil {
+		cfg.TLS = src.ClientConfig(identity.MeshPolicy) // instances present node certificates
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -80,7 +93,21 @@ func loadgenCmd(args []string, stdout io.Writer) error {
 	defer g.close()
 	runCtx, cancelRun := context.WithTimeout(ctx, *duration)
 	defer cancelRun()
-	g.setPhase("load")
+	if *phases {
+		lines := bufio.NewScanner(stdin)
+		if !lines.Scan() {
+			return fmt.Errorf("kv loadgen: --phases-stdin: no phase name on stdin")
+		}
+		g.setPhase(lines.Text())
+		go func() {
+			defer cancelRun()
+			for lines.Scan() {
+				g.setPhase(lines.Text())
+			}
+		}()
+	} else {
+		g.setPhase("load")
+	}
 	g.run(runCtx)
 	rep := ScenarioReport{Workers: g.cfg.Workers, Rate: g.cfg.Rate, Phases: g.report()}
 	rep.Verify, err = g.verify()

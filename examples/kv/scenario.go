@@ -31,8 +31,11 @@ type scenarioConfig struct {
 	Shards int
 	Phase  time.Duration // the least time each phase lasts
 	Renew  time.Duration // the instances' shard renewal interval; 0: the mesh default
-	Load   loadConfig
-	Logf   func(format string, args ...any)
+	// PKI, when set, is a directory as `omnirelay cert` writes it (ca.pem,
+	// NAME.pem, NAME-key.pem): each instance serves with its node certificate.
+	PKI  string
+	Load loadConfig
+	Logf func(format string, args ...any)
 }
 
 // ScenarioReport is what a run measured.
@@ -85,6 +88,9 @@ func (c *cluster) start(name string) (*proc, error) {
 		"--join", strings.Join(seeds, ","), "--debug"}
 	if c.cfg.Renew > 0 {
 		args = append(args, "--renew", c.cfg.Renew.String())
+	}
+	if p := c.cfg.PKI; p != "" {
+		args = append(args, "--tls-ca", filepath.Join(p, "ca.pem"), "--tls-cert", filepath.Join(p, name+".pem"), "--tls-key", filepath.Join(p, name+"-key.pem"))
 	}
 	logf, err := os.Create(filepath.Join(dir, "instance.log"))
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/omnirelay/mesh/identity"
 	"github.com/omnirelay/mesh/node"
 	"github.com/omnirelay/mesh/shard"
 )
@@ -88,6 +90,7 @@ type instance struct {
 
 type serveFlags struct {
 	name, bind, control, dataDir, httpAddr, store, keyFile string
+	tls                                                    tlsFlags
 	join, voters                                           []string
 	shards                                                 int
 	renew                                                  time.Duration
@@ -110,6 +113,7 @@ func parseServe(args []string) (serveFlags, error) {
 	fs.StringVar(&f.keyFile, "key-file", "", "file holding the base64 32-byte packet key (required; mode 0600)")
 	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s); a handover waits for up to two renewals at most RenewInterval/16 apart")
 	fs.BoolVar(&f.debug, "debug", false, "log at DEBUG, with a line per shard gained and lost")
+	f.tls.register(fs, "this instance's node certificate")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -179,16 +183,28 @@ func serve(args []string) error {
 	if err := os.MkdirAll(f.store, 0o700); err != nil {
 		return fmt.Errorf("kv serve: store: %w", err)
 	}
+	src, err := f.tls.source()
+	if err != nil {
+		return fmt.Errorf("kv serve: %w", err)
+	}
 	host, _, err := net.SplitHostPort(f.httpAddr)
-	if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
-		// The kv API has no authentication of its own in this example.
-		return fmt.Errorf("kv serve: --http %q: want a loopback IP literal and port: the example's kv API is plain, unauthenticated HTTP", f.httpAddr)
+	if ip := net.ParseIP(host); src == nil && (err != nil || ip == nil || !ip.IsLoopback()) {
+		// Without certificates the kv API has no authentication at all.
+		return fmt.Errorf("kv serve: --http %q: want a loopback IP literal and port, or certificates (--tls-*): without them the kv API is plain, unauthenticated HTTP", f.httpAddr)
 	}
 	ln, err := net.Listen("tcp", f.httpAddr)
 	if err != nil {
 		return fmt.Errorf("kv serve: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
+	httpc := &http.Client{Timeout: 2 * time.Second}
+	if src != nil {
+		// Callers are nodes (forwarding instances) and the cluster's clients
+		// (any role): the kv API has no permissions of its own.
+		ln = tls.NewListener(ln, src.ServerConfig(identity.ControlPolicy))
+		url = "https://" + ln.Addr().String()
+		httpc.Transport = &http.Transport{TLSClientConfig: src.ClientConfig(identity.MeshPolicy)}
+	}
 	level := slog.LevelInfo
 	if f.debug {
 		level = slog.LevelDebug
@@ -201,7 +217,7 @@ func serve(args []string) error {
 	n, err := node.Start(startCtx, node.Config{
 		Name: f.name, Bind: f.bind, Control: f.control, // joins below, once the watch is open
 		Keys: [][]byte{key}, Voters: f.voters, Voter: slices.Contains(f.voters, f.name), DataDir: f.dataDir,
-		Shards: f.shards, Logger: log,
+		Shards: f.shards, Logger: log, TLS: src,
 		ShardTune: func(c *shard.Config) {
 			if f.renew > 0 {
 				c.RenewInterval = f.renew
@@ -218,7 +234,7 @@ func serve(args []string) error {
 	}
 	defer n.Close()
 	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{}, gained: make(chan struct{}),
-		httpc: &http.Client{Timeout: 2 * time.Second}}
+		httpc: httpc}
 	// The watch opens before the join: no shard can be granted before it, so
 	// every gain arrives with its token.
 	w, err := n.WatchShards()
@@ -234,7 +250,11 @@ func serve(args []string) error {
 	go func() { defer close(watched); in.watch(w) }()
 	srv := &http.Server{Handler: in, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	line, _ := json.Marshal(started{Name: f.name, Bind: n.Addr(), Control: "http://" + n.ControlAddr(), HTTP: url, PID: os.Getpid()})
+	ctlURL := "http://" + n.ControlAddr()
+	if src != nil {
+		ctlURL = "https://" + n.ControlAddr()
+	}
+	line, _ := json.Marshal(started{Name: f.name, Bind: n.Addr(), Control: ctlURL, HTTP: url, PID: os.Getpid()})
 	fmt.Println(string(line))
 	<-ctx.Done()
 	// SIGTERM: unpublish the endpoint, leave, then stop serving.

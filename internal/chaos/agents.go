@@ -1,9 +1,12 @@
 package chaos
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,20 +25,40 @@ const (
 
 	gossipPort  = "7946"
 	controlPort = "7070"
+
+	// The kv instance beside each agent (ClusterConfig.KV).
+	kvGossipPort  = "7947"
+	kvControlPort = "7072"
+	kvHTTPPort    = "7071"
 )
 
 // BuildAgent builds ./cmd/omnirelay of the module the go tool finds from the
 // current directory into dir and returns the binary's path.
 func BuildAgent(ctx context.Context, dir string) (string, error) {
+	return build(ctx, filepath.Join(dir, "omnirelay"), "./cmd/omnirelay")
+}
+
+// BuildPreviewAgent builds the agent with the omnirelay_preview tag: protocol
+// versions 1..2 and the ack-health feature, the "new build" of the
+// rolling-upgrade scenario (docs/upgrading.md).
+func BuildPreviewAgent(ctx context.Context, dir string) (string, error) {
+	return build(ctx, filepath.Join(dir, "omnirelay-preview"), "./cmd/omnirelay", "-tags", "omnirelay_preview")
+}
+
+// BuildKV builds the sample service and load generator, ./examples/kv.
+func BuildKV(ctx context.Context, dir string) (string, error) {
+	return build(ctx, filepath.Join(dir, "kv"), "./examples/kv")
+}
+
+func build(ctx context.Context, bin, pkg string, flags ...string) (string, error) {
 	mod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil || strings.TrimSpace(string(mod)) == "" || strings.TrimSpace(string(mod)) == os.DevNull {
-		return "", fmt.Errorf("chaos: building the agent: not inside the module (go env GOMOD: %q, %v); run from the repository or pass --agent-bin", strings.TrimSpace(string(mod)), err)
+		return "", fmt.Errorf("chaos: building %s: not inside the module (go env GOMOD: %q, %v); run from the repository or pass the binary", pkg, strings.TrimSpace(string(mod)), err)
 	}
-	bin := filepath.Join(dir, "omnirelay")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/omnirelay")
+	cmd := exec.CommandContext(ctx, "go", append(append([]string{"build"}, flags...), "-o", bin, pkg)...)
 	cmd.Dir = filepath.Dir(strings.TrimSpace(string(mod)))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("chaos: go build ./cmd/omnirelay: %v: %s", err, out)
+		return "", fmt.Errorf("chaos: go build %s %s: %v: %s", strings.Join(flags, " "), pkg, err, out)
 	}
 	return bin, nil
 }
@@ -46,6 +69,12 @@ type ClusterConfig struct {
 	Voters int // n1..nVoters are the leader-election voters (3 or 5)
 	Shards int // shard count on every agent
 	Bin    string
+	// KV, when set, is the kv binary (examples/kv): beside each agent, in its
+	// namespace, runs kv instance kvI, a member of a second cluster (the
+	// service's, kv1..kvVoters its voters), started, stopped, paused and
+	// resumed with the agent, so every fault on agent I hits the service on
+	// the same machine.
+	KV string
 }
 
 // Cluster is the agents of one run and their processes.
@@ -56,12 +85,15 @@ type Cluster struct {
 	pki  string // the CA and every certificate (omnirelay cert), secure as in production
 	mu   sync.Mutex
 	proc map[int]*agentProc // running (or stopped) agents by index
+	bins map[int]string     // agent binaries other than cfg.Bin (SetBin)
 	log  func(format string, args ...any)
 }
 
 type agentProc struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
+	kv     *exec.Cmd // the kv instance beside it, nil without ClusterConfig.KV
+	kvDone chan struct{}
 	paused bool
 }
 
@@ -75,9 +107,14 @@ func NewCluster(ctx context.Context, lab *Lab, cfg ClusterConfig, logf func(stri
 		return nil, fmt.Errorf("chaos: %d agents: want %d (the voters) .. %d (the lab)", cfg.Agents, cfg.Voters, lab.nodes)
 	}
 	c := &Cluster{cfg: cfg, lab: lab, key: filepath.Join(lab.Dir, "mesh.key"), pki: filepath.Join(lab.Dir, "pki"),
-		proc: map[int]*agentProc{}, log: logf}
+		proc: map[int]*agentProc{}, bins: map[int]string{}, log: logf}
 	if err := run(ctx, nil, cfg.Bin, "keygen", "-o", c.key); err != nil {
 		return nil, err
+	}
+	if cfg.KV != "" { // the service's cluster has a key of its own
+		if err := run(ctx, nil, cfg.Bin, "keygen", "-o", c.kvKey()); err != nil {
+			return nil, err
+		}
 	}
 	// Agents serve their control API on the lab's addresses, so they need mTLS
 	// (the agent refuses a non-loopback control API without it): a CA, a node
@@ -92,15 +129,43 @@ func NewCluster(ctx context.Context, lab *Lab, cfg ClusterConfig, logf func(stri
 		if err := issue(name(i), "node"); err != nil {
 			return nil, err
 		}
+		if err := issue(kvName(i), "node"); err != nil {
+			return nil, err
+		}
 	}
 	if err := issue(observerName, "reader"); err != nil {
+		return nil, err
+	}
+	if err := issue(loadName, "reader"); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// observerName is the certificate name the observer reads the agents with.
-const observerName = "chaos-observer"
+// observerName and loadName are the certificate names the observer reads the
+// agents with and the load generator uses the service with.
+const (
+	observerName = "chaos-observer"
+	loadName     = "chaos-load"
+)
+
+func (c *Cluster) kvKey() string { return filepath.Join(c.lab.Dir, "kv.key") }
+
+func kvName(i int) string { return "kv" + strconv.Itoa(i) }
+
+// SetBin makes agent i run bin from its next start (a rolling upgrade).
+func (c *Cluster) SetBin(i int, bin string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.bins[i] = bin
+}
+
+// Bin is the binary agent i runs (or will at its next start).
+func (c *Cluster) Bin(i int) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cmp.Or(c.bins[i], c.cfg.Bin)
+}
 
 // tlsFiles are the CA bundle, certificate and key of name in the cluster's PKI.
 func (c *Cluster) tlsFiles(n string) (ca, cert, key string) {
@@ -135,7 +200,7 @@ func (c *Cluster) Start(i int, join bool) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	args := []string{"netns", "exec", c.lab.netns(i), c.cfg.Bin, "agent",
+	args := []string{"netns", "exec", c.lab.netns(i), cmp.Or(c.bins[i], c.cfg.Bin), "agent",
 		"--name", name(i), "--bind", addr(i) + ":" + gossipPort, "--control", addr(i) + ":" + controlPort,
 		"--key-file", c.key, "--voters", strings.Join(voters, ","), "--shards", strconv.Itoa(c.cfg.Shards),
 		"--log-format", "json", "--join-timeout", "0", "--audit-log", filepath.Join(dir, "audit.jsonl")}
@@ -175,7 +240,77 @@ func (c *Cluster) Start(i int, join bool) error {
 		close(p.done)
 	}()
 	c.log("start %s (pid %d)", name(i), cmd.Process.Pid)
+	if c.cfg.KV != "" {
+		if err := c.startKV(i, p); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// startKV starts kv instance i beside agent i and waits until it serves (its
+// first stdout line): the next instance joins through it.
+func (c *Cluster) startKV(i int, p *agentProc) error {
+	voters := make([]string, c.cfg.Voters)
+	for v := range voters {
+		voters[v] = kvName(v + 1)
+	}
+	var seeds []string
+	for j := 1; j <= c.cfg.Agents; j++ {
+		if q := c.proc[j]; j != i && q != nil && q.kv != nil {
+			seeds = append(seeds, addr(j)+":"+kvGossipPort)
+		}
+	}
+	dir := filepath.Join(c.lab.Dir, name(i))
+	ca, cert, key := c.tlsFiles(kvName(i))
+	args := []string{"netns", "exec", c.lab.netns(i), c.cfg.KV, "serve", "--name", kvName(i),
+		"--bind", addr(i) + ":" + kvGossipPort, "--control", addr(i) + ":" + kvControlPort, "--http", addr(i) + ":" + kvHTTPPort,
+		"--join", strings.Join(seeds, ","), "--data-dir", filepath.Join(dir, "kv-data"), "--store", filepath.Join(c.lab.Dir, "kv-store"),
+		"--key-file", c.kvKey(), "--shards", strconv.Itoa(c.cfg.Shards), "--voters", strings.Join(voters, ","),
+		"--tls-ca", ca, "--tls-cert", cert, "--tls-key", key}
+	logf, err := os.OpenFile(filepath.Join(dir, "kv.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command("ip", args...)
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("chaos: starting %s: %v", kvName(i), err)
+	}
+	p.kv, p.kvDone = cmd, make(chan struct{})
+	served := make(chan bool, 1)
+	go func() {
+		line := bufio.NewScanner(out)
+		served <- line.Scan()
+		_, _ = io.Copy(io.Discard, out)
+		_ = cmd.Wait()
+		logf.Close()
+		close(p.kvDone)
+	}()
+	select {
+	case ok := <-served:
+		if !ok {
+			<-p.kvDone
+			return fmt.Errorf("chaos: %s exited before it served: %s", kvName(i), logTail(filepath.Join(dir, "kv.log")))
+		}
+	case <-time.After(60 * time.Second):
+		return fmt.Errorf("chaos: %s did not serve within 60 s: %s", kvName(i), logTail(filepath.Join(dir, "kv.log")))
+	}
+	c.log("start %s (pid %d)", kvName(i), cmd.Process.Pid)
+	return nil
+}
+
+// logTail is the end of a log file, for error messages.
+func logTail(file string) string {
+	b, _ := os.ReadFile(file)
+	return tail(string(b), 600)
 }
 
 // StartAll starts agents 1..N: the first alone, the rest joining it.
@@ -221,15 +356,19 @@ func (c *Cluster) stop(i int, sig syscall.Signal, wait time.Duration) error {
 	if p == nil {
 		return fmt.Errorf("chaos: %s is not running", name(i))
 	}
-	if p.paused {
-		_ = p.cmd.Process.Signal(sigCont)
+	for _, q := range p.procs() {
+		if p.paused {
+			_ = q.cmd.Process.Signal(sigCont)
+		}
+		_ = q.cmd.Process.Signal(sig)
 	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case <-p.done:
-	case <-time.After(wait):
-		_ = p.cmd.Process.Signal(sigKill)
-		<-p.done
+	for _, q := range p.procs() {
+		select {
+		case <-q.done:
+		case <-time.After(wait):
+			_ = q.cmd.Process.Signal(sigKill)
+			<-q.done
+		}
 	}
 	c.mu.Lock()
 	delete(c.proc, i)
@@ -249,12 +388,30 @@ func (c *Cluster) signal(i int, sig syscall.Signal, paused bool) error {
 	if p == nil {
 		return fmt.Errorf("chaos: %s is not running", name(i))
 	}
-	if err := p.cmd.Process.Signal(sig); err != nil {
-		return fmt.Errorf("chaos: %s %s: %v", sigName(sig), name(i), err)
+	for _, q := range p.procs() {
+		if err := q.cmd.Process.Signal(sig); err != nil {
+			return fmt.Errorf("chaos: %s %s: %v", sigName(sig), name(i), err)
+		}
 	}
 	p.paused = paused
 	c.log("%s %s", sigName(sig), name(i))
 	return nil
+}
+
+// procs are the agent's process and the kv instance's, if any.
+func (p *agentProc) procs() []struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+} {
+	type one = struct {
+		cmd  *exec.Cmd
+		done chan struct{}
+	}
+	ps := []one{{p.cmd, p.done}}
+	if p.kv != nil {
+		ps = append(ps, one{p.kv, p.kvDone})
+	}
+	return ps
 }
 
 func sigName(s syscall.Signal) string {
@@ -293,15 +450,24 @@ func (c *Cluster) Exited() []string {
 	defer c.mu.Unlock()
 	var out []string
 	for i, p := range c.proc {
-		select {
-		case <-p.done:
-			tail, _ := os.ReadFile(filepath.Join(c.lab.Dir, name(i), "agent.log"))
-			if len(tail) > 600 {
-				tail = tail[len(tail)-600:]
+		for _, q := range p.procs() {
+			select {
+			case <-q.done:
+				who, log := name(i), "agent.log"
+				if q.cmd == p.kv {
+					who, log = kvName(i), "kv.log"
+				}
+				out = append(out, fmt.Sprintf("%s exited unexpectedly (%v): %s", who, q.cmd.ProcessState, logTail(filepath.Join(c.lab.Dir, name(i), log))))
+				// The machine goes as a whole: the other process is ended too.
+				for _, o := range p.procs() {
+					_ = o.cmd.Process.Signal(sigKill)
+					<-o.done
+				}
+				delete(c.proc, i)
+			default:
+				continue
 			}
-			out = append(out, fmt.Sprintf("%s exited unexpectedly (%v): %s", name(i), p.cmd.ProcessState, strings.TrimSpace(string(tail))))
-			delete(c.proc, i)
-		default:
+			break
 		}
 	}
 	return out

@@ -18,6 +18,7 @@ import (
 
 	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/identity"
+	"github.com/omnirelay/mesh/wire"
 	"golang.org/x/sys/unix"
 )
 
@@ -85,6 +86,11 @@ type View struct {
 	Steady               int       // shards steady on their placement's target
 	ShardsAt             time.Time // when the shard answer arrived
 	ShardErr             string    `json:",omitempty"`
+	// From GET /control/v1/status, when the observer asks for it (Observer.Status):
+	// the protocol range the agent's build speaks ("1-2"), the version it sends
+	// at and the features on in its view.
+	Protocol, Features string
+	Sending            uint8
 }
 
 // Round is one sample of every agent that is up.
@@ -96,6 +102,9 @@ type Round struct {
 // Observer samples agents' control APIs from the hub namespace.
 type Observer struct {
 	client *http.Client
+	port   string // of the control APIs it reads: the agents' or the kv instances'
+	// Status makes every sample read the agents' status too (rolling upgrade).
+	Status bool
 }
 
 // NewObserver returns an observer that reaches the agents through lab's bridge,
@@ -112,11 +121,14 @@ func NewObserver(lab *Lab, c *Cluster) (*Observer, error) {
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     10 * time.Second,
 	}
-	return &Observer{client: &http.Client{Transport: tr}}, nil
+	return &Observer{client: &http.Client{Transport: tr}, port: controlPort}, nil
 }
 
-// base is agent i's control API URL.
-func base(i int) string { return "https://" + addr(i) + ":" + controlPort }
+// KV is an observer of the kv instances' control APIs, on the same connections.
+func (o *Observer) KV() *Observer { return &Observer{client: o.client, port: kvControlPort} }
+
+// base is the control API URL of agent i (or kv instance i).
+func (o *Observer) base(i int) string { return "https://" + addr(i) + ":" + o.port }
 
 // Close drops idle connections.
 func (o *Observer) Close() { o.client.CloseIdleConnections() }
@@ -146,7 +158,7 @@ func (o *Observer) Sample(ctx context.Context, nodes []int) Round {
 func (o *Observer) sampleOne(ctx context.Context, i int) *View {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	c := control.Client{Base: base(i), HTTP: o.client}
+	c := control.Client{Base: o.base(i), HTTP: o.client}
 	v := &View{Node: i}
 	// The invariants compare agents at one moment: the small, racy answers come
 	// first, so a round's agents answer them within milliseconds of each other.
@@ -185,6 +197,14 @@ func (o *Observer) sampleOne(ctx context.Context, i int) *View {
 	for _, p := range peers {
 		v.Peers[p.Name] = p.Status
 	}
+	if o.Status {
+		st, err := c.Status(ctx)
+		if err != nil {
+			v.Err = "status: " + err.Error()
+			return v
+		}
+		v.Protocol, v.Sending, v.Features = st.Protocol, st.Sending, st.Features
+	}
 	return v
 }
 
@@ -197,7 +217,7 @@ func (o *Observer) Snapshot(ctx context.Context, nodes []int, dir string) error 
 	var errs []error
 	for _, i := range nodes {
 		for file, path := range map[string]string{"metrics.txt": "/metrics", "leaders.json": "/control/v1/leaders", "shards.json": "/control/v1/shards"} {
-			errs = append(errs, o.save(ctx, base(i)+path, filepath.Join(dir, name(i)+"-"+file)))
+			errs = append(errs, o.save(ctx, o.base(i)+path, filepath.Join(dir, name(i)+"-"+file)))
 		}
 	}
 	return errors.Join(errs...)
@@ -251,6 +271,9 @@ type Invariants struct {
 	// The control API reports a count per agent, not which shards it serves, so a
 	// double-served shard while another shard is unserved is not seen (docs/chaos.md).
 	ShardServedTwice int `json:"shard_served_twice"`
+	// FeatureEarly (rolling upgrade): rounds where an agent sent at a version,
+	// or had a feature on, that an agent still up on the old build lacks.
+	FeatureEarly int `json:"feature_before_upgrade"`
 	// Examples are the first violations, with their round's views.
 	Examples []string `json:"examples,omitempty"`
 }
@@ -298,7 +321,27 @@ func (inv *Invariants) Check(r Round) {
 
 // Violations is the total.
 func (inv *Invariants) Violations() int {
-	return inv.TwoLeadersSameEpoch + inv.TwoLeadersAtOnce + inv.ShardServedTwice
+	return inv.TwoLeadersSameEpoch + inv.TwoLeadersAtOnce + inv.ShardServedTwice + inv.FeatureEarly
+}
+
+// CheckGating adds one round's gating violations during a rolling upgrade: old
+// lists the agents up on the old build, which speaks oldMax at most and has
+// none of the new build's features. While one is up, no agent may send above
+// oldMax or have a feature on (PROTOCOL.md section 7).
+func (inv *Invariants) CheckGating(r Round, old []int, oldMax uint8) {
+	if len(old) == 0 {
+		return
+	}
+	var early []string
+	for _, v := range sortedViews(r) {
+		if v.Err == "" && (v.Sending > oldMax || (v.Features != "" && v.Features != wire.Features(0).String())) {
+			early = append(early, fmt.Sprintf("%s sending %d features %s", name(v.Node), v.Sending, v.Features))
+		}
+	}
+	if len(early) > 0 {
+		inv.FeatureEarly++
+		inv.example(r, "%v while %v run the old build", early, old)
+	}
 }
 
 func (inv *Invariants) example(r Round, format string, args ...any) {
@@ -381,6 +424,26 @@ func newLeader(observers []int, old []int, epoch uint64) func(Round) bool {
 			}
 		}
 		return true
+	}
+}
+
+// shardsSettled: every node of nodes holds the same shard map with every shard
+// steady on its target, and their counts of shards served add up to the shard
+// count. The kv service is settled so (Runner.settleLoad).
+func shardsSettled(nodes []int) func(Round) bool {
+	return func(r Round) bool {
+		if !r.answered(nodes) {
+			return false
+		}
+		first, served := r.Views[nodes[0]], 0
+		for _, i := range nodes {
+			v := r.Views[i]
+			if v.Count == 0 || v.Checksum != first.Checksum || v.MapEpoch != first.MapEpoch || v.MapVersion != first.MapVersion || v.Steady != v.Count {
+				return false
+			}
+			served += v.Owned
+		}
+		return served == first.Count
 	}
 }
 

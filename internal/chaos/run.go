@@ -30,33 +30,15 @@ type Options struct {
 	// failed (LogDir/SCENARIO-PREFIX/), for the postmortem.
 	LogDir string
 	Logf   func(format string, args ...any)
-	// Load, when set, runs during the scenario. Nil until the sample service of
-	// issue 17 exists: the report then says "no load yet".
-	Load Load
-}
-
-// Load is the hook for synthetic load during chaos (issue 17's sample service
-// and load generator): started once the cluster has formed, stopped at the end.
-type Load interface {
-	Start(ctx context.Context) error
-	// Stop ends the load and returns its figures before and during the fault.
-	Stop() LoadReport
-}
-
-// LoadReport is what the report says of load.
-type LoadReport struct {
-	Status string `json:"status"` // "none" or "ran"
-	Note   string `json:"note,omitempty"`
-	// Before/During: requests per second and latency quantiles, when load ran.
-	Before *LoadFigures `json:"before,omitempty"`
-	During *LoadFigures `json:"during,omitempty"`
-}
-
-// LoadFigures are throughput and latency over one phase.
-type LoadFigures struct {
-	RPS   float64 `json:"rps"`
-	P50Ms float64 `json:"p50_ms"`
-	P99Ms float64 `json:"p99_ms"`
+	// KVBin is the sample service and load generator [go build ./examples/kv]:
+	// a kv instance runs beside every agent and kv loadgen drives it from the
+	// hub namespace through the whole scenario. NoLoad runs none.
+	KVBin  string
+	NoLoad bool
+	// UpgradeBin is the build the rolling-upgrade scenario restarts the agents
+	// onto [go build -tags omnirelay_preview ./cmd/omnirelay: versions 1..2,
+	// ack-health]; AgentBin is the build they start on.
+	UpgradeBin string
 }
 
 // Targets the report checks measured times against (docs/chaos.md): the
@@ -142,6 +124,47 @@ type Runner struct {
 	prev     map[[2]string]string // (observer, peer) -> status, for false suspicions
 	leases   map[string]bool      // "holder/epoch" seen while counting
 	counting bool                 // count false suspicions and leader changes
+	load     *kvLoad              // nil without load
+	gate     func(Round)          // an extra check of every round (rolling upgrade)
+}
+
+// phase marks a load phase (a fault begins, its recovery, steady again).
+func (r *Runner) phase(name string) {
+	if r.load != nil {
+		r.load.phase(name)
+	}
+}
+
+// serviceSettled, with load, times how long after since (a fault's end) the kv
+// service's own shard map settled (kind "service"), and resumes the steady
+// phase then: the recovery phase lasts until both the agents and the service
+// have recovered. Without load it does nothing.
+func (r *Runner) serviceSettled(ctx context.Context, fault string, since time.Time) error {
+	if r.load == nil {
+		return nil
+	}
+	kv := r.obs.KV()
+	_, err := r.measure(ctx, "service", fault, since, convergeTimout, func(Round) bool {
+		up := r.c.Up()
+		return shardsSettled(up)(kv.Sample(ctx, up))
+	})
+	r.phase(phaseSteady)
+	return err
+}
+
+// checkLoad fails a run whose load lost or duplicated an acknowledged write, or
+// did not report.
+func (r *Runner) checkLoad() {
+	l := r.rep.Load
+	switch {
+	case l.Status == "failed":
+		r.fail("load: %s", l.Note)
+	case l.Writes != nil && (l.Writes.Lost > 0 || l.Writes.Duplicated > 0):
+		r.fail("load: %d acknowledged writes lost, %d duplicated (of %d acknowledged)", l.Writes.Lost, l.Writes.Duplicated, l.Writes.Acked)
+	}
+	if l.Writes != nil {
+		r.event("load: %d acknowledged writes, %d lost, %d duplicated", l.Writes.Acked, l.Writes.Lost, l.Writes.Duplicated)
+	}
 }
 
 // Scenario is one named fault script.
@@ -233,9 +256,23 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 			return nil, err
 		}
 	}
+	if !opts.NoLoad && opts.KVBin == "" {
+		if opts.KVBin, err = BuildKV(ctx, lab.Dir); err != nil {
+			return nil, err
+		}
+	}
+	if s.Name == "rolling-upgrade" && opts.UpgradeBin == "" {
+		if opts.UpgradeBin, err = BuildPreviewAgent(ctx, lab.Dir); err != nil {
+			return nil, err
+		}
+	}
 	r := &Runner{opts: opts, lab: lab, rng: rand.New(rand.NewPCG(opts.Seed, 0x636861)), rep: rep, t0: time.Now(),
 		prev: map[[2]string]string{}, leases: map[string]bool{}}
-	r.c, err = NewCluster(ctx, lab, ClusterConfig{Agents: opts.Agents, Voters: opts.Voters, Shards: opts.Shards, Bin: bin}, r.event)
+	cc := ClusterConfig{Agents: opts.Agents, Voters: opts.Voters, Shards: opts.Shards, Bin: bin}
+	if !opts.NoLoad {
+		cc.KV = opts.KVBin
+	}
+	r.c, err = NewCluster(ctx, lab, cc, r.event)
 	if err != nil {
 		return nil, err
 	}
@@ -258,9 +295,25 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 	if _, err := r.measure(ctx, "formation", "start", r.t0, formTimeout, converged(r.all())); err != nil {
 		return nil, err
 	}
-	if opts.Load != nil {
-		if err := opts.Load.Start(ctx); err != nil {
-			return nil, fmt.Errorf("chaos: starting load: %w", err)
+	if !opts.NoLoad {
+		if r.load, err = startLoad(lab, r.c, opts.KVBin, opts.Agents); err != nil {
+			return nil, err
+		}
+		defer func() { // a run that could not go on ends the load generator too
+			if r.load != nil {
+				r.load.kill()
+			}
+		}()
+		r.event("load: kv loadgen, %d workers, %d ops/s, warmup %s, then steady state for %s", loadWorkers, loadRate, loadWarmup, loadSteady)
+		if err := r.serviceSettled(ctx, "start", r.t0); err != nil {
+			return nil, err
+		}
+		if err := r.hold(ctx, loadWarmup); err != nil {
+			return nil, err
+		}
+		r.phase(phaseSteady)
+		if err := r.hold(ctx, loadSteady); err != nil {
+			return nil, err
 		}
 	}
 	if !r.failed() {
@@ -268,8 +321,11 @@ func Run(ctx context.Context, s Scenario, opts Options) (rep *Report, err error)
 			return nil, err
 		}
 	}
-	if opts.Load != nil {
-		rep.Load = opts.Load.Stop()
+	if r.load != nil {
+		r.phase(phaseSteady)
+		rep.Load = r.load.stop(ctx)
+		r.load = nil
+		r.checkLoad()
 	}
 	r.finish()
 	return rep, nil
@@ -281,7 +337,7 @@ func keepLogs(lab *Lab, dir string) error {
 		return err
 	}
 	for i := 1; i <= lab.nodes; i++ {
-		for _, f := range []string{"agent.log", "audit.jsonl"} {
+		for _, f := range []string{"agent.log", "audit.jsonl", "kv.log"} {
 			b, err := os.ReadFile(filepath.Join(lab.Dir, name(i), f))
 			if errors.Is(err, os.ErrNotExist) {
 				continue
@@ -325,11 +381,19 @@ func (r *Runner) sample(ctx context.Context) Round {
 	round := r.obs.Sample(ctx, r.c.Up())
 	before := r.rep.Invariants.Violations()
 	r.rep.Invariants.Check(round)
+	if r.gate != nil {
+		r.gate(round)
+	}
 	if r.rep.Invariants.Violations() > before && len(r.rep.Invariants.Examples) > 0 {
 		r.event("VIOLATION %s", r.rep.Invariants.Examples[len(r.rep.Invariants.Examples)-1])
 	}
 	for _, e := range r.c.Exited() {
 		r.fail("%s", e)
+	}
+	if r.load.exited() {
+		r.rep.Load = r.load.stop(ctx)
+		r.load = nil
+		r.fail("load: kv loadgen exited while the scenario ran: %s", r.rep.Load.Note)
 	}
 	up := r.c.Up()
 	for _, v := range round.Views {
@@ -465,8 +529,8 @@ func (r *Runner) finish() {
 		r.rep.LeaderChanges = len(r.leases) - 1
 	}
 	if n := r.rep.Invariants.Violations(); n > 0 {
-		r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%d invariant violations (two leaders same epoch %d, two leaders at once %d, shard served twice %d)",
-			n, r.rep.Invariants.TwoLeadersSameEpoch, r.rep.Invariants.TwoLeadersAtOnce, r.rep.Invariants.ShardServedTwice))
+		r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%d invariant violations (two leaders same epoch %d, two leaders at once %d, shard served twice %d, feature before upgrade %d)",
+			n, r.rep.Invariants.TwoLeadersSameEpoch, r.rep.Invariants.TwoLeadersAtOnce, r.rep.Invariants.ShardServedTwice, r.rep.Invariants.FeatureEarly))
 	}
 	if r.rep.FalseDeaths > 0 {
 		r.rep.TargetMisses = append(r.rep.TargetMisses, fmt.Sprintf("%d false deaths of agents that were up, target 0", r.rep.FalseDeaths))
@@ -479,8 +543,8 @@ func (r *Runner) finish() {
 // the scenarios the budget skipped.
 func SummaryTable(reports []*Report, skipped []string) string {
 	var b strings.Builder
-	b.WriteString("| scenario | result | agents | detection p50/max ms | failover p50/max ms | convergence p50/max ms | two leaders | shard twice | false suspicions / deaths | leader changes | load | s |\n")
-	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| scenario | result | agents | detection p50/max ms | failover p50/max ms | convergence p50/max ms | two leaders | shard twice | gating | false suspicions / deaths | leader changes | load ops/s steady → fault | load p99 ms steady → fault | writes acked / lost / dup | s |\n")
+	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	cell := func(r *Report, kind string) string {
 		s, ok := r.Summaries[kind]
 		if !ok {
@@ -492,6 +556,18 @@ func SummaryTable(reports []*Report, skipped []string) string {
 		}
 		return c
 	}
+	load := func(l LoadReport, f func(*LoadFigures) string) string {
+		if l.Status != "ran" {
+			return l.Status
+		}
+		at := func(p *LoadFigures) string {
+			if p == nil {
+				return "—"
+			}
+			return f(p)
+		}
+		return at(l.Steady) + " → " + at(l.Fault)
+	}
 	for _, r := range reports {
 		result := "pass"
 		if !r.Pass {
@@ -501,12 +577,26 @@ func SummaryTable(reports []*Report, skipped []string) string {
 			}
 		}
 		inv := r.Invariants
-		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d+%d | %d | %d / %d | %d | %s | %.0f |\n", r.Scenario, result, r.Agents,
+		gating := "—"
+		if r.Scenario == "rolling-upgrade" {
+			gating = fmt.Sprint(inv.FeatureEarly)
+			if s, ok := r.Summaries["feature_on"]; ok && s.Failed == 0 {
+				gating += fmt.Sprintf(", on after %.0f ms", s.MaxMs)
+			}
+		}
+		writes := "—"
+		if w := r.Load.Writes; w != nil {
+			writes = fmt.Sprintf("%d / %d / %d", w.Acked, w.Lost, w.Duplicated)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %s | %s | %s | %d+%d | %d | %s | %d / %d | %d | %s | %s | %s | %.0f |\n", r.Scenario, result, r.Agents,
 			cell(r, "detection"), cell(r, "failover"), cell(r, "convergence"),
-			inv.TwoLeadersSameEpoch, inv.TwoLeadersAtOnce, inv.ShardServedTwice, r.FalseSuspicions, r.FalseDeaths, r.LeaderChanges, r.Load.Status, r.DurationS)
+			inv.TwoLeadersSameEpoch, inv.TwoLeadersAtOnce, inv.ShardServedTwice, gating, r.FalseSuspicions, r.FalseDeaths, r.LeaderChanges,
+			load(r.Load, func(p *LoadFigures) string { return fmt.Sprintf("%.0f", p.RPS) }),
+			load(r.Load, func(p *LoadFigures) string { return fmt.Sprintf("%.0f", p.P99Ms) }),
+			writes, r.DurationS)
 	}
 	for _, s := range skipped {
-		fmt.Fprintf(&b, "| %s | **skipped**: over the time budget | | | | | | | | | | |\n", s)
+		fmt.Fprintf(&b, "| %s | **skipped**: over the time budget | | | | | | | | | | | | | |\n", s)
 	}
 	return b.String()
 }

@@ -3,8 +3,11 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/omnirelay/mesh/wire"
 )
 
 var scenarios = []Scenario{
@@ -22,6 +25,8 @@ var scenarios = []Scenario{
 		Summary: "join/leave storm of the non-voters for --duration (20s): a start, SIGTERM (leave) or SIGKILL every second; convergence after"},
 	{Name: "pause", agents: 5, run: pause,
 		Summary: "SIGSTOP the leader for --pause (8s), then SIGCONT: detection, failover, no second leader after it resumes, convergence"},
+	{Name: "rolling-upgrade", agents: 5, run: rollingUpgrade,
+		Summary: "restart every agent, non-voters first and the leader last, from the old build (--agent-bin, 1..1) onto the new (--upgrade-bin, preview 1..2 with ack-health): convergence per step, version and feature gating, feature on after the last"},
 }
 
 // stable waits until the agents up agree (the precondition of a fault) and returns
@@ -74,6 +79,7 @@ func (r *Runner) faultLeader(ctx context.Context, faultf string, hold time.Durat
 	if err := apply(leader, rest); err != nil {
 		return err
 	}
+	r.phase(phaseFault)
 	r.event("%s", fault)
 	if _, err := r.measure(ctx, "detection", fault, t, detectTimeout, allSee(rest, leader, "suspect", "dead")); err != nil {
 		return err
@@ -88,9 +94,12 @@ func (r *Runner) faultLeader(ctx context.Context, faultf string, hold time.Durat
 	if err := undo(leader); err != nil {
 		return err
 	}
+	r.phase(phaseRecovery)
 	r.event("%s of %s", undoName, name(leader))
-	_, err = r.measure(ctx, "convergence", undoName+" after "+fault, t, convergeTimout, converged(up))
-	return err
+	if _, err = r.measure(ctx, "convergence", undoName+" after "+fault, t, convergeTimout, converged(up)); err != nil {
+		return err
+	}
+	return r.serviceSettled(ctx, undoName+" after "+fault, t)
 }
 
 // cut is the rules partitioning side from rest, both ways.
@@ -112,9 +121,13 @@ func (r *Runner) healAndConverge(ctx context.Context, fault string, nodes []int)
 	if err := r.lab.Heal(ctx); err != nil {
 		return err
 	}
+	r.phase(phaseRecovery)
 	r.event("heal")
-	_, err := r.measure(ctx, "convergence", "heal after "+fault, time.Now(), convergeTimout, converged(nodes))
-	return err
+	t := time.Now()
+	if _, err := r.measure(ctx, "convergence", "heal after "+fault, t, convergeTimout, converged(nodes)); err != nil {
+		return err
+	}
+	return r.serviceSettled(ctx, "heal after "+fault, t)
 }
 
 func partitionMinority(ctx context.Context, r *Runner) error {
@@ -138,6 +151,7 @@ func partitionMinority(ctx context.Context, r *Runner) error {
 	if err := r.lab.Apply(ctx, cut(minority, majority)...); err != nil {
 		return err
 	}
+	r.phase(phaseFault)
 	r.event("%s from the rest", fault)
 	both := func(rd Round) bool {
 		return allSee(majority, minority[0], "suspect", "dead")(rd) && allSee(majority, minority[1], "suspect", "dead")(rd)
@@ -192,6 +206,7 @@ func loss(ctx context.Context, r *Runner) error {
 	if err := r.lab.Apply(ctx, rules...); err != nil {
 		return err
 	}
+	r.phase(phaseFault)
 	r.event("%s for %s", fault, r.opts.Duration)
 	r.counting = true
 	if err := r.hold(ctx, r.opts.Duration); err != nil {
@@ -216,6 +231,7 @@ func churn(ctx context.Context, r *Runner) error {
 		return fmt.Errorf("chaos: churn needs non-voters: --agents %d with %d voters", r.opts.Agents, r.opts.Voters)
 	}
 	steps := 0
+	r.phase(phaseFault)
 	end := time.Now().Add(r.opts.Duration)
 	for time.Now().Before(end) && !r.failed() {
 		i := pool[r.rng.IntN(len(pool))]
@@ -236,6 +252,7 @@ func churn(ctx context.Context, r *Runner) error {
 		}
 	}
 	r.rep.Params["steps"] = fmt.Sprint(steps)
+	r.phase(phaseRecovery)
 	t := time.Now()
 	for _, i := range pool {
 		if !r.c.Running(i) {
@@ -244,8 +261,10 @@ func churn(ctx context.Context, r *Runner) error {
 			}
 		}
 	}
-	_, err = r.measure(ctx, "convergence", "end of churn", t, convergeTimout, converged(up))
-	return err
+	if _, err = r.measure(ctx, "convergence", "end of churn", t, convergeTimout, converged(up)); err != nil {
+		return err
+	}
+	return r.serviceSettled(ctx, "end of churn", t)
 }
 
 // pause stops the leader. Resumed, it still believes in its old lease until it
@@ -254,4 +273,119 @@ func pause(ctx context.Context, r *Runner) error {
 	r.rep.Params["pause"] = r.opts.Pause.String()
 	return r.faultLeader(ctx, "SIGSTOP leader %s", r.opts.Pause,
 		func(leader int, _ []int) error { return r.c.Pause(leader) }, "SIGCONT", r.c.Resume)
+}
+
+// upgradeSettle is how long the cluster runs after each step of a rolling
+// upgrade has converged, before the next (docs/upgrading.md asks a minute of
+// production; here it is a few seconds of load and gating checks).
+const upgradeSettle = 3 * time.Second
+
+// rollingUpgrade restarts the agents one by one onto opts.UpgradeBin in the
+// order of docs/upgrading.md: non-voters, the voters that do not lead, the
+// leader last. Each restart is a graceful leave (SIGTERM) and a start on the
+// new build with the same data directory. The gating check runs on every
+// round: while an agent on the old build is up, every agent sends at version
+// 1 with no feature on. After the last restart every agent must report the
+// new range, sending 2 and ack-health on (feature_on).
+func rollingUpgrade(ctx context.Context, r *Runner) error {
+	r.rep.Params["old_bin"], r.rep.Params["new_bin"] = filepath.Base(r.c.Bin(1)), filepath.Base(r.opts.UpgradeBin)
+	r.obs.Status = true
+	old := func() []int {
+		var o []int
+		for _, i := range r.c.Up() {
+			if r.c.Bin(i) != r.opts.UpgradeBin {
+				o = append(o, i)
+			}
+		}
+		return o
+	}
+	r.gate = func(round Round) { r.rep.Invariants.CheckGating(round, old(), wire.ProtocolVersion) }
+	up, ok, err := r.stable(ctx)
+	if err != nil || !ok {
+		return err
+	}
+	oldRange := fmt.Sprintf("%d-%d", wire.MinProtocolVersion, wire.ProtocolVersion)
+	for _, v := range sortedViews(r.last) {
+		if v.Protocol != oldRange {
+			r.fail("%s speaks %s before the upgrade, want the old build's %s (--agent-bin)", name(v.Node), v.Protocol, oldRange)
+			return nil
+		}
+	}
+	newRange := fmt.Sprintf("%d-%d", wire.MinProtocolVersion, wire.PreviewVersion)
+	featureOn := func(rd Round) bool {
+		if !rd.answered(up) {
+			return false
+		}
+		for _, i := range up {
+			v := rd.Views[i]
+			if v.Protocol != newRange || v.Sending != wire.PreviewVersion || v.Features != wire.FeatureAckHealth.String() {
+				return false
+			}
+		}
+		return true
+	}
+	r.phase(phaseFault)
+	for len(old()) > 0 && !r.failed() {
+		if _, ok, err := r.stable(ctx); err != nil || !ok {
+			return err
+		}
+		leader, epoch := r.leader(), r.epoch()
+		i := nextToUpgrade(old(), r.opts.Voters, leader)
+		step := fmt.Sprintf("upgrade of %s", name(i))
+		t := time.Now()
+		if err := r.c.Leave(i); err != nil {
+			return err
+		}
+		r.c.SetBin(i, r.opts.UpgradeBin)
+		if err := r.c.Start(i, true); err != nil {
+			return err
+		}
+		started := time.Now()
+		r.event("%s: SIGTERM, started on %s", step, filepath.Base(r.opts.UpgradeBin))
+		if i == leader {
+			if _, err := r.measure(ctx, "failover", step, t, failTimeout, newLeader(without(up, i), []int{i}, epoch)); err != nil {
+				return err
+			}
+		}
+		if len(old()) == 0 {
+			// The feature may come on from the last old agent's leave on; every
+			// agent has it once the restarted one joined on the new build.
+			if _, err := r.measure(ctx, "feature_on", step, started, convergeTimout, featureOn); err != nil {
+				return err
+			}
+		}
+		if _, err := r.measure(ctx, "convergence", step, started, convergeTimout, converged(up)); err != nil {
+			return err
+		}
+		if err := r.serviceSettled(ctx, step, started); err != nil {
+			return err
+		}
+		r.phase(phaseFault) // the upgrade goes on
+		if err := r.hold(ctx, upgradeSettle); err != nil {
+			return err
+		}
+	}
+	r.phase(phaseSteady)
+	return nil
+}
+
+// nextToUpgrade picks from the agents still on the old build: a non-voter
+// first, then a voter that does not lead, the leader last.
+func nextToUpgrade(old []int, voters, leader int) int {
+	best := old[0]
+	rank := func(i int) int {
+		switch {
+		case i > voters:
+			return 0
+		case i != leader:
+			return 1
+		}
+		return 2
+	}
+	for _, i := range old[1:] {
+		if rank(i) < rank(best) {
+			best = i
+		}
+	}
+	return best
 }
