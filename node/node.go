@@ -400,10 +400,14 @@ func (n *Node) Local() Member {
 	return Member{Name: n.cfg.Name, Addr: n.addr}
 }
 
-// Stats returns the membership machine's counters.
+// Stats returns the membership machine's counters; its claim counters include
+// the lease and shard packets refused for their sender signature.
 func (n *Node) Stats() swim.Stats {
 	var s swim.Stats
-	if n.do(func() { s = n.stack.Swim().Stats() }) {
+	if n.do(func() {
+		s = n.stack.Swim().Stats()
+		addPacketAuth(&s, n.stack.LeaseHostStats().Auth, n.stack.ShardHostStats().Auth)
+	}) {
 		return s
 	}
 	n.mu.Lock()
@@ -973,6 +977,9 @@ func (n *Node) flushOnce() {
 	}
 	if len(rd.Forged) > 0 {
 		n.auditForged(now, rd.Forged)
+	}
+	if len(rd.PacketsForged) > 0 {
+		n.auditForgedPackets(now, rd.PacketsForged)
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()
