@@ -366,7 +366,7 @@ func (n *Node) auditForgedPackets(now time.Time, forged []stack.PacketForgery) {
 	member, why := f.Sender, fmt.Sprintf("type %d packet not signed by %s for this node", f.Type, f.Sender)
 	if f.Misnamed {
 		member = f.Claimed
-		why = fmt.Sprintf("type %d message for %q in a packet signed by %s", f.Type, f.Claimed, f.Sender)
+		why = fmt.Sprintf("type %d message for %q sent by %s", f.Type, f.Claimed, f.Sender)
 	}
 	more := held + len(forged) - 1
 	n.audit(auditRecord{Time: now, Event: "packet_forged", ID: control.NewEventID(), Member: member, Remote: f.From,

@@ -165,6 +165,7 @@ type inPacket struct {
 
 type inStream struct {
 	from  string
+	peer  string // the name the peer's certificate gives, "" without TLS
 	req   []byte
 	reply chan []byte
 }
@@ -721,7 +722,7 @@ func (n *Node) serveStream(c *inConn) {
 			return
 		}
 	}
-	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
+	s := inStream{from: conn.RemoteAddr().String(), peer: peer, req: req, reply: make(chan []byte, 1)}
 	select {
 	case n.streams <- s:
 	case <-n.ctx.Done():
@@ -858,7 +859,7 @@ func (n *Node) loop() {
 		case p := <-n.packets:
 			n.handlePacket(p)
 		case s := <-n.streams:
-			s.reply <- n.stack.HandleStream(n.clock.Now(), s.from, s.req)
+			s.reply <- n.stack.HandleStream(n.clock.Now(), s.from, s.peer, s.req)
 		case r := <-n.results:
 			n.handleResult(r)
 		case f := <-n.cmds:

@@ -34,8 +34,9 @@ type PacketAuthStats struct {
 // PacketForgery is a lease or shard packet refused because its signature is
 // not Sender's, or (Misnamed) because Sender signed a message of Type that
 // speaks for Claimed ("" for a Grant or Release while this node follows no
-// leader); From is the packet's source, Type that of its first message unless
-// Misnamed.
+// leader); a shard frame is Misnamed when it speaks for another member than
+// Sender, the name of its stream's certificate. From is the packet's or the
+// stream's source, Type that of its first message unless Misnamed.
 type PacketForgery struct {
 	Sender, Claimed, From string
 	Type                  wire.MsgType

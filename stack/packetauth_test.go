@@ -165,7 +165,8 @@ func TestLeasePacketsCannotSpeakAsAnotherVoter(t *testing.T) {
 
 // TestShardPacketsCannotSpeakAsAnotherOwner: e sends the leader a Renew as d
 // (holding nothing, which would free d's shards), and d a Release of its
-// shards as if from the leader. Both are refused, counted and reported; d keeps
+// shards as if from the leader, in packets and in one-way frames of a stream
+// whose certificate names e. All are refused, counted and reported; d keeps
 // serving and the leader's view of d does not move.
 func TestShardPacketsCannotSpeakAsAnotherOwner(t *testing.T) {
 	n, leader, epoch := signedCluster(t)
@@ -184,11 +185,22 @@ func TestShardPacketsCannotSpeakAsAnotherOwner(t *testing.T) {
 	d.HandlePacket(n.now, "e:1", forgedPacket("e", "e", "d", &shard.Release{Epoch: epoch, Node: "d", Shards: held}))
 	d.HandlePacket(n.now, "e:1", forgedPacket("e", lname, "d", &shard.Release{Epoch: epoch, Node: "d", Shards: held}))
 
-	if got := leader.ShardHostStats().Auth.Forged; got != 1 {
-		t.Errorf("leader counted %d forged shard packets, want 1", got)
+	// The same as one-way frames over a stream whose certificate names e.
+	frame := func(m wire.Message) []byte {
+		f, err := wire.EncodeFrame(m, wire.ClusterHash(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
 	}
-	if got := d.ShardHostStats().Auth.Forged; got != 2 {
-		t.Errorf("d counted %d forged shard packets, want 2", got)
+	leader.HandleStream(n.now, "e:1", "e", frame(&shard.Renew{Epoch: epoch, Node: "d", Boot: d.shard.owner.Boot(), Seq: 1 << 40}))
+	d.HandleStream(n.now, "e:1", "e", frame(&shard.Release{Epoch: epoch, Node: "d", Shards: held}))
+
+	if got := leader.ShardHostStats().Auth.Forged; got != 2 {
+		t.Errorf("leader counted %d forged shard packets and frames, want 2", got)
+	}
+	if got := d.ShardHostStats().Auth.Forged; got != 3 {
+		t.Errorf("d counted %d forged shard packets and frames, want 3", got)
 	}
 	for _, h := range []*Stack{leader, d} {
 		if rd := h.Ready(); !slices.ContainsFunc(rd.PacketsForged, func(f PacketForgery) bool { return f.From == "e:1" }) {

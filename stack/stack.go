@@ -237,16 +237,22 @@ func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
 	h.process(now)
 }
 
-// HandleStream answers a plain stream request frame; a nil reply means close
-// without one. Malformed frames and frames of another cluster are dropped and
-// counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
-func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
+// HandleStream answers a plain stream request frame from from; a nil reply
+// means close without one. Malformed frames and frames of another cluster are
+// dropped and counted by swim's stats (both as Malformed: swim has no
+// foreign-stream counter). peer is the member the stream's TLS certificate
+// names ("" without node certificates): a shard frame must speak for it, by
+// the sender rules of lease and shard packets (PROTOCOL.md 10.11).
+func (h *Stack) HandleStream(now time.Time, from, peer string, req []byte) []byte {
 	defer h.process(now)
 	msg, ver, ok := h.decodeFrame(req)
 	if !ok {
 		return nil
 	}
 	if h.shard != nil && shard.Messages().Owns(msg.Type()) {
+		if peer != "" && h.misnamedShard(msg, peer, from) {
+			return nil
+		}
 		return h.handleShardStream(now, msg)
 	}
 	pp, ok := msg.(*wire.PushPull)
