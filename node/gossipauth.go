@@ -18,6 +18,7 @@ import (
 
 	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/identity"
+	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
 )
@@ -337,4 +338,39 @@ func (n *Node) auditForged(now time.Time, forged []swim.Forgery) {
 		Incarnation: &inc, Remote: f.From, Reason: fmt.Sprintf("%s not signed by %s (%d more since the last line)", kind, f.Member, held+len(forged)-1)})
 	n.log.Warn("refusing a gossip claim not signed by its member (a packet-key holder speaking as another member)",
 		"member", f.Member, "claim", kind, "addr", f.Addr, "incarnation", f.Incarnation, "from", f.From, "suppressed", held+len(forged)-1)
+}
+
+// addPacketAuth counts the lease and shard packets refused for their sender
+// signature (PROTOCOL.md 10.11) in st's claim counters: they never reach swim,
+// and omnirelay_claims_refused_total{reason} has one series per reason for
+// every signed thing a member says.
+func addPacketAuth(st *swim.Stats, ps ...stack.PacketAuthStats) {
+	for _, p := range ps {
+		st.ClaimsForged += p.Forged
+		st.ClaimsUnsigned += p.Unsigned
+		st.ClaimsUnknownSigner += p.UnknownSigner
+		st.SignFailures += p.SignFailures
+	}
+}
+
+// auditForgedPackets audits and logs lease and shard packets refused for a
+// signature that is not their sender's or for speaking for another member
+// (audit event packet_forged), sharing auditForged's rate limit: the first of
+// the batch, at most one line a logEvery.
+func (n *Node) auditForgedPackets(now time.Time, forged []stack.PacketForgery) {
+	held, ok := n.forgedLog.allow(now)
+	if !ok {
+		return
+	}
+	f := forged[0]
+	member, why := f.Sender, fmt.Sprintf("type %d packet not signed by %s for this node", f.Type, f.Sender)
+	if f.Misnamed {
+		member = f.Claimed
+		why = fmt.Sprintf("type %d message for %q sent by %s", f.Type, f.Claimed, f.Sender)
+	}
+	more := held + len(forged) - 1
+	n.audit(auditRecord{Time: now, Event: "packet_forged", ID: control.NewEventID(), Member: member, Remote: f.From,
+		Reason: fmt.Sprintf("%s (%d more since the last line)", why, more)})
+	n.log.Warn("refusing a lease or shard packet that speaks for another member (a packet-key holder's forgery)",
+		"member", member, "signer", f.Sender, "type", int(f.Type), "from", f.From, "suppressed", more)
 }

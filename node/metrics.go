@@ -87,7 +87,7 @@ func typeName(t wire.MsgType) string {
 }
 
 // claimsRefusedHelp is shared by the reasons of omnirelay_claims_refused_total.
-const claimsRefusedHelp = "With node certificates: Alive, Leave and push-pull records refused, by reason: forged (not signed by their member), unsigned, unknown_signer (no certificate held for the member yet), over_budget (not verified: the packet had used its 16 verifications)."
+const claimsRefusedHelp = "With node certificates: Alive, Leave and push-pull records, and lease and shard packets, refused, by reason: forged (not signed by their member, or a packet speaking for another member), unsigned, unknown_signer (no certificate held for the signer yet), over_budget (not verified: the packet had used its 16 verifications)."
 
 func newMetrics(n *Node) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
@@ -302,6 +302,7 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 		ls, ss := n.stack.LeaseHostStats(), n.stack.ShardHostStats()
 		st.ForeignPackets += ls.Foreign + ss.Foreign
 		st.Malformed += ls.Malformed + ss.Malformed
+		addPacketAuth(&st, ls.Auth, ss.Auth)
 	}) {
 		n.mu.Lock()
 		st, health, ms, digest = n.stats, n.health, n.members, n.digest

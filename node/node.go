@@ -165,6 +165,7 @@ type inPacket struct {
 
 type inStream struct {
 	from  string
+	peer  string // the name the peer's certificate gives, "" without TLS
 	req   []byte
 	reply chan []byte
 }
@@ -400,10 +401,14 @@ func (n *Node) Local() Member {
 	return Member{Name: n.cfg.Name, Addr: n.addr}
 }
 
-// Stats returns the membership machine's counters.
+// Stats returns the membership machine's counters; its claim counters include
+// the lease and shard packets refused for their sender signature.
 func (n *Node) Stats() swim.Stats {
 	var s swim.Stats
-	if n.do(func() { s = n.stack.Swim().Stats() }) {
+	if n.do(func() {
+		s = n.stack.Swim().Stats()
+		addPacketAuth(&s, n.stack.LeaseHostStats().Auth, n.stack.ShardHostStats().Auth)
+	}) {
 		return s
 	}
 	n.mu.Lock()
@@ -717,7 +722,7 @@ func (n *Node) serveStream(c *inConn) {
 			return
 		}
 	}
-	s := inStream{from: conn.RemoteAddr().String(), req: req, reply: make(chan []byte, 1)}
+	s := inStream{from: conn.RemoteAddr().String(), peer: peer, req: req, reply: make(chan []byte, 1)}
 	select {
 	case n.streams <- s:
 	case <-n.ctx.Done():
@@ -854,7 +859,7 @@ func (n *Node) loop() {
 		case p := <-n.packets:
 			n.handlePacket(p)
 		case s := <-n.streams:
-			s.reply <- n.stack.HandleStream(n.clock.Now(), s.from, s.req)
+			s.reply <- n.stack.HandleStream(n.clock.Now(), s.from, s.peer, s.req)
 		case r := <-n.results:
 			n.handleResult(r)
 		case f := <-n.cmds:
@@ -973,6 +978,9 @@ func (n *Node) flushOnce() {
 	}
 	if len(rd.Forged) > 0 {
 		n.auditForged(now, rd.Forged)
+	}
+	if len(rd.PacketsForged) > 0 {
+		n.auditForgedPackets(now, rd.PacketsForged)
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()

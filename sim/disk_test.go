@@ -16,7 +16,7 @@ import (
 // leave, and a leader is elected at a higher epoch.
 func TestLeaseSafeWhileVoterDiskFails(t *testing.T) {
 	for _, seed := range []uint64{1, 2, 3} {
-		s := newLeaseSim(t, seed, 5, 3, lease.DefaultConfig("", nil))
+		s := newLeaseSim(t, seed, 5, 3, false, lease.DefaultConfig("", nil))
 		s.RunFor(10 * time.Second)
 		ls, err := s.Leaders()
 		if err != nil || len(ls) != 1 {

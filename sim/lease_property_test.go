@@ -10,8 +10,8 @@ import (
 	"pgregory.net/rapid"
 )
 
-func newLeaseSim(t interface{ Fatal(...any) }, seed uint64, nodes, voters int, cfg lease.Config) *Sim {
-	factory, w := leaseFactory("lan", true, VoterNames(voters), cfg)
+func newLeaseSim(t interface{ Fatal(...any) }, seed uint64, nodes, voters int, signed bool, cfg lease.Config) *Sim {
+	factory, w := leaseFactory("lan", true, signed, VoterNames(voters), cfg)
 	s, err := New(Config{Seed: seed, NewStack: factory})
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +46,10 @@ func TestLeaseSafetyUnderFaults(t *testing.T) {
 			voters = 5
 		}
 		cfg := lease.DefaultConfig("", nil)
-		s := newLeaseSim(t, rapid.Uint64().Draw(t, "seed"), nodes, voters, cfg)
+		// Signed (a simulated certificate authority, PROTOCOL.md 10.11) or not:
+		// signatures must not cost safety, e.g. by refusing a vote a quorum needed.
+		signed := rapid.Bool().Draw(t, "signed")
+		s := newLeaseSim(t, rapid.Uint64().Draw(t, "seed"), nodes, voters, signed, cfg)
 		steps := rapid.IntRange(1, 10).Draw(t, "steps")
 		for k := range steps {
 			i := rapid.IntRange(0, nodes-1).Draw(t, fmt.Sprintf("node%d", k))
@@ -107,7 +110,7 @@ func seq(n int) []int {
 // and elect another leader while the old one still believes in its lease.
 func TestLeaseCheckerCatchesDriftBeyondBound(t *testing.T) {
 	cfg := lease.DefaultConfig("", nil)
-	s := newLeaseSim(t, 11, 3, 3, cfg)
+	s := newLeaseSim(t, 11, 3, 3, false, cfg)
 	if ok, _ := s.RunUntilTrue(10*time.Second, 10*time.Millisecond, func() bool { ls, _ := s.Leaders(); return len(ls) == 1 }); !ok {
 		t.Fatal("no leader")
 	}
@@ -132,7 +135,7 @@ func TestLeaseCheckerCatchesDriftBeyondBound(t *testing.T) {
 // once the removed voters are gone.
 func TestLeaseVoterChange(t *testing.T) {
 	cfg := lease.DefaultConfig("", nil)
-	s := newLeaseSim(t, 5, 5, 3, cfg)
+	s := newLeaseSim(t, 5, 5, 3, false, cfg)
 	if ok, _ := s.RunUntilTrue(10*time.Second, 10*time.Millisecond, func() bool { ls, _ := s.Leaders(); return len(ls) == 1 }); !ok {
 		t.Fatal("no leader")
 	}

@@ -34,8 +34,9 @@ type Options struct {
 	Profile string
 	// NoLifeguard turns the three Lifeguard extensions off.
 	NoLifeguard bool
-	// SignedGossip runs the membership-only scenarios with signed self-claims
-	// (PROTOCOL.md 10.10) under a simulated authority (swim.SimAuthority): each
+	// SignedGossip runs the scenarios with signed self-claims (PROTOCOL.md
+	// 10.10), and the leader and shard scenarios with signed lease and shard
+	// packets too (10.11), under a simulated authority (swim.SimAuthority): each
 	// node starts knowing only its own credential and learns the others' from
 	// push-pulls, as with node certificates.
 	SignedGossip bool
@@ -320,6 +321,9 @@ func SwimConfig(profile, name, addr string, lifeguard bool) (swim.Config, error)
 	return c, nil
 }
 
+// simAuthority stands in for the certificate authority of signed runs.
+var simAuthority = swim.SimAuthority{Secret: 14}
+
 // hostFactory builds production stacks for a profile already checked by SwimConfig.
 // Its nodes share one string intern table: one copy of each name and address per
 // run instead of one per node (half the heap at 500 nodes).
@@ -332,7 +336,7 @@ func hostFactory(profile string, lifeguard, signed bool, b builds) StackFactory 
 		}
 		c.Interner = in
 		if signed {
-			c.Auth = swim.SimAuthority{Secret: 14}.Node(name)
+			c.Auth = simAuthority.Node(name)
 		}
 		return stack.Config{Swim: c}
 	})
@@ -408,9 +412,9 @@ func Run(o Options) (*Result, error) {
 		if err := o.fillShard(); err != nil {
 			return nil, err
 		}
-		factory, watch, sw = shardFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease, o.Shard)
+		factory, watch, sw = shardFactory(o.Profile, !o.NoLifeguard, o.SignedGossip, VoterNames(o.Voters), o.Lease, o.Shard)
 	case StackLease:
-		factory, watch = leaseFactory(o.Profile, !o.NoLifeguard, VoterNames(o.Voters), o.Lease)
+		factory, watch = leaseFactory(o.Profile, !o.NoLifeguard, o.SignedGossip, VoterNames(o.Voters), o.Lease)
 	default:
 		if factory == nil {
 			factory = hostFactory(o.Profile, !o.NoLifeguard, o.SignedGossip, b)

@@ -154,8 +154,9 @@ func VoterNames(v int) []string {
 // leaseFactory returns a factory of production stacks with leadership on (voters
 // names the bootstrap voters, cfg gives the timing; Self and Voters are filled in
 // per node) and the watch that checks them, to attach to the Sim with watchLeases
-// once it exists.
-func leaseFactory(profile string, lifeguard bool, voters []string, cfg lease.Config) (StackFactory, *leaseWatch) {
+// once it exists. signed runs them under a simulated authority: self-claims and
+// lease packets signed and checked (PROTOCOL.md 10.10, 10.11).
+func leaseFactory(profile string, lifeguard, signed bool, voters []string, cfg lease.Config) (StackFactory, *leaseWatch) {
 	in := wire.NewInterner(1 << 16)
 	w := &leaseWatch{storages: map[string]*lease.MemoryStorage{}}
 	return func(name, addr string, rng *rand.Rand, now time.Time) (Stack, error) {
@@ -164,6 +165,9 @@ func leaseFactory(profile string, lifeguard bool, voters []string, cfg lease.Con
 			return nil, err
 		}
 		sc.Interner = in
+		if signed {
+			sc.Auth = simAuthority.Node(name)
+		}
 		lc := cfg
 		lc.Self, lc.Voters = name, slices.Clone(voters)
 		st := w.storages[name]

@@ -112,7 +112,7 @@ func (w *shardWatch) observe(st *shardStack, r stack.Ready) {
 
 // shardFactory returns a factory of production stacks with leadership and shards
 // on, and the watches to attach once the Sim exists.
-func shardFactory(profile string, lifeguard bool, voters []string, lc lease.Config, sc shard.Config) (StackFactory, *leaseWatch, *shardWatch) {
+func shardFactory(profile string, lifeguard, signed bool, voters []string, lc lease.Config, sc shard.Config) (StackFactory, *leaseWatch, *shardWatch) {
 	lw := &leaseWatch{storages: map[string]*lease.MemoryStorage{}}
 	sw := &shardWatch{}
 	in := wire.NewInterner(1 << 16)
@@ -122,6 +122,9 @@ func shardFactory(profile string, lifeguard bool, voters []string, lc lease.Conf
 			return nil, err
 		}
 		swc.Interner = in
+		if signed {
+			swc.Auth = simAuthority.Node(name)
+		}
 		l := lc
 		l.Self, l.Voters = name, slices.Clone(voters)
 		st := lw.storages[name]

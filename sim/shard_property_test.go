@@ -14,12 +14,12 @@ import (
 
 // newShardRunner forms a cluster of nodes with leadership (3 voters) and shards
 // on, and returns a runner and a client over it, the shards steady.
-func newShardRunner(t interface{ Fatal(...any) }, seed uint64, nodes int, sc shard.Config) (*runner, *shardClient) {
+func newShardRunner(t interface{ Fatal(...any) }, seed uint64, nodes int, signed bool, sc shard.Config) (*runner, *shardClient) {
 	o := Options{Seed: seed, Nodes: nodes, Shard: sc, Voters: 3, Duration: 30 * time.Second}
 	if err := o.fillLease(); err != nil {
 		t.Fatal(err)
 	}
-	factory, lw, sw := shardFactory("lan", true, VoterNames(o.Voters), o.Lease, o.Shard)
+	factory, lw, sw := shardFactory("lan", true, signed, VoterNames(o.Voters), o.Lease, o.Shard)
 	s, err := New(Config{Seed: seed, NewStack: factory})
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +52,8 @@ func TestShardSafetyUnderFaults(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		nodes := rapid.IntRange(3, 6).Draw(t, "nodes")
 		sc := smallShardConfig()
-		r, c := newShardRunner(t, rapid.Uint64().Draw(t, "seed"), nodes, sc)
+		signed := rapid.Bool().Draw(t, "signed") // PROTOCOL.md 10.11, under a simulated authority
+		r, c := newShardRunner(t, rapid.Uint64().Draw(t, "seed"), nodes, signed, sc)
 		s := r.s
 		steps := rapid.IntRange(1, 8).Draw(t, "steps")
 		for k := range steps {
@@ -118,7 +119,7 @@ func TestShardSafetyUnderFaults(t *testing.T) {
 // makes an owner keep serving after the leader gave its shards away.
 func TestShardCheckerSeesDriftBeyondBound(t *testing.T) {
 	sc := smallShardConfig()
-	r, c := newShardRunner(t, 7, 4, sc)
+	r, c := newShardRunner(t, 7, 4, false, sc)
 	s := r.s
 	v := r.pickNonLeader()
 	s.SetDrift(v, -0.6) // its clock runs at 40 % speed: its leases last 2.5 times too long

@@ -41,6 +41,11 @@ type hostStack struct{ *stack.Stack }
 func (h hostStack) Members() []swim.Member { return h.Swim().Members() }
 func (h hostStack) Digest() wire.Digest    { return h.Swim().Digest() }
 
+// HandleStream: simulated streams carry no certificates.
+func (h hostStack) HandleStream(now time.Time, from string, req []byte) []byte {
+	return h.Stack.HandleStream(now, from, "", req)
+}
+
 // HostFactory returns a factory of real stack.Stack stacks whose swim configuration
 // is built by conf for each node (name, address).
 func HostFactory(conf func(name, addr string) stack.Config) StackFactory {

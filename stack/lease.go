@@ -40,6 +40,7 @@ type LeaseHostStats struct {
 	Malformed  uint64 // received lease packets or messages that did not decode
 	Foreign    uint64 // received lease packets of another cluster
 	Fenced     uint64 // CheckFence rejections (stale epochs)
+	Auth       PacketAuthStats
 }
 
 type leaseState struct {
@@ -88,8 +89,9 @@ func isLeasePacket(data []byte) bool {
 	return lease.Messages().Owns(wire.MsgType(data[wire.HeaderSize]))
 }
 
-// handleLeasePacket steps the machine with every lease message of a packet.
-func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
+// handleLeasePacket steps the machine with every lease message of a packet;
+// with Auth, only with those its sender signed and speaks for (packetauth.go).
+func (h *Stack) handleLeasePacket(now time.Time, from string, data []byte) {
 	ls := h.lease
 	hdr, err := ls.reader.Reset(data)
 	if err != nil {
@@ -100,7 +102,11 @@ func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
 		ls.stats.Foreign++
 		return
 	}
-	for ls.reader.Next() {
+	sender, end, ok := h.checkPacket(now, from, data, &ls.reader, &ls.stats.Auth, &ls.stats.Malformed)
+	if !ok {
+		return
+	}
+	for ls.reader.Pos() < end && ls.reader.Next() {
 		t := ls.reader.Type()
 		if !lease.Messages().Owns(t) {
 			continue
@@ -112,6 +118,9 @@ func (h *Stack) handleLeasePacket(now time.Time, data []byte) {
 		if err := h.dec.Decode(ls.reader.Body(), wm); err != nil {
 			ls.stats.Malformed++
 			continue
+		}
+		if sender != "" && h.misnamedLease(wm, sender, from) {
+			return // the rest of a packet that speaks for another member is not read either
 		}
 		ls.m.Step(now, wm) // Step checks the fields
 	}
@@ -147,7 +156,7 @@ func (h *Stack) drainLease(now time.Time, out *Ready) {
 			continue
 		}
 		h.resetPacker(ls.packer)
-		if !ls.packer.Add(env.Msg) {
+		if !ls.packer.Add(env.Msg) || !h.signPacket(ls.packer, env.To, &ls.stats.Auth) {
 			ls.stats.Oversized++
 			continue
 		}

@@ -87,7 +87,7 @@ func (n *leaseNet) flushOne(addr string, h *Stack) {
 			h.StreamFailed(n.now, s.ID)
 			continue
 		}
-		reply := n.hosts[s.To].HandleStream(n.now, addr, s.Data)
+		reply := n.hosts[s.To].HandleStream(n.now, addr, "", s.Data)
 		h.StreamReply(n.now, s.ID, reply)
 	}
 	n.send(addr, r.Packets)

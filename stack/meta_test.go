@@ -57,7 +57,7 @@ func (c *cluster) drain() {
 				dst, ok := c.hosts[s.To]
 				var reply []byte
 				if ok {
-					reply = dst.HandleStream(c.now, addr, s.Data)
+					reply = dst.HandleStream(c.now, addr, "", s.Data)
 				}
 				if reply == nil {
 					h.StreamFailed(c.now, s.ID)

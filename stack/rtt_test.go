@@ -36,7 +36,7 @@ func TestRTTSamplesFromProbes(t *testing.T) {
 			h.Advance()
 			rtts = append(rtts, r.RTTs...)
 			for _, s := range r.Streams {
-				h.StreamReply(now, s.ID, hosts[s.To].HandleStream(now, addr, s.Data))
+				h.StreamReply(now, s.ID, hosts[s.To].HandleStream(now, addr, "", s.Data))
 			}
 			for _, p := range r.Packets {
 				inflight = append(inflight, flight{now.Add(time.Millisecond), addr, p.To, p.Data})

@@ -59,6 +59,7 @@ type ShardHostStats struct {
 	Membership  uint64 // membership snapshots given to the Controller
 	// MarksCollected: drain marks deleted because swim does not know their node.
 	MarksCollected uint64
+	Auth           PacketAuthStats
 }
 
 type shardState struct {
@@ -114,8 +115,9 @@ func isShardPacket(data []byte) bool {
 	return shard.Messages().Owns(wire.MsgType(data[wire.HeaderSize]))
 }
 
-// handleShardPacket steps the machines with every shard message of a packet.
-func (h *Stack) handleShardPacket(now time.Time, data []byte) {
+// handleShardPacket steps the machines with every shard message of a packet;
+// with Auth, only with those its sender signed and speaks for (packetauth.go).
+func (h *Stack) handleShardPacket(now time.Time, from string, data []byte) {
 	ss := h.shard
 	hdr, err := ss.reader.Reset(data)
 	if err != nil {
@@ -126,7 +128,11 @@ func (h *Stack) handleShardPacket(now time.Time, data []byte) {
 		ss.stats.Foreign++
 		return
 	}
-	for ss.reader.Next() {
+	sender, end, ok := h.checkPacket(now, from, data, &ss.reader, &ss.stats.Auth, &ss.stats.Malformed)
+	if !ok {
+		return
+	}
+	for ss.reader.Pos() < end && ss.reader.Next() {
 		t := ss.reader.Type()
 		if !shard.Messages().Owns(t) {
 			continue
@@ -138,6 +144,9 @@ func (h *Stack) handleShardPacket(now time.Time, data []byte) {
 		if err := h.dec.Decode(ss.reader.Body(), wm); err != nil {
 			ss.stats.Malformed++
 			continue
+		}
+		if sender != "" && h.misnamedShard(wm, sender, from) {
+			return // the rest of a packet that speaks for another member is not read either
 		}
 		h.stepShard(now, wm)
 	}
@@ -279,7 +288,7 @@ func (h *Stack) sendShard(env shard.Envelope, out *Ready) {
 	}
 	_, isReq := env.Msg.(*shard.MapRequest)
 	h.resetPacker(ss.packer)
-	if !isReq && ss.packer.Add(env.Msg) {
+	if !isReq && ss.packer.Add(env.Msg) && h.signPacket(ss.packer, env.To, &ss.stats.Auth) {
 		out.Packets = append(out.Packets, swim.Packet{To: addr, Data: slices.Clone(ss.packer.Bytes())})
 		return
 	}

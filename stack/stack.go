@@ -79,7 +79,7 @@ type openStream struct {
 //  2. Packets, Streams and Replies may then leave in any order: the network
 //     reorders them anyway. Packets never wait for a disk: membership must not
 //     stop because a disk did.
-//  3. Events, Meta, User, RTTs, Refused, Forged, LeaseEvents and ShardEvents are published in their own
+//  3. Events, Meta, User, RTTs, Refused, Forged, PacketsForged, LeaseEvents and ShardEvents are published in their own
 //     order (each slice is in observation order; Meta follows the Events of the
 //     same batch).
 //  4. Advance; then, while HasReady, another round (Saved may have released
@@ -95,6 +95,10 @@ type Ready struct {
 	RTTs    []swim.RTT     // round trips of direct probes, in the order acks arrived
 	Refused []swim.Refusal // member claims refused for their protocol range, for the log (at most swim.MaxRefusedPerReady)
 	Forged  []swim.Forgery // self-claims refused for another member's signature, for the audit log (at most swim.MaxRefusedPerReady)
+	// PacketsForged are lease and shard packets refused for a signature that is
+	// not their sender's or for speaking for another member, for the audit log
+	// (at most swim.MaxRefusedPerReady; PacketAuthStats.Forged counts them all).
+	PacketsForged []PacketForgery
 	// LeaseState is the newest lease state not yet confirmed saved, nil when all
 	// is saved; LeaseVersion names it for Saved.
 	LeaseState   *lease.State
@@ -140,6 +144,7 @@ type Stack struct {
 	streams    map[uint64]openStream
 	lastStream uint64
 	addrs      directory
+	packetSig  wire.PacketSig // reused by signPacket and checkPacket
 	// pending piles up outputs until Advance; handed is how much of it the last
 	// Ready returned, which is what Advance clears.
 	pending Ready
@@ -223,25 +228,31 @@ func (h *Stack) resetPacker(p *wire.Packer) {
 func (h *Stack) HandlePacket(now time.Time, from string, data []byte) {
 	switch {
 	case h.lease != nil && isLeasePacket(data):
-		h.handleLeasePacket(now, data)
+		h.handleLeasePacket(now, from, data)
 	case h.shard != nil && isShardPacket(data):
-		h.handleShardPacket(now, data)
+		h.handleShardPacket(now, from, data)
 	default:
 		h.swim.HandlePacket(now, from, data)
 	}
 	h.process(now)
 }
 
-// HandleStream answers a plain stream request frame; a nil reply means close
-// without one. Malformed frames and frames of another cluster are dropped and
-// counted by swim's stats (both as Malformed: swim has no foreign-stream counter).
-func (h *Stack) HandleStream(now time.Time, from string, req []byte) []byte {
+// HandleStream answers a plain stream request frame from from; a nil reply
+// means close without one. Malformed frames and frames of another cluster are
+// dropped and counted by swim's stats (both as Malformed: swim has no
+// foreign-stream counter). peer is the member the stream's TLS certificate
+// names ("" without node certificates): a shard frame must speak for it, by
+// the sender rules of lease and shard packets (PROTOCOL.md 10.11).
+func (h *Stack) HandleStream(now time.Time, from, peer string, req []byte) []byte {
 	defer h.process(now)
 	msg, ver, ok := h.decodeFrame(req)
 	if !ok {
 		return nil
 	}
 	if h.shard != nil && shard.Messages().Owns(msg.Type()) {
+		if peer != "" && h.misnamedShard(msg, peer, from) {
+			return nil
+		}
 		return h.handleShardStream(now, msg)
 	}
 	pp, ok := msg.(*wire.PushPull)
@@ -468,7 +479,7 @@ func (h *Stack) Ready() Ready {
 func (h *Stack) HasReady() bool {
 	p := &h.pending
 	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+len(p.Refused)+len(p.Forged)+
-		len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
+		len(p.PacketsForged)+len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
 }
 
 // Advance acknowledges the last Ready: what it handed out is cleared; what piled
@@ -483,6 +494,7 @@ func (h *Stack) Advance() {
 	p.RTTs = acknowledge(p.RTTs, len(d.RTTs))
 	p.Refused = acknowledge(p.Refused, len(d.Refused))
 	p.Forged = acknowledge(p.Forged, len(d.Forged))
+	p.PacketsForged = acknowledge(p.PacketsForged, len(d.PacketsForged))
 	p.LeaseEvents = acknowledge(p.LeaseEvents, len(d.LeaseEvents))
 	p.ShardEvents = acknowledge(p.ShardEvents, len(d.ShardEvents))
 	*d = Ready{LeaseVersion: d.LeaseVersion}

@@ -29,7 +29,7 @@ func TestTwoHostsJoinAndProbe(t *testing.T) {
 			h.Advance()
 			events = append(events, r.Events...)
 			for _, s := range r.Streams {
-				reply := hosts[s.To].HandleStream(now, addr, s.Data)
+				reply := hosts[s.To].HandleStream(now, addr, "", s.Data)
 				if reply == nil {
 					t.Fatal("no stream reply")
 				}
@@ -70,7 +70,7 @@ func TestMalformedStreamFramesAreCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reply := h.HandleStream(now, "x:1", []byte{0, 0, 0, 9, 1, 2}); reply != nil {
+	if reply := h.HandleStream(now, "x:1", "", []byte{0, 0, 0, 9, 1, 2}); reply != nil {
 		t.Fatal("replied to garbage")
 	}
 	h.Join(now, []string{"x:1"})

@@ -31,7 +31,7 @@ func TestForeignStreamFramesAreDropped(t *testing.T) {
 	if len(r.Streams) != 1 {
 		t.Fatalf("join sent %d streams", len(r.Streams))
 	}
-	if reply := a.HandleStream(now, "b:1", r.Streams[0].Data); reply != nil {
+	if reply := a.HandleStream(now, "b:1", "", r.Streams[0].Data); reply != nil {
 		t.Fatal("answered a foreign push-pull")
 	}
 	if st := a.Swim().Stats(); st.ForeignPackets != 1 || st.Malformed != 0 || len(a.Swim().Members()) != 1 {
@@ -53,7 +53,7 @@ func TestForeignStreamFramesAreDropped(t *testing.T) {
 
 	// The same frames with the right label are accepted: the drop is the label's.
 	c := mk("c", "c:1", "prod")
-	if reply := c.HandleStream(now, "a:1", ra.Streams[0].Data); reply == nil {
+	if reply := c.HandleStream(now, "a:1", "", ra.Streams[0].Data); reply == nil {
 		t.Fatal("same-cluster push-pull not answered")
 	}
 	_, _, err := wire.DecodeFrame(r.Streams[0].Data, 0, new(wire.Decoder))
@@ -117,7 +117,7 @@ func TestNonPushPullFramesAreCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if reply := h.HandleStream(now, "10.0.0.9:1", ping); reply != nil {
+	if reply := h.HandleStream(now, "10.0.0.9:1", "", ping); reply != nil {
 		t.Fatal("answered a Ping frame")
 	}
 	h.Join(now, []string{"10.0.0.9:1"})

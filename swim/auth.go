@@ -240,6 +240,16 @@ func (m *Machine) certSync(now time.Time, from string) {
 	}
 }
 
+// SyncCerts asks for a certificate the host could not find to verify a
+// packet from from (a lease or shard packet's sender, PROTOCOL.md 10.11), as an
+// unknown signer of a gossip claim does: a push-pull with from if it is a
+// verified live member, else with another, within certSync's rate limit.
+func (m *Machine) SyncCerts(now time.Time, from string) {
+	m.wantCerts = true
+	m.certSync(now, from)
+	m.wantCerts = false
+}
+
 // maxPendingClaims bounds the Alives of unknown signers kept to retry once
 // certificates arrive: without them a member whose gossip was spent before its
 // certificate reached us waited for a periodic push-pull (a 100-node formation

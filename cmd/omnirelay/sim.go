@@ -63,7 +63,7 @@ func runSimRun(args []string, stdout, stderr io.Writer) int {
 	loss := fs.Float64("loss", 0, "datagram loss probability on every link during the measured phase, in [0,1)")
 	profile := fs.String("profile", "lan", "swim profile: lan or memberlist")
 	lifeguard := fs.Bool("lifeguard", true, "Lifeguard extensions (local health, aware suspicion, buddy)")
-	signed := fs.Bool("signed-gossip", false, "membership scenarios: signed self-claims under a simulated authority, as with node certificates")
+	signed := fs.Bool("signed-gossip", false, "signed self-claims (and, in leader, reshard and drain scenarios, signed lease and shard packets) under a simulated authority, as with node certificates")
 	pauseMax := fs.Duration("pause-max", 0, "pause and gc-pause scenarios: longest fault, each lasts 1/6 of it to all of it (0: 24 probe intervals)")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of a report")
 	voters := fs.Int("voters", 0, "leader-* scenarios: voters, the first nodes (3 or 5; 0: 3)")
