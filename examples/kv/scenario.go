@@ -31,6 +31,7 @@ type scenarioConfig struct {
 	Shards int
 	Phase  time.Duration // the least time each phase lasts
 	Renew  time.Duration // the instances' shard renewal interval; 0: the mesh default
+	Trace  string        // where to write the operations' traces (trace.go); "": nowhere
 	Load   loadConfig
 	Logf   func(format string, args ...any)
 }
@@ -410,6 +411,9 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	}
 	rep.Instances, rep.Shards, rep.Workers, rep.Rate, rep.Phases = 4, cfg.Shards, g.cfg.Workers, g.cfg.Rate, g.report()
 	rep.Verify, err = g.verify()
+	if cfg.Trace != "" && err == nil {
+		err = g.writeTraces(cfg.Trace)
+	}
 	h := handoverGaps(cfg.Dir, []string{"kv1", "kv2", "kv3", "kv4"})
 	rep.Handover = &h
 	var steady, dr PhaseReport

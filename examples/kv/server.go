@@ -43,6 +43,59 @@ const (
 
 const hopsHeader = "X-Kv-Hops"
 
+// timingHeader carries, on every answer, where the instances on the request's
+// path spent its time, as Server-Timing entries "span;desc=instance;dur=ms":
+// this instance's first, then those of the instance it forwarded to. The load
+// generator's trace attributes its slow requests with them.
+const timingHeader = "Server-Timing"
+
+// Spans of timingHeader. route: finding the shard's server, including the wait
+// for a gain here (handoverWait); open: waiting for the shard's log to be
+// opened after the gain; lock: waiting for the shard's operation in flight;
+// flock, fsync: the store's file lock and sync; store: the whole store call;
+// fwd: the forwarded request, round trip; total: the handler.
+const (
+	spanRoute = "route"
+	spanOpen  = "open"
+	spanLock  = "lock"
+	spanFlock = "flock"
+	spanFsync = "fsync"
+	spanStore = "store"
+	spanFwd   = "fwd"
+	spanTotal = "total"
+)
+
+// timing collects one request's spans here; next holds the forwarded hop's.
+type timing struct {
+	self    string
+	start   time.Time
+	entries []string
+	next    []string
+}
+
+func (t *timing) add(span string, d time.Duration) {
+	t.entries = append(t.entries, span+";desc="+t.self+";dur="+strconv.FormatFloat(ms(d), 'f', 3, 64))
+}
+
+// timedWriter stamps the timing header on the answer when its status is written.
+type timedWriter struct {
+	http.ResponseWriter
+	t *timing
+}
+
+func (w *timedWriter) WriteHeader(code int) {
+	w.t.add(spanTotal, time.Since(w.t.start))
+	w.Header()[timingHeader] = append(w.t.entries, w.t.next...)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *timedWriter) Write(b []byte) (int, error) {
+	if w.Header()[timingHeader] == nil {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
 // DEBUG log lines of each shard lost and gained (with the node's time of the
 // change), from which the scenario measures handovers.
 const (
@@ -54,10 +107,11 @@ const (
 // the handle on its log. mu serializes the shard's operations in this process
 // (the log's flock serializes them across processes).
 type owned struct {
-	mu  sync.Mutex
-	tok Token
-	log *shardLog // nil when opening it failed (err says why)
-	err error
+	mu     sync.Mutex
+	tok    Token
+	log    *shardLog // nil when opening it failed (err says why)
+	err    error
+	opened time.Time // when the open finished, for the timing of requests that waited for it
 }
 
 // shut closes the shard's log once the operation in flight is done; nil-safe.
@@ -288,6 +342,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			defer o.mu.Unlock()
 			start := time.Now()
 			o.log, o.err = openShard(in.dir, c.Shard, o.tok, self)
+			o.opened = time.Now()
 			if o.err != nil {
 				in.log.Error("opening shard log", "shard", c.Shard, "token", o.tok.String(), "err", o.err)
 			} else {
@@ -342,7 +397,9 @@ type result struct {
 
 // ServeHTTP serves /kv/{key}: GET reads the key's value list, PUT ?id=ID sets
 // it to the body, POST ?op=append&id=ID appends the body to it.
-func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (in *instance) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	tm := &timing{self: in.n.Name(), start: time.Now()}
+	w := &timedWriter{ResponseWriter: rw, t: tm}
 	key, ok := strings.CutPrefix(r.URL.Path, "/kv/")
 	if !ok || key == "" || len(key) > maxKey {
 		writeError(w, http.StatusNotFound, "not_found", "want /kv/{key}, a key of 1.."+strconv.Itoa(maxKey)+" bytes", "", "")
@@ -380,12 +437,14 @@ func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeNoMap, "this instance has no shard map yet", "", "")
 		return
 	}
+	routed := time.Now()
 	o, dest, why := in.route(r.Context(), s)
+	tm.add(spanRoute, time.Since(routed))
 	if o != nil {
-		in.local(w, o, s, rec)
+		in.local(w, tm, o, s, rec)
 		return
 	}
-	in.forward(w, r, s, dest, why, body)
+	in.forward(w, tm, r, s, dest, why, body)
 }
 
 // handoverWait bounds how long a request waits here for a shard in a move to
@@ -441,9 +500,15 @@ func (in *instance) route(ctx context.Context, s uint32) (o *owned, dest, why st
 }
 
 // local runs the operation on this instance's log of shard s.
-func (in *instance) local(w http.ResponseWriter, o *owned, s uint32, rec record) {
+func (in *instance) local(w http.ResponseWriter, tm *timing, o *owned, s uint32, rec record) {
+	waited := time.Now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.opened.After(waited) {
+		tm.add(spanOpen, time.Since(waited))
+	} else {
+		tm.add(spanLock, time.Since(waited))
+	}
 	self := in.n.Name()
 	if o.log == nil {
 		msg := "shard log not open"
@@ -455,12 +520,16 @@ func (in *instance) local(w http.ResponseWriter, o *owned, s uint32, rec record)
 	}
 	res := result{Shard: s, Owner: self}
 	var err error
+	stored := time.Now()
 	if rec.Kind == "" {
 		res.Values, err = o.log.read(o.tok, rec.Key)
 	} else {
 		rec.By = self
 		res.Dup, err = o.log.write(o.tok, rec)
 	}
+	tm.add(spanStore, time.Since(stored))
+	tm.add(spanFlock, o.log.flockWait)
+	tm.add(spanFsync, o.log.synced)
 	switch {
 	case errors.Is(err, ErrFenced):
 		writeError(w, http.StatusServiceUnavailable, codeFenced, err.Error(), "", "")
@@ -474,7 +543,7 @@ func (in *instance) local(w http.ResponseWriter, o *owned, s uint32, rec record)
 // forward sends the request to dest, at most maxHops times in a chain; past
 // that, or without a dest, it refuses with a retryable error naming the owner
 // when known.
-func (in *instance) forward(w http.ResponseWriter, r *http.Request, s uint32, dest, why string, body []byte) {
+func (in *instance) forward(w http.ResponseWriter, tm *timing, r *http.Request, s uint32, dest, why string, body []byte) {
 	switch why {
 	case codeNoMap:
 		writeError(w, http.StatusServiceUnavailable, codeNoMap, "this instance has no shard map yet", "", "")
@@ -498,12 +567,15 @@ func (in *instance) forward(w http.ResponseWriter, r *http.Request, s uint32, de
 		return
 	}
 	req.Header.Set(hopsHeader, strconv.Itoa(hops+1))
+	sent := time.Now()
 	resp, err := in.httpc.Do(req)
+	tm.add(spanFwd, time.Since(sent))
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, codeForward, err.Error(), dest, ep)
 		return
 	}
 	defer resp.Body.Close()
+	tm.next = resp.Header[timingHeader]
 	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, io.LimitReader(resp.Body, 1<<20))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // The store stands in for the durable, replicated store a real sharded service
@@ -70,6 +71,10 @@ type shardLog struct {
 	highest Token
 	data    map[string][]string
 	ids     map[string]struct{} // request ids applied
+
+	// Of the last operation, for the timing of requests: the wait for the
+	// file lock and the fsync.
+	flockWait, synced time.Duration
 }
 
 func logPath(dir string, shard uint32) string {
@@ -99,10 +104,13 @@ func (l *shardLog) close() error { return l.f.Close() }
 // locked runs fn holding the log's exclusive lock, after catching up with what
 // other owners appended since this handle last looked.
 func (l *shardLog) locked(fn func() error) error {
+	l.flockWait, l.synced = 0, 0
+	start := time.Now()
 	if err := syscall.Flock(int(l.f.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("kv: store: lock: %w", err)
 	}
 	defer syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	l.flockWait = time.Since(start)
 	if err := l.catchUp(); err != nil {
 		return err
 	}
@@ -190,7 +198,10 @@ func (l *shardLog) appendLocked(tok Token, rec record, sync bool) error {
 		return fmt.Errorf("kv: store: %w", err)
 	}
 	if sync {
-		if err := l.f.Sync(); err != nil {
+		start := time.Now()
+		err := l.f.Sync()
+		l.synced = time.Since(start)
+		if err != nil {
 			return fmt.Errorf("kv: store: fsync: %w", err)
 		}
 	}
