@@ -162,7 +162,7 @@ func parseServe(args []string) (serveFlags, error) {
 	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:0", "kv HTTP listen address, published as metadata "+HTTPMetaKey)
 	fs.StringVar(&f.store, "store", "", "the shared store directory every instance reaches (required)")
 	fs.StringVar(&f.keyFile, "key-file", "", "file holding the base64 32-byte packet key (required; mode 0600)")
-	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s); a handover waits for up to two renewals at most RenewInterval/16 apart")
+	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s)")
 	fs.BoolVar(&f.debug, "debug", false, "log at DEBUG, with a line per shard gained and lost")
 	if err := fs.Parse(args); err != nil {
 		return f, err
