@@ -272,7 +272,7 @@ func serve(args []string) error {
 	}
 	defer n.Close()
 	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{}, gained: make(chan struct{}),
-		httpc: &http.Client{Timeout: 2 * time.Second}}
+		httpc: &http.Client{Timeout: 2 * time.Second, Transport: forwardTransport()}}
 	// The watch opens before the join: no shard can be granted before it, so
 	// every gain arrives with its token.
 	w, err := n.WatchShards()
@@ -346,7 +346,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			if o.err != nil {
 				in.log.Error("opening shard log", "shard", c.Shard, "token", o.tok.String(), "err", o.err)
 			} else {
-				in.log.Debug(msgOpened, "shard", c.Shard, "token", o.tok.String(), "gained_at", c.At, "took", time.Since(start))
+				in.log.Debug(msgOpened, "shard", c.Shard, "token", o.tok.String(), "gained_at", c.At, "took", time.Since(start), "flock", o.log.flockWait)
 			}
 		}()
 	}
@@ -538,6 +538,16 @@ func (in *instance) local(w http.ResponseWriter, tm *timing, o *owned, s uint32,
 	default:
 		writeJSON(w, http.StatusOK, res)
 	}
+}
+
+// forwardTransport is the forwarding client's: the default transport keeps 2
+// idle connections per instance, and forwards come in bursts (every request of
+// a shard that just moved, from clients whose tables lag), so most of a burst
+// would dial a new connection, and leave it in TIME_WAIT.
+func forwardTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return tr
 }
 
 // forward sends the request to dest, at most maxHops times in a chain; past
