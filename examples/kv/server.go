@@ -114,18 +114,17 @@ type owned struct {
 	opened time.Time // when the open finished, for the timing of requests that waited for it
 }
 
-// shut closes the shard's log once the operation in flight is done; nil-safe.
-func (o *owned) shut() {
+// shut takes the shard's log away once the operation in flight is done and
+// returns it (nil if none), for the instance to keep; nil-safe.
+func (o *owned) shut() *shardLog {
 	if o == nil {
-		return
+		return nil
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.log != nil {
-		o.log.close()
-		o.log = nil
-	}
-	o.err = errors.New("shard released")
+	l := o.log
+	o.log, o.err = nil, errors.New("shard released")
+	return l
 }
 
 // instance is one kv server embedding a mesh node.
@@ -138,6 +137,10 @@ type instance struct {
 	mu     sync.Mutex
 	shards map[uint32]*owned
 	gained chan struct{} // closed (and replaced) when a shard is gained
+	// kept holds the logs of shards this instance served before, so that
+	// gaining one again catches up with the records since instead of reading
+	// the whole log (openShard): in a drain the same shards come and go.
+	kept map[uint32]*shardLog
 }
 
 type serveFlags struct {
@@ -271,7 +274,7 @@ func serve(args []string) error {
 		return fmt.Errorf("kv serve: %w", err)
 	}
 	defer n.Close()
-	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{}, gained: make(chan struct{}),
+	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{}, gained: make(chan struct{}), kept: map[uint32]*shardLog{},
 		httpc: &http.Client{Timeout: 2 * time.Second, Transport: forwardTransport()}}
 	// The watch opens before the join: no shard can be granted before it, so
 	// every gain arrives with its token.
@@ -305,7 +308,8 @@ func serve(args []string) error {
 }
 
 // watch opens a shard's log when this instance gains it, rebuilding the state
-// from the log and fencing earlier owners, and closes it when the shard goes.
+// from the log (or catching up a log kept from an earlier gain) and fencing
+// earlier owners, and takes it from the shard's requests when the shard goes.
 func (in *instance) watch(w *node.ShardWatch) {
 	var dropped uint64
 	var opening sync.WaitGroup
@@ -321,7 +325,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			o := in.shards[c.Shard]
 			delete(in.shards, c.Shard)
 			in.mu.Unlock()
-			o.shut()
+			in.keep(c.Shard, o.shut())
 			continue
 		}
 		o := &owned{tok: Token{Epoch: c.Epoch, Version: c.Version}}
@@ -332,7 +336,11 @@ func (in *instance) watch(w *node.ShardWatch) {
 		close(in.gained)
 		in.gained = make(chan struct{})
 		in.mu.Unlock()
-		prev.shut()
+		in.keep(c.Shard, prev.shut())
+		in.mu.Lock()
+		kept := in.kept[c.Shard]
+		delete(in.kept, c.Shard)
+		in.mu.Unlock()
 		// Opened off the watch loop, so the shards of one batch are rebuilt
 		// from their logs at once; o.mu, held until then, keeps requests and a
 		// later release of the shard waiting for it.
@@ -341,7 +349,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			defer opening.Done()
 			defer o.mu.Unlock()
 			start := time.Now()
-			o.log, o.err = openShard(in.dir, c.Shard, o.tok, self)
+			o.log, o.err = openShard(in.dir, c.Shard, o.tok, self, kept)
 			o.opened = time.Now()
 			if o.err != nil {
 				in.log.Error("opening shard log", "shard", c.Shard, "token", o.tok.String(), "err", o.err)
@@ -351,6 +359,19 @@ func (in *instance) watch(w *node.ShardWatch) {
 		}()
 	}
 	opening.Wait()
+}
+
+// keep holds l, the log of a shard no longer served, for the next gain.
+func (in *instance) keep(s uint32, l *shardLog) {
+	if l == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if old := in.kept[s]; old != nil {
+		old.close()
+	}
+	in.kept[s] = l
 }
 
 // apiError is the body of every refusal; Owner and Endpoint, when known, tell

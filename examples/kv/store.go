@@ -83,17 +83,23 @@ func logPath(dir string, shard uint32) string {
 
 // openShard opens (creating) a shard's log, rebuilds the state from it, and,
 // unless its token is below the log's highest, appends an open record that fences
-// every earlier owner from then on.
-func openShard(dir string, shard uint32, tok Token, by string) (*shardLog, error) {
-	f, err := os.OpenFile(logPath(dir, shard), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("kv: store: %w", err)
+// every earlier owner from then on. kept, when not nil, is this process's handle
+// from an earlier ownership of the shard: it catches up from where it stopped
+// instead of rebuilding from the start, which is the same state (the log only
+// grows) at the cost of the records since; on failure it is closed.
+func openShard(dir string, shard uint32, tok Token, by string, kept *shardLog) (*shardLog, error) {
+	l := kept
+	if l == nil {
+		f, err := os.OpenFile(logPath(dir, shard), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("kv: store: %w", err)
+		}
+		l = &shardLog{f: f, data: map[string][]string{}, ids: map[string]struct{}{}}
 	}
-	l := &shardLog{f: f, data: map[string][]string{}, ids: map[string]struct{}{}}
 	// Not fsynced: it fences through the shared file at once, and the first
 	// write's fsync makes it durable before anything depends on it.
 	if err := l.locked(func() error { return l.appendLocked(tok, record{Kind: recOpen, By: by}, false) }); err != nil {
-		f.Close()
+		l.close()
 		return nil, err
 	}
 	return l, nil
