@@ -326,15 +326,22 @@ func (o *Owner) stepGrant(now time.Time, g *Grant) {
 			o.held[s] = later(o.held[s], exp)
 		}
 	}
+	dropped := false
 	for _, s := range o.Held(now) {
 		_, inShards := slices.BinarySearch(g.Shards, s)
 		_, inConfirm := slices.BinarySearch(g.Confirm, s)
 		if !inShards && !inConfirm {
 			o.drop(now, s, EventReleased)
+			dropped = true
 		}
 	}
-	if added {
-		o.prompt, o.confirm = true, true // confirm at once so the leader finishes the move
+	// Confirm an acquisition at once so the leader finishes the move; report a
+	// drop at once too, as after a Release: a grant that crossed the Release
+	// (answering a renewal sent before it) gives the released shard back, and
+	// the next grant's omission is then the only release the leader can learn
+	// of, from the renewal after it. Each is bounded by the shards acquired.
+	if added || dropped {
+		o.prompt, o.confirm = true, true
 	}
 }
 

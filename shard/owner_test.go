@@ -336,3 +336,40 @@ func TestOwnerRenewsAtOnceForHandovers(t *testing.T) {
 		t.Fatalf("%d renewals at promptGap, want 1", n)
 	}
 }
+
+// A grant that crossed a Release (it answers a renewal sent before the
+// Release arrived) gives the released shard back; the next grant omits it, and
+// the owner reports that drop at once, as it reports a Release: otherwise the
+// leader learns of the release only from the periodic renewal, a second later.
+func TestOwnerReportsADropByOmissionAtOnce(t *testing.T) {
+	t0 := simBase
+	ms := time.Millisecond
+	o, r1 := ownerAt(t, t0)
+	o.Step(t0.Add(ms), grant(r1, []uint32{3}, nil))
+	r2 := lastRenew(t, o) // confirms shard 3
+	o.Step(t0.Add(2*ms), grant(r2, []uint32{3}, nil))
+	o.Tick(t0.Add(300 * ms)) // past every prompt gap
+	o.Ready()
+	// The periodic renewal r3 leaves; the leader drains 3 after answering it
+	// (its grant lists 3), and the Release arrives before that grant.
+	o.Tick(t0.Add(2 * time.Second))
+	r3 := lastRenew(t, o)
+	at := t0.Add(2 * time.Second).Add(o.cfg.promptGap() + 5*ms) // the prompt renewal leaves at once
+	o.Step(at, &Release{Epoch: 5, Node: "a", Shards: []uint32{3}})
+	r4 := lastRenew(t, o)
+	if slices.Contains(r4.Held, 3) {
+		t.Fatalf("renewal after the release holds %v", r4.Held)
+	}
+	o.Step(at.Add(ms), grant(r3, []uint32{3}, nil)) // crossed the Release: 3 is back
+	o.Ready()
+	if !o.Serving(at.Add(ms), 3) {
+		t.Fatal("the crossing grant did not give shard 3 back; the test no longer shows the case")
+	}
+	o.Step(at.Add(2*ms), grant(r4, nil, nil)) // omits 3
+	if o.Serving(at.Add(2*ms), 3) {
+		t.Fatal("still serving 3 after a grant that omits it")
+	}
+	if n := countRenewals(o); n != 1 {
+		t.Fatalf("%d renewals on dropping a shard a grant omitted, want 1 at once", n)
+	}
+}
