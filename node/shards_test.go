@@ -284,12 +284,18 @@ func TestShardsUnownedMetricSeesDrainedCluster(t *testing.T) {
 			t.Fatalf("settled cluster: omnirelay_shards_unowned %v", v)
 		}
 		// The first drain starts moving shards; the others land before its
-		// release does (one loop step), so the moving shards lose their target.
+		// release does, so the moving shards lose their target. The first is
+		// not the leader: the leader's own release is handed over within the
+		// drain's step (its renewal leaves at once on the new map), so its
+		// shards would reach their new owners before the other drains land.
+		// Another node's release needs a packet, which leaves after the step.
+		order := slices.DeleteFunc(slices.Clone(nodes), func(n *Node) bool { return n == leader })
+		order = append(order, leader)
 		var err error
 		leader.do(func() {
 			now := leader.clock.Now()
-			err = errors.Join(leader.stack.DrainNode(now, nodes[0].Name(), true), leader.stack.Rebalance(now))
-			for _, n := range nodes[1:] {
+			err = errors.Join(leader.stack.DrainNode(now, order[0].Name(), true), leader.stack.Rebalance(now))
+			for _, n := range order[1:] {
 				err = errors.Join(err, leader.stack.DrainNode(now, n.Name(), true))
 			}
 		})

@@ -130,8 +130,14 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// promptGap is the shortest time between two renewals of one owner: renewals
-// triggered by events (a new map, a release request, an acquired shard) wait at
-// least this long after the previous one, so a burst of announcements costs one
-// message, not one per announcement.
+// promptGap is the usual shortest time between two renewals of one owner:
+// renewals triggered by events (a new leader, a release request) wait at least
+// this long after the previous one, so a burst of them costs one message, not
+// one per event. Owner.promptAt names the bounded exceptions.
 func (c Config) promptGap() time.Duration { return c.RenewInterval / 16 }
+
+// holdMax is the longest the leader keeps a renewal unanswered while a shard
+// on its way to that owner waits for its current owner's release (Controller,
+// "held renewals"): below RetryInterval, so the owner never renews again for
+// want of an answer, and a small part of any lease.
+func (c Config) holdMax() time.Duration { return c.RetryInterval / 2 }

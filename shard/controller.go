@@ -100,6 +100,12 @@ type peer struct {
 	// reachable, whatever the membership says, so it gets announcements too.
 	heard time.Time
 	owns  map[uint32]struct{}
+	// held: its latest renewal, processed but not answered yet because a shard
+	// moving here waits for its current owner's release; the Grant leaves once
+	// the release is in, or holdMax after heldAt (when the first held renewal
+	// arrived), whichever is first (settle).
+	held   *Renew
+	heldAt time.Time
 }
 
 // Controller is the leader side of shard ownership: it computes the map from the
@@ -130,6 +136,10 @@ type Controller struct {
 	nextAnnounce time.Time
 	release      map[string][]uint32 // Release requests of this step, by node
 	pendingGrant []*Grant            // answers of this step, sent with the new map's version
+	// awaited counts, by target, the planned moves whose owner has not
+	// released yet (reconcile); holding names the peers with a held renewal.
+	awaited map[string]int
+	holding []string
 
 	out    Ready
 	evMark int // events before this index already carry their map version
@@ -144,7 +154,7 @@ func NewController(cfg Config, self string) (*Controller, error) {
 	if self == "" {
 		return nil, fmt.Errorf("%w: self: empty name", ErrInvalidConfig)
 	}
-	return &Controller{cfg: cfg, self: self, peers: map[string]*peer{}, release: map[string][]uint32{}}, nil
+	return &Controller{cfg: cfg, self: self, peers: map[string]*peer{}, release: map[string][]uint32{}, awaited: map[string]int{}}, nil
 }
 
 // BecomeLeader starts a term at epoch, the leader lease's fencing token, at now.
@@ -171,7 +181,10 @@ func (c *Controller) BecomeLeader(now time.Time, epoch uint64) error {
 			continue
 		}
 		p.boot, p.lastSeq, p.answered, p.owns, p.heard, p.retired = 0, 0, 0, nil, time.Time{}, nil
+		p.held = nil
 	}
+	c.holding = c.holding[:0]
+	clear(c.awaited)
 	c.changed, c.stale = true, true
 	c.nextAnnounce = now
 	c.settle(now)
@@ -332,6 +345,11 @@ func (c *Controller) NextDeadline() time.Time {
 	if !c.nextHold.IsZero() && c.nextHold.Before(d) {
 		d = c.nextHold
 	}
+	for _, name := range c.holding {
+		if p := c.peers[name]; p != nil && p.held != nil && p.heldAt.Add(c.cfg.holdMax()).Before(d) {
+			d = p.heldAt.Add(c.cfg.holdMax())
+		}
+	}
 	return d
 }
 
@@ -427,7 +445,7 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 				c.changed = true
 			}
 		}
-		p.boot, p.lastSeq, p.answered = r.Boot, 0, 0
+		p.boot, p.lastSeq, p.answered, p.held = r.Boot, 0, 0, nil
 		for s := range p.owns {
 			c.recs[s].relSeq = 0
 		}
@@ -461,6 +479,59 @@ func (c *Controller) stepRenew(now time.Time, r *Renew) {
 		}
 	}
 	c.reconcile(now)
+	if c.holdable(p) {
+		if p.held == nil {
+			p.heldAt = now
+			c.holding = append(c.holding, r.Node)
+		}
+		p.held = r
+		return
+	}
+	p.held = nil
+	c.answer(now, p, r)
+}
+
+// holdable reports whether p's renewal should wait for a release: a shard is
+// on its way to p from an owner that has not let go yet, and nothing was handed
+// to p that its last grant did not list. Answering at once would cost the move
+// a round trip: the leader would then ask p to renew again (an empty Release)
+// once the release is in, and grant the shard in answer to that renewal.
+// Holding is safe: p's lease counts from when it sent the renewal, the
+// leader's hold from when the Grant leaves, later (docs/shards.md, "Safety").
+func (c *Controller) holdable(p *peer) bool {
+	if c.awaited[p.member.Name] == 0 || !c.servable(p.member.Name) {
+		return false
+	}
+	for s := range p.owns {
+		if r := &c.recs[s]; r.state == StateRebalancing && r.granted.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+// answerHeld answers each held renewal that need not wait any longer.
+func (c *Controller) answerHeld(now time.Time) {
+	kept := c.holding[:0]
+	for _, name := range c.holding {
+		p := c.peers[name]
+		if p == nil || p.held == nil {
+			continue
+		}
+		if now.Before(p.heldAt.Add(c.cfg.holdMax())) && c.holdable(p) {
+			kept = append(kept, name)
+			continue
+		}
+		r := p.held
+		p.held = nil
+		c.answer(now, p, r)
+	}
+	c.holding = kept
+}
+
+// answer grants p, in answer to its renewal r, everything it owns and may
+// serve.
+func (c *Controller) answer(now time.Time, p *peer, r *Renew) {
 	g := &Grant{Epoch: c.epoch, Node: r.Node, Boot: r.Boot, Seq: r.Seq, Duration: c.cfg.LeaseDuration}
 	if c.servable(r.Node) {
 		hold := lease.VoterExpiry(now, c.cfg.LeaseDuration, c.cfg.MaxDrift)
@@ -494,6 +565,7 @@ func (c *Controller) reconcile(now time.Time) {
 		return
 	}
 	defer c.findNextHold()
+	clear(c.awaited)
 	inflight := 0
 	for i := range c.recs {
 		if r := &c.recs[i]; r.state != StateSteady && !r.forced {
@@ -525,6 +597,9 @@ func (c *Controller) reconcile(now time.Time) {
 			}
 		}
 		if r.state != StateDraining || !settled || (r.owner != "" && now.Before(r.hold)) {
+			if r.state == StateDraining && r.owner != "" && !r.forced && tgt != "" && tgt != r.owner {
+				c.awaited[tgt]++
+			}
 			continue
 		}
 		// Released, lapsed, or never owned: hand it on if there is anywhere to go.
@@ -535,8 +610,9 @@ func (c *Controller) reconcile(now time.Time) {
 		r.state = StateRebalancing
 		c.setOwner(s, tgt)
 		// An empty release asks the new owner to renew now, so it learns of the
-		// grant in a round trip instead of at its next periodic renewal.
-		if _, ok := c.release[tgt]; !ok {
+		// grant in a round trip instead of at its next periodic renewal; one
+		// whose renewal is held gets the grant in this step without it.
+		if _, ok := c.release[tgt]; !ok && c.peers[tgt].held == nil {
 			c.release[tgt] = nil
 		}
 		c.emit(Event{Kind: EventRebalancing, Shard: s, From: r.from, To: tgt, Forced: r.forced, Epoch: c.epoch, At: now})
@@ -572,6 +648,11 @@ func (c *Controller) drain(now time.Time, s uint32, tgt string, forced bool) {
 	} else {
 		c.stats.Moves++
 		c.release[r.owner] = append(c.release[r.owner], s)
+		// The target renews now too: its renewal waits here for the release
+		// (holdable), so the grant leaves as soon as the release is in.
+		if _, ok := c.release[tgt]; !ok && tgt != "" {
+			c.release[tgt] = nil
+		}
 	}
 	c.emit(Event{Kind: EventDraining, Shard: s, From: r.owner, To: tgt, Forced: forced, Epoch: c.epoch, At: now})
 }
@@ -581,9 +662,16 @@ func (c *Controller) settle(now time.Time) {
 	if !c.Leading() {
 		c.pendingGrant = c.pendingGrant[:0]
 		clear(c.release)
+		for _, name := range c.holding {
+			if p := c.peers[name]; p != nil {
+				p.held = nil
+			}
+		}
+		c.holding = c.holding[:0]
 		return
 	}
 	c.reconcile(now)
+	c.answerHeld(now)
 	if c.changed {
 		c.changed = false
 		c.version++

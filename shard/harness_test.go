@@ -65,7 +65,17 @@ type world struct {
 	deaths     []death
 	clients    *clients
 	events     []Event  // controller events, for tests
+	gains      []gain   // owners' acquisitions and releases, for tests
 	served     []string // scratch of serving
+}
+
+// gain is an owner's EventAcquired (or, gained false, EventReleased) at a real
+// instant.
+type gain struct {
+	at     time.Duration
+	node   string
+	shard  uint32
+	gained bool
 }
 
 // death is a node's departure as the leader learns it, and when each of its shards
@@ -331,6 +341,9 @@ func (w *world) flush(nd *simNode) {
 		for _, ev := range r.Events {
 			if ev.Kind <= EventFenced {
 				w.events = append(w.events, ev)
+			}
+			if ev.Kind == EventAcquired || ev.Kind == EventReleased {
+				w.gains = append(w.gains, gain{w.net.Now(), nd.name, ev.Shard, ev.Kind == EventAcquired})
 			}
 		}
 	}

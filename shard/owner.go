@@ -55,6 +55,11 @@ type Owner struct {
 	lastSent time.Time
 	renewDue time.Time
 	prompt   bool
+	// confirm: the pending prompt renewal confirms a newly acquired shard and
+	// leaves at once; renewedAt: the newest map known when the last renewal
+	// left. Together they bound the renewals that skip promptGap (promptAt).
+	confirm   bool
+	renewedAt [2]uint64
 
 	out   Ready
 	stats OwnerStats
@@ -187,7 +192,7 @@ func (o *Owner) NextDeadline() time.Time {
 			at(o.mapAsked.Add(o.cfg.RetryInterval))
 		}
 		if o.prompt {
-			at(o.lastSent.Add(o.cfg.promptGap()))
+			at(o.promptAt())
 		}
 	}
 	return d
@@ -248,7 +253,7 @@ func (o *Owner) learnVersion(now time.Time, epoch, version, checksum uint64) {
 	if o.m != nil && (o.m.epoch > epoch || (o.m.epoch == epoch && o.m.version > version)) {
 		return // ours is newer: the announcement crossed it
 	}
-	if epoch > o.want[0] || (epoch == o.want[0] && version > o.want[1]) {
+	if newer([2]uint64{epoch, version}, o.want) {
 		o.want = [2]uint64{epoch, version}
 	}
 	o.askMap(now)
@@ -259,7 +264,7 @@ func (o *Owner) behind() bool {
 	if o.m == nil {
 		return o.want != [2]uint64{}
 	}
-	return o.want[0] > o.m.epoch || (o.want[0] == o.m.epoch && o.want[1] > o.m.version)
+	return newer(o.want, [2]uint64{o.m.epoch, o.m.version})
 }
 
 // askMap requests the map unless a request is outstanding for less than
@@ -321,15 +326,22 @@ func (o *Owner) stepGrant(now time.Time, g *Grant) {
 			o.held[s] = later(o.held[s], exp)
 		}
 	}
+	dropped := false
 	for _, s := range o.Held(now) {
 		_, inShards := slices.BinarySearch(g.Shards, s)
 		_, inConfirm := slices.BinarySearch(g.Confirm, s)
 		if !inShards && !inConfirm {
 			o.drop(now, s, EventReleased)
+			dropped = true
 		}
 	}
-	if added {
-		o.prompt = true // confirm promptly so the leader finishes the move
+	// Confirm an acquisition at once so the leader finishes the move; report a
+	// drop at once too, as after a Release: a grant that crossed the Release
+	// (answering a renewal sent before it) gives the released shard back, and
+	// the next grant's omission is then the only release the leader can learn
+	// of, from the renewal after it. Each is bounded by the shards acquired.
+	if added || dropped {
+		o.prompt, o.confirm = true, true
 	}
 }
 
@@ -362,17 +374,44 @@ func (o *Owner) settle(now time.Time) {
 	if o.behind() {
 		o.askMap(now)
 	}
-	due := !now.Before(o.renewDue) || (o.prompt && !now.Before(o.lastSent.Add(o.cfg.promptGap()))) ||
+	due := !now.Before(o.renewDue) || (o.prompt && !now.Before(o.promptAt())) ||
 		(o.unanswered() && !now.Before(o.lastSent.Add(o.cfg.RetryInterval)))
 	if !due {
 		return
 	}
 	o.seq++
 	o.sent[o.seq%sentRing] = sentRec{o.seq, now}
-	o.lastSent, o.renewDue, o.prompt = now, now.Add(o.cfg.RenewInterval), false
+	o.lastSent, o.renewDue, o.prompt, o.confirm = now, now.Add(o.cfg.RenewInterval), false, false
+	o.renewedAt = o.known()
 	o.stats.Renewals++
 	o.send(&Renew{Epoch: o.highest, Node: o.self, Boot: o.boot, Seq: o.seq, Applied: o.applied, Held: o.Held(now)})
 }
+
+// promptAt is when a pending prompt renewal leaves: promptGap after the last
+// renewal, or at once (a handover then costs round trips, not two gaps: the old
+// owner's release and the new owner's renewal for its grant) when it confirms a
+// newly acquired shard or when the owner knows of a map of the current leader's
+// term newer than at its last renewal. Both stay bounded: an acquisition needs a
+// fresh in-order grant answering our own renewal, and map versions only advance
+// when the leader changes its map (a replayed Release or Announce advances
+// nothing), so the extra renewals are at most one per acquiring grant and one
+// per map version.
+func (o *Owner) promptAt() time.Time {
+	if k := o.known(); o.confirm || (k[0] == o.leaderEpoch && newer(k, o.renewedAt)) {
+		return o.lastSent
+	}
+	return o.lastSent.Add(o.cfg.promptGap())
+}
+
+// known is the newest (epoch, version) of a map held or announced.
+func (o *Owner) known() [2]uint64 {
+	if o.m != nil && newer([2]uint64{o.m.epoch, o.m.version}, o.want) {
+		return [2]uint64{o.m.epoch, o.m.version}
+	}
+	return o.want
+}
+
+func newer(a, b [2]uint64) bool { return a[0] > b[0] || (a[0] == b[0] && a[1] > b[1]) }
 
 // unanswered reports whether the last renewal sent got no Grant yet: the owner
 // then renews again after RetryInterval, so after a partition heals it learns the

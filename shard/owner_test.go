@@ -37,6 +37,17 @@ func lastRenew(t *testing.T, o *Owner) *Renew {
 	return r
 }
 
+// countRenewals is how many renewals the pending outputs hold; it clears them.
+func countRenewals(o *Owner) int {
+	n := 0
+	for _, e := range o.Ready().Messages {
+		if _, ok := e.Msg.(*Renew); ok {
+			n++
+		}
+	}
+	return n
+}
+
 func grant(r *Renew, shards, confirm []uint32) *Grant {
 	return &Grant{Epoch: 5, Node: "a", Boot: 1, Seq: r.Seq, Duration: 3 * time.Second, Shards: shards, Confirm: confirm}
 }
@@ -209,13 +220,7 @@ func TestOwnerRetriesUnansweredRenewal(t *testing.T) {
 	}
 	renewals := func(at time.Time) int {
 		o.Tick(at)
-		n := 0
-		for _, e := range o.Ready().Messages {
-			if _, ok := e.Msg.(*Renew); ok {
-				n++
-			}
-		}
-		return n
+		return countRenewals(o)
 	}
 	o.Step(t0.Add(retry+time.Millisecond), grant(r2, nil, nil))
 	for at := t0.Add(2 * retry); at.Before(t0.Add(retry + o.cfg.RenewInterval)); at = at.Add(retry) {
@@ -277,5 +282,94 @@ func TestOwnerReasksUntilItHoldsTheNewestMap(t *testing.T) {
 	o.Tick(asked.Add(10 * o.cfg.RetryInterval))
 	if n := requests(); n != 0 {
 		t.Fatalf("%d map requests while holding the newest map", n)
+	}
+}
+
+// A handover costs round trips, not prompt gaps: the new owner confirms an
+// acquired shard at once, and a release request or an announcement of a newer map
+// of the leader's term makes the pending renewal leave at once. Anything else
+// (a replayed Release or Announce) waits promptGap after the last renewal.
+func TestOwnerRenewsAtOnceForHandovers(t *testing.T) {
+	t0 := simBase
+	o, r1 := ownerAt(t, t0)
+	renewals := func(at time.Time, msg Message) int {
+		if msg != nil {
+			o.Step(at, msg)
+		} else {
+			o.Tick(at)
+		}
+		return countRenewals(o)
+	}
+	ms := time.Millisecond
+	g := grant(r1, []uint32{3}, nil)
+	g.Version = 2
+	if n := renewals(t0.Add(ms), g); n != 1 {
+		t.Fatalf("%d renewals on acquiring a shard, want 1 at once (its confirmation)", n)
+	}
+	o.Step(t0.Add(2*ms), grant(&Renew{Seq: r1.Seq + 1}, []uint32{3}, nil))
+	announce := &Announce{Epoch: 5, Leader: "L", Version: 3}
+	if n := renewals(t0.Add(3*ms), announce); n != 0 {
+		t.Fatalf("%d renewals on a newer map alone, want 0: it does not ask for one", n)
+	}
+	if n := renewals(t0.Add(4*ms), &Release{Epoch: 5, Node: "a", Shards: []uint32{3}}); n != 1 {
+		t.Fatalf("%d renewals on a release request under a newer map, want 1 at once", n)
+	}
+	// Replays: the same request and announcement again, then a nudge.
+	for i, msg := range []Message{&Release{Epoch: 5, Node: "a", Shards: []uint32{3}}, announce, &Release{Epoch: 5, Node: "a"}} {
+		if n := renewals(t0.Add(time.Duration(5+i)*ms), msg); n != 0 {
+			t.Fatalf("%d renewals on replayed message %d, want 0 before promptGap", n, i)
+		}
+	}
+	// The nudge is pending: it leaves at once when a newer map is announced,
+	// whichever of the two arrived first, and else after promptGap.
+	if n := renewals(t0.Add(10*ms), &Announce{Epoch: 5, Leader: "L", Version: 4}); n != 1 {
+		t.Fatalf("%d renewals when a newer map follows a nudge, want 1 at once", n)
+	}
+	o.Step(t0.Add(10*ms), grant(&Renew{Seq: r1.Seq + 3}, nil, nil))
+	if n := renewals(t0.Add(11*ms), &Release{Epoch: 5, Node: "a"}); n != 0 {
+		t.Fatalf("%d renewals on a nudge under a map already reported, want 0", n)
+	}
+	if n := renewals(t0.Add(10*ms+o.cfg.promptGap()-1), nil); n != 0 {
+		t.Fatalf("%d renewals before promptGap, want 0", n)
+	}
+	if n := renewals(t0.Add(10*ms+o.cfg.promptGap()), nil); n != 1 {
+		t.Fatalf("%d renewals at promptGap, want 1", n)
+	}
+}
+
+// A grant that crossed a Release (it answers a renewal sent before the
+// Release arrived) gives the released shard back; the next grant omits it, and
+// the owner reports that drop at once, as it reports a Release: otherwise the
+// leader learns of the release only from the periodic renewal, a second later.
+func TestOwnerReportsADropByOmissionAtOnce(t *testing.T) {
+	t0 := simBase
+	ms := time.Millisecond
+	o, r1 := ownerAt(t, t0)
+	o.Step(t0.Add(ms), grant(r1, []uint32{3}, nil))
+	r2 := lastRenew(t, o) // confirms shard 3
+	o.Step(t0.Add(2*ms), grant(r2, []uint32{3}, nil))
+	o.Tick(t0.Add(300 * ms)) // past every prompt gap
+	o.Ready()
+	// The periodic renewal r3 leaves; the leader drains 3 after answering it
+	// (its grant lists 3), and the Release arrives before that grant.
+	o.Tick(t0.Add(2 * time.Second))
+	r3 := lastRenew(t, o)
+	at := t0.Add(2 * time.Second).Add(o.cfg.promptGap() + 5*ms) // the prompt renewal leaves at once
+	o.Step(at, &Release{Epoch: 5, Node: "a", Shards: []uint32{3}})
+	r4 := lastRenew(t, o)
+	if slices.Contains(r4.Held, 3) {
+		t.Fatalf("renewal after the release holds %v", r4.Held)
+	}
+	o.Step(at.Add(ms), grant(r3, []uint32{3}, nil)) // crossed the Release: 3 is back
+	o.Ready()
+	if !o.Serving(at.Add(ms), 3) {
+		t.Fatal("the crossing grant did not give shard 3 back; the test no longer shows the case")
+	}
+	o.Step(at.Add(2*ms), grant(r4, nil, nil)) // omits 3
+	if o.Serving(at.Add(2*ms), 3) {
+		t.Fatal("still serving 3 after a grant that omits it")
+	}
+	if n := countRenewals(o); n != 1 {
+		t.Fatalf("%d renewals on dropping a shard a grant omitted, want 1 at once", n)
 	}
 }

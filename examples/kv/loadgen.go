@@ -65,6 +65,8 @@ type phaseStats struct {
 	failed   uint64 // gave up at the deadline or refused for good
 	attempts uint64
 	causes   map[string]uint64 // retried answers by error code ("transport" for no answer)
+	traces   []*opTrace
+	inflight atomic.Int64 // operations started in this phase and not done
 }
 
 // PhaseReport is one phase in the report.
@@ -82,6 +84,10 @@ type PhaseReport struct {
 	// Causes counts the retried attempts by the answer's error code
 	// ("transport": no answer, "no_route": the client knew no owner).
 	Causes map[string]uint64 `json:"retry_causes,omitempty"`
+	// Slowest attributes the time of the phase's slowest 1 % of operations (at
+	// or above its p99), All that of all of them (trace.go).
+	Slowest *Breakdown `json:"slowest_1pct,omitempty"`
+	All     *Breakdown `json:"all,omitempty"`
 }
 
 // Verify is the end-of-run check of every acknowledged append.
@@ -123,8 +129,17 @@ func (g *loadgen) close() { g.c.Close() }
 
 // setPhase ends the current phase's span and makes the phase named name
 // current: a new one, or one that ran before, which goes on accumulating (a
-// scenario's repeated faults add up to one "fault" phase).
+// scenario's repeated faults add up to one "fault" phase). It returns once the
+// operations started in the phase it ended are done (or after 10 s), so that an
+// action the caller takes next (a drain, a kill) lands only in the new phase's
+// figures.
 func (g *loadgen) setPhase(name string) {
+	prev := g.phase.Load()
+	defer func() {
+		for end := time.Now().Add(10 * time.Second); prev != nil && prev.inflight.Load() > 0 && time.Now().Before(end); {
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -191,6 +206,13 @@ func (g *loadgen) run(ctx context.Context) {
 // phase it started in.
 func (g *loadgen) one(rng *rand.Rand) {
 	p := g.phase.Load()
+	p.inflight.Add(1)
+	for q := g.phase.Load(); q != p; q = g.phase.Load() {
+		p.inflight.Add(-1) // the phase ended meanwhile: the operation counts in the next
+		p = q
+		p.inflight.Add(1)
+	}
+	defer p.inflight.Add(-1)
 	key := fmt.Sprintf("k%05d", rng.IntN(g.cfg.Keys))
 	read := rng.IntN(100) < g.cfg.ReadPct
 	var id string
@@ -201,13 +223,19 @@ func (g *loadgen) one(rng *rand.Rand) {
 		g.mu.Unlock()
 	}
 	start := time.Now()
-	causes := map[string]uint64{}
-	attempts, err := g.do(key, id, start.Add(g.cfg.Deadline), nil, causes)
+	tr := &opTrace{Phase: p.name, Start: start, Key: key, Shard: -1, Read: read}
+	if m := g.c.Table().Map(); m != nil {
+		tr.Shard = int64(m.ShardForString(key))
+	}
+	attempts, err := g.do(key, id, start.Add(g.cfg.Deadline), nil, tr)
 	took := time.Since(start)
+	tr.Ms, tr.Failed = ms(took), err != nil
 	p.mu.Lock()
 	p.attempts += uint64(attempts)
-	for c, k := range causes {
-		p.causes[c] += k
+	for _, a := range tr.Attempts {
+		if a.Code != "" {
+			p.causes[a.Code]++
+		}
 	}
 	if err != nil {
 		p.failed++
@@ -215,6 +243,7 @@ func (g *loadgen) one(rng *rand.Rand) {
 		p.ok++
 		p.lat = append(p.lat, took)
 	}
+	p.traces = append(p.traces, tr)
 	p.mu.Unlock()
 	if err == nil && id != "" {
 		g.mu.Lock()
@@ -229,47 +258,58 @@ var errPermanent = errors.New("refused")
 // do sends one operation (an append of id when id is set, else a read) to the
 // owner the client's table names, retrying with backoff (5 ms doubling to
 // 250 ms, jittered) until deadline; a refusal that names the owner's endpoint is
-// retried there at once. A read's values land in *values.
-func (g *loadgen) do(key, id string, deadline time.Time, values *[]string, causes map[string]uint64) (attempts int, err error) {
+// retried there at once. A read's values land in *values; each attempt is
+// recorded in tr when it is not nil.
+func (g *loadgen) do(key, id string, deadline time.Time, values *[]string, tr *opTrace) (attempts int, err error) {
 	backoff := 5 * time.Millisecond
-	cause := func(c string) {
-		if causes != nil {
-			causes[c]++
+	var a attemptTrace // the attempt being made
+	record := func() {
+		if tr != nil {
+			tr.Attempts = append(tr.Attempts, a)
 		}
 	}
 	var hint string
 	for {
-		ep := hint
-		if ep == "" {
-			ep, _ = g.c.Endpoint(key, HTTPMetaKey)
+		a = attemptTrace{Endpoint: hint, Hinted: hint != ""}
+		if a.Endpoint == "" {
+			a.Endpoint, _ = g.c.Endpoint(key, HTTPMetaKey)
 		}
 		hint = ""
-		if ep != "" {
+		if a.Endpoint != "" {
 			attempts++
-			var retryAt, code string
-			retryAt, code, err = g.attempt(ep, key, id, values)
+			var retryAt string
+			sent := time.Now()
+			retryAt, a.Code, a.Spans, err = g.attempt(a.Endpoint, key, id, values)
+			a.Ms = ms(time.Since(sent))
 			if err == nil || errors.Is(err, errPermanent) {
+				a.Code = ""
+				record()
 				return attempts, err
 			}
-			cause(code)
-			if retryAt != "" && retryAt != ep {
+			if retryAt != "" && retryAt != a.Endpoint {
 				hint = retryAt
+				record()
 				continue
 			}
 		} else {
 			err = errors.New("no owner known")
-			cause("no_route")
+			a.Code = "no_route"
 		}
 		if time.Now().Add(backoff).After(deadline) {
+			record()
 			return attempts, fmt.Errorf("deadline: %w", err)
 		}
+		slept := time.Now()
 		time.Sleep(backoff/2 + rand.N(backoff/2+1))
+		a.BackoffMs = ms(time.Since(slept))
+		record()
 		backoff = min(2*backoff, 250*time.Millisecond)
 	}
 }
 
-// attempt sends one request to ep; code names a retryable failure.
-func (g *loadgen) attempt(ep, key, id string, values *[]string) (retryAt, code string, err error) {
+// attempt sends one request to ep; code names a retryable failure, spans are
+// the answer's timingHeader entries.
+func (g *loadgen) attempt(ep, key, id string, values *[]string) (retryAt, code string, spans []span, err error) {
 	u := ep + "/kv/" + url.PathEscape(key)
 	var req *http.Request
 	if id == "" {
@@ -278,33 +318,34 @@ func (g *loadgen) attempt(ep, key, id string, values *[]string) (retryAt, code s
 		req, err = http.NewRequest(http.MethodPost, u+"?op=append&id="+url.QueryEscape(id), bytes.NewReader([]byte(id)))
 	}
 	if err != nil {
-		return "", "", fmt.Errorf("%w: %v", errPermanent, err)
+		return "", "", nil, fmt.Errorf("%w: %v", errPermanent, err)
 	}
 	resp, err := g.httpc.Do(req)
 	if err != nil {
-		return "", "transport", err
+		return "", "transport", nil, err
 	}
 	defer resp.Body.Close()
+	spans = parseSpans(resp.Header[timingHeader])
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return "", "transport", err
+		return "", "transport", spans, err
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		if values != nil {
 			var res result
 			if err := json.Unmarshal(b, &res); err != nil {
-				return "", "transport", err
+				return "", "transport", spans, err
 			}
 			*values = res.Values
 		}
-		return "", "", nil
+		return "", "", spans, nil
 	case resp.StatusCode == http.StatusServiceUnavailable:
 		var e apiError
 		_ = json.Unmarshal(b, &e)
-		return e.Endpoint, e.Error.Code, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
+		return e.Endpoint, e.Error.Code, spans, fmt.Errorf("%s: %s", e.Error.Code, e.Error.Message)
 	}
-	return "", "", fmt.Errorf("%w: %s: %s", errPermanent, resp.Status, bytes.TrimSpace(b))
+	return "", "", spans, fmt.Errorf("%w: %s: %s", errPermanent, resp.Status, bytes.TrimSpace(b))
 }
 
 // report summarizes every phase.
@@ -322,6 +363,7 @@ func (g *loadgen) report() []PhaseReport {
 		if len(p.causes) > 0 {
 			r.Causes = maps.Clone(p.causes)
 		}
+		r.Slowest, r.All = breakdown(slowest(p.traces)), breakdown(p.traces)
 		p.mu.Unlock()
 		if r.Seconds > 0 {
 			r.Throughput = float64(r.OK) / r.Seconds

@@ -69,6 +69,7 @@ func loadgenCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	var tf tlsFlags
 	tf.register(fs, "the load generator's certificate, of any role")
+	trace := fs.String("trace", "", "write every operation's trace (attempts, instances' spans) to this file, JSON lines")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -115,6 +116,11 @@ func loadgenCmd(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *trace != "" {
+		if err := g.writeTraces(*trace); err != nil {
+			return fmt.Errorf("kv loadgen: --trace: %w", err)
+		}
+	}
 	return rep.check()
 }
 
@@ -126,6 +132,7 @@ func scenarioCmd(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Phase, "phase", 10*time.Second, "the least time each phase lasts")
 	fs.DurationVar(&cfg.Renew, "renew", 0, "the instances' shard renewal interval (kv serve --renew); 0: the mesh default, 1 s")
 	fs.StringVar(&cfg.Dir, "dir", "", "work directory (default: a new temporary one, removed after)")
+	fs.StringVar(&cfg.Trace, "trace", "", "write every operation's trace (attempts, instances' spans) to this file, JSON lines")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	verbose := fs.Bool("v", false, "log the steps to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -181,6 +188,26 @@ func printReport(w io.Writer, r ScenarioReport, asJSON bool) {
 	fmt.Fprintf(w, "%-8s %7s %7s %6s %7s %8s %8s %8s %8s %8s\n", "phase", "secs", "ok", "failed", "retries", "ops/s", "p50 ms", "p90 ms", "p99 ms", "max ms")
 	for _, p := range r.Phases {
 		fmt.Fprintf(w, "%-8s %7.1f %7d %6d %7d %8.1f %8.2f %8.2f %8.2f %8.2f  %s\n", p.Name, p.Seconds, p.OK, p.Failed, p.Retries, p.Throughput, p.P50, p.P90, p.P99, p.Max, causes(p.Causes))
+	}
+	fmt.Fprintf(w, "where the time went, mean ms per operation, the slowest 1 %% of each phase and all of it:\n%-8s %4s %6s %8s", "phase", "", "ops", "mean")
+	for _, c := range components {
+		fmt.Fprintf(w, " %7s", c)
+	}
+	fmt.Fprintf(w, "  %s\n", "retried/forwarded/waited/opening, refusals")
+	for _, p := range r.Phases {
+		for _, b := range []struct {
+			label string
+			b     *Breakdown
+		}{{"1%", p.Slowest}, {"all", p.All}} {
+			if b.b == nil {
+				continue
+			}
+			fmt.Fprintf(w, "%-8s %4s %6d %8.2f", p.Name, b.label, b.b.Ops, b.b.MeanMs)
+			for _, c := range components {
+				fmt.Fprintf(w, " %7.2f", b.b.Ms[c])
+			}
+			fmt.Fprintf(w, "  %d/%d/%d/%d %s\n", b.b.Retried, b.b.Forwarded, b.b.Waited, b.b.Opening, causes(b.b.Codes))
+		}
 	}
 	v := r.Verify
 	fmt.Fprintf(w, "verify: %d acknowledged appends over %d keys: %d lost, %d duplicated (%d unacknowledged applied)\n", v.Acked, v.Keys, v.Lost, v.Duplicated, v.Unacked)

@@ -33,9 +33,10 @@ type scenarioConfig struct {
 	Renew  time.Duration // the instances' shard renewal interval; 0: the mesh default
 	// PKI, when set, is a directory as `omnirelay cert` writes it (ca.pem,
 	// NAME.pem, NAME-key.pem): each instance serves with its node certificate.
-	PKI  string
-	Load loadConfig
-	Logf func(format string, args ...any)
+	PKI   string
+	Trace string // where to write the operations' traces (trace.go); "": nowhere
+	Load  loadConfig
+	Logf  func(format string, args ...any)
 }
 
 // ScenarioReport is what a run measured.
@@ -416,6 +417,9 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	}
 	rep.Instances, rep.Shards, rep.Workers, rep.Rate, rep.Phases = 4, cfg.Shards, g.cfg.Workers, g.cfg.Rate, g.report()
 	rep.Verify, err = g.verify()
+	if cfg.Trace != "" && err == nil {
+		err = g.writeTraces(cfg.Trace)
+	}
 	h := handoverGaps(cfg.Dir, []string{"kv1", "kv2", "kv3", "kv4"})
 	rep.Handover = &h
 	var steady, dr PhaseReport

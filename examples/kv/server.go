@@ -45,6 +45,59 @@ const (
 
 const hopsHeader = "X-Kv-Hops"
 
+// timingHeader carries, on every answer, where the instances on the request's
+// path spent its time, as Server-Timing entries "span;desc=instance;dur=ms":
+// this instance's first, then those of the instance it forwarded to. The load
+// generator's trace attributes its slow requests with them.
+const timingHeader = "Server-Timing"
+
+// Spans of timingHeader. route: finding the shard's server, including the wait
+// for a gain here (handoverWait); open: waiting for the shard's log to be
+// opened after the gain; lock: waiting for the shard's operation in flight;
+// flock, fsync: the store's file lock and sync; store: the whole store call;
+// fwd: the forwarded request, round trip; total: the handler.
+const (
+	spanRoute = "route"
+	spanOpen  = "open"
+	spanLock  = "lock"
+	spanFlock = "flock"
+	spanFsync = "fsync"
+	spanStore = "store"
+	spanFwd   = "fwd"
+	spanTotal = "total"
+)
+
+// timing collects one request's spans here; next holds the forwarded hop's.
+type timing struct {
+	self    string
+	start   time.Time
+	entries []string
+	next    []string
+}
+
+func (t *timing) add(span string, d time.Duration) {
+	t.entries = append(t.entries, span+";desc="+t.self+";dur="+strconv.FormatFloat(ms(d), 'f', 3, 64))
+}
+
+// timedWriter stamps the timing header on the answer when its status is written.
+type timedWriter struct {
+	http.ResponseWriter
+	t *timing
+}
+
+func (w *timedWriter) WriteHeader(code int) {
+	w.t.add(spanTotal, time.Since(w.t.start))
+	w.Header()[timingHeader] = append(w.t.entries, w.t.next...)
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *timedWriter) Write(b []byte) (int, error) {
+	if w.Header()[timingHeader] == nil {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
 // DEBUG log lines of each shard lost and gained (with the node's time of the
 // change), from which the scenario measures handovers.
 const (
@@ -56,24 +109,24 @@ const (
 // the handle on its log. mu serializes the shard's operations in this process
 // (the log's flock serializes them across processes).
 type owned struct {
-	mu  sync.Mutex
-	tok Token
-	log *shardLog // nil when opening it failed (err says why)
-	err error
+	mu     sync.Mutex
+	tok    Token
+	log    *shardLog // nil when opening it failed (err says why)
+	err    error
+	opened time.Time // when the open finished, for the timing of requests that waited for it
 }
 
-// shut closes the shard's log once the operation in flight is done; nil-safe.
-func (o *owned) shut() {
+// shut takes the shard's log away once the operation in flight is done and
+// returns it (nil if none), for the instance to keep; nil-safe.
+func (o *owned) shut() *shardLog {
 	if o == nil {
-		return
+		return nil
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.log != nil {
-		o.log.close()
-		o.log = nil
-	}
-	o.err = errors.New("shard released")
+	l := o.log
+	o.log, o.err = nil, errors.New("shard released")
+	return l
 }
 
 // instance is one kv server embedding a mesh node.
@@ -86,6 +139,10 @@ type instance struct {
 	mu     sync.Mutex
 	shards map[uint32]*owned
 	gained chan struct{} // closed (and replaced) when a shard is gained
+	// kept holds the logs of shards this instance served before, so that
+	// gaining one again catches up with the records since instead of reading
+	// the whole log (openShard): in a drain the same shards come and go.
+	kept map[uint32]*shardLog
 }
 
 type serveFlags struct {
@@ -111,7 +168,7 @@ func parseServe(args []string) (serveFlags, error) {
 	fs.StringVar(&f.httpAddr, "http", "127.0.0.1:0", "kv HTTP listen address, published as metadata "+HTTPMetaKey)
 	fs.StringVar(&f.store, "store", "", "the shared store directory every instance reaches (required)")
 	fs.StringVar(&f.keyFile, "key-file", "", "file holding the base64 32-byte packet key (required; mode 0600)")
-	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s); a handover waits for up to two renewals at most RenewInterval/16 apart")
+	fs.DurationVar(&f.renew, "renew", 0, "shard ownership renewal interval (default: the mesh's, 1 s)")
 	fs.BoolVar(&f.debug, "debug", false, "log at DEBUG, with a line per shard gained and lost")
 	f.tls.register(fs, "this instance's node certificate")
 	if err := fs.Parse(args); err != nil {
@@ -197,13 +254,13 @@ func serve(args []string) error {
 		return fmt.Errorf("kv serve: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
-	httpc := &http.Client{Timeout: 2 * time.Second}
+	httpc := &http.Client{Timeout: 2 * time.Second, Transport: forwardTransport()}
 	if src != nil {
 		// Callers are nodes (forwarding instances) and the cluster's clients
 		// (any role): the kv API has no permissions of its own.
 		ln = tls.NewListener(ln, src.ServerConfig(identity.ControlPolicy))
 		url = "https://" + ln.Addr().String()
-		httpc.Transport = &http.Transport{TLSClientConfig: src.ClientConfig(identity.MeshPolicy)}
+		httpc.Transport.(*http.Transport).TLSClientConfig = src.ClientConfig(identity.MeshPolicy)
 	}
 	level := slog.LevelInfo
 	if f.debug {
@@ -233,7 +290,7 @@ func serve(args []string) error {
 		return fmt.Errorf("kv serve: %w", err)
 	}
 	defer n.Close()
-	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{}, gained: make(chan struct{}),
+	in := &instance{n: n, dir: f.store, log: log, shards: map[uint32]*owned{}, gained: make(chan struct{}), kept: map[uint32]*shardLog{},
 		httpc: httpc}
 	// The watch opens before the join: no shard can be granted before it, so
 	// every gain arrives with its token.
@@ -271,7 +328,8 @@ func serve(args []string) error {
 }
 
 // watch opens a shard's log when this instance gains it, rebuilding the state
-// from the log and fencing earlier owners, and closes it when the shard goes.
+// from the log (or catching up a log kept from an earlier gain) and fencing
+// earlier owners, and takes it from the shard's requests when the shard goes.
 func (in *instance) watch(w *node.ShardWatch) {
 	var dropped uint64
 	var opening sync.WaitGroup
@@ -287,7 +345,7 @@ func (in *instance) watch(w *node.ShardWatch) {
 			o := in.shards[c.Shard]
 			delete(in.shards, c.Shard)
 			in.mu.Unlock()
-			o.shut()
+			in.keep(c.Shard, o.shut())
 			continue
 		}
 		o := &owned{tok: Token{Epoch: c.Epoch, Version: c.Version}}
@@ -298,7 +356,11 @@ func (in *instance) watch(w *node.ShardWatch) {
 		close(in.gained)
 		in.gained = make(chan struct{})
 		in.mu.Unlock()
-		prev.shut()
+		in.keep(c.Shard, prev.shut())
+		in.mu.Lock()
+		kept := in.kept[c.Shard]
+		delete(in.kept, c.Shard)
+		in.mu.Unlock()
 		// Opened off the watch loop, so the shards of one batch are rebuilt
 		// from their logs at once; o.mu, held until then, keeps requests and a
 		// later release of the shard waiting for it.
@@ -307,15 +369,29 @@ func (in *instance) watch(w *node.ShardWatch) {
 			defer opening.Done()
 			defer o.mu.Unlock()
 			start := time.Now()
-			o.log, o.err = openShard(in.dir, c.Shard, o.tok, self)
+			o.log, o.err = openShard(in.dir, c.Shard, o.tok, self, kept)
+			o.opened = time.Now()
 			if o.err != nil {
 				in.log.Error("opening shard log", "shard", c.Shard, "token", o.tok.String(), "err", o.err)
 			} else {
-				in.log.Debug(msgOpened, "shard", c.Shard, "token", o.tok.String(), "gained_at", c.At, "took", time.Since(start))
+				in.log.Debug(msgOpened, "shard", c.Shard, "token", o.tok.String(), "gained_at", c.At, "took", time.Since(start), "flock", o.log.flockWait)
 			}
 		}()
 	}
 	opening.Wait()
+}
+
+// keep holds l, the log of a shard no longer served, for the next gain.
+func (in *instance) keep(s uint32, l *shardLog) {
+	if l == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if old := in.kept[s]; old != nil {
+		old.close()
+	}
+	in.kept[s] = l
 }
 
 // apiError is the body of every refusal; Owner and Endpoint, when known, tell
@@ -362,7 +438,9 @@ type result struct {
 
 // ServeHTTP serves /kv/{key}: GET reads the key's value list, PUT ?id=ID sets
 // it to the body, POST ?op=append&id=ID appends the body to it.
-func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (in *instance) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	tm := &timing{self: in.n.Name(), start: time.Now()}
+	w := &timedWriter{ResponseWriter: rw, t: tm}
 	key, ok := strings.CutPrefix(r.URL.Path, "/kv/")
 	if !ok || key == "" || len(key) > maxKey {
 		writeError(w, http.StatusNotFound, "not_found", "want /kv/{key}, a key of 1.."+strconv.Itoa(maxKey)+" bytes", "", "")
@@ -400,12 +478,14 @@ func (in *instance) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, codeNoMap, "this instance has no shard map yet", "", "")
 		return
 	}
+	routed := time.Now()
 	o, dest, why := in.route(r.Context(), s)
+	tm.add(spanRoute, time.Since(routed))
 	if o != nil {
-		in.local(w, o, s, rec)
+		in.local(w, tm, o, s, rec)
 		return
 	}
-	in.forward(w, r, s, dest, why, body)
+	in.forward(w, tm, r, s, dest, why, body)
 }
 
 // handoverWait bounds how long a request waits here for a shard in a move to
@@ -461,9 +541,15 @@ func (in *instance) route(ctx context.Context, s uint32) (o *owned, dest, why st
 }
 
 // local runs the operation on this instance's log of shard s.
-func (in *instance) local(w http.ResponseWriter, o *owned, s uint32, rec record) {
+func (in *instance) local(w http.ResponseWriter, tm *timing, o *owned, s uint32, rec record) {
+	waited := time.Now()
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.opened.After(waited) {
+		tm.add(spanOpen, time.Since(waited))
+	} else {
+		tm.add(spanLock, time.Since(waited))
+	}
 	self := in.n.Name()
 	if o.log == nil {
 		msg := "shard log not open"
@@ -475,12 +561,16 @@ func (in *instance) local(w http.ResponseWriter, o *owned, s uint32, rec record)
 	}
 	res := result{Shard: s, Owner: self}
 	var err error
+	stored := time.Now()
 	if rec.Kind == "" {
 		res.Values, err = o.log.read(o.tok, rec.Key)
 	} else {
 		rec.By = self
 		res.Dup, err = o.log.write(o.tok, rec)
 	}
+	tm.add(spanStore, time.Since(stored))
+	tm.add(spanFlock, o.log.flockWait)
+	tm.add(spanFsync, o.log.synced)
 	switch {
 	case errors.Is(err, ErrFenced):
 		writeError(w, http.StatusServiceUnavailable, codeFenced, err.Error(), "", "")
@@ -491,10 +581,20 @@ func (in *instance) local(w http.ResponseWriter, o *owned, s uint32, rec record)
 	}
 }
 
+// forwardTransport is the forwarding client's: the default transport keeps 2
+// idle connections per instance, and forwards come in bursts (every request of
+// a shard that just moved, from clients whose tables lag), so most of a burst
+// would dial a new connection, and leave it in TIME_WAIT.
+func forwardTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	return tr
+}
+
 // forward sends the request to dest, at most maxHops times in a chain; past
 // that, or without a dest, it refuses with a retryable error naming the owner
 // when known.
-func (in *instance) forward(w http.ResponseWriter, r *http.Request, s uint32, dest, why string, body []byte) {
+func (in *instance) forward(w http.ResponseWriter, tm *timing, r *http.Request, s uint32, dest, why string, body []byte) {
 	switch why {
 	case codeNoMap:
 		writeError(w, http.StatusServiceUnavailable, codeNoMap, "this instance has no shard map yet", "", "")
@@ -518,12 +618,15 @@ func (in *instance) forward(w http.ResponseWriter, r *http.Request, s uint32, de
 		return
 	}
 	req.Header.Set(hopsHeader, strconv.Itoa(hops+1))
+	sent := time.Now()
 	resp, err := in.httpc.Do(req)
+	tm.add(spanFwd, time.Since(sent))
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, codeForward, err.Error(), dest, ep)
 		return
 	}
 	defer resp.Body.Close()
+	tm.next = resp.Header[timingHeader]
 	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, io.LimitReader(resp.Body, 1<<20))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 )
 
 // The store stands in for the durable, replicated store a real sharded service
@@ -70,6 +71,10 @@ type shardLog struct {
 	highest Token
 	data    map[string][]string
 	ids     map[string]struct{} // request ids applied
+
+	// Of the last operation, for the timing of requests: the wait for the
+	// file lock and the fsync.
+	flockWait, synced time.Duration
 }
 
 func logPath(dir string, shard uint32) string {
@@ -78,17 +83,23 @@ func logPath(dir string, shard uint32) string {
 
 // openShard opens (creating) a shard's log, rebuilds the state from it, and,
 // unless its token is below the log's highest, appends an open record that fences
-// every earlier owner from then on.
-func openShard(dir string, shard uint32, tok Token, by string) (*shardLog, error) {
-	f, err := os.OpenFile(logPath(dir, shard), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("kv: store: %w", err)
+// every earlier owner from then on. kept, when not nil, is this process's handle
+// from an earlier ownership of the shard: it catches up from where it stopped
+// instead of rebuilding from the start, which is the same state (the log only
+// grows) at the cost of the records since; on failure it is closed.
+func openShard(dir string, shard uint32, tok Token, by string, kept *shardLog) (*shardLog, error) {
+	l := kept
+	if l == nil {
+		f, err := os.OpenFile(logPath(dir, shard), os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("kv: store: %w", err)
+		}
+		l = &shardLog{f: f, data: map[string][]string{}, ids: map[string]struct{}{}}
 	}
-	l := &shardLog{f: f, data: map[string][]string{}, ids: map[string]struct{}{}}
 	// Not fsynced: it fences through the shared file at once, and the first
 	// write's fsync makes it durable before anything depends on it.
 	if err := l.locked(func() error { return l.appendLocked(tok, record{Kind: recOpen, By: by}, false) }); err != nil {
-		f.Close()
+		l.close()
 		return nil, err
 	}
 	return l, nil
@@ -99,10 +110,13 @@ func (l *shardLog) close() error { return l.f.Close() }
 // locked runs fn holding the log's exclusive lock, after catching up with what
 // other owners appended since this handle last looked.
 func (l *shardLog) locked(fn func() error) error {
+	l.flockWait, l.synced = 0, 0
+	start := time.Now()
 	if err := syscall.Flock(int(l.f.Fd()), syscall.LOCK_EX); err != nil {
 		return fmt.Errorf("kv: store: lock: %w", err)
 	}
 	defer syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	l.flockWait = time.Since(start)
 	if err := l.catchUp(); err != nil {
 		return err
 	}
@@ -190,7 +204,10 @@ func (l *shardLog) appendLocked(tok Token, rec record, sync bool) error {
 		return fmt.Errorf("kv: store: %w", err)
 	}
 	if sync {
-		if err := l.f.Sync(); err != nil {
+		start := time.Now()
+		err := l.f.Sync()
+		l.synced = time.Since(start)
+		if err != nil {
 			return fmt.Errorf("kv: store: fsync: %w", err)
 		}
 	}

@@ -12,7 +12,7 @@ import (
 // holds nothing they tried after that.
 func TestStoreFencesEarlierOwners(t *testing.T) {
 	dir := t.TempDir()
-	old, err := openShard(dir, 3, Token{Epoch: 2, Version: 7}, "a")
+	old, err := openShard(dir, 3, Token{Epoch: 2, Version: 7}, "a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,7 +21,7 @@ func TestStoreFencesEarlierOwners(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Same epoch, later grant: the version decides.
-	cur, err := openShard(dir, 3, Token{Epoch: 2, Version: 9}, "b")
+	cur, err := openShard(dir, 3, Token{Epoch: 2, Version: 9}, "b", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestStoreFencesEarlierOwners(t *testing.T) {
 		t.Fatalf("deposed owner's read: %v, want ErrFenced", err)
 	}
 	// A lower epoch loses whatever its version.
-	if _, err := openShard(dir, 3, Token{Epoch: 1, Version: 100}, "c"); !errors.Is(err, ErrFenced) {
+	if _, err := openShard(dir, 3, Token{Epoch: 1, Version: 100}, "c", nil); !errors.Is(err, ErrFenced) {
 		t.Fatalf("open with a lower epoch: %v, want ErrFenced", err)
 	}
 	got, err := cur.read(Token{Epoch: 2, Version: 9}, "k")
@@ -46,7 +46,7 @@ func TestStoreFencesEarlierOwners(t *testing.T) {
 // first owner applied it is not applied again.
 func TestStoreDedupesAcrossOwners(t *testing.T) {
 	dir := t.TempDir()
-	a, err := openShard(dir, 0, Token{Epoch: 1, Version: 1}, "a")
+	a, err := openShard(dir, 0, Token{Epoch: 1, Version: 1}, "a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ func TestStoreDedupesAcrossOwners(t *testing.T) {
 		t.Fatal("a retry to the same owner was applied again")
 	}
 	a.close() // the owner dies
-	b, err := openShard(dir, 0, Token{Epoch: 1, Version: 4}, "b")
+	b, err := openShard(dir, 0, Token{Epoch: 1, Version: 4}, "b", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestStoreDedupesAcrossOwners(t *testing.T) {
 // next owner, and later records follow the last whole one.
 func TestStoreCutsTornTail(t *testing.T) {
 	dir := t.TempDir()
-	a, err := openShard(dir, 1, Token{Epoch: 1, Version: 1}, "a")
+	a, err := openShard(dir, 1, Token{Epoch: 1, Version: 1}, "a", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestStoreCutsTornTail(t *testing.T) {
 	}
 	f.WriteString(`{"k":"append","t":{"e":1,"v":1},"id":"torn","key":"k","va`)
 	f.Close()
-	b, err := openShard(dir, 1, Token{Epoch: 1, Version: 2}, "b")
+	b, err := openShard(dir, 1, Token{Epoch: 1, Version: 2}, "b", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestStoreCutsTornTail(t *testing.T) {
 	if _, err := b.write(Token{Epoch: 1, Version: 2}, record{Kind: recAppend, ID: "z", Key: "k", Value: "z"}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := openShard(dir, 1, Token{Epoch: 1, Version: 3}, "c")
+	c, err := openShard(dir, 1, Token{Epoch: 1, Version: 3}, "c", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,5 +120,50 @@ func TestTallyCountsLostAndDuplicated(t *testing.T) {
 	tally(&v, tried, acked, seen)
 	if v.Lost != 1 || v.Duplicated != 1 || v.Unacked != 1 {
 		t.Fatalf("got %+v, want 1 lost (c), 1 duplicated (b), 1 unacknowledged (d), another run's ids ignored", v)
+	}
+}
+
+// A handle kept from an earlier ownership, opened again, catches up with what
+// the owners since appended: the same state a fresh open rebuilds, and it fences
+// them the same way.
+func TestStoreKeptHandleCatchesUp(t *testing.T) {
+	dir := t.TempDir()
+	a, err := openShard(dir, 2, Token{Epoch: 1, Version: 1}, "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.write(Token{Epoch: 1, Version: 1}, record{Kind: recAppend, ID: "r1", Key: "k", Value: "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := openShard(dir, 2, Token{Epoch: 1, Version: 2}, "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	for _, id := range []string{"r2", "r3"} {
+		if _, err := b.write(Token{Epoch: 1, Version: 2}, record{Kind: recAppend, ID: id, Key: "k", Value: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err = openShard(dir, 2, Token{Epoch: 1, Version: 3}, "a", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	fresh, err := openShard(dir, 2, Token{Epoch: 1, Version: 3}, "c", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.close()
+	got, err := a.read(Token{Epoch: 1, Version: 3}, "k")
+	want, ferr := fresh.read(Token{Epoch: 1, Version: 3}, "k")
+	if err != nil || ferr != nil || !slices.Equal(got, want) || !slices.Equal(got, []string{"r1", "r2", "r3"}) {
+		t.Fatalf("kept handle reads %v, %v; a fresh open %v, %v; want [r1 r2 r3]", got, err, want, ferr)
+	}
+	if dup, err := a.write(Token{Epoch: 1, Version: 3}, record{Kind: recAppend, ID: "r2", Key: "k", Value: "r2"}); err != nil || !dup {
+		t.Fatalf("retry of r2 through the kept handle: dup %v, %v; want a duplicate", dup, err)
+	}
+	if _, err := b.write(Token{Epoch: 1, Version: 2}, record{Kind: recAppend, ID: "r4", Key: "k", Value: "r4"}); !errors.Is(err, ErrFenced) {
+		t.Fatalf("owner before the reopen writes: %v, want ErrFenced", err)
 	}
 }
