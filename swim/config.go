@@ -276,6 +276,28 @@ func MemberlistProfile(name, addr string) Config {
 	return c
 }
 
+// WANProfile is our protocol at hashicorp/memberlist's DefaultWANConfig timers,
+// for the pool of gateways between clusters (round trips of 20 to 200 ms, loss
+// more likely): probes every 5 s with a 3 s ack timeout (a slow WAN path is not
+// a dead node), gossip every 500 ms to 4 members, SuspicionMult 6, push-pull
+// every 60 s. A crashed gateway is suspected one probe round after its crash
+// (5 s to 8 s in a pool of a few gateways) and declared dead SuspicionMult
+// probe intervals of suspicion later; lower the timers on faster WANs to detect
+// sooner, at the cost of more false suspicions.
+func WANProfile(name, addr string) Config {
+	c := LANProfile(name, addr)
+	c.ProbeInterval = 5 * time.Second
+	c.ProbeTimeout = 3 * time.Second
+	c.GossipInterval = 500 * time.Millisecond
+	c.GossipNodes = 4
+	c.SuspicionMult = 6
+	c.PushPullInterval = 60 * time.Second
+	c.ReconnectInterval = 30 * time.Second
+	c.DigestSyncInterval = 10 * time.Second
+	c.FinalProbe = false // it would add a probe interval (5 s) to every detection
+	return c
+}
+
 // Validate reports the first invalid field, wrapping ErrInvalidConfig. It has no
 // side effects.
 func (c *Config) Validate() error {
