@@ -15,6 +15,7 @@ import (
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/stack"
 	"github.com/omnirelay/mesh/swim"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrNoFederation is returned by the multi-cluster methods of a node started
@@ -409,4 +410,54 @@ func (c controlSource) PromoteCluster(id string, force bool) error {
 		return &control.CodeError{Status: http.StatusConflict, Code: control.CodeBadTransition, Err: err}
 	}
 	return err
+}
+
+// ---- metrics ----
+
+var (
+	descClusterJumps   = prometheus.NewDesc("omnirelay_implausible_total", implausibleHelp, nil, prometheus.Labels{"layer": "cluster"})
+	descClusterServing = prometheus.NewDesc("omnirelay_cluster_serving", "1 while this node answers as the active cluster's registry (its cluster's lease holder, its cluster active, a majority of its voters holding that descriptor), else 0.", nil, nil)
+	descClusterActive  = prometheus.NewDesc("omnirelay_cluster_active", "1 for the cluster this node's view resolves as active (the active descriptor of highest failover version), 0 for the others.", []string{"cluster"}, nil)
+	descClusterVersion = prometheus.NewDesc("omnirelay_cluster_failover_version", "Failover version of each cluster's descriptor in this node's view.", []string{"cluster"}, nil)
+	descClusterReach   = prometheus.NewDesc("omnirelay_cluster_reachable", "1 while one of this cluster's gateways sees a gateway of the other cluster alive in the WAN pool, else 0.", []string{"cluster"}, nil)
+	descPromotions     = prometheus.NewDesc("omnirelay_cluster_promotions_total", "Promotions of its cluster this node made as lease holder (planned, unplanned and forced).", nil, nil)
+	descClusterDropped = prometheus.NewDesc("omnirelay_cluster_records_dropped_total", "Cluster descriptors received and dropped: malformed (unknown cluster or state, a version of another cluster's residue, an undecodable value), oversized batches.", nil, nil)
+)
+
+// fedCollector exports the federation view at scrape time; registered only with
+// Config.Federation.
+type fedCollector struct{ n *Node }
+
+func (c *fedCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descClusterJumps, descClusterServing, descClusterActive, descClusterVersion, descClusterReach, descPromotions, descClusterDropped} {
+		ch <- d
+	}
+}
+
+func (c *fedCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	var v stack.ClusterView
+	var hs stack.ClusterHostStats
+	var st cluster.Stats
+	if !n.do(func() {
+		v, _ = n.stack.Clusters()
+		hs, st = n.stack.ClusterHostStats()
+	}) {
+		return
+	}
+	gauge := func(d *prometheus.Desc, x float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, x, labels...)
+	}
+	b := map[bool]float64{true: 1}
+	gauge(descClusterServing, b[v.Serving])
+	for _, d := range v.Descriptors {
+		gauge(descClusterActive, b[d.ID == v.Active], d.ID)
+		gauge(descClusterVersion, float64(d.Version), d.ID)
+		if d.ID != v.Self {
+			gauge(descClusterReach, b[v.Remotes[d.ID].Reachable], d.ID)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descClusterJumps, prometheus.CounterValue, float64(st.Implausible))
+	ch <- prometheus.MustNewConstMetric(descPromotions, prometheus.CounterValue, float64(st.Promotions))
+	ch <- prometheus.MustNewConstMetric(descClusterDropped, prometheus.CounterValue, float64(st.Malformed+st.Oversized+hs.Malformed))
 }
