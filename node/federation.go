@@ -195,6 +195,15 @@ func (n *Node) startGateway() error {
 	return nil
 }
 
+// GatewayAddr is the advertised address of this gateway in the WAN pool; "" when
+// the node is not a gateway.
+func (n *Node) GatewayAddr() string {
+	if n.fed == nil || n.fed.wan == nil {
+		return ""
+	}
+	return n.fed.wan.AdvertiseAddr()
+}
+
 // runGateway exchanges, every gatewayInterval, this cluster's descriptor for the
 // WAN pool's view of the others. It runs off the loop: it reads the WAN node
 // through its API and writes to this node through do.

@@ -9,20 +9,7 @@ import (
 
 	"github.com/omnirelay/mesh/cluster"
 	"github.com/omnirelay/mesh/control"
-	"github.com/omnirelay/mesh/swim"
 )
-
-// wanFast is the WAN pool's timing in the loopback test: memberlist's WAN
-// profile scaled down (a missed 1 s probe makes a gateway unreachable), so that
-// the test measures the glue, not the WAN timers.
-func wanFast(c *swim.Config) {
-	c.ProbeInterval = time.Second
-	c.ProbeTimeout = 400 * time.Millisecond
-	c.GossipInterval = 100 * time.Millisecond
-	c.SuspicionMult = 3
-	c.PushPullInterval = 5 * time.Second
-	c.ReconnectInterval = 2 * time.Second
-}
 
 // promoteAfter is the unreachable time after which a passive cluster promotes
 // itself in the loopback test.
@@ -39,7 +26,7 @@ func startFederated(t *testing.T, id, state, wanSeed string) []*Node {
 			Keys: [][]byte{testKey}, Voters: voters, Voter: true, DataDir: t.TempDir(),
 			Logger: slog.New(slog.DiscardHandler),
 			Federation: &Federation{Cluster: id, Clusters: []string{"a", "b"}, Region: "region-" + id, State: state,
-				PromoteAfter: promoteAfter, Gateway: &Gateway{Bind: "127.0.0.1:0", Tune: wanFast}}}
+				PromoteAfter: promoteAfter, Gateway: &Gateway{Bind: "127.0.0.1:0"}}}
 		if i > 0 {
 			cfg.Join = []string{nodes[0].AdvertiseAddr()}
 		}
@@ -87,7 +74,7 @@ func serving(t *testing.T, nodes []*Node) (*Node, cluster.Descriptor) {
 }
 
 // TestFederationLoopback: two clusters of three agents on loopback sockets, every
-// agent a voter and a gateway. Cluster a starts active; every agent of both lists
+// agent a voter and a gateway, at the default timers but PromoteAfter (3 s). Cluster a starts active; every agent of both lists
 // both clusters and the other's endpoints. A planned promotion of b (asked of
 // a's lease holder through the control API) drains a and makes b active with a
 // higher failover version. Then every agent of b is killed, and a promotes

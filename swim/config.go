@@ -276,25 +276,31 @@ func MemberlistProfile(name, addr string) Config {
 	return c
 }
 
-// WANProfile is our protocol at hashicorp/memberlist's DefaultWANConfig timers,
-// for the pool of gateways between clusters (round trips of 20 to 200 ms, loss
-// more likely): probes every 5 s with a 3 s ack timeout (a slow WAN path is not
-// a dead node), gossip every 500 ms to 4 members, SuspicionMult 6, push-pull
-// every 60 s. A crashed gateway is suspected one probe round after its crash
-// (5 s to 8 s in a pool of a few gateways) and declared dead SuspicionMult
-// probe intervals of suspicion later; lower the timers on faster WANs to detect
-// sooner, at the cost of more false suspicions.
+// WANProfile is the pool of gateways between clusters (round trips of 20 to
+// 200 ms, loss more likely), derived from hashicorp/memberlist's
+// DefaultWANConfig: gossip every 500 ms to 4 members, SuspicionMult 6, push-pull
+// every 60 s. Two changes, because here a probe that fails is what starts a
+// failover between clusters (docs/multi-cluster.md): probes every 1 s with a
+// 500 ms ack timeout instead of 5 s and 3 s (still over twice the longest WAN
+// round trip), and the local health multiplier capped at 3 instead of 8. When a
+// whole cluster dies, every surviving gateway's probes of its gateways fail;
+// at memberlist's timers with the multiplier free to climb, noticing that the
+// last of three gateways is no longer alive took 45 s on loopback
+// (docs/benchmarks.md, "multi-cluster"), here a few seconds. Declaring a gateway
+// dead still takes SuspicionMult probe intervals of suspicion, scaled by the
+// pool's size.
 func WANProfile(name, addr string) Config {
 	c := LANProfile(name, addr)
-	c.ProbeInterval = 5 * time.Second
-	c.ProbeTimeout = 3 * time.Second
+	c.ProbeInterval = time.Second
+	c.ProbeTimeout = 500 * time.Millisecond
 	c.GossipInterval = 500 * time.Millisecond
 	c.GossipNodes = 4
 	c.SuspicionMult = 6
 	c.PushPullInterval = 60 * time.Second
 	c.ReconnectInterval = 30 * time.Second
 	c.DigestSyncInterval = 10 * time.Second
-	c.FinalProbe = false // it would add a probe interval (5 s) to every detection
+	c.AwarenessMaxMultiplier = 3
+	c.FinalProbe = false // it would add a probe interval to every detection
 	return c
 }
 

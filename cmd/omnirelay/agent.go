@@ -618,6 +618,7 @@ type AddrFile struct {
 	Bind      string `json:"bind"`
 	Advertise string `json:"advertise"`
 	Control   string `json:"control"` // URL of the control API, "" when off
+	WAN       string `json:"wan"`     // a gateway's advertised WAN pool address, "" when not a gateway
 	PID       int    `json:"pid"`
 }
 
@@ -718,7 +719,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if s.addrFile != "" {
-		b, _ := json.Marshal(AddrFile{Name: n.Name(), Bind: n.Addr(), Advertise: n.AdvertiseAddr(), Control: ctlURL, PID: os.Getpid()})
+		b, _ := json.Marshal(AddrFile{Name: n.Name(), Bind: n.Addr(), Advertise: n.AdvertiseAddr(), Control: ctlURL, WAN: n.GatewayAddr(), PID: os.Getpid()})
 		if err := writeFileAtomic(s.addrFile, b); err != nil {
 			fmt.Fprintf(stderr, "omnirelay agent: writing --addr-file: %v\n", err)
 			return 1

@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"slices"
 	"text/tabwriter"
 
 	"github.com/omnirelay/mesh/cluster"
@@ -63,20 +63,38 @@ func promoteCluster(ctx context.Context, a *apiFlags, target, drain string, forc
 			return 0
 		}
 	}
-	b := *a
+	bases := []string{a.addr}
 	if cs.Self != from {
-		i := slices.IndexFunc(cs.Endpoints, func(e control.ClusterEndpoints) bool { return e.Cluster == from && len(e.Control) > 0 })
-		if i < 0 {
+		bases = nil
+		for _, e := range cs.Endpoints {
+			if e.Cluster == from {
+				bases = e.Control
+			}
+		}
+		if len(bases) == 0 {
 			fmt.Fprintf(stderr, "omnirelay mesh clusters: %s asks no agent of cluster %s (its gateways relay no control URL of it): give --addr of one\n", a.addr, from)
 			return 1
 		}
-		b.addr = cs.Endpoints[i].Control[0]
-		fmt.Fprintf(stderr, "omnirelay mesh clusters: asking cluster %s at %s\n", from, b.addr)
 	}
-	base, err := atLeader(ctx, &b, stderr, func(c *control.Client) error {
-		_, err := c.PromoteCluster(ctx, target, force)
-		return err
-	})
+	// Each agent of the cluster in turn: one that knows no leader yet (just
+	// elected) or cannot be reached leaves the others to try.
+	var base string
+	for _, u := range bases {
+		b := *a
+		b.addr = u
+		if u != a.addr {
+			fmt.Fprintf(stderr, "omnirelay mesh clusters: asking cluster %s at %s\n", from, u)
+		}
+		base, err = atLeader(ctx, &b, stderr, func(c *control.Client) error {
+			_, err := c.PromoteCluster(ctx, target, force)
+			return err
+		})
+		var nl *control.NotLeaderError
+		var ae *control.APIError
+		if err == nil || !errors.As(err, &nl) && errors.As(err, &ae) {
+			break // done, or an answer that another agent would repeat
+		}
+	}
 	if err != nil {
 		return leaderError(stderr, base, err)
 	}
