@@ -142,8 +142,7 @@ func (h *Stack) observeCluster(now time.Time, evs []MetaEvent) bool {
 				cs.stats.Malformed++
 				continue
 			}
-			cs.m.Ack(e.Node, hd.Descriptor.Epoch, hd.Descriptor.Counter)
-			cs.m.SyncReply(now, e.Node, hd.Epoch, []fed.Descriptor{hd.Descriptor})
+			cs.m.Ack(e.Node, hd.Descriptor.Epoch, hd.Descriptor.Counter) // a read under way takes it in answerSync
 			cs.version++
 		case e.Node != crdt.Cluster && strings.HasPrefix(e.Key, RemoteKeyPrefix):
 			id := strings.TrimPrefix(e.Key, RemoteKeyPrefix)
@@ -168,6 +167,7 @@ func (h *Stack) observeCluster(now time.Time, evs []MetaEvent) bool {
 		h.mergeRelays(now)
 	}
 	h.followLease(now)
+	h.answerSync(now)
 	return h.drainCluster(now)
 }
 
@@ -186,6 +186,27 @@ func (h *Stack) followLease(now time.Time) {
 		cs.epoch = 0
 		cs.m.Resign(now)
 		cs.version++
+	}
+}
+
+// answerSync feeds a quorum read under way the held records the voters have
+// published for its epoch, from the store: a voter publishes once per epoch,
+// and its record may have arrived before this node's lease machine made it
+// leader, or the read may be a second one at the same epoch (the lease lapsed
+// and was renewed), so waiting for a metadata event would wait forever.
+func (h *Stack) answerSync(now time.Time) {
+	cs := h.clus
+	epoch, ok := cs.m.Syncing()
+	if !ok {
+		return
+	}
+	for _, p := range cs.peers {
+		v, found := h.meta.store.Get(p, HeldKey)
+		var hd Held
+		if !found || json.Unmarshal(v, &hd) != nil || hd.Epoch != epoch || hd.Descriptor.ID != h.cfg.Cluster.Self {
+			continue
+		}
+		cs.m.SyncReply(now, p, epoch, []fed.Descriptor{hd.Descriptor})
 	}
 }
 

@@ -68,6 +68,16 @@ func TestClusterHolderWritesAndServesOnceAcked(t *testing.T) {
 		}
 	}
 
+	// A second quorum read at the same epoch (the lease lapsed and came back)
+	// completes from the records the voters already published for it.
+	h := n.hosts[ls[0]]
+	h.clus.m.Resign(n.now)
+	h.clus.epoch = 0
+	n.run(time.Second)
+	if s := n.servingHosts(); !slices.Equal(s, ls) {
+		t.Fatalf("serving %v after a second read at epoch %d, want the leader %v", s, epoch, ls)
+	}
+
 	// Without acknowledgements: the voters' held records never reach the holder.
 	m := newLeaseNet(t, []string{"a1", "a2", "a3"}, 3, federated("a", fed.Active))
 	for _, addr := range m.order {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,7 +135,14 @@ func TestFederationAgentsInSeparateProcesses(t *testing.T) {
 		p.cmd.Process.Kill()
 	}
 	var promoted control.Clusters
+	var unreachable time.Duration // until every agent of a reports b unreachable
 	poll(t, 60*time.Second, "a promoted after every agent of b died", func() bool {
+		if unreachable == 0 && !slices.ContainsFunc(a, func(p *agentProc) bool {
+			cs, err := clustersOf(p)
+			return err != nil || len(cs.Endpoints) != 1 || cs.Endpoints[0].Reachable
+		}) {
+			unreachable = time.Since(t1)
+		}
 		var p *agentProc
 		p, promoted = servingAgent(t, a)
 		return p != nil
@@ -145,6 +153,6 @@ func TestFederationAgentsInSeparateProcesses(t *testing.T) {
 			t.Fatalf("a promoted as %+v, b was at %d", d, versionOf(after, "b"))
 		}
 	}
-	t.Logf("planned handoff a->b through the CLI: %d ms; unplanned failover b->a after SIGKILL of all of b: %d ms (versions %d -> %d -> %d)",
-		handoff.Milliseconds(), failover.Milliseconds(), versionOf(before, "a"), versionOf(after, "b"), versionOf(promoted, "a"))
+	t.Logf("planned handoff a->b through the CLI: %d ms; unplanned failover b->a after SIGKILL of all of b: %d ms, of which %d ms until every agent of a saw b unreachable (versions %d -> %d -> %d)",
+		handoff.Milliseconds(), failover.Milliseconds(), unreachable.Milliseconds(), versionOf(before, "a"), versionOf(after, "b"), versionOf(promoted, "a"))
 }
