@@ -97,6 +97,7 @@ type clusterState struct {
 	nextRelay time.Time
 	events    []fed.Event
 	version   uint64
+	merged    uint64 // the machine's Merged count at the last relay merge
 	stats     ClusterHostStats
 }
 
@@ -152,7 +153,8 @@ func (h *Stack) observeCluster(now time.Time, evs []MetaEvent) bool {
 				continue
 			}
 			var r Remote
-			if json.Unmarshal(e.Value, &r) != nil || r.Descriptor.ID != id || id == h.cfg.Cluster.Self || len(r.Control) > MaxEndpoints {
+			if json.Unmarshal(e.Value, &r) != nil || r.Descriptor.ID != id || id == h.cfg.Cluster.Self ||
+				!slices.Contains(h.cfg.Cluster.Clusters, id) || len(r.Control) > MaxEndpoints {
 				cs.stats.Malformed++
 				continue
 			}
@@ -165,14 +167,15 @@ func (h *Stack) observeCluster(now time.Time, evs []MetaEvent) bool {
 	}
 	if relays {
 		h.mergeRelays(now)
+		cs.version++
 	}
 	h.followLease(now)
 	h.answerSync(now)
 	return h.drainCluster(now)
 }
 
-// followLease makes the machine's holder the lease's, and has a voter publish
-// what it holds.
+// followLease makes the machine's holder the lease's: holder at the lease's
+// epoch while this node leads, resigned once its lease lapses.
 func (h *Stack) followLease(now time.Time) {
 	cs := h.clus
 	epoch, err := h.lease.m.Fence(now)
@@ -266,7 +269,10 @@ func (h *Stack) mergeRelays(now time.Time) {
 		cs.m.Merge(now, from, []fed.Descriptor{r.Descriptor})
 	}
 	cs.nextRelay = now.Add(RelayInterval)
-	cs.version++
+	if merged := cs.m.Stats().Merged; merged != cs.merged {
+		cs.merged = merged // the view changed: watchers hear of it, not of every refresh
+		cs.version++
+	}
 }
 
 // remotes folds the relays of the gateways swim holds alive (this node

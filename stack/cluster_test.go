@@ -106,6 +106,11 @@ func TestClusterPromotesWhenRelaysSayActiveIsUnreachable(t *testing.T) {
 	if v.Active != "a" || !v.Remotes["a"].Reachable || !slices.Equal(v.Remotes["a"].Control, []string{"http://a1:7070"}) {
 		t.Fatalf("b1 sees %+v, want a active and reachable at its control URL", v)
 	}
+	before := n.hosts["b3:1"].ClusterVersion()
+	n.run(3 * time.Second) // relays refreshed six times, nothing changed
+	if after := n.hosts["b3:1"].ClusterVersion(); after != before {
+		t.Fatalf("b3's view version moved %d -> %d with no change: watchers would hear of every refresh", before, after)
+	}
 	cut := n.now
 	relay(t, gw, n.now, Remote{Descriptor: active})
 	n.run(fed.DefaultConfig("b", nil, fed.Passive).PromoteAfter - 100*time.Millisecond)

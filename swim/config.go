@@ -284,9 +284,9 @@ func MemberlistProfile(name, addr string) Config {
 // 500 ms ack timeout instead of 5 s and 3 s (still over twice the longest WAN
 // round trip), and the local health multiplier capped at 3 instead of 8. When a
 // whole cluster dies, every surviving gateway's probes of its gateways fail;
-// at memberlist's timers with the multiplier free to climb, noticing that the
-// last of three gateways is no longer alive took 45 s on loopback
-// (docs/benchmarks.md, "multi-cluster"), here a few seconds. Declaring a gateway
+// at memberlist's timers with the multiplier free to climb, a failover between
+// two clusters of three gateways took 51.6 s on loopback, 7 to 12 s with this
+// profile (docs/benchmarks.md, "multi-cluster, loopback"). Declaring a gateway
 // dead still takes SuspicionMult probe intervals of suspicion, scaled by the
 // pool's size.
 func WANProfile(name, addr string) Config {
