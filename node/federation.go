@@ -162,7 +162,7 @@ func (n *Node) startGateway() error {
 	wc := Config{
 		Name: n.cfg.Name + "@" + n.cfg.Federation.Cluster, Bind: g.Bind, Advertise: g.Advertise,
 		ClusterLabel: g.Label, Keys: n.cfg.Keys, Insecure: n.cfg.Insecure, Transport: g.Transport,
-		Logger: n.log.With("pool", "wan"), Clock: n.clock,
+		Logger: n.cfg.Logger.With("pool", "wan"), Clock: n.clock, // its records name it NAME@CLUSTER
 		Tune: func(sc *swim.Config) {
 			w := swim.WANProfile(sc.Name, sc.Addr)
 			if g.Tune != nil {
