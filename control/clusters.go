@@ -90,9 +90,8 @@ func (h *handler) clusters(w http.ResponseWriter, r *http.Request) {
 // watchClusters streams the view; a client resuming with the current version
 // (Last-Event-ID or since) gets no repeat.
 func (h *handler) watchClusters(w http.ResponseWriter, r *http.Request) {
-	src, ok := h.src.(ClusterSource)
+	src, ok := h.clusterSource(w)
 	if !ok {
-		writeError(w, http.StatusNotFound, CodeClustersOff, ErrClustersOff.Error())
 		return
 	}
 	if _, err := src.Clusters(); err != nil {
@@ -110,9 +109,8 @@ func (h *handler) watchClusters(w http.ResponseWriter, r *http.Request) {
 
 // promoteCluster serves POST /control/v1/clusters/{id}/promote (operator).
 func (h *handler) promoteCluster(w http.ResponseWriter, r *http.Request) {
-	src, ok := h.src.(ClusterSource)
+	src, ok := h.clusterSource(w)
 	if !ok {
-		writeError(w, http.StatusNotFound, CodeClustersOff, ErrClustersOff.Error())
 		return
 	}
 	var req PromoteRequest
@@ -157,9 +155,8 @@ func (h *handler) cluster(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) clusterView(w http.ResponseWriter) (Clusters, bool) {
-	src, ok := h.src.(ClusterSource)
+	src, ok := h.clusterSource(w)
 	if !ok {
-		writeError(w, http.StatusNotFound, CodeClustersOff, ErrClustersOff.Error())
 		return Clusters{}, false
 	}
 	cs, err := src.Clusters()
@@ -172,6 +169,16 @@ func (h *handler) clusterView(w http.ResponseWriter) (Clusters, bool) {
 		return Clusters{}, false
 	}
 	return withEmpty(cs), true
+}
+
+// clusterSource is the source's ClusterSource; without one it answers 404
+// clusters_off.
+func (h *handler) clusterSource(w http.ResponseWriter) (ClusterSource, bool) {
+	src, ok := h.src.(ClusterSource)
+	if !ok {
+		writeError(w, http.StatusNotFound, CodeClustersOff, ErrClustersOff.Error())
+	}
+	return src, ok
 }
 
 // withEmpty makes cs's nil lists empty, so JSON shows [] rather than null.
