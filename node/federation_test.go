@@ -1,9 +1,13 @@
 package node
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -105,6 +109,29 @@ func TestFederationLoopback(t *testing.T) {
 	})
 	t.Logf("federation of 2x3 agents up, a active: %v", time.Since(start).Round(time.Millisecond))
 
+	// A watcher of an agent of a that is not the holder hears the handoff.
+	watchCtx, stopWatch := context.WithCancel(t.Context())
+	defer stopWatch()
+	req, _ := http.NewRequestWithContext(watchCtx, http.MethodGet, "http://"+a[1].ControlAddr()+"/control/v1/clusters?watch=true", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	actives := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			var cs control.Clusters
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && json.Unmarshal([]byte(data), &cs) == nil {
+				select {
+				case actives <- cs.Active:
+				default:
+				}
+			}
+		}
+	}()
+
 	holder, before := serving(t, all)
 	c := &control.Client{Base: "http://" + holder.ControlAddr()}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -122,6 +149,13 @@ func TestFederationLoopback(t *testing.T) {
 	handoff := time.Since(t0)
 	if after.Version <= before.Version || after.State != cluster.Active {
 		t.Fatalf("b took over as %+v, a was %+v: want a higher failover version", after, before)
+	}
+	for seen := ""; seen != "b"; {
+		select {
+		case seen = <-actives:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the watch stream of a2 did not report b active after the handoff")
+		}
 	}
 	eventually(t, 5*time.Second, "a passive after the handoff", func() bool {
 		v, _ := a[0].Clusters()
