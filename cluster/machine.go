@@ -72,6 +72,7 @@ type Machine struct {
 	synced  map[string]bool
 	acks    map[string][2]uint64
 	since   time.Time // when this node became holder
+	drained time.Time // when this holder last turned its cluster draining
 	active  string    // the resolved active cluster last reported
 	out     Ready
 	stats   Stats
@@ -272,6 +273,7 @@ func (m *Machine) Drain(now time.Time, target string) error {
 		return fmt.Errorf("%w: drain to %q, which is not another cluster of %v", ErrBadTransition, target, m.cfg.Clusters)
 	}
 	m.write(now, func(d *Descriptor) { d.State, d.Handoff = Draining, target })
+	m.drained = now
 	m.emit(now, EventDraining, target, m.view[m.cfg.Self].Version)
 	m.settle(now)
 	return nil
@@ -335,9 +337,9 @@ func (m *Machine) settle(now time.Time) {
 			m.emit(now, EventDemoted, top.ID, top.Version)
 		case own.State == Passive && ok && top.State == Draining && top.Handoff == m.cfg.Self:
 			_ = m.promote(now) // planned handoff to us
-		case own.State == Passive:
+		default:
 			if at, ok := m.promoteAt(); ok && !now.Before(at) {
-				_ = m.promote(now) // unplanned: the active cluster is silent
+				_ = m.promote(now) // unplanned: the active cluster, or the handoff's target, is silent
 			}
 		}
 	}
@@ -362,14 +364,27 @@ func (m *Machine) topOther() (Descriptor, bool) {
 	return best, ok
 }
 
-// promoteAt is when this holder of a passive cluster promotes itself if nothing
-// changes: PromoteAfter after it last heard from the other cluster that is (or
+// promoteAt is when this holder promotes its cluster if nothing changes.
+// Passive: PromoteAfter after it last heard from the other cluster that is (or
 // was last) active, or after it became holder when none is, plus Stagger for each
 // passive cluster of better priority heard from since then (alive while the
-// active one is silent, so first in line).
+// active one is silent, so first in line). Draining: PromoteAfter after it last
+// heard from the handoff's target, or after the drain: a target that died before
+// taking over (or before its promotion reached us) would otherwise leave the
+// federation with no active cluster for good.
 func (m *Machine) promoteAt() (time.Time, bool) {
-	if !m.holder || m.view[m.cfg.Self].State != Passive {
+	own := m.view[m.cfg.Self]
+	if !m.holder || own.State == Active {
 		return time.Time{}, false
+	}
+	if own.State == Draining {
+		ref := m.heard[own.Handoff]
+		for _, t := range [2]time.Time{m.drained, m.since} {
+			if t.After(ref) {
+				ref = t
+			}
+		}
+		return ref.Add(m.cfg.PromoteAfter), true
 	}
 	ref := m.since
 	if top, ok := m.topOther(); ok {

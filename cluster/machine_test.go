@@ -285,3 +285,37 @@ func TestNewHolderReadsAQuorumFirstAndServesOnceAQuorumHoldsItsWrite(t *testing.
 		t.Fatal("not serving with a majority holding the record")
 	}
 }
+
+// A draining cluster whose target dies before taking over (here: before the
+// drain record reaches it) does not leave the federation without an active
+// cluster: PromoteAfter after it last heard from the target it takes the active
+// role back, with a higher version; and it does not while the target is heard.
+func TestDrainingClusterTakesBackWhenTheTargetIsSilent(t *testing.T) {
+	f := newFed(t, 2)
+	f.cut[1] = true
+	if err := f.ms[0].Drain(f.now, "b"); err != nil {
+		t.Fatal(err)
+	}
+	f.run(4500 * time.Millisecond)
+	if a := f.ms[0].Self(); a.State != Draining {
+		t.Fatalf("a %+v before PromoteAfter: want still draining", a)
+	}
+	f.run(time.Second)
+	if a := f.ms[0].Self(); a.State != Active || a.Version != 2 || a.Handoff != "" {
+		t.Fatalf("a after PromoteAfter of b's silence: %+v, want active again at version 2", a)
+	}
+	if s := f.serving(); len(s) != 1 || s[0] != "a" {
+		t.Fatalf("serving %v, want [a]", s)
+	}
+
+	// A target that is heard from but slow to take over is waited for.
+	g := newFed(t, 2)
+	g.ms[1].Resign(g.now) // b's holder is gone: b is heard (its other nodes relay) but cannot promote
+	if err := g.ms[0].Drain(g.now, "b"); err != nil {
+		t.Fatal(err)
+	}
+	g.run(10 * time.Second)
+	if a := g.ms[0].Self(); a.State != Draining {
+		t.Fatalf("a %+v while b is heard: want still draining", a)
+	}
+}

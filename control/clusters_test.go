@@ -1,6 +1,10 @@
 package control
 
 import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -10,17 +14,24 @@ import (
 // clusterFake adds cluster descriptors to fakeSource.
 type clusterFake struct {
 	*fakeSource
-	cs  Clusters
-	err error
+	cs         Clusters
+	err        error
+	promoted   []string
+	promoteErr error
 }
 
-func (f *clusterFake) Clusters() (Clusters, error) { return f.cs, f.err }
+func (f *clusterFake) Clusters() (Clusters, error)      { return f.cs, f.err }
+func (f *clusterFake) ClustersChanged() <-chan struct{} { return nil }
+func (f *clusterFake) PromoteCluster(id string, force bool) error {
+	f.promoted = append(f.promoted, fmt.Sprintf("%s force=%v", id, force))
+	return f.promoteErr
+}
 
 func twoClusters() Clusters {
 	return Clusters{Self: "eu", Active: "us", Clusters: []cluster.Descriptor{
 		{ID: "eu", Region: "eu-west-1", State: cluster.Passive, Version: 0, Epoch: 3, Counter: 2},
 		{ID: "us", Region: "us-east-1", State: cluster.Active, Version: 3, Priority: 1, Epoch: 5, Counter: 1},
-	}}
+	}, Endpoints: []ClusterEndpoints{{Cluster: "us", Reachable: true, Control: []string{"http://10.1.0.1:7070"}}}, Version: 7}
 }
 
 func TestClustersServesDescriptorsWithETag(t *testing.T) {
@@ -63,5 +74,41 @@ func TestClustersOffWithoutAFederation(t *testing.T) {
 		if rec.Code != 404 || decode[ErrorReply](t, rec).Error.Code != CodeClustersOff {
 			t.Fatalf("%T: code %d %s", src, rec.Code, rec.Body)
 		}
+	}
+}
+
+func TestPromoteClusterRoute(t *testing.T) {
+	f := &clusterFake{fakeSource: newFake("a"), cs: twoClusters()}
+	h := NewHandler(f, Options{})
+	post := func(path, body string) *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
+		return rec
+	}
+	if rec := post("/control/v1/clusters/us/promote", ""); rec.Code != 200 || !strings.Contains(rec.Body.String(), `"cluster":"us"`) {
+		t.Fatalf("promote us: %d %s", rec.Code, rec.Body)
+	}
+	if rec := post("/control/v1/clusters/eu/promote", `{"force":true}`); rec.Code != 200 {
+		t.Fatalf("forced promote eu: %d %s", rec.Code, rec.Body)
+	}
+	if want := []string{"us force=false", "eu force=true"}; fmt.Sprint(f.promoted) != fmt.Sprint(want) {
+		t.Fatalf("promotions %v, want %v", f.promoted, want)
+	}
+	if rec := post("/control/v1/clusters/mars/promote", ""); rec.Code != 404 || !strings.Contains(rec.Body.String(), CodeUnknownCluster) {
+		t.Fatalf("unknown cluster: %d %s", rec.Code, rec.Body)
+	}
+	if rec := post("/control/v1/clusters/us/promote", `{"forse":true}`); rec.Code != 400 {
+		t.Fatalf("bad body: %d %s", rec.Code, rec.Body)
+	}
+	f.promoteErr = &CodeError{Status: http.StatusConflict, Code: CodeBadTransition, Err: errors.New("not active")}
+	if rec := post("/control/v1/clusters/us/promote", ""); rec.Code != 409 || !strings.Contains(rec.Body.String(), CodeBadTransition) {
+		t.Fatalf("refused transition: %d %s", rec.Code, rec.Body)
+	}
+	f.promoteErr = &NotLeaderError{Leader: "b", Control: "http://b:7070"}
+	if rec := post("/control/v1/clusters/us/promote", ""); rec.Code != 409 || !strings.Contains(rec.Body.String(), "http://b:7070") {
+		t.Fatalf("not the holder: %d %s", rec.Code, rec.Body)
+	}
+	if len(f.promoted) != 4 {
+		t.Fatalf("%d promotions asked, want 4 (the unknown cluster and the bad body reach no source)", len(f.promoted))
 	}
 }

@@ -29,6 +29,7 @@ const (
 	CodeMemberLive       = "member_live"        // 409: force-leave of a member that is alive or suspect
 	CodeChangeInProgress = "change_in_progress" // 409: a voter change while another runs
 	CodePrimaryKey       = "primary_key"        // 409: keyring remove of the primary key
+	CodeBadTransition    = "bad_transition"     // 409: a cluster promotion its state does not allow
 	CodeJoinFailed       = "join_failed"        // 502: no seed of a join answered
 	CodeNoShardMap       = "no_shard_map"       // 503: no shard map received yet
 	CodeTooManyWatchers  = "too_many_watchers"  // 503: MaxWatchers watch streams are open

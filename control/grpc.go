@@ -69,7 +69,9 @@ var rpcRoutes = map[string]rpcRoute{
 	controlv1connect.ControlServiceDrainShardsProcedure:     {pattern: "POST /control/v1/shards/drain"},
 	controlv1connect.ControlServiceRebalanceShardsProcedure: {pattern: "POST /control/v1/shards/rebalance"},
 	controlv1connect.ControlServiceListClustersProcedure:    {pattern: "GET /control/v1/clusters"},
+	controlv1connect.ControlServiceWatchClustersProcedure:   {pattern: "GET /control/v1/clusters", watch: true, events: map[string]string{"clusters": "clusters"}},
 	controlv1connect.ControlServiceGetClusterProcedure:      {pattern: "GET /control/v1/clusters/{id}"},
+	controlv1connect.ControlServicePromoteClusterProcedure:  {pattern: "POST /control/v1/clusters/{id}/promote"},
 	controlv1connect.ControlServiceHealthProcedure:          {pattern: "GET /healthz", probe: true},
 	controlv1connect.ControlServiceReadyProcedure:           {pattern: "GET /readyz", probe: true},
 }

@@ -114,6 +114,14 @@ func (s *grpcService) ListClusters(ctx context.Context, r *connect.Request[contr
 	return unary(ctx, s, r, new(controlv1.Clusters))
 }
 
+func (s *grpcService) WatchClusters(ctx context.Context, r *connect.Request[controlv1.WatchClustersRequest], st *connect.ServerStream[controlv1.ClustersEvent]) error {
+	return stream(ctx, s, r, st)
+}
+
+func (s *grpcService) PromoteCluster(ctx context.Context, r *connect.Request[controlv1.PromoteClusterRequest]) (*connect.Response[controlv1.PromoteClusterReply], error) {
+	return unary(ctx, s, r, new(controlv1.PromoteClusterReply))
+}
+
 func (s *grpcService) GetCluster(ctx context.Context, r *connect.Request[controlv1.GetClusterRequest]) (*connect.Response[controlv1.ClusterDescriptor], error) {
 	return unary(ctx, s, r, new(controlv1.ClusterDescriptor))
 }

@@ -49,9 +49,11 @@ func newFullFake() *fullFake {
 	return f
 }
 
-func (f *fullFake) Clusters() (Clusters, error) { return f.cs, nil }
-func (f *fullFake) Leaders() (Leaders, error)   { return f.l, nil }
-func (f *fullFake) StepDown() error             { return nil }
+func (f *fullFake) Clusters() (Clusters, error)                { return f.cs, nil }
+func (f *fullFake) ClustersChanged() <-chan struct{}           { return nil }
+func (f *fullFake) PromoteCluster(id string, force bool) error { return nil }
+func (f *fullFake) Leaders() (Leaders, error)                  { return f.l, nil }
+func (f *fullFake) StepDown() error                            { return nil }
 func (f *fullFake) ChangeVoters(add, _ []string) ([]string, error) {
 	return append([]string{"a", "b"}, add...), nil
 }
@@ -200,7 +202,9 @@ func rpcCases() []rpcCase {
 		unaryCase[controlv1.DrainRequest, controlv1.DrainReply](p+"DrainShards", "POST", "/control/v1/shards/drain", `{"node":"b","drain":true}`, &controlv1.DrainRequest{Node: "b", Drain: true}),
 		unaryCase[controlv1.RebalanceRequest, controlv1.RebalanceReply](p+"RebalanceShards", "POST", "/control/v1/shards/rebalance", `{}`, &controlv1.RebalanceRequest{}),
 		unaryCase[controlv1.ListClustersRequest, controlv1.Clusters](p+"ListClusters", "GET", "/control/v1/clusters", "", &controlv1.ListClustersRequest{}),
+		streamCase[controlv1.WatchClustersRequest, controlv1.ClustersEvent](p+"WatchClusters", "/control/v1/clusters?watch=true", &controlv1.WatchClustersRequest{}, "clusters"),
 		unaryCase[controlv1.GetClusterRequest, controlv1.ClusterDescriptor](p+"GetCluster", "GET", "/control/v1/clusters/eu", "", &controlv1.GetClusterRequest{Id: "eu"}),
+		unaryCase[controlv1.PromoteClusterRequest, controlv1.PromoteClusterReply](p+"PromoteCluster", "POST", "/control/v1/clusters/us/promote", `{"force":true}`, &controlv1.PromoteClusterRequest{Id: "us", Force: true}),
 		unaryCase[controlv1.HealthRequest, controlv1.ProbeReply](p+"Health", "GET", "/healthz", "", &controlv1.HealthRequest{}),
 		unaryCase[controlv1.ReadyRequest, controlv1.ProbeReply](p+"Ready", "GET", "/readyz", "", &controlv1.ReadyRequest{}),
 	}

@@ -62,6 +62,7 @@ func (h *handler) routes() []route {
 		r(post, "/control/v1/shards/rebalance", RoleOperator, h.rebalanceShards),
 		r(get, "/control/v1/clusters", RoleReader, h.clusters),
 		r(get, "/control/v1/clusters/{id}", RoleReader, h.cluster),
+		r(post, "/control/v1/clusters/{id}/promote", RoleOperator, h.promoteCluster),
 		r(get, "/healthz", Public, h.healthz),
 		r(get, "/readyz", Public, h.readyz),
 		r(get, "/metrics", RoleReader, h.metrics),

@@ -250,6 +250,21 @@ func (h *handler) shards(w http.ResponseWriter, r *http.Request) {
 // watchShards streams the filtered map as an SSE "map" event (id EPOCH.VERSION)
 // now and at each change; a client resuming with the current id gets no repeat.
 func (h *handler) watchShards(w http.ResponseWriter, r *http.Request, ss ShardSource, f shardFilter) {
+	h.watchViews(w, r, "map", ss.ShardsChanged, func() (string, any, bool, bool) {
+		m, err := ss.ShardMap()
+		if err != nil {
+			return "", nil, true, !errors.Is(err, ErrNoShardMap)
+		}
+		return fmt.Sprintf("%d.%d", m.Epoch, m.Version), f.filtered(m), false, false
+	})
+}
+
+// watchViews streams, as SSE events of kind, the view next returns now and at
+// every close of changed(), heartbeats in between: an event only when its id
+// differs from the one last sent (or the client's Last-Event-ID or since). next
+// reports skip when there is nothing to send yet, stop to end the stream.
+func (h *handler) watchViews(w http.ResponseWriter, r *http.Request, kind string, changed func() <-chan struct{},
+	next func() (id string, data any, skip, stop bool)) {
 	release, ok := h.admitWatch(w)
 	if !ok {
 		return
@@ -266,17 +281,16 @@ func (h *handler) watchShards(w http.ResponseWriter, r *http.Request, ss ShardSo
 	heartbeat := time.NewTicker(h.opts.Heartbeat)
 	defer heartbeat.Stop()
 	for {
-		changed := ss.ShardsChanged()
-		if m, err := ss.ShardMap(); err == nil {
-			id := fmt.Sprintf("%d.%d", m.Epoch, m.Version)
-			if id != last {
-				if !h.event(w, id, "map", f.filtered(m)) {
-					return
-				}
-				last = id
-			}
-		} else if !errors.Is(err, ErrNoShardMap) {
+		ch := changed()
+		id, data, skip, stop := next()
+		if stop {
 			return
+		}
+		if !skip && id != last {
+			if !h.event(w, id, kind, data) {
+				return
+			}
+			last = id
 		}
 		if err := rc.Flush(); err != nil {
 			return
@@ -284,7 +298,7 @@ func (h *handler) watchShards(w http.ResponseWriter, r *http.Request, ss ShardSo
 		select {
 		case <-r.Context().Done():
 			return
-		case <-changed:
+		case <-ch:
 		case <-heartbeat.C:
 			if !h.heartbeat(w) {
 				return

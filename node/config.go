@@ -212,6 +212,10 @@ type Config struct {
 	// validation. Every node must use the same LeaseDuration and MaxDrift.
 	// Shards is set from the field above.
 	ShardTune func(*shard.Config)
+	// Federation makes this node part of a federation of clusters with
+	// failover (docs/multi-cluster.md; Federation's fields). Requires Voters.
+	// nil (the default): one cluster, /control/v1/clusters answers 404.
+	Federation *Federation
 }
 
 // VoterRole is the role a voter adds to its "roles" metadata.
@@ -401,6 +405,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := c.validateShards(bad); err != nil {
+		return err
+	}
+	if err := c.validateFederation(bad); err != nil {
 		return err
 	}
 	return checkMeta(c.Meta)

@@ -393,6 +393,9 @@ type auditRecord struct {
 	Reason   string `json:"reason,omitempty"`
 	// Key is the fingerprint of the key of a keyring event (control.KeyFingerprint).
 	Key string `json:"key,omitempty"`
+	// Of multi-cluster transitions: the cluster and failover version concerned.
+	Cluster         string `json:"cluster,omitempty"`
+	FailoverVersion uint64 `json:"failover_version,omitempty"`
 }
 
 // audit queues r for the audit log, if any. A failed write or a full queue is

@@ -199,6 +199,9 @@ func newMetrics(n *Node) *metrics {
 	f(&metaCollector{n: n})
 	m.leaderMetrics(n)
 	m.shardMetrics(n)
+	if n.fed != nil {
+		m.reg.MustRegister(&fedCollector{n: n})
+	}
 	return m
 }
 

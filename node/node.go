@@ -88,6 +88,7 @@ type Node struct {
 	handler  http.Handler
 	lead     *leaderState // nil: leadership off (no Config.Voters)
 	shards   *shardState  // nil: shard routing off (no Config.Shards)
+	fed      *fedState    // nil: one cluster (no Config.Federation)
 	auditLog *auditLog    // nil: no Config.AuditLog
 
 	// Owned by the loop goroutine.
@@ -137,8 +138,10 @@ type Node struct {
 	version uint64
 	history []control.Change
 	changed chan struct{}
-	subs    map[*Subscription]struct{}
-	members []Member // last view published by the loop; read after it stops
+	// clustersChanged is closed and replaced when the federation view changes.
+	clustersChanged chan struct{}
+	subs            map[*Subscription]struct{}
+	members         []Member // last view published by the loop; read after it stops
 	// finalMeta is every member's metadata when the loop stopped.
 	finalMeta map[string]map[string]string
 	stats     swim.Stats
@@ -211,17 +214,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, clock: cfg.Clock,
-		packets:  make(chan inPacket, packetQueue),
-		streams:  make(chan inStream),
-		results:  make(chan streamResult),
-		cmds:     make(chan func()),
-		loopEnd:  make(chan struct{}),
-		in:       newInbound(),
-		budget:   newByteBudget(frameBudget),
-		changed:  make(chan struct{}),
-		subs:     map[*Subscription]struct{}{},
-		left:     make(chan struct{}),
-		forwards: make(chan struct{}, maxForwards),
+		packets:         make(chan inPacket, packetQueue),
+		streams:         make(chan inStream),
+		results:         make(chan streamResult),
+		cmds:            make(chan func()),
+		loopEnd:         make(chan struct{}),
+		in:              newInbound(),
+		budget:          newByteBudget(frameBudget),
+		changed:         make(chan struct{}),
+		clustersChanged: make(chan struct{}),
+		subs:            map[*Subscription]struct{}{},
+		left:            make(chan struct{}),
+		forwards:        make(chan struct{}, maxForwards),
 	}
 	var seed [16]byte
 	crand.Read(seed[:])
@@ -268,6 +272,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.shardHostConfig(&hc)
+	n.fedHostConfig(&hc)
 	h, err := stack.New(hc, rng, n.clock.Now())
 	if err != nil {
 		tr.Close()
@@ -309,6 +314,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	go n.readPackets()
 	go n.acceptStreams()
 	go n.loop()
+	if cfg.Federation != nil && cfg.Federation.Gateway != nil {
+		if err := n.startGateway(); err != nil {
+			n.Close()
+			return nil, err
+		}
+	}
 	n.log.Info("node started", "bind", tr.Addr(), "advertise", n.addr, "control", n.controlAddr,
 		"profile", cfg.Profile, "encrypted", n.kr != nil, "control_tls", cfg.TLS != nil)
 	if n.controlAddr != "" && n.controlAuth() == nil {
@@ -999,6 +1010,7 @@ func (n *Node) flushOnce() {
 		n.publishMeta(rd.Meta, sw.Members())
 		n.checkSettings(rd.Meta)
 	}
+	n.driveFederation()
 	if len(n.leaves) > 0 && (st.QueueLen == 0 || !n.anyLivePeer()) {
 		for _, c := range n.leaves {
 			close(c)

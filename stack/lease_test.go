@@ -34,14 +34,19 @@ type flight struct {
 	data     []byte
 }
 
-func newLeaseNet(t *testing.T, names []string, voters int) *leaseNet {
+// newLeaseNet starts names, the first voters of them voting; opts adjust each
+// host's Config before it starts.
+func newLeaseNet(t *testing.T, names []string, voters int, opts ...func(*Config)) *leaseNet {
 	n := &leaseNet{t: t, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), hosts: map[string]*Stack{},
 		storages: map[string]*lease.MemoryStorage{}, events: map[string][]lease.Event{}, down: map[string]bool{}}
 	for i, name := range names {
 		st := &lease.MemoryStorage{}
 		lc := lease.DefaultConfig(name, names[:voters])
-		h, err := New(Config{Swim: swim.LANProfile(name, name+":1"), Lease: &lc, LeaseStorage: st},
-			rand.New(rand.NewPCG(uint64(i+1), 7)), n.now)
+		cfg := Config{Swim: swim.LANProfile(name, name+":1"), Lease: &lc, LeaseStorage: st}
+		for _, o := range opts {
+			o(&cfg)
+		}
+		h, err := New(cfg, rand.New(rand.NewPCG(uint64(i+1), 7)), n.now)
 		if err != nil {
 			t.Fatal(err)
 		}

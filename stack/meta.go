@@ -106,6 +106,9 @@ func (c Config) Validate() error {
 	if err := c.validateShard(); err != nil {
 		return err
 	}
+	if err := c.validateCluster(); err != nil {
+		return err
+	}
 	if c.Meta != (crdt.Limits{}) {
 		if err := c.Meta.Validate(); err != nil {
 			return fmt.Errorf("stack: Meta: %w", err)

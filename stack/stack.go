@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	fed "github.com/omnirelay/mesh/cluster"
 	"github.com/omnirelay/mesh/crdt"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/shard"
@@ -48,6 +49,11 @@ type Config struct {
 	// ownership (a shard.Owner; a shard.Controller while it holds the lease). nil:
 	// no shard routing, ShardMap is nil and Serving false. Requires Lease.
 	Shard *shard.Config
+	// Cluster makes this process keep the descriptors of a federation of clusters
+	// (fed.Machine; docs/multi-cluster.md): the lease holder writes its
+	// cluster's record, every node merges what gateways relay. Requires Lease.
+	// nil: one cluster, Clusters reports none.
+	Cluster *fed.Config
 }
 
 // Stream asks the driver to open a stream to To, send Data (one wire stream
@@ -136,7 +142,8 @@ type Stack struct {
 	reg     *wire.Registry // the message ranges of the machines this stack runs
 	lease   *leaseState    // nil when Config.Lease is nil
 	fence   lease.FenceChecker
-	shard   *shardState // nil when Config.Shard is nil
+	shard   *shardState   // nil when Config.Shard is nil
+	clus    *clusterState // nil when Config.Cluster is nil
 	persist persistState
 	// streams are the outbound streams not yet answered or failed, by id: a
 	// failure is charged to the stream it happened on, never to another stream
@@ -195,6 +202,11 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 			return nil, err
 		}
 		h.shard.reader.Accept(m.Versions())
+	}
+	if cfg.Cluster != nil {
+		if h.clus, err = newClusterState(cfg, now); err != nil {
+			return nil, err
+		}
 	}
 	return h, nil
 }
@@ -356,6 +368,9 @@ func (h *Stack) Tick(now time.Time) {
 		h.shard.ctl.Tick(now)
 		h.shard.owner.Tick(now)
 	}
+	if h.clus != nil {
+		h.tickCluster(now)
+	}
 	h.process(now)
 }
 
@@ -405,6 +420,11 @@ func (h *Stack) NextDeadline() time.Time {
 			}
 		}
 	}
+	if h.clus != nil {
+		if l := h.clusterDeadline(); !l.IsZero() && (d.IsZero() || l.Before(d)) {
+			d = l
+		}
+	}
 	return d
 }
 
@@ -419,6 +439,25 @@ func (h *Stack) process(now time.Time) {
 	if h.lease != nil {
 		h.drainLease(now, out) // first: a new holder's cluster-map write is gossiped below
 	}
+	h.drainSwim(now, out)
+	if h.clus != nil && h.observeCluster(now, h.meta.events) {
+		h.drainSwim(now, out) // the descriptor or held record just gossiped
+	}
+	out.Meta, h.meta.events = append(out.Meta, h.meta.events...), nil
+	if h.lease != nil {
+		h.observeClusterLeader(now, out.Meta[metaFrom:])
+		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
+		h.lease.events = nil
+	}
+	if h.shard != nil {
+		h.observeShardInputs(now, out.Events[evFrom:], out.Meta[metaFrom:], out.LeaseEvents[leaseFrom:])
+		h.drainShard(now, out)
+	}
+}
+
+// drainSwim moves swim's outputs into out, merging received metadata (whose
+// rebroadcast produces more output, drained in the same call).
+func (h *Stack) drainSwim(now time.Time, out *Ready) {
 	for {
 		r := h.swim.Ready()
 		out.Packets = append(out.Packets, r.Packets...)
@@ -447,16 +486,6 @@ func (h *Stack) process(now time.Time) {
 		for _, p := range r.Meta {
 			h.receiveMeta(now, p)
 		}
-	}
-	out.Meta, h.meta.events = append(out.Meta, h.meta.events...), nil
-	if h.lease != nil {
-		h.observeClusterLeader(now, out.Meta[metaFrom:])
-		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
-		h.lease.events = nil
-	}
-	if h.shard != nil {
-		h.observeShardInputs(now, out.Events[evFrom:], out.Meta[metaFrom:], out.LeaseEvents[leaseFrom:])
-		h.drainShard(now, out)
 	}
 }
 

@@ -276,6 +276,38 @@ func MemberlistProfile(name, addr string) Config {
 	return c
 }
 
+// WANProfile is the pool of gateways between clusters (round trips of 20 to
+// 200 ms, loss more likely), derived from hashicorp/memberlist's
+// DefaultWANConfig: gossip every 500 ms to 4 members, SuspicionMult 6, push-pull
+// every 60 s. Two changes, because here a probe that fails is what starts a
+// failover between clusters (docs/multi-cluster.md): probes every 1 s with a
+// 500 ms ack timeout instead of 5 s and 3 s (still over twice the longest WAN
+// round trip), and no local health scaling (AwarenessMaxMultiplier 1 instead of
+// 8). When a whole cluster dies, every surviving gateway's probes of its
+// gateways fail, and Lifeguard reads that as its own ill health and slows its
+// probing: at memberlist's timers a failover between two clusters of three
+// gateways took 51.6 s on loopback, with 1 s probes and the multiplier capped
+// at 3 7 to 15 s, uncapped 1 s probes 6.6 to 8.4 s (docs/benchmarks.md,
+// "multi-cluster, loopback"). What the multiplier protects against, a slow
+// prober suspecting healthy members, costs little here: a failover needs every
+// gateway of the active cluster unseen by every gateway of the others.
+// Declaring a gateway dead still takes SuspicionMult probe intervals of
+// suspicion, scaled by the pool's size.
+func WANProfile(name, addr string) Config {
+	c := LANProfile(name, addr)
+	c.ProbeInterval = time.Second
+	c.ProbeTimeout = 500 * time.Millisecond
+	c.GossipInterval = 500 * time.Millisecond
+	c.GossipNodes = 4
+	c.SuspicionMult = 6
+	c.PushPullInterval = 60 * time.Second
+	c.ReconnectInterval = 30 * time.Second
+	c.DigestSyncInterval = 10 * time.Second
+	c.AwarenessMaxMultiplier = 1 // no local health scaling: see above
+	c.FinalProbe = false         // it would add a probe interval to every detection
+	return c
+}
+
 // Validate reports the first invalid field, wrapping ErrInvalidConfig. It has no
 // side effects.
 func (c *Config) Validate() error {

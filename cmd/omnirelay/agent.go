@@ -35,6 +35,9 @@ const agentUsage = `usage: omnirelay agent --name NAME --bind HOST:PORT [--adver
        [--voters A,B,C [--voter --data-dir DIR]] [--audit-log FILE]
        [--shards N] [--tls-ca FILE --tls-cert FILE --tls-key FILE]
        [--control-tokens FILE]
+       [--cluster-id ID --clusters A,B,... [--region R] [--cluster-state active|passive]
+        [--cluster-priority N] [--promote-after D]
+        [--gateway --wan-bind HOST:PORT [--wan-advertise HOST:PORT] [--wan-join HOST:PORT,...]]]
 
 Runs one mesh node and its control API until SIGINT, SIGTERM or "mesh leave", then
 leaves the cluster gracefully. SIGHUP reloads the log level and metadata from the
@@ -143,6 +146,17 @@ type agentFile struct {
 	// ControlTokens is a file of bearer-token hashes (control.ParseTokens).
 	ControlTokens string `json:"control_tokens"`
 	Shards        int    `json:"shards"`
+	// Federation (docs/multi-cluster.md).
+	ClusterID       string    `json:"cluster_id"`
+	Clusters        []string  `json:"clusters"`
+	Region          string    `json:"region"`
+	ClusterState    string    `json:"cluster_state"`
+	ClusterPriority int       `json:"cluster_priority"`
+	PromoteAfter    *duration `json:"promote_after"`
+	Gateway         bool      `json:"gateway"`
+	WANBind         string    `json:"wan_bind"`
+	WANAdvertise    string    `json:"wan_advertise"`
+	WANJoin         []string  `json:"wan_join"`
 	// Control API limits; 0 means node's default.
 	ControlMaxConns    int `json:"control_max_conns"`
 	ControlMaxWatchers int `json:"control_max_watchers"`
@@ -246,6 +260,16 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		joinToken  = fs.String("join-token", "", "single-use join token (omnirelay mesh token create): redeemed through a --join seed (any member relays it to the signing member) for a node certificate, written to --tls-cert and --tls-key, and the packet keys")
 		caKey      = fs.String("tls-ca-key", "", "the CA's private key (PEM; its certificate is in --tls-ca): this agent becomes a signing member that creates and redeems join tokens")
 		spiffe     = fs.String("spiffe-socket", "", "SPIFFE Workload API socket path: take the certificate and trust bundle from it, rotated as it pushes (instead of --tls-*)")
+		clusterID  = fs.String("cluster-id", "", "this cluster's id in a federation of clusters (one of --clusters; enables multi-cluster failover; needs --voters)")
+		region     = fs.String("region", "", "the region this cluster runs in (published in its descriptor)")
+		clState    = fs.String("cluster-state", "", "the cluster's state before its first write: active (exactly one cluster of the federation) or passive (default)")
+		clPriority = fs.Int("cluster-priority", 0, "order of self-promotion in an unplanned failover, lower first")
+		promoteTO  = fs.Duration("promote-after", 0, "promote this passive cluster after the active one has been unreachable this long (default 5s)")
+		gateway    = fs.Bool("gateway", false, "this node is a gateway: it joins the WAN pool of the federation's gateways (needs --wan-bind)")
+		wanBind    = fs.String("wan-bind", "", "UDP+TCP host:port of the gateway's WAN pool")
+		wanAdv     = fs.String("wan-advertise", "", "host:port other gateways reach this one at (default: the WAN bound address)")
+		clusters   listFlag
+		wanJoin    listFlag
 		tf         tlsFlags
 		voters     listFlag
 		join, keys listFlag
@@ -256,6 +280,8 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	fs.Var(meta, "meta", "metadata KEY=VALUE published to every peer (repeatable; merged over the config file's \"meta\")")
 	fs.Var(&roles, "role", "role of this node (repeatable, or comma-separated): the \""+node.RolesKey+"\" metadata key, which the control API's role filter matches")
 	fs.Var(&join, "join", "seed host:port (repeatable, or comma-separated)")
+	fs.Var(&clusters, "clusters", "every cluster id of the federation, comma-separated, in one order shared by every cluster (append only)")
+	fs.Var(&wanJoin, "wan-join", "WAN seed host:port: a gateway of this or another cluster (repeatable, or comma-separated)")
 	fs.Var(&voters, "voters", "leader-election voter names, comma-separated, identical on every node (3 or 5; enables leadership)")
 	fs.Var(&keys, "key", "base64 32-byte packet key (repeatable; the first is primary); visible to every user of the host in the process list: prefer --key-file or $"+keyEnv)
 	pos, err := parseArgs(fs, agentUsage, args)
@@ -359,6 +385,10 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 	if set["join"] {
 		s.cfg.Join = join
 	}
+	if err := s.federation(f, set, federationFlags{*clusterID, clusters, *region, *clState, *clPriority, *promoteTO,
+		*gateway, *wanBind, *wanAdv, wanJoin}); err != nil {
+		return s, err
+	}
 	if len(f.Meta) > 0 || len(meta) > 0 {
 		s.cfg.Meta = map[string]string{}
 		maps.Copy(s.cfg.Meta, f.Meta)
@@ -438,6 +468,68 @@ func parseAgent(args []string, stderr io.Writer) (agentSettings, error) {
 		return s, errNoKey
 	}
 	return s, nil
+}
+
+// federationFlags are the multi-cluster flags as given.
+type federationFlags struct {
+	id              string
+	clusters        listFlag
+	region, state   string
+	priority        int
+	promoteAfter    time.Duration
+	gateway         bool
+	wanBind, wanAdv string
+	wanJoin         listFlag
+}
+
+// federation fills s.cfg.Federation from the file and the flags (flags win);
+// none of the keys given: no federation.
+func (s *agentSettings) federation(f agentFile, set map[string]bool, fl federationFlags) error {
+	pick := func(name, flagVal, fileVal string) string {
+		if set[name] {
+			return flagVal
+		}
+		return fileVal
+	}
+	fed := node.Federation{Cluster: pick("cluster-id", fl.id, f.ClusterID), Clusters: f.Clusters,
+		Region: pick("region", fl.region, f.Region), State: pick("cluster-state", fl.state, f.ClusterState),
+		Priority: f.ClusterPriority}
+	if set["clusters"] {
+		fed.Clusters = fl.clusters
+	}
+	if set["cluster-priority"] {
+		fed.Priority = fl.priority
+	}
+	if f.PromoteAfter != nil {
+		fed.PromoteAfter = time.Duration(*f.PromoteAfter)
+	}
+	if set["promote-after"] {
+		fed.PromoteAfter = fl.promoteAfter
+	}
+	gw := f.Gateway
+	if set["gateway"] {
+		gw = fl.gateway
+	}
+	g := node.Gateway{Bind: pick("wan-bind", fl.wanBind, f.WANBind), Advertise: pick("wan-advertise", fl.wanAdv, f.WANAdvertise), Join: f.WANJoin}
+	if set["wan-join"] {
+		g.Join = fl.wanJoin
+	}
+	if fed.Cluster == "" {
+		if len(fed.Clusters) > 0 || gw || g.Bind != "" || fed.State != "" {
+			return fmt.Errorf("--clusters, --cluster-state, --gateway and --wan-bind need --cluster-id (this cluster's id)")
+		}
+		return nil
+	}
+	if gw {
+		if g.Bind == "" {
+			return fmt.Errorf("--gateway needs --wan-bind (the WAN pool's host:port)")
+		}
+		fed.Gateway = &g
+	} else if g.Bind != "" || len(g.Join) > 0 {
+		return fmt.Errorf("--wan-bind and --wan-join are a gateway's: give --gateway too")
+	}
+	s.cfg.Federation = &fed
+	return nil
 }
 
 // keyEnv is the environment variable packet keys are read from when none is given
@@ -530,6 +622,7 @@ type AddrFile struct {
 	Bind      string `json:"bind"`
 	Advertise string `json:"advertise"`
 	Control   string `json:"control"` // URL of the control API, "" when off
+	WAN       string `json:"wan"`     // a gateway's advertised WAN pool address, "" when not a gateway
 	PID       int    `json:"pid"`
 }
 
@@ -630,7 +723,7 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if s.addrFile != "" {
-		b, _ := json.Marshal(AddrFile{Name: n.Name(), Bind: n.Addr(), Advertise: n.AdvertiseAddr(), Control: ctlURL, PID: os.Getpid()})
+		b, _ := json.Marshal(AddrFile{Name: n.Name(), Bind: n.Addr(), Advertise: n.AdvertiseAddr(), Control: ctlURL, WAN: n.GatewayAddr(), PID: os.Getpid()})
 		if err := writeFileAtomic(s.addrFile, b); err != nil {
 			fmt.Fprintf(stderr, "omnirelay agent: writing --addr-file: %v\n", err)
 			return 1

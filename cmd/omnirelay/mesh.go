@@ -31,6 +31,7 @@ const meshUsage = `usage:
   omnirelay mesh leaders status | leaders step-down
   omnirelay mesh voters add NAME ... | voters remove NAME ...
   omnirelay mesh clusters list | clusters get ID
+  omnirelay mesh clusters promote ID [--force] | clusters drain ID [--to ID]
   omnirelay mesh shards list|summary|owner KEY|drain NODE [--undo]|rebalance  (mesh shards help)
   omnirelay mesh keyring list|install|use|remove --key-file FILE      (mesh keyring help)
   omnirelay mesh token create --ttl D [--role R]      (at a signing member; admin)
@@ -41,7 +42,9 @@ Talks to an agent's control API only. --addr defaults to $OMNIRELAY_ADDR, else
 http://127.0.0.1:7070. --timeout (default 10s) bounds the whole command (--watch and
 monitor run until interrupted). Statuses: alive, suspect, dead, left. -o json prints
 the API's answer. step-down and voters are served by the leader: asked of another
-agent they follow its answer to the leader's control URL once.
+agent they follow its answer to the leader's control URL once. clusters promote and
+drain are asked of the active cluster (through a control URL its gateways relay
+when --addr is an agent of another) and served by its lease holder.
 
 An agent with TLS wants a client certificate: --tls-ca, --tls-cert and --tls-key
 (or $OMNIRELAY_TLS_CA, $OMNIRELAY_TLS_CERT, $OMNIRELAY_TLS_KEY); the CLI then speaks

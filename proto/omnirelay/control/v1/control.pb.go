@@ -3314,6 +3314,8 @@ type Clusters struct {
 	Active        string                 `protobuf:"bytes,2,opt,name=active,proto3" json:"active,omitempty"`
 	Serving       bool                   `protobuf:"varint,3,opt,name=serving,proto3" json:"serving,omitempty"`
 	Clusters      []*ClusterDescriptor   `protobuf:"bytes,4,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	Endpoints     []*ClusterEndpoints    `protobuf:"bytes,5,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Version       uint64                 `protobuf:"varint,6,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3376,6 +3378,289 @@ func (x *Clusters) GetClusters() []*ClusterDescriptor {
 	return nil
 }
 
+func (x *Clusters) GetEndpoints() []*ClusterEndpoints {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *Clusters) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type ClusterEndpoints struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Reachable     bool                   `protobuf:"varint,2,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	Control       []string               `protobuf:"bytes,3,rep,name=control,proto3" json:"control,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterEndpoints) Reset() {
+	*x = ClusterEndpoints{}
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterEndpoints) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterEndpoints) ProtoMessage() {}
+
+func (x *ClusterEndpoints) ProtoReflect() protoreflect.Message {
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterEndpoints.ProtoReflect.Descriptor instead.
+func (*ClusterEndpoints) Descriptor() ([]byte, []int) {
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *ClusterEndpoints) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *ClusterEndpoints) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+func (x *ClusterEndpoints) GetControl() []string {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
+type WatchClustersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Since         string                 `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"` // the version of a view the client holds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchClustersRequest) Reset() {
+	*x = WatchClustersRequest{}
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchClustersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchClustersRequest) ProtoMessage() {}
+
+func (x *WatchClustersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchClustersRequest.ProtoReflect.Descriptor instead.
+func (*WatchClustersRequest) Descriptor() ([]byte, []int) {
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *WatchClustersRequest) GetSince() string {
+	if x != nil {
+		return x.Since
+	}
+	return ""
+}
+
+// ClustersEvent is kind "clusters" (clusters set) or "heartbeat".
+type ClustersEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Clusters      *Clusters              `protobuf:"bytes,3,opt,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClustersEvent) Reset() {
+	*x = ClustersEvent{}
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClustersEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClustersEvent) ProtoMessage() {}
+
+func (x *ClustersEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClustersEvent.ProtoReflect.Descriptor instead.
+func (*ClustersEvent) Descriptor() ([]byte, []int) {
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *ClustersEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClustersEvent) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ClustersEvent) GetClusters() *Clusters {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
+type PromoteClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteClusterRequest) Reset() {
+	*x = PromoteClusterRequest{}
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteClusterRequest) ProtoMessage() {}
+
+func (x *PromoteClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteClusterRequest.ProtoReflect.Descriptor instead.
+func (*PromoteClusterRequest) Descriptor() ([]byte, []int) {
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *PromoteClusterRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *PromoteClusterRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type PromoteClusterReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Force         bool                   `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PromoteClusterReply) Reset() {
+	*x = PromoteClusterReply{}
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PromoteClusterReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PromoteClusterReply) ProtoMessage() {}
+
+func (x *PromoteClusterReply) ProtoReflect() protoreflect.Message {
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PromoteClusterReply.ProtoReflect.Descriptor instead.
+func (*PromoteClusterReply) Descriptor() ([]byte, []int) {
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *PromoteClusterReply) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *PromoteClusterReply) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type ClusterDescriptor struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -3392,7 +3677,7 @@ type ClusterDescriptor struct {
 
 func (x *ClusterDescriptor) Reset() {
 	*x = ClusterDescriptor{}
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[57]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[62]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3404,7 +3689,7 @@ func (x *ClusterDescriptor) String() string {
 func (*ClusterDescriptor) ProtoMessage() {}
 
 func (x *ClusterDescriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[57]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[62]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3417,7 +3702,7 @@ func (x *ClusterDescriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterDescriptor.ProtoReflect.Descriptor instead.
 func (*ClusterDescriptor) Descriptor() ([]byte, []int) {
-	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{57}
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *ClusterDescriptor) GetId() string {
@@ -3485,7 +3770,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[58]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[63]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3497,7 +3782,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[58]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[63]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3510,7 +3795,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{58}
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *GetClusterRequest) GetId() string {
@@ -3528,7 +3813,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[59]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[64]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3540,7 +3825,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[59]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[64]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3553,7 +3838,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{59}
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{64}
 }
 
 type ReadyRequest struct {
@@ -3564,7 +3849,7 @@ type ReadyRequest struct {
 
 func (x *ReadyRequest) Reset() {
 	*x = ReadyRequest{}
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[60]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[65]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3576,7 +3861,7 @@ func (x *ReadyRequest) String() string {
 func (*ReadyRequest) ProtoMessage() {}
 
 func (x *ReadyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[60]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[65]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3589,7 +3874,7 @@ func (x *ReadyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadyRequest.ProtoReflect.Descriptor instead.
 func (*ReadyRequest) Descriptor() ([]byte, []int) {
-	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{60}
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{65}
 }
 
 type ProbeReply struct {
@@ -3602,7 +3887,7 @@ type ProbeReply struct {
 
 func (x *ProbeReply) Reset() {
 	*x = ProbeReply{}
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[61]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[66]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3614,7 +3899,7 @@ func (x *ProbeReply) String() string {
 func (*ProbeReply) ProtoMessage() {}
 
 func (x *ProbeReply) ProtoReflect() protoreflect.Message {
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[61]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[66]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3627,7 +3912,7 @@ func (x *ProbeReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeReply.ProtoReflect.Descriptor instead.
 func (*ProbeReply) Descriptor() ([]byte, []int) {
-	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{61}
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *ProbeReply) GetStatus() string {
@@ -3655,7 +3940,7 @@ type Check struct {
 
 func (x *Check) Reset() {
 	*x = Check{}
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[62]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[67]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3667,7 +3952,7 @@ func (x *Check) String() string {
 func (*Check) ProtoMessage() {}
 
 func (x *Check) ProtoReflect() protoreflect.Message {
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[62]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[67]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3680,7 +3965,7 @@ func (x *Check) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Check.ProtoReflect.Descriptor instead.
 func (*Check) Descriptor() ([]byte, []int) {
-	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{62}
+	return file_omnirelay_control_v1_control_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *Check) GetName() string {
@@ -3716,7 +4001,7 @@ type NodeStatus_Members struct {
 
 func (x *NodeStatus_Members) Reset() {
 	*x = NodeStatus_Members{}
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[64]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[69]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3728,7 +4013,7 @@ func (x *NodeStatus_Members) String() string {
 func (*NodeStatus_Members) ProtoMessage() {}
 
 func (x *NodeStatus_Members) ProtoReflect() protoreflect.Message {
-	mi := &file_omnirelay_control_v1_control_proto_msgTypes[64]
+	mi := &file_omnirelay_control_v1_control_proto_msgTypes[69]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4018,12 +4303,30 @@ const file_omnirelay_control_v1_control_proto_rawDesc = "" +
 	"\n" +
 	"rebalanced\x18\x01 \x01(\bR\n" +
 	"rebalanced\"\x15\n" +
-	"\x13ListClustersRequest\"\x95\x01\n" +
+	"\x13ListClustersRequest\"\xf5\x01\n" +
 	"\bClusters\x12\x12\n" +
 	"\x04self\x18\x01 \x01(\tR\x04self\x12\x16\n" +
 	"\x06active\x18\x02 \x01(\tR\x06active\x12\x18\n" +
 	"\aserving\x18\x03 \x01(\bR\aserving\x12C\n" +
-	"\bclusters\x18\x04 \x03(\v2'.omnirelay.control.v1.ClusterDescriptorR\bclusters\"\xe2\x01\n" +
+	"\bclusters\x18\x04 \x03(\v2'.omnirelay.control.v1.ClusterDescriptorR\bclusters\x12D\n" +
+	"\tendpoints\x18\x05 \x03(\v2&.omnirelay.control.v1.ClusterEndpointsR\tendpoints\x12\x18\n" +
+	"\aversion\x18\x06 \x01(\x04R\aversion\"d\n" +
+	"\x10ClusterEndpoints\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1c\n" +
+	"\treachable\x18\x02 \x01(\bR\treachable\x12\x18\n" +
+	"\acontrol\x18\x03 \x03(\tR\acontrol\",\n" +
+	"\x14WatchClustersRequest\x12\x14\n" +
+	"\x05since\x18\x01 \x01(\tR\x05since\"o\n" +
+	"\rClustersEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12:\n" +
+	"\bclusters\x18\x03 \x01(\v2\x1e.omnirelay.control.v1.ClustersR\bclusters\"=\n" +
+	"\x15PromoteClusterRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"E\n" +
+	"\x13PromoteClusterReply\x12\x18\n" +
+	"\acluster\x18\x01 \x01(\tR\acluster\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\xe2\x01\n" +
 	"\x11ClusterDescriptor\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12\x14\n" +
@@ -4044,7 +4347,7 @@ const file_omnirelay_control_v1_control_proto_rawDesc = "" +
 	"\x05Check\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05state\x18\x02 \x01(\tR\x05state\x12\x16\n" +
-	"\x06detail\x18\x03 \x01(\tR\x06detail2\x97\x13\n" +
+	"\x06detail\x18\x03 \x01(\tR\x06detail2\xe5\x14\n" +
 	"\x0eControlService\x12S\n" +
 	"\tListPeers\x12&.omnirelay.control.v1.ListPeersRequest\x1a\x1e.omnirelay.control.v1.PeerList\x12Y\n" +
 	"\n" +
@@ -4078,9 +4381,11 @@ const file_omnirelay_control_v1_control_proto_rawDesc = "" +
 	"\bGetShard\x12%.omnirelay.control.v1.GetShardRequest\x1a .omnirelay.control.v1.ShardReply\x12S\n" +
 	"\vDrainShards\x12\".omnirelay.control.v1.DrainRequest\x1a .omnirelay.control.v1.DrainReply\x12_\n" +
 	"\x0fRebalanceShards\x12&.omnirelay.control.v1.RebalanceRequest\x1a$.omnirelay.control.v1.RebalanceReply\x12Y\n" +
-	"\fListClusters\x12).omnirelay.control.v1.ListClustersRequest\x1a\x1e.omnirelay.control.v1.Clusters\x12^\n" +
+	"\fListClusters\x12).omnirelay.control.v1.ListClustersRequest\x1a\x1e.omnirelay.control.v1.Clusters\x12b\n" +
+	"\rWatchClusters\x12*.omnirelay.control.v1.WatchClustersRequest\x1a#.omnirelay.control.v1.ClustersEvent0\x01\x12^\n" +
 	"\n" +
-	"GetCluster\x12'.omnirelay.control.v1.GetClusterRequest\x1a'.omnirelay.control.v1.ClusterDescriptor\x12O\n" +
+	"GetCluster\x12'.omnirelay.control.v1.GetClusterRequest\x1a'.omnirelay.control.v1.ClusterDescriptor\x12h\n" +
+	"\x0ePromoteCluster\x12+.omnirelay.control.v1.PromoteClusterRequest\x1a).omnirelay.control.v1.PromoteClusterReply\x12O\n" +
 	"\x06Health\x12#.omnirelay.control.v1.HealthRequest\x1a .omnirelay.control.v1.ProbeReply\x12M\n" +
 	"\x05Ready\x12\".omnirelay.control.v1.ReadyRequest\x1a .omnirelay.control.v1.ProbeReplyB@Z>github.com/omnirelay/mesh/proto/omnirelay/control/v1;controlv1b\x06proto3"
 
@@ -4096,77 +4401,82 @@ func file_omnirelay_control_v1_control_proto_rawDescGZIP() []byte {
 	return file_omnirelay_control_v1_control_proto_rawDescData
 }
 
-var file_omnirelay_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 66)
+var file_omnirelay_control_v1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
 var file_omnirelay_control_v1_control_proto_goTypes = []any{
-	(*ErrorDetail)(nil),         // 0: omnirelay.control.v1.ErrorDetail
-	(*Peer)(nil),                // 1: omnirelay.control.v1.Peer
-	(*ListPeersRequest)(nil),    // 2: omnirelay.control.v1.ListPeersRequest
-	(*PeerList)(nil),            // 3: omnirelay.control.v1.PeerList
-	(*WatchPeersRequest)(nil),   // 4: omnirelay.control.v1.WatchPeersRequest
-	(*PeersEvent)(nil),          // 5: omnirelay.control.v1.PeersEvent
-	(*PeersSnapshot)(nil),       // 6: omnirelay.control.v1.PeersSnapshot
-	(*Change)(nil),              // 7: omnirelay.control.v1.Change
-	(*MetaChange)(nil),          // 8: omnirelay.control.v1.MetaChange
-	(*GetPeerRequest)(nil),      // 9: omnirelay.control.v1.GetPeerRequest
-	(*PeerReply)(nil),           // 10: omnirelay.control.v1.PeerReply
-	(*ForceLeaveRequest)(nil),   // 11: omnirelay.control.v1.ForceLeaveRequest
-	(*ForceLeaveReply)(nil),     // 12: omnirelay.control.v1.ForceLeaveReply
-	(*GetStatusRequest)(nil),    // 13: omnirelay.control.v1.GetStatusRequest
-	(*NodeStatus)(nil),          // 14: omnirelay.control.v1.NodeStatus
-	(*StreamLogsRequest)(nil),   // 15: omnirelay.control.v1.StreamLogsRequest
-	(*LogEvent)(nil),            // 16: omnirelay.control.v1.LogEvent
-	(*LogRecord)(nil),           // 17: omnirelay.control.v1.LogRecord
-	(*Dropped)(nil),             // 18: omnirelay.control.v1.Dropped
-	(*SetMetaRequest)(nil),      // 19: omnirelay.control.v1.SetMetaRequest
-	(*DeleteMetaRequest)(nil),   // 20: omnirelay.control.v1.DeleteMetaRequest
-	(*JoinRequest)(nil),         // 21: omnirelay.control.v1.JoinRequest
-	(*JoinReply)(nil),           // 22: omnirelay.control.v1.JoinReply
-	(*LeaveRequest)(nil),        // 23: omnirelay.control.v1.LeaveRequest
-	(*LeaveReply)(nil),          // 24: omnirelay.control.v1.LeaveReply
-	(*GetKeyringRequest)(nil),   // 25: omnirelay.control.v1.GetKeyringRequest
-	(*KeyRequest)(nil),          // 26: omnirelay.control.v1.KeyRequest
-	(*KeyringReply)(nil),        // 27: omnirelay.control.v1.KeyringReply
-	(*KeyInfo)(nil),             // 28: omnirelay.control.v1.KeyInfo
-	(*GetLeadersRequest)(nil),   // 29: omnirelay.control.v1.GetLeadersRequest
-	(*Leaders)(nil),             // 30: omnirelay.control.v1.Leaders
-	(*Lease)(nil),               // 31: omnirelay.control.v1.Lease
-	(*VoterStatus)(nil),         // 32: omnirelay.control.v1.VoterStatus
-	(*LocalLeadership)(nil),     // 33: omnirelay.control.v1.LocalLeadership
-	(*StepDownRequest)(nil),     // 34: omnirelay.control.v1.StepDownRequest
-	(*StepDownReply)(nil),       // 35: omnirelay.control.v1.StepDownReply
-	(*ChangeVotersRequest)(nil), // 36: omnirelay.control.v1.ChangeVotersRequest
-	(*VotersReply)(nil),         // 37: omnirelay.control.v1.VotersReply
-	(*CreateTokenRequest)(nil),  // 38: omnirelay.control.v1.CreateTokenRequest
-	(*TokenReply)(nil),          // 39: omnirelay.control.v1.TokenReply
-	(*ListShardsRequest)(nil),   // 40: omnirelay.control.v1.ListShardsRequest
-	(*ShardMap)(nil),            // 41: omnirelay.control.v1.ShardMap
-	(*Placement)(nil),           // 42: omnirelay.control.v1.Placement
-	(*PlacementNode)(nil),       // 43: omnirelay.control.v1.PlacementNode
-	(*Shard)(nil),               // 44: omnirelay.control.v1.Shard
-	(*WatchShardsRequest)(nil),  // 45: omnirelay.control.v1.WatchShardsRequest
-	(*ShardsEvent)(nil),         // 46: omnirelay.control.v1.ShardsEvent
-	(*LookupShardRequest)(nil),  // 47: omnirelay.control.v1.LookupShardRequest
-	(*ShardLookup)(nil),         // 48: omnirelay.control.v1.ShardLookup
-	(*GetShardRequest)(nil),     // 49: omnirelay.control.v1.GetShardRequest
-	(*ShardReply)(nil),          // 50: omnirelay.control.v1.ShardReply
-	(*DrainRequest)(nil),        // 51: omnirelay.control.v1.DrainRequest
-	(*DrainReply)(nil),          // 52: omnirelay.control.v1.DrainReply
-	(*RebalanceRequest)(nil),    // 53: omnirelay.control.v1.RebalanceRequest
-	(*RebalanceReply)(nil),      // 54: omnirelay.control.v1.RebalanceReply
-	(*ListClustersRequest)(nil), // 55: omnirelay.control.v1.ListClustersRequest
-	(*Clusters)(nil),            // 56: omnirelay.control.v1.Clusters
-	(*ClusterDescriptor)(nil),   // 57: omnirelay.control.v1.ClusterDescriptor
-	(*GetClusterRequest)(nil),   // 58: omnirelay.control.v1.GetClusterRequest
-	(*HealthRequest)(nil),       // 59: omnirelay.control.v1.HealthRequest
-	(*ReadyRequest)(nil),        // 60: omnirelay.control.v1.ReadyRequest
-	(*ProbeReply)(nil),          // 61: omnirelay.control.v1.ProbeReply
-	(*Check)(nil),               // 62: omnirelay.control.v1.Check
-	nil,                         // 63: omnirelay.control.v1.Peer.MetaEntry
-	(*NodeStatus_Members)(nil),  // 64: omnirelay.control.v1.NodeStatus.Members
-	nil,                         // 65: omnirelay.control.v1.LogRecord.AttrsEntry
+	(*ErrorDetail)(nil),           // 0: omnirelay.control.v1.ErrorDetail
+	(*Peer)(nil),                  // 1: omnirelay.control.v1.Peer
+	(*ListPeersRequest)(nil),      // 2: omnirelay.control.v1.ListPeersRequest
+	(*PeerList)(nil),              // 3: omnirelay.control.v1.PeerList
+	(*WatchPeersRequest)(nil),     // 4: omnirelay.control.v1.WatchPeersRequest
+	(*PeersEvent)(nil),            // 5: omnirelay.control.v1.PeersEvent
+	(*PeersSnapshot)(nil),         // 6: omnirelay.control.v1.PeersSnapshot
+	(*Change)(nil),                // 7: omnirelay.control.v1.Change
+	(*MetaChange)(nil),            // 8: omnirelay.control.v1.MetaChange
+	(*GetPeerRequest)(nil),        // 9: omnirelay.control.v1.GetPeerRequest
+	(*PeerReply)(nil),             // 10: omnirelay.control.v1.PeerReply
+	(*ForceLeaveRequest)(nil),     // 11: omnirelay.control.v1.ForceLeaveRequest
+	(*ForceLeaveReply)(nil),       // 12: omnirelay.control.v1.ForceLeaveReply
+	(*GetStatusRequest)(nil),      // 13: omnirelay.control.v1.GetStatusRequest
+	(*NodeStatus)(nil),            // 14: omnirelay.control.v1.NodeStatus
+	(*StreamLogsRequest)(nil),     // 15: omnirelay.control.v1.StreamLogsRequest
+	(*LogEvent)(nil),              // 16: omnirelay.control.v1.LogEvent
+	(*LogRecord)(nil),             // 17: omnirelay.control.v1.LogRecord
+	(*Dropped)(nil),               // 18: omnirelay.control.v1.Dropped
+	(*SetMetaRequest)(nil),        // 19: omnirelay.control.v1.SetMetaRequest
+	(*DeleteMetaRequest)(nil),     // 20: omnirelay.control.v1.DeleteMetaRequest
+	(*JoinRequest)(nil),           // 21: omnirelay.control.v1.JoinRequest
+	(*JoinReply)(nil),             // 22: omnirelay.control.v1.JoinReply
+	(*LeaveRequest)(nil),          // 23: omnirelay.control.v1.LeaveRequest
+	(*LeaveReply)(nil),            // 24: omnirelay.control.v1.LeaveReply
+	(*GetKeyringRequest)(nil),     // 25: omnirelay.control.v1.GetKeyringRequest
+	(*KeyRequest)(nil),            // 26: omnirelay.control.v1.KeyRequest
+	(*KeyringReply)(nil),          // 27: omnirelay.control.v1.KeyringReply
+	(*KeyInfo)(nil),               // 28: omnirelay.control.v1.KeyInfo
+	(*GetLeadersRequest)(nil),     // 29: omnirelay.control.v1.GetLeadersRequest
+	(*Leaders)(nil),               // 30: omnirelay.control.v1.Leaders
+	(*Lease)(nil),                 // 31: omnirelay.control.v1.Lease
+	(*VoterStatus)(nil),           // 32: omnirelay.control.v1.VoterStatus
+	(*LocalLeadership)(nil),       // 33: omnirelay.control.v1.LocalLeadership
+	(*StepDownRequest)(nil),       // 34: omnirelay.control.v1.StepDownRequest
+	(*StepDownReply)(nil),         // 35: omnirelay.control.v1.StepDownReply
+	(*ChangeVotersRequest)(nil),   // 36: omnirelay.control.v1.ChangeVotersRequest
+	(*VotersReply)(nil),           // 37: omnirelay.control.v1.VotersReply
+	(*CreateTokenRequest)(nil),    // 38: omnirelay.control.v1.CreateTokenRequest
+	(*TokenReply)(nil),            // 39: omnirelay.control.v1.TokenReply
+	(*ListShardsRequest)(nil),     // 40: omnirelay.control.v1.ListShardsRequest
+	(*ShardMap)(nil),              // 41: omnirelay.control.v1.ShardMap
+	(*Placement)(nil),             // 42: omnirelay.control.v1.Placement
+	(*PlacementNode)(nil),         // 43: omnirelay.control.v1.PlacementNode
+	(*Shard)(nil),                 // 44: omnirelay.control.v1.Shard
+	(*WatchShardsRequest)(nil),    // 45: omnirelay.control.v1.WatchShardsRequest
+	(*ShardsEvent)(nil),           // 46: omnirelay.control.v1.ShardsEvent
+	(*LookupShardRequest)(nil),    // 47: omnirelay.control.v1.LookupShardRequest
+	(*ShardLookup)(nil),           // 48: omnirelay.control.v1.ShardLookup
+	(*GetShardRequest)(nil),       // 49: omnirelay.control.v1.GetShardRequest
+	(*ShardReply)(nil),            // 50: omnirelay.control.v1.ShardReply
+	(*DrainRequest)(nil),          // 51: omnirelay.control.v1.DrainRequest
+	(*DrainReply)(nil),            // 52: omnirelay.control.v1.DrainReply
+	(*RebalanceRequest)(nil),      // 53: omnirelay.control.v1.RebalanceRequest
+	(*RebalanceReply)(nil),        // 54: omnirelay.control.v1.RebalanceReply
+	(*ListClustersRequest)(nil),   // 55: omnirelay.control.v1.ListClustersRequest
+	(*Clusters)(nil),              // 56: omnirelay.control.v1.Clusters
+	(*ClusterEndpoints)(nil),      // 57: omnirelay.control.v1.ClusterEndpoints
+	(*WatchClustersRequest)(nil),  // 58: omnirelay.control.v1.WatchClustersRequest
+	(*ClustersEvent)(nil),         // 59: omnirelay.control.v1.ClustersEvent
+	(*PromoteClusterRequest)(nil), // 60: omnirelay.control.v1.PromoteClusterRequest
+	(*PromoteClusterReply)(nil),   // 61: omnirelay.control.v1.PromoteClusterReply
+	(*ClusterDescriptor)(nil),     // 62: omnirelay.control.v1.ClusterDescriptor
+	(*GetClusterRequest)(nil),     // 63: omnirelay.control.v1.GetClusterRequest
+	(*HealthRequest)(nil),         // 64: omnirelay.control.v1.HealthRequest
+	(*ReadyRequest)(nil),          // 65: omnirelay.control.v1.ReadyRequest
+	(*ProbeReply)(nil),            // 66: omnirelay.control.v1.ProbeReply
+	(*Check)(nil),                 // 67: omnirelay.control.v1.Check
+	nil,                           // 68: omnirelay.control.v1.Peer.MetaEntry
+	(*NodeStatus_Members)(nil),    // 69: omnirelay.control.v1.NodeStatus.Members
+	nil,                           // 70: omnirelay.control.v1.LogRecord.AttrsEntry
 }
 var file_omnirelay_control_v1_control_proto_depIdxs = []int32{
-	63, // 0: omnirelay.control.v1.Peer.meta:type_name -> omnirelay.control.v1.Peer.MetaEntry
+	68, // 0: omnirelay.control.v1.Peer.meta:type_name -> omnirelay.control.v1.Peer.MetaEntry
 	1,  // 1: omnirelay.control.v1.PeerList.peers:type_name -> omnirelay.control.v1.Peer
 	6,  // 2: omnirelay.control.v1.PeersEvent.snapshot:type_name -> omnirelay.control.v1.PeersSnapshot
 	7,  // 3: omnirelay.control.v1.PeersEvent.change:type_name -> omnirelay.control.v1.Change
@@ -4174,10 +4484,10 @@ var file_omnirelay_control_v1_control_proto_depIdxs = []int32{
 	1,  // 5: omnirelay.control.v1.Change.peer:type_name -> omnirelay.control.v1.Peer
 	8,  // 6: omnirelay.control.v1.Change.meta:type_name -> omnirelay.control.v1.MetaChange
 	1,  // 7: omnirelay.control.v1.PeerReply.peer:type_name -> omnirelay.control.v1.Peer
-	64, // 8: omnirelay.control.v1.NodeStatus.members:type_name -> omnirelay.control.v1.NodeStatus.Members
+	69, // 8: omnirelay.control.v1.NodeStatus.members:type_name -> omnirelay.control.v1.NodeStatus.Members
 	17, // 9: omnirelay.control.v1.LogEvent.log:type_name -> omnirelay.control.v1.LogRecord
 	18, // 10: omnirelay.control.v1.LogEvent.dropped:type_name -> omnirelay.control.v1.Dropped
-	65, // 11: omnirelay.control.v1.LogRecord.attrs:type_name -> omnirelay.control.v1.LogRecord.AttrsEntry
+	70, // 11: omnirelay.control.v1.LogRecord.attrs:type_name -> omnirelay.control.v1.LogRecord.AttrsEntry
 	28, // 12: omnirelay.control.v1.KeyringReply.keys:type_name -> omnirelay.control.v1.KeyInfo
 	31, // 13: omnirelay.control.v1.Leaders.leader:type_name -> omnirelay.control.v1.Lease
 	32, // 14: omnirelay.control.v1.Leaders.voter_status:type_name -> omnirelay.control.v1.VoterStatus
@@ -4187,69 +4497,75 @@ var file_omnirelay_control_v1_control_proto_depIdxs = []int32{
 	43, // 18: omnirelay.control.v1.Placement.nodes:type_name -> omnirelay.control.v1.PlacementNode
 	41, // 19: omnirelay.control.v1.ShardsEvent.map:type_name -> omnirelay.control.v1.ShardMap
 	44, // 20: omnirelay.control.v1.ShardReply.shard:type_name -> omnirelay.control.v1.Shard
-	57, // 21: omnirelay.control.v1.Clusters.clusters:type_name -> omnirelay.control.v1.ClusterDescriptor
-	62, // 22: omnirelay.control.v1.ProbeReply.checks:type_name -> omnirelay.control.v1.Check
-	2,  // 23: omnirelay.control.v1.ControlService.ListPeers:input_type -> omnirelay.control.v1.ListPeersRequest
-	4,  // 24: omnirelay.control.v1.ControlService.WatchPeers:input_type -> omnirelay.control.v1.WatchPeersRequest
-	9,  // 25: omnirelay.control.v1.ControlService.GetPeer:input_type -> omnirelay.control.v1.GetPeerRequest
-	11, // 26: omnirelay.control.v1.ControlService.ForceLeave:input_type -> omnirelay.control.v1.ForceLeaveRequest
-	13, // 27: omnirelay.control.v1.ControlService.GetStatus:input_type -> omnirelay.control.v1.GetStatusRequest
-	15, // 28: omnirelay.control.v1.ControlService.StreamLogs:input_type -> omnirelay.control.v1.StreamLogsRequest
-	19, // 29: omnirelay.control.v1.ControlService.SetMeta:input_type -> omnirelay.control.v1.SetMetaRequest
-	20, // 30: omnirelay.control.v1.ControlService.DeleteMeta:input_type -> omnirelay.control.v1.DeleteMetaRequest
-	21, // 31: omnirelay.control.v1.ControlService.Join:input_type -> omnirelay.control.v1.JoinRequest
-	23, // 32: omnirelay.control.v1.ControlService.Leave:input_type -> omnirelay.control.v1.LeaveRequest
-	25, // 33: omnirelay.control.v1.ControlService.GetKeyring:input_type -> omnirelay.control.v1.GetKeyringRequest
-	26, // 34: omnirelay.control.v1.ControlService.InstallKey:input_type -> omnirelay.control.v1.KeyRequest
-	26, // 35: omnirelay.control.v1.ControlService.UseKey:input_type -> omnirelay.control.v1.KeyRequest
-	26, // 36: omnirelay.control.v1.ControlService.RemoveKey:input_type -> omnirelay.control.v1.KeyRequest
-	29, // 37: omnirelay.control.v1.ControlService.GetLeaders:input_type -> omnirelay.control.v1.GetLeadersRequest
-	34, // 38: omnirelay.control.v1.ControlService.StepDown:input_type -> omnirelay.control.v1.StepDownRequest
-	36, // 39: omnirelay.control.v1.ControlService.ChangeVoters:input_type -> omnirelay.control.v1.ChangeVotersRequest
-	38, // 40: omnirelay.control.v1.ControlService.CreateToken:input_type -> omnirelay.control.v1.CreateTokenRequest
-	40, // 41: omnirelay.control.v1.ControlService.ListShards:input_type -> omnirelay.control.v1.ListShardsRequest
-	45, // 42: omnirelay.control.v1.ControlService.WatchShards:input_type -> omnirelay.control.v1.WatchShardsRequest
-	47, // 43: omnirelay.control.v1.ControlService.LookupShard:input_type -> omnirelay.control.v1.LookupShardRequest
-	49, // 44: omnirelay.control.v1.ControlService.GetShard:input_type -> omnirelay.control.v1.GetShardRequest
-	51, // 45: omnirelay.control.v1.ControlService.DrainShards:input_type -> omnirelay.control.v1.DrainRequest
-	53, // 46: omnirelay.control.v1.ControlService.RebalanceShards:input_type -> omnirelay.control.v1.RebalanceRequest
-	55, // 47: omnirelay.control.v1.ControlService.ListClusters:input_type -> omnirelay.control.v1.ListClustersRequest
-	58, // 48: omnirelay.control.v1.ControlService.GetCluster:input_type -> omnirelay.control.v1.GetClusterRequest
-	59, // 49: omnirelay.control.v1.ControlService.Health:input_type -> omnirelay.control.v1.HealthRequest
-	60, // 50: omnirelay.control.v1.ControlService.Ready:input_type -> omnirelay.control.v1.ReadyRequest
-	3,  // 51: omnirelay.control.v1.ControlService.ListPeers:output_type -> omnirelay.control.v1.PeerList
-	5,  // 52: omnirelay.control.v1.ControlService.WatchPeers:output_type -> omnirelay.control.v1.PeersEvent
-	10, // 53: omnirelay.control.v1.ControlService.GetPeer:output_type -> omnirelay.control.v1.PeerReply
-	12, // 54: omnirelay.control.v1.ControlService.ForceLeave:output_type -> omnirelay.control.v1.ForceLeaveReply
-	14, // 55: omnirelay.control.v1.ControlService.GetStatus:output_type -> omnirelay.control.v1.NodeStatus
-	16, // 56: omnirelay.control.v1.ControlService.StreamLogs:output_type -> omnirelay.control.v1.LogEvent
-	8,  // 57: omnirelay.control.v1.ControlService.SetMeta:output_type -> omnirelay.control.v1.MetaChange
-	8,  // 58: omnirelay.control.v1.ControlService.DeleteMeta:output_type -> omnirelay.control.v1.MetaChange
-	22, // 59: omnirelay.control.v1.ControlService.Join:output_type -> omnirelay.control.v1.JoinReply
-	24, // 60: omnirelay.control.v1.ControlService.Leave:output_type -> omnirelay.control.v1.LeaveReply
-	27, // 61: omnirelay.control.v1.ControlService.GetKeyring:output_type -> omnirelay.control.v1.KeyringReply
-	27, // 62: omnirelay.control.v1.ControlService.InstallKey:output_type -> omnirelay.control.v1.KeyringReply
-	27, // 63: omnirelay.control.v1.ControlService.UseKey:output_type -> omnirelay.control.v1.KeyringReply
-	27, // 64: omnirelay.control.v1.ControlService.RemoveKey:output_type -> omnirelay.control.v1.KeyringReply
-	30, // 65: omnirelay.control.v1.ControlService.GetLeaders:output_type -> omnirelay.control.v1.Leaders
-	35, // 66: omnirelay.control.v1.ControlService.StepDown:output_type -> omnirelay.control.v1.StepDownReply
-	37, // 67: omnirelay.control.v1.ControlService.ChangeVoters:output_type -> omnirelay.control.v1.VotersReply
-	39, // 68: omnirelay.control.v1.ControlService.CreateToken:output_type -> omnirelay.control.v1.TokenReply
-	41, // 69: omnirelay.control.v1.ControlService.ListShards:output_type -> omnirelay.control.v1.ShardMap
-	46, // 70: omnirelay.control.v1.ControlService.WatchShards:output_type -> omnirelay.control.v1.ShardsEvent
-	48, // 71: omnirelay.control.v1.ControlService.LookupShard:output_type -> omnirelay.control.v1.ShardLookup
-	50, // 72: omnirelay.control.v1.ControlService.GetShard:output_type -> omnirelay.control.v1.ShardReply
-	52, // 73: omnirelay.control.v1.ControlService.DrainShards:output_type -> omnirelay.control.v1.DrainReply
-	54, // 74: omnirelay.control.v1.ControlService.RebalanceShards:output_type -> omnirelay.control.v1.RebalanceReply
-	56, // 75: omnirelay.control.v1.ControlService.ListClusters:output_type -> omnirelay.control.v1.Clusters
-	57, // 76: omnirelay.control.v1.ControlService.GetCluster:output_type -> omnirelay.control.v1.ClusterDescriptor
-	61, // 77: omnirelay.control.v1.ControlService.Health:output_type -> omnirelay.control.v1.ProbeReply
-	61, // 78: omnirelay.control.v1.ControlService.Ready:output_type -> omnirelay.control.v1.ProbeReply
-	51, // [51:79] is the sub-list for method output_type
-	23, // [23:51] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	62, // 21: omnirelay.control.v1.Clusters.clusters:type_name -> omnirelay.control.v1.ClusterDescriptor
+	57, // 22: omnirelay.control.v1.Clusters.endpoints:type_name -> omnirelay.control.v1.ClusterEndpoints
+	56, // 23: omnirelay.control.v1.ClustersEvent.clusters:type_name -> omnirelay.control.v1.Clusters
+	67, // 24: omnirelay.control.v1.ProbeReply.checks:type_name -> omnirelay.control.v1.Check
+	2,  // 25: omnirelay.control.v1.ControlService.ListPeers:input_type -> omnirelay.control.v1.ListPeersRequest
+	4,  // 26: omnirelay.control.v1.ControlService.WatchPeers:input_type -> omnirelay.control.v1.WatchPeersRequest
+	9,  // 27: omnirelay.control.v1.ControlService.GetPeer:input_type -> omnirelay.control.v1.GetPeerRequest
+	11, // 28: omnirelay.control.v1.ControlService.ForceLeave:input_type -> omnirelay.control.v1.ForceLeaveRequest
+	13, // 29: omnirelay.control.v1.ControlService.GetStatus:input_type -> omnirelay.control.v1.GetStatusRequest
+	15, // 30: omnirelay.control.v1.ControlService.StreamLogs:input_type -> omnirelay.control.v1.StreamLogsRequest
+	19, // 31: omnirelay.control.v1.ControlService.SetMeta:input_type -> omnirelay.control.v1.SetMetaRequest
+	20, // 32: omnirelay.control.v1.ControlService.DeleteMeta:input_type -> omnirelay.control.v1.DeleteMetaRequest
+	21, // 33: omnirelay.control.v1.ControlService.Join:input_type -> omnirelay.control.v1.JoinRequest
+	23, // 34: omnirelay.control.v1.ControlService.Leave:input_type -> omnirelay.control.v1.LeaveRequest
+	25, // 35: omnirelay.control.v1.ControlService.GetKeyring:input_type -> omnirelay.control.v1.GetKeyringRequest
+	26, // 36: omnirelay.control.v1.ControlService.InstallKey:input_type -> omnirelay.control.v1.KeyRequest
+	26, // 37: omnirelay.control.v1.ControlService.UseKey:input_type -> omnirelay.control.v1.KeyRequest
+	26, // 38: omnirelay.control.v1.ControlService.RemoveKey:input_type -> omnirelay.control.v1.KeyRequest
+	29, // 39: omnirelay.control.v1.ControlService.GetLeaders:input_type -> omnirelay.control.v1.GetLeadersRequest
+	34, // 40: omnirelay.control.v1.ControlService.StepDown:input_type -> omnirelay.control.v1.StepDownRequest
+	36, // 41: omnirelay.control.v1.ControlService.ChangeVoters:input_type -> omnirelay.control.v1.ChangeVotersRequest
+	38, // 42: omnirelay.control.v1.ControlService.CreateToken:input_type -> omnirelay.control.v1.CreateTokenRequest
+	40, // 43: omnirelay.control.v1.ControlService.ListShards:input_type -> omnirelay.control.v1.ListShardsRequest
+	45, // 44: omnirelay.control.v1.ControlService.WatchShards:input_type -> omnirelay.control.v1.WatchShardsRequest
+	47, // 45: omnirelay.control.v1.ControlService.LookupShard:input_type -> omnirelay.control.v1.LookupShardRequest
+	49, // 46: omnirelay.control.v1.ControlService.GetShard:input_type -> omnirelay.control.v1.GetShardRequest
+	51, // 47: omnirelay.control.v1.ControlService.DrainShards:input_type -> omnirelay.control.v1.DrainRequest
+	53, // 48: omnirelay.control.v1.ControlService.RebalanceShards:input_type -> omnirelay.control.v1.RebalanceRequest
+	55, // 49: omnirelay.control.v1.ControlService.ListClusters:input_type -> omnirelay.control.v1.ListClustersRequest
+	58, // 50: omnirelay.control.v1.ControlService.WatchClusters:input_type -> omnirelay.control.v1.WatchClustersRequest
+	63, // 51: omnirelay.control.v1.ControlService.GetCluster:input_type -> omnirelay.control.v1.GetClusterRequest
+	60, // 52: omnirelay.control.v1.ControlService.PromoteCluster:input_type -> omnirelay.control.v1.PromoteClusterRequest
+	64, // 53: omnirelay.control.v1.ControlService.Health:input_type -> omnirelay.control.v1.HealthRequest
+	65, // 54: omnirelay.control.v1.ControlService.Ready:input_type -> omnirelay.control.v1.ReadyRequest
+	3,  // 55: omnirelay.control.v1.ControlService.ListPeers:output_type -> omnirelay.control.v1.PeerList
+	5,  // 56: omnirelay.control.v1.ControlService.WatchPeers:output_type -> omnirelay.control.v1.PeersEvent
+	10, // 57: omnirelay.control.v1.ControlService.GetPeer:output_type -> omnirelay.control.v1.PeerReply
+	12, // 58: omnirelay.control.v1.ControlService.ForceLeave:output_type -> omnirelay.control.v1.ForceLeaveReply
+	14, // 59: omnirelay.control.v1.ControlService.GetStatus:output_type -> omnirelay.control.v1.NodeStatus
+	16, // 60: omnirelay.control.v1.ControlService.StreamLogs:output_type -> omnirelay.control.v1.LogEvent
+	8,  // 61: omnirelay.control.v1.ControlService.SetMeta:output_type -> omnirelay.control.v1.MetaChange
+	8,  // 62: omnirelay.control.v1.ControlService.DeleteMeta:output_type -> omnirelay.control.v1.MetaChange
+	22, // 63: omnirelay.control.v1.ControlService.Join:output_type -> omnirelay.control.v1.JoinReply
+	24, // 64: omnirelay.control.v1.ControlService.Leave:output_type -> omnirelay.control.v1.LeaveReply
+	27, // 65: omnirelay.control.v1.ControlService.GetKeyring:output_type -> omnirelay.control.v1.KeyringReply
+	27, // 66: omnirelay.control.v1.ControlService.InstallKey:output_type -> omnirelay.control.v1.KeyringReply
+	27, // 67: omnirelay.control.v1.ControlService.UseKey:output_type -> omnirelay.control.v1.KeyringReply
+	27, // 68: omnirelay.control.v1.ControlService.RemoveKey:output_type -> omnirelay.control.v1.KeyringReply
+	30, // 69: omnirelay.control.v1.ControlService.GetLeaders:output_type -> omnirelay.control.v1.Leaders
+	35, // 70: omnirelay.control.v1.ControlService.StepDown:output_type -> omnirelay.control.v1.StepDownReply
+	37, // 71: omnirelay.control.v1.ControlService.ChangeVoters:output_type -> omnirelay.control.v1.VotersReply
+	39, // 72: omnirelay.control.v1.ControlService.CreateToken:output_type -> omnirelay.control.v1.TokenReply
+	41, // 73: omnirelay.control.v1.ControlService.ListShards:output_type -> omnirelay.control.v1.ShardMap
+	46, // 74: omnirelay.control.v1.ControlService.WatchShards:output_type -> omnirelay.control.v1.ShardsEvent
+	48, // 75: omnirelay.control.v1.ControlService.LookupShard:output_type -> omnirelay.control.v1.ShardLookup
+	50, // 76: omnirelay.control.v1.ControlService.GetShard:output_type -> omnirelay.control.v1.ShardReply
+	52, // 77: omnirelay.control.v1.ControlService.DrainShards:output_type -> omnirelay.control.v1.DrainReply
+	54, // 78: omnirelay.control.v1.ControlService.RebalanceShards:output_type -> omnirelay.control.v1.RebalanceReply
+	56, // 79: omnirelay.control.v1.ControlService.ListClusters:output_type -> omnirelay.control.v1.Clusters
+	59, // 80: omnirelay.control.v1.ControlService.WatchClusters:output_type -> omnirelay.control.v1.ClustersEvent
+	62, // 81: omnirelay.control.v1.ControlService.GetCluster:output_type -> omnirelay.control.v1.ClusterDescriptor
+	61, // 82: omnirelay.control.v1.ControlService.PromoteCluster:output_type -> omnirelay.control.v1.PromoteClusterReply
+	66, // 83: omnirelay.control.v1.ControlService.Health:output_type -> omnirelay.control.v1.ProbeReply
+	66, // 84: omnirelay.control.v1.ControlService.Ready:output_type -> omnirelay.control.v1.ProbeReply
+	55, // [55:85] is the sub-list for method output_type
+	25, // [25:55] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_omnirelay_control_v1_control_proto_init() }
@@ -4264,7 +4580,7 @@ func file_omnirelay_control_v1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_omnirelay_control_v1_control_proto_rawDesc), len(file_omnirelay_control_v1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   66,
+			NumMessages:   71,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -107,9 +107,15 @@ const (
 	// ControlServiceListClustersProcedure is the fully-qualified name of the ControlService's
 	// ListClusters RPC.
 	ControlServiceListClustersProcedure = "/omnirelay.control.v1.ControlService/ListClusters"
+	// ControlServiceWatchClustersProcedure is the fully-qualified name of the ControlService's
+	// WatchClusters RPC.
+	ControlServiceWatchClustersProcedure = "/omnirelay.control.v1.ControlService/WatchClusters"
 	// ControlServiceGetClusterProcedure is the fully-qualified name of the ControlService's GetCluster
 	// RPC.
 	ControlServiceGetClusterProcedure = "/omnirelay.control.v1.ControlService/GetCluster"
+	// ControlServicePromoteClusterProcedure is the fully-qualified name of the ControlService's
+	// PromoteCluster RPC.
+	ControlServicePromoteClusterProcedure = "/omnirelay.control.v1.ControlService/PromoteCluster"
 	// ControlServiceHealthProcedure is the fully-qualified name of the ControlService's Health RPC.
 	ControlServiceHealthProcedure = "/omnirelay.control.v1.ControlService/Health"
 	// ControlServiceReadyProcedure is the fully-qualified name of the ControlService's Ready RPC.
@@ -169,8 +175,12 @@ type ControlServiceClient interface {
 	RebalanceShards(context.Context, *connect.Request[v1.RebalanceRequest]) (*connect.Response[v1.RebalanceReply], error)
 	// GET /control/v1/clusters.
 	ListClusters(context.Context, *connect.Request[v1.ListClustersRequest]) (*connect.Response[v1.Clusters], error)
+	// GET /control/v1/clusters?watch=true.
+	WatchClusters(context.Context, *connect.Request[v1.WatchClustersRequest]) (*connect.ServerStreamForClient[v1.ClustersEvent], error)
 	// GET /control/v1/clusters/{id}.
 	GetCluster(context.Context, *connect.Request[v1.GetClusterRequest]) (*connect.Response[v1.ClusterDescriptor], error)
+	// POST /control/v1/clusters/{id}/promote (operator, the cluster's lease holder).
+	PromoteCluster(context.Context, *connect.Request[v1.PromoteClusterRequest]) (*connect.Response[v1.PromoteClusterReply], error)
 	// GET /healthz (no credentials): status "fail" is a reply, not an error.
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.ProbeReply], error)
 	// GET /readyz (no credentials): as Health.
@@ -338,10 +348,22 @@ func NewControlServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(controlServiceMethods.ByName("ListClusters")),
 			connect.WithClientOptions(opts...),
 		),
+		watchClusters: connect.NewClient[v1.WatchClustersRequest, v1.ClustersEvent](
+			httpClient,
+			baseURL+ControlServiceWatchClustersProcedure,
+			connect.WithSchema(controlServiceMethods.ByName("WatchClusters")),
+			connect.WithClientOptions(opts...),
+		),
 		getCluster: connect.NewClient[v1.GetClusterRequest, v1.ClusterDescriptor](
 			httpClient,
 			baseURL+ControlServiceGetClusterProcedure,
 			connect.WithSchema(controlServiceMethods.ByName("GetCluster")),
+			connect.WithClientOptions(opts...),
+		),
+		promoteCluster: connect.NewClient[v1.PromoteClusterRequest, v1.PromoteClusterReply](
+			httpClient,
+			baseURL+ControlServicePromoteClusterProcedure,
+			connect.WithSchema(controlServiceMethods.ByName("PromoteCluster")),
 			connect.WithClientOptions(opts...),
 		),
 		health: connect.NewClient[v1.HealthRequest, v1.ProbeReply](
@@ -386,7 +408,9 @@ type controlServiceClient struct {
 	drainShards     *connect.Client[v1.DrainRequest, v1.DrainReply]
 	rebalanceShards *connect.Client[v1.RebalanceRequest, v1.RebalanceReply]
 	listClusters    *connect.Client[v1.ListClustersRequest, v1.Clusters]
+	watchClusters   *connect.Client[v1.WatchClustersRequest, v1.ClustersEvent]
 	getCluster      *connect.Client[v1.GetClusterRequest, v1.ClusterDescriptor]
+	promoteCluster  *connect.Client[v1.PromoteClusterRequest, v1.PromoteClusterReply]
 	health          *connect.Client[v1.HealthRequest, v1.ProbeReply]
 	ready           *connect.Client[v1.ReadyRequest, v1.ProbeReply]
 }
@@ -516,9 +540,19 @@ func (c *controlServiceClient) ListClusters(ctx context.Context, req *connect.Re
 	return c.listClusters.CallUnary(ctx, req)
 }
 
+// WatchClusters calls omnirelay.control.v1.ControlService.WatchClusters.
+func (c *controlServiceClient) WatchClusters(ctx context.Context, req *connect.Request[v1.WatchClustersRequest]) (*connect.ServerStreamForClient[v1.ClustersEvent], error) {
+	return c.watchClusters.CallServerStream(ctx, req)
+}
+
 // GetCluster calls omnirelay.control.v1.ControlService.GetCluster.
 func (c *controlServiceClient) GetCluster(ctx context.Context, req *connect.Request[v1.GetClusterRequest]) (*connect.Response[v1.ClusterDescriptor], error) {
 	return c.getCluster.CallUnary(ctx, req)
+}
+
+// PromoteCluster calls omnirelay.control.v1.ControlService.PromoteCluster.
+func (c *controlServiceClient) PromoteCluster(ctx context.Context, req *connect.Request[v1.PromoteClusterRequest]) (*connect.Response[v1.PromoteClusterReply], error) {
+	return c.promoteCluster.CallUnary(ctx, req)
 }
 
 // Health calls omnirelay.control.v1.ControlService.Health.
@@ -584,8 +618,12 @@ type ControlServiceHandler interface {
 	RebalanceShards(context.Context, *connect.Request[v1.RebalanceRequest]) (*connect.Response[v1.RebalanceReply], error)
 	// GET /control/v1/clusters.
 	ListClusters(context.Context, *connect.Request[v1.ListClustersRequest]) (*connect.Response[v1.Clusters], error)
+	// GET /control/v1/clusters?watch=true.
+	WatchClusters(context.Context, *connect.Request[v1.WatchClustersRequest], *connect.ServerStream[v1.ClustersEvent]) error
 	// GET /control/v1/clusters/{id}.
 	GetCluster(context.Context, *connect.Request[v1.GetClusterRequest]) (*connect.Response[v1.ClusterDescriptor], error)
+	// POST /control/v1/clusters/{id}/promote (operator, the cluster's lease holder).
+	PromoteCluster(context.Context, *connect.Request[v1.PromoteClusterRequest]) (*connect.Response[v1.PromoteClusterReply], error)
 	// GET /healthz (no credentials): status "fail" is a reply, not an error.
 	Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.ProbeReply], error)
 	// GET /readyz (no credentials): as Health.
@@ -749,10 +787,22 @@ func NewControlServiceHandler(svc ControlServiceHandler, opts ...connect.Handler
 		connect.WithSchema(controlServiceMethods.ByName("ListClusters")),
 		connect.WithHandlerOptions(opts...),
 	)
+	controlServiceWatchClustersHandler := connect.NewServerStreamHandler(
+		ControlServiceWatchClustersProcedure,
+		svc.WatchClusters,
+		connect.WithSchema(controlServiceMethods.ByName("WatchClusters")),
+		connect.WithHandlerOptions(opts...),
+	)
 	controlServiceGetClusterHandler := connect.NewUnaryHandler(
 		ControlServiceGetClusterProcedure,
 		svc.GetCluster,
 		connect.WithSchema(controlServiceMethods.ByName("GetCluster")),
+		connect.WithHandlerOptions(opts...),
+	)
+	controlServicePromoteClusterHandler := connect.NewUnaryHandler(
+		ControlServicePromoteClusterProcedure,
+		svc.PromoteCluster,
+		connect.WithSchema(controlServiceMethods.ByName("PromoteCluster")),
 		connect.WithHandlerOptions(opts...),
 	)
 	controlServiceHealthHandler := connect.NewUnaryHandler(
@@ -819,8 +869,12 @@ func NewControlServiceHandler(svc ControlServiceHandler, opts ...connect.Handler
 			controlServiceRebalanceShardsHandler.ServeHTTP(w, r)
 		case ControlServiceListClustersProcedure:
 			controlServiceListClustersHandler.ServeHTTP(w, r)
+		case ControlServiceWatchClustersProcedure:
+			controlServiceWatchClustersHandler.ServeHTTP(w, r)
 		case ControlServiceGetClusterProcedure:
 			controlServiceGetClusterHandler.ServeHTTP(w, r)
+		case ControlServicePromoteClusterProcedure:
+			controlServicePromoteClusterHandler.ServeHTTP(w, r)
 		case ControlServiceHealthProcedure:
 			controlServiceHealthHandler.ServeHTTP(w, r)
 		case ControlServiceReadyProcedure:
@@ -934,8 +988,16 @@ func (UnimplementedControlServiceHandler) ListClusters(context.Context, *connect
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("omnirelay.control.v1.ControlService.ListClusters is not implemented"))
 }
 
+func (UnimplementedControlServiceHandler) WatchClusters(context.Context, *connect.Request[v1.WatchClustersRequest], *connect.ServerStream[v1.ClustersEvent]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("omnirelay.control.v1.ControlService.WatchClusters is not implemented"))
+}
+
 func (UnimplementedControlServiceHandler) GetCluster(context.Context, *connect.Request[v1.GetClusterRequest]) (*connect.Response[v1.ClusterDescriptor], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("omnirelay.control.v1.ControlService.GetCluster is not implemented"))
+}
+
+func (UnimplementedControlServiceHandler) PromoteCluster(context.Context, *connect.Request[v1.PromoteClusterRequest]) (*connect.Response[v1.PromoteClusterReply], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("omnirelay.control.v1.ControlService.PromoteCluster is not implemented"))
 }
 
 func (UnimplementedControlServiceHandler) Health(context.Context, *connect.Request[v1.HealthRequest]) (*connect.Response[v1.ProbeReply], error) {

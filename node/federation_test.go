@@ -1,0 +1,184 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/omnirelay/mesh/cluster"
+	"github.com/omnirelay/mesh/control"
+)
+
+// promoteAfter is the unreachable time after which a passive cluster promotes
+// itself in the loopback test.
+const promoteAfter = 3 * time.Second
+
+// startFederated starts cluster id of three voters, every one a gateway, on
+// loopback sockets; wanSeed is a gateway of another cluster ("" for the first).
+func startFederated(t *testing.T, id, state, wanSeed string) []*Node {
+	t.Helper()
+	voters := []string{id + "1", id + "2", id + "3"}
+	var nodes []*Node
+	for i, name := range voters {
+		cfg := Config{Name: name, Bind: "127.0.0.1:0", Control: "127.0.0.1:0", ClusterLabel: "fed-" + id,
+			Keys: [][]byte{testKey}, Voters: voters, Voter: true, DataDir: t.TempDir(),
+			Logger: slog.New(slog.DiscardHandler),
+			Federation: &Federation{Cluster: id, Clusters: []string{"a", "b"}, Region: "region-" + id, State: state,
+				PromoteAfter: promoteAfter, Gateway: &Gateway{Bind: "127.0.0.1:0"}}}
+		if i > 0 {
+			cfg.Join = []string{nodes[0].AdvertiseAddr()}
+		}
+		if wanSeed != "" {
+			cfg.Federation.Gateway.Join = []string{wanSeed}
+		} else if i > 0 {
+			cfg.Federation.Gateway.Join = []string{nodes[0].fed.wan.AdvertiseAddr()}
+		}
+		n, err := Start(t.Context(), cfg)
+		if err != nil {
+			t.Fatalf("Start(%s): %v", name, err)
+		}
+		t.Cleanup(func() { n.Close() })
+		if err := n.SetMeta(ControlMetaKey, "http://"+n.ControlAddr()); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, n)
+	}
+	return nodes
+}
+
+// serving is the node of nodes that answers as the active registry, if one does;
+// a second one fails the test.
+func serving(t *testing.T, nodes []*Node) (*Node, cluster.Descriptor) {
+	t.Helper()
+	var who *Node
+	var d cluster.Descriptor
+	for _, n := range nodes {
+		v, err := n.Clusters()
+		if errors.Is(err, ErrClosed) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !v.Serving {
+			continue
+		}
+		if who != nil {
+			t.Fatalf("%s and %s both answer as the active registry", who.Name(), n.Name())
+		}
+		who, d = n, descriptorOf(v.Descriptors, v.Self)
+	}
+	return who, d
+}
+
+// TestFederationLoopback: two clusters of three agents on loopback sockets, every
+// agent a voter and a gateway, at the default timers but PromoteAfter (3 s). Cluster a starts active; every agent of both lists
+// both clusters and the other's endpoints. A planned promotion of b (asked of
+// a's lease holder through the control API) drains a and makes b active with a
+// higher failover version. Then every agent of b is killed, and a promotes
+// itself once b has been unreachable for PromoteAfter. At every sample at most
+// one agent of the federation answers as active. The figures are logged:
+// docs/benchmarks.md ("multi-cluster, loopback").
+func TestFederationLoopback(t *testing.T) {
+	a := startFederated(t, "a", "active", "")
+	b := startFederated(t, "b", "passive", a[0].fed.wan.AdvertiseAddr())
+	all := append(append([]*Node{}, a...), b...)
+	start := time.Now()
+	eventually(t, 15*time.Second, "a active and every agent sees both clusters and the other's endpoints", func() bool {
+		if n, _ := serving(t, all); n == nil || n.cfg.Federation.Cluster != "a" {
+			return false
+		}
+		for _, n := range all {
+			v, err := n.Clusters()
+			if err != nil || v.Active != "a" || len(v.Remotes) != 1 {
+				return false
+			}
+			for _, r := range v.Remotes {
+				if !r.Reachable || len(r.Control) == 0 {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	t.Logf("federation of 2x3 agents up, a active: %v", time.Since(start).Round(time.Millisecond))
+
+	// A watcher of an agent of a that is not the holder hears the handoff.
+	watchCtx, stopWatch := context.WithCancel(t.Context())
+	defer stopWatch()
+	req, _ := http.NewRequestWithContext(watchCtx, http.MethodGet, "http://"+a[1].ControlAddr()+"/control/v1/clusters?watch=true", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	actives := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			var cs control.Clusters
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && json.Unmarshal([]byte(data), &cs) == nil {
+				select {
+				case actives <- cs.Active:
+				default:
+				}
+			}
+		}
+	}()
+
+	holder, before := serving(t, all)
+	c := &control.Client{Base: "http://" + holder.ControlAddr()}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	if _, err := c.PromoteCluster(ctx, "b", false); err != nil {
+		t.Fatalf("planned promotion of b through %s: %v", holder.Name(), err)
+	}
+	var after cluster.Descriptor
+	eventually(t, 10*time.Second, "b active after the planned promotion", func() bool {
+		var n *Node
+		n, after = serving(t, all)
+		return n != nil && n.cfg.Federation.Cluster == "b"
+	})
+	handoff := time.Since(t0)
+	if after.Version <= before.Version || after.State != cluster.Active {
+		t.Fatalf("b took over as %+v, a was %+v: want a higher failover version", after, before)
+	}
+	for seen := ""; seen != "b"; {
+		select {
+		case seen = <-actives:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the watch stream of a2 did not report b active after the handoff")
+		}
+	}
+	eventually(t, 5*time.Second, "a passive after the handoff", func() bool {
+		v, _ := a[0].Clusters()
+		return descriptorOf(v.Descriptors, "a").State == cluster.Passive
+	})
+
+	t1 := time.Now()
+	for _, n := range b {
+		n.Close()
+	}
+	var promoted cluster.Descriptor
+	eventually(t, 15*time.Second, "a promoted itself after b died", func() bool {
+		var n *Node
+		n, promoted = serving(t, a)
+		return n != nil
+	})
+	failover := time.Since(t1)
+	if promoted.Version <= after.Version {
+		t.Fatalf("a promoted itself at %+v, b was active at %+v: want a higher version", promoted, after)
+	}
+	if failover < promoteAfter {
+		t.Fatalf("a promoted itself %v after b died, before PromoteAfter (%v)", failover, promoteAfter)
+	}
+	t.Logf("planned handoff a->b: %d ms (version %d -> %d); unplanned failover b->a after killing all of b: %d ms (PromoteAfter %v, version %d)",
+		handoff.Milliseconds(), before.Version, after.Version, failover.Milliseconds(), promoteAfter, promoted.Version)
+}
