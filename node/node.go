@@ -112,6 +112,9 @@ type Node struct {
 	// log lines of refused forgeries (every one is counted).
 	certs     *certStore
 	forgedLog rateLog
+	// metaForgedLog does the same for metadata cells not signed by their writer
+	// (PROTOCOL.md section 13).
+	metaForgedLog rateLog
 	// nameConflicts is swim's NameConflicts count last looked at.
 	nameConflicts uint64
 
@@ -973,6 +976,9 @@ func (n *Node) flushOnce() {
 	}
 	if len(rd.Forged) > 0 {
 		n.auditForged(now, rd.Forged)
+	}
+	if len(rd.MetaForged) > 0 {
+		n.auditMetaForged(now, rd.MetaForged)
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()

@@ -240,6 +240,19 @@ func (m *Machine) certSync(now time.Time, from string) {
 	}
 }
 
+// SyncCerts asks for the certificates the host lacked to verify what came from
+// from (metadata signed by a member whose certificate we do not hold): a
+// push-pull with from, under certSync's rules (a live member verified at that
+// address, else another verified one; at most one a GossipInterval). Without
+// Auth it does nothing.
+func (m *Machine) SyncCerts(now time.Time, from string) {
+	if m.cfg.Auth == nil {
+		return
+	}
+	m.wantCerts = true
+	m.certSync(now, from)
+}
+
 // maxPendingClaims bounds the Alives of unknown signers kept to retry once
 // certificates arrive: without them a member whose gossip was spent before its
 // certificate reached us waited for a periodic push-pull (a 100-node formation
