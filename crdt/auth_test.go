@@ -228,8 +228,8 @@ func TestSignedClusterMapOnlyFromTheEpochsHolder(t *testing.T) {
 	}
 }
 
-// A forged delta of the receiver's own map is refused, not refuted: a key
-// holder cannot make a member re-issue its map at will.
+// A forged delta of the receiver's own map is refused, not refuted: a holder of
+// another member's key cannot make a member re-issue its map at will.
 func TestSignedForgeryOfOwnMapIsNotRefuted(t *testing.T) {
 	st := signedStores(t, "n4", "n5")
 	n4 := st["n4"]
@@ -249,6 +249,14 @@ func TestSignedForgeryOfOwnMapIsNotRefuted(t *testing.T) {
 	life.Since = life.Floor
 	if a := apply(t, n4, life); a.Reissue == nil {
 		t.Fatal("a previous life of n4 signed by n4 was not refuted")
+	}
+	// So is one signed by a key n4 does not hold (its certificate before a
+	// restart): re-issuing costs a gossip, staying below it would lose n4's writes.
+	inc = n4.Incarnation()
+	old := forge("stranger", Delta{Node: "n4", Since: epochStart(inc + 1), Have: Version{Epoch: inc + 1, Counter: 1},
+		Floor: epochStart(inc + 1), Entries: []Entry{{Key: "grpc", Value: []byte("old"), Version: Version{Epoch: inc + 1, Counter: 1}}}})
+	if a := apply(t, n4, old); a.Reissue == nil || len(a.Refused) != 0 {
+		t.Fatalf("a previous life under an unknown key: reissue %v, refusals %v", a.Reissue != nil, reasons(a))
 	}
 }
 

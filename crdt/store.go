@@ -205,10 +205,17 @@ func (s *Store) apply(d *Delta, a *Applied) error {
 			return err
 		}
 		if s.auth != nil {
-			// Only a life of ours signed with our key is refuted: a forgery
-			// must not make us re-issue the map.
+			// A forgery (another member's key, or ours not verifying) must not
+			// make us re-issue the map. A key we do not hold is taken as ours of
+			// a previous life (a certificate we had before a restart): refuting
+			// it only re-issues what we hold, and without it our new writes would
+			// stay below that life's everywhere.
+			n := len(a.Refused)
 			if ok, _ := s.authorize(s.own(), d, a); !ok {
-				return nil
+				if a.Refused[n].Reason != ReasonUnknownSigner {
+					return nil
+				}
+				a.Refused = a.Refused[:n]
 			}
 		}
 		return s.refute(d, a)

@@ -211,8 +211,9 @@ func (h *Stack) retryPending(now time.Time) {
 	defer func() { ms.retrying = false }()
 	ps := ms.pending
 	ms.pending = nil
+	budget := ms.budget() // each verified once a try: bounded by maxPendingMeta
+	defer ms.setBudget(budget)
 	for _, p := range ps {
-		ms.auth.budget = -1 // each verified once a try: bounded by maxPendingMeta
 		ms.auth.unknownSigner = false
 		a, err := ms.store.Apply(p.d)
 		if len(a.Refused) == 1 && a.Refused[0].Reason == crdt.ReasonUnknownSigner {
