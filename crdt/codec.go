@@ -18,16 +18,18 @@ import (
 // limit error (ErrKeyTooLong, ErrValueTooLarge, ErrMapTooLarge, ErrTooManyNodes,
 // ErrNameTooLong).
 //
-//	Delta    {"n": node (str), "s": Since, "h": Have, "f": Floor, "x": [Entry]}
+//	Delta    {"n": node (str), "s": Since, "h": Have, "f": Floor, "x": [Entry],
+//	          "g": head signature (bin)}
 //	Version  {"e": epoch (uint), "c": counter (uint)}
 //	Entry    {"k": key (str), "v": value (bin), "c": counter (uint),
-//	          "e": epoch (uint, omitted when equal to Have's), "d": deleted (true)}
+//	          "e": epoch (uint, omitted when equal to Have's), "d": deleted (true),
+//	          "g": signature (bin)}
 //	Snapshot {"m": [Delta]}
 
 // AppendDelta appends the encoding of d to dst.
 func AppendDelta(dst []byte, d Delta) []byte {
 	n := 0
-	for _, present := range []bool{d.Node != "", !d.Since.IsZero(), !d.Have.IsZero(), !d.Floor.IsZero(), len(d.Entries) > 0} {
+	for _, present := range []bool{d.Node != "", !d.Since.IsZero(), !d.Have.IsZero(), !d.Floor.IsZero(), len(d.Entries) > 0, len(d.Head) > 0} {
 		if present {
 			n++
 		}
@@ -49,6 +51,9 @@ func AppendDelta(dst []byte, d Delta) []byte {
 		for i := range d.Entries {
 			dst = appendEntry(dst, &d.Entries[i], d.Have.Epoch)
 		}
+	}
+	if len(d.Head) > 0 {
+		dst = msgp.AppendBin(msgp.AppendStr(dst, "g"), d.Head)
 	}
 	return dst
 }
@@ -74,7 +79,7 @@ func appendVersion(dst []byte, v Version) []byte {
 func appendEntry(dst []byte, e *Entry, epoch uint64) []byte {
 	hasValue := !e.Deleted && len(e.Value) > 0
 	n := 1
-	for _, present := range []bool{hasValue, e.Version.Counter != 0, e.Version.Epoch != epoch, e.Deleted} {
+	for _, present := range []bool{hasValue, e.Version.Counter != 0, e.Version.Epoch != epoch, e.Deleted, len(e.Sig) > 0} {
 		if present {
 			n++
 		}
@@ -92,7 +97,25 @@ func appendEntry(dst []byte, e *Entry, epoch uint64) []byte {
 	if e.Deleted {
 		dst = msgp.AppendBool(msgp.AppendStr(dst, "d"), true)
 	}
+	if len(e.Sig) > 0 {
+		dst = msgp.AppendBin(msgp.AppendStr(dst, "g"), e.Sig)
+	}
 	return dst
+}
+
+// decodeSig reads a signature field (bin, at most MaxSigBytes) as a copy.
+func decodeSig(r *msgp.Reader) ([]byte, error) {
+	b, err := r.Bin()
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > MaxSigBytes {
+		return nil, fmt.Errorf("%w: signature of %d bytes, max %d", ErrMalformed, len(b), MaxSigBytes)
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return append([]byte(nil), b...), nil
 }
 
 // AppendSnapshot appends the encoding of s to dst.
@@ -255,6 +278,8 @@ func decodeDelta(r *msgp.Reader, lim Limits) (Delta, error) {
 			bit = 8
 		case "x":
 			bit = 16
+		case "g":
+			bit = 32
 		default:
 			if err := r.Skip(); err != nil {
 				return Delta{}, err
@@ -283,6 +308,8 @@ func decodeDelta(r *msgp.Reader, lim Limits) (Delta, error) {
 			d.Floor, err = decodeVersion(r)
 		case 16:
 			entries, err = r.Raw()
+		case 32:
+			d.Head, err = decodeSig(r)
 		}
 		if err != nil {
 			return Delta{}, err
@@ -344,6 +371,8 @@ func decodeEntry(r *msgp.Reader, lim Limits, epoch uint64) (Entry, error) {
 			bit = 8
 		case "d":
 			bit = 16
+		case "g":
+			bit = 32
 		default:
 			if err := r.Skip(); err != nil {
 				return Entry{}, err
@@ -379,6 +408,8 @@ func decodeEntry(r *msgp.Reader, lim Limits, epoch uint64) (Entry, error) {
 			e.Version.Epoch, err = r.Uint()
 		case 16:
 			e.Deleted, err = r.Bool()
+		case 32:
+			e.Sig, err = decodeSig(r)
 		}
 		if err != nil {
 			return Entry{}, err

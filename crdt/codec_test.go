@@ -218,6 +218,10 @@ func fuzzSeeds(f *testing.F) {
 		f.Add(AppendDelta(nil, d))
 	}
 	f.Add(AppendSnapshot(nil, s.Snapshot()))
+	signed := fuzzSignedStore()
+	f.Add(AppendSnapshot(nil, signed.Snapshot()))
+	d5, _ := signed.DeltaSince("node-2", Version{})
+	f.Add(AppendDelta(nil, d5))
 	f.Add([]byte{0x81, 0xa1, 'x', 0xdd, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0xc1})
 }
@@ -238,7 +242,29 @@ func FuzzDecodeDelta(f *testing.F) {
 		s, _ := NewStore("node-1", DefaultLimits())
 		s.Apply(d)
 		checkInvariants(t, s)
+		signed := fuzzSignedStore()
+		signed.Apply(d)
+		checkInvariants(t, signed)
 	})
+}
+
+// fuzzSignedStore is a store that checks signatures (the test authority, which
+// knows node-1 and node-2, and the holder of epoch 3), with a signed map of
+// node-2 and a signed cluster map, so fuzzed input meets every check.
+func fuzzSignedStore() *Store {
+	auth := func(self string) *simAuthority {
+		return &simAuthority{self: self, known: map[string]bool{"node-1": true, "node-2": true}, holders: map[uint64]string{3: "node-2"}}
+	}
+	s, _ := NewStore("node-1", DefaultLimits())
+	s.SetAuthority("", auth("node-1"))
+	w, _ := NewStore("node-2", DefaultLimits())
+	w.SetAuthority("", auth("node-2"))
+	w.Set("zone", []byte("a"))
+	w.Delete("zone")
+	w.Set("grpc", []byte("b"))
+	w.SetCluster(3, "lease.leader", []byte("node-2"))
+	s.Merge(w.Snapshot())
+	return s
 }
 
 // FuzzDecodeSnapshot: the same for push-pull payloads.
@@ -256,6 +282,9 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		s, _ := NewStore("node-1", DefaultLimits())
 		s.Merge(sn)
 		checkInvariants(t, s)
+		signed := fuzzSignedStore()
+		signed.Merge(sn)
+		checkInvariants(t, signed)
 	})
 }
 

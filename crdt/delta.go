@@ -29,6 +29,9 @@ type Delta struct {
 	Floor Version
 	// Entries, sorted by key, each key once.
 	Entries []Entry
+	// Head is the writer's signature of the map at Have (HeadClaim), in a full
+	// delta with an Authority: what makes Have and Floor the writer's word.
+	Head []byte
 }
 
 // Full reports whether d carries the sender's whole map.
@@ -59,6 +62,10 @@ type Applied struct {
 	// incarnation, or forged state). The store moved to a higher incarnation and
 	// re-issued its map: gossip Reissue like the delta of a Set.
 	Reissue *Delta
+	// Refused lists the maps whose delta the signature checks refused (with an
+	// Authority): nothing of them was applied. They are not errors: the input was
+	// well formed, and the rest of a snapshot still merges.
+	Refused []Refusal
 }
 
 // validate checks what Apply relies on, the same for decoded and hand-built deltas.

@@ -27,6 +27,7 @@ type lwwMap struct {
 	live    int     // entries that are not tombstones
 	size    int     // sum of entrySize over entries
 	digest  uint64  // sum of entryHash over live entries
+	head    head    // the writer's signed head, with an Authority
 
 	// removed: RemoveNode emptied the map; GC deletes it once the horizon has
 	// passed since removedSeen, unless a newer write arrived meanwhile.
@@ -231,14 +232,18 @@ func (d *Delta) maxEpoch() uint64 {
 	return e
 }
 
-// write is a local write by m's writer: the cell c gets the next version.
-func (m *lwwMap) write(key string, c cell, lim Limits) (Delta, error) {
+// write is a local write by m's writer: the cell c gets the next version, and
+// the signature of sign unless it is nil.
+func (m *lwwMap) write(key string, c cell, lim Limits, sign func(string, cell) []byte) (Delta, error) {
 	prev := m.top()
 	v, err := prev.next()
 	if err != nil {
 		return Delta{}, err
 	}
 	c.version = v
+	if sign != nil {
+		c.sig = sign(key, c)
+	}
 	old, had := m.cellOf(key)
 	ups := []update{{key: key, old: old, hadOld: had, new: c, keep: true}}
 	if err := m.check(ups, lim); err != nil {
@@ -251,14 +256,15 @@ func (m *lwwMap) write(key string, c cell, lim Limits) (Delta, error) {
 		Since:   prev,
 		Have:    v,
 		Floor:   epochStart(v.Epoch),
-		Entries: []Entry{{Key: key, Value: c.value, Version: v, Deleted: c.deleted}},
+		Entries: []Entry{{Key: key, Value: c.value, Version: v, Deleted: c.deleted, Sig: c.sig}},
 	}, nil
 }
 
 // reissue moves the writer's map to epoch e: its live entries get versions e.1,
 // e.2, ... in key order, tombstones go (the epoch start kills whatever they
-// protected against). It returns the full delta to gossip.
-func (m *lwwMap) reissue(e uint64) Delta {
+// protected against), each signed by sign unless it is nil. It returns the full
+// delta to gossip.
+func (m *lwwMap) reissue(e uint64, sign func(string, cell) []byte) Delta {
 	keys := make([]string, 0, m.live)
 	for k, s := range m.entries {
 		if !s.deleted {
@@ -272,10 +278,13 @@ func (m *lwwMap) reissue(e uint64) Delta {
 	out := make([]Entry, len(keys))
 	for i, k := range keys {
 		c := cell{version: Version{Epoch: e, Counter: uint64(i + 1)}, value: old[k].value}
+		if sign != nil {
+			c.sig = sign(k, c)
+		}
 		m.entries[k] = slot{cell: c}
 		m.size += entrySize(k, c.value)
 		m.digest += entryHash(m.name, k, c)
-		out[i] = Entry{Key: k, Value: c.value, Version: c.version}
+		out[i] = Entry{Key: k, Value: c.value, Version: c.version, Sig: c.sig}
 	}
 	m.floor = epochStart(e)
 	m.have = Version{Epoch: e, Counter: uint64(len(keys))}
@@ -292,7 +301,7 @@ func (m *lwwMap) deltaSince(since Version) Delta {
 	}
 	for k, s := range m.entries {
 		if full || since.Less(s.version) {
-			d.Entries = append(d.Entries, Entry{Key: k, Value: s.value, Version: s.version, Deleted: s.deleted})
+			d.Entries = append(d.Entries, Entry{Key: k, Value: s.value, Version: s.version, Deleted: s.deleted, Sig: s.sig})
 		}
 	}
 	slices.SortFunc(d.Entries, func(a, b Entry) int { return strings.Compare(a.Key, b.Key) })

@@ -112,6 +112,9 @@ type world struct {
 	now     int64
 	liars   bool // owners may restart without raising their incarnation
 	restart bool // an owner restarted dishonestly at least once
+	// holders is the lease holder of each epoch, for stores with an Authority
+	// (nil: unsigned stores).
+	holders map[uint64]string
 }
 
 type flight struct {
@@ -119,13 +122,31 @@ type flight struct {
 	d  Delta
 }
 
-func newWorld(t *rapid.T, liars bool) *world {
+var worldNames = []string{"n0", "n1", "n2", "r0", "r1"}
+
+func newWorld(t *rapid.T, liars, signed bool) *world {
 	w := &world{t: t, owners: 3, leader: -1, liars: liars}
-	for _, n := range []string{"n0", "n1", "n2", "r0", "r1"} {
-		w.stores = append(w.stores, newTestStore(t, n))
+	if signed {
+		w.holders = map[uint64]string{}
+	}
+	for _, n := range worldNames {
+		w.stores = append(w.stores, w.newStore(n))
 	}
 	w.inc = make([]uint64, w.owners)
 	return w
+}
+
+// newStore is a fresh store of name, signing if the world is.
+func (w *world) newStore(name string) *Store {
+	s := newTestStore(w.t, name)
+	if w.holders != nil {
+		a := &simAuthority{self: name, known: map[string]bool{}, holders: w.holders}
+		for _, n := range worldNames {
+			a.known[n] = true
+		}
+		s.SetAuthority("prod", a)
+	}
+	return s
 }
 
 // gossip sends d from store i to every other store, each copy lost with
@@ -141,6 +162,9 @@ func (w *world) gossip(from int, d Delta) {
 func (w *world) check(a Applied, err error, to int) {
 	if err != nil {
 		w.t.Fatalf("%s: %v", w.stores[to].Self(), err)
+	}
+	if len(a.Refused) > 0 {
+		w.t.Fatalf("%s refused honest state: %+v", w.stores[to].Self(), a.Refused)
 	}
 	if a.Reissue != nil {
 		w.gossip(to, *a.Reissue)
@@ -181,7 +205,7 @@ func (w *world) actions() map[string]func(*rapid.T) {
 			i := owner(t)
 			name := w.stores[i].Self()
 			w.inc[i] = max(w.inc[i], w.stores[i].Incarnation())
-			w.stores[i] = newTestStore(t, name)
+			w.stores[i] = w.newStore(name)
 			if w.leader == i {
 				w.leader = -1 // its lease dies with it
 			}
@@ -199,6 +223,9 @@ func (w *world) actions() map[string]func(*rapid.T) {
 		"elect": func(t *rapid.T) {
 			w.leader = any(t, "leader")
 			w.epoch++
+			if w.holders != nil {
+				w.holders[w.epoch] = w.stores[w.leader].Self()
+			}
 		},
 		"cluster-set": func(t *rapid.T) {
 			if w.leader < 0 {
@@ -312,8 +339,8 @@ func (w *world) converge() {
 	}
 }
 
-func runWorld(t *rapid.T, liars bool) {
-	w := newWorld(t, liars)
+func runWorld(t *rapid.T, liars, signed bool) {
+	w := newWorld(t, liars, signed)
 	t.Repeat(w.actions())
 
 	// Merge laws on reachable states.
@@ -362,11 +389,18 @@ func runWorld(t *rapid.T, liars bool) {
 }
 
 func TestHistoriesHonest(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) { runWorld(t, false) })
+	rapid.Check(t, func(t *rapid.T) { runWorld(t, false, false) })
 }
 
 func TestHistoriesWithUnrefutedRestarts(t *testing.T) {
-	rapid.Check(t, func(t *rapid.T) { runWorld(t, true) })
+	rapid.Check(t, func(t *rapid.T) { runWorld(t, true, false) })
+}
+
+// The same histories with every write signed (PROTOCOL.md section 13): no honest
+// cell or head is refused, and everyone still converges on what the writers
+// hold, though Have now moves only with a writer's head.
+func TestHistoriesSigned(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) { runWorld(t, true, true) })
 }
 
 // Entries handed out share memory with the store; make sure the store itself never

@@ -27,6 +27,12 @@ type Store struct {
 	clusterOwned bool
 	digest       uint64   // sum of the maps' digests
 	ups          []update // scratch for plans
+	// auth signs our writes and checks peers' (SetAuthority); label is the
+	// cluster label the claims name. hostile: the input being merged carried a
+	// forgery, so the rest of it is refused unverified.
+	auth    Authority
+	label   string
+	hostile bool
 }
 
 // NewStore returns the store of node self, at incarnation 0 with empty maps.
@@ -70,8 +76,9 @@ func (s *Store) SetIncarnation(inc uint64) (Delta, error) {
 		return Delta{}, fmt.Errorf("%w: %d, current %d", ErrStaleIncarnation, inc, m.epoch())
 	}
 	old := m.digest
-	d := m.reissue(inc)
+	d := m.reissue(inc, s.signer(m))
 	s.digest += m.digest - old
+	s.withHead(m, &d)
 	return d, nil
 }
 
@@ -135,7 +142,7 @@ func (s *Store) checkLive(m *lwwMap, key string) error {
 
 func (s *Store) write(m *lwwMap, key string, c cell) (Delta, error) {
 	old := m.digest
-	d, err := m.write(key, c, s.lim)
+	d, err := m.write(key, c, s.lim, s.signer(m))
 	s.digest += m.digest - old
 	return d, err
 }
@@ -151,13 +158,15 @@ func (s *Store) clusterWrite(epoch uint64, key string, c cell) (Delta, error) {
 	// Open the epoch on a copy (reissue builds fresh entries and leaves m's alone),
 	// so a write over the limits changes nothing.
 	n := *m
-	n.reissue(epoch)
-	if _, err := n.write(key, c, s.lim); err != nil {
+	n.reissue(epoch, s.signer(&n))
+	if _, err := n.write(key, c, s.lim, s.signer(&n)); err != nil {
 		return Delta{}, err
 	}
 	s.digest += n.digest - m.digest
 	s.cluster, s.clusterOwned = &n, true
-	return n.deltaSince(Version{}), nil
+	d := n.deltaSince(Version{})
+	s.withHead(&n, &d)
+	return d, nil
 }
 
 // Apply merges a delta received from a peer. Nothing of a delta that fails
@@ -166,14 +175,18 @@ func (s *Store) clusterWrite(epoch uint64, key string, c cell) (Delta, error) {
 // to a higher incarnation and returns the re-issued map in Applied.Reissue.
 func (s *Store) Apply(d Delta) (Applied, error) {
 	var a Applied
+	s.hostile = false
 	err := s.apply(&d, &a)
 	return a, err
 }
 
 // Merge merges a snapshot received from a peer, map by map; maps that fail are
-// skipped and their errors joined.
+// skipped and their errors joined, maps refused by the signature checks listed
+// in Applied.Refused. Once one map carried a forgery, every later map that needs
+// a check is refused as forged unverified.
 func (s *Store) Merge(snap Snapshot) (Applied, error) {
 	var a Applied
+	s.hostile = false
 	var errs []error
 	for i := range snap.Maps {
 		if err := s.apply(&snap.Maps[i], &a); err != nil {
@@ -191,6 +204,20 @@ func (s *Store) apply(d *Delta, a *Applied) error {
 		if err := d.plausibleFrom(s.own().known()); err != nil {
 			return err
 		}
+		if s.auth != nil {
+			// A forgery (another member's key, or ours not verifying) must not
+			// make us re-issue the map. A key we do not hold is taken as ours of
+			// a previous life (a certificate we had before a restart): refuting
+			// it only re-issues what we hold, and without it our new writes would
+			// stay below that life's everywhere.
+			n := len(a.Refused)
+			if ok, _ := s.authorize(s.own(), d, a); !ok {
+				if a.Refused[n].Reason != ReasonUnknownSigner {
+					return nil
+				}
+				a.Refused = a.Refused[:n]
+			}
+		}
 		return s.refute(d, a)
 	}
 	m, created := s.mapOf(d.Node)
@@ -202,6 +229,22 @@ func (s *Store) apply(d *Delta, a *Applied) error {
 			delete(s.nodes, d.Node)
 		}
 		return err
+	}
+	var h *head
+	if s.auth != nil {
+		// A removed map is checked as an empty one: the state of a node that is
+		// back is taken whole.
+		against := m
+		if m.removed {
+			against = newMap(d.Node)
+		}
+		var ok bool
+		if ok, h = s.authorize(against, d, a); !ok {
+			if created {
+				delete(s.nodes, d.Node)
+			}
+			return nil
+		}
 	}
 	if m.removed && d.newerThan(m.floor) {
 		// The node is back: what it still holds is live again, so forget the
@@ -219,6 +262,9 @@ func (s *Store) apply(d *Delta, a *Applied) error {
 		return err
 	}
 	s.digest += m.digest - old
+	if h != nil {
+		m.head = *h
+	}
 	if m == s.cluster && m.epoch() != oldEpoch {
 		s.clusterOwned = false // a newer leader opened an epoch
 	}
@@ -252,8 +298,9 @@ func (s *Store) refute(d *Delta, a *Applied) error {
 		return fmt.Errorf("%w: incarnation %d", ErrVersionExhausted, e)
 	}
 	old := m.digest
-	r := m.reissue(e + 1)
+	r := m.reissue(e+1, s.signer(m))
 	s.digest += m.digest - old
+	s.withHead(m, &r)
 	a.Reissue = &r
 	return nil
 }
@@ -263,10 +310,11 @@ func (s *Store) refute(d *Delta, a *Applied) error {
 func (s *Store) Snapshot() Snapshot {
 	names := s.Names()
 	snap := Snapshot{Maps: make([]Delta, 0, len(names)+1)}
-	snap.Maps = append(snap.Maps, s.cluster.deltaSince(Version{}))
-	for _, n := range names {
-		if m := s.nodes[n]; !m.removed {
-			snap.Maps = append(snap.Maps, m.deltaSince(Version{}))
+	for _, m := range append([]*lwwMap{s.cluster}, s.mapsOf(names)...) {
+		if !m.removed {
+			d := m.deltaSince(Version{})
+			s.withHead(m, &d)
+			snap.Maps = append(snap.Maps, d)
 		}
 	}
 	return snap
@@ -280,7 +328,17 @@ func (s *Store) DeltaSince(name string, since Version) (Delta, bool) {
 	if m == nil {
 		return Delta{}, false
 	}
-	return m.deltaSince(since), true
+	d := m.deltaSince(since)
+	s.withHead(m, &d)
+	return d, true
+}
+
+func (s *Store) mapsOf(names []string) []*lwwMap {
+	out := make([]*lwwMap, len(names))
+	for i, n := range names {
+		out[i] = s.nodes[n]
+	}
+	return out
 }
 
 // Have returns the version through which the local view of map name is complete:

@@ -1,6 +1,8 @@
 package crdt
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"encoding/hex"
 	"encoding/json"
 	"flag"
@@ -41,6 +43,15 @@ func metaVectors(t *testing.T) []metaVector {
 	if err != nil {
 		t.Fatal(err)
 	}
+	signed, err := NewStore("n4", DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed.SetAuthority("prod", vectorSigner{})
+	grpc, err := signed.Set("grpc", []byte("10.0.0.4:9000"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	return []metaVector{
 		{Kind: "delta", Why: "node-17 sets zone at 3.42, complete from 3.41 to 3.42", delta: Delta{Node: "node-17", Since: Version{3, 41}, Have: Version{3, 42}, Floor: Version{3, 0},
 			Entries: []Entry{{Key: "zone", Value: []byte("eu-west-1a"), Version: Version{3, 42}}}}},
@@ -51,8 +62,22 @@ func metaVectors(t *testing.T) []metaVector {
 		{Kind: "delta", Why: "the lease holder node-a publishes itself in the cluster map (n omitted) under lease epoch 7", delta: leader},
 		{Kind: "delta", Why: "node-a's first write of its own map", delta: zone},
 		{Kind: "snapshot", Why: "node-a's push-pull m: the cluster map first, then node maps by name", snap: st.Snapshot()},
+		{Kind: "delta", Why: "signed (cluster label prod): n4's write of grpc at 0.1, g its signature of the cell claim (key id, then Ed25519)", delta: grpc},
+		{Kind: "snapshot", Why: "signed: n4's push-pull m, its map with g, its head signature at 0.1", snap: signed.Snapshot()},
 	}
 }
+
+// vectorSigner signs the vectors' claims with a fixed Ed25519 key (Ed25519 is
+// deterministic), behind the key id 0102030405060708, as node certificates do.
+type vectorSigner struct{}
+
+var vectorKey = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+
+func (vectorSigner) Sign(claim []byte) []byte {
+	return append([]byte{1, 2, 3, 4, 5, 6, 7, 8}, ed25519.Sign(vectorKey, claim)...)
+}
+
+func (vectorSigner) Verify(string, uint64, []byte, []byte) Verdict { return VerdictBad }
 
 // metaJSON renders a delta in the decoded form of the vectors.
 func metaJSON(d Delta) map[string]any {
@@ -60,9 +85,10 @@ func metaJSON(d Delta) map[string]any {
 	entries := []any{}
 	for _, e := range d.Entries {
 		entries = append(entries, map[string]any{"k": e.Key, "v": hex.EncodeToString(e.Value),
-			"c": e.Version.Counter, "e": e.Version.Epoch, "d": e.Deleted})
+			"c": e.Version.Counter, "e": e.Version.Epoch, "d": e.Deleted, "g": hex.EncodeToString(e.Sig)})
 	}
-	return map[string]any{"n": d.Node, "s": ver(d.Since), "h": ver(d.Have), "f": ver(d.Floor), "x": entries}
+	return map[string]any{"n": d.Node, "s": ver(d.Since), "h": ver(d.Have), "f": ver(d.Floor), "x": entries,
+		"g": hex.EncodeToString(d.Head)}
 }
 
 func TestMetaVectors(t *testing.T) {

@@ -78,6 +78,9 @@ type Entry struct {
 	Value   []byte  // the value; nil for a tombstone (ignored when Deleted)
 	Version Version // the write that produced this entry
 	Deleted bool    // a tombstone: the key was deleted by the write at Version
+	// Sig is the writer's signature of the cell (CellClaim) with an Authority,
+	// relayed unchanged; nil without one.
+	Sig []byte
 }
 
 // cell is a key's state in a map: what the merge order compares.
@@ -85,6 +88,7 @@ type cell struct {
 	version Version
 	deleted bool
 	value   []byte // nil when deleted
+	sig     []byte // the writer's signature (Entry.Sig); merges do not compare it
 }
 
 // tomb is the cell an absent key reads as under floor f.
@@ -119,7 +123,7 @@ func maxCell(a, b cell) cell {
 
 func (e Entry) cell() cell {
 	if e.Deleted {
-		return tomb(e.Version)
+		return cell{version: e.Version, deleted: true, sig: e.Sig}
 	}
-	return cell{version: e.Version, value: e.Value}
+	return cell{version: e.Version, value: e.Value, sig: e.Sig}
 }

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -373,4 +374,28 @@ func (n *Node) auditForgedPackets(now time.Time, forged []stack.PacketForgery) {
 		Reason: fmt.Sprintf("%s (%d more since the last line)", why, more)})
 	n.log.Warn("refusing a lease or shard packet that speaks for another member (a packet-key holder's forgery)",
 		"member", member, "signer", f.Sender, "type", int(f.Type), "from", f.From, "suppressed", more)
+}
+
+// auditMetaForged audits and logs metadata cells refused for a signature that is
+// not their map writer's (PROTOCOL.md section 13), as auditForged does for
+// self-claims: event claim_forged, the writer as member, the source as remote,
+// the first of the batch, at most one line a logEvery.
+func (n *Node) auditMetaForged(now time.Time, forged []stack.MetaForgery) {
+	f := forged[0]
+	held, ok := n.metaForgedLog.allow(now)
+	if !ok {
+		return
+	}
+	what := fmt.Sprintf("meta cell %q at %v of map %q", f.Key, f.Version, f.Map)
+	if f.Key == "" {
+		what = fmt.Sprintf("meta head at %v of map %q", f.Version, f.Map)
+	}
+	writer := f.Writer
+	if writer == "" {
+		writer = "the holder of epoch " + strconv.FormatUint(f.Version.Epoch, 10)
+	}
+	n.audit(auditRecord{Time: now, Event: "claim_forged", ID: control.NewEventID(), Member: f.Writer, Remote: f.From,
+		Epoch: f.Version.Epoch, Reason: fmt.Sprintf("%s not signed by %s (%d more since the last line)", what, writer, held+len(forged)-1)})
+	n.log.Warn("refusing metadata not signed by its writer (a packet-key holder writing another member's map)",
+		"map", f.Map, "key", f.Key, "version", f.Version.String(), "writer", f.Writer, "from", f.From, "suppressed", held+len(forged)-1)
 }

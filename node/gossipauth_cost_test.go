@@ -9,6 +9,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/omnirelay/mesh/crdt"
 	"github.com/omnirelay/mesh/identity"
 	"github.com/omnirelay/mesh/swim"
 	"github.com/omnirelay/mesh/wire"
@@ -143,4 +144,63 @@ func BenchmarkClaimSignVerify(b *testing.B) {
 			st.Verify("n1", claim, bad)
 		}
 	})
+}
+
+// certAuthority is a crdt.Authority over one certStore, for the benchmark: a
+// node map's writer is its node (the cluster map is not written here).
+type certAuthority struct{ s *certStore }
+
+func (a certAuthority) Sign(claim []byte) []byte { return a.s.Sign(claim) }
+
+func (a certAuthority) Verify(name string, _ uint64, claim, sig []byte) crdt.Verdict {
+	if a.s.Verify(name, claim, sig) == swim.VerdictOK {
+		return crdt.VerdictOK
+	}
+	return crdt.VerdictBad
+}
+
+// BenchmarkMetaSignedWrite: one metadata write (a 4-byte key, a 22-byte value)
+// made by its writer and applied by a replica, unsigned and signed with P-256
+// certificate keys (PROTOCOL.md section 13): the writer signs the cell, the
+// replica verifies it. delta-bytes is the encoded one-key delta, signature
+// included.
+func BenchmarkMetaSignedWrite(b *testing.B) {
+	pki := newTestPKI(b)
+	for _, signed := range []bool{false, true} {
+		b.Run(map[bool]string{false: "unsigned", true: "signed"}[signed], func(b *testing.B) {
+			writer, err := crdt.NewStore("n1", crdt.DefaultLimits())
+			if err != nil {
+				b.Fatal(err)
+			}
+			replica, err := crdt.NewStore("n2", crdt.DefaultLimits())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if signed {
+				n1 := pki.source(identity.RoleNode, "n1")
+				writer.SetAuthority("prod", certAuthority{newCertStore(n1, time.Now)})
+				rs := newCertStore(pki.source(identity.RoleNode, "n2"), time.Now)
+				var chain []byte
+				for _, der := range n1.Certificate().Certificate {
+					chain = append(chain, der...)
+				}
+				rs.Learn([][]byte{chain}) // as a push-pull would bring it
+				replica.SetAuthority("prod", certAuthority{rs})
+			}
+			var size, i int
+			for b.Loop() {
+				i++
+				d, err := writer.Set("grpc", fmt.Appendf(nil, "10.0.0.1:9090 v%07d", i%10_000_000))
+				if err != nil {
+					b.Fatal(err)
+				}
+				a, err := replica.Apply(d)
+				if err != nil || len(a.Refused) > 0 || len(a.Changes) != 1 {
+					b.Fatalf("apply: %v %+v", err, a)
+				}
+				size = len(crdt.AppendDelta(nil, d))
+			}
+			b.ReportMetric(float64(size), "delta-bytes")
+		})
+	}
 }

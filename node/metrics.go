@@ -87,7 +87,7 @@ func typeName(t wire.MsgType) string {
 }
 
 // claimsRefusedHelp is shared by the reasons of omnirelay_claims_refused_total.
-const claimsRefusedHelp = "With node certificates: Alive, Leave and push-pull records, and lease and shard packets, refused, by reason: forged (not signed by their member, or a packet speaking for another member), unsigned, unknown_signer (no certificate held for the signer yet), over_budget (not verified: the packet had used its 16 verifications)."
+const claimsRefusedHelp = "With node certificates: Alive, Leave and push-pull records, metadata map deltas, and lease and shard packets, refused, by reason: forged (not signed by their member or map writer, or a packet speaking for another member), unsigned, unknown_signer (no certificate held for the signer yet, or the holder of a cluster-map epoch unknown), over_budget (not verified: the packet had used its 16 verifications)."
 
 func newMetrics(n *Node) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
@@ -306,6 +306,12 @@ func (c *swimCollector) Collect(ch chan<- prometheus.Metric) {
 		st.ForeignPackets += ls.Foreign + ss.Foreign
 		st.Malformed += ls.Malformed + ss.Malformed
 		addPacketAuth(&st, ls.Auth, ss.Auth)
+		// Metadata cells refused by their signatures count with the self-claims.
+		mst := n.stack.MetaStats()
+		st.ClaimsForged += mst.Forged
+		st.ClaimsUnsigned += mst.Unsigned
+		st.ClaimsUnknownSigner += mst.UnknownSigner
+		st.ClaimsOverBudget += mst.OverBudget
 	}) {
 		n.mu.Lock()
 		st, health, ms, digest = n.stats, n.health, n.members, n.digest

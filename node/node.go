@@ -113,6 +113,9 @@ type Node struct {
 	// log lines of refused forgeries (every one is counted).
 	certs     *certStore
 	forgedLog rateLog
+	// metaForgedLog does the same for metadata cells not signed by their writer
+	// (PROTOCOL.md section 13).
+	metaForgedLog rateLog
 	// nameConflicts is swim's NameConflicts count last looked at.
 	nameConflicts uint64
 
@@ -992,6 +995,9 @@ func (n *Node) flushOnce() {
 	}
 	if len(rd.PacketsForged) > 0 {
 		n.auditForgedPackets(now, rd.PacketsForged)
+	}
+	if len(rd.MetaForged) > 0 {
+		n.auditMetaForged(now, rd.MetaForged)
 	}
 	sw := n.stack.Swim()
 	st := sw.Stats()

@@ -2,8 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -121,28 +119,9 @@ func TestStreamPeerCannotSpeakAsAnotherName(t *testing.T) {
 			{{Name: "n4", Addr: "10.0.0.5:7946", Incarnation: 9}},
 			{{Name: "n5", Addr: "10.0.0.5:7946"}, {Name: "n4", Addr: "10.0.0.5:7946", Incarnation: 9}},
 		} {
-			conn, err := tr.Dial(t.Context(), "10.0.0.0:7946")
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc := tls.Client(conn, n5.ClientConfig(identity.Policy{Roles: []identity.Role{identity.RoleNode}, Name: "n0"}))
-			if err := tc.Handshake(); err != nil {
-				t.Fatalf("handshake as n5: %v", err)
-			}
-			f, err := wire.EncodeFrame(&wire.PushPull{Join: true, Nodes: nodes}, wire.ClusterHash(""))
-			if err != nil {
-				t.Fatal(err)
-			}
-			sealed, err := wire.SealFrame(kr, f, rand.Reader)
-			if err != nil {
-				t.Fatal(err)
-			}
-			tc.Write(sealed)
-			tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if reply, err := wire.ReadFrame(tc, wire.DefaultMaxFrame); err == nil {
+			if reply, err := pushPullAs(t, tr, n5, kr, n0, &wire.PushPull{Join: true, Nodes: nodes}); err == nil {
 				t.Errorf("push-pull %v from n5 answered (%d bytes)", nodes, len(reply))
 			}
-			conn.Close()
 		}
 		synctest.Wait()
 		for _, m := range n0.Members() {

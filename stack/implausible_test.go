@@ -14,6 +14,9 @@ func TestVersionJumpBoundsAgree(t *testing.T) {
 	if crdt.MaxVersionJump != wire.MaxJump {
 		t.Fatalf("crdt.MaxVersionJump %d, wire.MaxJump %d", crdt.MaxVersionJump, wire.MaxJump)
 	}
+	if crdt.MaxSigBytes != wire.MaxSig {
+		t.Fatalf("crdt.MaxSigBytes %d, wire.MaxSig %d", crdt.MaxSigBytes, wire.MaxSig)
+	}
 }
 
 // A forged metadata delta at epoch 2^64-1 is dropped and counted as implausible.

@@ -54,8 +54,11 @@ type leaseState struct {
 	// clusterHolder is the holder named in the cluster map, as last reported.
 	clusterHolder string
 	clusterEpoch  uint64
-	mapEpoch      uint64        // the cluster map's epoch when LeaderKey was last read
-	events        []lease.Event // host-made events (non-voters learning the holder)
+	mapEpoch      uint64 // the cluster map's epoch when LeaderKey was last read
+	// holders are the holders of recent epochs this node learned from its lease
+	// machine, newest first: who may sign the cluster map (metaauth.go).
+	holders []epochHolder
+	events  []lease.Event // host-made events (non-voters learning the holder)
 }
 
 // validateLease checks the lease fields of Config (lease.Config checks itself).
@@ -143,9 +146,11 @@ func (h *Stack) drainLease(now time.Time, out *Ready) {
 		switch e.Kind {
 		case lease.EventBecameLeader:
 			h.fence.ObserveEpoch(e.Epoch)
+			h.noteHolder(now, lease.Event{Holder: ls.self, Epoch: e.Epoch})
 			h.publishLeader(now, e.Epoch)
 		case lease.EventLeaderChanged:
 			h.fence.ObserveEpoch(e.Epoch)
+			h.noteHolder(now, e)
 		}
 	}
 	out.LeaseEvents = append(out.LeaseEvents, r.Events...)

@@ -2,11 +2,13 @@ package stack
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/omnirelay/mesh/crdt"
 	"github.com/omnirelay/mesh/lease"
 	"github.com/omnirelay/mesh/swim"
 )
@@ -32,6 +34,12 @@ type flight struct {
 	at       time.Time
 	from, to string
 	data     []byte
+}
+
+// newSignedLeaseNet is newLeaseNet with every host signing under ca, as node
+// certificates make them.
+func newSignedLeaseNet(t *testing.T, names []string, voters int, ca *swim.SimAuthority) *leaseNet {
+	return newLeaseNet(t, names, voters, func(c *Config) { c.Swim.Auth = ca.Node(c.Swim.Name) })
 }
 
 // newLeaseNet starts names, the first voters of them voting; opts adjust each
@@ -152,6 +160,23 @@ func (n *leaseNet) run(d time.Duration) {
 			return
 		}
 	}
+}
+
+// settle runs a cluster of voters a..c and non-voter d for 10 s and returns its
+// one leader, the leader's epoch and d, which must name that leader.
+func (n *leaseNet) settle() (*Stack, uint64, *Stack) {
+	n.run(10 * time.Second)
+	ls := n.leaders()
+	if len(ls) != 1 {
+		n.t.Fatalf("leaders %v, want one", ls)
+	}
+	leader := n.hosts[ls[0]]
+	e1, _ := leader.Fence(n.now)
+	d := n.hosts["d:1"]
+	if h, e, _, ok := d.Leader(n.now); !ok || e != e1 || h != leader.cfg.Swim.Name {
+		n.t.Fatalf("non-voter Leader = %q %d %v, want %s %d", h, e, ok, leader.cfg.Swim.Name, e1)
+	}
+	return leader, e1, d
 }
 
 func (n *leaseNet) leaders() []string {
@@ -320,17 +345,7 @@ func TestHostLeaseLeaveReleases(t *testing.T) {
 // (it went on naming the old one: the chaos suite, after 5 minutes of loss).
 func TestNonVoterFollowsReElectionOfTheSameHolder(t *testing.T) {
 	n := newLeaseNet(t, []string{"a", "b", "c", "d"}, 3)
-	n.run(10 * time.Second)
-	ls := n.leaders()
-	if len(ls) != 1 {
-		t.Fatalf("leaders %v, want one", ls)
-	}
-	leader := n.hosts[ls[0]]
-	e1, _ := leader.Fence(n.now)
-	d := n.hosts["d:1"]
-	if h, e, _, ok := d.Leader(n.now); !ok || e != e1 || h != leader.cfg.Swim.Name {
-		t.Fatalf("non-voter Leader = %q %d %v before, want %s %d", h, e, ok, leader.cfg.Swim.Name, e1)
-	}
+	leader, e1, d := n.settle()
 	// The same holder's write of a later epoch, as its re-election publishes it.
 	delta, err := leader.meta.store.SetCluster(e1+3, LeaderKey, []byte(leader.cfg.Swim.Name))
 	if err != nil {
@@ -348,5 +363,64 @@ func TestNonVoterFollowsReElectionOfTheSameHolder(t *testing.T) {
 	d.observeClusterLeader(n.now, nil) // no event: the rewrite changed no value
 	if h, e, _, ok := d.Leader(n.now); !ok || e != e1+3 || h != leader.cfg.Swim.Name {
 		t.Fatalf("non-voter Leader = %q %d %v after the re-election, want %s %d", h, e, ok, leader.cfg.Swim.Name, e1+3)
+	}
+}
+
+// With signed metadata (PROTOCOL.md section 13) the cluster map takes only the
+// holder of its epoch: voters publish the holder they accepted (AcceptedKey), the
+// non-voter follows the leader once a majority did, and a cluster-map write
+// signed by voter u (not the leader) for a later epoch that nobody accepted
+// waits as an unknown signer until two of the three voters publish u for it.
+func TestSignedNonVoterTakesTheHolderTheVotersConfirm(t *testing.T) {
+	ca := swim.SimAuthority{Secret: 9}
+	n := newSignedLeaseNet(t, []string{"a", "b", "c", "d"}, 3, &ca)
+	leader, e1, d := n.settle()
+	if got := d.holderOf(e1); got != leader.cfg.Swim.Name {
+		t.Fatalf("non-voter's holder of epoch %d: %q", e1, got)
+	}
+	// u (a real voter's key, not the holder of any later epoch) writes epoch e1+5.
+	u := "a"
+	if leader.cfg.Swim.Name == u {
+		u = "b"
+	}
+	e2 := e1 + 5
+	uStore, err := crdt.NewStore(u, crdt.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	uStore.SetAuthority("", &metaAuth{h: n.hosts[u+":1"], auth: ca.Node(u), budget: -1})
+	usurp, err := uStore.SetCluster(e2, LeaderKey, []byte(u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := d.MetaStats().UnknownSigner
+	d.receiveMeta(n.now, swim.Payload{From: u + ":1", Data: crdt.AppendDelta(nil, usurp)})
+	d.process(n.now)
+	if h, e, _, _ := d.Leader(n.now); h == u || e == e2 {
+		t.Fatalf("the non-voter took %s's unconfirmed epoch %d: Leader %q %d", u, e2, h, e)
+	}
+	if d.MetaStats().UnknownSigner == before || len(d.meta.pending) != 1 {
+		t.Fatalf("%s's write not counted as an unknown signer and kept: %+v, %d kept", u, d.MetaStats(), len(d.meta.pending))
+	}
+	// One voter confirming is not a majority; two are.
+	accept := func(voter string) {
+		v := n.hosts[voter+":1"]
+		delta, err := v.meta.store.Set(AcceptedKey, []byte(fmt.Sprintf("%d %s", e2, u)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.receiveMeta(n.now, swim.Payload{From: voter + ":1", Data: crdt.AppendDelta(nil, delta)})
+		d.process(n.now)
+	}
+	accept("a")
+	if got := d.holderOf(e2); got != "" {
+		t.Fatalf("one voter of three confirmed %q", got)
+	}
+	accept("c")
+	if got := d.holderOf(e2); got != u {
+		t.Fatalf("two voters of three confirmed %s, holderOf says %q", u, got)
+	}
+	if h, e, _, _ := d.Leader(n.now); h != u || e != e2 {
+		t.Fatalf("the kept write was not applied once confirmed: Leader %q %d", h, e)
 	}
 }

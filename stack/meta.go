@@ -64,6 +64,12 @@ type MetaStats struct {
 	Removed      uint64 // maps of forgotten members removed
 	Collected    uint64 // tombstones forgotten by GC
 	SnapshotsOut uint64 // snapshots encoded for push-pulls (rebuilt only after changes)
+	// With signed metadata (PROTOCOL.md section 13): map deltas refused because a
+	// cell or head to apply was unsigned, not signed by its map's writer
+	// (Forged), signed by a key we lack (UnknownSigner; UnknownHolder counts the
+	// checks of cluster-map cells whose epoch's holder we did not know), or past
+	// a packet's verification budget.
+	Unsigned, Forged, UnknownSigner, UnknownHolder, OverBudget uint64
 }
 
 // metaState is the host's metadata layer.
@@ -76,7 +82,33 @@ type metaState struct {
 	events    []MetaEvent
 	stats     MetaStats
 	pieceSize int
+	// auth is the store's Authority with signed metadata, nil without.
+	auth     *metaAuth
+	forged   []MetaForgery  // for Ready.MetaForged
+	pending  []pendingDelta // keepPending
+	retrying bool           // retryPending runs
 }
+
+// budget and setBudget read and set the verification budget (no-ops without
+// signed metadata); a push-pull's snapshot is not bounded by the packets'.
+func (ms *metaState) budget() int {
+	if ms.auth == nil {
+		return 0
+	}
+	b := ms.auth.budget
+	ms.auth.budget = -1
+	return b
+}
+
+func (ms *metaState) setBudget(b int) {
+	if ms.auth != nil {
+		ms.auth.budget = b
+	}
+}
+
+// startMetaBatch gives the payloads of one received packet their verification
+// budget.
+func (ms *metaState) startMetaBatch() { ms.setBudget(maxMetaVerifiesPerPacket) }
 
 func (c *Config) metaDefaults() {
 	if c.Meta == (crdt.Limits{}) {
@@ -208,18 +240,25 @@ func (h *Stack) announceMeta(now time.Time) {
 	}
 }
 
-// receiveMeta merges what swim delivered in Ready.Meta.
+// receiveMeta merges what swim delivered in Ready.Meta. With signed metadata a
+// gossip packet's payloads share one verification budget: startMetaBatch resets
+// it before each packet's batch.
 func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 	ms := h.meta
 	lim := ms.store.Limits()
 	var a crdt.Applied
 	var d crdt.Delta
 	var err error
+	if ms.auth != nil {
+		ms.auth.unknownSigner = false
+	}
 	if p.Snapshot {
 		ms.stats.SnapshotsIn++
 		var s crdt.Snapshot
 		if s, err = crdt.DecodeSnapshot(p.Data, lim); err == nil {
+			budget := ms.budget()
 			a, err = ms.store.Merge(s)
+			ms.setBudget(budget)
 		}
 	} else {
 		ms.stats.DeltasIn++
@@ -227,6 +266,26 @@ func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 			a, err = ms.store.Apply(d)
 		}
 	}
+	unknown := ms.auth != nil && ms.auth.unknownSigner
+	h.afterApply(now, a, err, p.From, &d, p.Data)
+	if unknown {
+		h.swim.SyncCerts(now, p.From)
+	}
+	if p.Snapshot && len(ms.pending) > 0 {
+		h.retryPending(now) // the push-pull may have brought the certificates
+	}
+}
+
+// afterApply accounts for a merged delta or snapshot: errors and refusals
+// counted, changes turned into events, a re-issue gossiped, and a gossip delta
+// (d, with its bytes raw; both nil for a snapshot) that changed our state
+// gossiped on.
+func (h *Stack) afterApply(now time.Time, a crdt.Applied, err error, from string, d *crdt.Delta, raw []byte) {
+	ms := h.meta
+	if raw == nil {
+		d = nil
+	}
+	h.refusedMeta(a.Refused, from, d)
 	if err != nil {
 		ms.stats.Rejected++
 		if errors.Is(err, crdt.ErrImplausible) {
@@ -236,18 +295,52 @@ func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 	}
 	// Completeness (Have) may have moved even without a visible change.
 	ms.dirty = true
+	accepted := false
 	for _, c := range a.Changes {
 		ms.events = append(ms.events, MetaEvent{Node: c.Node, Key: c.Key, Value: slices.Clone(c.Value),
 			Deleted: c.Deleted, Version: c.Version, At: now})
+		accepted = accepted || c.Key == AcceptedKey
 	}
 	if a.Reissue != nil {
 		ms.stats.Reissues++
 		h.gossipDelta(now, *a.Reissue)
 	}
-	if !p.Snapshot && len(a.Changes) > 0 {
+	if raw != nil && len(a.Changes) > 0 {
 		ms.stats.Rebroadcasts++
-		if err := h.swim.BroadcastMeta(now, metaKey(&d), p.Data); err != nil {
+		if err := h.swim.BroadcastMeta(now, metaKey(d), raw); err != nil {
 			ms.stats.GossipErrors++
+		}
+	}
+	if accepted && len(ms.pending) > 0 {
+		h.retryPending(now) // a holder may be confirmed now
+	}
+}
+
+// refusedMeta counts what the signature checks refused, reports forgeries, and
+// keeps a gossip delta whose signer could not be checked yet (d: the delta, nil
+// for a snapshot).
+func (h *Stack) refusedMeta(rs []crdt.Refusal, from string, d *crdt.Delta) {
+	ms := h.meta
+	for _, r := range rs {
+		switch r.Reason {
+		case crdt.ReasonUnsigned:
+			ms.stats.Unsigned++
+		case crdt.ReasonUnknownSigner:
+			ms.stats.UnknownSigner++
+			if d != nil {
+				h.keepPending(*d, from)
+			}
+		case crdt.ReasonOverBudget:
+			ms.stats.OverBudget++
+		case crdt.ReasonForged:
+			ms.stats.Forged++
+			writer := r.Map
+			if writer == crdt.Cluster {
+				writer = h.holderOf(r.Version.Epoch)
+			}
+			if len(ms.forged) < swim.MaxRefusedPerReady {
+				ms.forged = append(ms.forged, MetaForgery{Map: r.Map, Key: r.Key, Writer: writer, From: from, Version: r.Version})
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/omnirelay/mesh/crdt"
@@ -92,4 +93,25 @@ func BenchmarkMetaSnapshotEncode1000x10(b *testing.B) {
 		buf = crdt.AppendSnapshot(buf[:0], st.Snapshot())
 	}
 	b.ReportMetric(float64(len(buf)), "bytes")
+}
+
+// With signed metadata (PROTOCOL.md section 13) a cell carries its writer's
+// signature, at most 80 bytes with P-256: a one-key delta of a 128-byte key and
+// a 980-byte value still fits a sealed packet of the default MTU, as the spec
+// says, and the largest one (a 1 KiB value) does not.
+func TestSignedOneKeyDeltaFitsAPacket(t *testing.T) {
+	room := wire.NewPacker(wire.DefaultMTU-wire.SealOverhead, 0).Room()
+	size := func(value int) int {
+		v := crdt.Version{Epoch: 1 << 40, Counter: 1<<40 + 1}
+		d := crdt.Delta{Node: strings.Repeat("n", 64), Since: crdt.Version{Epoch: 1 << 40, Counter: 1 << 40}, Have: v,
+			Floor: crdt.Version{Epoch: 1 << 40}, Entries: []crdt.Entry{{Key: strings.Repeat("k", 128),
+				Value: make([]byte, value), Version: v, Sig: make([]byte, 8+72)}}}
+		return len(wire.AppendMessage(nil, &wire.MetaDelta{Payload: crdt.AppendDelta(nil, d)}))
+	}
+	if n := size(980); n > room {
+		t.Errorf("a signed one-key delta with a 980-byte value is %d bytes, room %d", n, room)
+	}
+	if n := size(crdt.DefaultLimits().MaxValueBytes); n <= room {
+		t.Errorf("the largest signed one-key delta fits (%d bytes, room %d): PROTOCOL.md says it does not", n, room)
+	}
 }

@@ -85,7 +85,7 @@ type openStream struct {
 //  2. Packets, Streams and Replies may then leave in any order: the network
 //     reorders them anyway. Packets never wait for a disk: membership must not
 //     stop because a disk did.
-//  3. Events, Meta, User, RTTs, Refused, Forged, PacketsForged, LeaseEvents and ShardEvents are published in their own
+//  3. Events, Meta, User, RTTs, Refused, Forged, PacketsForged, MetaForged, LeaseEvents and ShardEvents are published in their own
 //     order (each slice is in observation order; Meta follows the Events of the
 //     same batch).
 //  4. Advance; then, while HasReady, another round (Saved may have released
@@ -105,6 +105,10 @@ type Ready struct {
 	// not their sender's or for speaking for another member, for the audit log
 	// (at most swim.MaxRefusedPerReady; PacketAuthStats.Forged counts them all).
 	PacketsForged []PacketForgery
+	// MetaForged are metadata cells refused for a signature that is not their
+	// writer's, for the audit log (at most swim.MaxRefusedPerReady;
+	// MetaStats.Forged counts them all).
+	MetaForged []MetaForgery
 	// LeaseState is the newest lease state not yet confirmed saved, nil when all
 	// is saved; LeaseVersion names it for Saved.
 	LeaseState   *lease.State
@@ -176,6 +180,10 @@ func New(cfg Config, rng *rand.Rand, now time.Time) (*Stack, error) {
 		return nil, err
 	}
 	h := &Stack{cfg: cfg, cluster: wire.ClusterHash(cfg.Swim.ClusterLabel), swim: m, meta: ms, streams: map[uint64]openStream{}, addrs: directory{}}
+	if cfg.Swim.Auth != nil {
+		ms.auth = &metaAuth{h: h, auth: cfg.Swim.Auth, budget: -1}
+		ms.store.SetAuthority(cfg.Swim.ClusterLabel, ms.auth)
+	}
 	h.dec.Share(cfg.Swim.Interner) // push-pull states name the same members as packets
 	h.dec.Accept(m.Versions())
 	protocols := []wire.Protocol{wire.Membership()}
@@ -393,9 +401,17 @@ func (h *Stack) Leave(now time.Time) {
 }
 
 // Resign re-signs our Alive at a new incarnation after a certificate rotation
-// (swim.Machine.Resign).
+// (swim.Machine.Resign), and re-issues our metadata map under a new incarnation
+// of the map, every cell signed by the new key: cells signed by the old one
+// stop verifying when its certificate expires or is replaced again.
 func (h *Stack) Resign(now time.Time) {
 	h.swim.Resign(now)
+	if h.meta.auth != nil {
+		if d, err := h.meta.store.SetIncarnation(h.meta.store.Incarnation() + 1); err == nil {
+			h.meta.dirty = true
+			_ = h.gossipDelta(now, d) // on failure push-pulls carry it; counted in MetaStats
+		}
+	}
 	h.process(now)
 }
 
@@ -444,6 +460,10 @@ func (h *Stack) process(now time.Time) {
 		h.drainSwim(now, out) // the descriptor or held record just gossiped
 	}
 	out.Meta, h.meta.events = append(out.Meta, h.meta.events...), nil
+	if room := swim.MaxRefusedPerReady - len(out.MetaForged); room > 0 {
+		out.MetaForged = append(out.MetaForged, h.meta.forged[:min(room, len(h.meta.forged))]...)
+	}
+	h.meta.forged = nil
 	if h.lease != nil {
 		h.observeClusterLeader(now, out.Meta[metaFrom:])
 		out.LeaseEvents = append(out.LeaseEvents, h.lease.events...)
@@ -483,6 +503,7 @@ func (h *Stack) drainSwim(now time.Time, out *Ready) {
 		if len(r.Meta) == 0 {
 			break
 		}
+		h.meta.startMetaBatch()
 		for _, p := range r.Meta {
 			h.receiveMeta(now, p)
 		}
@@ -508,7 +529,7 @@ func (h *Stack) Ready() Ready {
 func (h *Stack) HasReady() bool {
 	p := &h.pending
 	return len(p.Packets)+len(p.Streams)+len(p.Events)+len(p.Meta)+len(p.User)+len(p.RTTs)+len(p.Refused)+len(p.Forged)+
-		len(p.PacketsForged)+len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
+		len(p.PacketsForged)+len(p.MetaForged)+len(p.LeaseEvents)+len(p.ShardEvents) > 0 || h.persist.newest > h.handed.LeaseVersion
 }
 
 // Advance acknowledges the last Ready: what it handed out is cleared; what piled
@@ -524,6 +545,7 @@ func (h *Stack) Advance() {
 	p.Refused = acknowledge(p.Refused, len(d.Refused))
 	p.Forged = acknowledge(p.Forged, len(d.Forged))
 	p.PacketsForged = acknowledge(p.PacketsForged, len(d.PacketsForged))
+	p.MetaForged = acknowledge(p.MetaForged, len(d.MetaForged))
 	p.LeaseEvents = acknowledge(p.LeaseEvents, len(d.LeaseEvents))
 	p.ShardEvents = acknowledge(p.ShardEvents, len(d.ShardEvents))
 	*d = Ready{LeaseVersion: d.LeaseVersion}

@@ -240,11 +240,15 @@ func (m *Machine) certSync(now time.Time, from string) {
 	}
 }
 
-// SyncCerts asks for a certificate the host could not find to verify a
-// packet from from (a lease or shard packet's sender, PROTOCOL.md 10.11), as an
-// unknown signer of a gossip claim does: a push-pull with from if it is a
-// verified live member, else with another, within certSync's rate limit.
+// SyncCerts asks for the certificates the host lacked to verify what came from
+// from (a lease or shard packet's sender, PROTOCOL.md 10.11, or metadata signed
+// by a member whose certificate we do not hold): a push-pull with from, under
+// certSync's rules (a live member verified at that address, else another
+// verified one; at most one a GossipInterval). Without Auth it does nothing.
 func (m *Machine) SyncCerts(now time.Time, from string) {
+	if m.cfg.Auth == nil {
+		return
+	}
 	m.wantCerts = true
 	m.certSync(now, from)
 	m.wantCerts = false
