@@ -298,10 +298,14 @@ func writeKey(path string) error {
 // good part of the phase, not back to back.
 const drainPause = 500 * time.Millisecond
 
-// runScenario: three instances (the voters) under steady load; a fourth joins
-// (reshard); one non-leader voter is drained, repeatedly; the fourth is
-// SIGKILLed while it owns shards. Each phase lasts at least cfg.Phase and until
-// the map settled.
+// scenarioRounds is how many steady and drain windows alternate.
+const scenarioRounds = 4
+
+// runScenario: three instances (the voters) under load; a fourth joins
+// (reshard); steady state alternates with windows in which one non-leader voter
+// is drained, repeatedly; the fourth is SIGKILLed while it owns shards. Each
+// phase lasts at least cfg.Phase (steady and drain: in all) and until the map
+// settled.
 func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, err error) {
 	if cfg.Logf == nil {
 		cfg.Logf = func(string, ...any) {}
@@ -362,8 +366,6 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	// The first seconds of load open connections and fill the client's table;
 	// they are reported apart so that steady state is compared with steady state.
 	time.Sleep(cfg.Phase / 4)
-	g.setPhase("steady")
-	time.Sleep(cfg.Phase)
 	m, err := c.leaderMap()
 	if err != nil {
 		return rep, err
@@ -376,33 +378,48 @@ func runScenario(ctx context.Context, cfg scenarioConfig) (rep ScenarioReport, e
 	err = phase("reshard", func() error { _, err := c.start("kv4"); return err },
 		func(o map[string]int) bool { return len(o) == 4 && o["kv4"] > 0 })
 	if err == nil {
-		// One drain settles in a few hundred milliseconds, too few requests for a
-		// p99; the phase drains the instance and lifts the drain again, pausing
-		// drainPause after each, until cfg.Phase has passed, and ends drained.
+		// Steady state and the drain are measured in alternating windows
+		// (scenarioRounds of each, cfg.Phase in all per phase), so that what
+		// the machine does meanwhile (other processes, fsync stalls of a
+		// shared disk) falls on both alike. One drain settles in a few hundred
+		// milliseconds, too few requests for a p99: a drain window drains the
+		// instance and lifts the drain again, pausing drainPause after each,
+		// until its time has passed; the last one ends drained.
 		c.mu.Lock()
 		ctl := c.procs[leader].info.Control
 		c.mu.Unlock()
-		start := time.Now()
-		g.setPhase("drain")
-		cfg.Logf("phase drain (%s, repeated)", drained)
-		for err == nil {
-			var took time.Duration
-			if err = setDrain(ctl, drained, true); err == nil {
-				took, err = settle("drain", func(o map[string]int) bool { return o[drained] == 0 && len(o) == 3 })
+		window := cfg.Phase / scenarioRounds
+		cfg.Logf("phases steady and drain (%s, repeated), %d windows of %v each", drained, scenarioRounds, window)
+		for round := range scenarioRounds {
+			g.setPhase("steady")
+			time.Sleep(window)
+			start := time.Now()
+			g.setPhase("drain")
+			for err == nil {
+				var took time.Duration
+				if err = setDrain(ctl, drained, true); err == nil {
+					took, err = settle("drain", func(o map[string]int) bool { return o[drained] == 0 && len(o) == 3 })
+				}
+				if err != nil {
+					break
+				}
+				rep.DrainCycles++
+				rep.DrainSettledMs = max(rep.DrainSettledMs, ms(took))
+				time.Sleep(drainPause)
+				if round == scenarioRounds-1 && time.Since(start) >= window {
+					break
+				}
+				if err = setDrain(ctl, drained, false); err == nil {
+					_, err = settle("undrain", func(o map[string]int) bool { return o[drained] > 0 && len(o) == 4 })
+				}
+				time.Sleep(drainPause)
+				if round < scenarioRounds-1 && time.Since(start) >= window {
+					break // undrained: the next steady window has all four
+				}
 			}
 			if err != nil {
 				break
 			}
-			rep.DrainCycles++
-			rep.DrainSettledMs = max(rep.DrainSettledMs, ms(took))
-			if time.Since(start) >= cfg.Phase {
-				break
-			}
-			time.Sleep(drainPause)
-			if err = setDrain(ctl, drained, false); err == nil {
-				_, err = settle("undrain", func(o map[string]int) bool { return o[drained] > 0 && len(o) == 4 })
-			}
-			time.Sleep(drainPause)
 		}
 		cfg.Logf("phase drain: %d drains, each settled within %.0f ms", rep.DrainCycles, rep.DrainSettledMs)
 	}
