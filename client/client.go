@@ -24,6 +24,14 @@
 // next agent at once and keeps answering from the table it has; only after every
 // agent failed in a row does it wait, Backoff doubling to BackoffMax. A map older
 // than the one held (a lagging agent) is ignored, never installed.
+//
+// With Config.FollowActive the client also watches GET /control/v1/clusters
+// (docs/multi-cluster.md). When its agent's view names another cluster active
+// (the active descriptor with the highest failover version) and that cluster's
+// gateways are reachable, the client moves to that cluster's control URLs as the
+// gateways relay them, takes its members and shard map afresh, and keeps the old
+// agents behind them as a fallback. Table.Cluster says which cluster it follows;
+// Changed fires when that changes.
 package client
 
 import (
@@ -96,6 +104,26 @@ type Config struct {
 	// snapshot is one event) and so what an agent can make the client buffer.
 	// A larger event ends the stream. Default DefaultMaxEventBytes.
 	MaxEventBytes int
+	// FollowActive makes the client follow the active cluster of a federation
+	// (agents started with --cluster-id): it watches the agent's clusters view
+	// and, when another cluster is active at a failover version at least the
+	// one it follows and reachable, switches to that cluster's agents. A view
+	// naming a lower version than one already seen (a lagging agent) is
+	// ignored. Agents without federation (clusters_off) are followed as without
+	// it. Off by default: a client of one cluster never leaves its agents.
+	FollowActive bool
+}
+
+// maxFollowAgents bounds the agent list a switch builds (the new cluster's
+// control URLs, then the previous agents as a fallback).
+const maxFollowAgents = 64
+
+// Cluster is the federation as the client's current agent reports it
+// (FollowActive; zero otherwise, or before the first view).
+type Cluster struct {
+	Self    string // the cluster of the agent the client streams from
+	Active  string // the active cluster of that agent's view ("" when none)
+	Version uint64 // Active's failover version
 }
 
 // Stats counts what the client's streams did.
@@ -116,7 +144,12 @@ type Table struct {
 	sorted       []Member          // by name
 	peersVersion string            // EPOCH.N of the agent the members came from
 	agent        string            // the agent the latest change came from
+	mapCluster   string            // the cluster m came from (FollowActive)
+	cluster      Cluster
 }
+
+// Cluster is the cluster view the table was taken under (FollowActive).
+func (t *Table) Cluster() Cluster { return t.cluster }
 
 // Map is the shard map (epoch, version, checksum, owners, states), nil before the
 // first one arrived or when the agent runs no shard routing.
@@ -219,13 +252,17 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		changed: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{})}
 	c.table.Store(&Table{members: map[string]Member{}})
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	lastErr := make([]error, len(agents))
+	lastErr := map[string]error{}
+	var order []string // agents in the order they first failed
 	var errMu sync.Mutex
 	go func() {
 		defer close(c.done)
-		c.run(func(i int, err error) {
+		c.run(func(agent string, err error) {
 			errMu.Lock()
-			lastErr[i] = err
+			if _, seen := lastErr[agent]; !seen {
+				order = append(order, agent)
+			}
+			lastErr[agent] = err
 			errMu.Unlock()
 		})
 	}()
@@ -238,10 +275,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	errMu.Lock()
 	defer errMu.Unlock()
 	var b strings.Builder
-	for i, e := range lastErr {
-		if e != nil {
-			fmt.Fprintf(&b, "; %s: %v", cfg.Agents[i], e)
-		}
+	for _, a := range order {
+		fmt.Fprintf(&b, "; %s: %v", a, lastErr[a])
 	}
 	return nil, fmt.Errorf("%w before a first table (%v)%s", ErrClosed, context.Cause(ctx), b.String())
 }
@@ -253,12 +288,9 @@ func (cfg Config) validate() ([]*url.URL, error) {
 	}
 	var out []*url.URL
 	for i, a := range cfg.Agents {
-		u, err := url.Parse(a)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("%w: Agents[%d] %q: want http://HOST:PORT or https://HOST:PORT", ErrInvalidConfig, i, a)
-		}
-		if u.Scheme == "http" && cfg.TLS != nil {
-			return nil, fmt.Errorf("%w: Agents[%d] %q is http:// while TLS is set: use https://", ErrInvalidConfig, i, a)
+		u, err := cfg.parseAgent(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: Agents[%d] %w", ErrInvalidConfig, i, err)
 		}
 		out = append(out, u)
 	}
@@ -266,6 +298,18 @@ func (cfg Config) validate() ([]*url.URL, error) {
 		return nil, fmt.Errorf("%w: MaxEventBytes, IdleTimeout, Backoff and BackoffMax must not be negative", ErrInvalidConfig)
 	}
 	return out, nil
+}
+
+// parseAgent parses one control URL, from the config or relayed by a gateway.
+func (cfg Config) parseAgent(a string) (*url.URL, error) {
+	u, err := url.Parse(a)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q: want http://HOST:PORT or https://HOST:PORT", a)
+	}
+	if u.Scheme == "http" && cfg.TLS != nil {
+		return nil, fmt.Errorf("%q is http:// while TLS is set: use https://", a)
+	}
+	return u, nil
 }
 
 // Table returns the current table.
@@ -335,5 +379,7 @@ func (t *Table) withMembers(ms map[string]Member, version, agent string) *Table 
 		sorted = append(sorted, m)
 	}
 	slices.SortFunc(sorted, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
-	return &Table{m: t.m, members: ms, sorted: sorted, peersVersion: version, agent: agent}
+	n := *t
+	n.members, n.sorted, n.peersVersion, n.agent = ms, sorted, version, agent
+	return &n
 }

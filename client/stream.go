@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/omnirelay/mesh/control"
@@ -22,23 +23,30 @@ import (
 var errReset = errors.New("client: the agent's history no longer reaches our version")
 
 // run follows the agents until Close: one session per agent in turn.
-func (c *Client) run(report func(agent int, err error)) {
+func (c *Client) run(report func(agent string, err error)) {
+	agents := c.agents
 	failedInRow := 0
 	backoff := c.cfg.Backoff
 	var s resume
-	for i := 0; ; i = (i + 1) % len(c.agents) {
-		delivered, err := c.session(c.agents[i], &s)
+	for i := 0; ; i = (i + 1) % len(agents) {
+		delivered, err := c.session(agents[i], &s)
 		if c.ctx.Err() != nil {
 			return
 		}
+		var sw *switchError
+		if errors.As(err, &sw) {
+			c.log.Info("client: following the active cluster", "cluster", sw.cluster, "version", sw.version, "agents", len(sw.to))
+			agents, i, s, failedInRow, backoff = followAgents(sw.to, agents), -1, resume{}, 0, c.cfg.Backoff
+			continue
+		}
 		c.stats.failures.Add(1)
-		report(i, err)
-		c.log.Warn("client: agent stream failed, moving to the next agent", "agent", c.agents[i].String(), "err", err)
+		report(agents[i].String(), err)
+		c.log.Warn("client: agent stream failed, moving to the next agent", "agent", agents[i].String(), "err", err)
 		if delivered {
 			failedInRow, backoff = 0, c.cfg.Backoff
 		}
 		failedInRow++
-		if failedInRow < len(c.agents) {
+		if failedInRow < len(agents) {
 			continue // another agent may be up: try it now
 		}
 		// Every agent failed in a row: wait before the next round.
@@ -54,18 +62,58 @@ func (c *Client) run(report func(agent int, err error)) {
 	}
 }
 
+// followAgents is the agent list after a switch: the new cluster's agents first,
+// then the previous ones (a fallback should the new cluster die whole), without
+// repeats, at most maxFollowAgents.
+func followAgents(to, prev []*url.URL) []*url.URL {
+	out := slices.Clone(to)
+	for _, u := range prev {
+		if len(out) >= maxFollowAgents {
+			break
+		}
+		if !slices.ContainsFunc(out, func(v *url.URL) bool { return v.String() == u.String() }) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// switchError ends a session whose agent names another cluster active.
+type switchError struct {
+	cluster string
+	version uint64
+	to      []*url.URL
+}
+
+func (e *switchError) Error() string {
+	return fmt.Sprintf("cluster %s is active at failover version %d", e.cluster, e.version)
+}
+
 // resume is what a new stream resumes from: the last event ids seen.
 type resume struct {
 	peers string // EPOCH.N of the agent the members came from ("" for a snapshot)
 }
 
-// session streams peers and shards from agent until one stream fails, and returns
-// that failure and whether any event arrived (so the agent was healthy).
+// session streams peers and shards (and, with FollowActive, the clusters view,
+// first) from agent until one stream fails, and returns that failure and whether
+// any event arrived (so the agent was healthy).
 func (c *Client) session(agent *url.URL, s *resume) (delivered bool, err error) {
 	ctx, cancel := context.WithCancelCause(c.ctx)
 	defer cancel(nil)
 	var got bool
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
+	streams := 2
+	var self string // the agent's cluster: a map from another cluster is not compared with it
+	if c.cfg.FollowActive {
+		streams++
+		first := make(chan string, 1)
+		go func() { errs <- c.watchClusters(ctx, agent, first) }()
+		select {
+		case self = <-first:
+		case err = <-errs:
+			return false, err
+		}
+	}
 	go func() {
 		for {
 			err := c.watchPeers(ctx, agent, s, &got)
@@ -77,10 +125,12 @@ func (c *Client) session(agent *url.URL, s *resume) (delivered bool, err error) 
 			return
 		}
 	}()
-	go func() { errs <- c.watchShards(ctx, agent) }()
+	go func() { errs <- c.watchShards(ctx, agent, self) }()
 	err = <-errs
 	cancel(err)
-	<-errs
+	for range streams - 1 {
+		<-errs
+	}
 	return got, err
 }
 
@@ -258,9 +308,10 @@ func (c *Client) watchPeers(ctx context.Context, agent *url.URL, s *resume, got 
 // watchShards follows GET /control/v1/shards?watch=true, resuming from the held
 // map's id, and installs every newer map that decodes and checks. An agent
 // without shard routing (404 shards_off) leaves it waiting for the session to end.
-func (c *Client) watchShards(ctx context.Context, agent *url.URL) error {
+func (c *Client) watchShards(ctx context.Context, agent *url.URL, self string) error {
 	var last string
-	if m := c.table.Load().m; m != nil {
+	if t := c.table.Load(); t.m != nil && t.mapCluster == self {
+		m := t.m
 		last = fmt.Sprintf("%d.%d", m.Epoch(), m.Version())
 	}
 	err := c.stream(ctx, agent, "/control/v1/shards", last, func(ev sseEvent) error {
@@ -273,6 +324,9 @@ func (c *Client) watchShards(ctx context.Context, agent *url.URL) error {
 			return fmt.Errorf("%w: %v", ErrBadMap, err)
 		}
 		old := c.table.Load().m
+		if c.table.Load().mapCluster != self {
+			old = nil // another cluster's map: its versions do not compare with ours
+		}
 		if old != nil && !(sm.Epoch > old.Epoch() || (sm.Epoch == old.Epoch() && sm.Version > old.Version())) {
 			if sm.Epoch == old.Epoch() && sm.Version == old.Version() && sm.Checksum == fmt.Sprintf("%016x", old.Checksum()) {
 				return nil // the map we hold
@@ -288,10 +342,12 @@ func (c *Client) watchShards(ctx context.Context, agent *url.URL) error {
 		}
 		c.stats.maps.Add(1)
 		c.swap(func(t *Table) *Table {
-			if t.m != nil && !m.Newer(t.m) {
+			if t.m != nil && t.mapCluster == self && !m.Newer(t.m) {
 				return nil
 			}
-			return &Table{m: m, members: t.members, sorted: t.sorted, peersVersion: t.peersVersion, agent: agent.String()}
+			n := *t
+			n.m, n.mapCluster, n.agent = m, self, agent.String()
+			return &n
 		})
 		c.maybeReady()
 		return nil
@@ -304,6 +360,84 @@ func (c *Client) watchShards(ctx context.Context, agent *url.URL) error {
 		return context.Cause(ctx)
 	}
 	return fmt.Errorf("shards watch: %w", err)
+}
+
+// watchClusters follows GET /control/v1/clusters?watch=true (FollowActive). The
+// agent's cluster of its first view goes to first ("" for an agent without
+// federation, which leaves the stream waiting for the session to end). A view
+// naming another cluster active and reachable ends the session with a
+// *switchError to that cluster's agents.
+func (c *Client) watchClusters(ctx context.Context, agent *url.URL, first chan<- string) error {
+	sent := false
+	err := c.stream(ctx, agent, "/control/v1/clusters", "", func(ev sseEvent) error {
+		if ev.name != "clusters" {
+			return nil
+		}
+		var v control.Clusters
+		if err := json.Unmarshal(ev.data, &v); err != nil {
+			return fmt.Errorf("clusters: %w", err)
+		}
+		if !sent {
+			first <- v.Self
+			sent = true
+		}
+		return c.follow(v)
+	}, nil)
+	var ae *control.APIError
+	if errors.As(err, &ae) && ae.Body.Code == control.CodeClustersOff {
+		if !sent {
+			first <- ""
+		}
+		<-ctx.Done()
+		return context.Cause(ctx)
+	}
+	return fmt.Errorf("clusters watch: %w", err)
+}
+
+// follow records an agent's clusters view in the table, and returns a
+// *switchError when it names another cluster active at a version no lower than
+// the one followed, with a reachable gateway and at least one usable control URL.
+func (c *Client) follow(v control.Clusters) error {
+	var version uint64
+	for _, d := range v.Clusters {
+		if d.ID == v.Active {
+			version = d.Version
+		}
+	}
+	held := c.table.Load().cluster
+	if v.Active == "" || version < held.Version {
+		return nil // no active cluster, or a lagging agent: keep what we follow
+	}
+	now := Cluster{Self: v.Self, Active: v.Active, Version: version}
+	c.swap(func(t *Table) *Table {
+		if t.cluster == now {
+			return nil
+		}
+		n := *t
+		n.cluster = now
+		return &n
+	})
+	if v.Active == v.Self {
+		return nil
+	}
+	for _, e := range v.Endpoints {
+		if e.Cluster != v.Active || !e.Reachable {
+			continue
+		}
+		var to []*url.URL
+		for _, a := range e.Control[:min(len(e.Control), maxFollowAgents)] {
+			u, err := c.cfg.parseAgent(a)
+			if err != nil {
+				c.log.Warn("client: skipped a relayed control URL", "cluster", e.Cluster, "err", err)
+				continue
+			}
+			to = append(to, u)
+		}
+		if len(to) > 0 {
+			return &switchError{cluster: v.Active, version: version, to: to}
+		}
+	}
+	return nil
 }
 
 // maybeReady releases New once the table has members and a map (or the agent

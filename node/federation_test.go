@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/omnirelay/mesh/client"
 	"github.com/omnirelay/mesh/cluster"
 	"github.com/omnirelay/mesh/control"
 )
@@ -21,7 +22,8 @@ const promoteAfter = 3 * time.Second
 
 // startFederated starts cluster id of three voters, every one a gateway, on
 // loopback sockets; wanSeed is a gateway of another cluster ("" for the first).
-func startFederated(t *testing.T, id, state, wanSeed string) []*Node {
+// tune, if set, edits each agent's config before it starts.
+func startFederated(t *testing.T, id, state, wanSeed string, tune ...func(*Config)) []*Node {
 	t.Helper()
 	voters := []string{id + "1", id + "2", id + "3"}
 	var nodes []*Node
@@ -38,6 +40,9 @@ func startFederated(t *testing.T, id, state, wanSeed string) []*Node {
 			cfg.Federation.Gateway.Join = []string{wanSeed}
 		} else if i > 0 {
 			cfg.Federation.Gateway.Join = []string{nodes[0].fed.wan.AdvertiseAddr()}
+		}
+		for _, f := range tune {
+			f(&cfg)
 		}
 		n, err := Start(t.Context(), cfg)
 		if err != nil {
@@ -181,4 +186,84 @@ func TestFederationLoopback(t *testing.T) {
 	}
 	t.Logf("planned handoff a->b: %d ms (version %d -> %d); unplanned failover b->a after killing all of b: %d ms (PromoteAfter %v, version %d)",
 		handoff.Milliseconds(), before.Version, after.Version, failover.Milliseconds(), promoteAfter, promoted.Version)
+}
+
+// TestClientFollowsClusterFailover: a client.Client with FollowActive, given
+// only cluster a's agents, follows a planned promotion of b: it switches to the
+// control URLs b's gateways relay, and its Owner answers from b's shard map. The
+// time from the promotion request until the client follows is logged as
+// client_switch (docs/benchmarks.md, "multi-cluster, loopback").
+func TestClientFollowsClusterFailover(t *testing.T) {
+	const shards = 16
+	withShards := func(c *Config) { c.Shards = shards }
+	a := startFederated(t, "a", "active", "", withShards)
+	b := startFederated(t, "b", "passive", a[0].fed.wan.AdvertiseAddr(), withShards)
+	all := append(append([]*Node{}, a...), b...)
+	eventually(t, 20*time.Second, "a active, b's control URLs relayed to a, a shard map in each cluster", func() bool {
+		if n, _ := serving(t, all); n == nil || n.cfg.Federation.Cluster != "a" {
+			return false
+		}
+		for _, n := range a {
+			v, err := n.Clusters()
+			if err != nil || len(v.Remotes) != 1 {
+				return false
+			}
+			for _, r := range v.Remotes {
+				if !r.Reachable || len(r.Control) == 0 {
+					return false
+				}
+			}
+		}
+		return a[0].ShardMap() != nil && b[0].ShardMap() != nil
+	})
+	// ownerIn is the owner of key in n's own map: what the client must answer.
+	ownerIn := func(n *Node, key string) string { m := n.ShardMap(); return m.Owner(m.ShardForString(key)) }
+	var urls []string
+	for _, n := range a {
+		urls = append(urls, "http://"+n.ControlAddr())
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := client.New(ctx, client.Config{Agents: urls, FollowActive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if cl := c.Table().Cluster(); cl.Self != "a" || cl.Active != "a" {
+		t.Fatalf("client follows %+v before the promotion, want a active", cl)
+	}
+	eventually(t, 10*time.Second, "the client answers Owner from a's map", func() bool {
+		m, ok := c.Owner("user-42")
+		return ok && m.Name == ownerIn(a[0], "user-42")
+	})
+
+	holder, before := serving(t, all)
+	t0 := time.Now()
+	if _, err := (&control.Client{Base: "http://" + holder.ControlAddr()}).PromoteCluster(ctx, "b", false); err != nil {
+		t.Fatalf("planned promotion of b: %v", err)
+	}
+	var handoff time.Duration
+	eventually(t, 15*time.Second, "the client follows b and answers from b's map", func() bool {
+		if handoff == 0 {
+			if n, _ := serving(t, all); n != nil && n.cfg.Federation.Cluster == "b" {
+				handoff = time.Since(t0)
+			}
+		}
+		cl := c.Table().Cluster()
+		if cl.Self != "b" || cl.Active != "b" || cl.Version <= before.Version {
+			return false
+		}
+		for _, key := range []string{"user-42", "user-7", "order-1"} {
+			if m, ok := c.Owner(key); !ok || m.Name != ownerIn(b[0], key) {
+				return false
+			}
+		}
+		return true
+	})
+	clientSwitch := time.Since(t0)
+	if !strings.Contains(c.Agent(), b[0].ControlAddr()) && !strings.Contains(c.Agent(), b[1].ControlAddr()) && !strings.Contains(c.Agent(), b[2].ControlAddr()) {
+		t.Fatalf("the client streams from %s, not an agent of b", c.Agent())
+	}
+	t.Logf("planned promotion a->b: b serving after %d ms, client_switch %d ms (version %d -> %d)",
+		handoff.Milliseconds(), clientSwitch.Milliseconds(), before.Version, c.Table().Cluster().Version)
 }

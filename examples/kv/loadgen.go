@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/omnirelay/mesh/client"
+	"github.com/omnirelay/mesh/shard"
 )
 
 // loadConfig shapes the load.
@@ -102,8 +104,10 @@ type Verify struct {
 type loadgen struct {
 	cfg   loadConfig
 	c     *client.Client
+	route func(key string) (endpoint string, m *shard.Map) // from one table of c
 	httpc *http.Client
 	phase atomic.Pointer[phaseStats]
+	stall stalled // endpoints whose last attempt timed out
 
 	mu     sync.Mutex
 	phases []*phaseStats
@@ -121,7 +125,12 @@ func newLoadgen(ctx context.Context, cfg loadConfig) (*loadgen, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = cfg.Workers
 	tr.TLSClientConfig = cfg.TLS
-	return &loadgen{cfg: cfg, c: c, httpc: &http.Client{Transport: tr, Timeout: cfg.Attempt},
+	route := func(key string) (string, *shard.Map) {
+		t := c.Table()
+		ep, _ := t.Endpoint(key, HTTPMetaKey)
+		return ep, t.Map()
+	}
+	return &loadgen{cfg: cfg, c: c, route: route, httpc: &http.Client{Transport: tr, Timeout: cfg.Attempt},
 		acked: map[string]string{}, tried: map[string]string{}}, nil
 }
 
@@ -227,7 +236,7 @@ func (g *loadgen) one(rng *rand.Rand) {
 	if m := g.c.Table().Map(); m != nil {
 		tr.Shard = int64(m.ShardForString(key))
 	}
-	attempts, err := g.do(key, id, start.Add(g.cfg.Deadline), nil, tr)
+	attempts, err := g.do(key, id, start.Add(g.cfg.Deadline), nil, tr, true)
 	took := time.Since(start)
 	tr.Ms, tr.Failed = ms(took), err != nil
 	p.mu.Lock()
@@ -255,12 +264,67 @@ func (g *loadgen) one(rng *rand.Rand) {
 // errPermanent marks an answer a retry cannot change.
 var errPermanent = errors.New("refused")
 
+// errStalled fails an operation of the load at once when its owner's endpoint
+// is in back-off (stalled).
+var errStalled = errors.New("the owner's endpoint timed out recently: not sent")
+
+// stallBackoff bounds how long an endpoint whose attempt timed out is left
+// alone when the shard map does not move meanwhile.
+const stallBackoff = time.Second
+
+// stalled tracks endpoints whose last attempt timed out: a SIGSTOPped instance
+// accepts connections and never answers, so without it every worker would wait
+// out the attempt timeout on it in turn (docs/chaos.md, "paused owner"). An
+// endpoint is stalled until stallBackoff has passed or the client holds another
+// shard map than at the timeout (its shards may have moved): then one attempt
+// goes through again.
+type stalled struct {
+	mu sync.Mutex
+	at map[string]stallMark
+}
+
+type stallMark struct {
+	until time.Time
+	m     *shard.Map // the client's map at the timeout
+}
+
+// mark records a timeout of ep at now under map m.
+func (s *stalled) mark(ep string, m *shard.Map, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.at == nil {
+		s.at = map[string]stallMark{}
+	}
+	s.at[ep] = stallMark{until: now.Add(stallBackoff), m: m}
+}
+
+// is reports whether ep is stalled at now under map m, and forgets it once not.
+func (s *stalled) is(ep string, m *shard.Map, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.at[ep]
+	if ok && (now.Before(st.until) && st.m == m) {
+		return true
+	}
+	delete(s.at, ep)
+	return false
+}
+
+// timedOut reports whether err is an attempt that got no answer in time.
+func timedOut(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 // do sends one operation (an append of id when id is set, else a read) to the
 // owner the client's table names, retrying with backoff (5 ms doubling to
 // 250 ms, jittered) until deadline; a refusal that names the owner's endpoint is
-// retried there at once. A read's values land in *values; each attempt is
-// recorded in tr when it is not nil.
-func (g *loadgen) do(key, id string, deadline time.Time, values *[]string, tr *opTrace) (attempts int, err error) {
+// retried there at once. An attempt that times out stalls its endpoint
+// (stalled); with shed set, an operation whose endpoint is stalled fails at
+// once with errStalled (the load: its worker goes on with other keys), without
+// it the operation waits out the stall by the same backoff (verify). A read's
+// values land in *values; each attempt is recorded in tr when it is not nil.
+func (g *loadgen) do(key, id string, deadline time.Time, values *[]string, tr *opTrace, shed bool) (attempts int, err error) {
 	backoff := 5 * time.Millisecond
 	var a attemptTrace // the attempt being made
 	record := func() {
@@ -271,16 +335,27 @@ func (g *loadgen) do(key, id string, deadline time.Time, values *[]string, tr *o
 	var hint string
 	for {
 		a = attemptTrace{Endpoint: hint, Hinted: hint != ""}
+		ep, m := g.route(key)
 		if a.Endpoint == "" {
-			a.Endpoint, _ = g.c.Endpoint(key, HTTPMetaKey)
+			a.Endpoint = ep
 		}
 		hint = ""
-		if a.Endpoint != "" {
+		if a.Endpoint != "" && g.stall.is(a.Endpoint, m, time.Now()) {
+			a.Code = "stalled"
+			if shed {
+				record()
+				return attempts, errStalled
+			}
+			err = errStalled
+		} else if a.Endpoint != "" {
 			attempts++
 			var retryAt string
 			sent := time.Now()
 			retryAt, a.Code, a.Spans, err = g.attempt(a.Endpoint, key, id, values)
 			a.Ms = ms(time.Since(sent))
+			if timedOut(err) {
+				g.stall.mark(a.Endpoint, m, time.Now())
+			}
 			if err == nil || errors.Is(err, errPermanent) {
 				a.Code = ""
 				record()
@@ -403,7 +478,7 @@ func (g *loadgen) verify() (Verify, error) {
 	seen := map[string]int{}
 	for k := range keys {
 		var vals []string
-		if _, err := g.do(k, "", time.Now().Add(g.cfg.Deadline), &vals, nil); err != nil {
+		if _, err := g.do(k, "", time.Now().Add(g.cfg.Deadline), &vals, nil, false); err != nil {
 			return v, fmt.Errorf("verify: reading %s: %w", k, err)
 		}
 		for _, id := range vals {
