@@ -31,7 +31,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -126,19 +125,14 @@ type Node struct {
 
 	in     *inbound    // inbound streams, closed by Close
 	budget *byteBudget // bytes of inbound request frames in flight
-	// memberIPs is the set of other live members' IPs, published by the loop for
-	// the accept goroutine, which must not wait for the loop; nil before the first.
-	memberIPs atomic.Pointer[map[netip.Addr]struct{}]
-	// memberAddrs maps the other live members' addresses to their names, for the
-	// name a TLS stream dialled to an address must present; nil before the first.
-	memberAddrs atomic.Pointer[map[string]string]
+	live   *livePeers  // other live members, kept by the loop for goroutines off it
 
 	mu      sync.Mutex // guards the published state below
 	version uint64
 	history []control.Change
 	changed chan struct{}
 	subs    map[*Subscription]struct{}
-	members []Member // last view published by the loop; read after it stops
+	members []Member // the view when the loop stopped (publishFinal), read after it
 	// finalMeta is every member's metadata when the loop stopped.
 	finalMeta map[string]map[string]string
 	stats     swim.Stats
@@ -277,6 +271,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.reader.Accept(n.versions)
 	n.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[8:]), binary.LittleEndian.Uint64(seed[:8])))
 	n.members = h.Swim().Members()
+	n.live = newLivePeers(cfg.Name)
 	n.metrics = newMetrics(n)
 	if err := n.setInitialMeta(); err != nil {
 		tr.Close()
@@ -605,36 +600,9 @@ func (n *Node) pause(d time.Duration) bool {
 }
 
 // isMemberIP reports whether ip is the IP of another live member, by the loop's last
-// published view.
+// flushed view.
 func (n *Node) isMemberIP(ip netip.Addr) bool {
-	m := n.memberIPs.Load()
-	if m == nil || !ip.IsValid() {
-		return false
-	}
-	_, ok := (*m)[ip]
-	return ok
-}
-
-// publishMemberIPs publishes the IPs of the other live (alive or suspect) members
-// for isMemberIP. Runs on the loop.
-func (n *Node) publishMemberIPs(members []Member) {
-	ips := make(map[netip.Addr]struct{}, len(members))
-	for _, m := range members {
-		if m.Name == n.cfg.Name || (m.Status != swim.StatusAlive && m.Status != swim.StatusSuspect) {
-			continue
-		}
-		if ap, err := netip.ParseAddrPort(m.Addr); err == nil {
-			ips[ap.Addr().Unmap()] = struct{}{}
-		}
-	}
-	n.memberIPs.Store(&ips)
-	addrs := make(map[string]string, len(members))
-	for _, m := range members {
-		if m.Name != n.cfg.Name && (m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect) {
-			addrs[m.Addr] = m.Name
-		}
-	}
-	n.memberAddrs.Store(&addrs)
+	return ip.IsValid() && n.live.hasIP(ip)
 }
 
 // serveStream reads one request frame, has the loop answer it, writes the reply.
@@ -983,12 +951,11 @@ func (n *Node) flushOnce() {
 		}
 	}
 	if len(rd.Events) > 0 {
-		members := sw.Members()
-		n.publish(rd.Events, members, st, sw.LocalHealth(), sw.Digest().Hash)
-		n.publishMemberIPs(members)
+		n.publish(rd.Events)
+		n.live.apply(rd.Events)
 	}
 	if len(rd.Meta) > 0 {
-		n.publishMeta(rd.Meta, sw.Members())
+		n.publishMeta(rd.Meta)
 		n.checkSettings(rd.Meta)
 	}
 	if len(n.leaves) > 0 && (st.QueueLen == 0 || !n.anyLivePeer()) {
@@ -1035,7 +1002,7 @@ func CorrelationID(member string, incarnation uint64, kind swim.EventKind) strin
 }
 
 // publish records events: version, history for watch streams, logs, subscribers.
-func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health int, digest uint64) {
+func (n *Node) publish(evs []swim.Event) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, e := range evs {
@@ -1063,7 +1030,6 @@ func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health
 			n.joined = true
 		}
 	}
-	n.members, n.stats, n.health, n.digest = members, st, health, digest
 	close(n.changed)
 	n.changed = make(chan struct{})
 }

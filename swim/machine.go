@@ -350,6 +350,16 @@ func (m *Machine) Members() []Member {
 	return out
 }
 
+// Member returns the named member as the view holds it (ourselves included), in
+// O(1): hosts that look up one member need not sort the whole view.
+func (m *Machine) Member(name string) (Member, bool) {
+	mem := m.members.get(name)
+	if mem == nil {
+		return Member{}, false
+	}
+	return m.public(mem), true
+}
+
 // sortedMembers sorts the view afresh: caching it would cost a pointer per member
 // per node, and every join invalidated the cache during formation anyway.
 func (m *Machine) sortedMembers() []*member {
