@@ -821,6 +821,7 @@ func (n *Node) loop() {
 			return
 		case p := <-n.packets:
 			n.handlePacket(p)
+			n.drainPackets()
 		case s := <-n.streams:
 			s.reply <- n.stack.HandleStream(n.clock.Now(), s.from, s.req)
 		case r := <-n.results:
@@ -828,6 +829,26 @@ func (n *Node) loop() {
 		case f := <-n.cmds:
 			f()
 		case <-timer.C():
+		}
+	}
+}
+
+// packetBatch bounds the packets the loop handles in one turn before it flushes
+// their answers: at most a few milliseconds of work, well inside a probe timeout.
+const packetBatch = 64
+
+// drainPackets handles the packets already queued, up to packetBatch, in the same
+// turn of the loop, so their outputs leave in one flush. One flush per packet made
+// a busy node (a seed that 255 nodes join at once, sharing two cores with them)
+// fall behind by a scheduling slot per packet: its queue and its inbound streams
+// waited, and joins timed out and retried for tens of seconds.
+func (n *Node) drainPackets() {
+	for range packetBatch - 1 {
+		select {
+		case p := <-n.packets:
+			n.handlePacket(p)
+		default:
+			return
 		}
 	}
 }
