@@ -84,10 +84,10 @@ type Node struct {
 	addr     string // advertised
 	epoch    string
 	metrics  *metrics
-	handler  http.Handler
-	lead     *leaderState // nil: leadership off (no Config.Voters)
-	shards   *shardState  // nil: shard routing off (no Config.Shards)
-	auditLog *auditLog    // nil: no Config.AuditLog
+	handler  func() http.Handler // the control API, built on first use: most embedded nodes never serve it
+	lead     *leaderState        // nil: leadership off (no Config.Voters)
+	shards   *shardState         // nil: shard routing off (no Config.Shards)
+	auditLog *auditLog           // nil: no Config.AuditLog
 
 	// Owned by the loop goroutine.
 	stack  *stack.Stack
@@ -277,9 +277,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		tr.Close()
 		return nil, err
 	}
-	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
-		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout,
-		Auth: n.controlAuth()})
+	n.handler = sync.OnceValue(func() http.Handler {
+		return control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
+			Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout,
+			Auth: n.controlAuth()})
+	})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	if cfg.Control != "" {
@@ -337,7 +339,7 @@ func (n *Node) ControlAddr() string { return n.controlAddr }
 
 // Handler is the control API (the same one served on Config.Control), for services
 // that mount it on their own HTTP server.
-func (n *Node) Handler() http.Handler { return n.handler }
+func (n *Node) Handler() http.Handler { return n.handler() }
 
 // Keyring is the keyring of packet and stream encryption, or nil when the node
 // runs without encryption. Rotate keys in a live cluster with it: Install the new
