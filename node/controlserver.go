@@ -43,7 +43,7 @@ func (n *Node) serveControl(ln net.Listener) {
 		Help: "Control API connections closed at accept because ControlMaxConns were open."})
 	n.metrics.reg.MustRegister(open, refused)
 	n.httpSrv = &http.Server{
-		Handler:           n.handler,
+		Handler:           n.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       n.cfg.ControlReadTimeout,
 		WriteTimeout:      n.cfg.ControlWriteTimeout,

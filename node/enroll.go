@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 
-	"slices"
 	"time"
 
 	"github.com/omnirelay/mesh/control"
@@ -253,16 +252,7 @@ func (n *Node) nameTaken(name string) bool {
 	if name == n.cfg.Name {
 		return true
 	}
-	m := n.memberAddrs.Load()
-	return m != nil && slices.Contains(mapValues(*m), name)
-}
-
-func mapValues(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
+	return n.live.has(name)
 }
 
 // keys is the keyring to deliver, primary first; nil without keys.

@@ -290,7 +290,7 @@ func TestMemberIPsPublished(t *testing.T) {
 		b := startMem(t, memConfig(t, mn, "b", "10.0.0.2:7946", "10.0.0.1:7946"))
 		waitFor(t, 5*time.Second, "b joined", allSee([]*Node{a}, "b", swim.StatusAlive))
 		if !a.isMemberIP(netip.MustParseAddr("10.0.0.2")) || a.isMemberIP(netip.MustParseAddr("10.0.0.1")) {
-			t.Fatalf("member IPs %v, want b's only", *a.memberIPs.Load())
+			t.Fatalf("member IPs %v, want b's only", a.live.ips)
 		}
 		b.Close()
 		waitFor(t, 30*time.Second, "b dead", allSee([]*Node{a}, "b", swim.StatusDead))

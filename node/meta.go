@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
-	"strings"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/omnirelay/mesh/control"
@@ -175,7 +174,8 @@ func metaCorrelationID(node, key string, v crdt.Version) string {
 // publishMeta records metadata events like membership events: version, history
 // for watch streams, debug log, subscribers. Loop only. Cluster-map changes are
 // not published (no member to attach them to).
-func (n *Node) publishMeta(evs []stack.MetaEvent, members []Member) {
+func (n *Node) publishMeta(evs []stack.MetaEvent) {
+	sw := n.stack.Swim()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	published := false
@@ -183,9 +183,9 @@ func (n *Node) publishMeta(evs []stack.MetaEvent, members []Member) {
 		if e.Node == crdt.Cluster {
 			continue
 		}
-		m := Member{Name: e.Node}
-		if i, ok := slices.BinarySearchFunc(members, e.Node, func(m Member, name string) int { return strings.Compare(m.Name, name) }); ok {
-			m = members[i]
+		m, ok := sw.Member(e.Node)
+		if !ok {
+			m = Member{Name: e.Node}
 		}
 		mc := &MetaChange{Key: e.Key, Value: string(e.Value), Deleted: e.Deleted}
 		n.version++

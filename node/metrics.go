@@ -265,6 +265,7 @@ var (
 		{prometheus.NewDesc("omnirelay_digest_syncs_total", "Push-pulls started because view digests kept disagreeing.", nil, nil), func(s swim.Stats) uint64 { return s.DigestSyncs }},
 		{prometheus.NewDesc("omnirelay_broadcasts_sent_total", "Broadcast messages piggybacked on packets (one per packet carrying it).", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsSent }},
 		{prometheus.NewDesc("omnirelay_broadcasts_dropped_total", "Broadcasts dropped from a full gossip queue before their retransmit budget.", nil, nil), func(s swim.Stats) uint64 { return s.BroadcastsDropped }},
+		{prometheus.NewDesc("omnirelay_eager_deferred_total", "Eager pushes held back by the eager pace (PROTOCOL.md 10.4); their facts went with the gossip tick.", nil, nil), func(s swim.Stats) uint64 { return s.EagerDeferred }},
 		{prometheus.NewDesc("omnirelay_malformed_total", "Malformed packets, messages or stream frames dropped (membership, lease and shard).", nil, nil), func(s swim.Stats) uint64 { return s.Malformed }},
 		{prometheus.NewDesc("omnirelay_foreign_packets_total", "Packets and stream frames of another cluster label dropped (membership, lease and shard).", nil, nil), func(s swim.Stats) uint64 { return s.ForeignPackets }},
 		{prometheus.NewDesc("omnirelay_misdirected_pings_total", "Pings for another node name (the address was reused), unanswered.", nil, nil), func(s swim.Stats) uint64 { return s.MisdirectedPings }},

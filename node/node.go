@@ -31,7 +31,6 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -85,11 +84,11 @@ type Node struct {
 	addr     string // advertised
 	epoch    string
 	metrics  *metrics
-	handler  http.Handler
-	lead     *leaderState // nil: leadership off (no Config.Voters)
-	shards   *shardState  // nil: shard routing off (no Config.Shards)
-	fed      *fedState    // nil: one cluster (no Config.Federation)
-	auditLog *auditLog    // nil: no Config.AuditLog
+	handler  func() http.Handler // the control API, built on first use: most embedded nodes never serve it
+	lead     *leaderState        // nil: leadership off (no Config.Voters)
+	shards   *shardState         // nil: shard routing off (no Config.Shards)
+	fed      *fedState           // nil: one cluster (no Config.Federation)
+	auditLog *auditLog           // nil: no Config.AuditLog
 
 	// Owned by the loop goroutine.
 	stack  *stack.Stack
@@ -130,12 +129,7 @@ type Node struct {
 
 	in     *inbound    // inbound streams, closed by Close
 	budget *byteBudget // bytes of inbound request frames in flight
-	// memberIPs is the set of other live members' IPs, published by the loop for
-	// the accept goroutine, which must not wait for the loop; nil before the first.
-	memberIPs atomic.Pointer[map[netip.Addr]struct{}]
-	// memberAddrs maps the other live members' addresses to their names, for the
-	// name a TLS stream dialled to an address must present; nil before the first.
-	memberAddrs atomic.Pointer[map[string]string]
+	live   *livePeers  // other live members, kept by the loop for goroutines off it
 
 	mu      sync.Mutex // guards the published state below
 	version uint64
@@ -144,7 +138,7 @@ type Node struct {
 	// clustersChanged is closed and replaced when the federation view changes.
 	clustersChanged chan struct{}
 	subs            map[*Subscription]struct{}
-	members         []Member // last view published by the loop; read after it stops
+	members         []Member // the view when the loop stopped (publishFinal), read after it
 	// finalMeta is every member's metadata when the loop stopped.
 	finalMeta map[string]map[string]string
 	stats     swim.Stats
@@ -286,14 +280,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.reader.Accept(n.versions)
 	n.rng = rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[8:]), binary.LittleEndian.Uint64(seed[:8])))
 	n.members = h.Swim().Members()
+	n.live = newLivePeers(cfg.Name)
 	n.metrics = newMetrics(n)
 	if err := n.setInitialMeta(); err != nil {
 		tr.Close()
 		return nil, err
 	}
-	n.handler = control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
-		Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout,
-		Auth: n.controlAuth()})
+	n.handler = sync.OnceValue(func() http.Handler {
+		return control.NewHandler(controlSource{n}, control.Options{Metrics: n.metrics.handler(), Logger: n.log,
+			Registerer: n.metrics.reg, MaxWatchers: cfg.ControlMaxWatchers, WatchWriteTimeout: cfg.ControlWriteTimeout,
+			Auth: n.controlAuth()})
+	})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
 	if cfg.Control != "" {
@@ -357,7 +354,7 @@ func (n *Node) ControlAddr() string { return n.controlAddr }
 
 // Handler is the control API (the same one served on Config.Control), for services
 // that mount it on their own HTTP server.
-func (n *Node) Handler() http.Handler { return n.handler }
+func (n *Node) Handler() http.Handler { return n.handler() }
 
 // Keyring is the keyring of packet and stream encryption, or nil when the node
 // runs without encryption. Rotate keys in a live cluster with it: Install the new
@@ -624,36 +621,9 @@ func (n *Node) pause(d time.Duration) bool {
 }
 
 // isMemberIP reports whether ip is the IP of another live member, by the loop's last
-// published view.
+// flushed view.
 func (n *Node) isMemberIP(ip netip.Addr) bool {
-	m := n.memberIPs.Load()
-	if m == nil || !ip.IsValid() {
-		return false
-	}
-	_, ok := (*m)[ip]
-	return ok
-}
-
-// publishMemberIPs publishes the IPs of the other live (alive or suspect) members
-// for isMemberIP. Runs on the loop.
-func (n *Node) publishMemberIPs(members []Member) {
-	ips := make(map[netip.Addr]struct{}, len(members))
-	for _, m := range members {
-		if m.Name == n.cfg.Name || (m.Status != swim.StatusAlive && m.Status != swim.StatusSuspect) {
-			continue
-		}
-		if ap, err := netip.ParseAddrPort(m.Addr); err == nil {
-			ips[ap.Addr().Unmap()] = struct{}{}
-		}
-	}
-	n.memberIPs.Store(&ips)
-	addrs := make(map[string]string, len(members))
-	for _, m := range members {
-		if m.Name != n.cfg.Name && (m.Status == swim.StatusAlive || m.Status == swim.StatusSuspect) {
-			addrs[m.Addr] = m.Name
-		}
-	}
-	n.memberAddrs.Store(&addrs)
+	return ip.IsValid() && n.live.hasIP(ip)
 }
 
 // serveStream reads one request frame, has the loop answer it, writes the reply.
@@ -872,6 +842,7 @@ func (n *Node) loop() {
 			return
 		case p := <-n.packets:
 			n.handlePacket(p)
+			n.drainPackets()
 		case s := <-n.streams:
 			s.reply <- n.stack.HandleStream(n.clock.Now(), s.from, s.peer, s.req)
 		case r := <-n.results:
@@ -879,6 +850,26 @@ func (n *Node) loop() {
 		case f := <-n.cmds:
 			f()
 		case <-timer.C():
+		}
+	}
+}
+
+// packetBatch bounds the packets the loop handles in one turn before it flushes
+// their answers: at most a few milliseconds of work, well inside a probe timeout.
+const packetBatch = 64
+
+// drainPackets handles the packets already queued, up to packetBatch, in the same
+// turn of the loop, so their outputs leave in one flush. One flush per packet made
+// a busy node (a seed that 255 nodes join at once, sharing two cores with them)
+// fall behind by a scheduling slot per packet: its queue and its inbound streams
+// waited, and joins timed out and retried for tens of seconds.
+func (n *Node) drainPackets() {
+	for range packetBatch - 1 {
+		select {
+		case p := <-n.packets:
+			n.handlePacket(p)
+		default:
+			return
 		}
 	}
 }
@@ -1008,12 +999,11 @@ func (n *Node) flushOnce() {
 		}
 	}
 	if len(rd.Events) > 0 {
-		members := sw.Members()
-		n.publish(rd.Events, members, st, sw.LocalHealth(), sw.Digest().Hash)
-		n.publishMemberIPs(members)
+		n.publish(rd.Events)
+		n.live.apply(rd.Events)
 	}
 	if len(rd.Meta) > 0 {
-		n.publishMeta(rd.Meta, sw.Members())
+		n.publishMeta(rd.Meta)
 		n.checkSettings(rd.Meta)
 	}
 	n.driveFederation()
@@ -1061,7 +1051,7 @@ func CorrelationID(member string, incarnation uint64, kind swim.EventKind) strin
 }
 
 // publish records events: version, history for watch streams, logs, subscribers.
-func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health int, digest uint64) {
+func (n *Node) publish(evs []swim.Event) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, e := range evs {
@@ -1089,7 +1079,6 @@ func (n *Node) publish(evs []swim.Event, members []Member, st swim.Stats, health
 			n.joined = true
 		}
 	}
-	n.members, n.stats, n.health, n.digest = members, st, health, digest
 	close(n.changed)
 	n.changed = make(chan struct{})
 }

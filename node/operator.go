@@ -21,20 +21,11 @@ import (
 // as are unknown names and this node (swim.ErrUnknownMember).
 func (n *Node) ForceLeave(name string, prune bool) error {
 	var err error
-	var members []Member
-	if !n.do(func() {
-		err = n.stack.ForceLeave(n.clock.Now(), name, prune)
-		members = n.stack.Swim().Members()
-	}) {
+	if !n.do(func() { err = n.stack.ForceLeave(n.clock.Now(), name, prune) }) {
 		return ErrClosed
 	}
 	if err != nil {
 		return fmt.Errorf("node: force-leave %s: %w", name, err)
-	}
-	if prune {
-		n.mu.Lock()
-		n.members = members // a pruned member produces no event to republish the view
-		n.mu.Unlock()
 	}
 	n.log.Info("member forced out", "member", name, "prune", prune)
 	return nil

@@ -26,9 +26,7 @@ var ErrStreamIdentity = errors.New("node: stream peer's certificate does not mat
 // dialTLS wraps an outbound stream in TLS and completes the handshake within ctx.
 func (n *Node) dialTLS(ctx context.Context, conn net.Conn, to string) (net.Conn, error) {
 	p := identity.MeshPolicy
-	if m := n.memberAddrs.Load(); m != nil {
-		p.Name = (*m)[to] // "" for a seed or a stranger: any node of the cluster
-	}
+	p.Name = n.live.nameAt(to) // "" for a seed or a stranger: any node of the cluster
 	tc := tls.Client(conn, n.cfg.TLS.ClientConfig(p))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		n.metrics.netErrors.WithLabelValues("stream_tls").Inc()

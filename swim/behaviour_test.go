@@ -409,6 +409,57 @@ func TestNewFactIsPushedEagerly(t *testing.T) {
 	}
 }
 
+// Eager push is paced (EagerPace): a burst of inputs that each teach a new fact, as
+// in a mass join, gets EagerBurst pushes at once, then one per GossipInterval; the
+// facts held back stay queued for the gossip tick.
+func TestEagerPushIsPacedInABurst(t *testing.T) {
+	m := newMachine(t, "a", func(c *Config) { c.EagerFanout = 3 })
+	for i := range 6 {
+		m.HandlePushPullReply(epoch, "s", &wire.PushPull{Nodes: []wire.NodeState{
+			{Name: fmt.Sprintf("p%d", i), Addr: fmt.Sprintf("p%d:1", i), ProtoMin: 1, ProtoMax: 1},
+		}})
+	}
+	m.Ready()
+	learn := func(now time.Time, name string) (pushes int) {
+		m.HandlePacket(now, "p0:1", packet(t, &wire.Alive{Node: name, Addr: name + ":1", ProtoMin: 1, ProtoMax: 1}))
+		for _, d := range decodePackets(t, m.Ready().Packets) {
+			if a, ok := d.msg.(*wire.Alive); ok && a.Node == name {
+				pushes++
+			}
+		}
+		return pushes
+	}
+	for i := range EagerBurst + 2 {
+		want := 3
+		if i >= EagerBurst {
+			want = 0
+		}
+		if got := learn(epoch, fmt.Sprintf("n%d", i)); got != want {
+			t.Fatalf("fact %d of a burst: pushed to %d members, want %d", i, got, want)
+		}
+	}
+	if got := m.Stats().EagerDeferred; got != 2 {
+		t.Fatalf("EagerDeferred = %d, want 2", got)
+	}
+	gi := m.cfg.GossipInterval
+	if got := learn(epoch.Add(gi/2), "late"); got != 0 {
+		t.Fatalf("half a gossip interval after the burst: pushed to %d, want 0", got)
+	}
+	if got := learn(epoch.Add(gi), "next"); got != 3 {
+		t.Fatalf("a gossip interval after the burst: pushed to %d, want 3", got)
+	}
+	held := map[string]bool{}
+	m.Tick(epoch.Add(gi)) // the gossip tick is due: it carries what eager push held back
+	for _, d := range decodePackets(t, m.Ready().Packets) {
+		if a, ok := d.msg.(*wire.Alive); ok {
+			held[a.Node] = true
+		}
+	}
+	if !held["n4"] || !held["n5"] || !held["late"] {
+		t.Fatalf("gossip tick carried %v, want the held-back n4, n5 and late", held)
+	}
+}
+
 // A metadata delta or user message broadcast by the layer above is pushed at once to
 // EagerFanout distinct members, as a membership fact is, not only queued for the
 // gossip tick: the metadata layer re-broadcasts deltas new to it, so each hop costs

@@ -80,7 +80,9 @@ type Config struct {
 	// straggler (a 200 ms tail at memberlist's timers) in 14 of 40 seeds, at 4 in
 	// 2, at 5 in none. It costs bytes only for new facts (about +10% under 10%
 	// loss, where false suspicions and refutations are new facts; nothing in a
-	// steady cluster).
+	// steady cluster). Pushes are paced (EagerPace): EagerBurst at once, then one
+	// per GossipInterval, so a mass join cannot turn every packet into
+	// EagerFanout more.
 	EagerFanout int
 	// SuspicionMult scales the minimum suspicion timeout:
 	// SuspicionMult * max(1, log10(n)) * ProbeInterval for n live members. Default 4.

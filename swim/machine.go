@@ -35,6 +35,7 @@ type Stats struct {
 	Reconnects         uint64 // push-pulls started to a departed member's address or a seed
 	BroadcastsSent     uint64 // broadcast messages piggybacked, counted per packet
 	BroadcastsDropped  uint64 // broadcasts dropped from a full queue before their limit
+	EagerDeferred      uint64 // eager pushes not sent (EagerPace): their facts went with the gossip tick
 	Malformed          uint64 // malformed packets, messages or frames, dropped
 	Implausible        uint64 // claims refused for an incarnation jump beyond wire.MaxJump (or one we cannot out-bid)
 	ForeignPackets     uint64 // packets and stream frames of another cluster label, dropped
@@ -214,6 +215,7 @@ type Machine struct {
 	queues     queues
 	eager      []*broadcast // facts learned by the current input, pushed at its end
 	eagerOK    bool         // facts of the current input are pushed eagerly
+	eagerNext  time.Time    // EagerPace's state: when the eager budget is next full
 	curFrom    string       // source address of the packet being handled, else ""
 	limited    bool         // an input is being handled: answers spend budget
 	budget     int          // answers the input being handled may still send
@@ -348,6 +350,16 @@ func (m *Machine) Members() []Member {
 		out[i] = m.public(mem)
 	}
 	return out
+}
+
+// Member returns the named member as the view holds it (ourselves included), in
+// O(1): hosts that look up one member need not sort the whole view.
+func (m *Machine) Member(name string) (Member, bool) {
+	mem := m.members.get(name)
+	if mem == nil {
+		return Member{}, false
+	}
+	return m.public(mem), true
 }
 
 // sortedMembers sorts the view afresh: caching it would cost a pointer per member
@@ -955,12 +967,19 @@ func (m *Machine) send(to string) {
 
 // flushEager pushes the facts learned by the current input to EagerFanout random
 // members at once (one packet each, topped up with queued gossip), skipping the
-// address they came from. Facts that do not fit stay queued for the gossip tick.
+// address they came from, when EagerPace allows a push now. Facts that do not fit,
+// or that the pace holds back, stay queued for the gossip tick.
 func (m *Machine) flushEager(now time.Time, exclude string) {
 	if len(m.eager) == 0 {
 		return
 	}
+	var ok bool
 	if m.cfg.EagerFanout > 0 {
+		if ok, m.eagerNext = EagerPace(m.eagerNext, now, m.cfg.GossipInterval, EagerBurst); !ok {
+			m.stats.EagerDeferred++
+		}
+	}
+	if ok {
 		for _, p := range m.randomPeers(now, m.cfg.EagerFanout, exclude, nil, anyAddr) {
 			m.packer.Reset()
 			for _, b := range m.eager {

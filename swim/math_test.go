@@ -130,6 +130,31 @@ func TestGossipDrain(t *testing.T) {
 }
 
 // The digest is specified byte by byte in PROTOCOL.md; this pins the encoding.
+func TestEagerPace(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	iv := 50 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		next, now time.Time
+		burst     int
+		ok        bool
+		want      time.Time
+	}{
+		{"fresh budget", time.Time{}, t0, 4, true, t0.Add(iv)},
+		{"earned in the past", t0.Add(-time.Hour), t0, 4, true, t0.Add(iv)},
+		{"burst not spent", t0.Add(3 * iv), t0, 4, true, t0.Add(4 * iv)},
+		{"burst spent", t0.Add(3*iv + 1), t0, 4, false, t0.Add(3*iv + 1)},
+		{"burst 1: one at a time", t0.Add(1), t0, 1, false, t0.Add(1)},
+		{"burst 1, earned", t0, t0, 1, true, t0.Add(iv)},
+		{"burst 0 counts as 1", t0, t0, 0, true, t0.Add(iv)},
+	} {
+		ok, next := EagerPace(tc.next, tc.now, iv, tc.burst)
+		if ok != tc.ok || !next.Equal(tc.want) {
+			t.Errorf("%s: EagerPace = %v, %v; want %v, %v", tc.name, ok, next.Sub(t0), tc.ok, tc.want.Sub(t0))
+		}
+	}
+}
+
 func TestMemberHashEncoding(t *testing.T) {
 	b := []byte("node-a\x00\x00\x00\x00\x00\x00\x00\x01\x07\x01")
 	if got, want := MemberHash("node-a", 0x107, StatusSuspect), xxhash.Sum64(b); got != want {

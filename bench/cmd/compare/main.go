@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ func main() {
 	crashes := flag.Int("crashes", 3, "nodes crashed one after another per run; the table shows the median")
 	timeout := flag.Duration("timeout", 90*time.Second, "bound on each phase")
 	runOne := flag.String("run-one", "", "internal: run one implementation with -n nodes and print JSON")
+	cpuProfile := flag.String("cpuprofile", "", "with -run-one: write a CPU profile of the whole run to this file")
 	flag.Parse()
 	opt := compare.Options{Settle: *settle, Steady: *steady, Crashes: *crashes, Timeout: *timeout}
 
@@ -40,7 +42,18 @@ func main() {
 		if err != nil {
 			fail("-run-one needs a single -n: %v", err)
 		}
+		if *cpuProfile != "" {
+			f, err := os.Create(*cpuProfile)
+			if err != nil {
+				fail("%v", err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fail("%v", err)
+			}
+			defer f.Close()
+		}
 		r, err := compare.Run(*runOne, n, opt)
+		pprof.StopCPUProfile()
 		if err != nil {
 			fail("%v", err)
 		}
