@@ -70,6 +70,9 @@ type MetaStats struct {
 	// checks of cluster-map cells whose epoch's holder we did not know), or past
 	// a packet's verification budget.
 	Unsigned, Forged, UnknownSigner, UnknownHolder, OverBudget uint64
+	// ReissuesLimited: deltas of our own map dropped unread, with signed
+	// metadata, because we re-issued it less than a GossipInterval before.
+	ReissuesLimited uint64
 }
 
 // metaState is the host's metadata layer.
@@ -87,6 +90,9 @@ type metaState struct {
 	forged   []MetaForgery  // for Ready.MetaForged
 	pending  []pendingDelta // keepPending
 	retrying bool           // retryPending runs
+	// quietUntil: with signed metadata, deltas of our own map are dropped
+	// before it (reissueLimited).
+	quietUntil time.Time
 }
 
 // budget and setBudget read and set the verification budget (no-ops without
@@ -256,6 +262,10 @@ func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 		ms.stats.SnapshotsIn++
 		var s crdt.Snapshot
 		if s, err = crdt.DecodeSnapshot(p.Data, lim); err == nil {
+			if n := len(s.Maps); h.reissueLimited(now) {
+				s.Maps = slices.DeleteFunc(s.Maps, func(d crdt.Delta) bool { return d.Node == ms.store.Self() })
+				ms.stats.ReissuesLimited += uint64(n - len(s.Maps))
+			}
 			budget := ms.budget()
 			a, err = ms.store.Merge(s)
 			ms.setBudget(budget)
@@ -263,6 +273,10 @@ func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 	} else {
 		ms.stats.DeltasIn++
 		if d, err = crdt.DecodeDelta(p.Data, lim); err == nil {
+			if d.Node == ms.store.Self() && h.reissueLimited(now) {
+				ms.stats.ReissuesLimited++
+				return
+			}
 			a, err = ms.store.Apply(d)
 		}
 	}
@@ -274,6 +288,16 @@ func (h *Stack) receiveMeta(now time.Time, p swim.Payload) {
 	if p.Snapshot && len(ms.pending) > 0 {
 		h.retryPending(now) // the push-pull may have brought the certificates
 	}
+}
+
+// reissueLimited reports whether deltas of our own map are dropped at now: with
+// signed metadata, one signed by a key we lack is taken as a previous life of
+// ours and re-issues our whole map, every cell signed again, so without a bound
+// any member could make us do that once per packet it sends, each under a new
+// incarnation. One re-issue a GossipInterval is enough for an honest previous
+// life: once re-issued above it, its copies are no longer news to us.
+func (h *Stack) reissueLimited(now time.Time) bool {
+	return h.meta.auth != nil && now.Before(h.meta.quietUntil)
 }
 
 // afterApply accounts for a merged delta or snapshot: errors and refusals
@@ -304,6 +328,9 @@ func (h *Stack) afterApply(now time.Time, a crdt.Applied, err error, from string
 	if a.Reissue != nil {
 		ms.stats.Reissues++
 		h.gossipDelta(now, *a.Reissue)
+		if ms.auth != nil {
+			ms.quietUntil = now.Add(h.cfg.Swim.GossipInterval)
+		}
 	}
 	if raw != nil && len(a.Changes) > 0 {
 		ms.stats.Rebroadcasts++

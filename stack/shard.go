@@ -59,7 +59,10 @@ type ShardHostStats struct {
 	Membership  uint64 // membership snapshots given to the Controller
 	// MarksCollected: drain marks deleted because swim does not know their node.
 	MarksCollected uint64
-	Auth           PacketAuthStats
+	// AnnouncesHeld: signed Announces held because no holder of their epoch was
+	// confirmed yet (announce.go); followed once one is.
+	AnnouncesHeld uint64
+	Auth          PacketAuthStats
 }
 
 type shardState struct {
@@ -72,6 +75,7 @@ type shardState struct {
 	dirty  bool // the membership snapshot must be rebuilt
 	events []shard.Event
 	stats  ShardHostStats
+	held   []heldAnnounce // holdAnnounce
 }
 
 // validateShard checks the shard fields of Config (shard.Config checks itself).
@@ -148,27 +152,32 @@ func (h *Stack) handleShardPacket(now time.Time, from string, data []byte) {
 		if sender != "" && h.misnamedShard(wm, sender, from) {
 			return // the rest of a packet that speaks for another member is not read either
 		}
-		h.stepShard(now, wm)
+		h.stepShard(now, from, wm)
 	}
 	if ss.reader.Err() != nil {
 		ss.stats.Malformed++
 	}
 }
 
-// stepShard hands one decoded message to both machines: each ignores the types
-// that are not addressed to its side.
-func (h *Stack) stepShard(now time.Time, m shard.Message) {
+// stepShard hands one decoded message from from to both machines: each ignores
+// the types that are not addressed to its side. With Auth an Announce goes on
+// only once its leader is the holder this node knows for its epoch
+// (announce.go).
+func (h *Stack) stepShard(now time.Time, from string, m shard.Message) {
+	if a, ok := m.(*shard.Announce); ok && h.cfg.Swim.Auth != nil && !h.confirmAnnounce(from, a) {
+		return
+	}
 	h.shard.ctl.Step(now, m)
 	h.shard.owner.Step(now, m)
 }
 
 // handleShardStream answers a shard stream frame: a MapRequest gets the current
 // map while this node leads, anything else is stepped and gets no reply.
-func (h *Stack) handleShardStream(now time.Time, msg wire.Message) []byte {
+func (h *Stack) handleShardStream(now time.Time, from string, msg wire.Message) []byte {
 	ss := h.shard
 	if req, ok := msg.(*shard.MapRequest); ok {
 		if !ss.ctl.Leading() || ss.ctl.Map() == nil || req.Node == "" || req.Epoch > ss.ctl.Epoch() {
-			h.stepShard(now, msg) // lets a deposed Controller see the higher epoch
+			h.stepShard(now, from, msg) // lets a deposed Controller see the higher epoch
 			return nil
 		}
 		b, err := h.encodeFrame(ss.ctl.Map().Wire())
@@ -179,7 +188,7 @@ func (h *Stack) handleShardStream(now time.Time, msg wire.Message) []byte {
 		ss.stats.MapsServed++
 		return b
 	}
-	h.stepShard(now, msg)
+	h.stepShard(now, from, msg)
 	return nil
 }
 

@@ -273,7 +273,7 @@ func (h *Stack) HandleStream(now time.Time, from, peer string, req []byte) []byt
 		if peer != "" && h.misnamedShard(msg, peer, from) {
 			return nil
 		}
-		return h.handleShardStream(now, msg)
+		return h.handleShardStream(now, from, msg)
 	}
 	pp, ok := msg.(*wire.PushPull)
 	if !ok {
@@ -309,7 +309,7 @@ func (h *Stack) StreamReply(now time.Time, id uint64, reply []byte) {
 	msg, _, ok := h.decodeFrame(reply)
 	if s.shard {
 		if ok && shard.Messages().Owns(msg.Type()) {
-			h.stepShard(now, msg)
+			h.stepShard(now, s.to, msg)
 		}
 		return
 	}
@@ -471,6 +471,9 @@ func (h *Stack) process(now time.Time) {
 	}
 	if h.shard != nil {
 		h.observeShardInputs(now, out.Events[evFrom:], out.Meta[metaFrom:], out.LeaseEvents[leaseFrom:])
+		if len(h.shard.held) > 0 {
+			h.retryAnnounces(now) // a holder may be confirmed now
+		}
 		h.drainShard(now, out)
 	}
 }
