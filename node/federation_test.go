@@ -3,6 +3,7 @@ package node
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -305,6 +306,17 @@ func TestFederationMutualTLS(t *testing.T) {
 		if got := n.fed.refused.Load(); got != 1 {
 			t.Fatalf("%s counted %d refusals of one lie, want 1 (counted once, not every interval)", n.Name(), got)
 		}
+	}
+
+	// The WAN pool enrolls nobody: b8's certificate, asking a1's WAN port for
+	// the keyring with a client that trusts any server, gets nothing.
+	src := pki.sourceIn("b", identity.RoleNode, "b8")
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true, NextProtos: []string{EnrollALPN},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return src.Certificate(), nil }}
+	ctx3, cancel3 := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel3()
+	if e, err := enrollAt(ctx3, seed, cfg, enrollRequest{Name: "b8"}); err == nil || len(e.Keys) > 0 {
+		t.Fatalf("a gateway of b enrolled at a1's WAN pool: %d keys, err %v", len(e.Keys), err)
 	}
 }
 

@@ -103,7 +103,9 @@ func (n *Node) acceptTLS(conn net.Conn) (*tls.Conn, *identity.ID, bool, error) {
 	mesh.VerifyConnection = claim(mesh.VerifyConnection)
 	enroll.VerifyConnection = claim(enroll.VerifyConnection)
 	cfg := &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-		if slices.Contains(h.SupportedProtos, EnrollALPN) {
+		// The WAN pool enrolls nobody: its peers are of other clusters, and
+		// an enrollment hands out keys and certificates of this one.
+		if !n.cfg.wan && slices.Contains(h.SupportedProtos, EnrollALPN) {
 			return enroll, nil
 		}
 		return mesh, nil
