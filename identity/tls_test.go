@@ -272,6 +272,37 @@ func TestClientRefusesServerOfAnotherName(t *testing.T) {
 	}
 }
 
+// The WAN pool's policy accepts nodes of every cluster of the trust domain, and
+// only nodes; pinned to a cluster, only that one.
+func TestWANPolicyAcceptsEveryClusterOfTheTrustDomain(t *testing.T) {
+	ca := newTestCA(t, testTD)
+	srvSrc, _ := newSource(t, ca, nodeID("east", "g1"))
+	s := startServer(t, srvSrc.ServerConfig(WANPolicy))
+	for _, tc := range []struct {
+		id   ID
+		want error
+	}{
+		{nodeID("west", "g1"), nil},
+		{nodeID("east", "g2"), nil},
+		{ID{testTD, "west", RoleOperator, "alice"}, ErrRoleNotAllowed},
+	} {
+		cli, _ := newSource(t, ca, tc.id)
+		c, sv, _ := dial(t, s, cli.ClientConfig(WANPolicy))
+		if !errors.Is(sv.err, tc.want) || tc.want == nil && c.err != nil {
+			t.Fatalf("%s: client %v, server %v, want %v", tc.id, c.err, sv.err, tc.want)
+		}
+		if tc.want == nil && sv.peer != tc.id {
+			t.Fatalf("server saw %s, want %s", sv.peer, tc.id)
+		}
+	}
+	cli, _ := newSource(t, ca, nodeID("west", "g1"))
+	pinned := WANPolicy
+	pinned.Cluster, pinned.Name = "west", "g1"
+	if c, _, _ := dial(t, s, cli.ClientConfig(pinned)); !errors.Is(c.err, ErrWrongCluster) {
+		t.Fatalf("client pinned to west/g1 reached east/g1: %v, want %v", c.err, ErrWrongCluster)
+	}
+}
+
 func TestClientRefusesServerOfForeignCA(t *testing.T) {
 	ca, foreign := newTestCA(t, testTD), newTestCA(t, testTD)
 	srvSrc, _ := newSource(t, foreign, nodeID("prod", "n1"))

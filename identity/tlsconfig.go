@@ -47,6 +47,11 @@ type Policy struct {
 	// Name, if set, is the only peer name accepted: a client dialling a known member
 	// checks the certificate names that member.
 	Name string
+	// AnyCluster accepts peers of every cluster of the trust domain, not only
+	// this side's own: the WAN pool of gateways (WANPolicy). Cluster, if set with
+	// it, is the only cluster accepted, as Name is the only name.
+	AnyCluster bool
+	Cluster    string
 }
 
 var (
@@ -55,6 +60,10 @@ var (
 	// ControlPolicy is for the control API's server: any role of the cluster; the
 	// handler maps the role (PeerIdentity) to permissions.
 	ControlPolicy = Policy{Roles: Roles}
+	// WANPolicy is for the WAN pool's streams among gateways: nodes of any
+	// cluster of the trust domain. What a gateway may say there is bound to its
+	// certificate's cluster by the pool itself (docs/security.md, "WAN pool").
+	WANPolicy = Policy{Roles: []Role{RoleNode}, AnyCluster: true}
 )
 
 // ServerConfig returns a TLS 1.3 server configuration that presents the current
@@ -109,7 +118,9 @@ func (s *Source) VerifyPeer(chain []*x509.Certificate, p Policy, usage x509.ExtK
 	}
 	self := m.id
 	switch {
-	case id.Cluster != self.Cluster:
+	case p.AnyCluster && p.Cluster != "" && id.Cluster != p.Cluster:
+		return ID{}, fmt.Errorf("%w: %s is in cluster %q, expected %q", ErrWrongCluster, id, id.Cluster, p.Cluster)
+	case !p.AnyCluster && id.Cluster != self.Cluster:
 		return ID{}, fmt.Errorf("%w: %s is in cluster %q, this is %q", ErrWrongCluster, id, id.Cluster, self.Cluster)
 	case !slices.Contains(p.Roles, id.Role):
 		return ID{}, fmt.Errorf("%w: %s has role %q, this channel accepts %v", ErrRoleNotAllowed, id, id.Role, p.Roles)

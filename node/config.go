@@ -125,6 +125,13 @@ type Config struct {
 	// benchmarks that measure what they cost. Not public: a cluster with node
 	// certificates always signs.
 	unsignedGossip bool
+	// wan makes this node a gateway's member of the WAN pool (startGateway):
+	// named NAME@CLUSTER, its streams and certificates are of any cluster of the
+	// trust domain (wanName).
+	wan bool
+	// poolAudit, with wan, is the gateway node's audit log: the pool's records
+	// (refused streams, forged claims) go to the same file, by one writer.
+	poolAudit *auditLog
 	// StreamTimeout bounds one stream exchange (dial, request, reply). Default 10 s.
 	// Lower it to give up sooner on slow peers; push-pulls of big clusters need
 	// more.
@@ -334,9 +341,9 @@ func (c Config) Validate() error {
 		switch {
 		case id.Role != identity.RoleNode:
 			return bad("TLS", "certificate names %s, of role %q: a node needs a certificate of role node", id, id.Role)
-		case id.Name != c.Name:
+		case c.memberName(id) != c.Name:
 			return bad("TLS", "certificate names %s, but Name is %q: issue the certificate for this node's name", id, c.Name)
-		case id.Cluster != want:
+		case !c.wan && id.Cluster != want:
 			return bad("TLS", "certificate names %s, of cluster %q, but ClusterLabel %q makes this node's cluster %q", id, id.Cluster, c.ClusterLabel, want)
 		}
 	}

@@ -41,8 +41,14 @@ func newTestPKI(t testing.TB) *testPKI {
 // source issues a certificate for name of role and loads it with this CA's bundle.
 func (p *testPKI) source(role identity.Role, name string) *identity.Source {
 	p.t.Helper()
+	return p.sourceIn(identity.DefaultCluster, role, name)
+}
+
+// sourceIn is source for a member of cluster.
+func (p *testPKI) sourceIn(cluster string, role identity.Role, name string) *identity.Source {
+	p.t.Helper()
 	leaf, err := p.ca.Issue(identity.IssueRequest{ID: identity.ID{TrustDomain: testTrustDomain,
-		Cluster: identity.DefaultCluster, Role: role, Name: name}})
+		Cluster: cluster, Role: role, Name: name}})
 	if err != nil {
 		p.t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/omnirelay/mesh/cluster"
@@ -104,8 +105,9 @@ func (c Config) validateFederation(bad func(field, why string, args ...any) erro
 	}
 	if g := f.Gateway; g != nil {
 		switch {
-		case c.TLS != nil:
-			return bad("Federation.Gateway", "with TLS: the WAN pool's streams are not mutual TLS yet, and a gateway must not be the weak link of a TLS cluster")
+		case c.TLS != nil && c.TLS.Identity().Cluster != f.Cluster:
+			return bad("Federation.Cluster", "%q, but the certificate names %s, of cluster %q: in the WAN pool a gateway speaks only for its certificate's cluster; use one id for both (--cluster-id, --cluster-label)",
+				f.Cluster, c.TLS.Identity(), c.TLS.Identity().Cluster)
 		case len(c.Keys) == 0 && !c.Insecure:
 			return bad("Federation.Gateway", "needs Keys (the WAN pool's packets are sealed with the cluster's keys) or Insecure")
 		case g.Transport == nil && checkHostPort(g.Bind) != nil:
@@ -142,6 +144,13 @@ func (c Config) clusterConfig() (cluster.Config, error) {
 type fedState struct {
 	seen uint64 // the stack's cluster view version last published (loop only)
 	wan  *Node  // the WAN pool's node; nil unless a gateway
+	// refused counts WAN records refused because they speak for another
+	// cluster than their gateway's name (omnirelay_cluster_wan_refused_total);
+	// misnamed holds, per such gateway, the cluster it claimed when last counted
+	// (runGateway only), so a record is counted and audited once, not every
+	// interval.
+	refused  atomic.Uint64
+	misnamed map[string]string
 }
 
 // fedHostConfig fills the cluster part of the host config; no federation: no-op.
@@ -160,9 +169,12 @@ func (n *Node) fedHostConfig(hc *stack.Config) {
 func (n *Node) startGateway() error {
 	g := n.cfg.Federation.Gateway
 	wc := Config{
-		Name: n.cfg.Name + "@" + n.cfg.Federation.Cluster, Bind: g.Bind, Advertise: g.Advertise,
+		// Its records name it NAME@CLUSTER; with TLS its streams are mutual TLS
+		// with its node certificate, its claims signed with it (wanName).
+		Name: wanName(n.cfg.Name, n.cfg.Federation.Cluster), Bind: g.Bind, Advertise: g.Advertise,
 		ClusterLabel: g.Label, Keys: n.cfg.Keys, Insecure: n.cfg.Insecure, Transport: g.Transport,
-		Logger: n.cfg.Logger.With("pool", "wan"), Clock: n.clock, // its records name it NAME@CLUSTER
+		TLS: n.cfg.TLS, wan: true, poolAudit: n.auditLog,
+		Logger: n.cfg.Logger.With("pool", "wan"), Clock: n.clock,
 		Tune: func(sc *swim.Config) {
 			w := swim.WANProfile(sc.Name, sc.Addr)
 			if g.Tune != nil {
@@ -256,7 +268,8 @@ func (n *Node) runGateway(wan *Node) {
 // descriptor among its gateways', whether one of them is alive (not suspect: a
 // missed probe already counts as unreachable, which is what bounds failover),
 // and their control URLs. A gateway whose metadata does not decode, or names
-// a cluster of another federation, is skipped.
+// a cluster of another federation, is skipped; one whose records speak for
+// another cluster than its name's is refused (wanMisnamed).
 func (n *Node) wanRemotes(wan *Node, self string) map[string]stack.Remote {
 	out := map[string]stack.Remote{}
 	for _, m := range wan.Members() {
@@ -265,11 +278,10 @@ func (n *Node) wanRemotes(wan *Node, self string) map[string]stack.Remote {
 		}
 		meta := wan.Meta(m.Name)
 		id := meta[WANClusterKey]
-		if id == "" || id == self || !slices.Contains(n.cfg.Federation.Clusters, id) {
-			continue
-		}
 		var d cluster.Descriptor
-		if json.Unmarshal([]byte(meta[WANDescriptorKey]), &d) != nil || d.ID != id {
+		decoded := json.Unmarshal([]byte(meta[WANDescriptorKey]), &d) == nil
+		if n.wanMisnamed(m.Name, id, d.ID) || !decoded || d.ID != id ||
+			id == "" || id == self || !slices.Contains(n.cfg.Federation.Clusters, id) {
 			continue
 		}
 		r, seen := out[id]
@@ -289,6 +301,42 @@ func (n *Node) wanRemotes(wan *Node, self string) map[string]stack.Remote {
 		out[id] = r
 	}
 	return out
+}
+
+// wanMisnamed reports whether gateway member's records, its cluster id and its
+// descriptor's, speak for another cluster than its name NAME@CLUSTER. With TLS
+// the name is its certificate's (wanName: its claims, metadata and streams are
+// checked against it), so a gateway of cluster B can publish only B's record:
+// anything else is refused, counted and audited, once per claimed cluster.
+// runGateway only.
+func (n *Node) wanMisnamed(member, id, descID string) bool {
+	owner, claim := wanCluster(member), ""
+	switch {
+	case id != "" && id != owner:
+		claim = id
+	case descID != "" && descID != owner:
+		claim = descID
+	}
+	f := n.fed
+	if claim == "" {
+		delete(f.misnamed, member)
+		return false
+	}
+	if f.misnamed[member] == claim {
+		return true
+	}
+	if f.misnamed == nil {
+		f.misnamed = map[string]string{}
+	}
+	if len(f.misnamed) >= swim.DefaultMaxMembers { // bounded like the pool
+		clear(f.misnamed)
+	}
+	f.misnamed[member] = claim
+	f.refused.Add(1)
+	n.log.Warn("refusing a WAN record: a gateway speaks for another cluster than its own", "gateway", member, "claims", claim)
+	n.audit(auditRecord{Time: n.clock.Now(), Event: "wan_record_refused", ID: control.NewEventID(), Member: member,
+		Cluster: claim, Reason: fmt.Sprintf("gateway %s of cluster %q published a record of cluster %q", member, owner, claim)})
+	return true
 }
 
 func descriptorOf(ds []cluster.Descriptor, id string) cluster.Descriptor {
@@ -430,6 +478,7 @@ var (
 	descClusterVersion = prometheus.NewDesc("omnirelay_cluster_failover_version", "Failover version of each cluster's descriptor in this node's view.", []string{"cluster"}, nil)
 	descClusterReach   = prometheus.NewDesc("omnirelay_cluster_reachable", "1 while one of this cluster's gateways sees a gateway of the other cluster alive in the WAN pool, else 0.", []string{"cluster"}, nil)
 	descPromotions     = prometheus.NewDesc("omnirelay_cluster_promotions_total", "Promotions of its cluster this node made as lease holder (planned, unplanned and forced).", nil, nil)
+	descWANRefused     = prometheus.NewDesc("omnirelay_cluster_wan_refused_total", "WAN pool records this gateway refused because they speak for another cluster than their gateway's name NAME@CLUSTER (with TLS, its certificate's cluster); each gateway and claimed cluster counted once.", nil, nil)
 	descClusterDropped = prometheus.NewDesc("omnirelay_cluster_records_dropped_total", "Cluster descriptors received and dropped: malformed (unknown cluster or state, a version of another cluster's residue, an undecodable value), oversized batches.", nil, nil)
 )
 
@@ -438,7 +487,7 @@ var (
 type fedCollector struct{ n *Node }
 
 func (c *fedCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descClusterJumps, descClusterServing, descClusterActive, descClusterVersion, descClusterReach, descPromotions, descClusterDropped} {
+	for _, d := range []*prometheus.Desc{descClusterJumps, descClusterServing, descClusterActive, descClusterVersion, descClusterReach, descPromotions, descClusterDropped, descWANRefused} {
 		ch <- d
 	}
 }
@@ -469,4 +518,5 @@ func (c *fedCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descClusterJumps, prometheus.CounterValue, float64(st.Implausible))
 	ch <- prometheus.MustNewConstMetric(descPromotions, prometheus.CounterValue, float64(st.Promotions))
 	ch <- prometheus.MustNewConstMetric(descClusterDropped, prometheus.CounterValue, float64(st.Malformed+st.Oversized+hs.Malformed))
+	ch <- prometheus.MustNewConstMetric(descWANRefused, prometheus.CounterValue, float64(n.fed.refused.Load()))
 }

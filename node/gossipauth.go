@@ -54,6 +54,11 @@ type heldCert struct {
 type certStore struct {
 	src *identity.Source
 	now func() time.Time
+	// policy is whom the store holds certificates of, nameOf the member name a
+	// certificate gives (Config.memberName): a node of this cluster by its
+	// name, or in the WAN pool a gateway of any cluster as NAME@CLUSTER.
+	policy identity.Policy
+	nameOf func(identity.ID) string
 	// refused counts carried chains that did not verify
 	// (omnirelay_certs_refused_total); evicted, names dropped from a full store
 	// while their certificates were still valid.
@@ -72,8 +77,9 @@ type certStore struct {
 // (the member rotated) is an unknown signer, fetched, not a forgery.
 const sigKeyID = 8
 
-func newCertStore(src *identity.Source, now func() time.Time) *certStore {
-	s := &certStore{src: src, now: now, byName: map[string][]heldCert{}, hashes: map[uint64]struct{}{}}
+// newCertStore is the store of a node of config c (Config.memberName).
+func newCertStore(c Config, src *identity.Source, now func() time.Time) *certStore {
+	s := &certStore{src: src, now: now, policy: c.meshPolicy(""), nameOf: c.memberName, byName: map[string][]heldCert{}, hashes: map[uint64]struct{}{}}
 	s.addOwn()
 	return s
 }
@@ -100,7 +106,7 @@ func (s *certStore) addOwn() bool {
 	if len(chain) == 0 {
 		return false
 	}
-	h := s.addVerified(s.src.Identity().Name, chain)
+	h := s.addVerified(s.nameOf(s.src.Identity()), chain)
 	s.mu.Lock()
 	s.ownTLS, s.ownHash = c, h
 	s.mu.Unlock()
@@ -117,7 +123,7 @@ func (s *certStore) addPeer(chain []*x509.Certificate) {
 	if err != nil || id.Role != identity.RoleNode {
 		return
 	}
-	s.addVerified(id.Name, chain)
+	s.addVerified(s.nameOf(id), chain)
 }
 
 // addVerified holds a verified chain as name's and returns its hash. Of two
@@ -153,7 +159,7 @@ func (s *certStore) addVerified(name string, chain []*x509.Certificate) uint64 {
 // makeRoom frees at least one name of a full store (under s.mu).
 func (s *certStore) makeRoom() {
 	now := s.now()
-	own := s.src.Identity().Name
+	own := s.nameOf(s.src.Identity())
 	drop := func(name string) {
 		for _, c := range s.byName[name] {
 			delete(s.hashes, c.hash)
@@ -301,12 +307,12 @@ func (s *certStore) Learn(creds [][]byte) {
 			s.refused.Add(1)
 			continue
 		}
-		id, err := s.src.VerifyPeer(chain, identity.MeshPolicy, x509.ExtKeyUsageClientAuth)
+		id, err := s.src.VerifyPeer(chain, s.policy, x509.ExtKeyUsageClientAuth)
 		if err != nil {
 			s.refused.Add(1)
 			continue
 		}
-		s.addVerified(id.Name, chain)
+		s.addVerified(s.nameOf(id), chain)
 	}
 }
 

@@ -121,7 +121,7 @@ func TestSignedGossipCost(t *testing.T) {
 // receiver pays per claim that changes its view, and per forgery).
 func BenchmarkClaimSignVerify(b *testing.B) {
 	pki := newTestPKI(b)
-	st := newCertStore(pki.source(identity.RoleNode, "n1"), time.Now)
+	st := newCertStore(Config{}, pki.source(identity.RoleNode, "n1"), time.Now)
 	claim := wire.AliveClaim("prod", "n1", "10.0.0.1:7946", 7, wire.MinProtocolVersion, wire.ProtocolVersion, 0)
 	sig := st.Sign(claim)
 	b.Run("sign", func(b *testing.B) {
@@ -178,8 +178,8 @@ func BenchmarkMetaSignedWrite(b *testing.B) {
 			}
 			if signed {
 				n1 := pki.source(identity.RoleNode, "n1")
-				writer.SetAuthority("prod", certAuthority{newCertStore(n1, time.Now)})
-				rs := newCertStore(pki.source(identity.RoleNode, "n2"), time.Now)
+				writer.SetAuthority("prod", certAuthority{newCertStore(Config{}, n1, time.Now)})
+				rs := newCertStore(Config{}, pki.source(identity.RoleNode, "n2"), time.Now)
 				var chain []byte
 				for _, der := range n1.Certificate().Certificate {
 					chain = append(chain, der...)

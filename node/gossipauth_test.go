@@ -234,7 +234,7 @@ func forgedMetric(t *testing.T, n *Node) float64 {
 func TestCertStoreMakesRoomForNewMembers(t *testing.T) {
 	pki := newTestPKI(t)
 	src := pki.source(identity.RoleNode, "n0")
-	st := newCertStore(src, time.Now)
+	st := newCertStore(Config{}, src, time.Now)
 	leaf := src.Certificate().Leaf
 	expired := *leaf
 	expired.NotAfter = time.Now().Add(-time.Hour)
@@ -458,5 +458,5 @@ func forgerOf(t *testing.T, mn *MemNetwork, n5 *Node) (Transport, *wire.Keyring,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tool, kr, newCertStore(n5.cfg.TLS, time.Now)
+	return tool, kr, newCertStore(Config{}, n5.cfg.TLS, time.Now)
 }

@@ -89,6 +89,8 @@ type Node struct {
 	shards   *shardState         // nil: shard routing off (no Config.Shards)
 	fed      *fedState           // nil: one cluster (no Config.Federation)
 	auditLog *auditLog           // nil: no Config.AuditLog
+	// auditShared: auditLog is Config.poolAudit, run and closed by its owner.
+	auditShared bool
 
 	// Owned by the loop goroutine.
 	stack  *stack.Stack
@@ -254,14 +256,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.logs = newLogHub()
 	n.log = slog.New(&teeHandler{inner: cfg.Logger.Handler(), hub: n.logs}).With("node", cfg.Name)
 	rng := rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
-	if cfg.AuditLog != nil {
+	switch {
+	case cfg.poolAudit != nil:
+		n.auditLog, n.auditShared = cfg.poolAudit, true
+	case cfg.AuditLog != nil:
 		n.auditLog = newAuditLog(cfg.AuditLog)
 	}
 	hc := stack.Config{Swim: cfg.swimConfig(n.addr)}
 	if cfg.TLS != nil && !cfg.unsignedGossip {
 		// Mesh certificates name every member: its gossip self-claims are signed
 		// with them (PROTOCOL.md 10.10).
-		n.certs = newCertStore(cfg.TLS, n.clock.Now)
+		n.certs = newCertStore(cfg, cfg.TLS, n.clock.Now)
 		hc.Swim.Auth = n.certs
 	}
 	if err := n.leaseHostConfig(&hc); err != nil {
@@ -303,11 +308,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.controlAddr = ln.Addr().String()
 		n.serveControl(ln)
 	}
-	if cfg.TLS != nil {
+	if cfg.TLS != nil && !cfg.wan { // the gateway node reloads the files they share
 		n.wg.Add(1)
 		go n.watchTLS()
 	}
-	if n.auditLog != nil {
+	if n.auditLog != nil && !n.auditShared {
 		go n.auditLog.run(n) // not in n.wg: Close ends it after everything else
 	}
 	n.wg.Add(3)
@@ -481,7 +486,7 @@ func (n *Node) Close() error {
 		}
 		n.mu.Unlock()
 		n.closeShardWatches()
-		if n.auditLog != nil {
+		if n.auditLog != nil && !n.auditShared {
 			n.auditLog.close()
 		}
 		n.log.Info("node closed")
@@ -659,7 +664,7 @@ func (n *Node) serveStream(c *inConn) {
 			n.serveEnroll(tc, id)
 			return
 		}
-		conn, peer = tc, id.Name
+		conn, peer = tc, n.cfg.memberName(*id)
 	}
 	started := false
 	req, err := wire.ReadFrameReserve(conn, wire.DefaultMaxFrame, func(size int) error {

@@ -58,7 +58,7 @@ func TestLeaseAndShardPacketsCannotSpeakAsAnotherName(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n5key := newCertStore(nodes[4].cfg.TLS, time.Now) // signs with n5's key, as n5 would
+		n5key := newCertStore(Config{}, nodes[4].cfg.TLS, time.Now) // signs with n5's key, as n5 would
 		send := func(to *Node, sender string, m wire.Message) {
 			t.Helper()
 			p := wire.NewPacker(wire.DefaultMTU-wire.SealOverhead, wire.ClusterHash(""))
@@ -285,7 +285,7 @@ func TestSignedLeasePacketCost(t *testing.T) {
 // a forged one's.
 func BenchmarkPacketSignVerify(b *testing.B) {
 	pki := newTestPKI(b)
-	st := newCertStore(pki.source(identity.RoleNode, "n1"), time.Now)
+	st := newCertStore(Config{}, pki.source(identity.RoleNode, "n1"), time.Now)
 	p := wire.NewPacker(wire.DefaultMTU, wire.ClusterHash("prod"))
 	p.Add(&lease.Renew{Epoch: 7, Seq: 1234, Holder: "n1", Duration: 3 * time.Second,
 		Membership: lease.Membership{Voters: []string{"n0", "n1", "n2", "n3", "n4"}}})

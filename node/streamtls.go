@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 
 	"github.com/omnirelay/mesh/control"
 	"github.com/omnirelay/mesh/identity"
@@ -20,14 +21,53 @@ import (
 // own state carries the name of its certificate. Frames inside are still sealed
 // with the packet keys when there are keys.
 
+// In the WAN pool (Config.wan) a gateway's member name is NAME@CLUSTER, from
+// its node certificate spiffe://<td>/mesh/<cluster>/node/<name>, and its streams
+// accept node certificates of every cluster of the trust domain
+// (identity.WANPolicy): the name binds what a gateway says there to its
+// certificate's cluster (docs/security.md, "WAN pool").
+
+// memberName is the member name a verified certificate gives.
+func (c Config) memberName(id identity.ID) string {
+	if c.wan {
+		return wanName(id.Name, id.Cluster)
+	}
+	return id.Name
+}
+
+// wanName is the WAN pool's name of gateway name of cluster.
+func wanName(name, cluster string) string { return name + "@" + cluster }
+
+// wanCluster is the cluster a WAN member name gives, "" if it has none.
+func wanCluster(member string) string {
+	if i := strings.LastIndexByte(member, '@'); i >= 0 {
+		return member[i+1:]
+	}
+	return ""
+}
+
+// meshPolicy is whom this node's mesh streams accept; member, if set, is the
+// only member accepted (a dialled member's name).
+func (c Config) meshPolicy(member string) identity.Policy {
+	if !c.wan {
+		p := identity.MeshPolicy
+		p.Name = member
+		return p
+	}
+	p := identity.WANPolicy
+	if cl := wanCluster(member); cl != "" {
+		p.Name, p.Cluster = strings.TrimSuffix(member, "@"+cl), cl
+	}
+	return p
+}
+
 // ErrStreamIdentity means a mesh stream's peer is not who its request says.
 var ErrStreamIdentity = errors.New("node: stream peer's certificate does not match its gossip name")
 
 // dialTLS wraps an outbound stream in TLS and completes the handshake within ctx.
 func (n *Node) dialTLS(ctx context.Context, conn net.Conn, to string) (net.Conn, error) {
-	p := identity.MeshPolicy
-	p.Name = n.live.nameAt(to) // "" for a seed or a stranger: any node of the cluster
-	tc := tls.Client(conn, n.cfg.TLS.ClientConfig(p))
+	member := n.live.nameAt(to) // "" for a seed or a stranger: any node of the cluster (of the pool)
+	tc := tls.Client(conn, n.cfg.TLS.ClientConfig(n.cfg.meshPolicy(member)))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		n.metrics.netErrors.WithLabelValues("stream_tls").Inc()
 		return nil, fmt.Errorf("TLS with %s: %w", to, err)
@@ -55,12 +95,14 @@ func (n *Node) acceptTLS(conn net.Conn) (*tls.Conn, *identity.ID, bool, error) {
 			return verify(cs)
 		}
 	}
-	mesh := n.cfg.TLS.ServerConfig(identity.MeshPolicy)
+	mesh := n.cfg.TLS.ServerConfig(n.cfg.meshPolicy(""))
 	enroll := n.enrollConfig(mesh)
 	mesh.VerifyConnection = claim(mesh.VerifyConnection)
 	enroll.VerifyConnection = claim(enroll.VerifyConnection)
 	cfg := &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-		if slices.Contains(h.SupportedProtos, EnrollALPN) {
+		// The WAN pool enrolls nobody: its peers are of other clusters, and
+		// an enrollment hands out keys and certificates of this one.
+		if !n.cfg.wan && slices.Contains(h.SupportedProtos, EnrollALPN) {
 			return enroll, nil
 		}
 		return mesh, nil

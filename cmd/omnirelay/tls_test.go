@@ -131,3 +131,28 @@ func TestMeshCommandsOverMutualTLS(t *testing.T) {
 		t.Errorf("operator token drains: exit %d: %s", code, e)
 	}
 }
+
+// A gateway with --tls-* runs its WAN pool on mutual TLS, so it starts; its
+// --cluster-id must be its certificate's cluster.
+func TestAgentTLSGateway(t *testing.T) {
+	dir := t.TempDir()
+	certs := issueAll(t, dir)
+	if code, _, e := runCLI(t, "cert", "issue", "--ca", filepath.Join(dir, "ca"), "--name", "g1", "--role", "node",
+		"--cluster", "east", "--out", certs); code != 0 {
+		t.Fatalf("cert issue g1 --cluster east: %s", e)
+	}
+	gw := func(id string) []string {
+		return append([]string{"--name", "g1", "--bind", "127.0.0.1:0", "--key", testKey, "--cluster-label", "east",
+			"--voters", "g1", "--voter", "--data-dir", t.TempDir(), "--cluster-id", id, "--clusters", "east,west",
+			"--gateway", "--wan-bind", "127.0.0.1:0"}, tlsArgs(dir, certs, "g1")...)
+	}
+	s, err := parseAgent(gw("east"), io.Discard)
+	if err != nil || s.cfg.Federation == nil || s.cfg.Federation.Gateway == nil {
+		t.Fatalf("gateway with --tls-* of its cluster: %v", err)
+	}
+	_, err = parseAgent(gw("west"), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `of cluster "east"`) {
+		t.Fatalf("gateway of west with a certificate of east: %v, want the certificate's cluster named", err)
+	}
+	t.Log(err)
+}
